@@ -1,0 +1,1 @@
+"""Rollcall's domain: models, migrations and the operations a school performs on its roster."""

@@ -1,0 +1,42 @@
+"""Business errors: what went wrong, in words an administrator can act on."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+
+
+class ErrorCode(enum.StrEnum):
+    INVALID_INPUT = "INVALID_INPUT"
+    NOT_FOUND = "NOT_FOUND"
+    SLUG_TAKEN = "SLUG_TAKEN"
+    USERNAME_TAKEN = "USERNAME_TAKEN"
+    PASSWORD_TOO_WEAK = "PASSWORD_TOO_WEAK"
+    PASSWORDS_DO_NOT_MATCH = "PASSWORDS_DO_NOT_MATCH"
+    INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
+    RATE_LIMITED = "RATE_LIMITED"
+    REAUTH_FAILED = "REAUTH_FAILED"
+    MANAGED_BY_PROVIDER = "MANAGED_BY_PROVIDER"
+    VERSION_CONFLICT = "VERSION_CONFLICT"
+    CANNOT_DELETE_SELF = "CANNOT_DELETE_SELF"
+    LAST_ADMIN = "LAST_ADMIN"
+    USER_DELETED = "USER_DELETED"
+    CLASS_NAME_TAKEN = "CLASS_NAME_TAKEN"
+    TOO_MANY = "TOO_MANY"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    code: ErrorCode
+    message: str
+    field: str | None = None
+    user_id: uuid.UUID | None = None
+
+
+class DomainError(Exception):
+    """Raised inside a transaction to roll all of it back and report every problem found."""
+
+    def __init__(self, *problems: Problem) -> None:
+        super().__init__("; ".join(p.message for p in problems))
+        self.problems = list(problems)

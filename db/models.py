@@ -1,0 +1,230 @@
+"""The tables. Every tenant table carries `school_id`, and its keys include it (see DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Provider(enum.StrEnum):
+    MANUAL = "MANUAL"
+    C2K = "C2K"
+    HWB = "HWB"
+    GLOW = "GLOW"
+
+
+class UserType(enum.StrEnum):
+    PUPIL = "PUPIL"
+    TEACHER = "TEACHER"
+
+
+class ClassKind(enum.StrEnum):
+    REGISTRATION = "REGISTRATION"
+    TEACHING = "TEACHING"
+
+
+def _enum(kind: type[enum.StrEnum], name: str) -> Enum:
+    # Stored as text with a CHECK, so adding a value is a plain migration.
+    return Enum(kind, name=name, native_enum=False, create_constraint=True, length=16,
+                values_callable=lambda k: [m.value for m in k])
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: dict[Any, Any] = {
+        uuid.UUID: UUID(as_uuid=True),
+        datetime: DateTime(timezone=True),
+        str: Text,
+    }
+
+
+def _uuid_pk() -> Any:
+    return mapped_column(primary_key=True, server_default=text("gen_random_uuid()"))
+
+
+class School(Base):
+    """A tenant. Its row is visible only while the school is bound (or looked up by its exact slug)."""
+
+    __tablename__ = "schools"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    slug: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str]
+    provider: Mapped[Provider] = mapped_column(_enum(Provider, "provider"), default=Provider.MANUAL)
+    pupil_min_password_length: Mapped[int] = mapped_column(Integer, default=4, server_default="4")
+    qr_sign_in_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("slug ~ '^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$'", name="slug_format"),
+        CheckConstraint("pupil_min_password_length BETWEEN 1 AND 128", name="pupil_min_password_length"),
+    )
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    school_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    username: Mapped[str] = mapped_column(String(64))
+    first_name: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    surname: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    type: Mapped[UserType] = mapped_column(_enum(UserType, "user_type"))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    password_hash: Mapped[str]
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    deleted_at: Mapped[datetime | None]
+    deleted_by: Mapped[uuid.UUID | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),
+        ForeignKeyConstraint(["school_id", "deleted_by"], ["users.school_id", "users.id"],
+                             name="fk_users_deleted_by_users"),
+        Index("uq_users_school_id_username_active", "school_id", func.lower(text("username")),
+              unique=True, postgresql_where=text("deleted_at IS NULL")),
+        CheckConstraint("NOT is_admin OR type = 'TEACHER'", name="only_teachers_are_admins"),
+    )
+
+
+class SchoolClass(Base):
+    __tablename__ = "classes"
+
+    school_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[ClassKind] = mapped_column(_enum(ClassKind, "class_kind"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),
+        # Lets a membership name its class's kind, so the one-registration-class rule is a plain index.
+        UniqueConstraint("school_id", "id", "kind", name="uq_classes_school_id_id_kind"),
+        Index("uq_classes_school_id_kind_name", "school_id", "kind", func.lower(text("name")), unique=True),
+    )
+
+
+class ClassMembership(Base):
+    __tablename__ = "class_memberships"
+
+    school_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    class_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    kind: Mapped[ClassKind] = mapped_column(_enum(ClassKind, "membership_kind"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        ForeignKeyConstraint(["school_id", "class_id", "kind"],
+                             ["classes.school_id", "classes.id", "classes.kind"],
+                             name="fk_class_memberships_class", ondelete="CASCADE", onupdate="CASCADE"),
+        ForeignKeyConstraint(["school_id", "user_id"], ["users.school_id", "users.id"],
+                             name="fk_class_memberships_user", ondelete="CASCADE"),
+        # At most ONE registration class per user: the database is the guarantee.
+        Index("uq_class_memberships_one_registration_class", "school_id", "user_id",
+              unique=True, postgresql_where=text("kind = 'REGISTRATION'")),
+        Index("ix_class_memberships_user", "school_id", "user_id"),
+    )
+
+
+class Session(Base):
+    """A signed-in browser or device. Only the SHA-256 of its token is stored."""
+
+    __tablename__ = "sessions"
+
+    school_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    user_id: Mapped[uuid.UUID]
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_seen_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    reauth_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+    __table_args__ = (
+        ForeignKeyConstraint(["school_id", "user_id"], ["users.school_id", "users.id"],
+                             name="fk_sessions_user", ondelete="CASCADE"),
+        UniqueConstraint("school_id", "token_hash", name="uq_sessions_school_id_token_hash"),
+        Index("ix_sessions_token_hash", "token_hash"),
+        Index("ix_sessions_user", "school_id", "user_id"),
+    )
+
+
+class ApiToken(Base):
+    """A read-only token for a third-party app. Only the SHA-256 of its secret is stored."""
+
+    __tablename__ = "api_tokens"
+
+    school_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    # Not a foreign key: a token outlives the admin who issued it.
+    created_by: Mapped[uuid.UUID | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),
+        UniqueConstraint("school_id", "token_hash", name="uq_api_tokens_school_id_token_hash"),
+        Index("ix_api_tokens_token_hash", "token_hash"),
+    )
+
+
+class AuditEvent(Base):
+    """Who did what to whom, and when. Append-only for the application role."""
+
+    __tablename__ = "audit_events"
+
+    school_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    # Not a foreign key: the event outlives the user it names.
+    actor_id: Mapped[uuid.UUID | None]
+    actor_label: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    action: Mapped[str] = mapped_column(String(64))
+    target_user_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID(as_uuid=True)),
+                                                               server_default="{}")
+    summary: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),
+        Index("ix_audit_events_school_id_created_at", "school_id", "created_at"),
+    )
+
+
+TENANT_TABLES = ("users", "classes", "class_memberships", "sessions", "api_tokens", "audit_events")

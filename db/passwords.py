@@ -1,0 +1,136 @@
+"""Password hashing (argon2id) and the password policy for staff and pupils."""
+
+import asyncio
+import functools
+import os
+import secrets
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError
+
+MEMORY_COST_KIB = 19456  # 19 MiB
+TIME_COST = 2
+PARALLELISM = 1
+
+STAFF_MIN_LENGTH = 8
+MAX_LENGTH = 128
+DEFAULT_PUPIL_MIN_LENGTH = 4
+
+HASHING_THREADS = os.cpu_count() or 1
+
+_hasher = PasswordHasher(
+    time_cost=TIME_COST,
+    memory_cost=MEMORY_COST_KIB,
+    parallelism=PARALLELISM,
+    type=Type.ID,
+)
+# argon2-cffi releases the GIL while hashing, so these threads hash in parallel.
+_executor = ThreadPoolExecutor(max_workers=HASHING_THREADS, thread_name_prefix="password-hashing")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    return _hasher.check_needs_rehash(password_hash)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password(secrets.token_urlsafe(16))
+
+
+def verify_against_dummy(password: str) -> None:
+    # Verify against a dummy hash when the user is unknown, so timing does not reveal who exists.
+    verify_password(_dummy_hash(), password)
+
+
+async def hash_password_async(password: str) -> str:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_executor, hash_password, password)
+
+
+async def verify_password_async(password_hash: str, password: str) -> bool:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_executor, verify_password, password_hash, password)
+
+
+async def verify_against_dummy_async(password: str) -> None:
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(_executor, verify_against_dummy, password)
+
+
+async def hash_passwords(passwords: Sequence[str]) -> list[str]:
+    loop = asyncio.get_running_loop()
+    futures = [loop.run_in_executor(_executor, hash_password, p) for p in passwords]
+    return list(await asyncio.gather(*futures))
+
+
+@functools.cache
+def _common_passwords() -> frozenset[str]:
+    text = Path(__file__).with_name("common_passwords.txt").read_text(encoding="utf-8")
+    return frozenset(line.strip() for line in text.splitlines() if line.strip())
+
+
+def password_problem(password: str, *, staff: bool, pupil_min_length: int) -> str | None:
+    """Say what is wrong with a new password, or return None when it is acceptable."""
+    min_length = STAFF_MIN_LENGTH if staff else pupil_min_length
+    if "\x00" in password:
+        return "The password cannot contain a NUL character."
+    if len(password) > MAX_LENGTH:
+        return f"The password must be at most {MAX_LENGTH} characters long."
+    if len(password) < min_length:
+        return f"The password must be at least {min_length} characters long."
+    if not password.strip():
+        return "The password cannot be made only of spaces."
+    if staff and password.casefold() in _common_passwords():
+        return "The password is too common and easy to guess; choose another."
+    return None
+
+
+# Short, common, child-friendly words with one obvious spelling (no homophones).
+_WORD_LIST = """
+    acorn actor album alien amber anchor angle ankle apple apron arrow atlas attic autumn badge
+    bagel baker balloon bamboo banana banjo barn basket beach beacon beaver bicycle bison
+    blanket blossom bottle branch bread breeze brick bridge brook broom bubble bucket buckle
+    bugle bunny butter button cabin cactus camel camera candle canoe canvas canyon carpet carrot
+    castle cattle cello chalk cherry chess chimney cinema circle circus citrus clock cloud
+    clover coast cobalt cocoa coconut comet compass cookie copper coral cotton cousin cowboy
+    crayon cricket crystal cupcake curtain cycle daisy dancer desert diamond dinner doctor
+    dolphin donkey dragon drawer dream drum eagle easel echo elbow elephant ember engine falcon
+    farmer feather fence ferry fiddle field finger flame forest fossil fountain fox frost garden
+    garlic giant ginger giraffe glacier glove goose grape grass gravel guitar hammer harvest
+    hazel helmet heron hiking honey hoop horizon hotel igloo island ivory jacket jelly jigsaw
+    jungle kayak kettle kitten koala ladder lagoon lantern laptop lemon lentil library lily
+    lizard lobster locket lunch magnet mango maple marble meadow melon mermaid mitten monkey
+    moose mountain muffin museum music napkin nectar needle nest noodle oasis ocean octopus
+    olive onion orange orbit orchard otter owl paddle panda pancake panther paper parade parrot
+    pasta peanut pebble pelican pencil penguin pepper piano picnic pillow pilot pirate planet
+    pocket poem pony popcorn potato pretzel pudding puffin puppet puzzle pyramid quilt rabbit
+    radio rainbow raisin rattle raven ribbon river robot rocket rooster saddle salmon sandal
+    satchel saucer scarf school scooter season shadow shell shovel signal silver skate sketch
+    sled slipper snail snowman soccer spider spinach sponge spoon spring squash stable star
+    statue sticker stone summer sunset swan sweater tablet tiger timber toast tomato topaz
+    tortoise tower tractor travel treasure tulip tunnel turkey turtle umbrella valley velvet
+    violin volcano wagon walnut walrus water whistle window winter wizard wombat zebra zipper
+"""
+_WORDS = tuple(_WORD_LIST.split())
+
+
+def memorable_password(words: int = 3) -> str:
+    """Make a password that is easy to read out and type, such as "river-apple-cloud-42"."""
+    if words < 2:
+        raise ValueError("A memorable password needs at least two words.")
+    chosen = [secrets.choice(_WORDS) for _ in range(words)]
+    return "-".join([*chosen, f"{secrets.randbelow(100):02d}"])

@@ -1,0 +1,90 @@
+"""Schools (tenants): creating one with its first admin, and reading the bound one."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db import audit
+from db.errors import DomainError, ErrorCode, Problem
+from db.models import Provider, School, UserType
+from db.passwords import hash_password_async, password_problem
+from db.users import clean_name, clean_username, insert_user
+from tenants.scope import bind_school, bind_school_slug
+
+SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True, slots=True)
+class NewSchool:
+    school_id: uuid.UUID
+    admin_id: uuid.UUID
+
+
+def clean_slug(raw: str) -> str:
+    slug = raw.strip()
+    if not SLUG.fullmatch(slug):
+        raise DomainError(Problem(
+            ErrorCode.INVALID_INPUT,
+            f"'{raw}' is not a valid slug: use 1 to 63 lowercase letters, digits and dashes, "
+            "starting and ending with a letter or digit.",
+            "slug",
+        ))
+    return slug
+
+
+async def school_id_for_slug(session: AsyncSession, slug: str) -> uuid.UUID | None:
+    """The id of the school with exactly this slug; the transaction sees no other school."""
+    await bind_school_slug(session, slug)
+    return (await session.execute(select(School.id).where(School.slug == slug))).scalar_one_or_none()
+
+
+async def get_school(session: AsyncSession, school_id: uuid.UUID) -> School | None:
+    return await session.get(School, school_id)
+
+
+async def create_school(
+    session: AsyncSession,
+    *,
+    slug: str,
+    name: str,
+    provider: Provider = Provider.MANUAL,
+    admin_username: str,
+    admin_password: str,
+    admin_first_name: str = "",
+    admin_surname: str = "",
+) -> NewSchool:
+    """Create a school and its first admin in the caller's (unbound) transaction; all or nothing."""
+    slug = clean_slug(slug)
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise DomainError(Problem(ErrorCode.INVALID_INPUT, "A school's name is 1 to 200 characters.", "name"))
+    username = clean_username(admin_username, field="admin_username")
+    if problem := password_problem(admin_password, staff=True, pupil_min_length=4):
+        raise DomainError(Problem(ErrorCode.PASSWORD_TOO_WEAK, problem, "admin_password"))
+    if await school_id_for_slug(session, slug) is not None:
+        raise DomainError(Problem(ErrorCode.SLUG_TAKEN, f"A school with the slug '{slug}' already exists.", "slug"))
+
+    school_id = uuid.uuid4()
+    await bind_school(session, school_id)
+    try:
+        async with session.begin_nested():
+            session.add(School(id=school_id, slug=slug, name=name, provider=provider))
+    except IntegrityError:
+        raise DomainError(
+            Problem(ErrorCode.SLUG_TAKEN, f"A school with the slug '{slug}' already exists.", "slug")
+        ) from None
+    admin = await insert_user(
+        session, school_id=school_id, username=username, password_hash=await hash_password_async(admin_password),
+        type=UserType.TEACHER, is_admin=True,
+        first_name=clean_name(admin_first_name, field="admin_first_name"),
+        surname=clean_name(admin_surname, field="admin_surname"),
+    )
+    await audit.record(session, school_id=school_id, actor_id=None, actor_label="rollcall school create",
+                       action="school.created", targets=[admin.id], summary={"slug": slug, "name": name})
+    return NewSchool(school_id=school_id, admin_id=admin.id)

@@ -1,0 +1,75 @@
+"""Sign-in sessions and bearer secrets. Only SHA-256 hashes of secrets are stored."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import Session, User
+
+SESSION_PREFIX = "rcs_"
+API_TOKEN_PREFIX = "rca_"
+# Seen-at is refreshed at most this often, so reading a page does not write a row every time.
+TOUCH_EVERY = timedelta(minutes=1)
+
+
+def hash_secret(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def new_secret(prefix: str) -> tuple[str, bytes]:
+    """A fresh bearer secret (256 random bits) and the hash that is stored in its place."""
+    secret = prefix + secrets.token_urlsafe(32)
+    return secret, hash_secret(secret)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    idle: timedelta
+    lifetime: timedelta
+
+
+async def start_session(session: AsyncSession, *, school_id: uuid.UUID, user_id: uuid.UUID,
+                        policy: SessionPolicy) -> tuple[str, Session]:
+    token, token_hash = new_secret(SESSION_PREFIX)
+    row = Session(school_id=school_id, user_id=user_id, token_hash=token_hash,
+                  expires_at=func.now() + policy.lifetime)
+    session.add(row)
+    await session.flush()
+    return token, row
+
+
+async def active_session(session: AsyncSession, *, school_id: uuid.UUID, token_hash: bytes,
+                         policy: SessionPolicy) -> tuple[Session, User] | None:
+    """The live session with this hash and its (not deleted) user; refreshes its idle clock."""
+    now = (await session.execute(select(func.now()))).scalar_one()
+    row = (await session.execute(
+        select(Session, User)
+        .join(User, (User.school_id == Session.school_id) & (User.id == Session.user_id))
+        .where(Session.school_id == school_id, Session.token_hash == token_hash,
+               Session.revoked_at.is_(None), Session.expires_at > now,
+               Session.last_seen_at > now - policy.idle, User.deleted_at.is_(None))
+    )).first()
+    if row is None:
+        return None
+    found, user = row
+    if now - found.last_seen_at > TOUCH_EVERY:
+        await session.execute(update(Session).where(Session.school_id == school_id, Session.id == found.id)
+                              .values(last_seen_at=now))
+    return found, user
+
+
+async def revoke_sessions(session: AsyncSession, *, school_id: uuid.UUID, user_ids: list[uuid.UUID],
+                          keep: uuid.UUID | None = None) -> None:
+    query = update(Session).where(Session.school_id == school_id, Session.user_id.in_(user_ids),
+                                  Session.revoked_at.is_(None))
+    if keep is not None:
+        query = query.where(Session.id != keep)
+    await session.execute(query.values(revoked_at=func.now()))
+

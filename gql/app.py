@@ -1,0 +1,115 @@
+"""The Starlette application: GraphQL at /graphql, liveness at /healthz, readiness at /readyz."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+from strawberry.asgi import GraphQL
+
+from db.embedded import DatabaseUrls
+from db.engine import Database
+from db.sessions import SessionPolicy
+from db.settings import Settings
+from gql.context import Context
+from gql.schema import build_schema
+from tenants.callers import caller_for_secret
+
+log = logging.getLogger("rollcall")
+
+
+def bearer_secret(request: Request) -> str | None:
+    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+    return secret.strip() if scheme.lower() == "bearer" and secret.strip() else None
+
+
+class RequestId:
+    """Gives every request an id, in `request.state` and in the `X-Request-Id` response header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: dict) -> None:  # type: ignore[type-arg]
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class RollcallGraphQL(GraphQL[Context, None]):
+    def __init__(self, db: Database, settings: Settings) -> None:
+        super().__init__(
+            build_schema(),
+            graphql_ide="graphiql" if settings.graphiql else None,
+            allow_queries_via_get=False,
+        )
+        self.db = db
+        self.settings = settings
+        self.session_policy = SessionPolicy(
+            idle=timedelta(minutes=settings.session_idle_minutes),
+            lifetime=timedelta(hours=settings.session_lifetime_hours),
+        )
+
+    async def get_context(self, request: Request, response: Response) -> Context:  # type: ignore[override]
+        secret = bearer_secret(request)
+        caller = await caller_for_secret(self.db, secret, self.session_policy) if secret else None
+        return Context(request=request, response=response, db=self.db, settings=self.settings,
+                       request_id=request.state.request_id, caller=caller)
+
+
+def create_app(settings: Settings, urls: DatabaseUrls) -> Starlette:
+    db = Database(urls.app, pool_size=settings.pool_size)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        try:
+            async with db.engine.connect() as connection:
+                await connection.execute(text("select 1"))
+        except Exception:
+            log.warning("database not reachable", exc_info=True)
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await db.dispose()
+
+    graphql = RollcallGraphQL(db, settings)
+    app = Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ],
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestId)
+    app.state.db = db
+    return app
+
+
+def app_from_env() -> Starlette:
+    """The factory uvicorn calls in each worker; `rollcall serve` has put both database URLs in the environment."""
+    settings = Settings.from_env()
+    assert settings.database_url and settings.app_database_url
+    return create_app(settings, DatabaseUrls(owner=settings.database_url, app=settings.app_database_url))

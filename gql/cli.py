@@ -1,0 +1,114 @@
+"""The `rollcall` command: serve, migrate, create schools, seed the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+from db import demo, migrate
+from db.embedded import DatabaseUrls, database_urls
+from db.errors import DomainError
+from db.models import Provider
+from db.schools import create_school
+from db.settings import Settings
+
+
+def _urls(settings: Settings) -> DatabaseUrls:
+    try:
+        return database_urls(settings.database_url, settings.app_database_url, settings.data_dir)
+    except ValueError as error:
+        raise SystemExit(f"rollcall: {error}") from None
+
+
+async def _school_create(urls: DatabaseUrls, args: argparse.Namespace) -> None:
+    engine = create_async_engine(urls.owner)
+    try:
+        async with async_sessionmaker(engine)() as session, session.begin():
+            school = await create_school(
+                session, slug=args.slug, name=args.name, provider=Provider(args.provider),
+                admin_username=args.admin_username, admin_password=args.admin_password,
+                admin_first_name=args.admin_first_name, admin_surname=args.admin_surname,
+            )
+        print(school.school_id)
+    finally:
+        await engine.dispose()
+
+
+async def _demo(urls: DatabaseUrls, settings: Settings) -> None:
+    engine = create_async_engine(urls.owner)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        async with async_sessionmaker(engine)() as session, session.begin():
+            admin = await demo.seed_demo(session, settings.data_dir / "demo-admin-password")
+    finally:
+        await engine.dispose()
+    print(f"Demo school: {admin.school}")
+    print(f"Admin username: {admin.username}")
+    print(f"Admin password: {admin.password or '(set when the demo was first seeded; not kept here)'}")
+
+
+def _serve(urls: DatabaseUrls, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    # Workers build the app from the environment (gql.app.app_from_env), so hand them both URLs.
+    os.environ["DATABASE_URL"] = urls.owner
+    os.environ["APP_DATABASE_URL"] = urls.app
+    print(f"Rollcall: GraphQL at http://{args.host}:{args.port}/graphql", flush=True)
+    uvicorn.run("gql.app:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
+                log_level="info", proxy_headers=False)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="rollcall", description="Rollcall: school user management over GraphQL.")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="apply migrations and serve GraphQL")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+
+    database = commands.add_parser("db", help="database commands")
+    database.add_subparsers(dest="db_command", required=True).add_parser("upgrade", help="apply migrations")
+
+    school = commands.add_parser("school", help="school commands")
+    create = school.add_subparsers(dest="school_command", required=True).add_parser(
+        "create", help="create a school and its first admin; prints the school's id")
+    create.add_argument("--slug", required=True)
+    create.add_argument("--name", required=True)
+    create.add_argument("--provider", choices=[p.value for p in Provider], default=Provider.MANUAL.value)
+    create.add_argument("--admin-username", required=True)
+    create.add_argument("--admin-password", required=True)
+    create.add_argument("--admin-first-name", default="")
+    create.add_argument("--admin-surname", default="")
+
+    commands.add_parser("demo", help="seed the demo school (idempotent)")
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    settings = Settings.from_env()
+    urls = _urls(settings)
+    asyncio.run(migrate.upgrade(urls.owner, urls.app))
+    try:
+        match args.command:
+            case "serve":
+                _serve(urls, args)
+            case "db":
+                print("Database is up to date.")
+            case "school":
+                asyncio.run(_school_create(urls, args))
+            case "demo":
+                asyncio.run(_demo(urls, settings))
+    except DomainError as error:
+        print(f"rollcall: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

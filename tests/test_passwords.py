@@ -1,0 +1,167 @@
+import os
+import threading
+
+import pytest
+from argon2 import PasswordHasher, Type
+
+from db import passwords
+from db.passwords import (
+    DEFAULT_PUPIL_MIN_LENGTH,
+    MAX_LENGTH,
+    STAFF_MIN_LENGTH,
+    hash_password,
+    hash_password_async,
+    hash_passwords,
+    memorable_password,
+    needs_rehash,
+    password_problem,
+    verify_against_dummy,
+    verify_against_dummy_async,
+    verify_password,
+    verify_password_async,
+)
+
+
+def test_hash_and_verify_round_trip() -> None:
+    password_hash = hash_password("correct horse")
+
+    assert verify_password(password_hash, "correct horse")
+    assert not verify_password(password_hash, "wrong horse")
+
+
+def test_hash_is_argon2id_with_project_parameters() -> None:
+    password_hash = hash_password("correct horse")
+
+    assert password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert not needs_rehash(password_hash)
+
+
+@pytest.mark.parametrize("corrupt", ["", "not a hash", "$argon2id$v=19$m=19456,t=2,p=1$garbage"])
+def test_corrupt_hash_does_not_verify(corrupt: str) -> None:
+    assert not verify_password(corrupt, "correct horse")
+
+
+def test_hash_made_with_older_parameters_needs_rehash() -> None:
+    old_hasher = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1, type=Type.ID)
+    old_hash = old_hasher.hash("correct horse")
+
+    assert verify_password(old_hash, "correct horse")
+    assert needs_rehash(old_hash)
+
+
+def test_dummy_hash_costs_as_much_as_a_real_one() -> None:
+    verify_against_dummy("anything at all")
+
+    assert not needs_rehash(passwords._dummy_hash())
+
+
+def test_long_passwords_are_not_truncated() -> None:
+    first = "a" * 99 + "b" + "a" * 28
+    second = "a" * 99 + "c" + "a" * 28
+    assert len(first) == MAX_LENGTH
+
+    assert not verify_password(hash_password(first), second)
+
+
+async def test_async_hash_and_verify() -> None:
+    password_hash = await hash_password_async("correct horse")
+
+    assert await verify_password_async(password_hash, "correct horse")
+    assert not await verify_password_async(password_hash, "wrong horse")
+    await verify_against_dummy_async("correct horse")
+
+
+async def test_hash_passwords_hashes_each_password() -> None:
+    plain = [f"password number {i}" for i in range(8)]
+
+    hashes = await hash_passwords(plain)
+
+    assert len(set(hashes)) == 8
+    assert all(verify_password(h, p) for h, p in zip(hashes, plain, strict=True))
+
+
+@pytest.mark.skipif(passwords.HASHING_THREADS < 2, reason="needs more than one CPU")
+async def test_hash_passwords_runs_in_parallel_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given a hash function that only returns once two calls are running at the same time
+    both_running = threading.Barrier(2, timeout=10)
+    thread_ids: set[int] = set()
+    real_hash_password = passwords.hash_password
+
+    def hash_in_pairs(password: str) -> str:
+        thread_ids.add(threading.get_ident())
+        both_running.wait()
+        return real_hash_password(password)
+
+    monkeypatch.setattr(passwords, "hash_password", hash_in_pairs)
+
+    # when
+    hashes = await hash_passwords([f"password number {i}" for i in range(8)])
+
+    # then
+    assert len(hashes) == 8
+    assert len(thread_ids) > 1
+    assert threading.get_ident() not in thread_ids
+
+
+def test_hashing_threads_match_cpu_count() -> None:
+    assert (os.cpu_count() or 1) == passwords.HASHING_THREADS
+
+
+@pytest.mark.parametrize(
+    ("password", "staff", "problem"),
+    [
+        ("short1!", True, "at least 8 characters"),
+        ("PassWord1", True, "too common"),
+        ("LetMeIn123", True, "too common"),
+        ("Teacher2024", True, "too common"),
+        ("purple giraffe umbrella", True, None),
+        ("cat", False, "at least 4 characters"),
+        ("cat1", False, None),
+        ("password", False, None),
+        ("x" * (MAX_LENGTH + 1), True, "at most 128 characters"),
+        ("x" * (MAX_LENGTH + 1), False, "at most 128 characters"),
+        ("x" * MAX_LENGTH, True, None),
+        ("        ", True, "only of spaces"),
+        (" \t \n ", False, "only of spaces"),
+        ("", False, "at least 4 characters"),
+        ("good\x00password", True, "NUL"),
+    ],
+)
+def test_password_problem(password: str, staff: bool, problem: str | None) -> None:
+    found = password_problem(password, staff=staff, pupil_min_length=DEFAULT_PUPIL_MIN_LENGTH)
+
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found
+
+
+def test_pupil_minimum_comes_from_the_school_setting() -> None:
+    assert password_problem("abcdef", staff=False, pupil_min_length=6) is None
+    assert password_problem("abcde", staff=False, pupil_min_length=6) == (
+        "The password must be at least 6 characters long."
+    )
+
+
+def test_staff_minimum_ignores_the_pupil_setting() -> None:
+    assert password_problem("abc", staff=False, pupil_min_length=1) is None
+    assert password_problem("zq7-vk2", staff=True, pupil_min_length=1) is not None
+
+
+def test_memorable_passwords_pass_the_staff_policy_and_differ() -> None:
+    generated = [memorable_password() for _ in range(20)]
+
+    assert len(set(generated)) == 20
+    for password in generated:
+        assert password_problem(password, staff=True, pupil_min_length=DEFAULT_PUPIL_MIN_LENGTH) is None
+        *words, digits = password.split("-")
+        assert len(words) == 3 and all(word.isalpha() for word in words)
+        assert len(digits) == 2 and digits.isdigit()
+
+
+def test_shortest_memorable_password_is_long_enough_for_staff() -> None:
+    shortest = min(passwords._WORDS, key=len)
+
+    assert len(f"{shortest}-{shortest}-00") >= STAFF_MIN_LENGTH
+    with pytest.raises(ValueError):
+        memorable_password(words=1)
