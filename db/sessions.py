@@ -73,3 +73,8 @@ async def revoke_sessions(session: AsyncSession, *, school_id: uuid.UUID, user_i
         query = query.where(Session.id != keep)
     await session.execute(query.values(revoked_at=func.now()))
 
+
+
+async def revoke_session(session: AsyncSession, *, school_id: uuid.UUID, session_id: uuid.UUID | None) -> None:
+    await session.execute(update(Session).where(Session.school_id == school_id, Session.id == session_id)
+                          .values(revoked_at=func.now()))

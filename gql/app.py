@@ -14,13 +14,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
+from cross_web import HTTPException
 from strawberry.asgi import GraphQL
 
 from db.embedded import DatabaseUrls
 from db.engine import Database
 from db.sessions import SessionPolicy
 from db.settings import Settings
-from gql.context import Context
+from gql.context import CSRF_HEADER, SESSION_COOKIE, Context
 from gql.schema import build_schema
 from tenants.callers import caller_for_secret
 
@@ -30,6 +31,23 @@ log = logging.getLogger("rollcall")
 def bearer_secret(request: Request) -> str | None:
     scheme, _, secret = request.headers.get("authorization", "").partition(" ")
     return secret.strip() if scheme.lower() == "bearer" and secret.strip() else None
+
+
+def refuse_secrets_in_url(request: Request) -> None:
+    # URLs end up in logs, proxies and browser history.
+    for name, value in request.query_params.multi_items():
+        if name.lower() in {"token", "access_token", "api_token", "apitoken"} or value.startswith(("rcs_", "rca_")):
+            raise HTTPException(400, "Send tokens in the Authorization header, never in the URL.")
+
+
+def session_secret(request: Request) -> str | None:
+    """The bearer token, or else the session cookie; a cookie-authenticated POST must carry the CSRF header."""
+    if secret := bearer_secret(request):
+        return secret
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie and request.method == "POST" and not request.headers.get(CSRF_HEADER):
+        raise HTTPException(403, f"Requests signed in with the session cookie must send the {CSRF_HEADER} header.")
+    return cookie
 
 
 class RequestId:
@@ -56,9 +74,9 @@ class RequestId:
 class RollcallGraphQL(GraphQL[Context, None]):
     def __init__(self, db: Database, settings: Settings) -> None:
         super().__init__(
-            build_schema(),
+            build_schema(introspection=settings.introspection),
             graphql_ide="graphiql" if settings.graphiql else None,
-            allow_queries_via_get=False,
+            allow_queries_via_get=True,
         )
         self.db = db
         self.settings = settings
@@ -68,10 +86,12 @@ class RollcallGraphQL(GraphQL[Context, None]):
         )
 
     async def get_context(self, request: Request, response: Response) -> Context:  # type: ignore[override]
-        secret = bearer_secret(request)
+        refuse_secrets_in_url(request)
+        secret = session_secret(request)
         caller = await caller_for_secret(self.db, secret, self.session_policy) if secret else None
         return Context(request=request, response=response, db=self.db, settings=self.settings,
-                       request_id=request.state.request_id, caller=caller)
+                       request_id=request.state.request_id, client=request.client.host if request.client else "",
+                       caller=caller)
 
 
 def create_app(settings: Settings, urls: DatabaseUrls) -> Starlette:

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
 from db.engine import Database
+from db.sessions import SessionPolicy
 from db.settings import Settings
 from tenants.callers import Caller
+from tenants.scope import school_scope
+
+SESSION_COOKIE = "rollcall_session"
+CSRF_HEADER = "x-rollcall-csrf"
 
 
 @dataclass(slots=True)
@@ -20,7 +29,33 @@ class Context:
     db: Database
     settings: Settings
     request_id: str
+    client: str
     caller: Caller | None
+
+    @property
+    def session_policy(self) -> SessionPolicy:
+        return SessionPolicy(idle=timedelta(minutes=self.settings.session_idle_minutes),
+                             lifetime=timedelta(hours=self.settings.session_lifetime_hours))
+
+    def signed_in(self) -> Caller:
+        """The caller of a field whose permission class has already required one."""
+        assert self.caller is not None, "the field's permission class lets only callers through"
+        return self.caller
+
+    @asynccontextmanager
+    async def scope(self) -> AsyncIterator[AsyncSession]:
+        """A transaction bound to the caller's school."""
+        async with school_scope(self.db, self.signed_in().school_id) as session:
+            yield session
+
+    def set_session_cookie(self, token: str) -> None:
+        self.response.set_cookie(
+            SESSION_COOKIE, token, max_age=self.settings.session_lifetime_hours * 3600, httponly=True,
+            samesite="strict", secure=self.request.url.scheme == "https", path="/",
+        )
+
+    def clear_session_cookie(self) -> None:
+        self.response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
 
 
 Info = strawberry.Info[Context, None]

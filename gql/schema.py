@@ -2,31 +2,60 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import strawberry
 from graphql import lexicographic_sort_schema, print_schema
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
+from strawberry.tools import merge_types
 
 from db.schools import get_school
+from gql.api_tokens import ApiTokenMutations, ApiTokenQueries
+from gql.auth import AuthMutations, AuthQueries
 from gql.context import Info
 from gql.errors import MaskInternalErrors
 from gql.permissions import IsSignedIn
 from gql.types import School
-from tenants.scope import school_scope
+
+MAX_DEPTH = 10
+MAX_ALIASES = 15
+MAX_TOKENS = 2000
 
 
 @strawberry.type
-class Query:
+class SchoolQueries:
     @strawberry.field(permission_classes=[IsSignedIn], description="The school of whoever is asking.")
     async def school(self, info: Info) -> School:
-        caller = info.context.caller
-        assert caller is not None
-        async with school_scope(info.context.db, caller.school_id) as session:
-            row = await get_school(session, caller.school_id)
-            assert row is not None
+        async with info.context.scope() as session:
+            row = await get_school(session, info.context.signed_in().school_id)
+            assert row is not None, "a signed-in caller's school exists"
             return School.from_row(row)
 
 
-def build_schema() -> strawberry.Schema:
-    return strawberry.Schema(query=Query, extensions=[MaskInternalErrors])
+Query = merge_types("Query", (SchoolQueries, AuthQueries, ApiTokenQueries))
+Mutation = merge_types("Mutation", (AuthMutations, ApiTokenMutations))
+
+
+def safety_extensions(*, introspection: bool = True) -> list[Callable[[], SchemaExtension]]:
+    extensions: list[Callable[[], SchemaExtension]] = [
+        MaskInternalErrors,
+        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+    ]
+    if not introspection:
+        extensions.append(DisableIntrospection)
+    return extensions
+
+
+def build_schema(*, introspection: bool = True) -> strawberry.Schema:
+    return strawberry.Schema(query=Query, mutation=Mutation, extensions=safety_extensions(introspection=introspection))
 
 
 def sdl(schema: strawberry.Schema) -> str:

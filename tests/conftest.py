@@ -18,6 +18,7 @@ import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from db import migrate
+from db.api_tokens import ApiScope, create_api_token
 from db.embedded import EmbeddedServer, start_embedded
 from db.engine import Database
 from db.models import UserType
@@ -123,15 +124,33 @@ async def make_user(db: Database, school: SchoolFixture, *, type: UserType = Use
         return user.id
 
 
+async def sign_in_as(db: Database, school: SchoolFixture, user_id: uuid.UUID) -> str:
+    """A session token for `user_id`, made directly (tests of sign-in itself go through `login`)."""
+    async with school_scope(db, school.id) as session:
+        token, _ = await start_session(session, school_id=school.id, user_id=user_id, policy=POLICY)
+    return token
+
+
+async def make_api_token(db: Database, school: SchoolFixture, scopes: list[ApiScope] | None = None) -> str:
+    async with school_scope(db, school.id) as session:
+        secret, _ = await create_api_token(session, school_id=school.id, actor_id=school.admin_id, actor_label="admin",
+                                           name="Roster sync", scopes=scopes or [ApiScope.ROSTER_READ])
+    return secret
+
+
 @pytest.fixture
 async def school(owner_engine: AsyncEngine, db: Database) -> SchoolFixture:
     return await make_school(owner_engine, db)
 
 
 async def graphql(http: httpx.AsyncClient, query: str, variables: dict[str, Any] | None = None,
-                  token: str | None = None) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+                  token: str | None = None, headers: dict[str, str] | None = None,
+                  keep_cookies: bool = False) -> dict[str, Any]:
+    """POST one operation; like an API client, it keeps no session cookie unless asked to."""
+    headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
     response = await http.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
+    if not keep_cookies:
+        http.cookies.clear()
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body

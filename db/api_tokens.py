@@ -1,0 +1,63 @@
+"""Read-only API tokens that third-party apps use to read a school's roster."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db import audit
+from db.errors import DomainError, ErrorCode, Problem
+from db.models import ApiToken
+from db.sessions import API_TOKEN_PREFIX, new_secret
+
+NAME_MAX = 100
+
+
+class ApiScope(enum.StrEnum):
+    ROSTER_READ = "ROSTER_READ"
+
+
+async def create_api_token(session: AsyncSession, *, school_id: uuid.UUID, actor_id: uuid.UUID,
+                           actor_label: str, name: str, scopes: Sequence[ApiScope]) -> tuple[str, ApiToken]:
+    """Issue a token; its secret is returned this once and only its hash is kept."""
+    name = " ".join(name.split())
+    if not name or len(name) > NAME_MAX:
+        raise DomainError(Problem(ErrorCode.INVALID_INPUT, f"A token's name is 1 to {NAME_MAX} characters.", "name"))
+    if not scopes:
+        raise DomainError(Problem(ErrorCode.INVALID_INPUT, "Choose at least one scope.", "scopes"))
+    secret, token_hash = new_secret(API_TOKEN_PREFIX)
+    token = ApiToken(school_id=school_id, name=name, token_hash=token_hash,
+                     scopes=sorted({scope.value for scope in scopes}), created_by=actor_id)
+    session.add(token)
+    await session.flush()
+    await audit.record(session, school_id=school_id, actor_id=actor_id, actor_label=actor_label,
+                       action="api_token.created", summary={"token_id": str(token.id), "name": name,
+                                                            "scopes": token.scopes})
+    await session.refresh(token)
+    return secret, token
+
+
+async def revoke_api_token(session: AsyncSession, *, school_id: uuid.UUID, token_id: uuid.UUID,
+                           actor_id: uuid.UUID, actor_label: str) -> ApiToken:
+    token = (await session.execute(
+        select(ApiToken).where(ApiToken.school_id == school_id, ApiToken.id == token_id)
+    )).scalar_one_or_none()
+    if token is None:
+        raise DomainError(Problem(ErrorCode.NOT_FOUND, f"No API token has the id {token_id}.", "id"))
+    if token.revoked_at is None:
+        await session.execute(update(ApiToken).where(ApiToken.school_id == school_id, ApiToken.id == token_id)
+                              .values(revoked_at=func.now()))
+        await audit.record(session, school_id=school_id, actor_id=actor_id, actor_label=actor_label,
+                           action="api_token.revoked", summary={"token_id": str(token_id), "name": token.name})
+        await session.refresh(token)
+    return token
+
+
+async def list_api_tokens(session: AsyncSession, *, school_id: uuid.UUID) -> Sequence[ApiToken]:
+    return (await session.execute(
+        select(ApiToken).where(ApiToken.school_id == school_id).order_by(ApiToken.created_at, ApiToken.id)
+    )).scalars().all()

@@ -1,0 +1,86 @@
+"""Signing in and out, `me`, and changing one's own password."""
+
+from __future__ import annotations
+
+import strawberry
+from sqlalchemy import select
+
+from db.errors import DomainError
+from db.models import User as UserRow
+from db.sessions import revoke_session
+from db.signin import set_own_password, sign_in
+from gql.context import Info
+from gql.payloads import UserError, user_errors
+from gql.permissions import MayChangeOwnPassword
+from gql.users import User
+from tenants.callers import CallerKind
+from tenants.reauth import reauthenticate
+
+
+@strawberry.type
+class LoginPayload:
+    token: str | None = strawberry.field(
+        default=None, description="The session's bearer token, shown once. Browsers get it as an HttpOnly cookie.")
+    user: User | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class LogoutPayload:
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class ChangeMyPasswordPayload:
+    user: User | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class AuthQueries:
+    @strawberry.field(description="Whoever is signed in, or null.")
+    async def me(self, info: Info) -> User | None:
+        caller = info.context.caller
+        if caller is None or caller.kind != CallerKind.SESSION:
+            return None
+        async with info.context.scope() as session:
+            row = (await session.execute(select(UserRow).where(
+                UserRow.school_id == caller.school_id, UserRow.id == caller.user_id))).scalar_one()
+            return User.from_row(row)
+
+
+@strawberry.type
+class AuthMutations:
+    @strawberry.mutation(description="Sign in with the school's slug, a username and a password.")
+    async def login(self, info: Info, school: str, username: str, password: str) -> LoginPayload:
+        context = info.context
+        try:
+            signed_in = await sign_in(context.db, school=school, username=username, password=password,
+                                      client=context.client, policy=context.session_policy)
+        except DomainError as error:
+            return LoginPayload(errors=user_errors(error))
+        context.set_session_cookie(signed_in.token)
+        return LoginPayload(token=signed_in.token, user=User.from_row(signed_in.user))
+
+    @strawberry.mutation(permission_classes=[MayChangeOwnPassword], description="End this session.")
+    async def logout(self, info: Info) -> LogoutPayload:
+        caller = info.context.signed_in()
+        async with info.context.scope() as session:
+            await revoke_session(session, school_id=caller.school_id, session_id=caller.session_id)
+        info.context.clear_session_cookie()
+        return LogoutPayload()
+
+    @strawberry.mutation(permission_classes=[MayChangeOwnPassword],
+                         description="Change your own password; your other sessions end.")
+    async def change_my_password(self, info: Info, current_password: str, new_password: str,
+                                 confirm_password: str) -> ChangeMyPasswordPayload:
+        context, caller = info.context, info.context.signed_in()
+        try:
+            await reauthenticate(context.db, caller, current_password)
+            async with context.scope() as session:
+                row = await set_own_password(session, school_id=caller.school_id, user_id=caller.user_id,
+                                             session_id=caller.session_id, new_password=new_password,
+                                             confirm_password=confirm_password)
+                return ChangeMyPasswordPayload(user=User.from_row(row))
+        except DomainError as error:
+            return ChangeMyPasswordPayload(errors=user_errors(error))

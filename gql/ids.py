@@ -1,0 +1,19 @@
+"""IDs are UUID strings; a malformed one is a business error naming the field, never a 500."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from db.errors import DomainError, ErrorCode, Problem
+
+
+def parse_id(value: str, *, field: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise DomainError(Problem(ErrorCode.NOT_FOUND, f"'{value}' is not an id that exists here.", field)) from None
+
+
+def parse_ids(values: Iterable[str], *, field: str) -> list[uuid.UUID]:
+    return [parse_id(value, field=field) for value in values]

@@ -1,0 +1,109 @@
+"""GraphQL limits, masking of internal errors, GET and batching, introspection and GraphiQL settings."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import httpx
+import strawberry
+from strawberry.asgi import GraphQL
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from db.settings import Settings
+from gql.errors import MaskInternalErrors
+from gql.schema import MAX_DEPTH, safety_extensions
+from tests.conftest import SchoolFixture, graphql
+
+INTROSPECTION = "{ __schema { queryType { name } } }"
+
+
+async def test_too_many_aliases_are_refused(http: httpx.AsyncClient, school: SchoolFixture) -> None:
+    query = "{" + " ".join(f"a{i}: me {{ id }}" for i in range(16)) + "}"
+    body = await graphql(http, query, token=school.admin_token)
+    assert body["data"] is None
+    assert "aliases" in body["errors"][0]["message"]
+
+
+@strawberry.type
+class Node:
+    name: str
+    child: Node | None
+
+
+@strawberry.type
+class NestedQuery:
+    @strawberry.field
+    def root(self) -> Node:
+        return Node(name="root", child=None)
+
+
+def test_too_deep_a_query_is_refused() -> None:
+    schema = strawberry.Schema(query=NestedQuery, extensions=safety_extensions())
+    ok = "{ root " + "{ child " * (MAX_DEPTH - 2) + "{ name }" + " }" * (MAX_DEPTH - 1)
+    deep = "{ root " + "{ child " * MAX_DEPTH + "{ name }" + " }" * (MAX_DEPTH + 1)
+    assert schema.execute_sync(ok).errors is None
+    assert "exceeds maximum operation depth" in str(schema.execute_sync(deep).errors)
+
+
+async def test_too_many_tokens_are_refused(http: httpx.AsyncClient) -> None:
+    body = await graphql(http, "{ me { " + "id " * 2100 + "} }")
+    assert "token" in body["errors"][0]["message"].lower()
+
+
+async def test_batches_are_refused(http: httpx.AsyncClient) -> None:
+    response = await http.post("/graphql", json=[{"query": "{ me { id } }"}, {"query": "{ me { id } }"}])
+    assert response.status_code == 400
+
+
+async def test_mutations_over_get_are_refused(http: httpx.AsyncClient) -> None:
+    response = await http.get("/graphql", params={"query": "mutation { logout { errors { code } } }"})
+    assert response.status_code == 400
+    assert "mutations are not allowed when using GET" in response.text
+    assert (await http.get("/graphql", params={"query": "{ me { id } }"})).json() == {"data": {"me": None}}
+
+
+async def test_validation_errors_stay_readable(http: httpx.AsyncClient) -> None:
+    body = await graphql(http, "{ nosuchfield }")
+    assert "Cannot query field 'nosuchfield'" in body["errors"][0]["message"]
+
+
+async def test_internal_errors_are_masked_with_a_request_id() -> None:
+    @strawberry.type
+    class Query:
+        @strawberry.field
+        def broken(self) -> str:
+            raise RuntimeError("connection to 10.0.0.5 failed: password=hunter2")
+
+    @dataclasses.dataclass
+    class FakeContext:
+        request_id: str
+
+    class App(GraphQL[FakeContext, None]):
+        async def get_context(self, request: object, response: object) -> FakeContext:  # type: ignore[override]
+            return FakeContext(request_id="req-123")
+
+    schema = strawberry.Schema(query=Query, extensions=[MaskInternalErrors])
+    app = Starlette(routes=[Route("/graphql", App(schema))])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        body = (await client.post("/graphql", json={"query": "{ broken }"})).json()
+    assert body["errors"] == [{"message": "Internal server error.", "locations": [{"line": 1, "column": 3}],
+                               "path": ["broken"],
+                               "extensions": {"code": "INTERNAL_SERVER_ERROR", "requestId": "req-123"}}]
+
+
+async def test_introspection_and_graphiql_are_settings(settings: Settings, migrated: object) -> None:
+    from gql.app import create_app
+
+    closed = dataclasses.replace(settings, graphiql=False, introspection=False)
+    app = create_app(closed, migrated.urls())  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        body = (await client.post("/graphql", json={"query": INTROSPECTION})).json()
+        page = await client.get("/graphql", headers={"accept": "text/html"})
+    await app.state.db.dispose()
+    assert "introspection has been disabled" in body["errors"][0]["message"]
+    assert page.status_code == 404
+
+
+async def test_introspection_is_on_in_development(http: httpx.AsyncClient) -> None:
+    assert (await graphql(http, INTROSPECTION))["data"] == {"__schema": {"queryType": {"name": "Query"}}}

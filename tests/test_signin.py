@@ -1,0 +1,272 @@
+"""Sign-in, sessions, the password-change gate, changeMyPassword and re-authentication, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import statistics
+import time
+from typing import Any
+
+import httpx
+from argon2 import PasswordHasher
+from sqlalchemy import text
+
+from db.engine import Database
+from db.models import UserType
+from db.passwords import hash_password_async
+from tenants.scope import school_scope
+from tests.conftest import ADMIN_PASSWORD, SchoolFixture, graphql, make_user, sign_in_as
+
+LOGIN = """
+mutation ($school: String!, $username: String!, $password: String!) {
+  login(school: $school, username: $username, password: $password) {
+    token user { id username type } errors { code message field }
+  }
+}
+"""
+ME = "{ me { id username mustChangePassword } }"
+SCHOOL = "{ school { slug } }"
+LOGOUT = "mutation { logout { errors { code } } }"
+CHANGE = """
+mutation ($current: String!, $new: String!, $confirm: String!) {
+  changeMyPassword(currentPassword: $current, newPassword: $new, confirmPassword: $confirm) {
+    user { id mustChangePassword version } errors { code message field }
+  }
+}
+"""
+
+
+async def login(http: httpx.AsyncClient, school: str, username: str, password: str) -> dict[str, Any]:
+    body = await graphql(http, LOGIN, {"school": school, "username": username, "password": password})
+    payload: dict[str, Any] = body["data"]["login"]
+    return payload
+
+
+async def test_login_returns_a_session_token_and_the_user(http: httpx.AsyncClient, school: SchoolFixture) -> None:
+    payload = await login(http, school.slug, "ADMIN", ADMIN_PASSWORD)
+    assert payload["errors"] == []
+    assert payload["user"] == {"id": str(school.admin_id), "username": "admin", "type": "TEACHER"}
+    token = payload["token"]
+    me = await graphql(http, ME, token=token)
+    assert me["data"]["me"]["id"] == str(school.admin_id)
+
+
+async def test_the_session_is_stored_only_as_a_sha256_hash(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
+    token = (await login(http, school.slug, "admin", ADMIN_PASSWORD))["token"]
+    assert len(token) >= 4 + 43  # prefix and 256 bits in base64url
+    async with school_scope(db, school.id) as session:
+        stored = (await session.execute(text("select token_hash from sessions"))).scalars().all()
+        dumped = (await session.execute(text("select string_agg(s::text, '') from sessions s"))).scalar_one()
+    assert hashlib.sha256(token.encode()).digest() in stored
+    assert token not in dumped
+
+
+async def test_the_browser_gets_an_httponly_samesite_cookie_and_must_send_the_csrf_header(
+    http: httpx.AsyncClient, school: SchoolFixture
+) -> None:
+    response = await http.post("/graphql", json={"query": LOGIN, "variables": {
+        "school": school.slug, "username": "admin", "password": ADMIN_PASSWORD}})
+    cookie = response.headers["set-cookie"]
+    assert "rollcall_session=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    # The client now holds the cookie; a POST without the CSRF header is refused.
+    refused = await http.post("/graphql", json={"query": ME})
+    assert refused.status_code == 403
+    assert "x-rollcall-csrf" in refused.text
+    allowed = await graphql(http, ME, headers={"X-Rollcall-CSRF": "1"}, keep_cookies=True)
+    assert allowed["data"]["me"]["username"] == "admin"
+
+
+async def test_every_kind_of_wrong_sign_in_gets_the_same_answer(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture, owner_engine: Any
+) -> None:
+    deleted = await make_user(db, school, username="gone", password="gone-pass")
+    async with school_scope(db, school.id) as session:
+        await session.execute(text("update users set deleted_at = now() where id = :id"), {"id": deleted})
+    answers = [
+        await login(http, "no-such-school", "admin", ADMIN_PASSWORD),
+        await login(http, school.slug, "nobody", ADMIN_PASSWORD),
+        await login(http, school.slug, "gone", "gone-pass"),
+        await login(http, school.slug, "admin", "wrong-password"),
+    ]
+    expected = {"token": None, "user": None, "errors": [{
+        "code": "INVALID_CREDENTIALS", "message": "That school, username and password do not match an account.",
+        "field": None}]}
+    assert answers == [expected] * 4
+
+
+async def test_an_unknown_user_costs_as_much_time_as_a_wrong_password(
+    http: httpx.AsyncClient, school: SchoolFixture
+) -> None:
+    async def timed(username: str) -> float:
+        start = time.perf_counter()
+        await login(http, school.slug, username, "not-the-password")
+        return time.perf_counter() - start
+
+    wrong = statistics.median([await timed("admin") for _ in range(3)])
+    unknown = statistics.median([await timed(f"nobody{i}") for i in range(3)])
+    # Both verify one argon2 hash; without the dummy hash the unknown user would answer many times faster.
+    assert unknown > wrong * 0.5
+
+
+async def test_usernames_match_case_insensitively(http: httpx.AsyncClient, db: Database,
+                                                  school: SchoolFixture) -> None:
+    await make_user(db, school, username="Amy.Brown", password="pupil-pass")
+    assert (await login(http, school.slug.upper(), "amy.brown", "pupil-pass"))["errors"] == []
+
+
+async def test_passwords_are_case_sensitive_and_never_truncated(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
+    long_password = "a" * 100 + "B" * 28
+    await make_user(db, school, username="longpass", password=long_password)
+    assert (await login(http, school.slug, "longpass", "a" * 100 + "b" * 28))["errors"]
+    assert (await login(http, school.slug, "longpass", "a" * 100))["errors"]
+    assert (await login(http, school.slug, "longpass", long_password))["errors"] == []
+
+
+async def test_logout_revokes_the_session(http: httpx.AsyncClient, school: SchoolFixture) -> None:
+    token = (await login(http, school.slug, "admin", ADMIN_PASSWORD))["token"]
+    assert (await graphql(http, LOGOUT, token=token))["data"]["logout"]["errors"] == []
+    assert (await graphql(http, ME, token=token))["data"]["me"] is None
+    assert (await graphql(http, SCHOOL, token=token))["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_a_session_ends_when_idle_too_long_and_at_its_absolute_lifetime(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
+    idle = await sign_in_as(db, school, school.admin_id)
+    old = await sign_in_as(db, school, school.admin_id)
+    async with school_scope(db, school.id) as session:
+        await session.execute(text("update sessions set last_seen_at = now() - interval '61 minutes' "
+                                   "where token_hash = sha256(convert_to(:t, 'utf8'))"), {"t": idle})
+        await session.execute(text("update sessions set expires_at = now() - interval '1 second' "
+                                   "where token_hash = sha256(convert_to(:t, 'utf8'))"), {"t": old})
+    for token in (idle, old):
+        assert (await graphql(http, SCHOOL, token=token))["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_an_old_hash_is_upgraded_at_sign_in(http: httpx.AsyncClient, db: Database,
+                                                 school: SchoolFixture) -> None:
+    old = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash("old-hash-pass")
+    user = await make_user(db, school, username="oldhash", password="x")
+    async with school_scope(db, school.id) as session:
+        await session.execute(text("update users set password_hash = :h where id = :id"), {"h": old, "id": user})
+    assert (await login(http, school.slug, "oldhash", "old-hash-pass"))["errors"] == []
+    async with school_scope(db, school.id) as session:
+        new = (await session.execute(text("select password_hash from users where id = :id"), {"id": user})).scalar()
+    assert new.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert (await login(http, school.slug, "oldhash", "old-hash-pass"))["errors"] == []
+
+
+async def test_must_change_password_allows_only_changing_it(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
+    await make_user(db, school, username="newbie", password="first-pass", type=UserType.TEACHER,
+                    must_change_password=True)
+    token = (await login(http, school.slug, "newbie", "first-pass"))["token"]
+    gate = await graphql(http, SCHOOL, token=token)
+    assert gate["errors"][0]["extensions"]["code"] == "PASSWORD_CHANGE_REQUIRED"
+    assert (await graphql(http, ME, token=token))["data"]["me"]["mustChangePassword"] is True
+    changed = await graphql(http, CHANGE, {"current": "first-pass", "new": "my-own-secret", "confirm": "my-own-secret"},
+                            token=token)
+    assert changed["data"]["changeMyPassword"]["errors"] == []
+    assert changed["data"]["changeMyPassword"]["user"]["mustChangePassword"] is False
+    assert (await graphql(http, SCHOOL, token=token))["data"]["school"]["slug"] == school.slug
+    assert (await login(http, school.slug, "newbie", "my-own-secret"))["errors"] == []
+
+
+async def test_change_my_password_checks_everything_and_ends_other_sessions(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
+    teacher = await make_user(db, school, username="t1", password="teacher-pass", type=UserType.TEACHER)
+    token, other = await sign_in_as(db, school, teacher), await sign_in_as(db, school, teacher)
+
+    async def change(current: str, new: str, confirm: str) -> list[dict[str, Any]]:
+        body = await graphql(http, CHANGE, {"current": current, "new": new, "confirm": confirm}, token=token)
+        errors: list[dict[str, Any]] = body["data"]["changeMyPassword"]["errors"]
+        return errors
+
+    assert [e["code"] for e in await change("wrong", "fine-password", "fine-password")] == ["REAUTH_FAILED"]
+    assert [e["code"] for e in await change("teacher-pass", "fine-password", "Fine-password")] == [
+        "PASSWORDS_DO_NOT_MATCH"]
+    assert [e["code"] for e in await change("teacher-pass", "short", "short")] == ["PASSWORD_TOO_WEAK"]
+    assert [e["code"] for e in await change("teacher-pass", "Password123", "Password123")] == ["PASSWORD_TOO_WEAK"]
+    assert await change("teacher-pass", "fine-password", "fine-password") == []
+    assert (await graphql(http, ME, token=token))["data"]["me"]["username"] == "t1"
+    assert (await graphql(http, ME, token=other))["data"]["me"] is None
+
+
+async def test_pupils_follow_the_schools_own_minimum(http: httpx.AsyncClient, db: Database,
+                                                     school: SchoolFixture) -> None:
+    pupil = await make_user(db, school, username="p1", password="cat1")
+    token = await sign_in_as(db, school, pupil)
+    short = await graphql(http, CHANGE, {"current": "cat1", "new": "dog", "confirm": "dog"}, token=token)
+    assert short["data"]["changeMyPassword"]["errors"][0]["code"] == "PASSWORD_TOO_WEAK"
+    ok = await graphql(http, CHANGE, {"current": "cat1", "new": "dog1", "confirm": "dog1"}, token=token)
+    assert ok["data"]["changeMyPassword"]["errors"] == []
+    async with school_scope(db, school.id) as session:
+        await session.execute(text("update schools set pupil_min_password_length = 6"))
+    longer = await graphql(http, CHANGE, {"current": "dog1", "new": "fish1", "confirm": "fish1"}, token=token)
+    assert longer["data"]["changeMyPassword"]["errors"][0]["code"] == "PASSWORD_TOO_WEAK"
+
+
+async def test_repeated_failed_reauthentication_ends_the_session(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
+    teacher = await make_user(db, school, username="t2", password="teacher-pass", type=UserType.TEACHER)
+    token = await sign_in_as(db, school, teacher)
+    aliased = "mutation {" + " ".join(
+        f'a{i}: changeMyPassword(currentPassword: "guess{i}", newPassword: "x-new-pass", confirmPassword: '
+        f'"x-new-pass") {{ errors {{ code message }} }}' for i in range(6)) + "}"
+    body = await graphql(http, aliased, token=token)
+    assert {payload["errors"][0]["code"] for payload in body["data"].values()} == {"REAUTH_FAILED"}
+    assert (await graphql(http, ME, token=token))["data"]["me"] is None
+    # The right password does not help a session that has been ended.
+    again = await graphql(http, CHANGE, {"current": "teacher-pass", "new": "fine-password", "confirm": "fine-password"},
+                          token=token)
+    assert again["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_sign_in_is_throttled_per_account_even_with_aliases(
+    http: httpx.AsyncClient, school: SchoolFixture
+) -> None:
+    aliased = "mutation {" + " ".join(
+        f'a{i}: login(school: "{school.slug}", username: "admin", password: "guess{i}") {{ errors {{ code }} }}'
+        for i in range(14)) + "}"
+    body = await graphql(http, aliased)
+    codes = [payload["errors"][0]["code"] for payload in body["data"].values()]
+    assert codes.count("INVALID_CREDENTIALS") == 10
+    assert codes.count("RATE_LIMITED") == 4
+    locked = await login(http, school.slug, "admin", ADMIN_PASSWORD)
+    assert locked["errors"] == [{"code": "RATE_LIMITED", "field": None,
+                                 "message": "Too many attempts to sign in. Wait a few minutes and try again."}]
+
+
+async def test_failures_slow_sign_in_down(http: httpx.AsyncClient, db: Database, school: SchoolFixture) -> None:
+    await make_user(db, school, username="slow", password="pupil-pass")
+    started = time.perf_counter()
+    await asyncio.gather(*(login(http, school.slug, "slow", "nope") for _ in range(3)))
+    fast = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in range(4):
+        await login(http, school.slug, "slow", "nope")
+    slowed = time.perf_counter() - started
+    assert slowed > fast + 1.0  # 0.1 + 0.2 + 0.4 + 0.8 seconds of added delay
+
+
+async def test_sign_in_is_throttled_per_client_address(db: Database) -> None:
+    from db import throttle
+
+    client = "198.51.100.7"
+    results = [await throttle.count_attempt(db, account=f"school:user{i}", client=client, client_limit=5)
+               for i in range(7)]
+    assert [r.refused for r in results] == [False] * 5 + [True] * 2
+    other = await throttle.count_attempt(db, account="school:someone", client="198.51.100.8", client_limit=5)
+    assert not other.refused
+
+
+async def test_a_pupil_password_hash_is_argon2id(db: Database) -> None:
+    assert (await hash_password_async("cat1")).startswith("$argon2id$")
