@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import enum
 import re
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Select, exists, func, literal, or_, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import DomainError, ErrorCode, Problem
-from db.models import User, UserType
+from db.models import ClassMembership, User, UserType
+from db.pagination import decode_cursor, encode_cursor, page_size
 
 USERNAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 NAME_MAX = 100
@@ -77,3 +82,125 @@ async def insert_user(
             raise _taken(username) from None
         raise
     return user
+
+
+class UserStatus(enum.StrEnum):
+    ACTIVE = "ACTIVE"
+    DELETED = "DELETED"
+    ALL = "ALL"
+
+
+class UserOrderField(enum.StrEnum):
+    USERNAME = "USERNAME"
+    FIRST_NAME = "FIRST_NAME"
+    SURNAME = "SURNAME"
+    TYPE = "TYPE"
+    CREATED_AT = "CREATED_AT"
+
+
+@dataclass(frozen=True, slots=True)
+class UserFilter:
+    search: str | None = None
+    type: UserType | None = None
+    class_id: uuid.UUID | None = None
+    status: UserStatus = UserStatus.ACTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class UserOrder:
+    field: UserOrderField = UserOrderField.SURNAME
+    descending: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UserPage:
+    users: list[User]
+    cursors: list[str]
+    has_next_page: bool
+
+
+def _sort_key(field: UserOrderField) -> ColumnElement[Any]:
+    match field:
+        case UserOrderField.USERNAME:
+            return func.lower(User.username)
+        case UserOrderField.FIRST_NAME:
+            return func.lower(User.first_name)
+        case UserOrderField.SURNAME:
+            return func.lower(User.surname)
+        case UserOrderField.TYPE:
+            return User.type
+        case UserOrderField.CREATED_AT:
+            return User.created_at
+
+
+def _sort_value(user: User, field: UserOrderField) -> str:
+    match field:
+        case UserOrderField.USERNAME:
+            return user.username.lower()
+        case UserOrderField.FIRST_NAME:
+            return user.first_name.lower()
+        case UserOrderField.SURNAME:
+            return user.surname.lower()
+        case UserOrderField.TYPE:
+            return user.type.value
+        case UserOrderField.CREATED_AT:
+            return user.created_at.isoformat()
+
+
+def _filtered(school_id: uuid.UUID, where: UserFilter) -> Select[tuple[User]]:
+    query = select(User).where(User.school_id == school_id)
+    if where.status == UserStatus.ACTIVE:
+        query = query.where(User.deleted_at.is_(None))
+    elif where.status == UserStatus.DELETED:
+        query = query.where(User.deleted_at.is_not(None))
+    if where.type is not None:
+        query = query.where(User.type == where.type)
+    if where.search and where.search.strip():
+        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", where.search.strip()) + "%"
+        query = query.where(or_(User.username.ilike(pattern), User.first_name.ilike(pattern),
+                                User.surname.ilike(pattern)))
+    if where.class_id is not None:
+        query = query.where(exists().where(
+            ClassMembership.school_id == school_id, ClassMembership.class_id == where.class_id,
+            ClassMembership.user_id == User.id))
+    return query
+
+
+async def list_users(session: AsyncSession, *, school_id: uuid.UUID, where: UserFilter, order: UserOrder,
+                     first: int | None, after: str | None) -> UserPage:
+    """One page of the users table, in a stable order (ties broken by id)."""
+    size = page_size(first)
+    key = _sort_key(order.field)
+    query = _filtered(school_id, where)
+    if after is not None:
+        value, last_id = decode_cursor(after, length=2)
+        try:
+            bound: Any = datetime.fromisoformat(value) if order.field == UserOrderField.CREATED_AT else str(value)
+            position = tuple_(key, User.id), tuple_(literal(bound, key.type), literal(uuid.UUID(last_id)))
+        except (TypeError, ValueError):
+            raise DomainError(Problem(ErrorCode.INVALID_INPUT, "That cursor is not one this list gave out.",
+                                      "after")) from None
+        query = query.where(position[0] < position[1] if order.descending else position[0] > position[1])
+    if order.descending:
+        query = query.order_by(key.desc(), User.id.desc())
+    else:
+        query = query.order_by(key, User.id)
+    users = list((await session.execute(query.limit(size + 1))).scalars())
+    page = users[:size]
+    return UserPage(
+        users=page,
+        cursors=[encode_cursor([_sort_value(user, order.field), str(user.id)]) for user in page],
+        has_next_page=len(users) > size,
+    )
+
+
+async def count_users(session: AsyncSession, *, school_id: uuid.UUID, where: UserFilter) -> int:
+    return (await session.execute(
+        select(func.count()).select_from(_filtered(school_id, where).subquery())
+    )).scalar_one()
+
+
+async def get_user(session: AsyncSession, *, school_id: uuid.UUID, user_id: uuid.UUID) -> User | None:
+    return (await session.execute(
+        select(User).where(User.school_id == school_id, User.id == user_id)
+    )).scalar_one_or_none()

@@ -22,6 +22,7 @@ from db.engine import Database
 from db.sessions import SessionPolicy
 from db.settings import Settings
 from gql.context import CSRF_HEADER, SESSION_COOKIE, Context
+from gql.loaders import Loaders
 from gql.schema import build_schema
 from tenants.callers import caller_for_secret
 
@@ -91,7 +92,7 @@ class RollcallGraphQL(GraphQL[Context, None]):
         caller = await caller_for_secret(self.db, secret, self.session_policy) if secret else None
         return Context(request=request, response=response, db=self.db, settings=self.settings,
                        request_id=request.state.request_id, client=request.client.host if request.client else "",
-                       caller=caller)
+                       caller=caller, loaders=Loaders(self.db, caller.school_id if caller else None))
 
 
 def create_app(settings: Settings, urls: DatabaseUrls) -> Starlette:

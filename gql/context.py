@@ -15,6 +15,7 @@ from starlette.responses import Response
 from db.engine import Database
 from db.sessions import SessionPolicy
 from db.settings import Settings
+from gql.loaders import Loaders
 from tenants.callers import Caller
 from tenants.scope import school_scope
 
@@ -31,6 +32,7 @@ class Context:
     request_id: str
     client: str
     caller: Caller | None
+    loaders: Loaders
 
     @property
     def session_policy(self) -> SessionPolicy:

@@ -22,6 +22,7 @@ from gql.context import Info
 from gql.errors import MaskInternalErrors
 from gql.permissions import IsSignedIn
 from gql.types import School
+from gql.users import UserQueries
 
 MAX_DEPTH = 10
 MAX_ALIASES = 15
@@ -38,7 +39,7 @@ class SchoolQueries:
             return School.from_row(row)
 
 
-Query = merge_types("Query", (SchoolQueries, AuthQueries, ApiTokenQueries))
+Query = merge_types("Query", (SchoolQueries, AuthQueries, ApiTokenQueries, UserQueries))
 Mutation = merge_types("Mutation", (AuthMutations, ApiTokenMutations))
 
 

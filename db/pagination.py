@@ -1,0 +1,34 @@
+"""Keyset pagination: opaque cursors that name a row's place in an ordering, never an offset."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from db.errors import DomainError, ErrorCode, Problem
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+def page_size(first: int | None) -> int:
+    size = DEFAULT_PAGE_SIZE if first is None else first
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise DomainError(Problem(ErrorCode.INVALID_INPUT, f"first must be between 1 and {MAX_PAGE_SIZE}.", "first"))
+    return size
+
+
+def encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *, length: int) -> list[Any]:
+    """The values a cursor holds; a cursor from another ordering or a hand-made one is refused."""
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except ValueError:
+        values = None
+    if not isinstance(values, list) or len(values) != length:
+        raise DomainError(Problem(ErrorCode.INVALID_INPUT, "That cursor is not one this list gave out.", "after"))
+    return values
