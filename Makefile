@@ -24,6 +24,9 @@ serve: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.run $(if $(FULL),--full)
+
 schema: $(VENV)/.installed
 	$(BIN)/python -m gql.schema > schema.graphql
 

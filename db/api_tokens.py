@@ -1,4 +1,5 @@
-"""Read-only API tokens that third-party apps use to read a school's roster."""
+"""API tokens: read-only ones that third-party apps use to read a school's roster, and provisioning ones that
+a managed school's provider uses to keep its users and classes up to date over SCIM."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit
 from db.errors import DomainError, ErrorCode, Problem
-from db.models import ApiToken
+from db.models import ApiToken, Provider, School
 from db.sessions import API_TOKEN_PREFIX, new_secret
 
 NAME_MAX = 100
@@ -19,9 +20,11 @@ NAME_MAX = 100
 
 class ApiScope(enum.StrEnum):
     ROSTER_READ = "ROSTER_READ"
+    # SCIM at /scim/v2 only, and nothing else: such a token has this scope alone.
+    PROVISION = "PROVISION"
 
 
-async def create_api_token(session: AsyncSession, *, school_id: uuid.UUID, actor_id: uuid.UUID,
+async def create_api_token(session: AsyncSession, *, school_id: uuid.UUID, actor_id: uuid.UUID | None,
                            actor_label: str, name: str, scopes: Sequence[ApiScope]) -> tuple[str, ApiToken]:
     """Issue a token; its secret is returned this once and only its hash is kept."""
     name = " ".join(name.split())
@@ -29,6 +32,8 @@ async def create_api_token(session: AsyncSession, *, school_id: uuid.UUID, actor
         raise DomainError(Problem(ErrorCode.INVALID_INPUT, f"A token's name is 1 to {NAME_MAX} characters.", "name"))
     if not scopes:
         raise DomainError(Problem(ErrorCode.INVALID_INPUT, "Choose at least one scope.", "scopes"))
+    if ApiScope.PROVISION in scopes:
+        await _require_provisioning(session, school_id, scopes)
     secret, token_hash = new_secret(API_TOKEN_PREFIX)
     token = ApiToken(school_id=school_id, name=name, token_hash=token_hash,
                      scopes=sorted({scope.value for scope in scopes}), created_by=actor_id)
@@ -39,6 +44,17 @@ async def create_api_token(session: AsyncSession, *, school_id: uuid.UUID, actor
                                                             "scopes": token.scopes})
     await session.refresh(token)
     return secret, token
+
+
+async def _require_provisioning(session: AsyncSession, school_id: uuid.UUID,
+                                scopes: Sequence[ApiScope]) -> None:
+    if set(scopes) != {ApiScope.PROVISION}:
+        raise DomainError(Problem(ErrorCode.INVALID_INPUT,
+                                  "A provisioning token has the PROVISION scope alone.", "scopes"))
+    if (await session.get_one(School, school_id)).provider == Provider.MANUAL:
+        raise DomainError(Problem(ErrorCode.INVALID_INPUT,
+                                  "This school's users are managed here, by hand; provisioning tokens are "
+                                  "for schools whose users come from a provider.", "scopes"))
 
 
 async def revoke_api_token(session: AsyncSession, *, school_id: uuid.UUID, token_id: uuid.UUID,

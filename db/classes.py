@@ -1,15 +1,51 @@
-"""Classes: each user is in at most one registration class and any number of teaching classes."""
+"""Classes: each user is in at most one registration class and any number of teaching classes.
+
+Every change runs in the caller's transaction and raises DomainError with every problem it finds, so a batch
+applies whole or changes nothing. Memberships change only under row locks on the users concerned, taken in
+id order, so two admins moving the same pupils at once queue one behind the other instead of colliding.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TypedDict, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import ClassMembership, SchoolClass
+from db import audit
+from db.audit import Actor
+from db.errors import DomainError, ErrorCode, Problem, Problems
+from db.models import ClassKind, ClassMembership, SchoolClass, User
+from db.schools import require_manual_school
+
+T = TypeVar("T")
+
+NAME_MAX = 100
+BATCH_LIMIT = 1000
+RETRY_ATTEMPTS = 5
+NAME_INDEX = "uq_classes_school_id_kind_name"
+# A collision with a concurrent transaction, not a mistake in the request: running it again succeeds.
+SERIALIZATION_FAILURE, DEADLOCK_DETECTED, UNIQUE_VIOLATION = "40001", "40P01", "23505"
+MEMBERSHIP_KEYS = ("uq_class_memberships_one_registration_class", "pk_class_memberships")
+
+
+class RowLock(TypedDict, total=False):
+    read: bool
+    key_share: bool
+
+
+# Row locks on a class. Members change under a shared lock (the class must not vanish meanwhile); a rename
+# leaves that lock free, since it changes no key; a delete waits for every other lock.
+MEMBERS_CHANGING: RowLock = {"read": True, "key_share": True}  # FOR KEY SHARE
+RENAMING: RowLock = {"key_share": True}  # FOR NO KEY UPDATE
+DELETING: RowLock = {}  # FOR UPDATE
 
 
 async def classes_of_users(session: AsyncSession, *, school_id: uuid.UUID,
@@ -26,3 +62,317 @@ async def classes_of_users(session: AsyncSession, *, school_id: uuid.UUID,
     for user_id, school_class in rows:
         found[user_id].append(school_class)
     return found
+
+
+async def list_classes(session: AsyncSession, *, school_id: uuid.UUID,
+                       kind: ClassKind | None = None) -> list[SchoolClass]:
+    """The school's classes, registration classes first, then by name."""
+    query = select(SchoolClass).where(SchoolClass.school_id == school_id)
+    if kind is not None:
+        query = query.where(SchoolClass.kind == kind)
+    return list((await session.execute(
+        query.order_by(SchoolClass.kind, func.lower(SchoolClass.name), SchoolClass.id)
+    )).scalars())
+
+
+async def get_class(session: AsyncSession, *, school_id: uuid.UUID, class_id: uuid.UUID,
+                    lock: RowLock | None = None) -> SchoolClass | None:
+    """One class, locked with one of the row locks above if `lock` is given."""
+    query = select(SchoolClass).where(SchoolClass.school_id == school_id, SchoolClass.id == class_id)
+    if lock is not None:
+        query = query.with_for_update(**lock)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def member_counts(session: AsyncSession, *, school_id: uuid.UUID,
+                        class_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """How many users (deleted ones aside, as in a roster) each class has, in one statement."""
+    rows = await session.execute(
+        select(ClassMembership.class_id, func.count())
+        .join(User, (User.school_id == ClassMembership.school_id) & (User.id == ClassMembership.user_id))
+        .where(ClassMembership.school_id == school_id, ClassMembership.class_id.in_(class_ids),
+               User.deleted_at.is_(None))
+        .group_by(ClassMembership.class_id)
+    )
+    return {class_id: count for class_id, count in rows}
+
+
+def clean_class_name(raw: str) -> str:
+    name = " ".join(raw.split())
+    if not 1 <= len(name) <= NAME_MAX:
+        raise DomainError(Problem(ErrorCode.INVALID_INPUT, f"A class's name is 1 to {NAME_MAX} characters.",
+                                  "name"))
+    return name
+
+
+def require_batch_size(count: int, *, field: str = "userIds") -> None:
+    if count > BATCH_LIMIT:
+        raise DomainError(Problem(ErrorCode.TOO_MANY, f"Choose at most {BATCH_LIMIT} at a time.", field))
+
+
+def _kind_word(kind: ClassKind) -> str:
+    return "registration" if kind == ClassKind.REGISTRATION else "teaching"
+
+
+def _class_not_found(class_id: uuid.UUID, field: str = "classId") -> Problem:
+    return Problem(ErrorCode.NOT_FOUND, f"No class has the id {class_id}.", field)
+
+
+def _wrong_kind(school_class: SchoolClass, kind: ClassKind) -> str:
+    actual, wanted = _kind_word(school_class.kind), _kind_word(kind)
+    return f"'{school_class.name}' is a {actual} class, not a {wanted} class."
+
+
+def _name_taken(kind: ClassKind, name: str) -> DomainError:
+    return DomainError(Problem(ErrorCode.CLASS_NAME_TAKEN,
+                               f"There is already a {_kind_word(kind)} class called '{name}'.", "name"))
+
+
+async def _name_free(session: AsyncSession, school_id: uuid.UUID, kind: ClassKind, name: str,
+                     *, except_class: uuid.UUID | None = None) -> None:
+    query = select(SchoolClass.id).where(SchoolClass.school_id == school_id, SchoolClass.kind == kind,
+                                         func.lower(SchoolClass.name) == name.lower())
+    if except_class is not None:
+        query = query.where(SchoolClass.id != except_class)
+    if (await session.execute(query.limit(1))).first() is not None:
+        raise _name_taken(kind, name)
+
+
+@asynccontextmanager
+async def _unique_name(session: AsyncSession, kind: ClassKind, name: str) -> AsyncIterator[None]:
+    """Write a class's name in a savepoint; when two admins choose one name at once, the index decides."""
+    try:
+        async with session.begin_nested():
+            yield
+            await session.flush()
+    except IntegrityError as error:
+        if NAME_INDEX not in str(error.orig):
+            raise
+        raise _name_taken(kind, name) from None
+
+
+async def _require_classes_here(session: AsyncSession, school_id: uuid.UUID, managed_ok: bool) -> None:
+    """A managed school's classes come from its provider: only the provider (`managed_ok`) changes them."""
+    if not managed_ok:
+        await require_manual_school(session, school_id)
+
+
+async def create_class(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, name: str,
+                       kind: ClassKind, managed_ok: bool = False) -> SchoolClass:
+    await _require_classes_here(session, school_id, managed_ok)
+    name = clean_class_name(name)
+    await _name_free(session, school_id, kind, name)
+    school_class = SchoolClass(school_id=school_id, id=uuid.uuid4(), name=name, kind=kind)
+    async with _unique_name(session, kind, name):
+        session.add(school_class)
+    await audit.record_by(session, actor, school_id=school_id, action="class.created",
+                          summary={"class_id": str(school_class.id), "name": name, "kind": kind.value})
+    return school_class
+
+
+async def rename_class(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, class_id: uuid.UUID,
+                       name: str, managed_ok: bool = False) -> SchoolClass:
+    await _require_classes_here(session, school_id, managed_ok)
+    problems = Problems()
+    new_name = problems.check(lambda: clean_class_name(name))
+    school_class = await get_class(session, school_id=school_id, class_id=class_id, lock=RENAMING)
+    if school_class is None:
+        problems.add(_class_not_found(class_id))
+    problems.raise_any()
+    assert school_class is not None and new_name is not None
+    old_name = school_class.name
+    if new_name == old_name:
+        return school_class
+    await _name_free(session, school_id, school_class.kind, new_name, except_class=class_id)
+    async with _unique_name(session, school_class.kind, new_name):
+        school_class.name = new_name
+    await audit.record_by(session, actor, school_id=school_id, action="class.renamed",
+                          summary={"class_id": str(class_id), "kind": school_class.kind.value,
+                                   "from": old_name, "to": new_name})
+    return school_class
+
+
+async def delete_class(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor,
+                       class_id: uuid.UUID, managed_ok: bool = False) -> SchoolClass:
+    """Delete a class: its memberships end, its users stay. Returns the class as it was."""
+    await _require_classes_here(session, school_id, managed_ok)
+    school_class = await get_class(session, school_id=school_id, class_id=class_id, lock=DELETING)
+    if school_class is None:
+        raise DomainError(_class_not_found(class_id))
+    members = sorted((await session.execute(
+        delete(ClassMembership)
+        .where(ClassMembership.school_id == school_id, ClassMembership.class_id == class_id)
+        .returning(ClassMembership.user_id)
+    )).scalars())
+    await session.execute(
+        delete(SchoolClass).where(SchoolClass.school_id == school_id, SchoolClass.id == class_id))
+    await audit.record_by(session, actor, school_id=school_id, action="class.deleted", targets=members,
+                          summary=_summary(school_class))
+    return school_class
+
+
+async def _locked_class_and_users(session: AsyncSession, school_id: uuid.UUID, class_id: uuid.UUID,
+                                  user_ids: Sequence[uuid.UUID], *, managed_ok: bool = False,
+                                  deleted_ok: bool = False) -> tuple[SchoolClass, list[uuid.UUID]]:
+    """The class and the (distinct) users, locked; every unknown id (and deleted user, unless `deleted_ok`)
+    is reported."""
+    await _require_classes_here(session, school_id, managed_ok)
+    ids = list(dict.fromkeys(user_ids))
+    require_batch_size(len(ids))
+    school_class = await get_class(session, school_id=school_id, class_id=class_id, lock=MEMBERS_CHANGING)
+    # In id order, so concurrent changes to overlapping sets of users cannot deadlock.
+    users = {row.id: row for row in await session.execute(
+        select(User.id, User.username, User.deleted_at)
+        .where(User.school_id == school_id, User.id.in_(ids))
+        .order_by(User.id)
+        .with_for_update(key_share=True)
+    )}
+    problems = Problems()
+    if school_class is None:
+        problems.add(_class_not_found(class_id))
+    for user_id in ids:
+        user = users.get(user_id)
+        if user is None:
+            problems.add(Problem(ErrorCode.NOT_FOUND, f"No user has the id {user_id}.", "userIds", user_id))
+        elif user.deleted_at is not None and not deleted_ok:
+            problems.add(Problem(ErrorCode.USER_DELETED,
+                                 f"'{user.username}' is deleted; restore them first.", "userIds", user_id))
+    problems.raise_any()
+    assert school_class is not None
+    return school_class, ids
+
+
+def _memberships(school_class: SchoolClass, user_ids: Sequence[uuid.UUID]) -> list[dict[str, object]]:
+    return [{"school_id": school_class.school_id, "class_id": school_class.id, "user_id": user_id,
+             "kind": school_class.kind} for user_id in user_ids]
+
+
+def _summary(school_class: SchoolClass) -> dict[str, object]:
+    return {"class_id": str(school_class.id), "name": school_class.name, "kind": school_class.kind.value}
+
+
+async def assign_to_class(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, class_id: uuid.UUID,
+                          user_ids: Sequence[uuid.UUID], managed_ok: bool = False,
+                          deleted_ok: bool = False) -> SchoolClass:
+    """Put users in a class. A registration class MOVES each user out of their previous one; a teaching class
+    adds. Users already in the class are left as they are."""
+    school_class, ids = await _locked_class_and_users(session, school_id, class_id, user_ids,
+                                                      managed_ok=managed_ok, deleted_ok=deleted_ok)
+    if school_class.kind == ClassKind.REGISTRATION:
+        await _move_into(session, actor, school_class, ids)
+    else:
+        await _add_to(session, actor, school_class, ids)
+    return school_class
+
+
+async def _move_into(session: AsyncSession, actor: Actor, school_class: SchoolClass,
+                     user_ids: Sequence[uuid.UUID]) -> None:
+    school_id = school_class.school_id
+    previous = {user_id: class_id for user_id, class_id in await session.execute(
+        select(ClassMembership.user_id, ClassMembership.class_id).where(
+            ClassMembership.school_id == school_id, ClassMembership.kind == ClassKind.REGISTRATION,
+            ClassMembership.user_id.in_(user_ids))
+    )}
+    moving = [user_id for user_id in user_ids if previous.get(user_id) != school_class.id]
+    if not moving:
+        return
+    await session.execute(delete(ClassMembership).where(
+        ClassMembership.school_id == school_id, ClassMembership.kind == ClassKind.REGISTRATION,
+        ClassMembership.user_id.in_(moving)))
+    await session.execute(insert(ClassMembership), _memberships(school_class, moving))
+    await audit.record_by(session, actor, school_id=school_id, action="class.members_moved",
+                          targets=sorted(moving),
+                          summary={**_summary(school_class), "previous_class_ids": {
+                              str(user_id): str(previous[user_id]) for user_id in moving
+                              if user_id in previous}})
+
+
+async def _add_to(session: AsyncSession, actor: Actor, school_class: SchoolClass,
+                  user_ids: Sequence[uuid.UUID]) -> None:
+    school_id = school_class.school_id
+    members = set((await session.execute(
+        select(ClassMembership.user_id).where(ClassMembership.school_id == school_id,
+                                              ClassMembership.class_id == school_class.id,
+                                              ClassMembership.user_id.in_(user_ids))
+    )).scalars())
+    adding = [user_id for user_id in user_ids if user_id not in members]
+    if not adding:
+        return
+    await session.execute(insert(ClassMembership), _memberships(school_class, adding))
+    await audit.record_by(session, actor, school_id=school_id, action="class.members_added",
+                          targets=sorted(adding), summary=_summary(school_class))
+
+
+async def remove_from_class(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, class_id: uuid.UUID,
+                            user_ids: Sequence[uuid.UUID], managed_ok: bool = False,
+                            deleted_ok: bool = False) -> SchoolClass:
+    """Take users out of a class; users who are not in it are left as they are."""
+    school_class, ids = await _locked_class_and_users(session, school_id, class_id, user_ids,
+                                                      managed_ok=managed_ok, deleted_ok=deleted_ok)
+    removed = sorted((await session.execute(
+        delete(ClassMembership)
+        .where(ClassMembership.school_id == school_id, ClassMembership.class_id == class_id,
+               ClassMembership.user_id.in_(ids))
+        .returning(ClassMembership.user_id)
+    )).scalars())
+    if removed:
+        await audit.record_by(session, actor, school_id=school_id, action="class.members_removed",
+                              targets=removed, summary=_summary(school_class))
+    return school_class
+
+
+async def place_new_user(session: AsyncSession, *, school_id: uuid.UUID, user_id: uuid.UUID,
+                         registration_class_id: uuid.UUID | None,
+                         teaching_class_ids: Sequence[uuid.UUID]) -> None:
+    """Put a user being added into their classes; every unknown class and every class of the wrong kind is
+    reported against its field. The caller's audit event for the new user names the classes."""
+    teaching = list(dict.fromkeys(teaching_class_ids))
+    require_batch_size(len(teaching), field="teachingClassIds")
+    wanted = [*([registration_class_id] if registration_class_id else []), *teaching]
+    if not wanted:
+        return
+    found = {row.id: row for row in (await session.execute(
+        select(SchoolClass).where(SchoolClass.school_id == school_id, SchoolClass.id.in_(wanted))
+        .with_for_update(**MEMBERS_CHANGING)
+    )).scalars()}
+    expected = [(class_id, ClassKind.TEACHING, "teachingClassIds") for class_id in teaching]
+    if registration_class_id:
+        expected.insert(0, (registration_class_id, ClassKind.REGISTRATION, "registrationClassId"))
+    problems = Problems()
+    for class_id, kind, field in expected:
+        school_class = found.get(class_id)
+        if school_class is None:
+            problems.add(_class_not_found(class_id, field))
+        elif school_class.kind != kind:
+            problems.add(Problem(ErrorCode.INVALID_INPUT, _wrong_kind(school_class, kind), field))
+    problems.raise_any()
+    await session.execute(insert(ClassMembership), [
+        {"school_id": school_id, "class_id": class_id, "user_id": user_id, "kind": found[class_id].kind}
+        for class_id in wanted])
+
+
+def _collided(error: DBAPIError) -> bool:
+    state = getattr(error.orig, "sqlstate", None)
+    if state in (SERIALIZATION_FAILURE, DEADLOCK_DETECTED):
+        return True
+    return state == UNIQUE_VIOLATION and any(key in str(error.orig) for key in MEMBERSHIP_KEYS)
+
+
+async def with_retries(transaction: Callable[[], AbstractAsyncContextManager[AsyncSession]],
+                       change: Callable[[AsyncSession], Awaitable[T]], *,
+                       attempts: int = RETRY_ATTEMPTS) -> T:
+    """Run `change` in a fresh transaction, and again from the start when it collides with a concurrent one
+    (a deadlock, a serialization failure, or the one-registration-class index); a collision that outlasts
+    every attempt is a CONCURRENT_CHANGE problem, never an internal error."""
+    for attempt in range(1, attempts + 1):
+        try:
+            async with transaction() as session:
+                return await change(session)
+        except DBAPIError as error:
+            if not _collided(error):
+                raise
+        if attempt < attempts:
+            # Back off a random, growing while, so the colliding transactions do not meet again.
+            await asyncio.sleep(random.uniform(0, 0.01 * 2 ** attempt))
+    raise DomainError(Problem(ErrorCode.CONCURRENT_CHANGE,
+                              "Someone else changed these classes at the same moment; try again."))

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class ErrorCode(enum.StrEnum):
@@ -24,6 +28,10 @@ class ErrorCode(enum.StrEnum):
     USER_DELETED = "USER_DELETED"
     CLASS_NAME_TAKEN = "CLASS_NAME_TAKEN"
     TOO_MANY = "TOO_MANY"
+    INVALID_FILE = "INVALID_FILE"
+    IMPORT_NOT_CONFIRMABLE = "IMPORT_NOT_CONFIRMABLE"
+    IMPORT_FAILED = "IMPORT_FAILED"
+    CONCURRENT_CHANGE = "CONCURRENT_CHANGE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,3 +48,24 @@ class DomainError(Exception):
     def __init__(self, *problems: Problem) -> None:
         super().__init__("; ".join(p.message for p in problems))
         self.problems = list(problems)
+
+
+class Problems:
+    """Collects every problem with an input before failing, so a form can show them all at once."""
+
+    def __init__(self) -> None:
+        self.found: list[Problem] = []
+
+    def check(self, validate: Callable[[], T]) -> T | None:
+        try:
+            return validate()
+        except DomainError as error:
+            self.found.extend(error.problems)
+            return None
+
+    def add(self, *problems: Problem) -> None:
+        self.found.extend(problems)
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise DomainError(*self.found)

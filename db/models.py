@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -82,11 +83,18 @@ class School(Base):
     provider: Mapped[Provider] = mapped_column(_enum(Provider, "provider"), default=Provider.MANUAL)
     pupil_min_password_length: Mapped[int] = mapped_column(Integer, default=4, server_default="4")
     qr_sign_in_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    # The last day of the school year, when login cards expire: 31 August unless the school says otherwise.
+    school_year_end_month: Mapped[int] = mapped_column(SmallInteger, default=8, server_default="8")
+    school_year_end_day: Mapped[int] = mapped_column(SmallInteger, default=31, server_default="31")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (
         CheckConstraint("slug ~ '^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$'", name="slug_format"),
         CheckConstraint("pupil_min_password_length BETWEEN 1 AND 128", name="pupil_min_password_length"),
+        CheckConstraint("school_year_end_month BETWEEN 1 AND 12 AND school_year_end_day BETWEEN 1 AND "
+                        "CASE WHEN school_year_end_month = 2 THEN 29 "
+                        "WHEN school_year_end_month IN (4, 6, 9, 11) THEN 30 ELSE 31 END",
+                        name="school_year_ends"),
     )
 
 
@@ -103,10 +111,16 @@ class User(Base):
     password_hash: Mapped[str]
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Bumped to rotate the user's login cards: codes signed for an older version stop working.
+    login_code_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     deleted_at: Mapped[datetime | None]
     deleted_by: Mapped[uuid.UUID | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # The id the school's provider knows this user by (SCIM `externalId`).
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    # Deleted by the provider (SCIM DELETE): gone from SCIM, kept here as a deleted user.
+    deprovisioned_at: Mapped[datetime | None]
 
     __table_args__ = (
         ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),
@@ -115,6 +129,12 @@ class User(Base):
         Index("uq_users_school_id_username_active", "school_id", func.lower(text("username")),
               unique=True, postgresql_where=text("deleted_at IS NULL")),
         CheckConstraint("NOT is_admin OR type = 'TEACHER'", name="only_teachers_are_admins"),
+        CheckConstraint("login_code_version >= 1", name="login_code_version"),
+        CheckConstraint("deprovisioned_at IS NULL OR deleted_at IS NOT NULL",
+                        name="deprovisioned_users_are_deleted"),
+        Index("uq_users_school_id_external_id", "school_id", "external_id", unique=True,
+              postgresql_where=text("external_id IS NOT NULL AND deprovisioned_at IS NULL")),
+        Index("ix_users_school_id_lower_username", "school_id", func.lower(text("username"))),
     )
 
 
@@ -126,12 +146,16 @@ class SchoolClass(Base):
     name: Mapped[str] = mapped_column(String(100))
     kind: Mapped[ClassKind] = mapped_column(_enum(ClassKind, "class_kind"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # The id the school's provider knows this class by (SCIM Group `externalId`).
+    external_id: Mapped[str | None] = mapped_column(String(255))
 
     __table_args__ = (
         ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),
         # Lets a membership name its class's kind, so the one-registration-class rule is a plain index.
         UniqueConstraint("school_id", "id", "kind", name="uq_classes_school_id_id_kind"),
         Index("uq_classes_school_id_kind_name", "school_id", "kind", func.lower(text("name")), unique=True),
+        Index("uq_classes_school_id_external_id", "school_id", "external_id", unique=True,
+              postgresql_where=text("external_id IS NOT NULL")),
     )
 
 
@@ -227,4 +251,40 @@ class AuditEvent(Base):
     )
 
 
-TENANT_TABLES = ("users", "classes", "class_memberships", "sessions", "api_tokens", "audit_events")
+
+
+class ImportStatus(enum.StrEnum):
+    PREVIEW = "PREVIEW"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+class ImportJob(Base):
+    """An uploaded roster file: its preview, then (once confirmed) its application."""
+
+    __tablename__ = "import_jobs"
+
+    school_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    created_by: Mapped[uuid.UUID | None]
+    file_name: Mapped[str] = mapped_column(String(255), default="")
+    status: Mapped[ImportStatus] = mapped_column(_enum(ImportStatus, "status"), default=ImportStatus.PREVIEW)
+    remove_missing_pupils: Mapped[bool] = mapped_column(Boolean, default=False)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    processed: Mapped[int] = mapped_column(Integer, default=0)
+    totals: Mapped[dict[str, int]] = mapped_column(JSONB, default=dict)
+    columns: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    rows: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    new_classes: Mapped[list[dict[str, str]]] = mapped_column(JSONB, default=list)
+    warnings: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    passwords: Mapped[dict[str, str] | None] = mapped_column(JSONB(none_as_null=True))
+    failure_reason: Mapped[str | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(server_default=text("now() + interval '24 hours'"))
+
+    __table_args__ = (ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),)
+
+
+TENANT_TABLES = ("users", "classes", "class_memberships", "sessions", "api_tokens", "audit_events", "import_jobs")

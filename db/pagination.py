@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from db.errors import DomainError, ErrorCode, Problem
@@ -23,12 +24,14 @@ def encode_cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, *, length: int) -> list[Any]:
-    """The values a cursor holds; a cursor from another ordering or a hand-made one is refused."""
+def decode_cursor(cursor: str, *, parse: Sequence[Callable[[Any], Any]]) -> list[Any]:
+    """The values a cursor holds, each read by its parser; a cursor from another ordering or a hand-made one
+    is refused."""
+    bad = DomainError(Problem(ErrorCode.INVALID_INPUT, "That cursor is not one this list gave out.", "after"))
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except ValueError:
-        values = None
-    if not isinstance(values, list) or len(values) != length:
-        raise DomainError(Problem(ErrorCode.INVALID_INPUT, "That cursor is not one this list gave out.", "after"))
-    return values
+        if not isinstance(values, list) or len(values) != len(parse):
+            raise bad
+        return [read(value) for read, value in zip(parse, values)]
+    except (TypeError, ValueError):
+        raise bad from None

@@ -88,3 +88,14 @@ async def create_school(
     await audit.record(session, school_id=school_id, actor_id=None, actor_label="rollcall school create",
                        action="school.created", targets=[admin.id], summary={"slug": slug, "name": name})
     return NewSchool(school_id=school_id, admin_id=admin.id)
+
+
+async def require_manual_school(session: AsyncSession, school_id: uuid.UUID) -> School:
+    """The bound school, when its users are managed here; a managed school's users come from its provider."""
+    school = await session.get_one(School, school_id)
+    if school.provider != Provider.MANUAL:
+        raise DomainError(Problem(
+            ErrorCode.MANAGED_BY_PROVIDER,
+            f"This school's users are managed by {school.provider.value}; change them there.",
+        ))
+    return school

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from db.login_codes import load_or_create_secret, secret_from_env
 
 
 def _flag(name: str, default: bool) -> bool:
@@ -17,6 +19,17 @@ def _flag(name: str, default: bool) -> bool:
 def _int(name: str, default: int) -> int:
     value = os.environ.get(name)
     return int(value) if value else default
+
+
+def _login_code_secret(data_dir: Path) -> bytes:
+    """The key that signs QR login codes: ROLLCALL_SECRET_KEY (hex), else one kept in the data directory."""
+    if value := os.environ.get("ROLLCALL_SECRET_KEY"):
+        try:
+            return secret_from_env(value)
+        except ValueError as error:
+            raise ValueError(f"ROLLCALL_SECRET_KEY: {error}") from None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return load_or_create_secret(data_dir / "login-code-secret")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +45,17 @@ class Settings:
     pool_size: int
     session_idle_minutes: int
     session_lifetime_hours: int
+    # Kept out of the database, so a dump cannot mint login cards; never shown in a repr.
+    login_code_secret: bytes = field(repr=False)
+    import_max_bytes: int = 5 * 1024 * 1024
+    import_max_rows: int = 20_000
 
     @classmethod
     def from_env(cls) -> Settings:
         production = os.environ.get("ROLLCALL_ENV", "development").lower() == "production"
+        data_dir = Path(os.environ.get("ROLLCALL_DATA_DIR") or ".rollcall").resolve()
         return cls(
-            data_dir=Path(os.environ.get("ROLLCALL_DATA_DIR") or ".rollcall").resolve(),
+            data_dir=data_dir,
             database_url=os.environ.get("DATABASE_URL") or None,
             app_database_url=os.environ.get("APP_DATABASE_URL") or None,
             production=production,
@@ -46,4 +64,7 @@ class Settings:
             pool_size=_int("ROLLCALL_POOL_SIZE", 10),
             session_idle_minutes=_int("ROLLCALL_SESSION_IDLE_MINUTES", 60),
             session_lifetime_hours=_int("ROLLCALL_SESSION_LIFETIME_HOURS", 12),
+            login_code_secret=_login_code_secret(data_dir),
+            import_max_bytes=_int("ROLLCALL_IMPORT_MAX_BYTES", 5 * 1024 * 1024),
+            import_max_rows=_int("ROLLCALL_IMPORT_MAX_ROWS", 20_000),
         )

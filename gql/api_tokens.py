@@ -13,7 +13,9 @@ from gql.payloads import UserError, user_errors
 from gql.permissions import IsAdmin
 from gql.ids import parse_id
 
-ApiScope = strawberry.enum(api_tokens.ApiScope, description="ROSTER_READ: read users and classes, nothing else.")
+ApiScope = strawberry.enum(api_tokens.ApiScope, description=(
+    "ROSTER_READ: read users and classes, nothing else. PROVISION: the school's provider keeps users and "
+    "classes up to date over SCIM at /scim/v2, and nothing else."))
 
 
 @strawberry.type(description="An app's access to the school. Its secret is never shown again after creation.")
@@ -56,7 +58,9 @@ class ApiTokenQueries:
 
 @strawberry.type
 class ApiTokenMutations:
-    @strawberry.mutation(permission_classes=[IsAdmin], description="Issue a read-only token for an app.")
+    @strawberry.mutation(permission_classes=[IsAdmin],
+                         description="Issue a read-only token for an app, or a provisioning token for the "
+                                     "school's provider (managed schools).")
     async def create_api_token(self, info: Info, name: str, scopes: list[ApiScope]) -> CreateApiTokenPayload:
         caller = info.context.signed_in()
         try:

@@ -1,4 +1,5 @@
-"""The Starlette application: GraphQL at /graphql, liveness at /healthz, readiness at /readyz."""
+"""The Starlette application: GraphQL at /graphql, SCIM at /scim/v2, liveness at /healthz, readiness at
+/readyz."""
 
 from __future__ import annotations
 
@@ -11,44 +12,29 @@ from datetime import timedelta
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cross_web import HTTPException
+from graphql import ExecutionResult
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse
 
+from db.api_tokens import ApiScope
 from db.embedded import DatabaseUrls
 from db.engine import Database
 from db.sessions import SessionPolicy
 from db.settings import Settings
 from gql.context import CSRF_HEADER, SESSION_COOKIE, Context
+from gql.exports import users_csv
+from gql.http_auth import bearer_secret, request_caller
 from gql.loaders import Loaders
+from gql.login_card_sheet import sheet_endpoint
 from gql.schema import build_schema
-from tenants.callers import caller_for_secret
+from gql.scim import scim_routes
+from tenants.callers import Caller, caller_for_secret
 
 log = logging.getLogger("rollcall")
-
-
-def bearer_secret(request: Request) -> str | None:
-    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
-    return secret.strip() if scheme.lower() == "bearer" and secret.strip() else None
-
-
-def refuse_secrets_in_url(request: Request) -> None:
-    # URLs end up in logs, proxies and browser history.
-    for name, value in request.query_params.multi_items():
-        if name.lower() in {"token", "access_token", "api_token", "apitoken"} or value.startswith(("rcs_", "rca_")):
-            raise HTTPException(400, "Send tokens in the Authorization header, never in the URL.")
-
-
-def session_secret(request: Request) -> str | None:
-    """The bearer token, or else the session cookie; a cookie-authenticated POST must carry the CSRF header."""
-    if secret := bearer_secret(request):
-        return secret
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie and request.method == "POST" and not request.headers.get(CSRF_HEADER):
-        raise HTTPException(403, f"Requests signed in with the session cookie must send the {CSRF_HEADER} header.")
-    return cookie
 
 
 class RequestId:
@@ -72,12 +58,40 @@ class RequestId:
         await self.app(scope, receive, send_with_id)
 
 
+class BodyLimit:
+    """Refuses request bodies over `limit` bytes with 413, whether or not they declare their length."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await PlainTextResponse("The request is too large.", status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise HTTPException(413, "The request is too large.")
+            return message
+
+        await self.app(scope, counted, send)
+
+
 class RollcallGraphQL(GraphQL[Context, None]):
     def __init__(self, db: Database, settings: Settings) -> None:
         super().__init__(
             build_schema(introspection=settings.introspection),
             graphql_ide="graphiql" if settings.graphiql else None,
             allow_queries_via_get=True,
+            multipart_uploads_enabled=True,
         )
         self.db = db
         self.settings = settings
@@ -86,10 +100,19 @@ class RollcallGraphQL(GraphQL[Context, None]):
             lifetime=timedelta(hours=settings.session_lifetime_hours),
         )
 
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        if request.headers.get("content-type", "").startswith("multipart/"):
+            # Uploaded files are closed here, also when a permission check kept the resolver from reading them.
+            await (await request.form()).close()
+        return await super().process_result(request, result)
+
     async def get_context(self, request: Request, response: Response) -> Context:  # type: ignore[override]
-        refuse_secrets_in_url(request)
-        secret = session_secret(request)
-        caller = await caller_for_secret(self.db, secret, self.session_policy) if secret else None
+        if request.headers.get("content-type", "").startswith("multipart/") and not bearer_secret(request) \
+                and not request.headers.get(CSRF_HEADER):
+            raise HTTPException(403, f"File uploads need a bearer token or the {CSRF_HEADER} header.")
+        caller = await request_caller(request, self.db, self.session_policy)
+        if caller is not None and ApiScope.PROVISION in caller.scopes:
+            raise HTTPException(403, "A provisioning token works only on SCIM, at /scim/v2.")
         return Context(request=request, response=response, db=self.db, settings=self.settings,
                        request_id=request.state.request_id, client=request.client.host if request.client else "",
                        caller=caller, loaders=Loaders(self.db, caller.school_id if caller else None))
@@ -119,11 +142,16 @@ def create_app(settings: Settings, urls: DatabaseUrls) -> Starlette:
     app = Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/users.csv", users_csv(db, graphql.session_policy)),
+            Route("/login-cards", sheet_endpoint(db, graphql.session_policy, secret=settings.login_code_secret)),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            scim_routes(db, graphql.session_policy),
         ],
         lifespan=lifespan,
     )
+    # Room for the largest roster file plus the multipart envelope around it.
+    app.add_middleware(BodyLimit, limit=settings.import_max_bytes + 64 * 1024)
     app.add_middleware(RequestId)
     app.state.db = db
     return app

@@ -1,11 +1,26 @@
-"""The SchoolClass type."""
+"""Classes: the SchoolClass type with its roster, the class list, and the admin's class mutations."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Annotated, Any
+
 import strawberry
 
+from db import classes as domain
 from db import models
-from gql.enums import ClassKind
+from db.audit import Actor
+from db.errors import DomainError, Problems
+from gql.context import Info
+from gql.enums import ClassKind, UserType
+from gql.ids import parse_id
+from gql.payloads import UserError, user_errors
+from gql.permissions import CanReadRoster, IsAdmin
+
+if TYPE_CHECKING:
+    from gql.users import UserConnection
 
 
 @strawberry.type(description="A registration class (a user has at most one) or a teaching class.")
@@ -13,7 +28,106 @@ class SchoolClass:
     id: strawberry.ID
     name: str
     kind: ClassKind
+    class_id: strawberry.Private[uuid.UUID]
+
+    @strawberry.field(permission_classes=[CanReadRoster], description="How many users (not deleted) it has.")
+    async def member_count(self, info: Info) -> int:
+        return await info.context.loaders.class_member_counts.load(self.class_id)
+
+    @strawberry.field(permission_classes=[CanReadRoster],
+                      description="The class roster, by surname, paged like `users`.")
+    async def members(self, info: Info, type: UserType | None = None, first: int | None = None,
+                      after: str | None = None) -> Annotated[UserConnection, strawberry.lazy("gql.users")]:
+        # Imported here: gql.users imports this module, for User.registrationClass.
+        from gql.users import UserFilter, users_page
+
+        return await users_page(info, UserFilter(type=type), None, first, after, class_id=self.class_id)
 
     @classmethod
     def from_row(cls, row: models.SchoolClass) -> SchoolClass:
-        return cls(id=strawberry.ID(str(row.id)), name=row.name, kind=row.kind)
+        return cls(id=strawberry.ID(str(row.id)), name=row.name, kind=row.kind, class_id=row.id)
+
+
+@strawberry.type
+class ClassPayload:
+    school_class: SchoolClass | None = strawberry.field(
+        default=None, description="The class changed; for deleteClass, the class as it was.")
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class ClassQueries:
+    @strawberry.field(permission_classes=[CanReadRoster],
+                      description="The school's classes, registration classes first, then by name.")
+    async def classes(self, info: Info, kind: ClassKind | None = None) -> list[SchoolClass]:
+        async with info.context.scope() as session:
+            rows = await domain.list_classes(session, school_id=info.context.signed_in().school_id, kind=kind)
+        return [SchoolClass.from_row(row) for row in rows]
+
+    @strawberry.field(permission_classes=[CanReadRoster], description="One class by id, or null.")
+    async def school_class(self, info: Info, id: strawberry.ID) -> SchoolClass | None:
+        try:
+            class_id = parse_id(id, field="id")
+        except DomainError:
+            return None
+        async with info.context.scope() as session:
+            row = await domain.get_class(session, school_id=info.context.signed_in().school_id,
+                                         class_id=class_id)
+        return SchoolClass.from_row(row) if row else None
+
+
+def _class_and_users(class_id: strawberry.ID, user_ids: list[strawberry.ID]) -> dict[str, Any]:
+    domain.require_batch_size(len(user_ids))
+    problems = Problems()
+    target = problems.check(lambda: parse_id(class_id, field="classId"))
+    members = [problems.check(partial(parse_id, user_id, field="userIds")) for user_id in user_ids]
+    problems.raise_any()
+    return {"class_id": target, "user_ids": members}
+
+
+async def _change(info: Info, operation: Callable[..., Awaitable[models.SchoolClass]],
+                  arguments: Callable[[], dict[str, Any]]) -> ClassPayload:
+    """Run one class change in its own transaction, run again if it collides with a concurrent one."""
+    context, caller = info.context, info.context.signed_in()
+    actor = Actor(id=caller.user_id, label=caller.label, request_id=context.request_id)
+    try:
+        given = arguments()
+        row = await domain.with_retries(context.scope, lambda session: operation(
+            session, school_id=caller.school_id, actor=actor, **given))
+    except DomainError as error:
+        return ClassPayload(errors=user_errors(error))
+    # Later fields of the same request must see the change.
+    context.loaders.class_member_counts.clear_all()
+    context.loaders.user_classes.clear_all()
+    return ClassPayload(school_class=SchoolClass.from_row(row))
+
+
+@strawberry.type
+class ClassMutations:
+    @strawberry.mutation(permission_classes=[IsAdmin], description="Add a registration or a teaching class.")
+    async def create_class(self, info: Info, name: str, kind: ClassKind) -> ClassPayload:
+        return await _change(info, domain.create_class, lambda: {"name": name, "kind": kind})
+
+    @strawberry.mutation(permission_classes=[IsAdmin],
+                         description="Rename a class; names are unique per kind, whatever their case.")
+    async def rename_class(self, info: Info, class_id: strawberry.ID, name: str) -> ClassPayload:
+        return await _change(info, domain.rename_class,
+                             lambda: {"class_id": parse_id(class_id, field="classId"), "name": name})
+
+    @strawberry.mutation(permission_classes=[IsAdmin], description="Delete a class; its members stay.")
+    async def delete_class(self, info: Info, class_id: strawberry.ID) -> ClassPayload:
+        return await _change(info, domain.delete_class,
+                             lambda: {"class_id": parse_id(class_id, field="classId")})
+
+    @strawberry.mutation(permission_classes=[IsAdmin],
+                         description="Put users in a class. A registration class MOVES each user out of "
+                                     "their previous one; a teaching class adds. All of them, or none.")
+    async def assign_class(self, info: Info, class_id: strawberry.ID,
+                           user_ids: list[strawberry.ID]) -> ClassPayload:
+        return await _change(info, domain.assign_to_class, lambda: _class_and_users(class_id, user_ids))
+
+    @strawberry.mutation(permission_classes=[IsAdmin],
+                         description="Take users out of a class. All of them, or none.")
+    async def remove_from_class(self, info: Info, class_id: strawberry.ID,
+                                user_ids: list[strawberry.ID]) -> ClassPayload:
+        return await _change(info, domain.remove_from_class, lambda: _class_and_users(class_id, user_ids))

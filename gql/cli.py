@@ -1,4 +1,4 @@
-"""The `rollcall` command: serve, migrate, create schools, seed the demo."""
+"""The `rollcall` command: serve, migrate, create schools, issue provisioning tokens, seed the demo."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from db import demo, migrate
+from db.api_tokens import ApiScope, create_api_token
 from db.embedded import DatabaseUrls, database_urls
-from db.errors import DomainError
+from db.errors import DomainError, ErrorCode, Problem
 from db.models import Provider
-from db.schools import create_school
+from db.schools import create_school, school_id_for_slug
 from db.settings import Settings
+from tenants.scope import bind_school
 
 
 def _urls(settings: Settings) -> DatabaseUrls:
@@ -37,6 +39,23 @@ async def _school_create(urls: DatabaseUrls, args: argparse.Namespace) -> None:
         print(school.school_id)
     finally:
         await engine.dispose()
+
+
+async def _provisioning_token(urls: DatabaseUrls, args: argparse.Namespace) -> None:
+    engine = create_async_engine(urls.owner)
+    try:
+        async with async_sessionmaker(engine)() as session, session.begin():
+            school_id = await school_id_for_slug(session, args.slug)
+            if school_id is None:
+                raise DomainError(Problem(ErrorCode.NOT_FOUND, f"No school has the slug '{args.slug}'.",
+                                          "slug"))
+            await bind_school(session, school_id)
+            secret, _ = await create_api_token(session, school_id=school_id, actor_id=None,
+                                               actor_label="rollcall school provisioning-token",
+                                               name=args.name, scopes=[ApiScope.PROVISION])
+    finally:
+        await engine.dispose()
+    print(secret)
 
 
 async def _demo(urls: DatabaseUrls, settings: Settings) -> None:
@@ -76,8 +95,9 @@ def parser() -> argparse.ArgumentParser:
     database.add_subparsers(dest="db_command", required=True).add_parser("upgrade", help="apply migrations")
 
     school = commands.add_parser("school", help="school commands")
-    create = school.add_subparsers(dest="school_command", required=True).add_parser(
-        "create", help="create a school and its first admin; prints the school's id")
+    school_commands = school.add_subparsers(dest="school_command", required=True)
+    create = school_commands.add_parser("create",
+                                        help="create a school and its first admin; prints the school's id")
     create.add_argument("--slug", required=True)
     create.add_argument("--name", required=True)
     create.add_argument("--provider", choices=[p.value for p in Provider], default=Provider.MANUAL.value)
@@ -85,6 +105,12 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--admin-password", required=True)
     create.add_argument("--admin-first-name", default="")
     create.add_argument("--admin-surname", default="")
+
+    token = school_commands.add_parser(
+        "provisioning-token",
+        help="issue a token for the school's provider to use SCIM at /scim/v2; prints it once")
+    token.add_argument("--slug", required=True)
+    token.add_argument("--name", default="Provisioning")
 
     commands.add_parser("demo", help="seed the demo school (idempotent)")
     return root
@@ -101,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 _serve(urls, args)
             case "db":
                 print("Database is up to date.")
+            case "school" if args.school_command == "provisioning-token":
+                asyncio.run(_provisioning_token(urls, args))
             case "school":
                 asyncio.run(_school_create(urls, args))
             case "demo":

@@ -39,6 +39,10 @@ class Context:
         return SessionPolicy(idle=timedelta(minutes=self.settings.session_idle_minutes),
                              lifetime=timedelta(hours=self.settings.session_lifetime_hours))
 
+    @property
+    def login_code_secret(self) -> bytes:
+        return self.settings.login_code_secret
+
     def signed_in(self) -> Caller:
         """The caller of a field whose permission class has already required one."""
         assert self.caller is not None, "the field's permission class lets only callers through"

@@ -18,8 +18,12 @@ from strawberry.tools import merge_types
 from db.schools import get_school
 from gql.api_tokens import ApiTokenMutations, ApiTokenQueries
 from gql.auth import AuthMutations, AuthQueries
+from gql.classes import ClassMutations, ClassQueries
 from gql.context import Info
 from gql.errors import MaskInternalErrors
+from gql.imports import ImportMutations, ImportQueries
+from gql.login_cards import LoginCardMutations, LoginCardQueries
+from gql.manage_users import AuditEventQueries, ManageUserMutations
 from gql.permissions import IsSignedIn
 from gql.types import School
 from gql.users import UserQueries
@@ -39,8 +43,10 @@ class SchoolQueries:
             return School.from_row(row)
 
 
-Query = merge_types("Query", (SchoolQueries, AuthQueries, ApiTokenQueries, UserQueries))
-Mutation = merge_types("Mutation", (AuthMutations, ApiTokenMutations))
+Query = merge_types("Query", (SchoolQueries, AuthQueries, ApiTokenQueries, UserQueries, AuditEventQueries,
+                              ClassQueries, ImportQueries, LoginCardQueries))
+Mutation = merge_types("Mutation", (AuthMutations, ApiTokenMutations, ManageUserMutations, ClassMutations,
+                                    ImportMutations, LoginCardMutations))
 
 
 def safety_extensions(*, introspection: bool = True) -> list[Callable[[], SchemaExtension]]:

@@ -7,6 +7,7 @@ import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -15,7 +16,9 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from starlette.applications import Starlette
 
 from db import migrate
 from db.api_tokens import ApiScope, create_api_token
@@ -74,22 +77,41 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(
         data_dir=tmp_path_factory.mktemp("data"), database_url=None, app_database_url=None, production=False,
         graphiql=True, introspection=True, pool_size=5, session_idle_minutes=60, session_lifetime_hours=12,
+        login_code_secret=bytes(range(100, 132)),
     )
 
 
 @pytest.fixture(scope="session")
-async def server_url(migrated: EmbeddedServer, settings: Settings) -> AsyncIterator[str]:
+def app(migrated: EmbeddedServer, settings: Settings) -> Starlette:
+    return create_app(settings, migrated.urls())
+
+
+@pytest.fixture(scope="session")
+async def server_url(app: Starlette) -> AsyncIterator[str]:
     """The real app under uvicorn on a free loopback port, in this test run's event loop."""
     port = free_port()
-    config = uvicorn.Config(create_app(settings, migrated.urls()), host="127.0.0.1", port=port,
-                            log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.02)
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await task
+
+
+@contextmanager
+def counting_statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    """Every SQL statement the engine runs inside the block."""
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import zxingcpp
-from PIL import Image, ImageDraw
 
 from db.login_cards import CardView, login_card_sheet, make_qr, qr_svg
 from db.login_codes import (
@@ -22,6 +21,7 @@ from db.login_codes import (
     load_or_create_secret,
     secret_from_env,
 )
+from tests.qr import rasterise
 
 SECRET = bytes(range(32))
 OTHER_SECRET = bytes(range(1, 33))
@@ -225,26 +225,6 @@ def test_default_expiry_makes_a_valid_code() -> None:
     code = LoginCode(school_id=SCHOOL_ID, user_id=USER_ID, version=3, expires_at=default_expiry(NOW.date()))
 
     assert decode_login_code(encode_login_code(code, secret=SECRET), secret=SECRET, now=NOW) == code
-
-
-def rasterise(svg: str, *, pixels_per_module: int = 8) -> Image.Image:
-    """Draw the modules of a served QR <svg> (one path of horizontal unit strokes) as a picture."""
-    root = ET.fromstring(svg)
-    _, _, width, height = (int(float(v)) for v in root.attrib["viewBox"].split())
-    image = Image.new("L", (width * pixels_per_module, height * pixels_per_module), 255)
-    draw = ImageDraw.Draw(image)
-    (path,) = [p for p in root.iter(f"{SVG_NS}path") if p.get("class") == "login-qr-modules"]
-    assert path.get("stroke") == "#000"
-    x = y = 0.0
-    for move, dx, dy, length in re.findall(r"([Mm])(-?[\d.]+) (-?[\d.]+)h([\d.]+)", path.attrib["d"]):
-        x, y = (float(dx), float(dy)) if move == "M" else (x + float(dx), y + float(dy))
-        top = (y - 0.5) * pixels_per_module
-        right = x + float(length)
-        draw.rectangle(
-            (x * pixels_per_module, top, right * pixels_per_module - 1, top + pixels_per_module - 1), fill=0
-        )
-        x = right
-    return image
 
 
 def test_served_qr_decodes_to_the_code() -> None:

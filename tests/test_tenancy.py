@@ -35,6 +35,8 @@ async def fill_every_table(db: Database, school: SchoolFixture) -> None:
         await session.execute(text(
             "insert into api_tokens (school_id, name, token_hash, scopes) values (:s, 'app', :h, '{ROSTER_READ}')"
         ), {"s": school.id, "h": uuid.uuid4().bytes})
+        await session.execute(text("insert into import_jobs (school_id, file_name) values (:s, 'roster.csv')"),
+                              {"s": school.id})
 
 
 @pytest.fixture

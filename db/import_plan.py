@@ -1,0 +1,198 @@
+"""What a roster file would do to the school: the preview, worked out against the roster as it is now.
+
+A pure function of the parsed file and a snapshot of the roster, so the same planning runs at upload
+(the preview) and again at confirmation (against the roster as it is by then).
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from db.models import ClassKind, UserType
+from db.passwords import password_problem
+from db.roster_csv import RosterRow, RowProblem
+
+ADMIN_NEEDED = "The school must keep at least one admin."
+
+
+class ImportAction(enum.StrEnum):
+    CREATE = "CREATE"
+    UPDATE = "UPDATE"
+    UNCHANGED = "UNCHANGED"
+    ERROR = "ERROR"
+    REMOVE = "REMOVE"
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingUser:
+    id: uuid.UUID
+    username: str
+    first_name: str
+    surname: str
+    type: UserType
+    is_admin: bool
+    registration_class: str | None
+    teaching_classes: frozenset[str]  # lowercased names
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    """The school's active users (by lowercased username) and classes (by kind and lowercased name)."""
+
+    users: dict[str, ExistingUser]
+    classes: dict[tuple[ClassKind, str], str]
+    pupil_min_password_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a row asks a user to be; None for a column the file does not have (it leaves the value alone)."""
+
+    username: str
+    first_name: str
+    surname: str
+    type: UserType
+    is_admin: bool
+    registration_class: str | None
+    teaching_classes: tuple[str, ...]
+    password: str | None
+
+
+@dataclass(slots=True)
+class PlannedRow:
+    row_number: int | None  # None for a pupil the file leaves out (REMOVE)
+    username: str
+    action: ImportAction
+    user_id: uuid.UUID | None = None
+    changes: dict[str, tuple[str, str]] = field(default_factory=dict)  # field -> (from, to), as shown
+    errors: list[RowProblem] = field(default_factory=list)
+    target: Target | None = None
+
+
+@dataclass(slots=True)
+class Plan:
+    rows: list[PlannedRow]
+    new_classes: list[tuple[ClassKind, str]]
+
+    def totals(self) -> dict[str, int]:
+        counts = {action.value: 0 for action in ImportAction}
+        for row in self.rows:
+            counts[row.action.value] += 1
+        return counts
+
+    @property
+    def has_errors(self) -> bool:
+        return any(row.action == ImportAction.ERROR for row in self.rows)
+
+
+def _target(row: RosterRow, columns: frozenset[str], existing: ExistingUser | None) -> Target:
+    """The user this row describes; a column the file lacks keeps the existing value (or the default)."""
+    if existing is None:
+        existing = ExistingUser(id=uuid.UUID(int=0), username=row.username, first_name="", surname="",
+                                type=UserType.PUPIL, is_admin=False, registration_class=None,
+                                teaching_classes=frozenset())
+    has = columns.__contains__
+    return Target(
+        username=row.username,
+        first_name=row.first_name if has("first_name") else existing.first_name,
+        surname=row.surname if has("surname") else existing.surname,
+        type=row.type or existing.type,
+        is_admin=existing.is_admin if row.is_admin is None else row.is_admin,
+        registration_class=row.registration_class if has("registration_class") else existing.registration_class,
+        teaching_classes=row.teaching_classes if has("teaching_classes") else tuple(sorted(existing.teaching_classes)),
+        password=row.password,
+    )
+
+
+def _changes(existing: ExistingUser, target: Target) -> dict[str, tuple[str, str]]:
+    changes: dict[str, tuple[str, str]] = {}
+
+    def compare(name: str, old: str, new: str, *, fold: bool = False) -> None:
+        if (old.lower() if fold else old) != (new.lower() if fold else new):
+            changes[name] = (old, new)
+
+    compare("username", existing.username, target.username)
+    compare("first_name", existing.first_name, target.first_name)
+    compare("surname", existing.surname, target.surname)
+    compare("type", existing.type.value, target.type.value)
+    compare("is_admin", str(existing.is_admin).lower(), str(target.is_admin).lower())
+    compare("registration_class", existing.registration_class or "", target.registration_class or "", fold=True)
+    compare("teaching_classes", ";".join(sorted(existing.teaching_classes)),
+            ";".join(sorted(name.lower() for name in target.teaching_classes)))
+    if target.password is not None:
+        changes["password"] = ("", "(new password)")
+    return changes
+
+
+def _problems(row_number: int, target: Target, roster: Roster) -> list[RowProblem]:
+    problems = []
+    if target.is_admin and target.type != UserType.TEACHER:
+        problems.append(RowProblem(row_number, "is_admin", "Only teachers can be admins."))
+    if target.password is not None:
+        staff = target.type == UserType.TEACHER
+        if problem := password_problem(target.password, staff=staff,
+                                       pupil_min_length=roster.pupil_min_password_length):
+            problems.append(RowProblem(row_number, "password", problem))
+    return problems
+
+
+def plan_import(rows: Sequence[RosterRow], columns: frozenset[str], roster: Roster, *,
+                remove_missing_pupils: bool) -> Plan:
+    planned: list[PlannedRow] = []
+    in_file: set[str] = set()
+    for row in rows:
+        key = row.username.lower()
+        in_file.add(key)
+        existing = roster.users.get(key)
+        if row.problems:
+            planned.append(PlannedRow(row.row_number, row.username, ImportAction.ERROR, errors=list(row.problems)))
+            continue
+        target = _target(row, columns, existing)
+        if problems := _problems(row.row_number, target, roster):
+            planned.append(PlannedRow(row.row_number, row.username, ImportAction.ERROR, errors=problems))
+        elif existing is None:
+            planned.append(PlannedRow(row.row_number, row.username, ImportAction.CREATE, target=target))
+        else:
+            changes = _changes(existing, target)
+            action = ImportAction.UPDATE if changes else ImportAction.UNCHANGED
+            planned.append(PlannedRow(row.row_number, row.username, action, existing.id, changes, target=target))
+    if remove_missing_pupils:
+        planned += [PlannedRow(None, user.username, ImportAction.REMOVE, user.id)
+                    for key, user in sorted(roster.users.items())
+                    if user.type == UserType.PUPIL and key not in in_file]
+    _keep_an_admin(planned, roster)
+    return Plan(rows=planned, new_classes=_new_classes(planned, roster))
+
+
+def _keep_an_admin(planned: list[PlannedRow], roster: Roster) -> None:
+    """A file that would leave the school with no admin marks the rows that take the flag away."""
+    targets = {row.username.lower(): row.target for row in planned if row.target is not None}
+    removed = {row.username.lower() for row in planned if row.action == ImportAction.REMOVE}
+    still_admin = [key for key, user in roster.users.items()
+                   if user.is_admin and key not in removed and (key not in targets or targets[key].is_admin)]
+    new_admins = [key for key, target in targets.items() if key not in roster.users and target.is_admin]
+    if still_admin or new_admins or not any(user.is_admin for user in roster.users.values()):
+        return
+    for row in planned:
+        if row.target is not None and not row.target.is_admin and row.username.lower() in roster.users \
+                and roster.users[row.username.lower()].is_admin:
+            row.action = ImportAction.ERROR
+            row.errors.append(RowProblem(row.row_number or 0, "is_admin", ADMIN_NEEDED))
+
+
+def _new_classes(planned: Iterable[PlannedRow], roster: Roster) -> list[tuple[ClassKind, str]]:
+    wanted: dict[tuple[ClassKind, str], str] = {}
+    for row in planned:
+        if row.action not in (ImportAction.CREATE, ImportAction.UPDATE) or row.target is None:
+            continue
+        names = [(ClassKind.TEACHING, name) for name in row.target.teaching_classes]
+        if row.target.registration_class:
+            names.append((ClassKind.REGISTRATION, row.target.registration_class))
+        for kind, name in names:
+            key = (kind, name.lower())
+            if key not in roster.classes:
+                wanted.setdefault(key, name)
+    return [(kind, name) for (kind, _), name in wanted.items()]

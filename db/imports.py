@@ -1,0 +1,324 @@
+"""Bulk upload: preview a roster file as an import job, then apply it, whole, once it is confirmed.
+
+The apply runs in ONE transaction. Progress (`processed` of `total`) is written from separate short
+transactions, so another connection can draw a progress bar while the apply is still uncommitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db import audit
+from db.audit import Actor
+from db.engine import Database
+from db.errors import DomainError, ErrorCode, Problem
+from db.import_plan import ExistingUser, ImportAction, Plan, PlannedRow, Roster, plan_import
+from db.manage_users import lock_roster
+from db.models import ClassKind, ClassMembership, ImportJob, ImportStatus, School, SchoolClass, User, UserType
+from db.passwords import hash_password_async, memorable_password
+from db.roster_csv import CsvError, ExportRow, RosterRow, RowProblem, decode_upload, parse_roster
+from db.schools import require_manual_school
+from db.sessions import revoke_sessions
+from tenants.scope import school_scope
+
+log = logging.getLogger("rollcall.imports")
+PROGRESS_EVERY = 64
+Progress = Callable[[int], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedPassword:
+    username: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    job: ImportJob
+    generated_passwords: list[GeneratedPassword]
+
+
+async def _classes_by_user(session: AsyncSession,
+                           school_id: uuid.UUID) -> tuple[dict[uuid.UUID, str], dict[uuid.UUID, list[str]]]:
+    """Each user's registration class name and teaching class names."""
+    kinds = {class_id: (kind, name) for class_id, kind, name in await session.execute(
+        select(SchoolClass.id, SchoolClass.kind, SchoolClass.name).where(SchoolClass.school_id == school_id))}
+    registration: dict[uuid.UUID, str] = {}
+    teaching: dict[uuid.UUID, list[str]] = defaultdict(list)
+    for user_id, class_id in await session.execute(
+            select(ClassMembership.user_id, ClassMembership.class_id).where(ClassMembership.school_id == school_id)):
+        kind, name = kinds[class_id]
+        if kind == ClassKind.REGISTRATION:
+            registration[user_id] = name
+        else:
+            teaching[user_id].append(name)
+    return registration, teaching
+
+
+async def _active_users(session: AsyncSession, school_id: uuid.UUID) -> Sequence[User]:
+    return (await session.execute(select(User).where(User.school_id == school_id, User.deleted_at.is_(None))
+                                  .order_by(func.lower(User.username)))).scalars().all()
+
+
+async def load_roster(session: AsyncSession, school_id: uuid.UUID) -> Roster:
+    """The school's active users with their classes, and every class."""
+    school = await session.get_one(School, school_id)
+    registration, teaching = await _classes_by_user(session, school_id)
+    users = {
+        user.username.lower(): ExistingUser(
+            id=user.id, username=user.username, first_name=user.first_name, surname=user.surname, type=user.type,
+            is_admin=user.is_admin, registration_class=registration.get(user.id),
+            teaching_classes=frozenset(name.lower() for name in teaching.get(user.id, ())))
+        for user in await _active_users(session, school_id)
+    }
+    classes = await session.execute(select(SchoolClass.kind, SchoolClass.name).where(SchoolClass.school_id == school_id))
+    return Roster(users=users, classes={(kind, name.lower()): name for kind, name in classes},
+                  pupil_min_password_length=school.pupil_min_password_length)
+
+
+async def export_rows(session: AsyncSession, *, school_id: uuid.UUID) -> list[ExportRow]:
+    """The school's active users in the import format (the template is the export)."""
+    registration, teaching = await _classes_by_user(session, school_id)
+    return [ExportRow(username=u.username, first_name=u.first_name, surname=u.surname, type=u.type,
+                      registration_class=registration.get(u.id), teaching_classes=teaching.get(u.id, []),
+                      is_admin=u.is_admin) for u in await _active_users(session, school_id)]
+
+
+def _source(row: RosterRow) -> dict[str, Any]:
+    return {"row": row.row_number, "username": row.username, "first_name": row.first_name, "surname": row.surname,
+            "type": row.type.value if row.type else None, "is_admin": row.is_admin,
+            "registration_class": row.registration_class, "teaching_classes": list(row.teaching_classes),
+            "problems": [[p.column, p.message] for p in row.problems]}
+
+
+def _row_from_source(source: dict[str, Any], password: str | None) -> RosterRow:
+    return RosterRow(
+        row_number=source["row"], username=source["username"], first_name=source["first_name"],
+        surname=source["surname"], type=UserType(source["type"]) if source["type"] else None,
+        is_admin=source["is_admin"], registration_class=source["registration_class"],
+        teaching_classes=tuple(source["teaching_classes"]), password=password,
+        problems=tuple(RowProblem(source["row"], column, message) for column, message in source["problems"]),
+    )
+
+
+def _shown(row: PlannedRow) -> dict[str, Any]:
+    return {"row": row.row_number, "username": row.username, "action": row.action.value,
+            "user_id": str(row.user_id) if row.user_id else None,
+            "changes": [[name, old, new] for name, (old, new) in row.changes.items()],
+            "errors": [[p.column, p.message] for p in row.errors]}
+
+
+async def preview_import(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, file_name: str, data: bytes,
+                         remove_missing_pupils: bool, max_bytes: int, max_rows: int) -> ImportJob:
+    """Read and check the whole file and store what it would do; the roster itself does not change."""
+    await require_manual_school(session, school_id)
+    roster = await load_roster(session, school_id)
+    try:
+        parsed = parse_roster(decode_upload(data, max_bytes=max_bytes), max_rows=max_rows)
+    except CsvError as error:
+        raise DomainError(Problem(ErrorCode.INVALID_FILE, error.message, "file")) from None
+    plan = plan_import(parsed.rows, parsed.columns, roster, remove_missing_pupils=remove_missing_pupils)
+    shown = {row.row_number: _shown(row) for row in plan.rows if row.row_number is not None}
+    job = ImportJob(
+        school_id=school_id, created_by=actor.id, file_name=file_name[:255], status=ImportStatus.PREVIEW,
+        remove_missing_pupils=remove_missing_pupils, total=len(plan.rows), processed=0, totals=plan.totals(),
+        columns=sorted(parsed.columns),
+        rows=[{**shown.get(row.row_number, {}), "source": _source(row)} for row in parsed.rows]
+        + [_shown(row) for row in plan.rows if row.row_number is None],
+        new_classes=[{"kind": kind.value, "name": name} for kind, name in plan.new_classes],
+        warnings=list(parsed.warnings),
+        passwords={str(row.row_number): row.password for row in parsed.rows if row.password is not None},
+    )
+    session.add(job)
+    await session.flush()
+    await audit.record_by(session, actor, school_id=school_id, action="import.previewed",
+                          summary={"job_id": str(job.id), "file_name": job.file_name, **plan.totals()})
+    await session.refresh(job)
+    return job
+
+
+async def get_job(session: AsyncSession, *, school_id: uuid.UUID, job_id: uuid.UUID) -> ImportJob | None:
+    return (await session.execute(
+        select(ImportJob).where(ImportJob.school_id == school_id, ImportJob.id == job_id))).scalar_one_or_none()
+
+
+def _refuse(message: str) -> DomainError:
+    return DomainError(Problem(ErrorCode.IMPORT_NOT_CONFIRMABLE, message, "jobId"))
+
+
+async def _start(db: Database, school_id: uuid.UUID, job_id: uuid.UUID) -> tuple[list[RosterRow], frozenset[str],
+                                                                                 bool, int]:
+    """Move the job from PREVIEW to RUNNING (once only) and take what the apply needs."""
+    async with school_scope(db, school_id) as session:
+        job = (await session.execute(select(ImportJob).where(
+            ImportJob.school_id == school_id, ImportJob.id == job_id).with_for_update())).scalar_one_or_none()
+        if job is None:
+            raise DomainError(Problem(ErrorCode.NOT_FOUND, f"No import job has the id {job_id}.", "jobId"))
+        if job.status != ImportStatus.PREVIEW:
+            raise _refuse(f"This import is {job.status.value.lower()}; an import is applied at most once.")
+        if job.totals.get(ImportAction.ERROR.value):
+            raise _refuse("Fix the rows with errors in your file and upload it again.")
+        if (await session.execute(select(func.now()))).scalar_one() >= job.expires_at:
+            raise _refuse("This preview is more than a day old; upload the file again.")
+        passwords = job.passwords or {}
+        rows = [_row_from_source(entry["source"], passwords.get(str(entry["source"]["row"])))
+                for entry in job.rows if "source" in entry]
+        # The typed passwords leave the database here; the apply holds them in memory only.
+        job.status, job.passwords, job.updated_at = ImportStatus.RUNNING, None, func.now()
+        return rows, frozenset(job.columns), job.remove_missing_pupils, job.total
+
+
+async def confirm_import(db: Database, *, school_id: uuid.UUID, actor: Actor, job_id: uuid.UUID) -> Applied:
+    """Apply a previewed job (the caller has re-authenticated): all of it in one transaction, or none of it."""
+    rows, columns, remove_missing, total = await _start(db, school_id, job_id)
+
+    async def progress(done: int) -> None:
+        async with school_scope(db, school_id) as session:
+            await session.execute(update(ImportJob).where(ImportJob.school_id == school_id, ImportJob.id == job_id)
+                                  .values(processed=done, updated_at=func.now()))
+
+    try:
+        async with school_scope(db, school_id) as session:
+            await require_manual_school(session, school_id)
+            await lock_roster(session, school_id)
+            roster = await load_roster(session, school_id)
+            plan = plan_import(rows, columns, roster, remove_missing_pupils=remove_missing)
+            if plan.has_errors:
+                raise DomainError(Problem(ErrorCode.IMPORT_NOT_CONFIRMABLE,
+                                          "The roster changed since the preview and the file no longer applies; "
+                                          "download the roster again and upload a fresh file.", "jobId"))
+            generated = await _apply(session, school_id, actor, plan, roster, progress)
+            job = (await session.execute(update(ImportJob).where(
+                ImportJob.school_id == school_id, ImportJob.id == job_id).values(
+                status=ImportStatus.SUCCEEDED, processed=total, passwords=None, totals=plan.totals(),
+                updated_at=func.now()).returning(ImportJob))).scalar_one()
+    except DomainError as error:
+        await _fail(db, school_id, job_id, error.problems[0].message)
+        raise
+    except Exception:
+        log.exception("import %s failed", job_id)
+        reason = "The import failed and nothing was changed; try again, or ask for help if it keeps failing."
+        await _fail(db, school_id, job_id, reason)
+        raise DomainError(Problem(ErrorCode.IMPORT_FAILED, reason, "jobId")) from None
+    return Applied(job=job, generated_passwords=generated)
+
+
+async def _fail(db: Database, school_id: uuid.UUID, job_id: uuid.UUID, reason: str) -> None:
+    async with school_scope(db, school_id) as session:
+        await session.execute(update(ImportJob).where(ImportJob.school_id == school_id, ImportJob.id == job_id)
+                              .values(status=ImportStatus.FAILED, failure_reason=reason, passwords=None,
+                                      updated_at=func.now()))
+
+
+async def _hash_all(plan: Plan, progress: Progress) -> tuple[dict[int, str], list[GeneratedPassword]]:
+    """Hash every new password in parallel threads, a chunk at a time, reporting progress after each chunk."""
+    generated: list[GeneratedPassword] = []
+    wanted: list[tuple[int, str]] = []
+    for row in plan.rows:
+        if row.target is None or row.row_number is None or row.action not in (ImportAction.CREATE, ImportAction.UPDATE):
+            continue
+        password = row.target.password
+        if password is None and row.action == ImportAction.CREATE:
+            password = memorable_password()
+            generated.append(GeneratedPassword(row.username, password))
+        if password is not None:
+            wanted.append((row.row_number, password))
+    # Every hash is queued at once so the threads never wait on a chunk boundary; progress is written as they land.
+    async def hashed(row_number: int, password: str) -> tuple[int, str]:
+        return row_number, await hash_password_async(password)
+
+    tasks = [asyncio.ensure_future(hashed(row_number, password)) for row_number, password in wanted]
+    hashes: dict[int, str] = {}
+    try:
+        for done, next_hash in enumerate(asyncio.as_completed(tasks), start=1):
+            row_number, password_hash = await next_hash
+            hashes[row_number] = password_hash
+            if done % PROGRESS_EVERY == 0:
+                await progress(done)
+    finally:
+        for task in tasks:
+            task.cancel()
+    return hashes, generated
+
+
+async def _apply(session: AsyncSession, school_id: uuid.UUID, actor: Actor, plan: Plan, roster: Roster,
+                 progress: Progress) -> list[GeneratedPassword]:
+    hashes, generated = await _hash_all(plan, progress)
+    class_ids = {key: class_id for key, class_id in await _class_ids(session, school_id, plan)}
+    created: list[uuid.UUID] = []
+    updated: list[uuid.UUID] = []
+    memberships_out: list[tuple[uuid.UUID, uuid.UUID]] = []
+    memberships_in: list[dict[str, Any]] = []
+    new_users: list[dict[str, Any]] = []
+    for row in plan.rows:
+        target = row.target
+        if target is None or row.action not in (ImportAction.CREATE, ImportAction.UPDATE):
+            continue
+        assert row.row_number is not None
+        wanted = {class_ids[(ClassKind.TEACHING, name.lower())]: ClassKind.TEACHING
+                  for name in target.teaching_classes}
+        if target.registration_class:
+            wanted[class_ids[(ClassKind.REGISTRATION, target.registration_class.lower())]] = ClassKind.REGISTRATION
+        values = {"username": target.username, "first_name": target.first_name, "surname": target.surname,
+                  "type": target.type, "is_admin": target.is_admin}
+        if row.action == ImportAction.CREATE:
+            user_id = uuid.uuid4()
+            new_users.append({"school_id": school_id, "id": user_id, "password_hash": hashes[row.row_number],
+                              **values})
+            created.append(user_id)
+            have: dict[uuid.UUID, ClassKind] = {}
+        else:
+            assert row.user_id is not None
+            user_id = row.user_id
+            if row.row_number in hashes:
+                values["password_hash"] = hashes[row.row_number]
+            await session.execute(update(User).where(User.school_id == school_id, User.id == user_id).values(
+                **values, version=User.version + 1, updated_at=func.now()))
+            updated.append(user_id)
+            existing = roster.users[row.username.lower()]
+            have = {class_ids[(ClassKind.TEACHING, name)]: ClassKind.TEACHING for name in existing.teaching_classes}
+            if existing.registration_class:
+                have[class_ids[(ClassKind.REGISTRATION, existing.registration_class.lower())]] = \
+                    ClassKind.REGISTRATION
+        memberships_out += [(user_id, class_id) for class_id in have if class_id not in wanted]
+        memberships_in += [{"school_id": school_id, "class_id": class_id, "user_id": user_id, "kind": kind}
+                           for class_id, kind in wanted.items() if class_id not in have]
+    if new_users:
+        await session.execute(insert(User), new_users)
+    for user_id, class_id in memberships_out:
+        await session.execute(delete(ClassMembership).where(
+            ClassMembership.school_id == school_id, ClassMembership.user_id == user_id,
+            ClassMembership.class_id == class_id))
+    if memberships_in:
+        await session.execute(insert(ClassMembership), memberships_in)
+    removed = [row.user_id for row in plan.rows if row.action == ImportAction.REMOVE and row.user_id]
+    if removed:
+        await session.execute(update(User).where(User.school_id == school_id, User.id.in_(removed)).values(
+            deleted_at=func.now(), deleted_by=actor.id, version=User.version + 1, updated_at=func.now()))
+        await revoke_sessions(session, school_id=school_id, user_ids=removed)
+    for action, targets in (("users.created", created), ("users.updated", updated), ("users.deleted", removed)):
+        if targets:
+            await audit.record_by(session, actor, school_id=school_id, action=action, targets=targets,
+                                  summary={"count": len(targets), "via": "import"})
+    await progress(len(plan.rows))
+    return generated
+
+
+async def _class_ids(session: AsyncSession, school_id: uuid.UUID,
+                     plan: Plan) -> list[tuple[tuple[ClassKind, str], uuid.UUID]]:
+    """Every class's id by kind and lowercased name, creating the classes the file names that do not exist."""
+    if plan.new_classes:
+        await session.execute(insert(SchoolClass), [
+            {"school_id": school_id, "id": uuid.uuid4(), "name": name, "kind": kind} for kind, name in plan.new_classes])
+    rows = await session.execute(select(SchoolClass.kind, SchoolClass.name, SchoolClass.id)
+                                 .where(SchoolClass.school_id == school_id))
+    return [((kind, name.lower()), class_id) for kind, name, class_id in rows]

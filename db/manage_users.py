@@ -1,0 +1,306 @@
+"""What an admin does on the "manage users" screen: add, edit a cell, delete, restore, reset passwords.
+
+Every operation runs in the caller's transaction and raises DomainError with every problem it finds, so a
+batch either applies whole or changes nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db import audit
+from db.audit import Actor
+from db.classes import place_new_user
+from db.errors import DomainError, ErrorCode, Problem, Problems
+from db.models import School, User, UserType
+from db.passwords import hash_password_async, hash_passwords, password_problem
+from db.schools import require_manual_school
+from db.sessions import revoke_sessions
+from db.users import clean_name, clean_username, username_taken
+
+BATCH_LIMIT = 1000
+
+
+class UserField(enum.StrEnum):
+    USERNAME = "USERNAME"
+    FIRST_NAME = "FIRST_NAME"
+    SURNAME = "SURNAME"
+    TYPE = "TYPE"
+    IS_ADMIN = "IS_ADMIN"
+
+
+def _password_problem(password: str, *, staff: bool, school: School, field: str = "password",
+                      user_id: uuid.UUID | None = None) -> list[Problem]:
+    problem = password_problem(password, staff=staff, pupil_min_length=school.pupil_min_password_length)
+    return [Problem(ErrorCode.PASSWORD_TOO_WEAK, problem, field, user_id)] if problem else []
+
+
+def _admin_problem(type: UserType, is_admin: bool, field: str) -> list[Problem]:
+    if is_admin and type != UserType.TEACHER:
+        return [Problem(ErrorCode.INVALID_INPUT, "Only teachers can be admins.", field)]
+    return []
+
+
+async def _taken_problem(session: AsyncSession, school_id: uuid.UUID, username: str,
+                         except_user: uuid.UUID | None = None) -> list[Problem]:
+    if await username_taken(session, school_id, username, except_user=except_user):
+        return [Problem(ErrorCode.USERNAME_TAKEN, f"The username '{username}' is already taken.", "username",
+                        except_user)]
+    return []
+
+
+async def add_user(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    actor: Actor,
+    username: str,
+    password: str,
+    type: UserType,
+    first_name: str = "",
+    surname: str = "",
+    is_admin: bool = False,
+    must_change_password: bool = False,
+    registration_class_id: uuid.UUID | None = None,
+    teaching_class_ids: Sequence[uuid.UUID] = (),
+    external_id: str | None = None,
+    managed_ok: bool = False,
+) -> User:
+    school = await _school(session, school_id, managed_ok=managed_ok)
+    problems = Problems()
+    clean = problems.check(lambda: clean_username(username))
+    first = problems.check(lambda: clean_name(first_name, field="firstName"))
+    last = problems.check(lambda: clean_name(surname, field="surname"))
+    problems.add(*_password_problem(password, staff=type == UserType.TEACHER, school=school))
+    problems.add(*_admin_problem(type, is_admin, "isAdmin"))
+    if clean is not None:
+        problems.add(*await _taken_problem(session, school_id, clean))
+    problems.raise_any()
+    assert clean is not None and first is not None and last is not None
+    user = User(school_id=school_id, id=uuid.uuid4(), username=clean, type=type, first_name=first, surname=last,
+                is_admin=is_admin, must_change_password=must_change_password, external_id=external_id,
+                password_hash=await hash_password_async(password))
+    await _save_username(session, user, lambda: session.add(user))
+    await place_new_user(session, school_id=school_id, user_id=user.id, registration_class_id=registration_class_id,
+                         teaching_class_ids=teaching_class_ids)
+    await audit.record_by(session, actor, school_id=school_id, action="user.created", targets=[user.id],
+                          summary={"username": user.username, "type": type.value, "is_admin": is_admin})
+    await session.refresh(user)
+    return user
+
+
+async def _school(session: AsyncSession, school_id: uuid.UUID, *, managed_ok: bool) -> School:
+    """The bound school. Its users must be managed here, unless its provider is the one asking (`managed_ok`)."""
+    return await session.get_one(School, school_id) if managed_ok else await require_manual_school(session, school_id)
+
+
+async def _save_username(session: AsyncSession, user: User, write: Callable[[], None]) -> None:
+    """Run a write that sets a username; a unique-index collision (a race) becomes USERNAME_TAKEN."""
+    try:
+        async with session.begin_nested():
+            write()
+            await session.flush()
+    except IntegrityError as error:
+        if "uq_users_school_id_username_active" not in str(error.orig):
+            raise
+        raise DomainError(Problem(ErrorCode.USERNAME_TAKEN, f"The username '{user.username}' is already taken.",
+                                  "username", user.id)) from None
+
+
+async def lock_roster(session: AsyncSession, school_id: uuid.UUID) -> None:
+    """Serialise changes that could leave the school without an admin (one lock per school, always first)."""
+    await session.execute(select(School.id).where(School.id == school_id).with_for_update(key_share=True))
+
+
+async def _admins_left(session: AsyncSession, school_id: uuid.UUID, without: set[uuid.UUID]) -> int:
+    return (await session.execute(select(func.count()).select_from(User).where(
+        User.school_id == school_id, User.is_admin, User.deleted_at.is_(None), User.id.not_in(without),
+    ))).scalar_one()
+
+
+LAST_ADMIN = Problem(ErrorCode.LAST_ADMIN, "The school must keep at least one admin.")
+
+
+async def _locked_targets(session: AsyncSession, school_id: uuid.UUID,
+                          user_ids: Sequence[uuid.UUID]) -> list[User]:
+    """The users named, locked in id order; unknown ids (another school's too) are reported by id."""
+    ids = sorted(set(user_ids))
+    if len(ids) > BATCH_LIMIT:
+        raise DomainError(Problem(ErrorCode.TOO_MANY, f"Choose at most {BATCH_LIMIT} users at a time.", "userIds"))
+    found = {user.id: user for user in (await session.execute(
+        select(User).where(User.school_id == school_id, User.id.in_(ids)).order_by(User.id).with_for_update()
+    )).scalars()}
+    missing = [Problem(ErrorCode.NOT_FOUND, f"No user has the id {user_id}.", "userIds", user_id)
+               for user_id in ids if user_id not in found]
+    if missing:
+        raise DomainError(*missing)
+    return [found[user_id] for user_id in ids]
+
+
+async def update_user_field(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, user_id: uuid.UUID,
+                            field: UserField, value: str, expected_version: int, managed_ok: bool = False,
+                            deleted_ok: bool = False) -> User:
+    """Change one cell of the users table, unless someone else changed the user since it was read. A deleted
+    user is edited only when `deleted_ok` (a provider keeps its suspended accounts up to date)."""
+    await _school(session, school_id, managed_ok=managed_ok)
+    if field in (UserField.TYPE, UserField.IS_ADMIN):
+        await lock_roster(session, school_id)
+    (user,) = await _locked_targets(session, school_id, [user_id])
+    if user.version != expected_version:
+        raise DomainError(Problem(ErrorCode.VERSION_CONFLICT,
+                                  "Someone else changed this user since you loaded it; look again and retry.",
+                                  "expectedVersion", user_id))
+    if user.deleted_at is not None and not deleted_ok:
+        raise DomainError(Problem(ErrorCode.USER_DELETED, "Restore this user before editing them.", None, user_id))
+    change = await _field_change(session, user, field, value)
+    if change is None:
+        return user
+    column, new = change
+    before = getattr(user, column)
+    setattr(user, column, new)
+    user.version += 1
+    user.updated_at = func.now()
+    await _save_username(session, user, lambda: None)
+    await audit.record_by(session, actor, school_id=school_id, action="user.updated", targets=[user_id],
+                          summary={"field": field.value, "from": str(before), "to": str(new)})
+    await session.refresh(user)
+    return user
+
+
+async def _field_change(session: AsyncSession, user: User, field: UserField,
+                        value: str) -> tuple[str, object] | None:
+    """The column and value one edited cell sets, validated as on add; None when nothing changes."""
+    match field:
+        case UserField.USERNAME:
+            username = clean_username(value)
+            if username == user.username:
+                return None
+            if taken := await _taken_problem(session, user.school_id, username, except_user=user.id):
+                raise DomainError(*taken)
+            return "username", username
+        case UserField.FIRST_NAME | UserField.SURNAME:
+            column = "first_name" if field == UserField.FIRST_NAME else "surname"
+            name = clean_name(value, field="value")
+            return None if name == getattr(user, column) else (column, name)
+        case UserField.TYPE:
+            try:
+                new_type = UserType(value.strip().upper())
+            except ValueError:
+                raise DomainError(Problem(ErrorCode.INVALID_INPUT, "A type is PUPIL or TEACHER.", "value")) from None
+            if new_type == user.type:
+                return None
+            if problems := _admin_problem(new_type, user.is_admin, "value"):
+                raise DomainError(*problems)
+            return "type", new_type
+        case UserField.IS_ADMIN:
+            flag = _parse_flag(value)
+            if flag == user.is_admin:
+                return None
+            if problems := _admin_problem(user.type, flag, "value"):
+                raise DomainError(*problems)
+            if not flag and await _admins_left(session, user.school_id, {user.id}) == 0:
+                raise DomainError(LAST_ADMIN)
+            return "is_admin", flag
+
+
+def _parse_flag(value: str) -> bool:
+    normal = value.strip().lower()
+    if normal in {"true", "yes", "1"}:
+        return True
+    if normal in {"false", "no", "0"}:
+        return False
+    raise DomainError(Problem(ErrorCode.INVALID_INPUT, "IS_ADMIN takes true or false.", "value"))
+
+
+async def delete_users(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor,
+                       user_ids: Sequence[uuid.UUID], managed_ok: bool = False) -> list[User]:
+    """Soft delete: they can no longer sign in and their sessions end now. Deleting again changes nothing."""
+    await _school(session, school_id, managed_ok=managed_ok)
+    await lock_roster(session, school_id)
+    targets = await _locked_targets(session, school_id, user_ids)
+    if actor.id in {user.id for user in targets}:
+        raise DomainError(Problem(ErrorCode.CANNOT_DELETE_SELF, "You cannot delete yourself.", "userIds", actor.id))
+    deleting = [user for user in targets if user.deleted_at is None]
+    if any(user.is_admin for user in deleting) and \
+            await _admins_left(session, school_id, {user.id for user in deleting}) == 0:
+        raise DomainError(LAST_ADMIN)
+    if deleting:
+        ids = [user.id for user in deleting]
+        await session.execute(update(User).where(User.school_id == school_id, User.id.in_(ids)).values(
+            deleted_at=func.now(), deleted_by=actor.id, version=User.version + 1, updated_at=func.now()))
+        await revoke_sessions(session, school_id=school_id, user_ids=ids)
+        await audit.record_by(session, actor, school_id=school_id, action="users.deleted", targets=ids,
+                              summary={"count": len(ids)})
+    for user in targets:
+        await session.refresh(user)
+    return targets
+
+
+async def restore_users(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor,
+                        user_ids: Sequence[uuid.UUID], managed_ok: bool = False) -> list[User]:
+    """Bring deleted users back, with the classes they had; a username taken meanwhile stops the whole batch."""
+    await _school(session, school_id, managed_ok=managed_ok)
+    await lock_roster(session, school_id)
+    targets = await _locked_targets(session, school_id, user_ids)
+    restoring = [user for user in targets if user.deleted_at is not None]
+    problems: list[Problem] = []
+    claimed: dict[str, uuid.UUID] = {}
+    for user in restoring:
+        key = user.username.lower()
+        if key in claimed or await username_taken(session, school_id, user.username):
+            problems.append(Problem(ErrorCode.USERNAME_TAKEN,
+                                    f"The username '{user.username}' was taken while this user was deleted; "
+                                    "rename the other user first.", "userIds", user.id))
+        claimed[key] = user.id
+    if problems:
+        raise DomainError(*problems)
+    if restoring:
+        ids = [user.id for user in restoring]
+        await session.execute(update(User).where(User.school_id == school_id, User.id.in_(ids)).values(
+            deleted_at=None, deleted_by=None, version=User.version + 1, updated_at=func.now()))
+        await audit.record_by(session, actor, school_id=school_id, action="users.restored", targets=ids,
+                              summary={"count": len(ids)})
+    for user in targets:
+        await session.refresh(user)
+    return targets
+
+
+async def reset_passwords(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, keep_session: uuid.UUID | None,
+                          user_ids: Sequence[uuid.UUID], new_password: str, confirm_password: str,
+                          must_change_password: bool) -> list[User]:
+    """Give the users one new password (the caller has re-authenticated); their other sessions end."""
+    school = await require_manual_school(session, school_id)
+    if new_password != confirm_password:
+        raise DomainError(Problem(ErrorCode.PASSWORDS_DO_NOT_MATCH, "The two new passwords are not the same.",
+                                  "confirmPassword"))
+    targets = await _locked_targets(session, school_id, user_ids)
+    problems = Problems()
+    for user in targets:
+        if user.deleted_at is not None:
+            problems.add(Problem(ErrorCode.USER_DELETED, f"{user.username} is deleted; restore them first.",
+                                 "userIds", user.id))
+        else:
+            problems.add(*_password_problem(new_password, staff=user.type == UserType.TEACHER, school=school,
+                                            field="newPassword", user_id=user.id))
+    problems.raise_any()
+    # One salt (and hash) per user, computed in parallel threads.
+    hashes = await hash_passwords([new_password] * len(targets))
+    for user, password_hash in zip(targets, hashes):
+        user.password_hash = password_hash
+        user.must_change_password = must_change_password
+        user.version += 1
+        user.updated_at = func.now()
+    await session.flush()
+    ids = [user.id for user in targets]
+    await revoke_sessions(session, school_id=school_id, user_ids=ids, keep=keep_session)
+    await audit.record_by(session, actor, school_id=school_id, action="passwords.reset", targets=ids,
+                          summary={"count": len(ids), "must_change_password": must_change_password})
+    for user in targets:
+        await session.refresh(user)
+    return targets

@@ -1,0 +1,40 @@
+"""`GET /users.csv`: the school's active users in the import format, which is also the upload template."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from cross_web import HTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+
+from db.engine import Database
+from db.imports import export_rows
+from db.roster_csv import export_lines
+from db.schools import get_school
+from db.sessions import SessionPolicy
+from gql.http_auth import request_caller
+from tenants.callers import CallerKind
+from tenants.scope import school_scope
+
+
+def users_csv(db: Database, policy: SessionPolicy) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            caller = await request_caller(request, db, policy)
+        except HTTPException as error:
+            return PlainTextResponse(error.reason, status_code=error.status_code)
+        if caller is None:
+            return PlainTextResponse("Sign in first.", status_code=401)
+        if caller.kind != CallerKind.SESSION or not caller.is_admin or caller.must_change_password:
+            return PlainTextResponse("Only a school admin can download the roster.", status_code=403)
+        async with school_scope(db, caller.school_id) as session:
+            school = await get_school(session, caller.school_id)
+            rows = await export_rows(session, school_id=caller.school_id)
+        assert school is not None
+        return StreamingResponse(export_lines(rows), media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="{school.slug}-users.csv"',
+            "Cache-Control": "no-store",
+        })
+
+    return endpoint

@@ -1,0 +1,40 @@
+"""Who is asking over HTTP: the bearer token, or the web front end's session cookie (with its CSRF header)."""
+
+from __future__ import annotations
+
+from cross_web import HTTPException
+from starlette.requests import Request
+
+from db.engine import Database
+from db.sessions import SessionPolicy
+from gql.context import CSRF_HEADER, SESSION_COOKIE
+from tenants.callers import Caller, caller_for_secret
+
+
+def bearer_secret(request: Request) -> str | None:
+    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+    return secret.strip() if scheme.lower() == "bearer" and secret.strip() else None
+
+
+def refuse_secrets_in_url(request: Request) -> None:
+    # URLs end up in logs, proxies and browser history.
+    for name, value in request.query_params.multi_items():
+        if name.lower() in {"token", "access_token", "api_token", "apitoken"} or value.startswith(("rcs_", "rca_")):
+            raise HTTPException(400, "Send tokens in the Authorization header, never in the URL.")
+
+
+def session_secret(request: Request) -> str | None:
+    """The bearer token, or else the session cookie; a cookie-authenticated POST must carry the CSRF header."""
+    if secret := bearer_secret(request):
+        return secret
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie and request.method == "POST" and not request.headers.get(CSRF_HEADER):
+        raise HTTPException(403, f"Requests signed in with the session cookie must send the {CSRF_HEADER} header.")
+    return cookie
+
+
+async def request_caller(request: Request, db: Database, policy: SessionPolicy) -> Caller | None:
+    """Who is asking, from the bearer token or the session cookie."""
+    refuse_secrets_in_url(request)
+    secret = session_secret(request)
+    return await caller_for_secret(db, secret, policy) if secret else None

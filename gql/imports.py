@@ -1,0 +1,161 @@
+"""Bulk upload over GraphQL: `bulkImport` (the preview), `confirmImport` (the apply), `importJob` (progress)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from strawberry.file_uploads import Upload
+
+from db import imports, models
+from db.errors import DomainError
+from db.import_plan import ImportAction as DomainImportAction
+from gql.context import Info
+from gql.ids import parse_id
+from gql.manage_users import actor
+from gql.payloads import UserError, user_errors
+from gql.permissions import IsAdmin
+from tenants.reauth import reauthenticate
+
+ImportAction = strawberry.enum(DomainImportAction, description="What applying the file does to one user.")
+ImportStatus = strawberry.enum(models.ImportStatus)
+
+
+@strawberry.type
+class ImportChange:
+    field: str
+    before: str = strawberry.field(name="from")
+    after: str = strawberry.field(name="to")
+
+
+@strawberry.type
+class ImportRowError:
+    column: str | None
+    message: str
+
+
+@strawberry.type(description="One row of the file (or, for REMOVE, a pupil the file leaves out).")
+class ImportRow:
+    row: int | None = strawberry.field(description="The row number as the spreadsheet shows it (header = 1).")
+    username: str
+    action: ImportAction
+    user_id: strawberry.ID | None
+    changes: list[ImportChange]
+    errors: list[ImportRowError]
+
+    @classmethod
+    def from_entry(cls, entry: dict[str, Any]) -> ImportRow:
+        return cls(row=entry["row"], username=entry["username"], action=DomainImportAction(entry["action"]),
+                   user_id=strawberry.ID(entry["user_id"]) if entry["user_id"] else None,
+                   changes=[ImportChange(field=f, before=a, after=b) for f, a, b in entry["changes"]],
+                   errors=[ImportRowError(column=c, message=m) for c, m in entry["errors"]])
+
+
+@strawberry.type
+class ImportTotals:
+    create: int
+    update: int
+    unchanged: int
+    error: int
+    remove: int
+
+
+@strawberry.type
+class NewClass:
+    name: str
+    kind: str
+
+
+@strawberry.type(description="An uploaded roster file: PREVIEW until confirmed, then RUNNING, SUCCEEDED or FAILED.")
+class ImportJob:
+    id: strawberry.ID
+    status: ImportStatus
+    file_name: str
+    processed: int = strawberry.field(description="Rows done so far while RUNNING; for a progress bar.")
+    total: int
+    totals: ImportTotals
+    new_classes: list[NewClass] = strawberry.field(description="Classes the file names that applying creates.")
+    warnings: list[str]
+    failure_reason: str | None
+    created_at: datetime
+    expires_at: datetime
+    entries: strawberry.Private[list[dict[str, Any]]]
+
+    @strawberry.field(description="The rows, optionally only those with one action.")
+    def rows(self, action: ImportAction | None = None, first: int = 1000, offset: int = 0) -> list[ImportRow]:
+        chosen = [e for e in self.entries if "action" in e and (action is None or e["action"] == action.value)]
+        return [ImportRow.from_entry(entry) for entry in chosen[max(offset, 0):max(offset, 0) + min(first, 5000)]]
+
+    @classmethod
+    def from_row(cls, job: models.ImportJob) -> ImportJob:
+        totals = {action.value: job.totals.get(action.value, 0) for action in DomainImportAction}
+        return cls(id=strawberry.ID(str(job.id)), status=job.status, file_name=job.file_name,
+                   processed=job.processed, total=job.total,
+                   totals=ImportTotals(**{k.lower(): v for k, v in totals.items()}),
+                   new_classes=[NewClass(name=c["name"], kind=c["kind"]) for c in job.new_classes],
+                   warnings=job.warnings, failure_reason=job.failure_reason, created_at=job.created_at,
+                   expires_at=job.expires_at, entries=job.rows)
+
+
+@strawberry.type
+class GeneratedPassword:
+    username: str
+    password: str
+
+
+@strawberry.type
+class ImportJobPayload:
+    job: ImportJob | None = None
+    generated_passwords: list[GeneratedPassword] = strawberry.field(
+        default_factory=list, description="New users' generated passwords: shown this once, never stored.")
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class ImportQueries:
+    @strawberry.field(permission_classes=[IsAdmin], description="An import job, e.g. to follow its progress.")
+    async def import_job(self, info: Info, id: strawberry.ID) -> ImportJob | None:
+        try:
+            job_id = parse_id(id, field="id")
+        except DomainError:
+            return None
+        async with info.context.scope() as session:
+            job = await imports.get_job(session, school_id=info.context.signed_in().school_id, job_id=job_id)
+        return ImportJob.from_row(job) if job else None
+
+
+@strawberry.type
+class ImportMutations:
+    @strawberry.mutation(permission_classes=[IsAdmin],
+                         description="Upload a roster CSV and get its preview; nothing in the roster changes yet.")
+    async def bulk_import(self, info: Info, file: Upload, remove_missing_pupils: bool = False) -> ImportJobPayload:
+        settings = info.context.settings
+        data = await file.read(settings.import_max_bytes + 1)  # type: ignore[attr-defined]
+        try:
+            async with info.context.scope() as session:
+                job = await imports.preview_import(
+                    session, school_id=info.context.signed_in().school_id, actor=actor(info.context),
+                    file_name=getattr(file, "filename", None) or "", data=data,
+                    remove_missing_pupils=remove_missing_pupils, max_bytes=settings.import_max_bytes,
+                    max_rows=settings.import_max_rows)
+        except DomainError as error:
+            return ImportJobPayload(errors=user_errors(error))
+        return ImportJobPayload(job=ImportJob.from_row(job))
+
+    @strawberry.mutation(permission_classes=[IsAdmin],
+                         description="Apply a previewed import, after you type your own password again. "
+                                     "All of the file applies, or none of it.")
+    async def confirm_import(self, info: Info, job_id: strawberry.ID, current_password: str) -> ImportJobPayload:
+        context = info.context
+        try:
+            target = parse_id(job_id, field="jobId")
+            await reauthenticate(context.db, context.signed_in(), current_password)
+            applied = await imports.confirm_import(context.db, school_id=context.signed_in().school_id,
+                                                   actor=actor(context), job_id=target)
+        except DomainError as error:
+            return ImportJobPayload(errors=user_errors(error))
+        return ImportJobPayload(
+            job=ImportJob.from_row(applied.job),
+            generated_passwords=[GeneratedPassword(username=g.username, password=g.password)
+                                 for g in applied.generated_passwords])

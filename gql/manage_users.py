@@ -1,0 +1,182 @@
+"""The admin's mutations on the users table, and the audit log."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from db import audit, manage_users, models
+from db.audit import Actor
+from db.errors import DomainError
+from db.users import get_user
+from gql.connections import Connection, Edge, PageInfo, bad_page_request
+from gql.context import Context, Info
+from gql.enums import UserType
+from gql.ids import parse_id, parse_ids
+from gql.payloads import UserError, user_errors
+from gql.permissions import IsAdmin
+from gql.users import User
+from tenants.reauth import reauthenticate
+
+UserField = strawberry.enum(manage_users.UserField, description="The cells of the users table that can be edited.")
+
+
+def actor(context: Context) -> Actor:
+    caller = context.signed_in()
+    return Actor(id=caller.user_id, label=caller.label, request_id=context.request_id)
+
+
+@strawberry.input
+class AddUserInput:
+    username: str
+    password: str
+    type: UserType
+    first_name: str = ""
+    surname: str = ""
+    is_admin: bool = False
+    must_change_password: bool = False
+    registration_class_id: strawberry.ID | None = None
+    teaching_class_ids: list[strawberry.ID] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class UserPayload:
+    user: User | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class UsersPayload:
+    users: list[User] = strawberry.field(default_factory=list)
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type(description="One change: who did what to whom, and when.")
+class AuditEvent:
+    id: strawberry.ID
+    action: str
+    actor_id: strawberry.ID | None
+    actor_label: str
+    target_user_ids: list[strawberry.ID]
+    summary: JSON
+    request_id: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: models.AuditEvent) -> AuditEvent:
+        return cls(id=strawberry.ID(str(row.id)), action=row.action,
+                   actor_id=strawberry.ID(str(row.actor_id)) if row.actor_id else None, actor_label=row.actor_label,
+                   target_user_ids=[strawberry.ID(str(t)) for t in row.target_user_ids], summary=row.summary,
+                   request_id=row.request_id, created_at=row.created_at)
+
+
+@strawberry.input
+class AuditEventFilter:
+    action: str | None = None
+    user_id: strawberry.ID | None = strawberry.field(default=None, description="As the actor or a target.")
+
+
+@strawberry.type
+class AuditEventQueries:
+    @strawberry.field(permission_classes=[IsAdmin], description="The audit log, newest first.")
+    async def audit_events(self, info: Info, filter: AuditEventFilter | None = None, first: int | None = None,
+                           after: str | None = None) -> Connection[AuditEvent]:
+        where = filter or AuditEventFilter()
+        try:
+            user_id = parse_id(where.user_id, field="userId") if where.user_id else None
+            async with info.context.scope() as session:
+                page = await audit.list_events(session, school_id=info.context.signed_in().school_id,
+                                               action=where.action, user_id=user_id, first=first, after=after)
+        except DomainError as error:
+            raise bad_page_request(error) from None
+        return Connection(
+            edges=[Edge(cursor=c, node=AuditEvent.from_row(e)) for e, c in zip(page.events, page.cursors)],
+            page_info=PageInfo(has_next_page=page.has_next_page,
+                               end_cursor=page.cursors[-1] if page.cursors else None),
+        )
+
+
+async def _current_user(info: Info, user_id: uuid.UUID) -> User | None:
+    async with info.context.scope() as session:
+        row = await get_user(session, school_id=info.context.signed_in().school_id, user_id=user_id)
+    return User.from_row(row) if row else None
+
+
+@strawberry.type
+class ManageUserMutations:
+    @strawberry.mutation(permission_classes=[IsAdmin], description="Add a pupil or a teacher.")
+    async def add_user(self, info: Info, input: AddUserInput) -> UserPayload:
+        try:
+            async with info.context.scope() as session:
+                row = await manage_users.add_user(
+                    session, school_id=info.context.signed_in().school_id, actor=actor(info.context),
+                    username=input.username, password=input.password, type=input.type,
+                    first_name=input.first_name, surname=input.surname, is_admin=input.is_admin,
+                    must_change_password=input.must_change_password,
+                    registration_class_id=parse_id(input.registration_class_id, field="registrationClassId")
+                    if input.registration_class_id else None,
+                    teaching_class_ids=parse_ids(input.teaching_class_ids, field="teachingClassIds"),
+                )
+        except DomainError as error:
+            return UserPayload(errors=user_errors(error))
+        return UserPayload(user=User.from_row(row))
+
+    @strawberry.mutation(permission_classes=[IsAdmin],
+                         description="Change one field of one user, like editing a cell. A stale expectedVersion "
+                                     "changes nothing and returns the user as it is now.")
+    async def update_user_field(self, info: Info, user_id: strawberry.ID, field: UserField, value: str,
+                                expected_version: int) -> UserPayload:
+        try:
+            target = parse_id(user_id, field="userId")
+        except DomainError as error:
+            return UserPayload(errors=user_errors(error))
+        try:
+            async with info.context.scope() as session:
+                row = await manage_users.update_user_field(
+                    session, school_id=info.context.signed_in().school_id, actor=actor(info.context),
+                    user_id=target, field=field, value=value, expected_version=expected_version)
+        except DomainError as error:
+            return UserPayload(user=await _current_user(info, target), errors=user_errors(error))
+        return UserPayload(user=User.from_row(row))
+
+    @strawberry.mutation(permission_classes=[IsAdmin],
+                         description="Soft-delete users: they cannot sign in and their sessions end at once.")
+    async def delete_users(self, info: Info, user_ids: list[strawberry.ID]) -> UsersPayload:
+        return await _batch(info, manage_users.delete_users, user_ids)
+
+    @strawberry.mutation(permission_classes=[IsAdmin], description="Bring deleted users back, with their classes.")
+    async def restore_users(self, info: Info, user_ids: list[strawberry.ID]) -> UsersPayload:
+        return await _batch(info, manage_users.restore_users, user_ids)
+
+    @strawberry.mutation(permission_classes=[IsAdmin],
+                         description="Set a new password for the users, after you type your own password again.")
+    async def reset_passwords(self, info: Info, user_ids: list[strawberry.ID], current_password: str,
+                              new_password: str, confirm_password: str,
+                              must_change_password: bool = False) -> UsersPayload:
+        context = info.context
+        try:
+            targets = parse_ids(user_ids, field="userIds")
+            await reauthenticate(context.db, context.signed_in(), current_password)
+            async with context.scope() as session:
+                rows = await manage_users.reset_passwords(
+                    session, school_id=context.signed_in().school_id, actor=actor(context),
+                    keep_session=context.signed_in().session_id, user_ids=targets, new_password=new_password,
+                    confirm_password=confirm_password, must_change_password=must_change_password)
+        except DomainError as error:
+            return UsersPayload(errors=user_errors(error))
+        return UsersPayload(users=[User.from_row(row) for row in rows])
+
+
+async def _batch(info: Info, operation: Any, user_ids: list[strawberry.ID]) -> UsersPayload:
+    try:
+        targets = parse_ids(user_ids, field="userIds")
+        async with info.context.scope() as session:
+            rows = await operation(session, school_id=info.context.signed_in().school_id, actor=actor(info.context),
+                                   user_ids=targets)
+    except DomainError as error:
+        return UsersPayload(errors=user_errors(error))
+    return UsersPayload(users=[User.from_row(row) for row in rows])

@@ -1,0 +1,360 @@
+"""Bulk upload: export, preview, confirm with re-authentication, atomic apply with progress — on real files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from db.engine import Database
+from db.models import Provider, UserType
+from tenants.scope import school_scope
+from tests.conftest import ADMIN_PASSWORD, SchoolFixture, graphql, make_school, make_user, sign_in_as
+
+DATA = Path(__file__).parent / "data"
+JOB = """
+  id status fileName processed total failureReason warnings
+  totals { create update unchanged error remove }
+  newClasses { name kind }
+  rows { row username action userId changes { field from to } errors { column message } }
+"""
+UPLOAD = f"""
+mutation ($file: Upload!, $remove: Boolean) {{
+  bulkImport(file: $file, removeMissingPupils: $remove) {{ job {{ {JOB} }} errors {{ code field message }} }}
+}}
+"""
+CONFIRM = f"""
+mutation ($id: ID!, $password: String!) {{
+  confirmImport(jobId: $id, currentPassword: $password) {{
+    job {{ {JOB} }} generatedPasswords {{ username password }} errors {{ code field message }}
+  }}
+}}
+"""
+PROGRESS = "query ($id: ID!) { importJob(id: $id) { status processed total } }"
+LOGIN = 'mutation ($s: String!, $u: String!, $p: String!) { login(school: $s, username: $u, password: $p) ' \
+        '{ errors { code } } }'
+
+
+async def upload(http: httpx.AsyncClient, token: str, data: bytes, name: str = "roster.csv", remove: bool = False,
+                 headers: dict[str, str] | None = None) -> httpx.Response:
+    """A GraphQL multipart request, as the launchpad's file picker sends it."""
+    operations = json.dumps({"query": UPLOAD, "variables": {"file": None, "remove": remove}})
+    return await http.post("/graphql", data={"operations": operations, "map": json.dumps({"0": ["variables.file"]})},
+                           files={"0": (name, data, "text/csv")},
+                           headers={"Authorization": f"Bearer {token}", **(headers or {})})
+
+
+async def preview(http: httpx.AsyncClient, school: SchoolFixture, data: bytes, **kwargs: Any) -> dict[str, Any]:
+    response = await upload(http, school.admin_token, data, **kwargs)
+    assert response.status_code == 200, response.text
+    payload: dict[str, Any] = response.json()["data"]["bulkImport"]
+    return payload
+
+
+async def confirm(http: httpx.AsyncClient, school: SchoolFixture, job_id: str,
+                  password: str = ADMIN_PASSWORD) -> dict[str, Any]:
+    body = await graphql(http, CONFIRM, {"id": job_id, "password": password}, token=school.admin_token)
+    payload: dict[str, Any] = body["data"]["confirmImport"]
+    return payload
+
+
+async def export(http: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await http.get("/users.csv", headers={"Authorization": f"Bearer {token}"})
+
+
+async def roster(db: Database, school: SchoolFixture) -> list[tuple[Any, ...]]:
+    """Everything an import could change, to compare before and after."""
+    async with school_scope(db, school.id) as session:
+        users = (await session.execute(text(
+            "select username, first_name, surname, type, is_admin, password_hash, deleted_at is null, version "
+            "from users order by username"))).all()
+        classes = (await session.execute(text(
+            "select c.name, c.kind, u.username from classes c left join class_memberships m "
+            "on m.class_id = c.id left join users u on u.id = m.user_id order by 1, 3"))).all()
+    return [tuple(row) for row in [*users, *classes]]
+
+
+ROSTER = (
+    "username,first_name,surname,type,registration_class,teaching_classes,is_admin,password\r\n"
+    "jones.m,Megan,Jones,TEACHER,,Maths A;Choir,false,Teach-me-2026\r\n"
+    "amy.b,Amy,Brown,PUPIL,P3,Maths A,false,cat1\r\n"
+    "ben.c,Ben,Clarke,PUPIL,P3,,false,\r\n"
+    "cara.d,=SUM(A1),\"Doyle, Jr\",PUPIL,P4,Choir,false,\r\n"
+).encode()
+
+
+@pytest.fixture
+async def loaded(http: httpx.AsyncClient, db: Database, school: SchoolFixture) -> dict[str, Any]:
+    """A school whose roster came from a file: a teacher, three pupils, four classes."""
+    job = (await preview(http, school, ROSTER))["job"]
+    applied = await confirm(http, school, job["id"])
+    assert applied["errors"] == [], applied
+    return applied
+
+
+async def test_the_export_is_an_attachment_with_bom_and_escaped_formulas(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture, loaded: dict[str, Any]
+) -> None:
+    await make_user(db, school, username="mallory", first_name="=HYPERLINK(\"http://x\")", surname="@SUM(1)")
+    response = await export(http, school.admin_token)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    assert response.headers["content-disposition"] == f'attachment; filename="{school.slug}-users.csv"'
+    assert response.content.startswith(b"\xef\xbb\xbfusername,first_name,surname,type,registration_class,"
+                                       b"teaching_classes,is_admin,password\r\n")
+    lines = response.content.decode("utf-8-sig").split("\r\n")
+    assert "amy.b,Amy,Brown,PUPIL,P3,Maths A,false," in lines
+    assert "jones.m,Megan,Jones,TEACHER,,Choir;Maths A,false," in lines
+    assert "mallory,\"'=HYPERLINK(\"\"http://x\"\")\",'@SUM(1),PUPIL,,,false," in lines
+    assert "cara.d,'=SUM(A1),\"Doyle, Jr\",PUPIL,P4,Choir,false," in lines
+
+
+async def test_the_export_reimports_as_no_changes(http: httpx.AsyncClient, db: Database, school: SchoolFixture,
+                                                  loaded: dict[str, Any]) -> None:
+    await make_user(db, school, username="quoted", first_name="-Dash", surname="O'Brien, \"Jr\"")
+    exported = (await export(http, school.admin_token)).content
+    job = (await preview(http, school, exported))["job"]
+    assert job["totals"] == {"create": 0, "update": 0, "unchanged": 6, "error": 0, "remove": 0}
+    assert job["newClasses"] == []
+
+
+async def test_only_admins_download_the_roster(http: httpx.AsyncClient, db: Database, school: SchoolFixture) -> None:
+    teacher = await sign_in_as(db, school, await make_user(db, school, type=UserType.TEACHER))
+    assert (await export(http, teacher)).status_code == 403
+    assert (await http.get("/users.csv")).status_code == 401
+    assert (await http.get("/users.csv", params={"token": school.admin_token})).status_code == 400
+    http.cookies.set("rollcall_session", school.admin_token)
+    assert (await http.get("/users.csv")).status_code == 200
+
+
+async def test_the_preview_shows_every_action_and_changes_nothing(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture, loaded: dict[str, Any]
+) -> None:
+    before = await roster(db, school)
+    edited = (
+        "Username;First Name;Surname;Type;Registration_Class;Teaching_Classes;Is_Admin;Password\r\n"
+        "jones.m;Megan;Jones-Hughes;TEACHER;;Maths A;false;\r\n"   # surname and a teaching class changed
+        "amy.b;Amy;Brown;PUPIL;P3;Maths A;false;\r\n"              # unchanged
+        "new.kid;Nia;Khan;PUPIL;P5;Art Club;false;\r\n"            # new, with two new classes
+        "bad kid;X;Y;PARENT;;;false;\r\n"                          # errors
+    ).encode("cp1252")
+    job = (await preview(http, school, edited, remove=True))["job"]
+    assert job["status"] == "PREVIEW"
+    assert job["totals"] == {"create": 1, "update": 1, "unchanged": 1, "error": 1, "remove": 2}
+    rows = {row["username"]: row for row in job["rows"]}
+    assert rows["jones.m"]["changes"] == [{"field": "surname", "from": "Jones", "to": "Jones-Hughes"},
+                                          {"field": "teaching_classes", "from": "choir;maths a", "to": "maths a"}]
+    assert rows["new.kid"]["action"] == "CREATE" and rows["new.kid"]["row"] == 4
+    assert {e["column"] for e in rows["bad kid"]["errors"]} == {"username", "type"}
+    assert {r["username"] for r in job["rows"] if r["action"] == "REMOVE"} == {"ben.c", "cara.d"}
+    assert sorted(job["newClasses"], key=lambda c: c["name"]) == [
+        {"name": "Art Club", "kind": "TEACHING"}, {"name": "P5", "kind": "REGISTRATION"}]
+    assert await roster(db, school) == before
+    refused = await confirm(http, school, job["id"])
+    assert [e["code"] for e in refused["errors"]] == ["IMPORT_NOT_CONFIRMABLE"]
+
+
+async def test_confirm_applies_everything_once(http: httpx.AsyncClient, db: Database, school: SchoolFixture) -> None:
+    job = (await preview(http, school, ROSTER))["job"]
+    assert job["totals"]["create"] == 4
+    assert [e["code"] for e in (await confirm(http, school, job["id"], "wrong"))["errors"]] == ["REAUTH_FAILED"]
+    applied = await confirm(http, school, job["id"])
+    assert applied["errors"] == []
+    assert applied["job"]["status"] == "SUCCEEDED"
+    assert applied["job"]["processed"] == applied["job"]["total"] == 4
+    generated = {g["username"]: g["password"] for g in applied["generatedPasswords"]}
+    assert set(generated) == {"ben.c", "cara.d"}
+    assert len(set(generated.values())) == 2
+    for username, password in [("ben.c", generated["ben.c"]), ("amy.b", "cat1"), ("jones.m", "Teach-me-2026")]:
+        login = await graphql(http, LOGIN, {"s": school.slug, "u": username, "p": password})
+        assert login["data"]["login"]["errors"] == [], username
+    users = await graphql(http, "{ users(filter: {classId: null}, first: 50) { edges { node { username "
+                                "registrationClass { name } teachingClasses { name } } } } }",
+                          token=school.admin_token)
+    amy = next(e["node"] for e in users["data"]["users"]["edges"] if e["node"]["username"] == "amy.b")
+    assert amy == {"username": "amy.b", "registrationClass": {"name": "P3"}, "teachingClasses": [{"name": "Maths A"}]}
+    again = await confirm(http, school, job["id"])
+    assert [e["code"] for e in again["errors"]] == ["IMPORT_NOT_CONFIRMABLE"]
+    async with school_scope(db, school.id) as session:
+        stored = (await session.execute(text("select passwords from import_jobs"))).scalar_one()
+        actions = (await session.execute(text("select action from audit_events order by created_at"))).scalars().all()
+    assert stored is None
+    assert "users.created" in actions and "import.previewed" in actions
+
+
+async def test_an_update_moves_a_pupil_and_keeps_an_untouched_password(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture, loaded: dict[str, Any]
+) -> None:
+    moved = ROSTER.replace(b"amy.b,Amy,Brown,PUPIL,P3,Maths A,false,cat1", b"amy.b,Amy,Brown,PUPIL,P4,,false,")
+    job = (await preview(http, school, moved))["job"]
+    # jones.m's row still carries a password, so it counts as an update too
+    assert job["totals"] == {"create": 0, "update": 2, "unchanged": 2, "error": 0, "remove": 0}
+    assert (await confirm(http, school, job["id"]))["errors"] == []
+    body = await graphql(http, "{ users(filter: {search: \"amy\"}) { edges { node { registrationClass { name } "
+                               "teachingClasses { name } version } } } }", token=school.admin_token)
+    assert body["data"]["users"]["edges"][0]["node"] == {"registrationClass": {"name": "P4"}, "teachingClasses": [],
+                                                         "version": 2}
+    login = await graphql(http, LOGIN, {"s": school.slug, "u": "amy.b", "p": "cat1"})
+    assert login["data"]["login"]["errors"] == []
+
+
+async def test_remove_missing_pupils_deletes_them_on_apply(http: httpx.AsyncClient, db: Database,
+                                                           school: SchoolFixture, loaded: dict[str, Any]) -> None:
+    only_amy = b"username,type\r\namy.b,PUPIL\r\njones.m,TEACHER\r\n"
+    job = (await preview(http, school, only_amy, remove=True))["job"]
+    assert job["totals"] == {"create": 0, "update": 0, "unchanged": 2, "error": 0, "remove": 2}
+    assert (await confirm(http, school, job["id"]))["errors"] == []
+    body = await graphql(http, "{ users(filter: {status: DELETED}) { edges { node { username } } } }",
+                         token=school.admin_token)
+    assert sorted(e["node"]["username"] for e in body["data"]["users"]["edges"]) == ["ben.c", "cara.d"]
+
+
+async def test_a_failure_mid_apply_leaves_the_roster_untouched(
+    http: httpx.AsyncClient, db: Database, owner_engine: AsyncEngine, school: SchoolFixture, loaded: dict[str, Any]
+) -> None:
+    before = await roster(db, school)
+    edited = ROSTER.replace(b"Megan,Jones", b"Megan,Changed") + \
+        b"zz.refused,Last,Row,PUPIL,P9,New Club,false,\r\n"
+    job = (await preview(http, school, edited))["job"]
+    assert job["totals"]["create"] == 1 and job["totals"]["update"] == 2
+    # The database refuses the last new user only when it is written: after the classes, the update and the
+    # other rows.
+    async with owner_engine.begin() as connection:
+        await connection.execute(text("alter table users add constraint test_refuses_zz "
+                                      "check (username <> 'zz.refused') not valid"))
+    try:
+        failed = await confirm(http, school, job["id"])
+    finally:
+        async with owner_engine.begin() as connection:
+            await connection.execute(text("alter table users drop constraint test_refuses_zz"))
+    assert failed["job"] is None and [e["code"] for e in failed["errors"]] == ["IMPORT_FAILED"]
+    body = await graphql(http, PROGRESS, {"id": job["id"]}, token=school.admin_token)
+    assert body["data"]["importJob"]["status"] == "FAILED"
+    assert await roster(db, school) == before
+
+
+async def test_the_roster_changing_after_the_preview_fails_the_job_cleanly(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture, loaded: dict[str, Any]
+) -> None:
+    demote = b"username,is_admin\r\nadmin,false\r\n"
+    second_admin = await make_user(db, school, username="deputy", type=UserType.TEACHER, is_admin=True)
+    job = (await preview(http, school, demote))["job"]
+    assert job["totals"]["update"] == 1
+    async with school_scope(db, school.id) as session:
+        await session.execute(text("update users set is_admin = false where id = :id"), {"id": second_admin})
+    before = await roster(db, school)
+    failed = await confirm(http, school, job["id"])
+    assert [e["code"] for e in failed["errors"]] == ["IMPORT_NOT_CONFIRMABLE"]
+    assert await roster(db, school) == before
+    status = await graphql(http, PROGRESS, {"id": job["id"]}, token=school.admin_token)
+    assert status["data"]["importJob"]["status"] == "FAILED"
+
+
+async def test_progress_is_visible_from_a_second_connection(
+    http: httpx.AsyncClient, server_url: str, school: SchoolFixture
+) -> None:
+    big = "username,first_name,surname,type,registration_class\r\n" + "".join(
+        f"pupil{i:04},First{i},Last{i},PUPIL,P{i % 7}\r\n" for i in range(400))
+    job = (await preview(http, school, big.encode()))["job"]
+    seen: list[tuple[str, int]] = []
+
+    async def watch() -> None:
+        async with httpx.AsyncClient(base_url=server_url) as second:
+            while True:
+                body = await graphql(second, PROGRESS, {"id": job["id"]}, token=school.admin_token)
+                state = body["data"]["importJob"]
+                seen.append((state["status"], state["processed"]))
+                if state["status"] in ("SUCCEEDED", "FAILED"):
+                    return
+                await asyncio.sleep(0.05)
+
+    applied, _ = await asyncio.gather(confirm(http, school, job["id"]), watch())
+    assert applied["errors"] == [] and len(applied["generatedPasswords"]) == 400
+    running = [processed for status, processed in seen if status == "RUNNING"]
+    assert any(0 < processed < 400 for processed in running), seen
+    assert running == sorted(running)
+    assert seen[-1] == ("SUCCEEDED", 400)
+
+
+async def test_managed_schools_refuse_imports(http: httpx.AsyncClient, owner_engine: AsyncEngine,
+                                              db: Database) -> None:
+    managed = await make_school(owner_engine, db, provider=Provider.GLOW)
+    payload = await preview(http, managed, ROSTER)
+    assert [e["code"] for e in payload["errors"]] == ["MANAGED_BY_PROVIDER"]
+
+
+@pytest.mark.parametrize("name,message", [
+    ("empty.csv", "empty"),
+    ("binary.xlsx.csv", "Excel"),
+    ("nul_bytes.csv", "NUL"),
+    ("broken_no_username_column.csv", "username"),
+])
+async def test_broken_files_are_refused_whole(http: httpx.AsyncClient, db: Database, school: SchoolFixture,
+                                              name: str, message: str) -> None:
+    payload = await preview(http, school, (DATA / name).read_bytes(), name=name)
+    assert [e["code"] for e in payload["errors"]] == ["INVALID_FILE"]
+    assert message.lower() in payload["errors"][0]["message"].lower()
+    async with school_scope(db, school.id) as session:
+        assert (await session.execute(text("select count(*) from import_jobs"))).scalar_one() == 0
+
+
+async def test_a_file_of_row_errors_is_stored_as_a_preview_only(http: httpx.AsyncClient, db: Database,
+                                                               school: SchoolFixture) -> None:
+    before = await roster(db, school)
+    job = (await preview(http, school, (DATA / "broken_duplicates_and_bad_values.csv").read_bytes()))["job"]
+    assert job["totals"]["error"] > 0
+    assert await roster(db, school) == before
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("export_edited_in_excel.csv", None),
+    ("semicolon_windows1252.csv", None),
+    ("tab_separated.csv", None),
+    ("legacy_columns.csv", None),
+    ("quoted_newlines_blank_lines.csv", None),
+    ("headers_any_case_order.csv", None),
+])
+async def test_real_spreadsheet_files_apply(http: httpx.AsyncClient, db: Database, school: SchoolFixture,
+                                            name: str, expected: None) -> None:
+    job = (await preview(http, school, (DATA / name).read_bytes(), name=name))["job"]
+    assert job["totals"]["error"] == 0, job["rows"]
+    assert job["totals"]["create"] > 0
+    applied = await confirm(http, school, job["id"])
+    assert applied["errors"] == [] and applied["job"]["status"] == "SUCCEEDED"
+    async with school_scope(db, school.id) as session:
+        count = (await session.execute(text("select count(*) from users where deleted_at is null"))).scalar_one()
+    assert count == 1 + job["totals"]["create"] + job["totals"]["update"] + job["totals"]["unchanged"] - \
+        sum(1 for r in job["rows"] if r["username"].lower() == "admin")
+
+
+async def test_the_legacy_format_maps_administrator_and_missing_type(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
+    job = (await preview(http, school, (DATA / "legacy_columns.csv").read_bytes()))["job"]
+    assert (await confirm(http, school, job["id"]))["errors"] == []
+    async with school_scope(db, school.id) as session:
+        rows = dict((await session.execute(text(
+            "select username, type || ':' || is_admin from users"))).all())
+    assert rows["head"] == "TEACHER:true" and rows["jkelly"] == "PUPIL:false" and rows["areid"] == "TEACHER:false"
+
+
+async def test_uploads_need_a_bearer_token_or_the_csrf_header(http: httpx.AsyncClient, school: SchoolFixture) -> None:
+    operations = json.dumps({"query": UPLOAD, "variables": {"file": None}})
+    form = {"operations": operations, "map": json.dumps({"0": ["variables.file"]})}
+    response = await http.post("/graphql", data=form, files={"0": ("r.csv", ROSTER, "text/csv")})
+    assert response.status_code == 403
+    http.cookies.set("rollcall_session", school.admin_token)
+    response = await http.post("/graphql", data=form, files={"0": ("r.csv", ROSTER, "text/csv")},
+                               headers={"X-Rollcall-CSRF": "1"})
+    assert response.status_code == 200 and response.json()["data"]["bulkImport"]["errors"] == []
+
+
+async def test_an_oversized_body_is_refused(http: httpx.AsyncClient, school: SchoolFixture) -> None:
+    response = await upload(http, school.admin_token, b"username\r\n" + b"x" * (6 * 1024 * 1024))
+    assert response.status_code == 413
