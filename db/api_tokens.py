@@ -14,6 +14,7 @@ from db import audit
 from db.errors import DomainError, ErrorCode, Problem
 from db.models import ApiToken, Provider, School
 from db.sessions import API_TOKEN_PREFIX, new_secret
+from db.users import CONTROL_CHARACTERS
 
 NAME_MAX = 100
 
@@ -30,6 +31,9 @@ async def create_api_token(session: AsyncSession, *, school_id: uuid.UUID, actor
     name = " ".join(name.split())
     if not name or len(name) > NAME_MAX:
         raise DomainError(Problem(ErrorCode.INVALID_INPUT, f"A token's name is 1 to {NAME_MAX} characters.", "name"))
+    if CONTROL_CHARACTERS.search(name):
+        raise DomainError(Problem(ErrorCode.INVALID_INPUT, "A token's name cannot contain control characters.",
+                                  "name"))
     if not scopes:
         raise DomainError(Problem(ErrorCode.INVALID_INPUT, "Choose at least one scope.", "scopes"))
     if ApiScope.PROVISION in scopes:

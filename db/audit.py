@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import literal, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.errors import DomainError, ErrorCode, Problem
 from db.models import AuditEvent
 from db.pagination import decode_cursor, encode_cursor, page_size
 
@@ -62,6 +63,8 @@ async def list_events(session: AsyncSession, *, school_id: uuid.UUID, action: st
     size = page_size(first)
     query = select(AuditEvent).where(AuditEvent.school_id == school_id)
     if action:
+        if "\x00" in action:
+            raise DomainError(Problem(ErrorCode.INVALID_INPUT, "An action cannot contain a NUL character.", "action"))
         query = query.where(AuditEvent.action == action)
     if user_id is not None:
         query = query.where(or_(AuditEvent.actor_id == user_id, AuditEvent.target_user_ids.contains([user_id])))

@@ -24,6 +24,7 @@ from db.audit import Actor
 from db.errors import DomainError, ErrorCode, Problem, Problems
 from db.models import ClassKind, ClassMembership, SchoolClass, User
 from db.schools import require_manual_school
+from db.users import CONTROL_CHARACTERS
 
 T = TypeVar("T")
 
@@ -101,6 +102,9 @@ def clean_class_name(raw: str) -> str:
     name = " ".join(raw.split())
     if not 1 <= len(name) <= NAME_MAX:
         raise DomainError(Problem(ErrorCode.INVALID_INPUT, f"A class's name is 1 to {NAME_MAX} characters.",
+                                  "name"))
+    if CONTROL_CHARACTERS.search(name):
+        raise DomainError(Problem(ErrorCode.INVALID_INPUT, "A class's name cannot contain control characters.",
                                   "name"))
     return name
 

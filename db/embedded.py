@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,16 @@ class EmbeddedServer:
         self.server.stop()
 
     def start(self) -> None:
-        self.server.ensure_postgres_running()
+        # Right after a stop the old postmaster can still be on its way out; wait until a new one is ready.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.server.ensure_postgres_running()
+                return
+            except (AssertionError, subprocess.SubprocessError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
 
 def start_embedded(data_dir: Path, *, throwaway: bool = False) -> EmbeddedServer:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit
@@ -22,6 +23,7 @@ from db.audit import Actor
 from db.engine import Database
 from db.errors import DomainError, ErrorCode, Problem
 from db.import_plan import ExistingUser, ImportAction, Plan, PlannedRow, Roster, plan_import
+from db.maintenance import STALE_IMPORT, fail_stale_imports_of
 from db.manage_users import lock_roster
 from db.models import ClassKind, ClassMembership, ImportJob, ImportStatus, School, SchoolClass, User, UserType
 from db.passwords import hash_password_async, memorable_password
@@ -147,6 +149,8 @@ async def preview_import(session: AsyncSession, *, school_id: uuid.UUID, actor: 
 
 
 async def get_job(session: AsyncSession, *, school_id: uuid.UUID, job_id: uuid.UUID) -> ImportJob | None:
+    """The job; one left RUNNING by a worker that died is failed as it is read."""
+    await fail_stale_imports_of(session, school_id, older_than=STALE_IMPORT)
     return (await session.execute(
         select(ImportJob).where(ImportJob.school_id == school_id, ImportJob.id == job_id))).scalar_one_or_none()
 
@@ -213,10 +217,14 @@ async def confirm_import(db: Database, *, school_id: uuid.UUID, actor: Actor, jo
 
 
 async def _fail(db: Database, school_id: uuid.UUID, job_id: uuid.UUID, reason: str) -> None:
-    async with school_scope(db, school_id) as session:
-        await session.execute(update(ImportJob).where(ImportJob.school_id == school_id, ImportJob.id == job_id)
-                              .values(status=ImportStatus.FAILED, failure_reason=reason, passwords=None,
-                                      updated_at=func.now()))
+    """Record the failure; if the database is gone too, the job is failed when it is next read or at start-up."""
+    try:
+        async with school_scope(db, school_id) as session:
+            await session.execute(update(ImportJob).where(ImportJob.school_id == school_id, ImportJob.id == job_id)
+                                  .values(status=ImportStatus.FAILED, failure_reason=reason, passwords=None,
+                                          updated_at=func.now()))
+    except (SQLAlchemyError, OSError):
+        log.warning("could not mark import %s FAILED", job_id, exc_info=True)
 
 
 async def _hash_all(plan: Plan, progress: Progress) -> tuple[dict[int, str], list[GeneratedPassword]]:

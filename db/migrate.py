@@ -28,7 +28,8 @@ async def upgrade(owner_url: str, app_url: str) -> None:
 
     def run(connection: Connection) -> None:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        # "heads": a branch in the migration history (work landing in parallel) still applies whole.
+        command.upgrade(config, "heads")
 
     engine = create_async_engine(owner_url)
     try:

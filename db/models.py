@@ -86,6 +86,7 @@ class School(Base):
     # The last day of the school year, when login cards expire: 31 August unless the school says otherwise.
     school_year_end_month: Mapped[int] = mapped_column(SmallInteger, default=8, server_default="8")
     school_year_end_day: Mapped[int] = mapped_column(SmallInteger, default=31, server_default="31")
+    deleted_user_retention_days: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (

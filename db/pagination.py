@@ -32,6 +32,8 @@ def decode_cursor(cursor: str, *, parse: Sequence[Callable[[Any], Any]]) -> list
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         if not isinstance(values, list) or len(values) != len(parse):
             raise bad
+        if any(isinstance(value, str) and "\x00" in value for value in values):
+            raise bad  # JSON can hold a NUL, PostgreSQL text cannot; no cursor given out has one
         return [read(value) for read, value in zip(parse, values)]
     except (TypeError, ValueError):
         raise bad from None

@@ -40,6 +40,8 @@ def clean_slug(raw: str) -> str:
 
 async def school_id_for_slug(session: AsyncSession, slug: str) -> uuid.UUID | None:
     """The id of the school with exactly this slug; the transaction sees no other school."""
+    if not SLUG.fullmatch(slug):
+        return None  # no school has it, and it may hold what PostgreSQL cannot store (NUL)
     await bind_school_slug(session, slug)
     return (await session.execute(select(School.id).where(School.slug == slug))).scalar_one_or_none()
 

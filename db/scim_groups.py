@@ -40,24 +40,17 @@ from db.scim import (
     CLASS_EXTENSION,
     GROUP_SCHEMA,
     MISSING,
-    Column,
-    ListQuery,
     ScimError,
     Shape,
-    Table,
-    Values,
-    attribute_key,
-    document,
     external_id_of,
     field_of,
-    list_response,
-    page_of,
-    patched,
     require_object,
     require_version,
     text_of,
     weak_etag,
 )
+from db.scim_patch import document, patched
+from db.scim_query import Column, ListQuery, Table, Values, attribute_key, list_response, page_of
 
 SHAPE = Shape(core=GROUP_SCHEMA, simple=("displayName", "externalId"), complex={CLASS_EXTENSION: ("kind",)},
               multi={"members": ("value", "$ref", "type", "display")})

@@ -5,8 +5,9 @@ Every change goes through the same domain functions as the admin's GraphQL mutat
 the same rules hold and the same audit events are written, with the provisioning token as the actor.
 
 - `userType` is "Pupil" or "Teacher" (case-insensitive), and required: there is no safe guess.
-- `active: false` is a soft delete (sessions end); `active: true` restores. DELETE is a soft delete too, after
-  which the user no longer exists for SCIM (404) and their userName and externalId are free again.
+- `active: false` is a soft delete: sessions end, and a pupil's login cards stop working for good (they are
+  rotated). `active: true` restores. DELETE is a soft delete too, after which the user no longer exists for
+  SCIM (404) and their userName and externalId are free again.
 - A `password`, when given, must meet the school's policy and is never returned; without one, the user gets an
   unusable random one and signs in through the provider.
 """
@@ -29,27 +30,21 @@ from db.classes import classes_of_users
 from db.manage_users import UserField, add_user, delete_users, lock_roster, restore_users, update_user_field
 from db.models import ClassMembership, School, SchoolClass, User, UserType
 from db.passwords import hash_password_async, password_problem
+from db.qr_signin import rotate_login_codes
 from db.scim import (
     MISSING,
     USER_SCHEMA,
-    Column,
-    ListQuery,
     ScimError,
     Shape,
-    Table,
-    Values,
-    attribute_key,
-    document,
     external_id_of,
     flag_of,
-    list_response,
-    page_of,
-    patched,
     require_object,
     require_version,
     text_of,
     weak_etag,
 )
+from db.scim_patch import document, patched
+from db.scim_query import Column, ListQuery, Table, Values, attribute_key, list_response, page_of
 from db.sessions import revoke_sessions
 from db.users import clean_name, clean_username
 
@@ -205,7 +200,7 @@ async def create_user(session: AsyncSession, *, school_id: uuid.UUID, actor: Act
     except IntegrityError as error:
         raise _external_id_taken(error, wanted.external_id) from None
     if wanted.active is False:
-        await delete_users(session, school_id=school_id, actor=actor, user_ids=[user.id], managed_ok=True)
+        await _deactivate(session, actor, user)
     return await _resource(session, user, base_url)
 
 
@@ -237,7 +232,7 @@ async def delete_user(session: AsyncSession, *, school_id: uuid.UUID, actor: Act
     """A soft delete, after which the user is gone for SCIM; admins still see them among deleted users."""
     user = await _locked(session, school_id, user_id, if_match)
     if user.deleted_at is None:
-        await delete_users(session, school_id=school_id, actor=actor, user_ids=[user.id], managed_ok=True)
+        await _deactivate(session, actor, user)
     user.deprovisioned_at = func.now()
     user.version += 1
     await session.flush()
@@ -267,7 +262,15 @@ async def _apply(session: AsyncSession, actor: Actor, user: User, wanted: _Wante
     if wanted.password_given:
         await _set_password(session, actor, user, wanted.password)
     if wanted.active is False and user.deleted_at is None:
-        await delete_users(session, school_id=school_id, actor=actor, user_ids=[user.id], managed_ok=True)
+        await _deactivate(session, actor, user)
+
+
+async def _deactivate(session: AsyncSession, actor: Actor, user: User) -> None:
+    await delete_users(session, school_id=user.school_id, actor=actor, user_ids=[user.id], managed_ok=True)
+    if user.type == UserType.PUPIL:
+        # So that the pupil's old cards do not come back with them if the provider reactivates them.
+        await rotate_login_codes(session, school_id=user.school_id, user_ids=[user.id], actor_id=actor.id,
+                                 actor_label=actor.label, request_id=actor.request_id)
 
 
 async def _changed(session: AsyncSession, user: User, external_id: str | None) -> None:

@@ -49,6 +49,11 @@ class Settings:
     login_code_secret: bytes = field(repr=False)
     import_max_bytes: int = 5 * 1024 * 1024
     import_max_rows: int = 20_000
+    json_logs: bool = False
+    # Proxies whose X-Forwarded-For is believed: the client address that sign-in throttling counts.
+    trusted_proxies: tuple[str, ...] = ()
+    # Roster reads answered by one SQL statement (gql/compiled.py); off, every query goes through Strawberry.
+    compiled_reads: bool = True
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -67,4 +72,8 @@ class Settings:
             login_code_secret=_login_code_secret(data_dir),
             import_max_bytes=_int("ROLLCALL_IMPORT_MAX_BYTES", 5 * 1024 * 1024),
             import_max_rows=_int("ROLLCALL_IMPORT_MAX_ROWS", 20_000),
+            json_logs=os.environ.get("ROLLCALL_LOG_FORMAT", "json" if production else "text").lower() == "json",
+            trusted_proxies=tuple(p.strip() for p in os.environ.get("ROLLCALL_TRUSTED_PROXIES", "").split(",")
+                                  if p.strip()),
+            compiled_reads=_flag("ROLLCALL_COMPILED_READS", True),
         )

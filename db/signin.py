@@ -44,7 +44,8 @@ async def sign_in(db: Database, *, school: str, username: str, password: str, cl
     async with unbound_scope(db) as session:
         school_id = await school_id_for_slug(session, slug)
         user = None
-        if school_id is not None:
+        # Usernames never hold NUL, which PostgreSQL text cannot even compare.
+        if school_id is not None and "\x00" not in name:
             await bind_school(session, school_id)
             user = (await session.execute(select(User).where(
                 User.school_id == school_id, func.lower(User.username) == name.lower(), User.deleted_at.is_(None),

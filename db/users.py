@@ -19,6 +19,8 @@ from db.pagination import decode_cursor, encode_cursor, page_size
 
 USERNAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 NAME_MAX = 100
+# What a roster file may not hold either (PostgreSQL's text cannot even store NUL); whitespace is normalised first.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def clean_username(raw: str, *, field: str = "username") -> str:
@@ -36,6 +38,8 @@ def clean_name(raw: str, *, field: str) -> str:
     name = " ".join(raw.split())
     if len(name) > NAME_MAX:
         raise DomainError(Problem(ErrorCode.INVALID_INPUT, f"A name is at most {NAME_MAX} characters.", field))
+    if CONTROL_CHARACTERS.search(name):
+        raise DomainError(Problem(ErrorCode.INVALID_INPUT, "A name cannot contain control characters.", field))
     return name
 
 
@@ -133,18 +137,21 @@ def _sort_key(field: UserOrderField) -> ColumnElement[Any]:
             return User.created_at
 
 
-def _sort_value(user: User, field: UserOrderField) -> str:
-    match field:
-        case UserOrderField.USERNAME:
-            return user.username.lower()
-        case UserOrderField.FIRST_NAME:
-            return user.first_name.lower()
-        case UserOrderField.SURNAME:
-            return user.surname.lower()
-        case UserOrderField.TYPE:
-            return user.type.value
-        case UserOrderField.CREATED_AT:
-            return user.created_at.isoformat()
+def _cursor_value(key: Any) -> str:
+    """The sort key as PostgreSQL computed it (its lower() is not Python's), so the keyset compares like with
+    like."""
+    if isinstance(key, datetime):
+        return key.isoformat()
+    return key.value if isinstance(key, enum.Enum) else str(key)
+
+
+def search_pattern(search: str | None) -> str | None:
+    """The ILIKE pattern for a search: the text anywhere, with LIKE's own characters taken literally."""
+    if not search or not search.strip():
+        return None
+    if "\x00" in search:
+        raise DomainError(Problem(ErrorCode.INVALID_INPUT, "A search cannot contain a NUL character.", "search"))
+    return "%" + re.sub(r"([\\%_])", r"\\\1", search.strip()) + "%"
 
 
 def _filtered(school_id: uuid.UUID, where: UserFilter) -> Select[tuple[User]]:
@@ -155,8 +162,7 @@ def _filtered(school_id: uuid.UUID, where: UserFilter) -> Select[tuple[User]]:
         query = query.where(User.deleted_at.is_not(None))
     if where.type is not None:
         query = query.where(User.type == where.type)
-    if where.search and where.search.strip():
-        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", where.search.strip()) + "%"
+    if (pattern := search_pattern(where.search)) is not None:
         query = query.where(or_(User.username.ilike(pattern), User.first_name.ilike(pattern),
                                 User.surname.ilike(pattern)))
     if where.class_id is not None:
@@ -181,12 +187,12 @@ async def list_users(session: AsyncSession, *, school_id: uuid.UUID, where: User
         query = query.order_by(key.desc(), User.id.desc())
     else:
         query = query.order_by(key, User.id)
-    users = list((await session.execute(query.limit(size + 1))).scalars())
-    page = users[:size]
+    rows = (await session.execute(query.add_columns(key).limit(size + 1))).all()
+    page = rows[:size]
     return UserPage(
-        users=page,
-        cursors=[encode_cursor([_sort_value(user, order.field), str(user.id)]) for user in page],
-        has_next_page=len(users) > size,
+        users=[user for user, _ in page],
+        cursors=[encode_cursor([_cursor_value(value), str(user.id)]) for user, value in page],
+        has_next_page=len(rows) > size,
     )
 
 

@@ -12,6 +12,7 @@ from db.signin import set_own_password, sign_in
 from gql.context import Info
 from gql.payloads import UserError, user_errors
 from gql.permissions import MayChangeOwnPassword
+from gql.telemetry import count_refused_sign_in
 from gql.users import User
 from tenants.callers import CallerKind
 from tenants.reauth import reauthenticate
@@ -58,6 +59,7 @@ class AuthMutations:
             signed_in = await sign_in(context.db, school=school, username=username, password=password,
                                       client=context.client, policy=context.session_policy)
         except DomainError as error:
+            count_refused_sign_in({p.code for p in error.problems}, "password")
             return LoginPayload(errors=user_errors(error))
         context.set_session_cookie(signed_in.token)
         return LoginPayload(token=signed_in.token, user=User.from_row(signed_in.user))

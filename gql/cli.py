@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 
@@ -16,7 +18,9 @@ from db.embedded import DatabaseUrls, database_urls
 from db.errors import DomainError, ErrorCode, Problem
 from db.models import Provider
 from db.schools import create_school, school_id_for_slug
+from db.maintenance import fail_stale_imports, parse_age, purge
 from db.settings import Settings
+from gql.telemetry import configure_logging
 from tenants.scope import bind_school
 
 
@@ -71,15 +75,35 @@ async def _demo(urls: DatabaseUrls, settings: Settings) -> None:
     print(f"Admin password: {admin.password or '(set when the demo was first seeded; not kept here)'}")
 
 
-def _serve(urls: DatabaseUrls, args: argparse.Namespace) -> None:
+def _serve(urls: DatabaseUrls, settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
     # Workers build the app from the environment (gql.app.app_from_env), so hand them both URLs.
     os.environ["DATABASE_URL"] = urls.owner
     os.environ["APP_DATABASE_URL"] = urls.app
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker counts into files here, and /metrics adds them up, whichever worker answers.
+        metrics_dir = settings.data_dir / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    configure_logging(json_lines=settings.json_logs)
+    failed = asyncio.run(fail_stale_imports(urls.owner))
+    if failed:
+        logging.getLogger("rollcall").warning("marked %d import jobs FAILED: their worker stopped mid-apply", failed)
     print(f"Rollcall: GraphQL at http://{args.host}:{args.port}/graphql", flush=True)
     uvicorn.run("gql.app:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
-                log_level="info", proxy_headers=False)
+                log_config=None, access_log=False, proxy_headers=bool(settings.trusted_proxies),
+                forwarded_allow_ips=",".join(settings.trusted_proxies) or None)
+
+
+def _purge(urls: DatabaseUrls, args: argparse.Namespace) -> None:
+    try:
+        older_than = parse_age(args.older_than) if args.older_than else None
+    except ValueError as error:
+        raise SystemExit(f"rollcall: {error}") from None
+    for school in asyncio.run(purge(urls.owner, older_than=older_than)):
+        print(f"{school.school_slug}: {school.users} users purged")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -113,6 +137,9 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--name", default="Provisioning")
 
     commands.add_parser("demo", help="seed the demo school (idempotent)")
+
+    purge = commands.add_parser("purge", help="hard-delete users deleted longer ago than the retention period")
+    purge.add_argument("--older-than", metavar="AGE", help="e.g. 30d; by default each school's own setting")
     return root
 
 
@@ -124,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         match args.command:
             case "serve":
-                _serve(urls, args)
+                _serve(urls, settings, args)
             case "db":
                 print("Database is up to date.")
             case "school" if args.school_command == "provisioning-token":
@@ -133,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 asyncio.run(_school_create(urls, args))
             case "demo":
                 asyncio.run(_demo(urls, settings))
+            case "purge":
+                _purge(urls, args)
     except DomainError as error:
         print(f"rollcall: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 from cross_web import HTTPException
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 
 from db.engine import Database
 from db.sessions import SessionPolicy
 from gql.context import CSRF_HEADER, SESSION_COOKIE
 from tenants.callers import Caller, caller_for_secret
+
+log = logging.getLogger("rollcall.auth")
 
 
 def bearer_secret(request: Request) -> str | None:
@@ -37,4 +42,11 @@ async def request_caller(request: Request, db: Database, policy: SessionPolicy) 
     """Who is asking, from the bearer token or the session cookie."""
     refuse_secrets_in_url(request)
     secret = session_secret(request)
-    return await caller_for_secret(db, secret, policy) if secret else None
+    if not secret:
+        return None
+    try:
+        return await caller_for_secret(db, secret, policy)
+    except (SQLAlchemyError, OSError):
+        log.warning("could not check a token: the database is not answering", exc_info=True)
+        raise HTTPException(503, "The database is not answering; try again in a moment. "
+                                 f"(request {request.state.request_id})") from None

@@ -12,10 +12,12 @@ from db import imports, models
 from db.errors import DomainError
 from db.import_plan import ImportAction as DomainImportAction
 from gql.context import Info
+from gql.errors import client_error
 from gql.ids import parse_id
 from gql.manage_users import actor
 from gql.payloads import UserError, user_errors
 from gql.permissions import IsAdmin
+from gql.telemetry import IMPORT_JOBS
 from tenants.reauth import reauthenticate
 
 ImportAction = strawberry.enum(DomainImportAction, description="What applying the file does to one user.")
@@ -131,6 +133,9 @@ class ImportMutations:
                          description="Upload a roster CSV and get its preview; nothing in the roster changes yet.")
     async def bulk_import(self, info: Info, file: Upload, remove_missing_pupils: bool = False) -> ImportJobPayload:
         settings = info.context.settings
+        if not callable(getattr(file, "read", None)):
+            # A JSON request can put only a plain value where the file goes.
+            raise client_error("`file` must be a file, sent as a multipart request.", "BAD_REQUEST")
         data = await file.read(settings.import_max_bytes + 1)  # type: ignore[attr-defined]
         try:
             async with info.context.scope() as session:
@@ -140,7 +145,9 @@ class ImportMutations:
                     remove_missing_pupils=remove_missing_pupils, max_bytes=settings.import_max_bytes,
                     max_rows=settings.import_max_rows)
         except DomainError as error:
+            IMPORT_JOBS.labels("refused").inc()
             return ImportJobPayload(errors=user_errors(error))
+        IMPORT_JOBS.labels("previewed").inc()
         return ImportJobPayload(job=ImportJob.from_row(job))
 
     @strawberry.mutation(permission_classes=[IsAdmin],
@@ -154,7 +161,10 @@ class ImportMutations:
             applied = await imports.confirm_import(context.db, school_id=context.signed_in().school_id,
                                                    actor=actor(context), job_id=target)
         except DomainError as error:
+            failed = {p.code for p in error.problems} & {"IMPORT_FAILED", "IMPORT_NOT_CONFIRMABLE"}
+            IMPORT_JOBS.labels("failed" if failed else "refused").inc()
             return ImportJobPayload(errors=user_errors(error))
+        IMPORT_JOBS.labels("succeeded").inc()
         return ImportJobPayload(
             job=ImportJob.from_row(applied.job),
             generated_passwords=[GeneratedPassword(username=g.username, password=g.password)

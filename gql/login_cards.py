@@ -15,6 +15,7 @@ from gql.errors import client_error
 from gql.ids import parse_id, parse_ids
 from gql.payloads import UserError, user_errors
 from gql.permissions import IsAdmin, IsStaff
+from gql.telemetry import count_refused_sign_in
 from gql.users import User
 
 
@@ -78,6 +79,7 @@ class LoginCardMutations:
                 context.db, code=code, secret=context.login_code_secret, client=context.client,
                 policy=context.session_policy)
         except DomainError as error:
+            count_refused_sign_in({p.code for p in error.problems}, "qr")
             return LoginPayload(errors=user_errors(error))
         context.set_session_cookie(signed_in.token)
         return LoginPayload(token=signed_in.token, user=User.from_row(signed_in.user))

@@ -25,6 +25,7 @@ from gql.imports import ImportMutations, ImportQueries
 from gql.login_cards import LoginCardMutations, LoginCardQueries
 from gql.manage_users import AuditEventQueries, ManageUserMutations
 from gql.permissions import IsSignedIn
+from gql.telemetry import OperationMetrics
 from gql.types import School
 from gql.users import UserQueries
 
@@ -52,6 +53,7 @@ Mutation = merge_types("Mutation", (AuthMutations, ApiTokenMutations, ManageUser
 def safety_extensions(*, introspection: bool = True) -> list[Callable[[], SchemaExtension]]:
     extensions: list[Callable[[], SchemaExtension]] = [
         MaskInternalErrors,
+        OperationMetrics,
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),

@@ -11,10 +11,12 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from cross_web import HTTPException
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
@@ -27,17 +29,8 @@ from db.engine import Database
 from db.errors import DomainError
 from db.models import Provider
 from db.schools import get_school
-from db.scim import (
-    SEARCH_REQUEST,
-    ScimError,
-    Shape,
-    attribute_names,
-    list_query,
-    projected,
-    require_object,
-    scim_error,
-    unchanged,
-)
+from db.scim import LIST_RESPONSE, SEARCH_REQUEST, ScimError, Shape, require_object, scim_error, unchanged
+from db.scim_query import attribute_names, list_query, projected
 from db.sessions import SessionPolicy
 from gql import scim_discovery
 from gql.http_auth import bearer_secret, refuse_secrets_in_url
@@ -71,6 +64,7 @@ class ProvisioningCaller:
 
 
 Handler = Callable[[Request, ProvisioningCaller], Awaitable[Response]]
+Transaction = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +110,7 @@ class Scim:
         self.db, self.policy = db, policy
 
     async def provider(self, request: Request) -> ProvisioningCaller:
-        try:
-            refuse_secrets_in_url(request)
-        except HTTPException as error:
-            raise ScimError(400, error.reason) from None
+        refuse_secrets_in_url(request)
         secret = bearer_secret(request)
         if secret is None:
             raise ScimError(401, "Send the school's provisioning token: Authorization: Bearer <token>.")
@@ -152,6 +143,8 @@ class Scim:
                 return error_response(error)
             except DomainError as error:
                 return error_response(scim_error(error))
+            except HTTPException as error:  # a token in the URL, or a body over the size limit
+                return error_response(ScimError(error.status_code, error.reason))
             except Exception:
                 request_id = request.state.request_id
                 log.exception("SCIM request failed (request %s)", request_id)
@@ -159,7 +152,7 @@ class Scim:
 
         return endpoint
 
-    def transaction(self, caller: ProvisioningCaller) -> Any:
+    def transaction(self, caller: ProvisioningCaller) -> Transaction:
         return lambda: school_scope(self.db, caller.school_id)
 
     async def page(self, kind: _Resources, caller: ProvisioningCaller, params: Any) -> Response:
@@ -250,7 +243,7 @@ async def _schema(request: Request, caller: ProvisioningCaller) -> Response:
 
 
 def _listed(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": len(resources),
+    return {"schemas": [LIST_RESPONSE], "totalResults": len(resources),
             "startIndex": 1, "itemsPerPage": len(resources), "Resources": resources}
 
 

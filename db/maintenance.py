@@ -1,0 +1,115 @@
+"""Maintenance run by the owner role across every school: the retention purge, and failing stale imports.
+
+RLS stays on: each school is bound in turn, as for any request; only the list of schools is the owner's.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, func, literal, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+from db import audit
+from db.audit import Actor
+from db.models import ApiToken, AuditEvent, ImportJob, ImportStatus, School, User
+from tenants.scope import bind_school
+
+MAINTENANCE = Actor(id=None, label="rollcall maintenance")
+# An import that has not moved for this long has lost its worker (a running one reports every few seconds).
+STALE_IMPORT = timedelta(minutes=5)
+STALE_REASON = "The server stopped while this import was running; nothing was changed. Upload the file again."
+# Keys of audit summaries that can hold a person's name or username.
+PERSONAL_KEYS = ("username", "first_name", "surname", "name", "from", "to")
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    school_slug: str
+    users: int
+
+
+async def _schools(session: AsyncSession) -> list[tuple[uuid.UUID, str, int]]:
+    rows = await session.execute(select(School.id, School.slug, School.deleted_user_retention_days)
+                                 .order_by(School.slug))
+    return [(school_id, slug, days) for school_id, slug, days in rows]
+
+
+async def fail_stale_imports(owner_url: str, *, older_than: timedelta = timedelta(0)) -> int:
+    """Mark FAILED the imports left RUNNING by a worker that died (at start-up: all that are not moving)."""
+    engine = create_async_engine(owner_url)
+    failed = 0
+    try:
+        async with async_sessionmaker(engine)() as session, session.begin():
+            schools = await _schools(session)
+        for school_id, _, _ in schools:
+            async with async_sessionmaker(engine)() as session, session.begin():
+                await bind_school(session, school_id)
+                failed += await fail_stale_imports_of(session, school_id, older_than=older_than)
+    finally:
+        await engine.dispose()
+    return failed
+
+
+async def fail_stale_imports_of(session: AsyncSession, school_id: uuid.UUID, *, older_than: timedelta) -> int:
+    result = await session.execute(
+        update(ImportJob).where(ImportJob.school_id == school_id, ImportJob.status == ImportStatus.RUNNING,
+                                ImportJob.updated_at < func.now() - older_than)
+        .values(status=ImportStatus.FAILED, failure_reason=STALE_REASON, passwords=None, updated_at=func.now()))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def purge(owner_url: str, *, older_than: timedelta | None = None) -> list[Purged]:
+    """Hard-delete users soft-deleted longer than each school's retention period (or `older_than`)."""
+    engine = create_async_engine(owner_url)
+    done: list[Purged] = []
+    try:
+        async with async_sessionmaker(engine)() as session, session.begin():
+            schools = await _schools(session)
+        for school_id, slug, days in schools:
+            async with async_sessionmaker(engine)() as session, session.begin():
+                await bind_school(session, school_id)
+                count = await purge_school(session, school_id, older_than or timedelta(days=days))
+            done.append(Purged(slug, count))
+    finally:
+        await engine.dispose()
+    return done
+
+
+async def purge_school(session: AsyncSession, school_id: uuid.UUID, older_than: timedelta) -> int:
+    doomed = list((await session.execute(select(User.id).where(
+        User.school_id == school_id, User.deleted_at < func.now() - older_than))).scalars())
+    if not doomed:
+        return 0
+    # The audit log keeps what happened, but no longer who these people were.
+    await session.execute(update(AuditEvent).where(AuditEvent.school_id == school_id, AuditEvent.actor_id.in_(doomed))
+                          .values(actor_label="(removed user)"))
+    scrubbed = AuditEvent.summary
+    for key in PERSONAL_KEYS:
+        scrubbed = scrubbed.op("-")(literal(key))  # type: ignore[assignment]
+    await session.execute(update(AuditEvent).where(
+        AuditEvent.school_id == school_id,
+        or_(AuditEvent.target_user_ids.overlap(doomed), AuditEvent.actor_id.in_(doomed)),
+    ).values(summary=scrubbed))
+    await session.execute(delete(ApiToken).where(ApiToken.school_id == school_id, ApiToken.created_by.in_(doomed)))
+    await session.execute(update(User).where(User.school_id == school_id, User.deleted_by.in_(doomed))
+                          .values(deleted_by=None))
+    # Memberships and sessions go with the user (ON DELETE CASCADE).
+    await session.execute(delete(User).where(User.school_id == school_id, User.id.in_(doomed)))
+    await audit.record_by(session, MAINTENANCE, school_id=school_id, action="users.purged",
+                          summary={"count": len(doomed), "older_than_days": older_than.days})
+    return len(doomed)
+
+
+def parse_age(value: str) -> timedelta:
+    """'30d', '12h' or '90' (days)."""
+    value = value.strip().lower()
+    units = {"d": "days", "h": "hours", "w": "weeks"}
+    try:
+        if value and value[-1] in units:
+            return timedelta(**{units[value[-1]]: int(value[:-1])})
+        return timedelta(days=int(value))
+    except ValueError:
+        raise ValueError(f"'{value}' is not an age such as 30d, 12h or 2w.") from None

@@ -1,0 +1,382 @@
+"""The roster read path as ONE SQL statement whose JSON PostgreSQL builds: pages of users, and classes.
+
+A read is described by a small tree (no GraphQL here): each selection is a tuple of (response key, node)
+pairs, in the order they are to appear. `statement` turns a tree into SQL text and its parameters. The
+filters, orderings, keyset conditions and cursors are those of db.users.list_users, and the classes come in
+the order db.classes gives them, so a page read this way answers exactly as one read field by field.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeAlias
+
+from db.models import ClassKind, UserType
+from db.pagination import decode_cursor, page_size
+from db.users import UserFilter, UserOrder, UserOrderField, UserStatus, search_pattern
+
+# Marks the statement in logs and in pg_stat_statements.
+MARK = "/* rollcall:compiled */"
+# json_build_object takes at most 100 arguments: 50 keys with their values.
+MAX_KEYS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Typename:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A plain field of the user or class in hand: a key of USER_COLUMNS or CLASS_COLUMNS."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class TotalCount:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class HasNextPage:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class EndCursor:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class MemberCount:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Edges:
+    selection: Selection
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    selection: Selection
+
+
+@dataclass(frozen=True, slots=True)
+class PageInfo:
+    selection: Selection
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationClass:
+    selection: Selection
+
+
+@dataclass(frozen=True, slots=True)
+class TeachingClasses:
+    selection: Selection
+
+
+@dataclass(frozen=True, slots=True)
+class UsersPage:
+    """Which users, in which order, from where: as list_users reads them."""
+
+    where: UserFilter
+    order: UserOrder
+    size: int
+    after: tuple[Any, uuid.UUID] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Users:
+    """A connection of users; `of_class` narrows it to the members of the class in hand."""
+
+    page: UsersPage
+    selection: Selection
+    of_class: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Classes:
+    kind: ClassKind | None
+    selection: Selection
+
+
+Selected: TypeAlias = (Typename | Column | TotalCount | Cursor | HasNextPage | EndCursor | MemberCount | Edges | Node
+                       | PageInfo | RegistrationClass | TeachingClasses | Users | Classes)
+Selection: TypeAlias = tuple[tuple[str, Selected], ...]
+
+USER_COLUMNS = {
+    "id": "id", "username": "username", "firstName": "first_name", "surname": "surname", "type": "type",
+    "isAdmin": "is_admin", "mustChangePassword": "must_change_password", "createdAt": "created_at",
+    "updatedAt": "updated_at", "deletedAt": "deleted_at", "version": "version", "externalId": "external_id",
+}
+CLASS_COLUMNS = {"id": "id", "name": "name", "kind": "kind"}
+_TIMES = {"created_at", "updated_at", "deleted_at"}
+
+
+def users_page(where: UserFilter, order: UserOrder, first: int | None, after: str | None) -> UsersPage:
+    """The page list_users would read, or the DomainError it would raise for `first` or `after`."""
+    size = page_size(first)
+    if after is None:
+        return UsersPage(where=where, order=order, size=size, after=None)
+    match order.field:
+        case UserOrderField.CREATED_AT:
+            value, last_id = decode_cursor(after, parse=(datetime.fromisoformat, uuid.UUID))
+            if value.tzinfo is None:
+                raise ValueError("a cursor this path does not read the way list_users does")
+        case UserOrderField.TYPE:
+            value, last_id = decode_cursor(after, parse=(UserType, uuid.UUID))
+            value = value.value
+        case _:
+            value, last_id = decode_cursor(after, parse=(str, uuid.UUID))
+    return UsersPage(where=where, order=order, size=size, after=(value, last_id))
+
+
+class TooBig(ValueError):
+    """More keys in one object than json_build_object takes."""
+
+
+@dataclass
+class _Builder:
+    params: list[Any]
+    aliases: int = field(default=0)
+
+    def param(self, value: Any) -> str:
+        self.params.append(value)
+        return f"${len(self.params)}"
+
+    def alias(self, prefix: str) -> str:
+        self.aliases += 1
+        return f"{prefix}{self.aliases}"
+
+    def object(self, selection: Selection, value: Any) -> str:
+        if len(selection) > MAX_KEYS:
+            raise TooBig(f"{len(selection)} keys")
+        pairs = ", ".join(f"{_literal(key)}, {value(node)}" for key, node in selection)
+        return f"json_build_object({pairs})"
+
+    # --- the root ---------------------------------------------------------------------------------------
+
+    def root(self, node: Selected) -> str:
+        match node:
+            case Typename(name):
+                return _literal(name)
+            case Users(page, selection):
+                return self.users(page, selection, class_ref=None)
+            case Classes(kind, selection):
+                c = self.alias("c")
+                kind_condition = f" and {c}.kind = {self.param(kind.value)}" if kind is not None else ""
+                return (f"coalesce((select json_agg({self.school_class(c, selection)} "
+                        f"order by {c}.kind, lower({c}.name), {c}.id) from classes {c} "
+                        f"where {c}.school_id = $1{kind_condition}), '[]'::json)")
+        raise TypeError(node)
+
+    # --- a connection of users ----------------------------------------------------------------------------
+
+    def users(self, page: UsersPage, selection: Selection, *, class_ref: str | None) -> str:
+        """One page of users, numbered, with their classes joined once for the whole page (not per user)."""
+        u, r, p = self.alias("u"), self.alias("r"), self.alias("p")
+        conditions = self.conditions(u, page.where, class_ref)
+        total = f"(select count(*) from users {u} where {' and '.join(conditions)})"
+        joins: list[str] = []
+        body = self.object(selection, lambda node: self.connection_part(node, p, r, page, total, joins))
+        if not {Edges, PageInfo} & {type(node) for _, node in selection}:
+            return body
+        key = _sort_key(u, page.order.field)
+        if page.after is not None:
+            value, last_id = page.after
+            operator = "<" if page.order.descending else ">"
+            conditions.append(f"({key}, {u}.id) {operator} ({self.param(value)}::{_key_type(page.order.field)}, "
+                              f"{self.param(last_id)}::uuid)")
+        way = " desc" if page.order.descending else ""
+        columns = ", ".join(f"{u}.{column}" for column in _columns_shown(selection))
+        return (f"(with {r} as (select {columns}, {key} as k from users {u} where {' and '.join(conditions)} "
+                f"order by {key}{way}, {u}.id{way} limit {page.size + 1}) "
+                f"select {body} from (select {r}.*, row_number() over (order by k{way}, id{way}) as n, "
+                f"count(*) over () as rows from {r}) {p}{''.join(joins)})")
+
+    def conditions(self, u: str, where: UserFilter, class_ref: str | None) -> list[str]:
+        conditions = [f"{u}.school_id = $1"]
+        if where.status == UserStatus.ACTIVE:
+            conditions.append(f"{u}.deleted_at is null")
+        elif where.status == UserStatus.DELETED:
+            conditions.append(f"{u}.deleted_at is not null")
+        if where.type is not None:
+            conditions.append(f"{u}.type = {self.param(where.type.value)}")
+        if (pattern := search_pattern(where.search)) is not None:
+            like = self.param(pattern)
+            conditions.append(f"({u}.username ilike {like} or {u}.first_name ilike {like} "
+                              f"or {u}.surname ilike {like})")
+        if class_ref is None and where.class_id is not None:
+            class_ref = f"{self.param(where.class_id)}::uuid"
+        if class_ref is not None:
+            m = self.alias("m")
+            conditions.append(f"exists (select from class_memberships {m} where {m}.school_id = $1 "
+                              f"and {m}.class_id = {class_ref} and {m}.user_id = {u}.id)")
+        return conditions
+
+    def connection_part(self, node: Selected, p: str, r: str, page: UsersPage, total: str,
+                        joins: list[str]) -> str:
+        size = page.size
+        match node:
+            case Typename(name):
+                return _literal(name)
+            case TotalCount():
+                return total
+            case Edges(selection):
+                edge = self.object(selection, lambda part: self.edge_part(part, p, r, page, joins))
+                return f"coalesce(json_agg({edge} order by {p}.n) filter (where {p}.n <= {size}), '[]'::json)"
+            case PageInfo(selection):
+                return self.object(selection, lambda part: self.page_info_part(part, p, page))
+        raise TypeError(node)
+
+    def edge_part(self, node: Selected, p: str, r: str, page: UsersPage, joins: list[str]) -> str:
+        match node:
+            case Typename(name):
+                return _literal(name)
+            case Cursor():
+                return cursor(p, page.order.field)
+            case Node(selection):
+                return self.object(selection, lambda part: self.user_part(part, p, r, joins))
+        raise TypeError(node)
+
+    def page_info_part(self, node: Selected, p: str, page: UsersPage) -> str:
+        match node:
+            case Typename(name):
+                return _literal(name)
+            case HasNextPage():
+                return f"count({p}.n) > {page.size}"
+            case EndCursor():
+                # Only the last row of the page is encoded.
+                return (f"(array_agg({cursor(p, page.order.field)}) "
+                        f"filter (where {p}.n = least({p}.rows, {page.size})))[1]")
+        raise TypeError(node)
+
+    # --- users and classes ----------------------------------------------------------------------------------
+
+    def user_part(self, node: Selected, p: str, r: str, joins: list[str]) -> str:
+        match node:
+            case Typename(name):
+                return _literal(name)
+            case Column(name):
+                return _value(f"{p}.{USER_COLUMNS[name]}", USER_COLUMNS[name])
+            case RegistrationClass(selection):
+                # At most one row: a user is in at most one registration class (a unique index says so).
+                m, c = self.alias("m"), self.alias("c")
+                joins.append(f" left join (class_memberships {m} join classes {c} on {c}.school_id = {m}.school_id "
+                             f"and {c}.id = {m}.class_id and {c}.kind = 'REGISTRATION') on {m}.school_id = $1 "
+                             f"and {m}.user_id = {p}.id and {m}.kind = 'REGISTRATION'")
+                return f"case when {c}.id is null then null else {self.school_class(c, selection)} end"
+            case TeachingClasses(selection):
+                m, c, t = self.alias("m"), self.alias("c"), self.alias("t")
+                joins.append(f" left join (select {m}.user_id, json_agg({self.school_class(c, selection)} "
+                             f"order by {c}.name, {c}.id) as classes from {r} "
+                             f"join class_memberships {m} on {m}.school_id = $1 and {m}.user_id = {r}.id "
+                             f"and {m}.kind = 'TEACHING' "
+                             f"join classes {c} on {c}.school_id = {m}.school_id and {c}.id = {m}.class_id "
+                             f"and {c}.kind = 'TEACHING' group by {m}.user_id) {t} on {t}.user_id = {p}.id")
+                return f"coalesce({t}.classes, '[]'::json)"
+        raise TypeError(node)
+
+    def school_class(self, c: str, selection: Selection) -> str:
+        return self.object(selection, lambda node: self.class_part(node, c))
+
+    def class_part(self, node: Selected, c: str) -> str:
+        match node:
+            case Typename(name):
+                return _literal(name)
+            case Column(name):
+                return f"{c}.{CLASS_COLUMNS[name]}"
+            case MemberCount():
+                m, u = self.alias("m"), self.alias("u")
+                return (f"(select count(*) from class_memberships {m} "
+                        f"join users {u} on {u}.school_id = {m}.school_id and {u}.id = {m}.user_id "
+                        f"where {m}.school_id = $1 and {m}.class_id = {c}.id and {u}.deleted_at is null)")
+            case Users(page, selection, of_class=True):
+                return self.users(page, selection, class_ref=f"{c}.id")
+        raise TypeError(node)
+
+
+def statement(school_id: uuid.UUID, selection: Selection) -> tuple[str, list[Any]]:
+    """SQL text and parameters for the whole response, `{"data": {...}}`, as one text value. The school is
+    always the first parameter, so a statement can be kept and run for any school."""
+    builder = _Builder(params=[school_id])
+    data = builder.object(selection, builder.root)
+    return f"{MARK} select json_build_object('data', {data})::text", builder.params
+
+
+def _columns_shown(selection: Selection) -> list[str]:
+    """The users' columns a connection's edges show, and their id (the cursor's and the classes' key)."""
+    shown = {"id"}
+    for _, edges in selection:
+        for _, part in edges.selection if isinstance(edges, Edges) else ():
+            for _, field in part.selection if isinstance(part, Node) else ():
+                if isinstance(field, Column):
+                    shown.add(USER_COLUMNS[field.name])
+    return sorted(shown)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _sort_key(u: str, order_field: UserOrderField) -> str:
+    match order_field:
+        case UserOrderField.USERNAME:
+            return f"lower({u}.username)"
+        case UserOrderField.FIRST_NAME:
+            return f"lower({u}.first_name)"
+        case UserOrderField.SURNAME:
+            return f"lower({u}.surname)"
+        case UserOrderField.TYPE:
+            return f"{u}.type"
+        case UserOrderField.CREATED_AT:
+            return f"{u}.created_at"
+
+
+def _key_type(order_field: UserOrderField) -> str:
+    return "timestamptz" if order_field == UserOrderField.CREATED_AT else "text"
+
+
+def _value(expression: str, column: str) -> str:
+    return _isoformat(expression) if column in _TIMES else expression
+
+
+def _isoformat(expression: str) -> str:
+    """What Python's datetime.isoformat() gives for a UTC time: microseconds only when there are some."""
+    utc = f"({expression} at time zone 'UTC')"
+    return (f"(to_char({utc}, case when to_char({utc}, 'US') = '000000' then 'YYYY-MM-DD\"T\"HH24:MI:SS' "
+            f"else 'YYYY-MM-DD\"T\"HH24:MI:SS.US' end) || '+00:00')")
+
+
+def _json_string(expression: str) -> str:
+    """What Python's json.dumps() gives for a string: ASCII only, everything else escaped as it escapes it."""
+    code = "ascii(t.ch)"
+    slow = (
+        "(select '\"' || string_agg(case "
+        "when t.ch = '\"' then '\\\"' when t.ch = '\\' then '\\\\' "
+        f"when {code} between 32 and 126 then t.ch "
+        f"when {code} = 8 then '\\b' when {code} = 9 then '\\t' when {code} = 10 then '\\n' "
+        f"when {code} = 12 then '\\f' when {code} = 13 then '\\r' "
+        f"when {code} < 65536 then '\\u' || lpad(to_hex({code}), 4, '0') "
+        f"else '\\u' || to_hex(55296 + (({code} - 65536) >> 10)) || '\\u' || to_hex(56320 + (({code} - 65536) & 1023)) "
+        f"end, '' order by t.i) || '\"' from string_to_table({expression}, null) with ordinality as t(ch, i))"
+    )
+    return f"(case when {expression} ~ '^[ -~]*$' then to_json({expression})::text else {slow} end)"
+
+
+def cursor(p: str, order_field: UserOrderField) -> str:
+    """db.pagination.encode_cursor([sort value, id]) of row `p` (its sort key `k`, its `id`): URL-safe base64,
+    unpadded, of compact JSON."""
+    value = _json_string(f"{p}.k") if order_field != UserOrderField.CREATED_AT else f"('\"' || {_isoformat(f'{p}.k')} || '\"')"
+    text = f"('[' || {value} || ',\"' || {p}.id::text || '\"]')"
+    return f"rtrim(translate(encode(convert_to({text}, 'UTF8'), 'base64'), E'+/\\n', '-_'), '=')"

@@ -1,0 +1,131 @@
+"""What the server shows about itself: a request id on every log line, structured logs, Prometheus metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from contextvars import ContextVar
+from datetime import UTC, datetime
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import multiprocess
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.extensions import SchemaExtension
+
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+access = logging.getLogger("rollcall.access")
+
+REQUESTS = Counter("rollcall_http_requests", "HTTP requests answered", ["method", "route", "status"])
+OPERATION_SECONDS = Histogram("rollcall_graphql_operation_seconds", "GraphQL operations by name and type",
+                              ["operation", "type"],
+                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+SIGN_IN_FAILURES = Counter("rollcall_sign_in_failures", "Refused sign-ins (wrong school, user, password or code)",
+                           ["method"])
+THROTTLED = Counter("rollcall_throttled_attempts", "Attempts refused by throttling", ["what"])
+IMPORT_JOBS = Counter("rollcall_import_jobs", "Import jobs by outcome", ["outcome"])
+
+
+class RequestId:
+    """Gives every request an id: in `request.state`, in the log context and in the `X-Request-Id` header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        token = request_id.set(rid)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            REQUESTS.labels(scope["method"], route, str(status)).inc()
+            # The path only, never the query string: it could carry something secret by mistake.
+            access.info("%s %s %d %.1fms", scope["method"], scope["path"], status,
+                        (time.perf_counter() - started) * 1000)
+            request_id.reset(token)
+
+
+class OperationMetrics(SchemaExtension):
+    """Times each GraphQL operation under its name (anonymous ones as "anonymous")."""
+
+    def on_operation(self) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        context = self.execution_context
+        if context.graphql_document is None:
+            return  # the document did not parse: no operation ran
+        kind = context.operation_type.value
+        OPERATION_SECONDS.labels(context.operation_name or "anonymous", kind).observe(time.perf_counter() - started)
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text format; with several workers, the shared multiprocess directory is read."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get() or "-"
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", "-"),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def configure_logging(*, json_lines: bool, level: str = "INFO") -> None:
+    """JSON lines in production, readable lines in development; the request id on every line."""
+    handler = logging.StreamHandler()
+    handler.addFilter(_RequestIdFilter())
+    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(
+        "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    # RequestId logs each request itself, with its id and without the query string.
+    logging.getLogger("uvicorn.access").handlers[:] = []
+    logging.getLogger("uvicorn.access").propagate = False
+
+
+def count_refused_sign_in(codes: set[str], method: str) -> None:
+    if "RATE_LIMITED" in codes:
+        THROTTLED.labels(method).inc()
+    else:
+        SIGN_IN_FAILURES.labels(method).inc()

@@ -1,0 +1,356 @@
+"""The compiled read path answers exactly as Strawberry does, in one SQL statement, for the same callers only.
+
+Every query here is sent twice: to the app under test (compiled reads on) and to a second app over the same
+database with them off. The answers must be the same JSON; and the compiled one must have been one statement
+after the school was bound (or, for what the compiled path does not answer, none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+from strawberry.asgi import GraphQL
+
+from db.api_tokens import ApiScope
+from db.embedded import EmbeddedServer
+from db.engine import Database
+from db.models import Provider
+from db.roster_sql import MARK
+from db.settings import Settings
+from gql.app import create_app
+from gql.compiled import PLAN_CACHE_SIZE, CompiledReads
+from gql.schema import build_schema
+from tenants.scope import school_scope
+from tests.conftest import (
+    POLICY,
+    SchoolFixture,
+    counting_statements,
+    free_port,
+    graphql,
+    make_api_token,
+    make_school,
+    sign_in_as,
+)
+
+FIELDS = """id username firstName surname type isAdmin mustChangePassword createdAt updatedAt deletedAt version
+            externalId __typename registrationClass { id name kind __typename } teachingClasses { id name kind }"""
+USERS = f"""
+query Users($filter: UserFilter, $orderBy: UserOrder, $first: Int, $after: String) {{
+  users(filter: $filter, orderBy: $orderBy, first: $first, after: $after) {{
+    __typename totalCount
+    pageInfo {{ hasNextPage endCursor __typename }}
+    edges {{ __typename cursor node {{ {FIELDS} }} }}
+  }}
+}}
+"""
+ROSTER_PAGE = """{ users(first: 50, orderBy: {field: SURNAME}) { totalCount
+  edges { node { id username firstName surname type registrationClass { name } } } } }"""
+CLASSES = """query ($kind: ClassKind, $type: UserType, $first: Int) {
+  classes(kind: $kind) { id name kind memberCount __typename
+    members(type: $type, first: $first) { totalCount pageInfo { hasNextPage endCursor }
+      edges { cursor node { username registrationClass { name memberCount } } } } } }"""
+
+# username, first name, surname, type: unicode where Python's lower() is not PostgreSQL's, JSON's own
+# characters, ties, and empty names.
+PEOPLE = [
+    ("amy.b", "Amy", "Brown", "PUPIL"), ("ben.c", "ben", "brown", "PUPIL"), ("cara.b", "Cara", "BROWN", "PUPIL"),
+    ("dev.p", "Dev", "Patel", "TEACHER"), ("odysseus", "Ὀδυσσεύς", "ΟΔΥΣΣΕΥΣ", "PUPIL"),
+    ("ipek", "İpek", "Işık", "PUPIL"), ("aero", "Ærøn", "Ærøskøbing", "TEACHER"), ("finn.o", "Finn", "O'Neill", "PUPIL"),
+    ("quote", 'Say "hi"', "Back\\slash", "PUPIL"), ("tab", "Tab\tby", "Line\nfeed", "PUPIL"),
+    ("emoji", "😀 Joy", "Smile 😀", "PUPIL"), ("zed", "Zed", "", "PUPIL"), ("dora", "Dora", "Ülker", "PUPIL"),
+    ("eve", "Eve", "ñandú", "PUPIL"), ("del", "Del", "\u007fdel", "PUPIL"),
+]
+
+
+@pytest.fixture(scope="module")
+async def plain_url(migrated: EmbeddedServer, settings: Settings) -> AsyncIterator[str]:
+    """The same app over the same database, with compiled reads off: the general path."""
+    app = create_app(dataclasses.replace(settings, compiled_reads=False), migrated.urls())
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture
+async def plain(plain_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=plain_url, timeout=30) as client:
+        yield client
+
+
+@dataclasses.dataclass
+class Both:
+    """Sends a query to both apps and compares the answers."""
+
+    fast: httpx.AsyncClient
+    plain: httpx.AsyncClient
+    engine: AsyncEngine
+
+    async def ask(self, query: str, variables: dict[str, Any] | None = None, *, token: str | None,
+                  compiled: bool = True) -> dict[str, Any]:
+        with counting_statements(self.engine) as statements:
+            fast = await graphql(self.fast, query, variables, token=token)
+        plain = await graphql(self.plain, query, variables, token=token)
+        assert without_request_ids(fast) == without_request_ids(plain)
+        bound = [i for i, s in enumerate(statements) if "set_config('app.school_id'" in s]
+        after_binding = statements[bound[-1] + 1:] if bound else statements
+        if compiled:
+            assert len(after_binding) == 1 and after_binding[0].startswith(MARK), statements
+        else:
+            assert not any(MARK in s for s in statements), statements
+        return fast
+
+
+def without_request_ids(body: dict[str, Any]) -> dict[str, Any]:
+    """Masked errors name the request they happened in; every request has its own."""
+    errors = [{**error, "extensions": {k: v for k, v in error.get("extensions", {}).items() if k != "requestId"}}
+              for error in body.get("errors", [])]
+    return {**body, "errors": errors} if errors else body
+
+
+@pytest.fixture
+def both(http: httpx.AsyncClient, plain: httpx.AsyncClient, app: Starlette) -> Both:
+    return Both(http, plain, app.state.db.engine)
+
+
+async def add_roster(db: Database, school: SchoolFixture, people: list[tuple[str, str, str, str]]) -> dict[str, str]:
+    """The people, two registration classes and two teaching classes, a deleted pupil, and a few odd values."""
+    ids: dict[str, str] = {}
+    async with school_scope(db, school.id) as session:
+        classes = {name: uuid.uuid4() for name in ("P1", "P2", "Choir", "Art")}
+        for name, class_id in classes.items():
+            await session.execute(text("insert into classes (school_id, id, name, kind) values (:s, :id, :n, :k)"),
+                                  {"s": school.id, "id": class_id, "n": name,
+                                   "k": "REGISTRATION" if name.startswith("P") else "TEACHING"})
+            ids[name] = str(class_id)
+        for i, (username, first, surname, kind) in enumerate(people):
+            user_id = uuid.uuid4()
+            ids[username] = str(user_id)
+            await session.execute(text(
+                "insert into users (school_id, id, username, first_name, surname, type, password_hash, external_id) "
+                "values (:s, :id, :u, :f, :n, :t, 'x', :x)"),
+                {"s": school.id, "id": user_id, "u": username, "f": first, "n": surname, "t": kind,
+                 "x": f"ext-{i}" if i % 3 == 0 else None})
+            memberships = [("P1" if i % 2 else "P2", "REGISTRATION")] if kind == "PUPIL" and i % 5 else []
+            memberships += [(name, "TEACHING") for name in ("Choir", "Art")[: i % 3]]
+            for name, class_kind in memberships:
+                await session.execute(text("insert into class_memberships (school_id, class_id, user_id, kind) "
+                                           "values (:s, :c, :u, :k)"),
+                                      {"s": school.id, "c": classes[name], "u": user_id, "k": class_kind})
+        # Whole seconds (no microseconds), a deleted pupil, and one who must change their password.
+        await session.execute(text("update users set created_at = '2024-09-01 08:30:00+00' where username in "
+                                   "('amy.b', 'ben.c', 'cara.b')"), {})
+        await session.execute(text("update users set deleted_at = now() where username = 'zed'"))
+        await session.execute(text("update users set must_change_password = true, version = 3 "
+                                   "where username = 'finn.o'"))
+    return ids
+
+
+@pytest.fixture
+async def roster(db: Database, school: SchoolFixture) -> dict[str, str]:
+    return await add_roster(db, school, PEOPLE)
+
+
+async def page_through(both: Both, token: str, variables: dict[str, Any], first: int = 3) -> list[str]:
+    """Every page, following endCursor; each page compared on both paths."""
+    usernames, after = [], None
+    while True:
+        body = await both.ask(USERS, {**variables, "first": first, "after": after}, token=token)
+        connection = body["data"]["users"]
+        usernames += [edge["node"]["username"] for edge in connection["edges"]]
+        if not connection["pageInfo"]["hasNextPage"]:
+            return usernames
+        after = connection["pageInfo"]["endCursor"]
+
+
+async def test_the_roster_page_is_one_statement(both: Both, school: SchoolFixture, roster: dict[str, str]) -> None:
+    body = await both.ask(ROSTER_PAGE, token=school.admin_token)
+    assert body["data"]["users"]["totalCount"] == len(PEOPLE)  # the admin in, the deleted pupil out
+
+
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize("field", ["USERNAME", "FIRST_NAME", "SURNAME", "TYPE", "CREATED_AT"])
+async def test_every_ordering_pages_the_same_both_ways(both: Both, school: SchoolFixture, roster: dict[str, str],
+                                                       field: str, descending: bool) -> None:
+    usernames = await page_through(both, school.admin_token, {"orderBy": {"field": field, "descending": descending}})
+    assert sorted(usernames) == sorted(["admin", *(p[0] for p in PEOPLE if p[0] != "zed")])
+
+
+@pytest.mark.parametrize("filter", [
+    {"search": "brown"}, {"search": "  ΣΣ "}, {"search": "%"}, {"search": "_"}, {"search": "\\"}, {"search": "   "},
+    {"search": "o'n"}, {"search": "😀"}, {"type": "TEACHER"}, {"type": "PUPIL", "status": "ALL"},
+    {"status": "DELETED"}, {"status": "ALL"}, {"classId": "P1"}, {"classId": "Choir", "search": "a"},
+    {"classId": str(uuid.UUID(int=7))},
+])
+async def test_filters_answer_the_same_both_ways(both: Both, school: SchoolFixture, roster: dict[str, str],
+                                                 filter: dict[str, Any]) -> None:
+    if "classId" in filter:
+        filter = {**filter, "classId": roster.get(filter["classId"], filter["classId"])}
+    for descending in (False, True):
+        await page_through(both, school.admin_token, {"filter": filter, "orderBy": {"field": "SURNAME",
+                                                                                     "descending": descending}})
+
+
+async def test_ties_page_one_at_a_time(both: Both, db: Database, school: SchoolFixture) -> None:
+    await add_roster(db, school, [(f"twin{i}", "Sam", "Smith", "PUPIL") for i in range(7)])
+    for field in ("SURNAME", "FIRST_NAME", "TYPE", "CREATED_AT"):
+        assert len(await page_through(both, school.admin_token, {"orderBy": {"field": field}}, first=1)) == 8
+
+
+async def test_aliases_literals_and_several_root_fields(both: Both, school: SchoolFixture,
+                                                        roster: dict[str, str]) -> None:
+    query = """{
+      teachers: users(filter: {type: TEACHER}, orderBy: {field: USERNAME, descending: true}, first: 2) {
+        count: totalCount more: pageInfo { next: hasNextPage last: endCursor }
+        rows: edges { at: cursor who: node { login: username name: firstName __typename
+                                             reg: registrationClass { name } } } }
+      pupils: users(filter: {type: PUPIL, search: "o"}) { totalCount edges { node { username } } }
+      __typename
+      everyone: users { totalCount }
+      nothing: users(filter: {classId: "00000000-0000-0000-0000-000000000009"}) { totalCount edges { cursor }
+                                                                                    pageInfo { endCursor } }
+    }"""
+    body = await both.ask(query, token=school.admin_token)
+    assert body["data"]["__typename"] == "Query"
+    assert body["data"]["nothing"] == {"totalCount": 0, "edges": [], "pageInfo": {"endCursor": None}}
+
+
+async def test_variables_with_defaults(both: Both, school: SchoolFixture, roster: dict[str, str]) -> None:
+    query = """query ($order: UserOrderField = FIRST_NAME, $size: Int = 4, $who: UserType) {
+      users(orderBy: {field: $order}, first: $size, filter: {type: $who}) {
+        totalCount edges { cursor node { username createdAt } } } }"""
+    await both.ask(query, token=school.admin_token)
+    await both.ask(query, {"order": "CREATED_AT", "who": "PUPIL"}, token=school.admin_token)
+    await both.ask(query, {"size": None}, token=school.admin_token)
+
+
+async def test_classes_with_their_members(both: Both, school: SchoolFixture, roster: dict[str, str]) -> None:
+    body = await both.ask(CLASSES, token=school.admin_token)
+    assert [c["name"] for c in body["data"]["classes"]] == ["P1", "P2", "Art", "Choir"]
+    await both.ask(CLASSES, {"kind": "TEACHING", "type": "PUPIL", "first": 1}, token=school.admin_token)
+    await both.ask("""{ users(first: 3) { edges { node { teachingClasses { name memberCount
+                        members(first: 2) { totalCount edges { node { username } } } } } } } }""",
+                   token=school.admin_token)
+
+
+async def test_an_empty_school(both: Both, owner_engine: AsyncEngine, db: Database) -> None:
+    empty = await make_school(owner_engine, db)
+    async with school_scope(db, empty.id) as session:
+        await session.execute(text("update users set deleted_at = now()"))
+    token = await make_api_token(db, empty)
+    body = await both.ask(USERS, {"first": 5}, token=token)
+    assert body["data"]["users"]["edges"] == []
+    await both.ask(CLASSES, token=token)
+
+
+async def test_what_it_does_not_answer_goes_to_strawberry(both: Both, school: SchoolFixture,
+                                                          roster: dict[str, str]) -> None:
+    token = school.admin_token
+    for query, variables in [
+        ("{ users { ...Rows } } fragment Rows on UserConnection { totalCount }", {}),
+        ("{ users { edges { node { ... on User { id } } } } }", {}),
+        ("query ($no: Boolean!) { users { totalCount @skip(if: $no) } }", {"no": False}),
+        ("{ users { totalCount totalCount } }", {}),
+        ("{ school { name } users { totalCount } }", {}),
+        ("{ __schema { queryType { name } } }", {}),
+        ("query ($id: ID!) { user(id: $id) { username } }", {"id": roster["amy.b"]}),
+        ("mutation { createClass(name: \"\", kind: TEACHING) { errors { code } } }", {}),
+        ("{ schoolClass(id: \"nope\") { name } }", {}),
+        ("{ users(first: 501) { totalCount } }", {}),
+        ("{ users(first: 0) { totalCount } }", {}),
+        ("{ users(after: \"bm90LWEtY3Vyc29y\") { totalCount } }", {}),
+        ("{ users(filter: {classId: \"nope\"}) { totalCount } }", {}),
+        ("query ($first: Int) { users(first: $first) { totalCount } }", {"first": "ten"}),
+        ("{ users { nope } }", {}),
+        ("{ users", {}),
+    ]:
+        await both.ask(query, variables, token=token, compiled=False)
+    cursor = (await both.ask(USERS, {"first": 1, "orderBy": {"field": "USERNAME"}}, token=token)
+              )["data"]["users"]["pageInfo"]["endCursor"]
+    # A cursor from another ordering, where the types differ, is refused alike.
+    await both.ask(USERS, {"after": cursor, "orderBy": {"field": "CREATED_AT"}}, token=token, compiled=False)
+
+
+async def test_the_safety_limits_hold(both: Both, school: SchoolFixture) -> None:
+    deep = "{ users { edges { node { registrationClass { members { edges { node { registrationClass { members " \
+           "{ edges { node { id } } } } } } } } } } } }"
+    many_aliases = "{ " + " ".join(f"a{i}: users {{ totalCount }}" for i in range(16)) + " }"
+    many_tokens = "{ users { " + "totalCount " * 2000 + "} }"
+    for query in (deep, many_aliases, many_tokens):
+        body = await both.ask(query, token=school.admin_token, compiled=False)
+        assert body["errors"]
+
+
+async def test_a_school_never_sees_another(both: Both, owner_engine: AsyncEngine, db: Database,
+                                           school: SchoolFixture, roster: dict[str, str]) -> None:
+    other = await make_school(owner_engine, db)
+    ours = await both.ask(USERS, {"first": 100}, token=school.admin_token)
+    theirs = await both.ask(USERS, {"first": 100, "filter": {"classId": roster["P1"]}}, token=other.admin_token)
+    assert theirs["data"]["users"]["totalCount"] == 0
+    everyone = await both.ask(USERS, {"first": 100, "filter": {"status": "ALL"}}, token=other.admin_token)
+    assert [e["node"]["username"] for e in everyone["data"]["users"]["edges"]] == ["admin"]
+    assert everyone["data"]["users"]["edges"][0]["node"]["id"] == str(other.admin_id)
+    assert len(ours["data"]["users"]["edges"]) == len(PEOPLE)
+    classes = await both.ask(CLASSES, token=other.admin_token)
+    assert classes["data"]["classes"] == []
+
+
+async def test_only_roster_readers_get_the_compiled_answer(both: Both, owner_engine: AsyncEngine, db: Database,
+                                                           school: SchoolFixture, roster: dict[str, str]) -> None:
+    teacher = await sign_in_as(db, school, uuid.UUID(roster["dev.p"]))
+    pupil = await sign_in_as(db, school, uuid.UUID(roster["amy.b"]))
+    must_change = await sign_in_as(db, school, uuid.UUID(roster["aero"]))
+    managed = await make_school(owner_engine, db, provider=Provider.C2K)
+    async with school_scope(db, school.id) as session:
+        await session.execute(text("update users set must_change_password = true where username = 'aero'"))
+    readers = {"admin": school.admin_token, "teacher": teacher, "roster token": await make_api_token(db, school)}
+    others = {
+        "anonymous": None, "pupil": pupil, "must change password": must_change, "unknown": "rcs_nope",
+        "provisioning token": await make_api_token(db, managed, [ApiScope.PROVISION]),
+    }
+    for token in readers.values():
+        body = await both.ask(ROSTER_PAGE, token=token)
+        assert body["data"]["users"]["totalCount"] == len(PEOPLE)
+    for name, token in others.items():
+        with counting_statements(both.engine) as statements:
+            fast = await both.fast.post("/graphql", json={"query": ROSTER_PAGE},
+                                        headers={"Authorization": f"Bearer {token}"} if token else {})
+        plain = await both.plain.post("/graphql", json={"query": ROSTER_PAGE},
+                                      headers={"Authorization": f"Bearer {token}"} if token else {})
+        assert (fast.status_code, fast.text) == (plain.status_code, plain.text), name
+        assert not any(MARK in s for s in statements), name
+        assert fast.status_code != 200 or "errors" in fast.json(), name
+
+
+async def test_a_session_cookie_needs_its_csrf_header_here_too(both: Both, school: SchoolFixture,
+                                                               roster: dict[str, str]) -> None:
+    for client in (both.fast, both.plain):
+        client.cookies.set("rollcall_session", school.admin_token)
+    for headers in ({}, {"X-Rollcall-CSRF": "1"}):
+        fast, plain = [await client.post("/graphql", json={"query": ROSTER_PAGE}, headers=headers)
+                       for client in (both.fast, both.plain)]
+        assert fast.status_code == plain.status_code
+        assert (fast.json() if fast.status_code == 200 else fast.text) == \
+            (plain.json() if plain.status_code == 200 else plain.text)
+
+
+async def test_the_plan_cache_is_bounded(db: Database) -> None:
+    reads = CompiledReads(GraphQL(build_schema()), db, POLICY)
+    for i in range(PLAN_CACHE_SIZE + 10):
+        assert reads.plan(f"{{ users(first: {i % 500 + 1}) {{ totalCount }} }}", None) is not None
+    assert reads.plan("{ school { name } }", None) is None
+    assert len(reads.plans) == PLAN_CACHE_SIZE
