@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -18,11 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.passwords import hash_password
 
 PASSWORD = "bench-password-1"
+LOADERS = os.cpu_count() or 2
 USERS_PER_SCHOOL = 1000
 TEACHERS_PER_SCHOOL = 60  # user 1 of each school is its admin
 REGISTRATION_CLASSES = 30
@@ -99,42 +101,48 @@ def school(number: int) -> School:
                   slug=f"school-{number:04}")
 
 
-async def _load(connection: AsyncConnection, numbers: range, statements: list[tuple[str, Callable[[School], dict[str, Any]]]]) -> None:
-    for number in numbers:
-        one = school(number)
-        async with connection.begin():
-            await connection.execute(text(_BIND), {"school_id": str(one.id)})
-            for statement, params in statements:
-                await connection.execute(text(statement), {"school_id": one.id, **params(one)})
+# A statement and the parameters it takes for one school (besides the school's id).
+Statement = tuple[str, Callable[[School], dict[str, Any]]]
 
 
-async def _vacuum(owner: AsyncEngine, *, full: bool) -> None:
+async def _each_school(owner: AsyncEngine, numbers: range, statements: list[Statement]) -> None:
+    """The statements for every school, each school in its own transaction bound to it; one connection per
+    core, sharing the schools out."""
+    async def part(numbers: range) -> None:
+        async with owner.connect() as connection:
+            for number in numbers:
+                one = school(number)
+                async with connection.begin():
+                    await connection.execute(text(_BIND), {"school_id": str(one.id)})
+                    for statement, params in statements:
+                        await connection.execute(text(statement), {"school_id": one.id, **params(one)})
+
+    await asyncio.gather(*(part(numbers[i::LOADERS]) for i in range(LOADERS)))
+
+
+async def _analyze(owner: AsyncEngine, *, vacuum: bool) -> None:
     async with owner.connect() as connection:
         autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
         for table in ("schools", "users", "classes", "class_memberships"):
-            await autocommit.execute(text(f"vacuum (analyze) {table}" if full else f"analyze {table}"))
+            await autocommit.execute(text(f"vacuum (analyze) {table}" if vacuum else f"analyze {table}"))
 
 
-async def load(owner: AsyncEngine, numbers: range, *, loaders: int = 2) -> float:
-    """Load the schools numbered `numbers`, one loader per core; the seconds it took.
+async def load(owner: AsyncEngine, numbers: range) -> float:
+    """Load the schools numbered `numbers`; the seconds it took.
 
     Memberships come second, once the users are analyzed: their foreign-key checks are planned from the
     statistics, and a plan made while `users` looked empty scans the table for every membership.
     """
     started = time.perf_counter()
     password_hash = hash_password(PASSWORD)
-    people = [
+    await _each_school(owner, numbers, [
         (_SCHOOL, lambda one: {"slug": one.slug, "name": f"Bench School {one.number}"}),
         (_CLASSES, lambda one: {"teaching": list(TEACHING_CLASSES)}),
         (_USERS, lambda one: {"number": one.number, "password_hash": password_hash,
                               "first_names": list(FIRST_NAMES), "first_count": len(FIRST_NAMES),
                               "surnames": list(SURNAMES), "surname_count": len(SURNAMES)}),
-    ]
-    for statements in (people, [(_MEMBERSHIPS, lambda one: {})]):
-        async def part(numbers: range, statements: list[tuple[str, Callable[[School], dict[str, Any]]]] = statements) -> None:
-            async with owner.connect() as connection:
-                await _load(connection, numbers, statements)
-
-        await asyncio.gather(*(part(numbers[i::loaders]) for i in range(loaders) if numbers[i::loaders]))
-        await _vacuum(owner, full=statements is not people)
+    ])
+    await _analyze(owner, vacuum=False)
+    await _each_school(owner, numbers, [(_MEMBERSHIPS, lambda one: {})])
+    await _analyze(owner, vacuum=True)
     return time.perf_counter() - started

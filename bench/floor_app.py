@@ -51,23 +51,27 @@ with page as (
   select id, username, first_name, surname, type, lower(surname) as k from users
   where school_id = $1 and deleted_at is null {after}
   order by lower(surname), id limit 501
+), numbered as (
+  select page.*, row_number() over (order by k, id) as n, count(*) over () as rows from page
 ), shown as (
-  select * from page order by k, id limit 500
+  select s.n, s.rows, s.k, s.id, s.username, s.first_name, s.surname, s.type,
+         coalesce(json_agg(json_build_object('name', c.name) order by c.name, c.id) filter (where c.id is not null),
+                  '[]'::json) as teaching
+  from numbered s
+  left join (class_memberships m join classes c on c.school_id = m.school_id and c.id = m.class_id)
+    on m.school_id = $1 and m.user_id = s.id and m.kind = 'TEACHING'
+  where s.n <= 500
+  group by s.n, s.rows, s.k, s.id, s.username, s.first_name, s.surname, s.type
 )
 select json_build_object('data', json_build_object('users', json_build_object(
   'pageInfo', json_build_object(
     'hasNextPage', (select count(*) > 500 from page),
-    'endCursor', (select {cursor} from shown order by k desc, id desc limit 1)),
+    'endCursor', (select {cursor} from shown where n = least(rows, 500))),
   'edges', coalesce((
     select json_agg(json_build_object('node', json_build_object(
-             'id', s.id, 'username', s.username, 'firstName', s.first_name, 'surname', s.surname, 'type', s.type,
-             'teachingClasses', coalesce(t.classes, '[]'::json)))
-           order by s.k, s.id)
-    from shown s
-    left join (select m.user_id, json_agg(json_build_object('name', c.name) order by c.name, c.id) as classes
-               from shown s join class_memberships m on m.school_id = $1 and m.user_id = s.id and m.kind = 'TEACHING'
-               join classes c on c.school_id = m.school_id and c.id = m.class_id
-               group by m.user_id) t on t.user_id = s.id), '[]'::json))))::text
+             'id', id, 'username', username, 'firstName', first_name, 'surname', surname, 'type', type,
+             'teachingClasses', teaching)) order by n)
+    from shown), '[]'::json))))::text
 """
 # Cursors in the server's own format (JSON escaped as Python escapes it), so the pages can be compared.
 CURSOR = cursor("shown", UserOrderField.SURNAME)

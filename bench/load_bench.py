@@ -5,7 +5,9 @@ The checks: no 5xx, no top-level GraphQL error, no business error (each client e
 none is expected), and no data lost: the users counted are the ones there were plus every successful
 addUser, every pupil is in exactly one registration class, the one the client last moved them to, and every
 surname and version is the one the client last saw. The figures are requests/s, overall and per kind, and
-p50/p95/p99 latencies, measured by the clients over loopback.
+p50/p95/p99 latencies, measured by the clients over loopback, beside each kind's p50 when one client has
+the server to itself (measured first, in the same run). The clients, the server and PostgreSQL share the
+machine, so its load average as the run starts is reported too.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from http.cookiejar import DefaultCookiePolicy
@@ -45,6 +47,7 @@ from db.users import insert_user
 from tenants.scope import school_scope
 
 CLIENTS = 40
+ALONE_SECONDS, ALONE_REQUESTS = 10, 120
 PUPILS = 400
 REGISTRATION_CLASSES = 12
 PUPIL_PASSWORD = "load-pupil-pass"
@@ -55,7 +58,9 @@ ROSTER = """
 query Roster($after: String) {
   users(first: 50, after: $after) {
     totalCount
-    edges { node { id username firstName surname type registrationClass { id name } teachingClasses { id name } } }
+    edges {
+      node { id username firstName surname type registrationClass { id name } teachingClasses { id name } }
+    }
     pageInfo { hasNextPage endCursor }
   }
 }
@@ -96,6 +101,7 @@ class Pupil:
 
 @dataclass
 class Record:
+    alone: bool
     kind: str
     status: int
     seconds: float
@@ -115,6 +121,12 @@ class Client:
     added: list[Pupil] = field(default_factory=list)
     transport_errors: list[str] = field(default_factory=list)
     after: str | None = None
+    sent: int = 0
+    alone: bool = False
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.number)
 
 
 @dataclass
@@ -148,36 +160,47 @@ async def seed(bench: Bench, clients: int, pupils: int) -> Setup:
                                        policy=POLICY))[0] for _ in range(clients)]
     class_ids = [str(c.id) for c in classes]
     return Setup(school_id=school.school_id, class_ids=class_ids, initial_users=pupils + 1, clients=[
-        Client(number=n, token=tokens[n], pupils=everyone[n::clients], class_ids=class_ids) for n in range(clients)])
+        Client(number=n, token=tokens[n], pupils=everyone[n::clients], class_ids=class_ids)
+        for n in range(clients)])
 
 
-@contextmanager
-def served(urls: DatabaseUrls, workdir: Path, workers: int) -> Iterator[str]:
-    """`rollcall serve` on a free loopback port, as an operator would start it; its log goes to a file."""
+@asynccontextmanager
+async def served(urls: DatabaseUrls, workdir: Path, workers: int) -> AsyncIterator[str]:
+    """`rollcall serve` on a free loopback port, started as an operator would; its log goes to serve.log."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "DATABASE_URL": urls.owner, "APP_DATABASE_URL": urls.app, "ROLLCALL_DATA_DIR": str(workdir)}
-    log = (workdir / "serve.log").open("wb")
-    command = [str(Path(sys.executable).parent / "rollcall"), "serve", "--workers", str(workers), "--port", str(port)]
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    env = {**os.environ, "DATABASE_URL": urls.owner, "APP_DATABASE_URL": urls.app,
+           "ROLLCALL_DATA_DIR": str(workdir)}
+    command = [str(Path(sys.executable).parent / "rollcall"), "serve", "--workers", str(workers),
+               "--port", str(port)]
     url = f"http://127.0.0.1:{port}"
+    with (workdir / "serve.log").open("wb") as log:
+        process = await asyncio.create_subprocess_exec(*command, env=env, stdout=log,
+                                                       stderr=subprocess.STDOUT)
+        try:
+            async with httpx.AsyncClient(base_url=url, timeout=2) as http:
+                deadline = time.monotonic() + 90
+                while not await ready(http):
+                    if process.returncode is not None or time.monotonic() > deadline:
+                        raise SystemExit("rollcall serve did not become ready:\n"
+                                         + server_log(workdir)[-4000:])
+                    await asyncio.sleep(0.2)
+            yield url
+        finally:
+            process.terminate()
+            await asyncio.wait_for(process.wait(), timeout=60)
+
+
+async def ready(http: httpx.AsyncClient) -> bool:
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("rollcall serve did not become ready:\n" + (workdir / "serve.log").read_text()[-4000:])
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-        log.close()
+        return (await http.get("/readyz")).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def server_log(workdir: Path) -> str:
+    return (workdir / "serve.log").read_text(errors="replace")
 
 
 async def call(http: httpx.AsyncClient, client: Client, kind: str, query: str,
@@ -194,12 +217,14 @@ async def call(http: httpx.AsyncClient, client: Client, kind: str, query: str,
     body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
     top_level = [(e.get("extensions") or {}).get("code", "NO_CODE") for e in body.get("errors") or []]
     data = body.get("data") or {}
-    payload = [e["code"] for value in data.values() if isinstance(value, dict) for e in value.get("errors", [])]
-    client.records.append(Record(kind, response.status_code, seconds, top_level, payload))
+    payload = [error["code"] for value in data.values() if isinstance(value, dict)
+               for error in value.get("errors", [])]
+    client.records.append(Record(client.alone, kind, response.status_code, seconds, top_level, payload))
     return data if response.status_code == 200 and not top_level and not payload else None
 
 
-async def one_step(http: httpx.AsyncClient, client: Client, kind: str, rng: random.Random, serial: int) -> None:
+async def one_step(http: httpx.AsyncClient, client: Client, kind: str) -> None:
+    rng, serial = client.rng, client.sent
     match kind:
         case "roster":
             data = await call(http, client, kind, ROSTER, {"after": client.after}, client.token)
@@ -219,15 +244,15 @@ async def one_step(http: httpx.AsyncClient, client: Client, kind: str, rng: rand
                 "surname": f"Added{serial}", "registrationClassId": class_id}}, client.token)
             if data is not None:
                 user = data["addUser"]["user"]
-                pupil = Pupil(id=user["id"], username=username, version=user["version"], surname=f"Added{serial}",
-                              class_id=class_id)
+                pupil = Pupil(id=user["id"], username=username, version=user["version"],
+                              surname=f"Added{serial}", class_id=class_id)
                 client.added.append(pupil)
                 client.pupils.append(pupil)
         case "edit_surname":
             pupil = rng.choice(client.pupils)
+            surname = f"Edited{client.number}-{serial}"
             data = await call(http, client, kind, EDIT_SURNAME,
-                              {"id": pupil.id, "value": f"Edited{client.number}-{serial}", "version": pupil.version},
-                              client.token)
+                              {"id": pupil.id, "value": surname, "version": pupil.version}, client.token)
             if data is not None:
                 user = data["updateUserField"]["user"]
                 pupil.version, pupil.surname = user["version"], user["surname"]
@@ -240,22 +265,20 @@ async def one_step(http: httpx.AsyncClient, client: Client, kind: str, rng: rand
 
 async def drive(url: str, client: Client, until: float, budget: list[int]) -> None:
     """Send requests one after another until the time is up or the shared request budget is spent."""
-    rng = random.Random(client.number)
     kinds, weights = list(MIX), list(MIX.values())
     refuse_cookies = DefaultCookiePolicy(allowed_domains=[])  # an API client: the bearer token is its session
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=1)) as http:
         http.cookies.jar.set_policy(refuse_cookies)
-        serial = 0
         while time.monotonic() < until and budget[0] > 0:
             budget[0] -= 1
-            serial += 1
-            await one_step(http, client, rng.choices(kinds, weights)[0], rng, serial)
+            client.sent += 1
+            await one_step(http, client, client.rng.choices(kinds, weights)[0])
 
 
 async def check(bench: Bench, setup: Setup) -> list[str]:
     """What the database says against what the clients did; each line is one failed check."""
     failed: list[str] = []
-    records = [r for c in setup.clients for r in c.records]
+    records = [r for c in setup.clients for r in c.records]  # alone or not, every answer is checked
     statuses = Counter(r.status for r in records if r.status != 200)
     failed += [f"{n} answers were HTTP {status}" for status, n in sorted(statuses.items())]
     failed += [f"transport error: {e}" for c in setup.clients for e in c.transport_errors][:10]
@@ -273,8 +296,9 @@ async def check(bench: Bench, setup: Setup) -> list[str]:
         found = {str(row.id): row for row in (await session.execute(select(User).where(
             User.school_id == setup.school_id, User.type == UserType.PUPIL))).scalars()}
         registrations: dict[str, list[str]] = defaultdict(list)
-        for user_id, class_id in await session.execute(select(ClassMembership.user_id, ClassMembership.class_id).where(
-                ClassMembership.school_id == setup.school_id, ClassMembership.kind == ClassKind.REGISTRATION)):
+        memberships = await session.execute(select(ClassMembership.user_id, ClassMembership.class_id).where(
+            ClassMembership.school_id == setup.school_id, ClassMembership.kind == ClassKind.REGISTRATION))
+        for user_id, class_id in memberships:
             registrations[str(user_id)].append(str(class_id))
     for pupil in expected.values():
         row = found.get(pupil.id)
@@ -298,11 +322,12 @@ def percentile(sorted_seconds: list[float], q: float) -> float:
 
 
 def figures(setup: Setup, elapsed: float, workers: int, load_before: float) -> dict[str, Any]:
-    records = [r for c in setup.clients for r in c.records]
+    records = [r for c in setup.clients for r in c.records if not r.alone]
     by_kind: dict[str, list[float]] = defaultdict(list)
-    for record in records:
-        by_kind[record.kind].append(record.seconds)
-        by_kind["all"].append(record.seconds)
+    alone: dict[str, list[float]] = defaultdict(list)
+    for record in (r for c in setup.clients for r in c.records):
+        for kind in (record.kind, "all"):
+            (alone if record.alone else by_kind)[kind].append(record.seconds)
     results: dict[str, Any] = {"load_clients": len(setup.clients), "load_workers": workers,
                                "load_cpus": os.cpu_count(), "load_average_1m_before": round(load_before, 2),
                                "load_seconds": round(elapsed, 1), "load_requests": len(records),
@@ -314,6 +339,8 @@ def figures(setup: Setup, elapsed: float, workers: int, load_before: float) -> d
         results[f"load_{kind}_per_s"] = round(len(seconds) / elapsed, 1)
         for q in (0.5, 0.95, 0.99):
             results[f"load_{kind}_p{round(q * 100)}_ms"] = round(percentile(seconds, q), 1)
+    for kind, seconds in sorted(alone.items()):
+        results[f"load_{kind}_alone_p50_ms"] = round(percentile(sorted(seconds), 0.5), 1)
     return results
 
 
@@ -321,9 +348,9 @@ def report(results: dict[str, Any]) -> str:
     """The run, then one line per kind of request: how many, how fast, and how long they took."""
     run = [(k, str(v)) for k, v in results.items() if not k.endswith(("_requests", "_per_s", "_ms"))]
     kinds = [*sorted(MIX), "all"]
-    rows = [("kind", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms")] + [
-        (kind, *(str(results.get(f"load_{kind}_{suffix}", "-"))
-                 for suffix in ("requests", "per_s", "p50_ms", "p95_ms", "p99_ms"))) for kind in kinds]
+    columns = ("requests", "per_s", "p50_ms", "p95_ms", "p99_ms", "alone_p50_ms")
+    rows = [("kind", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "alone p50")] + [
+        (kind, *(str(results.get(f"load_{kind}_{column}", "-")) for column in columns)) for kind in kinds]
     lines = ["  ".join(f"{cell:>{10 if i else 13}}" for i, cell in enumerate(row)) for row in rows]
     return table(run) + "\n\n" + "\n".join(lines)
 
@@ -333,7 +360,13 @@ async def main(full: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rollcall-load-") as tmp:
         async with bench_database() as bench:
             setup = await seed(bench, CLIENTS, PUPILS)
-            with served(bench.server.urls(), Path(tmp), workers) as url:
+            async with served(bench.server.urls(), Path(tmp), workers) as url:
+                # One client alone first: each kind's latency with the server to itself, beside which the
+                # latencies under load read.
+                solo = setup.clients[0]
+                solo.alone = True
+                await drive(url, solo, time.monotonic() + ALONE_SECONDS, [ALONE_REQUESTS])
+                solo.alone = False
                 budget = [cap]
                 # The machine's own load as the run starts: the clients, the server and PostgreSQL share it.
                 load_before = os.getloadavg()[0]
@@ -341,10 +374,13 @@ async def main(full: bool) -> dict[str, Any]:
                 await asyncio.gather(*(drive(url, c, started + seconds, budget) for c in setup.clients))
                 elapsed = time.monotonic() - started
             failed = await check(bench, setup)
+        # A failed check is easier to read beside what the server logged as going wrong.
+        logged = [line for line in server_log(Path(tmp)).splitlines()
+                  if "ERROR" in line or "Traceback" in line]
     results = figures(setup, elapsed, workers, load_before)
     print(report(results))
     if failed:
-        raise SystemExit("load: checks failed:\n" + "\n".join(failed))
+        raise SystemExit("load: checks failed:\n" + "\n".join(failed + logged[-20:]))
     print("load: every check passed (no 5xx, no errors, no data lost)")
     return results
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from http.cookiejar import DefaultCookiePolicy
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 from sqlalchemy import text
@@ -114,13 +114,17 @@ def free_port() -> int:
 def served(factory: str, bench: Bench, data_dir: str, **env: str) -> Iterator[Server]:
     """`factory` under uvicorn as `rollcall serve` runs it: one worker on loopback (access log off)."""
     port = free_port()
+    with open(Path(data_dir) / f"{port}.log", "wb") as log:
+        yield from _serve(factory, bench, port, log, {"ROLLCALL_DATA_DIR": data_dir, **env})
+
+
+def _serve(factory: str, bench: Bench, port: int, log: IO[bytes], env: dict[str, str]) -> Iterator[Server]:
     urls = bench.server.urls()
-    log = open(Path(data_dir) / f"{port}.log", "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", factory, "--factory", "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1", "--log-level", "warning", "--no-access-log", "--no-proxy-headers"],
         cwd=ROOT, env={**os.environ, "DATABASE_URL": urls.owner, "APP_DATABASE_URL": urls.app,
-                       "ROLLCALL_DATA_DIR": data_dir, "ROLLCALL_LOG_FORMAT": "text", **env},
+                       "ROLLCALL_LOG_FORMAT": "text", **env},
         stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
@@ -137,7 +141,6 @@ def served(factory: str, bench: Bench, data_dir: str, **env: str) -> Iterator[Se
     finally:
         process.terminate()
         process.wait(timeout=30)
-        log.close()
 
 
 async def prepare(bench: Bench, number: int) -> School:
@@ -163,31 +166,32 @@ async def client(url: str, clients: int) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-async def hammer(server: Server, one: Callable[[httpx.AsyncClient], Awaitable[None]], *, clients: int,
-                 seconds: float, warmup: float = 0.5, most: int = 100_000) -> Figures:
-    """`clients` loops doing `one` against `server`: what finished in the `seconds` after `warmup` (at most
-    `most`), and the CPU each one took."""
+async def hammer(server: Server, one: Callable[[httpx.AsyncClient], Awaitable[object]], *, clients: int,
+                 seconds: float, warmup: float = 0.5) -> Figures:
+    """`clients` loops doing `one` against `server` for `seconds` after `warmup`, each until it has finished one
+    more after that (so slow work is measured too): the rate of finishing, latencies, and CPU per one."""
     latencies: list[float] = []
     done = 0
     async with client(server.url, clients) as http:
         cpu = server.cpu_seconds()
         start = time.perf_counter() + warmup
         end = start + seconds
+        stop = start
 
         async def loop() -> None:
-            nonlocal done
-            while (began := time.perf_counter()) < end and len(latencies) < most:
+            nonlocal done, stop
+            counted = False
+            while (began := time.perf_counter()) < end or not counted:
                 await one(http)
                 done += 1
-                if start <= (finished := time.perf_counter()) <= end:
+                if (finished := time.perf_counter()) >= start:
                     latencies.append(finished - began)
+                    counted, stop = True, max(stop, finished)
 
         await asyncio.gather(*(loop() for _ in range(clients)))
         cpu = server.cpu_seconds() - cpu
-    if not latencies:
-        raise RuntimeError(f"nothing finished in {seconds}s at {server.url}")
     ordered = sorted(latencies)
-    return Figures(rate=len(ordered) / seconds, p50_ms=1000 * ordered[len(ordered) // 2],
+    return Figures(rate=len(ordered) / (stop - start), p50_ms=1000 * ordered[len(ordered) // 2],
                    p99_ms=1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], cpu_ms=1000 * cpu / done)
 
 
@@ -295,11 +299,18 @@ async def latencies(small: Server, small_school: School, big: Server, big_school
     return found
 
 
-def _figures(prefix: str, figures: Figures, floor: Figures, unit: str = "rps") -> dict[str, float]:
-    return {f"{prefix}_{unit}": round(figures.rate, 1), f"{prefix}_p50_ms": round(figures.p50_ms, 2),
-            f"{prefix}_p99_ms": round(figures.p99_ms, 2), f"{prefix}_cpu_ms": round(figures.cpu_ms, 3),
-            f"{prefix}_ratio_to_floor": round(figures.rate / floor.rate, 3),
-            f"{prefix}_cpu_ratio_to_floor": round(floor.cpu_ms / figures.cpu_ms, 3)}
+def _compared(what: str, figures: dict[str, Figures], *, unit: str) -> dict[str, float]:
+    """Every server's figures, each with its ratio to the floor's (throughput, and CPU per request)."""
+    floor = figures["floor"]
+    found: dict[str, float] = {}
+    for name, measured in figures.items():
+        prefix = f"{what}_{name}"
+        found |= {f"{prefix}_{unit}": round(measured.rate, 1), f"{prefix}_p50_ms": round(measured.p50_ms, 2),
+                  f"{prefix}_p99_ms": round(measured.p99_ms, 2), f"{prefix}_cpu_ms": round(measured.cpu_ms, 3)}
+        if name != "floor":
+            found |= {f"{prefix}_ratio_to_floor": round(measured.rate / floor.rate, 3),
+                      f"{prefix}_cpu_ratio_to_floor": round(floor.cpu_ms / measured.cpu_ms, 3)}
+    return found
 
 
 async def main(full: bool) -> dict[str, Any]:
@@ -317,28 +328,30 @@ async def main(full: bool) -> dict[str, Any]:
                            BENCH_SCHOOL_ID=str(dataset.school(SCHOOL).id)) as floor, \
                     served("gql.app:app_from_env", small, data_dir, ROLLCALL_COMPILED_READS="1") as after_small:
                 pages = await same_answers(after, before, floor, school)
-                token = school.admin_token
+
+                def run(server: Server, one: Callable[[httpx.AsyncClient], Awaitable[object]],
+                        clients: int) -> Callable[[], Awaitable[Figures]]:
+                    return lambda: hammer(server, one, clients=clients, seconds=seconds)
 
                 def roster_at(server: Server, path: str | None = None) -> Callable[[], Awaitable[Figures]]:
-                    one = graphql_post(ROSTER, token) if path is None else floor_post(path, token)
-                    return lambda: hammer(server, one, clients=CLIENTS, seconds=seconds)
+                    token = school.admin_token
+                    return run(server, graphql_post(ROSTER, token) if path is None else floor_post(path, token),
+                               CLIENTS)
 
                 roster = await turns({
                     "floor": roster_at(floor, "/roster"), "before": roster_at(before), "after": roster_at(after),
                     "floor_unauthenticated": roster_at(floor, "/roster/unauthenticated"),
                 }, rounds)
 
-                async def graphql_sync(http: httpx.AsyncClient) -> None:
-                    await sync_graphql(http, school.api_token)
+                def graphql_sync(http: httpx.AsyncClient) -> Awaitable[object]:
+                    return sync_graphql(http, school.api_token)
 
-                async def floor_sync(http: httpx.AsyncClient) -> None:
-                    await sync_floor(http, school.api_token)
+                def floor_sync(http: httpx.AsyncClient) -> Awaitable[object]:
+                    return sync_floor(http, school.api_token)
 
-                sync = await turns({
-                    name: (lambda server=server, one=one: hammer(server, one, clients=SYNC_CLIENTS, seconds=seconds))
-                    for name, server, one in (("floor", floor, floor_sync), ("before", before, graphql_sync),
-                                           ("after", after, graphql_sync))
-                }, rounds)
+                sync = await turns({"floor": run(floor, floor_sync, SYNC_CLIENTS),
+                                    "before": run(before, graphql_sync, SYNC_CLIENTS),
+                                    "after": run(after, graphql_sync, SYNC_CLIENTS)}, rounds)
 
                 password_hash = hash_password(dataset.PASSWORD)
                 hashing = [await verify_floor(password_hash, seconds / 2)]
@@ -348,24 +361,18 @@ async def main(full: bool) -> dict[str, Any]:
                 small_latencies, big_latencies = await latencies(after_small, small_school, after, school,
                                                                  500 if full else 300)
 
-    floor = roster["floor"]
     results.update({
         "roster_district_users": schools * dataset.USERS_PER_SCHOOL,
         "roster_school_users": dataset.USERS_PER_SCHOOL,
         "roster_clients": CLIENTS,
         "sync_clients": SYNC_CLIENTS,
-        **_figures("roster_floor", floor, floor),
-        **_figures("roster_floor_unauthenticated", roster["floor_unauthenticated"], floor),
-        **_figures("roster_before", roster["before"], floor),
-        **_figures("roster_after", roster["after"], floor),
-        "roster_page_ratio": round(roster["after"].rate / floor.rate, 3),
-        "roster_page_ratio_before": round(roster["before"].rate / floor.rate, 3),
-        "roster_page_cpu_ratio": round(floor.cpu_ms / roster["after"].cpu_ms, 3),
-        "roster_page_cpu_ratio_before": round(floor.cpu_ms / roster["before"].cpu_ms, 3),
         "sync_pages": pages,
-        **_figures("sync_floor", sync["floor"], sync["floor"], unit="syncs_per_s"),
-        **_figures("sync_before", sync["before"], sync["floor"], unit="syncs_per_s"),
-        **_figures("sync_after", sync["after"], sync["floor"], unit="syncs_per_s"),
+        **_compared("roster", roster, unit="rps"),
+        **_compared("sync", sync, unit="syncs_per_s"),
+        "roster_page_ratio": round(roster["after"].rate / roster["floor"].rate, 3),
+        "roster_page_ratio_before": round(roster["before"].rate / roster["floor"].rate, 3),
+        "roster_page_cpu_ratio": round(roster["floor"].cpu_ms / roster["after"].cpu_ms, 3),
+        "roster_page_cpu_ratio_before": round(roster["floor"].cpu_ms / roster["before"].cpu_ms, 3),
         "sync_ratio": round(sync["after"].rate / sync["floor"].rate, 3),
         "sync_ratio_before": round(sync["before"].rate / sync["floor"].rate, 3),
         "sync_cpu_ratio": round(sync["floor"].cpu_ms / sync["after"].cpu_ms, 3),

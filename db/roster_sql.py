@@ -141,6 +141,13 @@ def users_page(where: UserFilter, order: UserOrder, first: int | None, after: st
     return UsersPage(where=where, order=order, size=size, after=(value, last_id))
 
 
+@dataclass
+class _Gathered:
+    """What a page gathers for all its rows at once: the class alias and aggregate of one teachingClasses."""
+
+    teaching: tuple[str, str] | None = None
+
+
 class TooBig(ValueError):
     """More keys in one object than json_build_object takes."""
 
@@ -183,12 +190,14 @@ class _Builder:
     # --- a connection of users ----------------------------------------------------------------------------
 
     def users(self, page: UsersPage, selection: Selection, *, class_ref: str | None) -> str:
-        """One page of users, numbered, with their classes joined once for the whole page (not per user)."""
+        """One page of users: its rows numbered, and (when asked for) each user's teaching classes gathered by
+        grouping the page's rows with their memberships. Every join is driven by the page's own rows, so no
+        plan the statistics can lead to is worse than linear in the page."""
         u, r, p = self.alias("u"), self.alias("r"), self.alias("p")
         conditions = self.conditions(u, page.where, class_ref)
         total = f"(select count(*) from users {u} where {' and '.join(conditions)})"
-        joins: list[str] = []
-        body = self.object(selection, lambda node: self.connection_part(node, p, r, page, total, joins))
+        gathered = _Gathered()
+        body = self.object(selection, lambda node: self.connection_part(node, p, page, total, gathered))
         if not {Edges, PageInfo} & {type(node) for _, node in selection}:
             return body
         key = _sort_key(u, page.order.field)
@@ -198,11 +207,20 @@ class _Builder:
             conditions.append(f"({key}, {u}.id) {operator} ({self.param(value)}::{_key_type(page.order.field)}, "
                               f"{self.param(last_id)}::uuid)")
         way = " desc" if page.order.descending else ""
-        columns = ", ".join(f"{u}.{column}" for column in _columns_shown(selection))
-        return (f"(with {r} as (select {columns}, {key} as k from users {u} where {' and '.join(conditions)} "
-                f"order by {key}{way}, {u}.id{way} limit {page.size + 1}) "
-                f"select {body} from (select {r}.*, row_number() over (order by k{way}, id{way}) as n, "
-                f"count(*) over () as rows from {r}) {p}{''.join(joins)})")
+        shown = _columns_shown(selection)
+        rows = (f"(select {r}.*, row_number() over (order by k{way}, id{way}) as n, count(*) over () as rows "
+                f"from {r}) {p}")
+        if gathered.teaching is not None:
+            c, classes = gathered.teaching
+            m = self.alias("m")
+            grouped = ", ".join(f"{p}.{column}" for column in ("n", "rows", "k", *shown))
+            rows = (f"(select {grouped}, coalesce({classes}, '[]'::json) as teaching from {rows} "
+                    f"left join (class_memberships {m} join classes {c} on {c}.school_id = {m}.school_id "
+                    f"and {c}.id = {m}.class_id and {c}.kind = 'TEACHING') on {m}.school_id = $1 "
+                    f"and {m}.user_id = {p}.id and {m}.kind = 'TEACHING' group by {grouped}) {p}")
+        return (f"(with {r} as (select {', '.join(f'{u}.{column}' for column in shown)}, {key} as k from users {u} "
+                f"where {' and '.join(conditions)} order by {key}{way}, {u}.id{way} limit {page.size + 1}) "
+                f"select {body} from {rows})")
 
     def conditions(self, u: str, where: UserFilter, class_ref: str | None) -> list[str]:
         conditions = [f"{u}.school_id = $1"]
@@ -224,8 +242,7 @@ class _Builder:
                               f"and {m}.class_id = {class_ref} and {m}.user_id = {u}.id)")
         return conditions
 
-    def connection_part(self, node: Selected, p: str, r: str, page: UsersPage, total: str,
-                        joins: list[str]) -> str:
+    def connection_part(self, node: Selected, p: str, page: UsersPage, total: str, gathered: _Gathered) -> str:
         size = page.size
         match node:
             case Typename(name):
@@ -233,20 +250,20 @@ class _Builder:
             case TotalCount():
                 return total
             case Edges(selection):
-                edge = self.object(selection, lambda part: self.edge_part(part, p, r, page, joins))
+                edge = self.object(selection, lambda part: self.edge_part(part, p, page, gathered))
                 return f"coalesce(json_agg({edge} order by {p}.n) filter (where {p}.n <= {size}), '[]'::json)"
             case PageInfo(selection):
                 return self.object(selection, lambda part: self.page_info_part(part, p, page))
         raise TypeError(node)
 
-    def edge_part(self, node: Selected, p: str, r: str, page: UsersPage, joins: list[str]) -> str:
+    def edge_part(self, node: Selected, p: str, page: UsersPage, gathered: _Gathered) -> str:
         match node:
             case Typename(name):
                 return _literal(name)
             case Cursor():
                 return cursor(p, page.order.field)
             case Node(selection):
-                return self.object(selection, lambda part: self.user_part(part, p, r, joins))
+                return self.object(selection, lambda part: self.user_part(part, p, gathered))
         raise TypeError(node)
 
     def page_info_part(self, node: Selected, p: str, page: UsersPage) -> str:
@@ -263,28 +280,30 @@ class _Builder:
 
     # --- users and classes ----------------------------------------------------------------------------------
 
-    def user_part(self, node: Selected, p: str, r: str, joins: list[str]) -> str:
+    def user_part(self, node: Selected, p: str, gathered: _Gathered) -> str:
         match node:
             case Typename(name):
                 return _literal(name)
             case Column(name):
                 return _value(f"{p}.{USER_COLUMNS[name]}", USER_COLUMNS[name])
             case RegistrationClass(selection):
-                # At most one row: a user is in at most one registration class (a unique index says so).
+                # One row at most: a user is in at most one registration class (a unique index says so).
                 m, c = self.alias("m"), self.alias("c")
-                joins.append(f" left join (class_memberships {m} join classes {c} on {c}.school_id = {m}.school_id "
-                             f"and {c}.id = {m}.class_id and {c}.kind = 'REGISTRATION') on {m}.school_id = $1 "
-                             f"and {m}.user_id = {p}.id and {m}.kind = 'REGISTRATION'")
-                return f"case when {c}.id is null then null else {self.school_class(c, selection)} end"
+                return (f"(select {self.school_class(c, selection)} from class_memberships {m} "
+                        f"join classes {c} on {c}.school_id = {m}.school_id and {c}.id = {m}.class_id "
+                        f"where {m}.school_id = $1 and {m}.user_id = {p}.id and {m}.kind = 'REGISTRATION' "
+                        f"and {c}.kind = 'REGISTRATION' order by {c}.name, {c}.id limit 1)")
             case TeachingClasses(selection):
-                m, c, t = self.alias("m"), self.alias("c"), self.alias("t")
-                joins.append(f" left join (select {m}.user_id, json_agg({self.school_class(c, selection)} "
-                             f"order by {c}.name, {c}.id) as classes from {r} "
-                             f"join class_memberships {m} on {m}.school_id = $1 and {m}.user_id = {r}.id "
-                             f"and {m}.kind = 'TEACHING' "
-                             f"join classes {c} on {c}.school_id = {m}.school_id and {c}.id = {m}.class_id "
-                             f"and {c}.kind = 'TEACHING' group by {m}.user_id) {t} on {t}.user_id = {p}.id")
-                return f"coalesce({t}.classes, '[]'::json)"
+                m, c = self.alias("m"), self.alias("c")
+                classes = f"json_agg({self.school_class(c, selection)} order by {c}.name, {c}.id)"
+                if gathered.teaching is None:
+                    gathered.teaching = (c, f"{classes} filter (where {c}.id is not null)")
+                    return f"{p}.teaching"
+                # Asked for twice (with aliases): the second one user by user.
+                return (f"coalesce((select {classes} from class_memberships {m} "
+                        f"join classes {c} on {c}.school_id = {m}.school_id and {c}.id = {m}.class_id "
+                        f"where {m}.school_id = $1 and {m}.user_id = {p}.id and {m}.kind = 'TEACHING' "
+                        f"and {c}.kind = 'TEACHING'), '[]'::json)")
         raise TypeError(node)
 
     def school_class(self, c: str, selection: Selection) -> str:
@@ -319,9 +338,9 @@ def _columns_shown(selection: Selection) -> list[str]:
     shown = {"id"}
     for _, edges in selection:
         for _, part in edges.selection if isinstance(edges, Edges) else ():
-            for _, field in part.selection if isinstance(part, Node) else ():
-                if isinstance(field, Column):
-                    shown.add(USER_COLUMNS[field.name])
+            for _, shows in part.selection if isinstance(part, Node) else ():
+                if isinstance(shows, Column):
+                    shown.add(USER_COLUMNS[shows.name])
     return sorted(shown)
 
 

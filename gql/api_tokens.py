@@ -9,9 +9,9 @@ import strawberry
 from db import api_tokens, models
 from db.errors import DomainError
 from gql.context import Info
+from gql.ids import parse_id
 from gql.payloads import UserError, user_errors
 from gql.permissions import IsAdmin
-from gql.ids import parse_id
 
 ApiScope = strawberry.enum(api_tokens.ApiScope, description=(
     "ROSTER_READ: read users and classes, nothing else. PROVISION: the school's provider keeps users and "

@@ -9,14 +9,14 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+from cross_web import HTTPException
+from graphql import ExecutionResult
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from cross_web import HTTPException
-from graphql import ExecutionResult
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 
@@ -26,15 +26,14 @@ from db.engine import Database
 from db.sessions import SessionPolicy
 from db.settings import Settings
 from gql.compiled import CompiledReads
-from gql.context import CSRF_HEADER, SESSION_COOKIE, Context
+from gql.context import CSRF_HEADER, Context
 from gql.exports import users_csv
 from gql.http_auth import bearer_secret, request_caller
 from gql.loaders import Loaders
 from gql.login_card_sheet import sheet_endpoint
 from gql.schema import build_schema
-from gql.telemetry import RequestId, configure_logging, metrics
 from gql.scim import scim_routes
-from tenants.callers import Caller, caller_for_secret
+from gql.telemetry import RequestId, configure_logging, metrics
 
 log = logging.getLogger("rollcall")
 

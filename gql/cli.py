@@ -16,9 +16,9 @@ from db import demo, migrate
 from db.api_tokens import ApiScope, create_api_token
 from db.embedded import DatabaseUrls, database_urls
 from db.errors import DomainError, ErrorCode, Problem
+from db.maintenance import fail_stale_imports, parse_age, purge
 from db.models import Provider
 from db.schools import create_school, school_id_for_slug
-from db.maintenance import fail_stale_imports, parse_age, purge
 from db.settings import Settings
 from gql.telemetry import configure_logging
 from tenants.scope import bind_school

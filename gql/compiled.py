@@ -197,7 +197,8 @@ class CompiledReads:
         if plan.fixed is not None:
             statement, params = plan.fixed
             return statement, [caller.school_id, *params]
-        coerced = get_variable_values(self.graphql_schema, plan.operation.variable_definitions, variables)
+        coerced = get_variable_values(self.graphql_schema, plan.operation.variable_definitions or (),
+                                      variables)
         if isinstance(coerced, list):
             raise Unsupported("the variables do not fit their definitions")
         return sql.statement(caller.school_id, _Translator(self.graphql_schema, self.permissions, coerced)
@@ -351,7 +352,10 @@ async def _allowed(caller: Caller, permissions: tuple[type[BasePermission], ...]
             allowed = permission().has_permission(None, info)
             if inspect.isawaitable(allowed):
                 allowed = await allowed
+        except GraphQLError:
+            return False  # a denial: the view gives it
         except Exception:
+            log.warning("a permission class failed on the compiled path; the view answers", exc_info=True)
             return False
         if not allowed:
             return False

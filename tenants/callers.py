@@ -11,7 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.engine import Database
 from db.models import ApiToken, Session, UserType
-from db.sessions import API_TOKEN_PREFIX, SESSION_PREFIX, TOUCH_EVERY, SessionPolicy, active_session, hash_secret
+from db.sessions import (
+    API_TOKEN_PREFIX,
+    SESSION_PREFIX,
+    TOUCH_EVERY,
+    SessionPolicy,
+    active_session,
+    hash_secret,
+)
 from tenants.scope import bind_school, bind_token_hash, unbound_scope
 
 

@@ -165,7 +165,7 @@ async def roster(db: Database, school: SchoolFixture) -> dict[str, str]:
     return await add_roster(db, school, PEOPLE)
 
 
-async def page_through(both: Both, token: str, variables: dict[str, Any], first: int = 3) -> list[str]:
+async def page_through(both: Both, token: str, variables: dict[str, Any], first: int = 4) -> list[str]:
     """Every page, following endCursor; each page compared on both paths."""
     usernames, after = [], None
     while True:
@@ -200,9 +200,8 @@ async def test_filters_answer_the_same_both_ways(both: Both, school: SchoolFixtu
                                                  filter: dict[str, Any]) -> None:
     if "classId" in filter:
         filter = {**filter, "classId": roster.get(filter["classId"], filter["classId"])}
-    for descending in (False, True):
-        await page_through(both, school.admin_token, {"filter": filter, "orderBy": {"field": "SURNAME",
-                                                                                     "descending": descending}})
+    await page_through(both, school.admin_token, {"filter": filter, "orderBy": {"field": "SURNAME",
+                                                                                 "descending": True}})
 
 
 async def test_ties_page_one_at_a_time(both: Both, db: Database, school: SchoolFixture) -> None:
@@ -242,9 +241,27 @@ async def test_classes_with_their_members(both: Both, school: SchoolFixture, ros
     body = await both.ask(CLASSES, token=school.admin_token)
     assert [c["name"] for c in body["data"]["classes"]] == ["P1", "P2", "Art", "Choir"]
     await both.ask(CLASSES, {"kind": "TEACHING", "type": "PUPIL", "first": 1}, token=school.admin_token)
-    await both.ask("""{ users(first: 3) { edges { node { teachingClasses { name memberCount
-                        members(first: 2) { totalCount edges { node { username } } } } } } } }""",
+    await both.ask("""{ users(first: 8) { edges { node { teachingClasses { name memberCount
+                        members(first: 2) { totalCount edges { node { username teachingClasses { name } } } } }
+                      registrationClass { name members(type: PUPIL) { totalCount pageInfo { endCursor } } } } } } }""",
                    token=school.admin_token)
+
+
+async def test_teaching_classes_asked_for_twice(both: Both, school: SchoolFixture, roster: dict[str, str]) -> None:
+    body = await both.ask("""{ users(orderBy: {field: USERNAME}) { edges { node { username
+                                 some: teachingClasses { name } again: teachingClasses { id kind __typename } } } } }""",
+                          token=school.admin_token)
+    assert any(len(edge["node"]["again"]) == 2 for edge in body["data"]["users"]["edges"])
+
+
+async def test_a_body_the_view_refuses_is_refused_alike(both: Both, school: SchoolFixture) -> None:
+    # An unpaired surrogate parses as JSON, yet no database takes it.
+    body = b'{"query": "query ($s: String) { users(filter: {search: $s}) { totalCount } }", ' \
+           b'"variables": {"s": "\\ud800"}}'
+    headers = {"Authorization": f"Bearer {school.admin_token}", "Content-Type": "application/json"}
+    fast, plain = [await client.post("/graphql", content=body, headers=headers) for client in (both.fast, both.plain)]
+    assert (fast.status_code, fast.text) == (plain.status_code, plain.text)
+    assert fast.status_code == 400
 
 
 async def test_an_empty_school(both: Both, owner_engine: AsyncEngine, db: Database) -> None:
@@ -260,7 +277,7 @@ async def test_an_empty_school(both: Both, owner_engine: AsyncEngine, db: Databa
 async def test_what_it_does_not_answer_goes_to_strawberry(both: Both, school: SchoolFixture,
                                                           roster: dict[str, str]) -> None:
     token = school.admin_token
-    for query, variables in [
+    asked: list[tuple[str, dict[str, Any]]] = [
         ("{ users { ...Rows } } fragment Rows on UserConnection { totalCount }", {}),
         ("{ users { edges { node { ... on User { id } } } } }", {}),
         ("query ($no: Boolean!) { users { totalCount @skip(if: $no) } }", {"no": False}),
@@ -277,7 +294,8 @@ async def test_what_it_does_not_answer_goes_to_strawberry(both: Both, school: Sc
         ("query ($first: Int) { users(first: $first) { totalCount } }", {"first": "ten"}),
         ("{ users { nope } }", {}),
         ("{ users", {}),
-    ]:
+    ]
+    for query, variables in asked:
         await both.ask(query, variables, token=token, compiled=False)
     cursor = (await both.ask(USERS, {"first": 1, "orderBy": {"field": "USERNAME"}}, token=token)
               )["data"]["users"]["pageInfo"]["endCursor"]
@@ -318,19 +336,18 @@ async def test_only_roster_readers_get_the_compiled_answer(both: Both, owner_eng
     async with school_scope(db, school.id) as session:
         await session.execute(text("update users set must_change_password = true where username = 'aero'"))
     readers = {"admin": school.admin_token, "teacher": teacher, "roster token": await make_api_token(db, school)}
-    others = {
+    others: dict[str, str | None] = {
         "anonymous": None, "pupil": pupil, "must change password": must_change, "unknown": "rcs_nope",
         "provisioning token": await make_api_token(db, managed, [ApiScope.PROVISION]),
     }
-    for token in readers.values():
-        body = await both.ask(ROSTER_PAGE, token=token)
+    for reader in readers.values():
+        body = await both.ask(ROSTER_PAGE, token=reader)
         assert body["data"]["users"]["totalCount"] == len(PEOPLE)
     for name, token in others.items():
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         with counting_statements(both.engine) as statements:
-            fast = await both.fast.post("/graphql", json={"query": ROSTER_PAGE},
-                                        headers={"Authorization": f"Bearer {token}"} if token else {})
-        plain = await both.plain.post("/graphql", json={"query": ROSTER_PAGE},
-                                      headers={"Authorization": f"Bearer {token}"} if token else {})
+            fast = await both.fast.post("/graphql", json={"query": ROSTER_PAGE}, headers=headers)
+        plain = await both.plain.post("/graphql", json={"query": ROSTER_PAGE}, headers=headers)
         assert (fast.status_code, fast.text) == (plain.status_code, plain.text), name
         assert not any(MARK in s for s in statements), name
         assert fast.status_code != 200 or "errors" in fast.json(), name

@@ -6,9 +6,9 @@ import dataclasses
 
 import httpx
 import strawberry
-from strawberry.asgi import GraphQL
 from starlette.applications import Starlette
 from starlette.routing import Route
+from strawberry.asgi import GraphQL
 
 from db.settings import Settings
 from gql.errors import MaskInternalErrors

@@ -81,12 +81,12 @@ async def roster(db: Database, school: SchoolFixture) -> list[tuple[Any, ...]]:
 
 
 ROSTER = (
-    "username,first_name,surname,type,registration_class,teaching_classes,is_admin,password\r\n"
-    "jones.m,Megan,Jones,TEACHER,,Maths A;Choir,false,Teach-me-2026\r\n"
-    "amy.b,Amy,Brown,PUPIL,P3,Maths A,false,cat1\r\n"
-    "ben.c,Ben,Clarke,PUPIL,P3,,false,\r\n"
-    "cara.d,=SUM(A1),\"Doyle, Jr\",PUPIL,P4,Choir,false,\r\n"
-).encode()
+    b"username,first_name,surname,type,registration_class,teaching_classes,is_admin,password\r\n"
+    b"jones.m,Megan,Jones,TEACHER,,Maths A;Choir,false,Teach-me-2026\r\n"
+    b"amy.b,Amy,Brown,PUPIL,P3,Maths A,false,cat1\r\n"
+    b"ben.c,Ben,Clarke,PUPIL,P3,,false,\r\n"
+    b"cara.d,=SUM(A1),\"Doyle, Jr\",PUPIL,P4,Choir,false,\r\n"
+)
 
 
 @pytest.fixture

@@ -21,7 +21,15 @@ from db.embedded import EmbeddedServer, start_embedded
 from db.engine import Database
 from db.models import UserType
 from tenants.scope import school_scope
-from tests.conftest import ADMIN_PASSWORD, SchoolFixture, free_port, graphql, make_school, make_user, sign_in_as
+from tests.conftest import (
+    ADMIN_PASSWORD,
+    SchoolFixture,
+    free_port,
+    graphql,
+    make_school,
+    make_user,
+    sign_in_as,
+)
 from tests.test_cli import ROLLCALL
 
 LOGIN = 'mutation ($s: String!, $u: String!, $p: String!) { login(school: $s, username: $u, password: $p) ' \
@@ -169,9 +177,10 @@ async def test_logs_carry_the_request_id_and_no_secrets(http: httpx.AsyncClient,
     await graphql(http, LOGIN, {"s": school.slug, "u": "loggy", "p": "teacher-pass-1"})
     await graphql(http, 'mutation { createApiToken(name: "App", scopes: [ROSTER_READ]) { token } }',
                   token=school.admin_token)
-    await graphql(http, "mutation ($ids: [ID!]!) { resetPasswords(userIds: $ids, currentPassword: \"%s\", "
-                        "newPassword: \"brand-new-secret\", confirmPassword: \"brand-new-secret\") "
-                        "{ errors { code } } }" % ADMIN_PASSWORD, {"ids": [str(teacher)]}, token=school.admin_token)
+    await graphql(http, "mutation ($ids: [ID!]!, $current: String!) { resetPasswords(userIds: $ids, "
+                        "currentPassword: $current, newPassword: \"brand-new-secret\", "
+                        "confirmPassword: \"brand-new-secret\") { errors { code } } }",
+                  {"ids": [str(teacher)], "current": ADMIN_PASSWORD}, token=school.admin_token)
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "POST /graphql 200" in logged
     for secret in ("teacher-pass-1", "brand-new-secret", ADMIN_PASSWORD, school.admin_token, "rca_"):
@@ -184,7 +193,7 @@ async def test_purge_removes_long_deleted_users_but_keeps_their_audit_events(
     school = await make_school(owner_engine, db)
     old = await make_user(db, school, username="long.gone", first_name="Long", surname="Gone")
     recent = await make_user(db, school, username="just.gone")
-    token = await sign_in_as(db, school, old)
+    await sign_in_as(db, school, old)
     async with school_scope(db, school.id) as session:
         await session.execute(text(
             "insert into audit_events (school_id, actor_id, actor_label, action, target_user_ids, summary) values "

@@ -11,7 +11,6 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 
 from db.engine import Database
-from db.models import UserType
 from tenants.scope import school_scope
 from tests.conftest import SchoolFixture, counting_statements, graphql, make_api_token
 
