@@ -28,8 +28,7 @@ async def upgrade(owner_url: str, app_url: str) -> None:
 
     def run(connection: Connection) -> None:
         config.attributes["connection"] = connection
-        # "heads": a branch in the migration history (work landing in parallel) still applies whole.
-        command.upgrade(config, "heads")
+        command.upgrade(config, "head")
 
     engine = create_async_engine(owner_url)
     try:

@@ -191,8 +191,8 @@ class _Builder:
 
     def users(self, page: UsersPage, selection: Selection, *, class_ref: str | None) -> str:
         """One page of users: its rows numbered, and (when asked for) each user's teaching classes gathered by
-        grouping the page's rows with their memberships. Every join is driven by the page's own rows, so no
-        plan the statistics can lead to is worse than linear in the page."""
+        grouping the page's rows with their memberships. Every join starts from the page's own rows, so no plan
+        the statistics lead to is worse than linear in the page."""
         u, r, p = self.alias("u"), self.alias("r"), self.alias("p")
         conditions = self.conditions(u, page.where, class_ref)
         total = f"(select count(*) from users {u} where {' and '.join(conditions)})"
@@ -214,10 +214,14 @@ class _Builder:
             c, classes = gathered.teaching
             m = self.alias("m")
             grouped = ", ".join(f"{p}.{column}" for column in ("n", "rows", "k", *shown))
+            # Each membership's class is looked up on its own (offset 0 keeps the planner from turning the
+            # lookup into a join, whose size it underestimates: it does not know memberships and classes
+            # come from one school).
             rows = (f"(select {grouped}, coalesce({classes}, '[]'::json) as teaching from {rows} "
-                    f"left join (class_memberships {m} join classes {c} on {c}.school_id = {m}.school_id "
-                    f"and {c}.id = {m}.class_id and {c}.kind = 'TEACHING') on {m}.school_id = $1 "
-                    f"and {m}.user_id = {p}.id and {m}.kind = 'TEACHING' group by {grouped}) {p}")
+                    f"left join class_memberships {m} on {m}.school_id = $1 and {m}.user_id = {p}.id "
+                    f"and {m}.kind = 'TEACHING' left join lateral (select * from classes {c} "
+                    f"where {c}.school_id = $1 and {c}.id = {m}.class_id and {c}.kind = 'TEACHING' offset 0) {c} "
+                    f"on true group by {grouped}) {p}")
         return (f"(with {r} as (select {', '.join(f'{u}.{column}' for column in shown)}, {key} as k from users {u} "
                 f"where {' and '.join(conditions)} order by {key}{way}, {u}.id{way} limit {page.size + 1}) "
                 f"select {body} from {rows})")

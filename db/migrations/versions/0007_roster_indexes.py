@@ -6,14 +6,14 @@ the table shows unless asked otherwise. A user's registration and teaching class
 membership index alone.
 
 Revision ID: 0007
-Revises: 0008
+Revises: 0006
 Create Date: 2026-11-28
 """
 
 from db.migrations.rls import execute_script
 
 revision = "0007"
-down_revision = "0008"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

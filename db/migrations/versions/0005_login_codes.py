@@ -1,14 +1,14 @@
 """QR login codes: a per-user login-code version, and the day each school's year ends (when cards expire).
 
-Revision ID: 0004
-Revises: 0006
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-11-28
 """
 
 from db.migrations.rls import execute_script
 
-revision = "0004"
-down_revision = "0006"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -1,13 +1,13 @@
 """Import jobs: a roster CSV's preview, then its one application.
 
-Revision ID: 0005
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-28
 """
 
 from db.migrations.rls import execute_script, protect_tenant_table
 
-revision = "0005"
+revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None

@@ -1,14 +1,14 @@
 """Provisioning over SCIM: the ids a school's provider knows its users and classes by.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-28
 """
 
 from db.migrations.rls import execute_script
 
-revision = "0006"
-down_revision = "0005"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
