@@ -9,7 +9,8 @@ the order db.classes gives them, so a page read this way answers exactly as one 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
 
@@ -142,10 +143,19 @@ def users_page(where: UserFilter, order: UserOrder, first: int | None, after: st
 
 
 @dataclass
-class _Gathered:
-    """What a page gathers for all its rows at once: the class alias and aggregate of one teachingClasses."""
+class _Rows:
+    """How a page's rows are held: `numbered` (1, 2, ... in the page's order, with the count of rows read)
+    when pageInfo needs to know whether there is more; and what is gathered for all of them at once (the
+    class alias and aggregate of one teachingClasses)."""
 
+    numbered: bool
+    way: str  # " desc" for a descending page
     teaching: tuple[str, str] | None = None
+
+    def order(self, p: str = "") -> str:
+        """The page's order: over its rows' sort key `k`, then `id` (of the rows named `p`, if given)."""
+        of = f"{p}." if p else ""
+        return f"{of}k{self.way}, {of}id{self.way}"
 
 
 class TooBig(ValueError):
@@ -155,7 +165,7 @@ class TooBig(ValueError):
 @dataclass
 class _Builder:
     params: list[Any]
-    aliases: int = field(default=0)
+    aliases: int = 0
 
     def param(self, value: Any) -> str:
         self.params.append(value)
@@ -165,7 +175,7 @@ class _Builder:
         self.aliases += 1
         return f"{prefix}{self.aliases}"
 
-    def object(self, selection: Selection, value: Any) -> str:
+    def object(self, selection: Selection, value: Callable[[Selected], str]) -> str:
         if len(selection) > MAX_KEYS:
             raise TooBig(f"{len(selection)} keys")
         pairs = ", ".join(f"{_literal(key)}, {value(node)}" for key, node in selection)
@@ -190,15 +200,17 @@ class _Builder:
     # --- a connection of users ----------------------------------------------------------------------------
 
     def users(self, page: UsersPage, selection: Selection, *, class_ref: str | None) -> str:
-        """One page of users: its rows numbered, and (when asked for) each user's teaching classes gathered by
-        grouping the page's rows with their memberships. Every join starts from the page's own rows, so no plan
-        the statistics lead to is worse than linear in the page."""
+        """One page of users, and (when asked for) each user's teaching classes, collected by grouping the
+        page's rows with their memberships. Every join starts from the page's own rows, so no plan the
+        statistics lead to is worse than linear in the page. One row more than the page is read only when
+        pageInfo asks whether there is a next page."""
         u, r, p = self.alias("u"), self.alias("r"), self.alias("p")
         conditions = self.conditions(u, page.where, class_ref)
         total = f"(select count(*) from users {u} where {' and '.join(conditions)})"
-        gathered = _Gathered()
-        body = self.object(selection, lambda node: self.connection_part(node, p, page, total, gathered))
-        if not {Edges, PageInfo} & {type(node) for _, node in selection}:
+        way = " desc" if page.order.descending else ""
+        held = _Rows(numbered=any(isinstance(node, PageInfo) for _, node in selection), way=way)
+        body = self.object(selection, lambda node: self.connection_part(node, p, page, total, held))
+        if not any(isinstance(node, Edges | PageInfo) for _, node in selection):
             return body
         key = _sort_key(u, page.order.field)
         if page.after is not None:
@@ -206,14 +218,16 @@ class _Builder:
             operator = "<" if page.order.descending else ">"
             conditions.append(f"({key}, {u}.id) {operator} ({self.param(value)}::{_key_type(page.order.field)}, "
                               f"{self.param(last_id)}::uuid)")
-        way = " desc" if page.order.descending else ""
         shown = _columns_shown(selection)
-        rows = (f"(select {r}.*, row_number() over (order by k{way}, id{way}) as n, count(*) over () as rows "
-                f"from {r}) {p}")
-        if gathered.teaching is not None:
-            c, classes = gathered.teaching
+        rows = f"{r} {p}"
+        if held.numbered:
+            rows = (f"(select {r}.*, row_number() over (order by {held.order()}) as n, count(*) over () as rows "
+                    f"from {r}) {p}")
+        if held.teaching is not None:
+            c, classes = held.teaching
             m = self.alias("m")
-            grouped = ", ".join(f"{p}.{column}" for column in ("n", "rows", "k", *shown))
+            grouped = ", ".join(f"{p}.{column}" for column in
+                                (*(("n", "rows") if held.numbered else ()), "k", *shown))
             # Each membership's class is looked up on its own (offset 0 keeps the planner from turning the
             # lookup into a join, whose size it underestimates: it does not know memberships and classes
             # come from one school).
@@ -222,8 +236,9 @@ class _Builder:
                     f"and {m}.kind = 'TEACHING' left join lateral (select * from classes {c} "
                     f"where {c}.school_id = $1 and {c}.id = {m}.class_id and {c}.kind = 'TEACHING' offset 0) {c} "
                     f"on true group by {grouped}) {p}")
+        limit = page.size + 1 if held.numbered else page.size
         return (f"(with {r} as (select {', '.join(f'{u}.{column}' for column in shown)}, {key} as k from users {u} "
-                f"where {' and '.join(conditions)} order by {key}{way}, {u}.id{way} limit {page.size + 1}) "
+                f"where {' and '.join(conditions)} order by {key}{way}, {u}.id{way} limit {limit}) "
                 f"select {body} from {rows})")
 
     def conditions(self, u: str, where: UserFilter, class_ref: str | None) -> list[str]:
@@ -246,7 +261,7 @@ class _Builder:
                               f"and {m}.class_id = {class_ref} and {m}.user_id = {u}.id)")
         return conditions
 
-    def connection_part(self, node: Selected, p: str, page: UsersPage, total: str, gathered: _Gathered) -> str:
+    def connection_part(self, node: Selected, p: str, page: UsersPage, total: str, held: _Rows) -> str:
         size = page.size
         match node:
             case Typename(name):
@@ -254,20 +269,22 @@ class _Builder:
             case TotalCount():
                 return total
             case Edges(selection):
-                edge = self.object(selection, lambda part: self.edge_part(part, p, page, gathered))
-                return f"coalesce(json_agg({edge} order by {p}.n) filter (where {p}.n <= {size}), '[]'::json)"
+                edge = self.object(selection, lambda part: self.edge_part(part, p, page, held))
+                if held.numbered:
+                    return f"coalesce(json_agg({edge} order by {p}.n) filter (where {p}.n <= {size}), '[]'::json)"
+                return f"coalesce(json_agg({edge} order by {held.order(p)}), '[]'::json)"
             case PageInfo(selection):
                 return self.object(selection, lambda part: self.page_info_part(part, p, page))
         raise TypeError(node)
 
-    def edge_part(self, node: Selected, p: str, page: UsersPage, gathered: _Gathered) -> str:
+    def edge_part(self, node: Selected, p: str, page: UsersPage, held: _Rows) -> str:
         match node:
             case Typename(name):
                 return _literal(name)
             case Cursor():
                 return cursor(p, page.order.field)
             case Node(selection):
-                return self.object(selection, lambda part: self.user_part(part, p, gathered))
+                return self.object(selection, lambda part: self.user_part(part, p, held))
         raise TypeError(node)
 
     def page_info_part(self, node: Selected, p: str, page: UsersPage) -> str:
@@ -284,7 +301,7 @@ class _Builder:
 
     # --- users and classes ----------------------------------------------------------------------------------
 
-    def user_part(self, node: Selected, p: str, gathered: _Gathered) -> str:
+    def user_part(self, node: Selected, p: str, held: _Rows) -> str:
         match node:
             case Typename(name):
                 return _literal(name)
@@ -300,8 +317,8 @@ class _Builder:
             case TeachingClasses(selection):
                 m, c = self.alias("m"), self.alias("c")
                 classes = f"json_agg({self.school_class(c, selection)} order by {c}.name, {c}.id)"
-                if gathered.teaching is None:
-                    gathered.teaching = (c, f"{classes} filter (where {c}.id is not null)")
+                if held.teaching is None:
+                    held.teaching = (c, f"{classes} filter (where {c}.id is not null)")
                     return f"{p}.teaching"
                 # Asked for twice (with aliases): the second one user by user.
                 return (f"coalesce((select {classes} from class_memberships {m} "

@@ -27,6 +27,7 @@ from graphql import (
     GraphQLError,
     GraphQLField,
     GraphQLObjectType,
+    GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
@@ -234,6 +235,7 @@ class CompiledReads:
             else:
                 selection = _Translator(self.graphql_schema, self.permissions, None, used, fixed=True).root(
                     operation.selection_set)
+                # The school is always $1: kept apart, it is filled in per request.
                 statement, params = sql.statement(uuid.UUID(int=0), selection)
                 fixed = (statement, params[1:])
         except (Unsupported, DomainError, GraphQLError, ValueError):
@@ -242,12 +244,11 @@ class CompiledReads:
         return Plan(operation=operation, name=name, permissions=tuple(dict.fromkeys(used)), fixed=fixed)
 
 
-
 class _Translator:
     """Turns a validated selection into db.roster_sql's tree. With no variables and not `fixed`, it only checks
     that every field is one this path knows (the arguments are read per request)."""
 
-    def __init__(self, schema: Any, permissions: dict[tuple[str, str], tuple[type[BasePermission], ...]],
+    def __init__(self, schema: GraphQLSchema, permissions: dict[tuple[str, str], tuple[type[BasePermission], ...]],
                  variables: VariableValues | None, used: list[type[BasePermission]] | None = None,
                  *, fixed: bool = False) -> None:
         self.schema, self.permissions, self.variables = schema, permissions, variables
@@ -255,8 +256,8 @@ class _Translator:
         self.read_arguments = fixed or variables is not None
 
     def root(self, selection_set: SelectionSetNode) -> sql.Selection:
-        query_type = self.schema.query_type
-        return self.selection(query_type, selection_set)
+        assert self.schema.query_type is not None, "the schema has queries"
+        return self.selection(self.schema.query_type, selection_set)
 
     def selection(self, parent: GraphQLObjectType, selection_set: SelectionSetNode | None) -> sql.Selection:
         if selection_set is None:

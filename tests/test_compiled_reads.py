@@ -225,6 +225,8 @@ async def test_aliases_literals_and_several_root_fields(both: Both, school: Scho
     }"""
     body = await both.ask(query, token=school.admin_token)
     assert body["data"]["__typename"] == "Query"
+    await both.ask("""{ users(orderBy: {field: FIRST_NAME, descending: true}, first: 5) {
+                        edges { cursor node { username teachingClasses { name } } } } }""", token=school.admin_token)
     assert body["data"]["nothing"] == {"totalCount": 0, "edges": [], "pageInfo": {"endCursor": None}}
 
 
