@@ -23,10 +23,9 @@ def _is_internal(error: GraphQLError) -> bool:
     code = (error.extensions or {}).get("code")
     if code in PUBLIC_CODES:
         return False
-    original = error.original_error
-    if isinstance(original, GraphQLError) and (original.extensions or {}).get("code") in PUBLIC_CODES:
-        return False
-    return True
+    # A GraphQLError underneath is the query's own fault: a value that does not fit its type, or one of ours
+    # raised with a public code. Anything else is a failure of the server.
+    return not isinstance(error.original_error, GraphQLError)
 
 
 class MaskInternalErrors(MaskErrors):

@@ -63,9 +63,12 @@ async def test_mutations_over_get_are_refused(http: httpx.AsyncClient) -> None:
     assert (await http.get("/graphql", params={"query": "{ me { id } }"})).json() == {"data": {"me": None}}
 
 
-async def test_validation_errors_stay_readable(http: httpx.AsyncClient) -> None:
+async def test_validation_errors_stay_readable(http: httpx.AsyncClient, school: SchoolFixture) -> None:
     body = await graphql(http, "{ nosuchfield }")
     assert "Cannot query field 'nosuchfield'" in body["errors"][0]["message"]
+    body = await graphql(http, "query ($first: Int) { users(first: $first) { totalCount } }", {"first": "ten"},
+                         token=school.admin_token)
+    assert "Int cannot represent non-integer value: 'ten'" in body["errors"][0]["message"]
 
 
 async def test_internal_errors_are_masked_with_a_request_id() -> None:
