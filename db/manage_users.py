@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit
@@ -22,7 +21,7 @@ from db.models import School, User, UserType
 from db.passwords import hash_password_async, hash_passwords, password_problem
 from db.schools import require_manual_school
 from db.sessions import revoke_sessions
-from db.users import clean_name, clean_username, username_taken
+from db.users import clean_name, clean_username, save_username, username_taken
 
 BATCH_LIMIT = 1000
 
@@ -86,7 +85,7 @@ async def add_user(
     user = User(school_id=school_id, id=uuid.uuid4(), username=clean, type=type, first_name=first, surname=last,
                 is_admin=is_admin, must_change_password=must_change_password, external_id=external_id,
                 password_hash=await hash_password_async(password))
-    await _save_username(session, user, lambda: session.add(user))
+    await save_username(session, user, lambda: session.add(user))
     await place_new_user(session, school_id=school_id, user_id=user.id, registration_class_id=registration_class_id,
                          teaching_class_ids=teaching_class_ids)
     await audit.record_by(session, actor, school_id=school_id, action="user.created", targets=[user.id],
@@ -98,19 +97,6 @@ async def add_user(
 async def _school(session: AsyncSession, school_id: uuid.UUID, *, managed_ok: bool) -> School:
     """The bound school. Its users must be managed here, unless its provider is the one asking (`managed_ok`)."""
     return await session.get_one(School, school_id) if managed_ok else await require_manual_school(session, school_id)
-
-
-async def _save_username(session: AsyncSession, user: User, write: Callable[[], None]) -> None:
-    """Run a write that sets a username; a unique-index collision (a race) becomes USERNAME_TAKEN."""
-    try:
-        async with session.begin_nested():
-            write()
-            await session.flush()
-    except IntegrityError as error:
-        if "uq_users_school_id_username_active" not in str(error.orig):
-            raise
-        raise DomainError(Problem(ErrorCode.USERNAME_TAKEN, f"The username '{user.username}' is already taken.",
-                                  "username", user.id)) from None
 
 
 async def lock_roster(session: AsyncSession, school_id: uuid.UUID) -> None:
@@ -166,7 +152,7 @@ async def update_user_field(session: AsyncSession, *, school_id: uuid.UUID, acto
     setattr(user, column, new)
     user.version += 1
     user.updated_at = func.now()
-    await _save_username(session, user, lambda: None)
+    await save_username(session, user, lambda: None)
     await audit.record_by(session, actor, school_id=school_id, action="user.updated", targets=[user_id],
                           summary={"field": field.value, "from": str(before), "to": str(new)})
     await session.refresh(user)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 import re
 import uuid
 from dataclasses import dataclass
@@ -53,9 +54,21 @@ async def username_taken(session: AsyncSession, school_id: uuid.UUID, username: 
     return (await session.execute(query.limit(1))).first() is not None
 
 
-def _taken(username: str) -> DomainError:
+def _taken(username: str, user_id: uuid.UUID | None = None) -> DomainError:
     return DomainError(Problem(ErrorCode.USERNAME_TAKEN, f"The username '{username}' is already taken.",
-                               "username"))
+                               "username", user_id))
+
+
+async def save_username(session: AsyncSession, user: User, write: Callable[[], None]) -> None:
+    """Run a write that sets a username; a unique-index collision (two admins at once) becomes USERNAME_TAKEN."""
+    try:
+        async with session.begin_nested():
+            write()
+            await session.flush()
+    except IntegrityError as error:
+        if "uq_users_school_id_username_active" not in str(error.orig):
+            raise
+        raise _taken(user.username, user.id) from None
 
 
 async def insert_user(
@@ -77,14 +90,7 @@ async def insert_user(
         school_id=school_id, username=username, password_hash=password_hash, type=type,
         first_name=first_name, surname=surname, is_admin=is_admin, must_change_password=must_change_password,
     )
-    try:
-        async with session.begin_nested():
-            session.add(user)
-    except IntegrityError as error:
-        # Two admins adding the same username at once: the unique index decides.
-        if "uq_users_school_id_username_active" in str(error.orig):
-            raise _taken(username) from None
-        raise
+    await save_username(session, user, lambda: session.add(user))
     return user
 
 
