@@ -1,9 +1,9 @@
-# Two commands do all the set-up: `make serve` and `make test`.
+# Two commands do all the set-up: `make serve` and `make test` (which runs `make check` first).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test bench schema clean
+.PHONY: serve check test bench schema clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,14 @@ serve: $(VENV)/.installed
 	$(BIN)/rollcall demo
 	$(BIN)/rollcall serve
 
-test: $(VENV)/.installed-dev
+# The gates: lint, formatting, types and the import-layering contract (pyproject.toml configures each).
+check: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
+
+test: check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 import re
+from collections.abc import Callable
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -138,9 +138,9 @@ def _sort_key(field: UserOrderField) -> ColumnElement[Any]:
         case UserOrderField.SURNAME:
             return func.lower(User.surname)
         case UserOrderField.TYPE:
-            return User.type
+            return User.type.expression
         case UserOrderField.CREATED_AT:
-            return User.created_at
+            return User.created_at.expression
 
 
 def _cursor_value(key: Any) -> str:
@@ -160,7 +160,7 @@ def search_pattern(search: str | None) -> str | None:
     return "%" + re.sub(r"([\\%_])", r"\\\1", search.strip()) + "%"
 
 
-def _filtered(school_id: uuid.UUID, where: UserFilter) -> Select[tuple[User]]:
+def _filtered(school_id: uuid.UUID, where: UserFilter) -> Select[User]:
     query = select(User).where(User.school_id == school_id)
     if where.status == UserStatus.ACTIVE:
         query = query.where(User.deleted_at.is_(None))

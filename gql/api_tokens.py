@@ -13,7 +13,8 @@ from gql.ids import parse_id
 from gql.payloads import UserError, user_errors
 from gql.permissions import IsAdmin
 
-ApiScope = strawberry.enum(api_tokens.ApiScope, description=(
+ApiScope = api_tokens.ApiScope  # marked as a GraphQL enum in place, as in gql.enums
+strawberry.enum(ApiScope, description=(
     "ROSTER_READ: read users and classes, nothing else. PROVISION: the school's provider keeps users and "
     "classes up to date over SCIM at /scim/v2, and nothing else."))
 
@@ -75,6 +76,7 @@ class ApiTokenMutations:
     @strawberry.mutation(permission_classes=[IsAdmin], description="Stop a token working, from its next request.")
     async def revoke_api_token(self, info: Info, id: strawberry.ID) -> RevokeApiTokenPayload:
         caller = info.context.signed_in()
+        assert caller.user_id is not None, "IsAdmin lets only signed-in people through"
         try:
             async with info.context.scope() as session:
                 row = await api_tokens.revoke_api_token(

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from cross_web import HTTPException
-from graphql import ExecutionResult
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -19,6 +18,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
 
 from db.api_tokens import ApiScope
 from db.embedded import DatabaseUrls

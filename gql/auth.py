@@ -77,6 +77,7 @@ class AuthMutations:
     async def change_my_password(self, info: Info, current_password: str, new_password: str,
                                  confirm_password: str) -> ChangeMyPasswordPayload:
         context, caller = info.context, info.context.signed_in()
+        assert caller.user_id is not None, "MayChangeOwnPassword lets only signed-in people through"
         try:
             await reauthenticate(context.db, caller, current_password)
             async with context.scope() as session:

@@ -20,8 +20,11 @@ from gql.permissions import IsAdmin
 from gql.telemetry import IMPORT_JOBS
 from tenants.reauth import reauthenticate
 
-ImportAction = strawberry.enum(DomainImportAction, description="What applying the file does to one user.")
-ImportStatus = strawberry.enum(models.ImportStatus)
+# Marked as GraphQL enums in place, as in gql.enums.
+ImportAction = DomainImportAction
+strawberry.enum(ImportAction, description="What applying the file does to one user.")
+ImportStatus = models.ImportStatus
+strawberry.enum(ImportStatus)
 
 
 @strawberry.type

@@ -22,7 +22,8 @@ from gql.permissions import IsAdmin
 from gql.users import User
 from tenants.reauth import reauthenticate
 
-UserField = strawberry.enum(manage_users.UserField, description="The cells of the users table that can be edited.")
+UserField = manage_users.UserField  # marked as a GraphQL enum in place, as in gql.enums
+strawberry.enum(UserField, description="The cells of the users table that can be edited.")
 
 
 def actor(context: Context) -> Actor:
@@ -70,7 +71,7 @@ class AuditEvent:
     def from_row(cls, row: models.AuditEvent) -> AuditEvent:
         return cls(id=strawberry.ID(str(row.id)), action=row.action,
                    actor_id=strawberry.ID(str(row.actor_id)) if row.actor_id else None, actor_label=row.actor_label,
-                   target_user_ids=[strawberry.ID(str(t)) for t in row.target_user_ids], summary=row.summary,
+                   target_user_ids=[strawberry.ID(str(t)) for t in row.target_user_ids], summary=JSON(row.summary),
                    request_id=row.request_id, created_at=row.created_at)
 
 

@@ -18,8 +18,11 @@ from gql.enums import UserType
 from gql.ids import parse_id
 from gql.permissions import CanReadRoster
 
-UserStatus = strawberry.enum(domain.UserStatus, description="ACTIVE by default; DELETED shows deleted users.")
-UserOrderField = strawberry.enum(domain.UserOrderField)
+# Marked as GraphQL enums in place, as in gql.enums.
+UserStatus = domain.UserStatus
+strawberry.enum(UserStatus, description="ACTIVE by default; DELETED shows deleted users.")
+UserOrderField = domain.UserOrderField
+strawberry.enum(UserOrderField)
 
 
 @strawberry.type(description="A pupil or a teacher of the school.")

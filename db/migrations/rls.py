@@ -6,7 +6,7 @@ CURRENT_SCHOOL = "(select nullif(current_setting('app.school_id', true), ''))::u
 
 
 def app_role() -> str:
-    role = context.config.attributes["app_role"]
+    role: str = context.config.attributes["app_role"]
     return '"' + role.replace('"', '""') + '"'
 
 
