@@ -298,7 +298,7 @@ async def latencies(small: Server, small_school: School, big: Server, big_school
     async with client(small.url, 1) as a, client(big.url, 1) as b:
         asks = ((a, graphql_post(ROSTER, small_school.admin_token)), (b, graphql_post(ROSTER, big_school.admin_token)))
         for i in range(pairs + 20):
-            for (http, post), into in zip(asks, found):
+            for (http, post), into in zip(asks, found, strict=True):
                 started = time.perf_counter()
                 await post(http)
                 if i >= 20:

@@ -173,7 +173,7 @@ def _keep_an_admin(planned: list[PlannedRow], roster: Roster) -> None:
     removed = {row.username.lower() for row in planned if row.action == ImportAction.REMOVE}
     still_admin = [key for key, user in roster.users.items()
                    if user.is_admin and key not in removed and (key not in targets or targets[key].is_admin)]
-    new_admins = [key for key, target in targets.items() if key not in roster.users and target.is_admin]
+    new_admins = [key for key, target in targets.items() if target.is_admin]  # new users, or promoted ones
     if still_admin or new_admins or not any(user.is_admin for user in roster.users.values()):
         return
     for row in planned:

@@ -277,7 +277,7 @@ async def reset_passwords(session: AsyncSession, *, school_id: uuid.UUID, actor:
     problems.raise_any()
     # One salt (and hash) per user, computed in parallel threads.
     hashes = await hash_passwords([new_password] * len(targets))
-    for user, password_hash in zip(targets, hashes):
+    for user, password_hash in zip(targets, hashes, strict=True):
         user.password_hash = password_hash
         user.must_change_password = must_change_password
         user.version += 1

@@ -34,6 +34,6 @@ def decode_cursor(cursor: str, *, parse: Sequence[Callable[[Any], Any]]) -> list
             raise bad
         if any(isinstance(value, str) and "\x00" in value for value in values):
             raise bad  # JSON can hold a NUL, PostgreSQL text cannot; no cursor given out has one
-        return [read(value) for read, value in zip(parse, values)]
+        return [read(value) for read, value in zip(parse, values, strict=True)]
     except (TypeError, ValueError):
         raise bad from None

@@ -15,7 +15,6 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, cast
@@ -281,8 +280,8 @@ class _Translator:
         self.used.extend(self.permissions[parent.name, name])
         definition = parent.fields[name]
         inner = get_named_type(definition.type)
-        below: Callable[[], sql.Selection] = lambda: self.selection(cast(GraphQLObjectType, inner),
-                                                                    node.selection_set)
+        def below() -> sql.Selection:
+            return self.selection(cast(GraphQLObjectType, inner), node.selection_set)
         match _FIELDS[parent.name, name]:
             case "column":
                 return sql.Column(name)

@@ -95,7 +95,7 @@ class AuditEventQueries:
         except DomainError as error:
             raise bad_page_request(error) from None
         return Connection(
-            edges=[Edge(cursor=c, node=AuditEvent.from_row(e)) for e, c in zip(page.events, page.cursors)],
+            edges=[Edge(cursor=c, node=AuditEvent.from_row(e)) for e, c in zip(page.events, page.cursors, strict=True)],
             page_info=PageInfo(has_next_page=page.has_next_page,
                                end_cursor=page.cursors[-1] if page.cursors else None),
         )

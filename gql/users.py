@@ -107,7 +107,7 @@ async def users_page(info: Info, filter: UserFilter | None, order_by: UserOrder 
     except DomainError as error:
         raise bad_page_request(error) from None
     return UserConnection(
-        edges=[Edge(cursor=cursor, node=User.from_row(user)) for user, cursor in zip(page.users, page.cursors)],
+        edges=[Edge(cursor=cursor, node=User.from_row(user)) for user, cursor in zip(page.users, page.cursors, strict=True)],
         page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.cursors[-1] if page.cursors else None),
         where=where,
     )

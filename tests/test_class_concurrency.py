@@ -72,7 +72,7 @@ async def test_concurrent_moves_leave_every_pupil_in_exactly_one_registration_cl
         targets = rng.sample(classes, 2 + round % 3)
         bodies = await asyncio.gather(*(
             graphql(http, ASSIGN, {"id": target, "users": rng.sample(pupils, PUPILS)}, token=token)
-            for token, target in zip(tokens, targets)))
+            for token, target in zip(tokens, targets, strict=False)))
         # then: every move applied whole, one after the other, so all the pupils are in the last one's class
         assert [payload_errors(body) for body in bodies] == [[]] * len(targets)
         placed = await registration_classes(db, school)

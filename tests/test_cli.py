@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from tests.conftest import free_port
 
 ROLLCALL = str(Path(sys.executable).parent / "rollcall")
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def env(migrated: EmbeddedServer, tmp_path: Path) -> dict[str, str]:
@@ -30,7 +33,10 @@ def env(migrated: EmbeddedServer, tmp_path: Path) -> dict[str, str]:
 
 
 def rollcall(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([ROLLCALL, *args], env=env, capture_output=True, text=True, timeout=120)
+    """Run the command to its end. Async tests call it through `asyncio.to_thread`: they share their event
+    loop with the in-process server, which must keep answering meanwhile."""
+    return subprocess.run([ROLLCALL, *args], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
 
 
 def create(env: dict[str, str], slug: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -40,7 +46,8 @@ def create(env: dict[str, str], slug: str, *extra: str) -> subprocess.CompletedP
 
 async def test_school_create_prints_the_new_schools_id(env: dict[str, str], db: Database) -> None:
     slug = f"oak-hill-{uuid.uuid4().hex[:8]}"
-    result = create(env, slug, "--provider", "HWB", "--admin-first-name", "Hazel", "--admin-surname", "Oak")
+    result = await asyncio.to_thread(create, env, slug, "--provider", "HWB", "--admin-first-name", "Hazel",
+                                     "--admin-surname", "Oak")
     assert result.returncode == 0, result.stderr
     school_id = uuid.UUID(result.stdout.strip())
     async with school_scope(db, school_id) as session:
@@ -69,11 +76,11 @@ def test_school_create_refuses_a_malformed_slug(env: dict[str, str], slug: str) 
 
 async def test_a_refused_school_leaves_nothing_behind(env: dict[str, str], owner_engine: object) -> None:
     slug = f"weak-{uuid.uuid4().hex[:8]}"
-    result = rollcall(env, "school", "create", "--slug", slug, "--name", "Weak", "--admin-username", "head",
-                      "--admin-password", "short")
+    result = await asyncio.to_thread(rollcall, env, "school", "create", "--slug", slug, "--name", "Weak",
+                                     "--admin-username", "head", "--admin-password", "short")
     assert result.returncode != 0
     assert "at least 8 characters" in result.stderr
-    again = create(env, slug)
+    again = await asyncio.to_thread(create, env, slug)
     assert again.returncode == 0, again.stderr
 
 

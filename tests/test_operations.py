@@ -30,7 +30,7 @@ from tests.conftest import (
     make_user,
     sign_in_as,
 )
-from tests.test_cli import ROLLCALL
+from tests.test_cli import ROLLCALL, rollcall
 
 LOGIN = 'mutation ($s: String!, $u: String!, $p: String!) { login(school: $s, username: $u, password: $p) ' \
         '{ token errors { code } } }'
@@ -85,17 +85,17 @@ async def wait_for(url: str, path: str, status: int, seconds: float = 30) -> Non
             await asyncio.sleep(0.2)
 
 
+@pytest.mark.slow
 async def test_the_server_survives_a_database_restart(own_database: EmbeddedServer, tmp_path: Path) -> None:
     urls = own_database.urls()
     await migrate.upgrade(urls.owner, urls.app)
     env = {**os.environ, "DATABASE_URL": urls.owner, "APP_DATABASE_URL": urls.app,
            "ROLLCALL_DATA_DIR": str(tmp_path / "data"), "ROLLCALL_LOG_FORMAT": "json"}
     slug = "restart-school"
-    created = subprocess.run([ROLLCALL, "school", "create", "--slug", slug, "--name", "Restart",
-                              "--admin-username", "admin", "--admin-password", ADMIN_PASSWORD],
-                             env=env, capture_output=True, text=True, timeout=60)
+    created = await asyncio.to_thread(rollcall, env, "school", "create", "--slug", slug, "--name", "Restart",
+                                      "--admin-username", "admin", "--admin-password", ADMIN_PASSWORD)
     assert created.returncode == 0, created.stderr
-    served = serve(env, tmp_path / "server.log")
+    served = await asyncio.to_thread(serve, env, tmp_path / "server.log")
     try:
         async with httpx.AsyncClient(base_url=served.url, timeout=60) as http:
             token = (await graphql(http, LOGIN, {"s": slug, "u": "admin", "p": ADMIN_PASSWORD}))["data"]["login"]["token"]
@@ -126,10 +126,10 @@ async def test_the_server_survives_a_database_restart(own_database: EmbeddedServ
             me = await graphql(http, "{ me { username } }", token=token)
             assert me["data"]["me"] == {"username": "admin"}
     finally:
-        stop(served)
+        await asyncio.to_thread(stop, served)
 
     # A restarted server fails the import its predecessor was running when the database went away.
-    served = serve(env, tmp_path / "server.log")
+    served = await asyncio.to_thread(serve, env, tmp_path / "server.log")
     try:
         async with httpx.AsyncClient(base_url=served.url, timeout=60) as http:
             token = (await graphql(http, LOGIN, {"s": slug, "u": "admin", "p": ADMIN_PASSWORD}))["data"]["login"]["token"]
@@ -138,7 +138,7 @@ async def test_the_server_survives_a_database_restart(own_database: EmbeddedServ
             users = await graphql(http, "{ users { totalCount } }", token=token)
             assert users["data"]["users"]["totalCount"] == 1
     finally:
-        stop(served)
+        await asyncio.to_thread(stop, served)
 
     # Production logs: one JSON object per line, each naming its request, and no secrets anywhere.
     lines = [json.loads(line) for line in served.log.read_text().splitlines() if line.strip()]
@@ -187,6 +187,7 @@ async def test_logs_carry_the_request_id_and_no_secrets(http: httpx.AsyncClient,
         assert secret not in logged
 
 
+@pytest.mark.slow
 async def test_purge_removes_long_deleted_users_but_keeps_their_audit_events(
     owner_engine: AsyncEngine, db: Database, migrated: EmbeddedServer, tmp_path: Path
 ) -> None:
@@ -206,8 +207,7 @@ async def test_purge_removes_long_deleted_users_but_keeps_their_audit_events(
                                    "where id = :recent"), {"old": old, "recent": recent})
     urls = migrated.urls()
     env = {**os.environ, "DATABASE_URL": urls.owner, "APP_DATABASE_URL": urls.app, "ROLLCALL_DATA_DIR": str(tmp_path)}
-    result = subprocess.run([ROLLCALL, "purge", "--older-than", "30d"], env=env, capture_output=True, text=True,
-                            timeout=120)
+    result = await asyncio.to_thread(rollcall, env, "purge", "--older-than", "30d")
     assert result.returncode == 0, result.stderr
     assert f"{school.slug}: 1 users purged" in result.stdout
     async with school_scope(db, school.id) as session:
@@ -224,8 +224,7 @@ async def test_purge_removes_long_deleted_users_but_keeps_their_audit_events(
     # Without --older-than each school's own retention period applies.
     async with school_scope(db, school.id) as session:
         await session.execute(text("update schools set deleted_user_retention_days = 7"))
-    result = subprocess.run([ROLLCALL, "purge"], env=env, capture_output=True, text=True, timeout=120)
+    result = await asyncio.to_thread(rollcall, env, "purge")
     assert f"{school.slug}: 1 users purged" in result.stdout
-    bad = subprocess.run([ROLLCALL, "purge", "--older-than", "soon"], env=env, capture_output=True, text=True,
-                         timeout=120)
+    bad = await asyncio.to_thread(rollcall, env, "purge", "--older-than", "soon")
     assert bad.returncode != 0 and "not an age" in bad.stderr

@@ -103,8 +103,34 @@ async def test_hash_passwords_runs_in_parallel_threads(monkeypatch: pytest.Monke
     assert threading.get_ident() not in thread_ids
 
 
-def test_hashing_threads_match_cpu_count() -> None:
-    assert (os.cpu_count() or 1) == passwords.HASHING_THREADS
+async def test_a_batch_is_hashed_on_every_core_at_once_and_no_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given a hash function that returns only once one call per core is running, and counts how many run together
+    cores = os.cpu_count() or 1
+    every_core_busy = threading.Barrier(cores, timeout=10)
+    lock = threading.Lock()
+    running, most_at_once = 0, 0
+    real_hash_password = passwords.hash_password
+
+    def hash_counting(password: str) -> str:
+        nonlocal running, most_at_once
+        with lock:
+            running += 1
+            most_at_once = max(most_at_once, running)
+        try:
+            every_core_busy.wait()
+            return real_hash_password(password)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(passwords, "hash_password", hash_counting)
+
+    # when a batch three times the size of the machine is hashed
+    hashes = await hash_passwords([f"password number {i}" for i in range(3 * cores)])
+
+    # then every core worked at once (else the barrier breaks), and never more hashes ran than there are cores
+    assert len(hashes) == 3 * cores
+    assert most_at_once == cores
 
 
 @pytest.mark.parametrize(

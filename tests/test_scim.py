@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-import subprocess
-import sys
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -36,6 +34,7 @@ from gql.permissions import CanReadRoster
 from tenants.callers import Caller, CallerKind
 from tenants.scope import bind_school, school_scope
 from tests.conftest import SchoolFixture, graphql, make_api_token, make_school, make_user, sign_in_as
+from tests.test_cli import rollcall
 from tests.test_permissions import OPERATIONS, World
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -550,9 +549,7 @@ async def test_admins_issue_provisioning_tokens_for_managed_schools_only(provide
     assert "by hand" in manual["data"]["createApiToken"]["errors"][0]["message"]
 
 
-ROLLCALL = str(Path(sys.executable).parent / "rollcall")
-
-
+@pytest.mark.slow
 async def test_the_command_line_prints_a_provisioning_token_once(migrated: EmbeddedServer,
                                                                 owner_engine: AsyncEngine, db: Database,
                                                                 http: httpx.AsyncClient,
@@ -560,8 +557,7 @@ async def test_the_command_line_prints_a_provisioning_token_once(migrated: Embed
     managed = await make_school(owner_engine, db, provider=Provider.HWB)
     urls = migrated.urls()
     env = {**os.environ, "DATABASE_URL": urls.owner, "APP_DATABASE_URL": urls.app}
-    issued = subprocess.run([ROLLCALL, "school", "provisioning-token", "--slug", managed.slug], env=env,
-                            capture_output=True, text=True, timeout=120)
+    issued = await asyncio.to_thread(rollcall, env, "school", "provisioning-token", "--slug", managed.slug)
     assert issued.returncode == 0, issued.stderr
     token = issued.stdout.strip()
     assert token.startswith("rca_")
@@ -571,8 +567,7 @@ async def test_the_command_line_prints_a_provisioning_token_once(migrated: Embed
     assert tuple(stored) == ("Provisioning", ["PROVISION"])
     for slug, why in (("no-such-school", "No school has the slug 'no-such-school'."),
                       (school.slug, "by hand")):
-        refused = subprocess.run([ROLLCALL, "school", "provisioning-token", "--slug", slug], env=env,
-                                 capture_output=True, text=True, timeout=120)
+        refused = await asyncio.to_thread(rollcall, env, "school", "provisioning-token", "--slug", slug)
         assert refused.returncode == 2 and why in refused.stderr and "Traceback" not in refused.stderr
 
 

@@ -108,7 +108,7 @@ async def test_every_key_of_every_tenant_table_includes_school_id(db: Database) 
 async def test_a_bound_school_sees_none_of_another_schools_rows(
     db: Database, two_schools: tuple[SchoolFixture, SchoolFixture]
 ) -> None:
-    a, b = two_schools
+    a, _ = two_schools
     async with school_scope(db, a.id) as session:
         for table in TENANT_TABLES:
             schools = set((await session.execute(text(f"select school_id from {table}"))).scalars())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from typing import Any
 
@@ -94,7 +95,7 @@ async def test_every_ordering_pages_through_everyone_once_in_order(
     # Ties are broken by id, so compare the sort keys; and ids must be in order within each tie.
     assert [key(next(r for r in [*PEOPLE, ("admin", "", "", "TEACHER")] if r[0] == u)) for u in usernames] == \
         [key(r) for r in sorted([*PEOPLE, ("admin", "", "", "TEACHER")], key=key, reverse=descending)]
-    for a, b in zip(nodes, nodes[1:]):
+    for a, b in itertools.pairwise(nodes):
         row_a = next(r for r in [*PEOPLE, ("admin", "", "", "TEACHER")] if r[0] == a["username"])
         row_b = next(r for r in [*PEOPLE, ("admin", "", "", "TEACHER")] if r[0] == b["username"])
         if key(row_a) == key(row_b):
