@@ -96,6 +96,7 @@ class School(Base):
                         "CASE WHEN school_year_end_month = 2 THEN 29 "
                         "WHEN school_year_end_month IN (4, 6, 9, 11) THEN 30 ELSE 31 END",
                         name="school_year_ends"),
+        CheckConstraint("deleted_user_retention_days BETWEEN 1 AND 3650", name="deleted_user_retention_days"),
     )
 
 
@@ -136,6 +137,10 @@ class User(Base):
         Index("uq_users_school_id_external_id", "school_id", "external_id", unique=True,
               postgresql_where=text("external_id IS NOT NULL AND deprovisioned_at IS NULL")),
         Index("ix_users_school_id_lower_username", "school_id", func.lower(text("username"))),
+        # The roster's orderings: a page of the users table is a range of one of these (migration 0007).
+        *(Index(f"ix_users_roster_{name}", "school_id", func.lower(text(name)), "id",
+                postgresql_where=text("deleted_at IS NULL"))
+          for name in ("surname", "first_name", "username")),
     )
 
 
@@ -179,6 +184,8 @@ class ClassMembership(Base):
         Index("uq_class_memberships_one_registration_class", "school_id", "user_id",
               unique=True, postgresql_where=text("kind = 'REGISTRATION'")),
         Index("ix_class_memberships_user", "school_id", "user_id"),
+        Index("ix_class_memberships_user_kind", "school_id", "user_id", "kind",
+              postgresql_include=["class_id"]),
     )
 
 
@@ -285,7 +292,21 @@ class ImportJob(Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
     expires_at: Mapped[datetime] = mapped_column(server_default=text("now() + interval '24 hours'"))
 
-    __table_args__ = (ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),)
+    __table_args__ = (
+        ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),
+        CheckConstraint("passwords IS NULL OR status = 'PREVIEW'", name="passwords_only_in_preview"),
+        Index("ix_import_jobs_status", "status", postgresql_where=text("status = 'RUNNING'")),
+    )
+
+
+class SignInThrottle(Base):
+    """Recent failed attempts per account and per client (db/throttle.py), for all workers; no tenant's."""
+
+    __tablename__ = "sign_in_throttle"
+
+    key: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer)
+    window_ends_at: Mapped[datetime] = mapped_column(index=True)
 
 
 TENANT_TABLES = ("users", "classes", "class_memberships", "sessions", "api_tokens", "audit_events", "import_jobs")

@@ -104,7 +104,7 @@ async def test_hash_passwords_runs_in_parallel_threads(monkeypatch: pytest.Monke
 
 
 async def test_a_batch_is_hashed_on_every_core_at_once_and_no_more(monkeypatch: pytest.MonkeyPatch) -> None:
-    # given a hash function that returns only once one call per core is running, and counts how many run together
+    # given a hash function that returns only once one call per core is running, counting how many run at once
     cores = os.cpu_count() or 1
     every_core_busy = threading.Barrier(cores, timeout=10)
     lock = threading.Lock()
