@@ -264,7 +264,7 @@ async def test_progress_is_visible_from_a_second_connection(
         f"pupil{i:04},First{i},Last{i},PUPIL,P{i % 7}\r\n" for i in range(3 * imports.PROGRESS_EVERY))
     job = (await preview(http, school, big.encode()))["job"]
     seen: list[tuple[str, int]] = []
-    # Half the passwords wait until the watcher has seen the import part way, however fast or slow the machine.
+    # Half the passwords wait until the watcher has seen the import part way, on a machine fast or slow.
     seen_part_way, started = asyncio.Event(), 0
     real_hash = imports.hash_password_async
 
