@@ -42,7 +42,7 @@ def _throttle_account(code: LoginCode | None, client: str) -> str:
     return f"qr {code.school_id.hex} {code.user_id.hex}"
 
 
-def _card_holder(code: LoginCode) -> Select[tuple[User]]:
+def _card_holder(code: LoginCode) -> Select[User]:
     """The pupil a card opens: active, QR sign-in on at their school, and the card their current one."""
     return select(User).join(School, School.id == User.school_id).where(
         User.school_id == code.school_id, User.id == code.user_id, User.deleted_at.is_(None),

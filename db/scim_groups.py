@@ -62,7 +62,8 @@ EXTERNAL_ID_INDEX = "uq_classes_school_id_external_id"
 def _members_where(condition: Any) -> Any:
     """Some member of the class, among the users the provider may manage, meets `condition`."""
     return select(literal(1)).select_from(ClassMembership).join(User, and_(
-        User.school_id == ClassMembership.school_id, User.id == ClassMembership.user_id, provider_may_manage(),
+        User.school_id == ClassMembership.school_id, User.id == ClassMembership.user_id,
+        provider_may_manage(),
     )).where(ClassMembership.school_id == SchoolClass.school_id, ClassMembership.class_id == SchoolClass.id,
              condition).exists()
 

@@ -93,8 +93,10 @@ async def count_attempt(db: Database, *, account: str, client: str, device: byte
         # An account counts once for its address, at its first attempt from there in the window.
         accounts_from_client = await _count(connection, client_key) if attempts == 1 else \
             (await connection.execute(_PEEK, {"key": client_key})).scalar_one_or_none() or 0
-    refused = attempts > account_limit or everywhere > account_wide_limit or accounts_from_client > client_limit
-    delay = 0.0 if refused else _delay(max(attempts - ACCOUNT_SLOW_AFTER, everywhere - ACCOUNT_WIDE_SLOW_AFTER))
+    refused = (attempts > account_limit or everywhere > account_wide_limit
+               or accounts_from_client > client_limit)
+    slow = max(attempts - ACCOUNT_SLOW_AFTER, everywhere - ACCOUNT_WIDE_SLOW_AFTER)
+    delay = 0.0 if refused else _delay(slow)
     return Attempt(own_key=own_key, shared_keys=(wide_key, client_key), refused=refused, delay=delay)
 
 

@@ -67,7 +67,7 @@ class Context:
         return self.request.cookies.get(DEVICE_COOKIE)
 
     def set_device_cookie(self, value: str) -> None:
-        """Kept across sessions (signing out leaves it): it says this browser has signed in as the user before."""
+        """Kept across sessions (signing out leaves it): this browser has signed in as the user before."""
         self.response.set_cookie(
             DEVICE_COOKIE, value, max_age=int(DEVICE_COOKIE_LIFETIME.total_seconds()), httponly=True,
             samesite="strict", secure=self.request.url.scheme == "https", path="/graphql",

@@ -465,8 +465,8 @@ async def test_patch_errors_and_conflicts(provider: Provisioning) -> None:
     assert await refused(user, {"op": "remove", "path": "userName"}) == (400, "invalidValue")
     assert await refused(group, {"op": "replace", "path": f'members[value eq "{amy["id"]}"]',
                                  "value": {"value": amy["id"]}}) == (400, "noTarget")
-    admin = await refused(f"/Users/{provider.school.admin_id}", {"op": "replace", "path": "active", "value": False})
-    assert admin == (404, None)
+    admin = f"/Users/{provider.school.admin_id}"
+    assert await refused(admin, {"op": "replace", "path": "active", "value": False}) == (404, None)
     assert (await provider.request("GET", f"/Users/{ben['id']}")).json()["userName"] == "ben.c"
 
 
@@ -649,7 +649,8 @@ async def test_a_user_type_is_mapped_both_ways(provider: Provisioning, db: Datab
 # What a provider manages: the users it provisioned, and no one else
 
 async def made_in_rollcall(provider: Provisioning, db: Database) -> dict[str, uuid.UUID]:
-    """The admin from the command line, a teacher and a pupil made in Rollcall, each in a registration class."""
+    """The admin from the command line, and a teacher and a pupil made in Rollcall, each in a registration
+    class of their own."""
     school = provider.school
     made = {"admin": school.admin_id,
             "here.teacher": await make_user(db, school, type=UserType.TEACHER, username="here.teacher"),
@@ -671,7 +672,8 @@ async def test_a_provider_never_sees_users_made_in_rollcall(provider: Provisioni
         assert await provider.users(filter=f'userName eq "{username}"') == []
         assert await provider.users(filter=f'id eq "{user_id}"') == []
         assert scim_error(await provider.request("GET", f"/Users/{user_id}")) == (404, None)
-    searched = await provider.ok("POST", "/Users/.search", {"schemas": [SEARCH_REQUEST], "filter": "userName pr"})
+    searched = await provider.ok("POST", "/Users/.search", {"schemas": [SEARCH_REQUEST],
+                                                             "filter": "userName pr"})
     assert [r["id"] for r in searched["Resources"]] == [amy["id"]]
 
 
@@ -685,13 +687,14 @@ async def test_a_provider_cannot_change_sign_in_as_or_remove_the_admin(provider:
     for user_id in made.values():
         path = f"/Users/{user_id}"
         attempts = [
-            await provider.request("PUT", path, {"schemas": [USER], "userName": "taken.over", "userType": "Teacher",
-                                                 "password": "the-provider-knows-it"}),
+            await provider.request("PUT", path, {"schemas": [USER], "userName": "taken.over",
+                                                 "userType": "Teacher", "password": "the-provider-knows-it"}),
             await provider.request("PATCH", path, patch_op({"op": "replace", "path": "password",
                                                             "value": "the-provider-knows-it"})),
             await provider.request("PATCH", path, patch_op({"op": "replace", "path": "userName",
                                                             "value": "taken.over"})),
-            await provider.request("PATCH", path, patch_op({"op": "replace", "path": "active", "value": False})),
+            await provider.request("PATCH", path, patch_op({"op": "replace", "path": "active",
+                                                            "value": False})),
             await provider.request("PATCH", path, patch_op({"op": "replace", "path": "name.familyName",
                                                             "value": "Nobody"})),
             await provider.request("DELETE", path),
@@ -703,7 +706,8 @@ async def test_a_provider_cannot_change_sign_in_as_or_remove_the_admin(provider:
     # and nothing changed: the admin still signs in with their own password, not the provider's
     assert await roster(http, provider.school) == before
     login = {"s": provider.school.slug, "u": "admin"}
-    assert (await graphql(http, LOGIN, {**login, "p": "the-provider-knows-it"}))["data"]["login"]["token"] is None
+    taken_over = await graphql(http, LOGIN, {**login, "p": "the-provider-knows-it"})
+    assert taken_over["data"]["login"]["token"] is None
     assert (await graphql(http, LOGIN, {**login, "p": ADMIN_PASSWORD}))["data"]["login"]["token"]
 
 
@@ -715,7 +719,8 @@ async def test_a_provider_cannot_take_a_username_or_grant_admin(provider: Provis
 
     # then no userName of theirs can be created or taken by rename, and the answer says no more than for
     # a clash with one of the provider's own users
-    clashes = [await provider.request("POST", "/Users", {"schemas": [USER], "userName": name, "userType": "Pupil"})
+    clashes = [await provider.request("POST", "/Users", {"schemas": [USER], "userName": name,
+                                                         "userType": "Pupil"})
                for name in ("ADMIN", "here.pupil", "amy.b")]
     clashes.append(await provider.request("PATCH", f"/Users/{amy['id']}", patch_op(
         {"op": "replace", "path": "userName", "value": "admin"})))
@@ -784,8 +789,8 @@ async def test_a_provider_cannot_move_users_it_does_not_manage_between_classes(
     assert await roster(http, provider.school) == before
 
 
-async def test_the_migration_gives_a_provider_the_users_it_created_before(provider: Provisioning, db: Database,
-                                                                         owner_engine: AsyncEngine) -> None:
+async def test_the_migration_gives_a_provider_the_users_it_created_before(
+        provider: Provisioning, db: Database, owner_engine: AsyncEngine) -> None:
     # given users a provider created, and one made here, as they were before Rollcall recorded who provisioned
     with_external_id = await provider.create_user("amy.b", externalId="entra-amy")
     without = await provider.create_user("ben.c")
