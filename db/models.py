@@ -123,6 +123,8 @@ class User(Base):
     external_id: Mapped[str | None] = mapped_column(String(255))
     # Deleted by the provider (SCIM DELETE): gone from SCIM, kept here as a deleted user.
     deprovisioned_at: Mapped[datetime | None]
+    # Created by the school's provider over SCIM; users made in Rollcall itself are never the provider's.
+    provisioned_at: Mapped[datetime | None]
 
     __table_args__ = (
         ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),

@@ -30,7 +30,9 @@ TOO_MANY = Problem(ErrorCode.TOO_MANY, f"Choose at most {BATCH_LIMIT} users at a
 
 
 def _throttle_account(code: LoginCode | None, client: str) -> str:
-    """Whose attempt this is: the pupil's, for a code that verifies; else the client's, for garbage codes.
+    """Whose attempt this is: the pupil's, for their current card; else the client's, for garbage codes and
+    for genuine cards that no longer open the account (rotated, say), so that an old card in the wrong hands
+    cannot use up the pupil's attempts and keep their new card out.
 
     No ":" in these, so no school and username typed at `login` (throttled as "school:username") can name,
     and so lock, one of them.
@@ -40,10 +42,23 @@ def _throttle_account(code: LoginCode | None, client: str) -> str:
     return f"qr {code.school_id.hex} {code.user_id.hex}"
 
 
+def _card_holder(code: LoginCode) -> Select[User]:
+    """The pupil a card opens: active, QR sign-in on at their school, and the card their current one."""
+    return select(User).join(School, School.id == User.school_id).where(
+        User.school_id == code.school_id, User.id == code.user_id, User.deleted_at.is_(None),
+        User.type == UserType.PUPIL, User.login_code_version == code.version, School.qr_sign_in_enabled,
+    )
+
+
 async def sign_in_with_code(db: Database, *, code: str, secret: bytes, client: str, policy: SessionPolicy,
                             now: datetime | None = None) -> SignedIn:
     """Start a session for the pupil whose card this is; refuse every kind of wrong code with one answer."""
     found = decode_login_code(code, secret=secret, now=now or datetime.now(UTC))
+    if found is not None:
+        async with unbound_scope(db) as session:
+            await bind_school(session, found.school_id)
+            if (await session.execute(_card_holder(found))).scalar_one_or_none() is None:
+                found = None
     attempt = await throttle.count_attempt(db, account=_throttle_account(found, client), client=client)
     if attempt.refused:
         raise DomainError(RATE_LIMITED)
@@ -52,14 +67,9 @@ async def sign_in_with_code(db: Database, *, code: str, secret: bytes, client: s
         raise DomainError(INVALID)
     async with unbound_scope(db) as session:
         await bind_school(session, found.school_id)
-        user = (await session.execute(
-            select(User).join(School, School.id == User.school_id).where(
-                User.school_id == found.school_id, User.id == found.user_id, User.deleted_at.is_(None),
-                User.type == UserType.PUPIL, User.login_code_version == found.version,
-                School.qr_sign_in_enabled,
-            )
-        )).scalar_one_or_none()
-        # Rotated, deleted, a teacher, or QR sign-in switched off: the same answer as a wrong password.
+        user = (await session.execute(_card_holder(found))).scalar_one_or_none()
+        # Rotated, deleted, a teacher, or QR sign-in switched off (also since the check above): the same
+        # answer as a wrong password.
         if user is None:
             raise DomainError(INVALID)
         signed_in = await open_session(session, user, policy=policy, how="qr")

@@ -9,7 +9,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import ColumnElement, and_
+
 from db.errors import DomainError, ErrorCode
+from db.models import User
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -51,6 +54,13 @@ _STATUS: dict[ErrorCode, tuple[int, str | None]] = {
     ErrorCode.CANNOT_DELETE_SELF: (400, "mutability"),
     ErrorCode.MANAGED_BY_PROVIDER: (403, None),
 }
+
+
+def provider_may_manage() -> ColumnElement[bool]:
+    """Whom a provider sees and may change over SCIM: the users it provisioned, until it deletes them, and
+    never an admin. Everyone else (the admin made with the command line, users made in Rollcall itself) does
+    not exist for it: 404 by id, absent from lists and filters, no member of any group it reads or writes."""
+    return and_(User.provisioned_at.is_not(None), User.deprovisioned_at.is_(None), User.is_admin.is_(False))
 
 
 def scim_error(error: DomainError) -> ScimError:

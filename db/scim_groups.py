@@ -44,6 +44,7 @@ from db.scim import (
     Shape,
     external_id_of,
     field_of,
+    provider_may_manage,
     require_object,
     require_version,
     text_of,
@@ -59,10 +60,10 @@ EXTERNAL_ID_INDEX = "uq_classes_school_id_external_id"
 
 
 def _members_where(condition: Any) -> Any:
-    """Some member of the class, among the users the provider knows, meets `condition`."""
+    """Some member of the class, among the users the provider may manage, meets `condition`."""
     return select(literal(1)).select_from(ClassMembership).join(User, and_(
         User.school_id == ClassMembership.school_id, User.id == ClassMembership.user_id,
-        User.deprovisioned_at.is_(None),
+        provider_may_manage(),
     )).where(ClassMembership.school_id == SchoolClass.school_id, ClassMembership.class_id == SchoolClass.id,
              condition).exists()
 
@@ -103,12 +104,13 @@ def group_resource(school_class: SchoolClass, members: Sequence[uuid.UUID], base
 
 async def _members(session: AsyncSession, school_id: uuid.UUID,
                    class_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:
-    """Each class's members that the provider knows (deactivated ones included), in one statement."""
+    """Each class's members that the provider may manage (deactivated ones included), in one statement; other
+    members are not shown, so a PUT or PATCH that leaves them out does not remove them."""
     rows = await session.execute(
         select(ClassMembership.class_id, ClassMembership.user_id)
         .join(User, (User.school_id == ClassMembership.school_id) & (User.id == ClassMembership.user_id))
         .where(ClassMembership.school_id == school_id, ClassMembership.class_id.in_(class_ids),
-               User.deprovisioned_at.is_(None))
+               provider_may_manage())
         .order_by(ClassMembership.class_id, ClassMembership.user_id)
     )
     found: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
@@ -161,7 +163,7 @@ async def _require_valid(session: AsyncSession, school_id: uuid.UUID, wanted: _W
             raise ScimError(409, f"The externalId '{wanted.external_id}' belongs to another group.",
                             "uniqueness")
     known = set((await session.execute(select(User.id).where(
-        User.school_id == school_id, User.id.in_(wanted.members), User.deprovisioned_at.is_(None),
+        User.school_id == school_id, User.id.in_(wanted.members), provider_may_manage(),
     ))).scalars())
     if unknown := [str(user_id) for user_id in wanted.members if user_id not in known]:
         raise ScimError(400, f"No user has the id {', '.join(unknown)}.", "invalidValue")
@@ -281,6 +283,14 @@ async def _change_kind(session: AsyncSession, actor: Actor, school_class: School
     """A teaching group becoming a registration group moves its members out of their registration classes
     (the memberships follow the class's kind through their foreign key)."""
     school_id, class_id = school_class.school_id, school_class.id
+    # Their memberships follow the kind, so it would move users the provider may not change.
+    others = select(ClassMembership.user_id).join(User, and_(
+        User.school_id == ClassMembership.school_id, User.id == ClassMembership.user_id,
+    )).where(ClassMembership.school_id == school_id, ClassMembership.class_id == class_id,
+             ~provider_may_manage())
+    if (await session.execute(others.limit(1))).first():
+        raise ScimError(400, "This group has members that are managed in Rollcall itself, so its kind cannot "
+                             "change.", "mutability")
     taken = select(SchoolClass.id).where(SchoolClass.school_id == school_id, SchoolClass.kind == kind,
                                          func.lower(SchoolClass.name) == school_class.name.lower())
     if (await session.execute(taken)).first():

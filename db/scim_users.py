@@ -4,6 +4,9 @@ them.
 Every change goes through the same domain functions as the admin's GraphQL mutations (with `managed_ok`), so
 the same rules hold and the same audit events are written, with the provisioning token as the actor.
 
+- A provider manages only the users it provisioned (`provider_may_manage` in db/scim.py, recorded in
+  `provisioned_at` when it creates them), never an admin: every other user does not exist for it.
+
 - `userType` is "Pupil" or "Teacher" (case-insensitive), and required: there is no safe guess.
 - `active: false` is a soft delete: sessions end, and a pupil's login cards stop working for good (they are
   rotated). `active: true` restores. DELETE is a soft delete too, after which the user no longer exists for
@@ -20,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, exists, func, select
+from sqlalchemy import case, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,6 +41,7 @@ from db.scim import (
     Shape,
     external_id_of,
     flag_of,
+    provider_may_manage,
     require_object,
     require_version,
     text_of,
@@ -137,8 +141,10 @@ def _wanted(found: Mapping[str, Any]) -> _Wanted:
 
 async def _require_unique(session: AsyncSession, school_id: uuid.UUID, wanted: _Wanted,
                           except_user: uuid.UUID | None = None) -> None:
-    """userName and externalId are unique among the users the provider knows, deactivated ones included."""
-    others = select(User.id).where(User.school_id == school_id, User.deprovisioned_at.is_(None))
+    """userName and externalId are unique among the users the provider knows, deactivated ones included, and
+    among every active user; a clash with a user the provider does not know gets the same answer."""
+    others = select(User.id).where(User.school_id == school_id,
+                                   or_(provider_may_manage(), User.deleted_at.is_(None)))
     if except_user is not None:
         others = others.where(User.id != except_user)
     if (await session.execute(others.where(func.lower(User.username) == wanted.username.lower()))).first():
@@ -155,13 +161,12 @@ def _external_id_taken(error: IntegrityError, external_id: str | None) -> ScimEr
 
 
 async def _visible(session: AsyncSession, school_id: uuid.UUID, user_id: str, *, lock: bool = False) -> User:
-    """A user the provider knows (not deleted over SCIM), or 404."""
+    """A user the provider may manage, or 404 (the same for every other user: see provider_may_manage)."""
     try:
         wanted = uuid.UUID(user_id)
     except ValueError:
         raise ScimError(404, f"No user has the id {user_id}.") from None
-    query = select(User).where(User.school_id == school_id, User.id == wanted,
-                               User.deprovisioned_at.is_(None))
+    query = select(User).where(User.school_id == school_id, User.id == wanted, provider_may_manage())
     user = (await session.execute(query.with_for_update() if lock else query)).scalar_one_or_none()
     if user is None:
         raise ScimError(404, f"No user has the id {user_id}.")
@@ -176,7 +181,7 @@ async def _resource(session: AsyncSession, user: User, base_url: str) -> dict[st
 
 async def list_users(session: AsyncSession, *, school_id: uuid.UUID, asked: ListQuery,
                      base_url: str) -> dict[str, Any]:
-    query = select(User).where(User.school_id == school_id, User.deprovisioned_at.is_(None))
+    query = select(User).where(User.school_id == school_id, provider_may_manage())
     total, users = await page_of(session, query, TABLE, asked, order=(User.created_at, User.id))
     classes = await classes_of_users(session, school_id=school_id, user_ids=[user.id for user in users])
     return list_response(total, asked,
@@ -199,6 +204,8 @@ async def create_user(session: AsyncSession, *, school_id: uuid.UUID, actor: Act
                               external_id=wanted.external_id, managed_ok=True)
     except IntegrityError as error:
         raise _external_id_taken(error, wanted.external_id) from None
+    user.provisioned_at = func.now()
+    await session.flush()
     if wanted.active is False:
         await _deactivate(session, actor, user)
     return await _resource(session, user, base_url)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit, throttle
+from db.device_cookies import issue_device_cookie, trusted_device
 from db.engine import Database
 from db.errors import DomainError, ErrorCode, Problem
 from db.models import School, User, UserType
@@ -31,24 +33,34 @@ RATE_LIMITED = Problem(ErrorCode.RATE_LIMITED, "Too many attempts to sign in. Wa
 class SignedIn:
     token: str
     user: User
+    # For the browser to keep: its later attempts for this user are counted apart (db/device_cookies.py).
+    device_cookie: str | None = None
 
 
 async def sign_in(db: Database, *, school: str, username: str, password: str, client: str,
-                  policy: SessionPolicy) -> SignedIn:
-    """Start a session, or refuse with one answer for every kind of wrong (no account enumeration)."""
-    slug, name = school.strip().lower(), username.strip()
-    attempt = await throttle.count_attempt(db, account=f"{slug}:{name}", client=client)
+                  policy: SessionPolicy, secret: bytes, device_cookie: str | None = None,
+                  now: datetime | None = None) -> SignedIn:
+    """Start a session, or refuse with one answer for every kind of wrong (no account enumeration).
+
+    The attempt is counted before the password is checked: from a browser holding a device cookie for this
+    user, in that browser's own bucket; from anywhere else, in the account's public ones (db/throttle.py).
+    """
+    slug, name, now = school.strip().lower(), username.strip(), now or datetime.now(UTC)
+    async with unbound_scope(db) as session:
+        found = await _find(session, slug, name)
+        account = (found.school_id, found.id) if found is not None else None
+    device = None if account is None else trusted_device(device_cookie, secret=secret, school_id=account[0],
+                                                          user_id=account[1], now=now)
+    attempt = await throttle.count_attempt(db, account=f"{slug}:{name}", client=client, device=device)
     if attempt.refused:
         raise DomainError(RATE_LIMITED)
     await throttle.slow_down(attempt)
     async with unbound_scope(db) as session:
-        school_id = await school_id_for_slug(session, slug)
         user = None
-        # Usernames never hold NUL, which PostgreSQL text cannot even compare.
-        if school_id is not None and "\x00" not in name:
-            await bind_school(session, school_id)
+        if account is not None:
+            await bind_school(session, account[0])
             user = (await session.execute(select(User).where(
-                User.school_id == school_id, func.lower(User.username) == name.lower(), User.deleted_at.is_(None),
+                User.school_id == account[0], User.id == account[1], User.deleted_at.is_(None),
             ))).scalar_one_or_none()
         if user is None:
             # Verify against a dummy hash when the user is unknown, so timing does not reveal who exists.
@@ -60,7 +72,21 @@ async def sign_in(db: Database, *, school: str, username: str, password: str, cl
             user.password_hash = await hash_password_async(password)
         signed_in = await open_session(session, user, policy=policy, how="password")
     await throttle.succeeded(db, attempt)
-    return signed_in
+    return replace(signed_in, device_cookie=issue_device_cookie(secret=secret, school_id=user.school_id,
+                                                                user_id=user.id, now=now))
+
+
+async def _find(session: AsyncSession, slug: str, name: str) -> User | None:
+    """The account a school's slug and a username name, if any (not deleted)."""
+    school_id = await school_id_for_slug(session, slug)
+    # Usernames never hold NUL, which PostgreSQL text cannot even compare.
+    if school_id is None or "\x00" in name:
+        return None
+    await bind_school(session, school_id)
+    found: User | None = (await session.execute(select(User).where(
+        User.school_id == school_id, func.lower(User.username) == name.lower(), User.deleted_at.is_(None),
+    ))).scalar_one_or_none()
+    return found
 
 
 async def open_session(session: AsyncSession, user: User, *, policy: SessionPolicy, how: str) -> SignedIn:

@@ -2,6 +2,18 @@
 
 Every attempt is counted *before* the password is checked, each in its own committed statement, so
 attempts packed into one request (aliases) or spread over workers all count.
+
+No one may keep an account's owner out by failing on purpose, so an attempt counts in several buckets:
+
+- the account from this address (ACCOUNT_LIMIT): guessing from one place stops there, while the owner
+  signing in from anywhere else is untouched;
+- the account from everywhere (ACCOUNT_WIDE_LIMIT, ten times higher): slows guessing spread over many
+  addresses, then stops it;
+- the address, where each account failing from it counts once (CLIENT_LIMIT): a school behind one address
+  (its NAT) is not refused for one pupil's mistakes, yet one address cannot go through the whole school;
+- a trusted browser (a device cookie for the account, db/device_cookies.py) counts only in its own bucket,
+  so the owner's own browser still gets in while the account is under attack from anywhere, even behind the
+  attacker's address.
 """
 
 from __future__ import annotations
@@ -12,13 +24,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.engine import Database
 
 WINDOW = timedelta(minutes=15)
 ACCOUNT_SLOW_AFTER = 3
 ACCOUNT_LIMIT = 10
-# One school's classroom shares one address; only its failures count, so the limit is generous.
+ACCOUNT_WIDE_SLOW_AFTER = 30
+ACCOUNT_WIDE_LIMIT = 100
+# Different accounts failing from one address: a school's classrooms share one, so the limit is generous.
 CLIENT_LIMIT = 100
 MAX_DELAY_SECONDS = 2.0
 
@@ -30,7 +45,8 @@ on conflict (key) do update set
     window_ends_at = case when t.window_ends_at <= now() then now() + :window else t.window_ends_at end
 returning attempts
 """)
-_FORGIVE_CLIENT = text("update sign_in_throttle set attempts = greatest(attempts - 1, 0) where key = :key")
+_PEEK = text("select attempts from sign_in_throttle where key = :key and window_ends_at > now()")
+_FORGIVE = text("update sign_in_throttle set attempts = greatest(attempts - 1, 0) where key = :key")
 _CLEAR = text("delete from sign_in_throttle where key = :key")
 
 
@@ -40,25 +56,48 @@ def _key(kind: str, *parts: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """One counted attempt at signing in to an account from a client."""
+    """One counted attempt at signing in to an account: the bucket it counted in, and the shared counts it
+    added to, which a correct password forgives."""
 
-    account_key: bytes
-    client_key: bytes
+    own_key: bytes
+    shared_keys: tuple[bytes, ...]
     refused: bool
     delay: float
 
 
-async def count_attempt(db: Database, *, account: str, client: str, account_limit: int = ACCOUNT_LIMIT,
+async def _count(connection: AsyncConnection, key: bytes) -> int:
+    attempts: int = (await connection.execute(_COUNT, {"key": key, "window": WINDOW})).scalar_one()
+    return attempts
+
+
+def _delay(slow: int) -> float:
+    return 0.0 if slow <= 0 else min(MAX_DELAY_SECONDS, 0.1 * 2 ** (slow - 1))
+
+
+async def count_attempt(db: Database, *, account: str, client: str, device: bytes | None = None,
+                        account_limit: int = ACCOUNT_LIMIT, account_wide_limit: int = ACCOUNT_WIDE_LIMIT,
                         client_limit: int = CLIENT_LIMIT) -> Attempt:
-    """Count an attempt for `account` (e.g. "school-slug:username") from `client` (an address)."""
-    account_key, client_key = _key("account", account.lower()), _key("client", client)
+    """Count an attempt for `account` (e.g. "school-slug:username") from `client` (an address), or from the
+    trusted browser `device` (the id in a genuine device cookie for this account)."""
+    account = account.lower()
     async with db.engine.begin() as connection:
-        account_attempts = (await connection.execute(_COUNT, {"key": account_key, "window": WINDOW})).scalar_one()
-        client_attempts = (await connection.execute(_COUNT, {"key": client_key, "window": WINDOW})).scalar_one()
-    refused = account_attempts > account_limit or client_attempts > client_limit
-    slow = max(0, account_attempts - ACCOUNT_SLOW_AFTER)
-    delay = 0.0 if refused or slow == 0 else min(MAX_DELAY_SECONDS, 0.1 * 2 ** (slow - 1))
-    return Attempt(account_key=account_key, client_key=client_key, refused=refused, delay=delay)
+        if device is not None:
+            own_key = _key("device", account, device.hex())
+            attempts = await _count(connection, own_key)
+            return Attempt(own_key=own_key, shared_keys=(), refused=attempts > account_limit,
+                           delay=0.0 if attempts > account_limit else _delay(attempts - ACCOUNT_SLOW_AFTER))
+        own_key, wide_key = _key("account-client", account, client), _key("account", account)
+        client_key = _key("client", client)
+        attempts = await _count(connection, own_key)
+        everywhere = await _count(connection, wide_key)
+        # An account counts once for its address, at its first attempt from there in the window.
+        accounts_from_client = await _count(connection, client_key) if attempts == 1 else \
+            (await connection.execute(_PEEK, {"key": client_key})).scalar_one_or_none() or 0
+    refused = (attempts > account_limit or everywhere > account_wide_limit
+               or accounts_from_client > client_limit)
+    slow = max(attempts - ACCOUNT_SLOW_AFTER, everywhere - ACCOUNT_WIDE_SLOW_AFTER)
+    delay = 0.0 if refused else _delay(slow)
+    return Attempt(own_key=own_key, shared_keys=(wide_key, client_key), refused=refused, delay=delay)
 
 
 async def slow_down(attempt: Attempt) -> None:
@@ -67,7 +106,8 @@ async def slow_down(attempt: Attempt) -> None:
 
 
 async def succeeded(db: Database, attempt: Attempt) -> None:
-    """A correct password: the account starts afresh, and the client's count forgets this attempt."""
+    """A correct password: its own bucket starts afresh, and the shared counts forget this attempt."""
     async with db.engine.begin() as connection:
-        await connection.execute(_CLEAR, {"key": attempt.account_key})
-        await connection.execute(_FORGIVE_CLIENT, {"key": attempt.client_key})
+        await connection.execute(_CLEAR, {"key": attempt.own_key})
+        for key in attempt.shared_keys:
+            await connection.execute(_FORGIVE, {"key": key})

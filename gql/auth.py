@@ -57,11 +57,14 @@ class AuthMutations:
         context = info.context
         try:
             signed_in = await sign_in(context.db, school=school, username=username, password=password,
-                                      client=context.client, policy=context.session_policy)
+                                      client=context.client, policy=context.session_policy,
+                                      secret=context.login_code_secret, device_cookie=context.device_cookie)
         except DomainError as error:
             count_refused_sign_in({p.code for p in error.problems}, "password")
             return LoginPayload(errors=user_errors(error))
         context.set_session_cookie(signed_in.token)
+        if signed_in.device_cookie is not None:
+            context.set_device_cookie(signed_in.device_cookie)
         return LoginPayload(token=signed_in.token, user=User.from_row(signed_in.user))
 
     @strawberry.mutation(permission_classes=[MayChangeOwnPassword], description="End this session.")

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
+from db.device_cookies import LIFETIME as DEVICE_COOKIE_LIFETIME
 from db.engine import Database
 from db.sessions import SessionPolicy
 from db.settings import Settings
@@ -21,6 +22,7 @@ from tenants.scope import school_scope
 
 SESSION_COOKIE = "rollcall_session"
 CSRF_HEADER = "x-rollcall-csrf"
+DEVICE_COOKIE = "rollcall_device"
 
 
 @dataclass(slots=True)
@@ -58,6 +60,17 @@ class Context:
         self.response.set_cookie(
             SESSION_COOKIE, token, max_age=self.settings.session_lifetime_hours * 3600, httponly=True,
             samesite="strict", secure=self.request.url.scheme == "https", path="/",
+        )
+
+    @property
+    def device_cookie(self) -> str | None:
+        return self.request.cookies.get(DEVICE_COOKIE)
+
+    def set_device_cookie(self, value: str) -> None:
+        """Kept across sessions (signing out leaves it): this browser has signed in as the user before."""
+        self.response.set_cookie(
+            DEVICE_COOKIE, value, max_age=int(DEVICE_COOKIE_LIFETIME.total_seconds()), httponly=True,
+            samesite="strict", secure=self.request.url.scheme == "https", path="/graphql",
         )
 
     def clear_session_cookie(self) -> None:

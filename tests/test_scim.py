@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import uuid
 from collections import defaultdict
@@ -33,7 +34,16 @@ from db.scim_filter import (
 from gql.permissions import CanReadRoster
 from tenants.callers import Caller, CallerKind
 from tenants.scope import bind_school, school_scope
-from tests.conftest import SchoolFixture, graphql, make_api_token, make_school, make_user, sign_in_as
+from tests.conftest import (
+    ADMIN_PASSWORD,
+    SchoolFixture,
+    graphql,
+    make_api_token,
+    make_school,
+    make_user,
+    sign_in_as,
+)
+from tests.qr import make_class
 from tests.test_cli import rollcall
 from tests.test_permissions import OPERATIONS, World
 
@@ -262,14 +272,14 @@ async def test_users_are_found_with_filters(provider: Provisioning) -> None:
         'externalId sw "E"': ["amy.b", "tess.t"],
         'name.familyName co "rown"': ["amy.b", "tess.t"],
         'name.familyName ew "low"': ["tess.t"],
-        'userType eq "teacher"': ["admin", "tess.t"],
+        'userType eq "teacher"': ["tess.t"],
         'active eq false': ["tess.t"],
         'not (active eq false) and userType eq "Pupil"': ["amy.b", "ben.c"],
         'userName eq "amy.b" or userName eq "ben.c" and active eq true': ["amy.b", "ben.c"],
         '(userName eq "amy.b" or userName eq "tess.t") and active eq true': ["amy.b"],
         'externalId pr and name.givenName sw "b"': ["ben.c"],
         'userName co "%" or userName co "_"': [],
-        'meta.created gt "2000-01-01T00:00:00Z"': ["admin", "amy.b", "ben.c", "tess.t"],
+        'meta.created gt "2000-01-01T00:00:00Z"': ["amy.b", "ben.c", "tess.t"],
         'id eq "not-a-uuid"': [],
     }
     for condition, expected in cases.items():
@@ -454,9 +464,8 @@ async def test_patch_errors_and_conflicts(provider: Provisioning) -> None:
     assert await refused(user, {"op": "remove", "path": "userName"}) == (400, "invalidValue")
     assert await refused(group, {"op": "replace", "path": f'members[value eq "{amy["id"]}"]',
                                  "value": {"value": amy["id"]}}) == (400, "noTarget")
-    admin = (await provider.ok("GET", "/Users", filter='userName eq "admin"'))["Resources"][0]
-    last_admin = await refused(f"/Users/{admin['id']}", {"op": "replace", "path": "active", "value": False})
-    assert last_admin == (400, "mutability")
+    admin = f"/Users/{provider.school.admin_id}"
+    assert await refused(admin, {"op": "replace", "path": "active", "value": False}) == (404, None)
     assert (await provider.request("GET", f"/Users/{ben['id']}")).json()["userName"] == "ben.c"
 
 
@@ -494,7 +503,7 @@ async def test_a_token_reaches_only_its_own_school(provider: Provisioning, owner
     for path in (f"/Users/{theirs['id']}", f"/Groups/{their_group['id']}"):
         for method in ("GET", "PUT", "DELETE"):
             assert scim_error(await provider.request(method, path, {"schemas": [USER]})) == (404, None)
-    assert await provider.users() == ["admin", "amy.b"]
+    assert await provider.users() == ["amy.b"]
     borrowed = {"schemas": [GROUP], "displayName": "7A", "members": [{"value": theirs["id"]}]}
     assert scim_error(await provider.request("POST", "/Groups", borrowed)) == (400, "invalidValue")
 
@@ -627,6 +636,176 @@ def test_patch_paths_parse() -> None:
 
 
 async def test_a_user_type_is_mapped_both_ways(provider: Provisioning, db: Database) -> None:
-    pupil = await make_user(db, provider.school, type=UserType.PUPIL, username="made.here")
+    pupil = (await provider.create_user("made.here"))["id"]
     found = await provider.ok("GET", f"/Users/{pupil}")
     assert (found["userType"], found["active"], "externalId" in found) == ("Pupil", True, False)
+
+
+# What a provider manages: the users it provisioned, and no one else
+
+async def made_in_rollcall(provider: Provisioning, db: Database) -> dict[str, uuid.UUID]:
+    """The admin from the command line, and a teacher and a pupil made in Rollcall, each in a registration
+    class of their own."""
+    school = provider.school
+    made = {"admin": school.admin_id,
+            "here.teacher": await make_user(db, school, type=UserType.TEACHER, username="here.teacher"),
+            "here.pupil": await make_user(db, school, username="here.pupil")}
+    for username, user_id in made.items():
+        await make_class(db, school, f"Form of {username}", user_id)
+    return made
+
+
+async def test_a_provider_never_sees_users_made_in_rollcall(provider: Provisioning, db: Database) -> None:
+    # given the admin and users made in Rollcall, and one user the provider provisioned
+    made = await made_in_rollcall(provider, db)
+    amy = await provider.create_user("amy.b")
+
+    # then lists, filters and reads by id know only the provider's own user
+    assert await provider.users() == ["amy.b"]
+    assert (await provider.ok("GET", "/Users"))["totalResults"] == 1
+    for username, user_id in made.items():
+        assert await provider.users(filter=f'userName eq "{username}"') == []
+        assert await provider.users(filter=f'id eq "{user_id}"') == []
+        assert scim_error(await provider.request("GET", f"/Users/{user_id}")) == (404, None)
+    searched = await provider.ok("POST", "/Users/.search", {"schemas": [SEARCH_REQUEST],
+                                                             "filter": "userName pr"})
+    assert [r["id"] for r in searched["Resources"]] == [amy["id"]]
+
+
+async def test_a_provider_cannot_change_sign_in_as_or_remove_the_admin(provider: Provisioning, db: Database,
+                                                                      http: httpx.AsyncClient) -> None:
+    # given the admin made with the command line, and users made in Rollcall
+    made = await made_in_rollcall(provider, db)
+    before = await roster(http, provider.school)
+
+    # when the provider tries every change on each of them
+    for user_id in made.values():
+        path = f"/Users/{user_id}"
+        attempts = [
+            await provider.request("PUT", path, {"schemas": [USER], "userName": "taken.over",
+                                                 "userType": "Teacher", "password": "the-provider-knows-it"}),
+            await provider.request("PATCH", path, patch_op({"op": "replace", "path": "password",
+                                                            "value": "the-provider-knows-it"})),
+            await provider.request("PATCH", path, patch_op({"op": "replace", "path": "userName",
+                                                            "value": "taken.over"})),
+            await provider.request("PATCH", path, patch_op({"op": "replace", "path": "active",
+                                                            "value": False})),
+            await provider.request("PATCH", path, patch_op({"op": "replace", "path": "name.familyName",
+                                                            "value": "Nobody"})),
+            await provider.request("DELETE", path),
+        ]
+
+        # then each is answered as if the user did not exist
+        assert [scim_error(response) for response in attempts] == [(404, None)] * len(attempts)
+
+    # and nothing changed: the admin still signs in with their own password, not the provider's
+    assert await roster(http, provider.school) == before
+    login = {"s": provider.school.slug, "u": "admin"}
+    taken_over = await graphql(http, LOGIN, {**login, "p": "the-provider-knows-it"})
+    assert taken_over["data"]["login"]["token"] is None
+    assert (await graphql(http, LOGIN, {**login, "p": ADMIN_PASSWORD}))["data"]["login"]["token"]
+
+
+async def test_a_provider_cannot_take_a_username_or_grant_admin(provider: Provisioning, db: Database,
+                                                                owner_engine: AsyncEngine) -> None:
+    # given the admin, a user made in Rollcall and one the provider provisioned
+    await made_in_rollcall(provider, db)
+    amy = await provider.create_user("amy.b")
+
+    # then no userName of theirs can be created or taken by rename, and the answer says no more than for
+    # a clash with one of the provider's own users
+    clashes = [await provider.request("POST", "/Users", {"schemas": [USER], "userName": name,
+                                                         "userType": "Pupil"})
+               for name in ("ADMIN", "here.pupil", "amy.b")]
+    clashes.append(await provider.request("PATCH", f"/Users/{amy['id']}", patch_op(
+        {"op": "replace", "path": "userName", "value": "admin"})))
+    assert [scim_error(response) for response in clashes] == [(409, "uniqueness")] * 4
+    assert [response.json()["detail"] for response in clashes] == [
+        "The userName 'ADMIN' is already taken.", "The userName 'here.pupil' is already taken.",
+        "The userName 'amy.b' is already taken.", "The userName 'admin' is already taken."]
+
+    # and nothing the provider sends makes its user an admin
+    for attempt in ({"op": "add", "path": "roles", "value": [{"value": "admin"}]},
+                    {"op": "replace", "value": {"isAdmin": True, "userType": "Teacher"}},
+                    {"op": "replace", "path": "userType", "value": "Admin"}):
+        await provider.request("PATCH", f"/Users/{amy['id']}", patch_op(attempt))
+    async with async_sessionmaker(owner_engine)() as session, session.begin():
+        await bind_school(session, provider.school.id)
+        admins = (await session.execute(text("select username from users where is_admin"))).scalars().all()
+    assert admins == ["admin"]
+
+
+async def test_a_provisioned_user_made_admin_is_no_longer_the_providers(provider: Provisioning,
+                                                                       db: Database) -> None:
+    # given a provisioned teacher whom the school made an admin
+    tess = await provider.create_user("tess.t", "Teacher")
+    async with school_scope(db, provider.school.id) as session:
+        await session.execute(text("update users set is_admin = true where id = :id"), {"id": tess["id"]})
+
+    # then the provider can no longer read, change or remove them
+    assert await provider.users() == []
+    patched = await provider.request("PATCH", f"/Users/{tess['id']}", patch_op(
+        {"op": "replace", "path": "password", "value": "the-provider-knows-it"}))
+    assert scim_error(patched) == (404, None)
+
+
+async def test_a_provider_cannot_move_users_it_does_not_manage_between_classes(
+        provider: Provisioning, db: Database, http: httpx.AsyncClient) -> None:
+    # given the admin and users made in Rollcall, each in their own registration class
+    made = await made_in_rollcall(provider, db)
+    amy = await provider.create_user("amy.b")
+    group = await provider.create_group("7A", "registration", (amy["id"],))
+    before = await roster(http, provider.school)
+    forms = await provider.ok("GET", "/Groups", filter='displayName sw "Form of"')
+    assert forms["totalResults"] == 3 and all("members" not in form for form in forms["Resources"])
+    admin_form = next(form for form in forms["Resources"] if form["displayName"] == "Form of admin")
+
+    # when the provider tries to add them to its group, to take them out of theirs, or to turn theirs into
+    # teaching classes (which would move them out of their registration class)
+    attempts = []
+    for user_id in made.values():
+        attempts.append(await provider.request("PATCH", f"/Groups/{group['id']}", patch_op(
+            {"op": "add", "path": "members", "value": [{"value": str(user_id)}]})))
+        attempts.append(await provider.request("PUT", f"/Groups/{group['id']}", {
+            "schemas": [GROUP], "displayName": "7A", "members": [{"value": str(user_id)}],
+            CLASS: {"kind": "registration"}}))
+    assert [scim_error(response) for response in attempts] == [(400, "invalidValue")] * len(attempts)
+    emptied = await provider.request("PUT", f"/Groups/{admin_form['id']}", {
+        "schemas": [GROUP, CLASS], "displayName": "Form of admin", "members": [],
+        CLASS: {"kind": "registration"}})
+    assert emptied.status_code == 200, emptied.text
+    turned = await provider.request("PATCH", f"/Groups/{admin_form['id']}", patch_op(
+        {"op": "replace", "path": f"{CLASS}:kind", "value": "teaching"}))
+    assert scim_error(turned) == (400, "mutability")
+    filtered = await provider.ok("GET", "/Groups", filter=f'members[value eq "{made["admin"]}"]')
+    assert filtered["totalResults"] == 0
+
+    # then everyone made in Rollcall is still where they were
+    assert await roster(http, provider.school) == before
+
+
+async def test_the_migration_gives_a_provider_the_users_it_created_before(
+        provider: Provisioning, db: Database, owner_engine: AsyncEngine) -> None:
+    # given users a provider created, and one made here, as they were before Rollcall recorded who provisioned
+    with_external_id = await provider.create_user("amy.b", externalId="entra-amy")
+    without = await provider.create_user("ben.c")
+    here = await make_user(db, provider.school, username="here.pupil")
+    async with async_sessionmaker(owner_engine)() as session, session.begin():
+        await bind_school(session, provider.school.id)
+        await session.execute(text("update users set provisioned_at = null"))
+
+    # when the migration's backfill runs
+    spec = importlib.util.spec_from_file_location(
+        "provisioned_users", Path(__file__).parents[1] / "db/migrations/versions/0008_provisioned_users.py")
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    async with async_sessionmaker(owner_engine)() as session, session.begin():
+        await bind_school(session, provider.school.id)
+        await session.execute(text(migration.BACKFILL))
+
+    # then the provider knows exactly its own users again
+    assert sorted(await provider.users()) == ["amy.b", "ben.c"]
+    assert {with_external_id["id"], without["id"]} == {r["id"] for r in (await provider.ok("GET", "/Users"))
+                                                       ["Resources"]}
+    assert scim_error(await provider.request("GET", f"/Users/{here}")) == (404, None)

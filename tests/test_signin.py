@@ -6,16 +6,21 @@ import asyncio
 import hashlib
 import statistics
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from argon2 import PasswordHasher
 from sqlalchemy import text
 
+from db import throttle
+from db.device_cookies import LIFETIME, issue_device_cookie, trusted_device
 from db.engine import Database
 from db.models import UserType
 from db.passwords import hash_password_async
 from tenants.scope import school_scope
+from gql.context import DEVICE_COOKIE
 from tests.conftest import ADMIN_PASSWORD, SchoolFixture, graphql, make_user, sign_in_as
 
 LOGIN = """
@@ -41,6 +46,42 @@ async def login(http: httpx.AsyncClient, school: str, username: str, password: s
     body = await graphql(http, LOGIN, {"school": school, "username": username, "password": password})
     payload: dict[str, Any] = body["data"]["login"]
     return payload
+
+
+def new_client() -> str:
+    """An address of its own (the test server believes X-Forwarded-For from loopback)."""
+    return f"2001:db8::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}"
+
+
+def from_browser(client: str, device: str | None) -> dict[str, str]:
+    return {"X-Forwarded-For": client, **({"Cookie": f"{DEVICE_COOKIE}={device}"} if device else {})}
+
+
+async def login_from(http: httpx.AsyncClient, client: str, school: str, username: str, password: str,
+                     device: str | None = None) -> tuple[str | None, str | None]:
+    """Sign in from `client`, with the device cookie `device` if given: the error code (None when signed in)
+    and the device cookie the answer sets, if any."""
+    response = await http.post("/graphql", json={"query": LOGIN, "variables": {
+        "school": school, "username": username, "password": password}},
+        headers=from_browser(client, device))
+    http.cookies.clear()
+    errors = response.json()["data"]["login"]["errors"]
+    return (errors[0]["code"] if errors else None), response.cookies.get(DEVICE_COOKIE)
+
+
+async def fail_from(http: httpx.AsyncClient, client: str, school: str, username: str, times: int,
+                    device: str | None = None) -> list[str]:
+    """`times` wrong passwords from `client`, packed fifteen to a request; their error codes."""
+    codes: list[str] = []
+    while len(codes) < times:
+        aliased = "mutation {" + " ".join(
+            f'a{i}: login(school: "{school}", username: "{username}", password: "guess{i}") '
+            '{ errors { code } }'
+            for i in range(min(15, times - len(codes)))) + "}"
+        response = await http.post("/graphql", json={"query": aliased}, headers=from_browser(client, device))
+        http.cookies.clear()
+        codes += [payload["errors"][0]["code"] for payload in response.json()["data"].values()]
+    return codes
 
 
 async def test_login_returns_a_session_token_and_the_user(http: httpx.AsyncClient, school: SchoolFixture) -> None:
@@ -258,14 +299,111 @@ async def test_failures_slow_sign_in_down(http: httpx.AsyncClient, db: Database,
 
 
 async def test_sign_in_is_throttled_per_client_address(db: Database) -> None:
-    from db import throttle
-
     client = "198.51.100.7"
     results = [await throttle.count_attempt(db, account=f"school:user{i}", client=client, client_limit=5)
                for i in range(7)]
     assert [r.refused for r in results] == [False] * 5 + [True] * 2
     other = await throttle.count_attempt(db, account="school:someone", client="198.51.100.8", client_limit=5)
     assert not other.refused
+
+
+async def test_failures_from_one_address_do_not_keep_the_owner_out_from_another(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
+    # given fifteen wrong passwords for a pupil from one address
+    await make_user(db, school, username="amy", password="amy-pass")
+    attacker = new_client()
+    assert (await fail_from(http, attacker, school.slug, "amy", 15)).count("RATE_LIMITED") == 5
+
+    # then that address is kept out, and the pupil signs in from anywhere else
+    assert (await login_from(http, attacker, school.slug, "amy", "amy-pass"))[0] == "RATE_LIMITED"
+    assert (await login_from(http, new_client(), school.slug, "amy", "amy-pass"))[0] is None
+
+
+async def test_a_browser_that_signed_in_before_gets_in_while_its_own_address_is_under_attack(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
+    # given a pupil who signed in once at school, and a classmate behind the same address guessing
+    await make_user(db, school, username="ben", password="ben-pass")
+    await make_user(db, school, username="cat", password="cat-pass")
+    classroom = new_client()
+    response = await http.post("/graphql", json={"query": LOGIN, "variables": {
+        "school": school.slug, "username": "ben", "password": "ben-pass"}},
+        headers={"X-Forwarded-For": classroom})
+    http.cookies.clear()
+    (device_header,) = [header for header in response.headers.get_list("set-cookie")
+                        if header.startswith(f"{DEVICE_COOKIE}=")]
+    assert "HttpOnly" in device_header and "SameSite=strict" in device_header
+    device = response.cookies[DEVICE_COOKIE]
+    await fail_from(http, classroom, school.slug, "ben", 15)
+    cat_device = (await login_from(http, new_client(), school.slug, "cat", "cat-pass"))[1]
+
+    # when Ben signs in again from his browser, and from a browser without his cookie
+    with_cookie = await login_from(http, classroom, school.slug, "ben", "ben-pass", device=device)
+    without = await login_from(http, classroom, school.slug, "ben", "ben-pass")
+    forged = await login_from(http, classroom, school.slug, "ben", "ben-pass", device=device[:-2] + "AA")
+    someone_elses = await login_from(http, classroom, school.slug, "ben", "ben-pass", device=cat_device)
+
+    # then only his own browser gets in, and it gets a fresh cookie
+    assert with_cookie[0] is None and with_cookie[1] not in (None, device)
+    assert [without[0], forged[0], someone_elses[0]] == ["RATE_LIMITED"] * 3
+    # Guesses that carry the cookie count in the browser's own bucket, so it cannot be a master key.
+    guesses = await fail_from(http, new_client(), school.slug, "ben", 12, device=device)
+    assert guesses.count("RATE_LIMITED") == 2
+    assert (await login_from(http, new_client(), school.slug, "ben", "ben-pass"))[0] is None
+
+
+async def test_one_pupils_failures_do_not_refuse_the_others_behind_the_schools_address(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
+    # given a school behind one address, where one pupil's password is tried 105 times
+    await make_user(db, school, username="dev", password="dev-pass")
+    await make_user(db, school, username="eve", password="eve-pass")
+    school_nat = new_client()
+    assert (await fail_from(http, school_nat, school.slug, "dev", 105)).count("INVALID_CREDENTIALS") == 10
+
+    # then the other pupils behind it still sign in
+    assert (await login_from(http, school_nat, school.slug, "eve", "eve-pass"))[0] is None
+
+
+async def test_an_address_is_refused_after_failing_on_many_different_accounts(db: Database) -> None:
+    client = new_client()
+    same = [await throttle.count_attempt(db, account="school:amy", client=client, client_limit=2)
+            for _ in range(5)]
+    others = [await throttle.count_attempt(db, account=f"school:user{i}", client=client, client_limit=2)
+              for i in range(3)]
+    assert [a.refused for a in same + others] == [False] * 5 + [False, True, True]
+
+
+async def test_guessing_from_many_addresses_stops_account_wide_but_not_for_a_trusted_browser(
+    db: Database
+) -> None:
+    account = f"school:{uuid.uuid4().hex}"
+    spread = [await throttle.count_attempt(db, account=account, client=new_client(), account_wide_limit=5)
+              for _ in range(7)]
+    assert [a.refused for a in spread] == [False] * 5 + [True] * 2
+    trusted = await throttle.count_attempt(db, account=account, client=new_client(), device=b"d" * 16,
+                                           account_wide_limit=5)
+    assert not trusted.refused
+
+
+def test_a_device_cookie_names_one_user_and_cannot_be_forged_or_kept_forever() -> None:
+    secret, school_id, user_id = bytes(range(32)), uuid.uuid4(), uuid.uuid4()
+    now = datetime.now(UTC)
+    cookie = issue_device_cookie(secret=secret, school_id=school_id, user_id=user_id, now=now)
+
+    def check(value: str | None, *, key: bytes = secret, user: uuid.UUID = user_id,
+              at: datetime = now) -> bytes | None:
+        return trusted_device(value, secret=key, school_id=school_id, user_id=user, now=at)
+
+    device = check(cookie)
+    assert device is not None and len(device) == 16
+    assert issue_device_cookie(secret=secret, school_id=school_id, user_id=user_id, now=now) != cookie
+    flipped = cookie[:10] + ("A" if cookie[10] != "A" else "B") + cookie[11:]
+    assert [check(flipped), check(cookie + "A"), check(""), check(None)] == [None] * 4
+    assert check(cookie, key=bytes(range(1, 33))) is None
+    assert check(cookie, user=uuid.uuid4()) is None
+    assert check(cookie, at=now + LIFETIME + timedelta(minutes=1)) is None
 
 
 async def test_a_pupil_password_hash_is_argon2id(db: Database) -> None:
