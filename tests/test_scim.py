@@ -8,6 +8,7 @@ import os
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 

@@ -19,8 +19,8 @@ from db.device_cookies import LIFETIME, issue_device_cookie, trusted_device
 from db.engine import Database
 from db.models import UserType
 from db.passwords import hash_password_async
-from tenants.scope import school_scope
 from gql.context import DEVICE_COOKIE
+from tenants.scope import school_scope
 from tests.conftest import ADMIN_PASSWORD, SchoolFixture, graphql, make_user, sign_in_as
 
 LOGIN = """
