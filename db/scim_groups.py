@@ -282,7 +282,7 @@ async def _change_kind(session: AsyncSession, actor: Actor, school_class: School
     (the memberships follow the class's kind through their foreign key)."""
     school_id, class_id = school_class.school_id, school_class.id
     taken = select(SchoolClass.id).where(SchoolClass.school_id == school_id, SchoolClass.kind == kind,
-                                         func.lower(SchoolClass.name) == school_class.name.lower())
+                                         SchoolClass.name_key == school_class.name_key)
     if (await session.execute(taken)).first():
         raise ScimError(409, f"There is already a {KINDS[kind]} class called '{school_class.name}'.",
                         "uniqueness")
