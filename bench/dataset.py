@@ -50,13 +50,16 @@ SURNAMES = ("Smith", "Jones", "Williams", "Brown", "Taylor", "Davies", "Evans", 
 # One statement each; every one reads the school from the transaction's binding.
 _BIND = "select set_config('app.school_id', :school_id, true)"
 _SCHOOL = "insert into schools (id, slug, name) values (:school_id, :slug, :name)"
+# The class names are ASCII, so lower() gives their name key (db.names.class_name_key).
 _CLASSES = f"""
-insert into classes (school_id, id, name, kind)
-select s.id, md5(s.id::text || '-c' || k)::uuid,
+insert into classes (school_id, id, name, kind, name_key)
+select school_id, id, name, kind, lower(name) from (
+select s.id as school_id, md5(s.id::text || '-c' || k)::uuid as id,
        case when k <= {REGISTRATION_CLASSES} then 'Year ' || (7 + (k - 1) / 6) || chr(65 + (k - 1) % 6)
-            else (cast(:teaching as text[]))[k - {REGISTRATION_CLASSES}] end,
-       case when k <= {REGISTRATION_CLASSES} then 'REGISTRATION' else 'TEACHING' end
+            else (cast(:teaching as text[]))[k - {REGISTRATION_CLASSES}] end as name,
+       case when k <= {REGISTRATION_CLASSES} then 'REGISTRATION' else 'TEACHING' end as kind
 from (select cast(:school_id as uuid) as id) s, generate_series(1, {REGISTRATION_CLASSES + len(TEACHING_CLASSES)}) k
+) c
 """
 _USERS = f"""
 insert into users (school_id, id, username, first_name, surname, type, is_admin, password_hash, created_at,

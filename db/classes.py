@@ -23,15 +23,16 @@ from db import audit
 from db.audit import Actor
 from db.errors import DomainError, ErrorCode, Problem, Problems
 from db.models import ClassKind, ClassMembership, SchoolClass, User
+from db.names import class_name_key
 from db.schools import require_manual_school
-from db.users import CONTROL_CHARACTERS
+from db.users import clean_name
 
 T = TypeVar("T")
 
 NAME_MAX = 100
 BATCH_LIMIT = 1000
 RETRY_ATTEMPTS = 5
-NAME_INDEX = "uq_classes_school_id_kind_name"
+NAME_INDEX = "uq_classes_school_id_kind_name_key"
 # A collision with a concurrent transaction, not a mistake in the request: running it again succeeds.
 SERIALIZATION_FAILURE, DEADLOCK_DETECTED, UNIQUE_VIOLATION = "40001", "40P01", "23505"
 MEMBERSHIP_KEYS = ("uq_class_memberships_one_registration_class", "pk_class_memberships")
@@ -99,12 +100,9 @@ async def member_counts(session: AsyncSession, *, school_id: uuid.UUID,
 
 
 def clean_class_name(raw: str) -> str:
-    name = " ".join(raw.split())
-    if not 1 <= len(name) <= NAME_MAX:
+    name = clean_name(raw, field="name", what="The class's name", most=NAME_MAX)
+    if not name:
         raise DomainError(Problem(ErrorCode.INVALID_INPUT, f"A class's name is 1 to {NAME_MAX} characters.",
-                                  "name"))
-    if CONTROL_CHARACTERS.search(name):
-        raise DomainError(Problem(ErrorCode.INVALID_INPUT, "A class's name cannot contain control characters.",
                                   "name"))
     return name
 
@@ -135,7 +133,7 @@ def _name_taken(kind: ClassKind, name: str) -> DomainError:
 async def _name_free(session: AsyncSession, school_id: uuid.UUID, kind: ClassKind, name: str,
                      *, except_class: uuid.UUID | None = None) -> None:
     query = select(SchoolClass.id).where(SchoolClass.school_id == school_id, SchoolClass.kind == kind,
-                                         func.lower(SchoolClass.name) == name.lower())
+                                         SchoolClass.name_key == class_name_key(name))
     if except_class is not None:
         query = query.where(SchoolClass.id != except_class)
     if (await session.execute(query.limit(1))).first() is not None:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from db.models import ClassKind, UserType
+from db.names import class_name_key
 from db.passwords import password_problem
 from db.roster_csv import RosterRow, RowProblem
 
@@ -35,12 +36,12 @@ class ExistingUser:
     type: UserType
     is_admin: bool
     registration_class: str | None
-    teaching_classes: frozenset[str]  # lowercased names
+    teaching_classes: frozenset[str]  # name keys (db.names.class_name_key)
 
 
 @dataclass(frozen=True, slots=True)
 class Roster:
-    """The school's active users (by lowercased username) and classes (by kind and lowercased name)."""
+    """The school's active users (by lowercased username) and classes (by kind and name key)."""
 
     users: dict[str, ExistingUser]
     classes: dict[tuple[ClassKind, str], str]
@@ -111,7 +112,7 @@ def _changes(existing: ExistingUser, target: Target) -> dict[str, tuple[str, str
     changes: dict[str, tuple[str, str]] = {}
 
     def compare(name: str, old: str, new: str, *, fold: bool = False) -> None:
-        if (old.lower() if fold else old) != (new.lower() if fold else new):
+        if (class_name_key(old) if fold else old) != (class_name_key(new) if fold else new):
             changes[name] = (old, new)
 
     compare("username", existing.username, target.username)
@@ -121,7 +122,7 @@ def _changes(existing: ExistingUser, target: Target) -> dict[str, tuple[str, str
     compare("is_admin", str(existing.is_admin).lower(), str(target.is_admin).lower())
     compare("registration_class", existing.registration_class or "", target.registration_class or "", fold=True)
     compare("teaching_classes", ";".join(sorted(existing.teaching_classes)),
-            ";".join(sorted(name.lower() for name in target.teaching_classes)))
+            ";".join(sorted(class_name_key(name) for name in target.teaching_classes)))
     if target.password is not None:
         changes["password"] = ("", "(new password)")
     return changes
@@ -192,7 +193,7 @@ def _new_classes(planned: Iterable[PlannedRow], roster: Roster) -> list[tuple[Cl
         if row.target.registration_class:
             names.append((ClassKind.REGISTRATION, row.target.registration_class))
         for kind, name in names:
-            key = (kind, name.lower())
+            key = (kind, class_name_key(name))
             if key not in roster.classes:
                 wanted.setdefault(key, name)
     return [(kind, name) for (kind, _), name in wanted.items()]

@@ -26,9 +26,11 @@ from db.import_plan import ExistingUser, ImportAction, Plan, PlannedRow, Roster,
 from db.maintenance import STALE_IMPORT, fail_stale_imports_of
 from db.manage_users import lock_roster
 from db.models import ClassKind, ClassMembership, ImportJob, ImportStatus, School, SchoolClass, User, UserType
+from db.names import class_name_key
 from db.passwords import hash_password_async, memorable_password
 from db.roster_csv import CsvError, ExportRow, RosterRow, RowProblem, decode_upload, parse_roster
 from db.schools import require_manual_school
+from db.sealed_passwords import SealBroken, seal, unseal
 from db.sessions import revoke_sessions
 from tenants.scope import school_scope
 
@@ -79,11 +81,11 @@ async def load_roster(session: AsyncSession, school_id: uuid.UUID) -> Roster:
         user.username.lower(): ExistingUser(
             id=user.id, username=user.username, first_name=user.first_name, surname=user.surname, type=user.type,
             is_admin=user.is_admin, registration_class=registration.get(user.id),
-            teaching_classes=frozenset(name.lower() for name in teaching.get(user.id, ())))
+            teaching_classes=frozenset(class_name_key(name) for name in teaching.get(user.id, ())))
         for user in await _active_users(session, school_id)
     }
     classes = await session.execute(select(SchoolClass.kind, SchoolClass.name).where(SchoolClass.school_id == school_id))
-    return Roster(users=users, classes={(kind, name.lower()): name for kind, name in classes},
+    return Roster(users=users, classes={(kind, class_name_key(name)): name for kind, name in classes},
                   pupil_min_password_length=school.pupil_min_password_length)
 
 
@@ -120,8 +122,12 @@ def _shown(row: PlannedRow) -> dict[str, Any]:
 
 
 async def preview_import(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, file_name: str, data: bytes,
-                         remove_missing_pupils: bool, max_bytes: int, max_rows: int) -> ImportJob:
-    """Read and check the whole file and store what it would do; the roster itself does not change."""
+                         remove_missing_pupils: bool, max_bytes: int, max_rows: int,
+                         server_secret: bytes) -> ImportJob:
+    """Read and check the whole file and store what it would do; the roster itself does not change.
+
+    The typed passwords are kept sealed with a key derived from `server_secret`, and only when the preview
+    can be confirmed: a file with errors is uploaded again, so its passwords are not kept at all."""
     await require_manual_school(session, school_id)
     roster = await load_roster(session, school_id)
     try:
@@ -130,15 +136,19 @@ async def preview_import(session: AsyncSession, *, school_id: uuid.UUID, actor: 
         raise DomainError(Problem(ErrorCode.INVALID_FILE, error.message, "file")) from None
     plan = plan_import(parsed.rows, parsed.columns, roster, remove_missing_pupils=remove_missing_pupils)
     shown = {row.row_number: _shown(row) for row in plan.rows if row.row_number is not None}
+    job_id = uuid.uuid4()
+    passwords = {str(row.row_number): row.password for row in parsed.rows if row.password is not None}
     job = ImportJob(
-        school_id=school_id, created_by=actor.id, file_name=file_name[:255], status=ImportStatus.PREVIEW,
-        remove_missing_pupils=remove_missing_pupils, total=len(plan.rows), processed=0, totals=plan.totals(),
+        school_id=school_id, id=job_id, created_by=actor.id, file_name=file_name[:255],
+        status=ImportStatus.PREVIEW, remove_missing_pupils=remove_missing_pupils, total=len(plan.rows),
+        processed=0, totals=plan.totals(),
         columns=sorted(parsed.columns),
         rows=[{**shown.get(row.row_number, {}), "source": _source(row)} for row in parsed.rows]
         + [_shown(row) for row in plan.rows if row.row_number is None],
         new_classes=[{"kind": kind.value, "name": name} for kind, name in plan.new_classes],
         warnings=list(parsed.warnings),
-        passwords={str(row.row_number): row.password for row in parsed.rows if row.password is not None},
+        sealed_passwords=seal(passwords, server_secret=server_secret, school_id=school_id, job_id=job_id)
+        if passwords and not plan.has_errors else None,
     )
     session.add(job)
     await session.flush()
@@ -159,8 +169,8 @@ def _refuse(message: str) -> DomainError:
     return DomainError(Problem(ErrorCode.IMPORT_NOT_CONFIRMABLE, message, "jobId"))
 
 
-async def _start(db: Database, school_id: uuid.UUID, job_id: uuid.UUID) -> tuple[list[RosterRow], frozenset[str],
-                                                                                 bool, int]:
+async def _start(db: Database, school_id: uuid.UUID, job_id: uuid.UUID,
+                 server_secret: bytes) -> tuple[list[RosterRow], frozenset[str], bool, int]:
     """Move the job from PREVIEW to RUNNING (once only) and take what the apply needs."""
     async with school_scope(db, school_id) as session:
         job = (await session.execute(select(ImportJob).where(
@@ -173,17 +183,23 @@ async def _start(db: Database, school_id: uuid.UUID, job_id: uuid.UUID) -> tuple
             raise _refuse("Fix the rows with errors in your file and upload it again.")
         if (await session.execute(select(func.now()))).scalar_one() >= job.expires_at:
             raise _refuse("This preview is more than a day old; upload the file again.")
-        passwords = job.passwords or {}
+        try:
+            passwords = unseal(job.sealed_passwords, server_secret=server_secret, school_id=school_id,
+                               job_id=job_id) if job.sealed_passwords is not None else {}
+        except SealBroken:
+            raise _refuse("The passwords in this preview can no longer be read (the server's secret key "
+                          "changed); upload the file again.") from None
         rows = [_row_from_source(entry["source"], passwords.get(str(entry["source"]["row"])))
                 for entry in job.rows if "source" in entry]
         # The typed passwords leave the database here; the apply holds them in memory only.
-        job.status, job.passwords, job.updated_at = ImportStatus.RUNNING, None, func.now()
+        job.status, job.sealed_passwords, job.updated_at = ImportStatus.RUNNING, None, func.now()
         return rows, frozenset(job.columns), job.remove_missing_pupils, job.total
 
 
-async def confirm_import(db: Database, *, school_id: uuid.UUID, actor: Actor, job_id: uuid.UUID) -> Applied:
+async def confirm_import(db: Database, *, school_id: uuid.UUID, actor: Actor, job_id: uuid.UUID,
+                         server_secret: bytes) -> Applied:
     """Apply a previewed job (the caller has re-authenticated): all of it in one transaction, or none of it."""
-    rows, columns, remove_missing, total = await _start(db, school_id, job_id)
+    rows, columns, remove_missing, total = await _start(db, school_id, job_id, server_secret)
 
     async def progress(done: int) -> None:
         async with school_scope(db, school_id) as session:
@@ -203,7 +219,7 @@ async def confirm_import(db: Database, *, school_id: uuid.UUID, actor: Actor, jo
             generated = await _apply(session, school_id, actor, plan, roster, progress)
             job = (await session.execute(update(ImportJob).where(
                 ImportJob.school_id == school_id, ImportJob.id == job_id).values(
-                status=ImportStatus.SUCCEEDED, processed=total, passwords=None, totals=plan.totals(),
+                status=ImportStatus.SUCCEEDED, processed=total, sealed_passwords=None, totals=plan.totals(),
                 updated_at=func.now()).returning(ImportJob))).scalar_one()
     except DomainError as error:
         await _fail(db, school_id, job_id, error.problems[0].message)
@@ -221,8 +237,8 @@ async def _fail(db: Database, school_id: uuid.UUID, job_id: uuid.UUID, reason: s
     try:
         async with school_scope(db, school_id) as session:
             await session.execute(update(ImportJob).where(ImportJob.school_id == school_id, ImportJob.id == job_id)
-                                  .values(status=ImportStatus.FAILED, failure_reason=reason, passwords=None,
-                                          updated_at=func.now()))
+                                  .values(status=ImportStatus.FAILED, failure_reason=reason,
+                                          sealed_passwords=None, updated_at=func.now()))
     except (SQLAlchemyError, OSError):
         log.warning("could not mark import %s FAILED", job_id, exc_info=True)
 
@@ -272,10 +288,11 @@ async def _apply(session: AsyncSession, school_id: uuid.UUID, actor: Actor, plan
         if target is None or row.action not in (ImportAction.CREATE, ImportAction.UPDATE):
             continue
         assert row.row_number is not None
-        wanted = {class_ids[(ClassKind.TEACHING, name.lower())]: ClassKind.TEACHING
+        wanted = {class_ids[(ClassKind.TEACHING, class_name_key(name))]: ClassKind.TEACHING
                   for name in target.teaching_classes}
         if target.registration_class:
-            wanted[class_ids[(ClassKind.REGISTRATION, target.registration_class.lower())]] = ClassKind.REGISTRATION
+            wanted[class_ids[(ClassKind.REGISTRATION, class_name_key(target.registration_class))]] = \
+                ClassKind.REGISTRATION
         values = {"username": target.username, "first_name": target.first_name, "surname": target.surname,
                   "type": target.type, "is_admin": target.is_admin}
         if row.action == ImportAction.CREATE:
@@ -295,7 +312,7 @@ async def _apply(session: AsyncSession, school_id: uuid.UUID, actor: Actor, plan
             existing = roster.users[row.username.lower()]
             have = {class_ids[(ClassKind.TEACHING, name)]: ClassKind.TEACHING for name in existing.teaching_classes}
             if existing.registration_class:
-                have[class_ids[(ClassKind.REGISTRATION, existing.registration_class.lower())]] = \
+                have[class_ids[(ClassKind.REGISTRATION, class_name_key(existing.registration_class))]] = \
                     ClassKind.REGISTRATION
         memberships_out += [(user_id, class_id) for class_id in have if class_id not in wanted]
         memberships_in += [{"school_id": school_id, "class_id": class_id, "user_id": user_id, "kind": kind}
@@ -323,10 +340,10 @@ async def _apply(session: AsyncSession, school_id: uuid.UUID, actor: Actor, plan
 
 async def _class_ids(session: AsyncSession, school_id: uuid.UUID,
                      plan: Plan) -> list[tuple[tuple[ClassKind, str], uuid.UUID]]:
-    """Every class's id by kind and lowercased name, creating the classes the file names that do not exist."""
-    if plan.new_classes:
-        await session.execute(insert(SchoolClass), [
-            {"school_id": school_id, "id": uuid.uuid4(), "name": name, "kind": kind} for kind, name in plan.new_classes])
-    rows = await session.execute(select(SchoolClass.kind, SchoolClass.name, SchoolClass.id)
+    """Every class's id by kind and name key, creating the classes the file names that do not exist."""
+    session.add_all(SchoolClass(school_id=school_id, id=uuid.uuid4(), name=name, kind=kind)
+                    for kind, name in plan.new_classes)
+    await session.flush()
+    rows = await session.execute(select(SchoolClass.kind, SchoolClass.name_key, SchoolClass.id)
                                  .where(SchoolClass.school_id == school_id))
-    return [((kind, name.lower()), class_id) for kind, name, class_id in rows]
+    return [((kind, key), class_id) for kind, key, class_id in rows]

@@ -1,4 +1,5 @@
-"""Maintenance run by the owner role across every school: the retention purge, and failing stale imports.
+"""Maintenance run by the owner role across every school: the retention purge, failing stale imports, and
+forgetting the typed passwords of import previews that have expired.
 
 RLS stays on: each school is bound in turn, as for any request; only the list of schools is the owner's.
 """
@@ -6,6 +7,7 @@ RLS stays on: each school is bound in turn, as for any request; only the list of
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -29,6 +31,7 @@ PERSONAL_KEYS = ("username", "first_name", "surname", "name", "from", "to")
 class Purged:
     school_slug: str
     users: int
+    import_passwords: int  # expired previews whose typed passwords were removed
 
 
 async def _schools(session: AsyncSession) -> list[tuple[uuid.UUID, str, int]]:
@@ -37,32 +40,54 @@ async def _schools(session: AsyncSession) -> list[tuple[uuid.UUID, str, int]]:
     return [(school_id, slug, days) for school_id, slug, days in rows]
 
 
-async def fail_stale_imports(owner_url: str, *, older_than: timedelta = timedelta(0)) -> int:
-    """Mark FAILED the imports left RUNNING by a worker that died (at start-up: all that are not moving)."""
+async def _in_every_school(owner_url: str, work: Callable[[AsyncSession, uuid.UUID], Awaitable[int]]) -> int:
+    """Run `work` for each school in turn, each in its own transaction with the school bound; its total."""
     engine = create_async_engine(owner_url)
-    failed = 0
+    total = 0
     try:
         async with async_sessionmaker(engine)() as session, session.begin():
             schools = await _schools(session)
         for school_id, _, _ in schools:
             async with async_sessionmaker(engine)() as session, session.begin():
                 await bind_school(session, school_id)
-                failed += await fail_stale_imports_of(session, school_id, older_than=older_than)
+                total += await work(session, school_id)
     finally:
         await engine.dispose()
-    return failed
+    return total
+
+
+async def fail_stale_imports(owner_url: str, *, older_than: timedelta = timedelta(0)) -> int:
+    """Mark FAILED the imports left RUNNING by a worker that died (at start-up: all that are not moving)."""
+    return await _in_every_school(owner_url, lambda session, school_id: fail_stale_imports_of(
+        session, school_id, older_than=older_than))
+
+
+async def forget_expired_import_passwords(owner_url: str) -> int:
+    """At start-up: remove the typed passwords of every expired import preview."""
+    return await _in_every_school(owner_url, forget_expired_import_passwords_of)
+
+
+async def forget_expired_import_passwords_of(session: AsyncSession, school_id: uuid.UUID) -> int:
+    """An expired preview can no longer be confirmed, so the passwords typed into its file go."""
+    result = await session.execute(
+        update(ImportJob).where(ImportJob.school_id == school_id, ImportJob.sealed_passwords.is_not(None),
+                                ImportJob.expires_at <= func.now())
+        .values(sealed_passwords=None, updated_at=func.now()))
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def fail_stale_imports_of(session: AsyncSession, school_id: uuid.UUID, *, older_than: timedelta) -> int:
     result = await session.execute(
         update(ImportJob).where(ImportJob.school_id == school_id, ImportJob.status == ImportStatus.RUNNING,
                                 ImportJob.updated_at < func.now() - older_than)
-        .values(status=ImportStatus.FAILED, failure_reason=STALE_REASON, passwords=None, updated_at=func.now()))
+        .values(status=ImportStatus.FAILED, failure_reason=STALE_REASON, sealed_passwords=None,
+                updated_at=func.now()))
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def purge(owner_url: str, *, older_than: timedelta | None = None) -> list[Purged]:
-    """Hard-delete users soft-deleted longer than each school's retention period (or `older_than`)."""
+    """Hard-delete users soft-deleted longer than each school's retention period (or `older_than`), and remove
+    the typed passwords of expired import previews."""
     engine = create_async_engine(owner_url)
     done: list[Purged] = []
     try:
@@ -72,7 +97,8 @@ async def purge(owner_url: str, *, older_than: timedelta | None = None) -> list[
             async with async_sessionmaker(engine)() as session, session.begin():
                 await bind_school(session, school_id)
                 count = await purge_school(session, school_id, older_than or timedelta(days=days))
-            done.append(Purged(slug, count))
+                forgotten = await forget_expired_import_passwords_of(session, school_id)
+            done.append(Purged(slug, count, forgotten))
     finally:
         await engine.dispose()
     return done

@@ -25,7 +25,9 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
+
+from db.names import class_name_key
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -152,6 +154,8 @@ class SchoolClass(Base):
     school_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     id: Mapped[uuid.UUID] = _uuid_pk()
     name: Mapped[str] = mapped_column(String(100))
+    # What names are compared by (db.names.class_name_key): `P3` and a Cyrillic `Р3` are one class.
+    name_key: Mapped[str]
     kind: Mapped[ClassKind] = mapped_column(_enum(ClassKind, "class_kind"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     # The id the school's provider knows this class by (SCIM Group `externalId`).
@@ -161,10 +165,15 @@ class SchoolClass(Base):
         ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),
         # Lets a membership name its class's kind, so the one-registration-class rule is a plain index.
         UniqueConstraint("school_id", "id", "kind", name="uq_classes_school_id_id_kind"),
-        Index("uq_classes_school_id_kind_name", "school_id", "kind", func.lower(text("name")), unique=True),
+        Index("uq_classes_school_id_kind_name_key", "school_id", "kind", "name_key", unique=True),
         Index("uq_classes_school_id_external_id", "school_id", "external_id", unique=True,
               postgresql_where=text("external_id IS NOT NULL")),
     )
+
+    @validates("name")
+    def _keep_name_key(self, _: str, name: str) -> str:
+        self.name_key = class_name_key(name)
+        return name
 
 
 class ClassMembership(Base):
@@ -288,7 +297,8 @@ class ImportJob(Base):
     rows: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
     new_classes: Mapped[list[dict[str, str]]] = mapped_column(JSONB, default=list)
     warnings: Mapped[list[str]] = mapped_column(JSONB, default=list)
-    passwords: Mapped[dict[str, str] | None] = mapped_column(JSONB(none_as_null=True))
+    # The passwords typed into the file, sealed (db.sealed_passwords) until the apply takes them; never plain.
+    sealed_passwords: Mapped[bytes | None] = mapped_column(LargeBinary)
     failure_reason: Mapped[str | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())

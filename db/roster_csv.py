@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from db.models import UserType
+from db.names import class_name_key, name_problem, tidy_name, visible
 from db.passwords import MAX_LENGTH as PASSWORD_MAX
 from db.users import NAME_MAX, USERNAME
 
@@ -146,10 +147,38 @@ def _decode(data: bytes) -> str:
             line = data.count(b"\n", len(codecs.BOM_UTF8), len(codecs.BOM_UTF8) + error.start) + 1
             message = f"The file is marked as UTF-8 but line {line} is not UTF-8. {_SAVE_AS_CSV}"
             raise CsvError(message) from None
+    if mixed := _mixed_rows(data):
+        # Read as Windows-1252, the UTF-8 rows would turn "Zoë" into "ZoÃ«" and update every such user.
+        raise CsvError(f"Row {mixed[0]} is UTF-8 but row {mixed[1]} is Windows-1252, so the file mixes two "
+                       f"encodings. {_SAVE_AS_CSV}")
     try:
         return data.decode("cp1252")
     except UnicodeDecodeError:
         raise CsvError(f"The file is neither UTF-8 nor Windows-1252 text. {_SAVE_AS_CSV}") from None
+
+
+def _mixed_rows(data: bytes) -> tuple[int, int] | None:
+    """The first row in UTF-8 and the first in another encoding, for a file that is not UTF-8 throughout."""
+    # Latin-1 maps each byte to one character, so every cell gives back its own bytes; the characters that
+    # shape a CSV file are ASCII, so the rows are the ones the roster is read as.
+    text = data.decode("latin-1")
+    first: dict[bool, int] = {}
+    try:
+        for row_number, cells in _records(text, _sniff_delimiter(text)):
+            for cell in (cell.encode("latin-1") for cell in cells):
+                if not cell.isascii():
+                    first.setdefault(_is_utf8(cell), row_number)
+    except CsvError:
+        return None  # reading the text reports the row that cannot be read
+    return (first[True], first[False]) if len(first) == 2 else None
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _size(count: int) -> str:
@@ -313,8 +342,8 @@ class _RowReader:
 
         first_name = _name(cell("first_name"))
         surname = _name(cell("surname"))
-        problem("first_name", _length_problem("first name", first_name, NAME_MAX))
-        problem("surname", _length_problem("surname", surname, NAME_MAX))
+        problem("first_name", name_problem(first_name, what="The first name", most=NAME_MAX))
+        problem("surname", name_problem(surname, what="The surname", most=NAME_MAX))
 
         raw_type = _unescape(cell("type")).strip()
         type_, admin_by_type = _TYPES.get(raw_type.casefold(), (None, False))
@@ -369,22 +398,20 @@ def _length_problem(what: str, value: str, most: int) -> str | None:
 
 
 def _class_name_problem(name: str) -> str | None:
-    return _length_problem(f"class name '{name[:20]}...'", name, CLASS_NAME_MAX)
+    return name_problem(name, what=f"The class name '{visible(name)[:20]}...'", most=CLASS_NAME_MAX)
 
 
 def _name(raw: str) -> str:
-    # As users.clean_name does: runs of whitespace, line breaks included, become one space.
-    return " ".join(_unescape(raw).split())
+    return tidy_name(_unescape(raw))
 
 
 def _class_list(raw: str) -> tuple[str, ...]:
     # A line break separates classes like ";" does: spreadsheet users put one class per line in a cell.
     names: dict[str, str] = {}
     for part in re.split(r"[;\r\n]", raw):
-        name = " ".join(part.split())
+        name = tidy_name(part)
         if name:
-            # lower(), not casefold(): the database's unique index on class names compares lower(name).
-            names.setdefault(name.lower(), name)
+            names.setdefault(class_name_key(name), name)
     return tuple(names.values())
 
 

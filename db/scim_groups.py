@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, literal, select
+from sqlalchemy import and_, case, delete, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -292,7 +292,7 @@ async def _change_kind(session: AsyncSession, actor: Actor, school_class: School
         raise ScimError(400, "This group has members that are managed in Rollcall itself, so its kind cannot "
                              "change.", "mutability")
     taken = select(SchoolClass.id).where(SchoolClass.school_id == school_id, SchoolClass.kind == kind,
-                                         func.lower(SchoolClass.name) == school_class.name.lower())
+                                         SchoolClass.name_key == school_class.name_key)
     if (await session.execute(taken)).first():
         raise ScimError(409, f"There is already a {KINDS[kind]} class called '{school_class.name}'.",
                         "uniqueness")

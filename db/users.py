@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import DomainError, ErrorCode, Problem
 from db.models import ClassMembership, User, UserType
+from db.names import name_problem, tidy_name
 from db.pagination import decode_cursor, encode_cursor, page_size
 
 USERNAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -35,12 +36,11 @@ def clean_username(raw: str, *, field: str = "username") -> str:
     return username
 
 
-def clean_name(raw: str, *, field: str) -> str:
-    name = " ".join(raw.split())
-    if len(name) > NAME_MAX:
-        raise DomainError(Problem(ErrorCode.INVALID_INPUT, f"A name is at most {NAME_MAX} characters.", field))
-    if CONTROL_CHARACTERS.search(name):
-        raise DomainError(Problem(ErrorCode.INVALID_INPUT, "A name cannot contain control characters.", field))
+def clean_name(raw: str, *, field: str, what: str = "The name", most: int = NAME_MAX) -> str:
+    """A person's or a class's name, tidied, or INVALID_INPUT saying what is wrong with it (db.names)."""
+    name = tidy_name(raw)
+    if problem := name_problem(name, what=what, most=most):
+        raise DomainError(Problem(ErrorCode.INVALID_INPUT, problem, field))
     return name
 
 

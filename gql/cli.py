@@ -16,7 +16,7 @@ from db import demo, migrate
 from db.api_tokens import ApiScope, create_api_token
 from db.embedded import DatabaseUrls, database_urls
 from db.errors import DomainError, ErrorCode, Problem
-from db.maintenance import fail_stale_imports, parse_age, purge
+from db.maintenance import fail_stale_imports, forget_expired_import_passwords, parse_age, purge
 from db.models import Provider
 from db.schools import create_school, school_id_for_slug
 from db.settings import Settings
@@ -91,6 +91,9 @@ def _serve(urls: DatabaseUrls, settings: Settings, args: argparse.Namespace) -> 
     failed = asyncio.run(fail_stale_imports(urls.owner))
     if failed:
         logging.getLogger("rollcall").warning("marked %d import jobs FAILED: their worker stopped mid-apply", failed)
+    if forgotten := asyncio.run(forget_expired_import_passwords(urls.owner)):
+        logging.getLogger("rollcall").info("removed the typed passwords of %d expired import previews",
+                                           forgotten)
     print(f"Rollcall: GraphQL at http://{args.host}:{args.port}/graphql", flush=True)
     uvicorn.run("gql.app:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
                 log_config=None, access_log=False, proxy_headers=bool(settings.trusted_proxies),
@@ -103,7 +106,8 @@ def _purge(urls: DatabaseUrls, args: argparse.Namespace) -> None:
     except ValueError as error:
         raise SystemExit(f"rollcall: {error}") from None
     for school in asyncio.run(purge(urls.owner, older_than=older_than)):
-        print(f"{school.school_slug}: {school.users} users purged")
+        print(f"{school.school_slug}: {school.users} users purged, "
+              f"typed passwords removed from {school.import_passwords} expired import previews")
 
 
 def parser() -> argparse.ArgumentParser:

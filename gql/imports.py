@@ -146,7 +146,7 @@ class ImportMutations:
                     session, school_id=info.context.signed_in().school_id, actor=actor(info.context),
                     file_name=getattr(file, "filename", None) or "", data=data,
                     remove_missing_pupils=remove_missing_pupils, max_bytes=settings.import_max_bytes,
-                    max_rows=settings.import_max_rows)
+                    max_rows=settings.import_max_rows, server_secret=settings.login_code_secret)
         except DomainError as error:
             IMPORT_JOBS.labels("refused").inc()
             return ImportJobPayload(errors=user_errors(error))
@@ -162,7 +162,8 @@ class ImportMutations:
             target = parse_id(job_id, field="jobId")
             await reauthenticate(context.db, context.signed_in(), current_password)
             applied = await imports.confirm_import(context.db, school_id=context.signed_in().school_id,
-                                                   actor=actor(context), job_id=target)
+                                                   actor=actor(context), job_id=target,
+                                                   server_secret=context.login_code_secret)
         except DomainError as error:
             failed = {p.code for p in error.problems} & {"IMPORT_FAILED", "IMPORT_NOT_CONFIRMABLE"}
             IMPORT_JOBS.labels("failed" if failed else "refused").inc()

@@ -98,7 +98,8 @@ async def audit_events(db: Database, school: SchoolFixture, action: str) -> list
 async def insert_class(session: AsyncSession, school: SchoolFixture, name: str) -> uuid.UUID:
     """A registration class written straight to the table (a managed school's provider does this)."""
     class_id: uuid.UUID = (await session.execute(text(
-        "insert into classes (school_id, name, kind) values (:school, :name, 'REGISTRATION') returning id"),
+        "insert into classes (school_id, name, name_key, kind) "
+        "values (:school, :name, lower(cast(:name as varchar)), 'REGISTRATION') returning id"),
         {"school": school.id, "name": name})).scalar_one()
     return class_id
 
@@ -168,6 +169,38 @@ async def test_names_are_one_to_a_hundred_characters(http: httpx.AsyncClient, sc
         assert [(e["code"], e["field"]) for e in created["errors"]] == [("INVALID_INPUT", "name")]
         renamed = await call(http, school.admin_token, RENAME, id=class_id, name=name)
         assert [(e["code"], e["field"]) for e in renamed["errors"]] == [("INVALID_INPUT", "name")]
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ("STRASSE", "straße"),
+    ("P3", "\u04203"),  # Cyrillic capital ER
+    ("P3", "Ｐ３"),  # full width
+    ("Year 7 Alpha", "YEAR 7 \u0391LPHA"),  # Greek capital ALPHA
+    ("Año 3", "An\u0303o 3"),  # composed and decomposed ñ
+])
+async def test_names_that_read_the_same_are_one_class(http: httpx.AsyncClient, school: SchoolFixture,
+                                                      first: str, second: str) -> None:
+    await new_class(http, school, first)
+    other = await new_class(http, school, "Other")
+    taken = await call(http, school.admin_token, CREATE, name=second, kind="REGISTRATION")
+    assert codes(taken) == ["CLASS_NAME_TAKEN"] and taken["schoolClass"] is None
+    assert codes(await call(http, school.admin_token, RENAME, id=other, name=second)) == ["CLASS_NAME_TAKEN"]
+
+
+@pytest.mark.parametrize("name", ["P3\u202e", "\u200bP3", "\ufeffP3", "P\u200d3", "P3\U000e0041", "\u2067P3"])
+async def test_names_with_invisible_formatting_characters_are_refused(http: httpx.AsyncClient,
+                                                                     school: SchoolFixture, name: str) -> None:
+    class_id = await new_class(http, school, "P4")
+    created = await call(http, school.admin_token, CREATE, name=name, kind="TEACHING")
+    assert [(e["code"], e["field"]) for e in created["errors"]] == [("INVALID_INPUT", "name")]
+    assert "invisible formatting character" in created["errors"][0]["message"]
+    renamed = await call(http, school.admin_token, RENAME, id=class_id, name=name)
+    assert [(e["code"], e["field"]) for e in renamed["errors"]] == [("INVALID_INPUT", "name")]
+
+
+async def test_names_are_stored_in_nfc(http: httpx.AsyncClient, school: SchoolFixture) -> None:
+    created = await call(http, school.admin_token, CREATE, name="Anne\u0301e 3", kind="TEACHING")
+    assert created["schoolClass"]["name"] == "Ann\u00e9e 3"
 
 
 async def test_two_admins_creating_the_same_name_at_once_get_one_class(http: httpx.AsyncClient, db: Database,

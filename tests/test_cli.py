@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -94,6 +95,13 @@ def test_demo_is_idempotent(env: dict[str, str]) -> None:
 
 @pytest.fixture
 def served(env: dict[str, str]) -> Iterator[str]:
+    with serving(env) as url:
+        yield url
+
+
+@contextmanager
+def serving(env: dict[str, str]) -> Iterator[str]:
+    """`rollcall serve` started as an operator starts it, until it answers; stopped at the end."""
     port = free_port()
     process = subprocess.Popen([ROLLCALL, "serve", "--port", str(port)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

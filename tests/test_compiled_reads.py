@@ -133,7 +133,8 @@ async def add_roster(db: Database, school: SchoolFixture, people: list[tuple[str
     async with school_scope(db, school.id) as session:
         classes = {name: uuid.uuid4() for name in ("P1", "P2", "Choir", "Art")}
         for name, class_id in classes.items():
-            await session.execute(text("insert into classes (school_id, id, name, kind) values (:s, :id, :n, :k)"),
+            await session.execute(text("insert into classes (school_id, id, name, name_key, kind) "
+                                       "values (:s, :id, :n, lower(cast(:n as varchar)), :k)"),
                                   {"s": school.id, "id": class_id, "n": name,
                                    "k": "REGISTRATION" if name.startswith("P") else "TEACHING"})
             ids[name] = str(class_id)

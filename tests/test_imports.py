@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from db import imports
+from db.embedded import EmbeddedServer
 from db.engine import Database
 from db.models import Provider, UserType
-from tenants.scope import school_scope
+from tenants.scope import bind_school, school_scope
 from tests.conftest import ADMIN_PASSWORD, SchoolFixture, graphql, make_school, make_user, sign_in_as
+from tests.test_cli import rollcall, serving
 
 DATA = Path(__file__).parent / "data"
 JOB = """
@@ -183,7 +186,7 @@ async def test_confirm_applies_everything_once(http: httpx.AsyncClient, db: Data
     again = await confirm(http, school, job["id"])
     assert [e["code"] for e in again["errors"]] == ["IMPORT_NOT_CONFIRMABLE"]
     async with school_scope(db, school.id) as session:
-        stored = (await session.execute(text("select passwords from import_jobs"))).scalar_one()
+        stored = (await session.execute(text("select sealed_passwords from import_jobs"))).scalar_one()
         actions = (await session.execute(text("select action from audit_events order by created_at"))).scalars().all()
     assert stored is None
     assert "users.created" in actions and "import.previewed" in actions
@@ -311,6 +314,7 @@ async def test_managed_schools_refuse_imports(http: httpx.AsyncClient, owner_eng
     ("binary.xlsx.csv", "Excel"),
     ("nul_bytes.csv", "NUL"),
     ("broken_no_username_column.csv", "username"),
+    ("mixed_utf8_windows1252.csv", "Row 2 is UTF-8 but row 4 is Windows-1252"),
 ])
 async def test_broken_files_are_refused_whole(http: httpx.AsyncClient, db: Database, school: SchoolFixture,
                                               name: str, message: str) -> None:
@@ -375,3 +379,113 @@ async def test_uploads_need_a_bearer_token_or_the_csrf_header(http: httpx.AsyncC
 async def test_an_oversized_body_is_refused(http: httpx.AsyncClient, school: SchoolFixture) -> None:
     response = await upload(http, school.admin_token, b"username\r\n" + b"x" * (6 * 1024 * 1024))
     assert response.status_code == 413
+
+
+# What an import keeps: typed passwords sealed, and only while the preview can be confirmed
+
+TYPED = ("cat1", "Teach-me-2026")
+RAW_JOB = "select to_jsonb(j)::text from import_jobs j where id = :id"
+SEALED = "select id::text, sealed_passwords is not null from import_jobs"
+
+
+async def raw_job(owner_engine: AsyncEngine, school: SchoolFixture, job_id: str) -> str:
+    """The whole import_jobs row as the tables' owner reads it (a database dump sees the same)."""
+    async with async_sessionmaker(owner_engine)() as session, session.begin():
+        await bind_school(session, school.id)
+        row: str = (await session.execute(text(RAW_JOB), {"id": job_id})).scalar_one()
+    return row
+
+
+def plainly_in(row: str, password: str) -> bool:
+    return password in row or password.encode().hex() in row
+
+
+async def sealed_jobs(db: Database, school: SchoolFixture) -> dict[str, bool]:
+    async with school_scope(db, school.id) as session:
+        return {job_id: sealed for job_id, sealed in await session.execute(text(SEALED))}
+
+
+async def expire(db: Database, school: SchoolFixture, job_id: str) -> None:
+    async with school_scope(db, school.id) as session:
+        await session.execute(text("update import_jobs set expires_at = now() - interval '1 minute' "
+                                   "where id = :id"), {"id": job_id})
+
+
+async def test_typed_passwords_are_not_in_the_database_in_plain(http: httpx.AsyncClient, owner_engine: AsyncEngine,
+                                                                db: Database, school: SchoolFixture) -> None:
+    job = (await preview(http, school, ROSTER))["job"]
+    row = await raw_job(owner_engine, school, job["id"])
+    assert not [password for password in TYPED if plainly_in(row, password)]
+    assert await sealed_jobs(db, school) == {job["id"]: True}
+    # and the sealed passwords still sign in once the import is confirmed
+    assert (await confirm(http, school, job["id"]))["errors"] == []
+    for username, password in (("amy.b", "cat1"), ("jones.m", "Teach-me-2026")):
+        login = await graphql(http, LOGIN, {"s": school.slug, "u": username, "p": password})
+        assert login["data"]["login"]["errors"] == [], username
+    assert await sealed_jobs(db, school) == {job["id"]: False}
+
+
+async def test_a_preview_with_errors_keeps_no_passwords(http: httpx.AsyncClient, owner_engine: AsyncEngine,
+                                                        db: Database, school: SchoolFixture) -> None:
+    job = (await preview(http, school, ROSTER + b"bad kid,X,Y,PARENT,,,false,typed-in-error\r\n"))["job"]
+    assert job["totals"]["error"] == 1
+    row = await raw_job(owner_engine, school, job["id"])
+    assert not [password for password in (*TYPED, "typed-in-error") if plainly_in(row, password)]
+    assert await sealed_jobs(db, school) == {job["id"]: False}
+
+
+async def test_sealed_passwords_open_only_on_their_own_job(http: httpx.AsyncClient, db: Database,
+                                                           school: SchoolFixture) -> None:
+    first = (await preview(http, school, ROSTER))["job"]
+    second = (await preview(http, school, ROSTER.replace(b"cat1", b"dog2")))["job"]
+    before = await roster(db, school)
+    async with school_scope(db, school.id) as session:
+        await session.execute(text("update import_jobs set sealed_passwords = (select sealed_passwords from "
+                                   "import_jobs where id = :first) where id = :second"),
+                              {"first": first["id"], "second": second["id"]})
+    refused = await confirm(http, school, second["id"])
+    assert [(e["code"], e["field"]) for e in refused["errors"]] == [("IMPORT_NOT_CONFIRMABLE", "jobId")]
+    assert "upload the file again" in refused["errors"][0]["message"]
+    assert await roster(db, school) == before
+
+
+def owner_env(migrated: EmbeddedServer, tmp_path: Path) -> dict[str, str]:
+    urls = migrated.urls()
+    return {**os.environ, "DATABASE_URL": urls.owner, "APP_DATABASE_URL": urls.app,
+            "ROLLCALL_DATA_DIR": str(tmp_path)}
+
+
+async def test_expired_previews_lose_their_typed_passwords_on_purge(http: httpx.AsyncClient, db: Database,
+                                                                    school: SchoolFixture, migrated: EmbeddedServer,
+                                                                    tmp_path: Path) -> None:
+    expired, waiting = (await preview(http, school, ROSTER))["job"], (await preview(http, school, ROSTER))["job"]
+    await expire(db, school, expired["id"])
+    purged = rollcall(owner_env(migrated, tmp_path), "purge")
+    assert purged.returncode == 0, purged.stderr
+    assert f"{school.slug}: 0 users purged, typed passwords removed from 1 expired import previews" in purged.stdout
+    assert await sealed_jobs(db, school) == {expired["id"]: False, waiting["id"]: True}
+
+
+async def test_expired_previews_lose_their_typed_passwords_at_start_up(http: httpx.AsyncClient, db: Database,
+                                                                       school: SchoolFixture,
+                                                                       migrated: EmbeddedServer,
+                                                                       tmp_path: Path) -> None:
+    expired, waiting = (await preview(http, school, ROSTER))["job"], (await preview(http, school, ROSTER))["job"]
+    await expire(db, school, expired["id"])
+    with serving(owner_env(migrated, tmp_path)):
+        assert await sealed_jobs(db, school) == {expired["id"]: False, waiting["id"]: True}
+
+
+async def test_a_class_named_by_a_look_alike_is_the_existing_class(http: httpx.AsyncClient, db: Database,
+                                                                   school: SchoolFixture,
+                                                                   loaded: dict[str, Any]) -> None:
+    # Cyrillic Р in the registration class, full-width letters and another case in the teaching class
+    data = ("username,first_name,surname,type,registration_class,teaching_classes\r\n"
+            "nia.k,Nia,Khan,PUPIL,\u04203,\uff2d\uff41\uff54\uff48\uff53 a\r\n").encode()
+    job = (await preview(http, school, data))["job"]
+    assert job["newClasses"] == [] and job["totals"]["create"] == 1
+    assert (await confirm(http, school, job["id"]))["errors"] == []
+    classes = await graphql(http, '{ users(filter: {search: "nia.k"}) { edges { node { registrationClass '
+                                  '{ name } teachingClasses { name } } } } }', token=school.admin_token)
+    assert classes["data"]["users"]["edges"][0]["node"] == {"registrationClass": {"name": "P3"},
+                                                            "teachingClasses": [{"name": "Maths A"}]}

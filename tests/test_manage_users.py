@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -102,6 +103,24 @@ async def test_add_user_reports_every_problem_and_adds_nothing(http: httpx.Async
     assert {e["field"] for e in payload["errors"]} == {"username", "firstName", "password", "isAdmin"}
     assert payload["user"] is None
     assert await usernames(db, school) == ["admin"]
+
+
+@pytest.mark.parametrize("name", ["Zo\u202eë", "\u200fAmy", "Am\u200by", "\ufeffAmy", "Amy\U000e0067"])
+async def test_names_with_invisible_formatting_characters_are_refused(http: httpx.AsyncClient, db: Database,
+                                                                     school: SchoolFixture, name: str) -> None:
+    added = await add(http, school, username="amy.b", firstName=name, surname=name)
+    assert [(e["code"], e["field"]) for e in added["errors"]] == [("INVALID_INPUT", "firstName"),
+                                                                  ("INVALID_INPUT", "surname")]
+    user = (await add(http, school, username="amy.c"))["user"]
+    edited = await call(http, school, UPDATE, userId=user["id"], field="SURNAME", value=name, expectedVersion=1)
+    assert codes(edited) == ["INVALID_INPUT"]
+    assert codes(await add(http, school, username=f"amy{name}")) == ["INVALID_INPUT"]
+    assert await usernames(db, school) == ["admin", "amy.c"]
+
+
+async def test_names_are_stored_in_nfc(http: httpx.AsyncClient, school: SchoolFixture) -> None:
+    added = await add(http, school, username="zoe.b", firstName="Zoe\u0308", surname="Bront\u00eb")
+    assert (added["user"]["firstName"], added["user"]["surname"]) == ("Zo\u00eb", "Bront\u00eb")
 
 
 async def test_usernames_are_unique_case_insensitively(http: httpx.AsyncClient, school: SchoolFixture) -> None:
@@ -270,8 +289,9 @@ async def test_restore_brings_users_back_with_their_classes(http: httpx.AsyncCli
     pupil = await make_user(db, school, username="back", password="pupil-pass")
     class_id = uuid.uuid4()
     async with school_scope(db, school.id) as session:
-        await session.execute(text("insert into classes (school_id, id, name, kind) values (:s, :c, 'P2', "
-                                   "'REGISTRATION')"), {"s": school.id, "c": class_id})
+        await session.execute(text("insert into classes (school_id, id, name, name_key, kind) "
+                                   "values (:s, :c, 'P2', 'p2', 'REGISTRATION')"),
+                              {"s": school.id, "c": class_id})
         await session.execute(text("insert into class_memberships (school_id, class_id, user_id, kind) values "
                                    "(:s, :c, :u, 'REGISTRATION')"), {"s": school.id, "c": class_id, "u": pupil})
     await call(http, school, DELETE, ids=[str(pupil)])

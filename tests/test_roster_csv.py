@@ -273,6 +273,21 @@ def test_binary_and_unreadable_files_are_refused(data: bytes, message: str) -> N
     assert raised.value.message == message
 
 
+MIXED = f"Row 2 is UTF-8 but row 4 is Windows-1252, so the file mixes two encodings. {SAVE_AS_CSV}"
+
+
+@pytest.mark.parametrize("data", [
+    (DATA / "mixed_utf8_windows1252.csv").read_bytes(),
+    # A value on two lines is one row, and a blank row is a row, as the spreadsheet counts them.
+    'username,first_name\r\nzoe.b,"Zoë\r\nAnn"\r\n\r\n'.encode() + "chloe.d,Chloë\r\n".encode("cp1252"),
+])
+def test_a_file_mixing_utf8_and_windows_1252_is_refused_naming_a_row_of_each(data: bytes) -> None:
+    with pytest.raises(CsvError) as raised:
+        decode_upload(data, max_bytes=MAX_BYTES)
+
+    assert raised.value.message == MIXED
+
+
 def test_tab_cr_and_lf_are_not_control_characters_here() -> None:
     text = decode_upload(b"username\tsurname\r\njdoe\tDoe\n", max_bytes=MAX_BYTES)
 
@@ -554,3 +569,28 @@ def test_export_then_import_gives_back_the_same_values() -> None:
         )
         for number, user in enumerate(users, start=2)
     )
+
+
+# The name rules (db.names), cell by cell
+
+@pytest.mark.parametrize(("column", "value", "character"), [
+    ("first_name", "Zo\u202eë", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+    ("surname", "Br\u200bown", "U+200B (ZERO WIDTH SPACE)"),
+    ("registration_class", "\ufeffP3", "U+FEFF (ZERO WIDTH NO-BREAK SPACE)"),
+    ("teaching_classes", "Art\U000e0041", "U+E0041 (TAG LATIN CAPITAL LETTER A)"),
+    ("first_name", "Amy\u2066", "U+2066 (LEFT-TO-RIGHT ISOLATE)"),
+])
+def test_invisible_formatting_characters_in_a_name_are_a_problem_of_its_cell(column: str, value: str,
+                                                                             character: str) -> None:
+    roster = parse(f"username,{column}\r\namy.b,{value}\r\n")
+
+    [problem] = roster.problems
+    assert (problem.row_number, problem.column) == (2, column)
+    assert f"contains an invisible formatting character, {character}; remove it" in problem.message
+
+
+def test_names_are_read_in_nfc_and_classes_folded_to_one() -> None:
+    roster = parse("username,first_name,teaching_classes\r\nzoe.b,Zoe\u0308,P3;\u04203;p3;Ｐ３\r\n")
+
+    assert roster.rows[0].first_name == "Zoë"
+    assert roster.rows[0].teaching_classes == ("P3",)

@@ -237,6 +237,14 @@ async def test_a_password_from_the_provider_signs_in_and_is_never_returned(provi
     assert scim_error(weak) == (400, "invalidValue") and "at least 8" in weak.json()["detail"]
 
 
+async def test_names_with_invisible_formatting_characters_are_refused(provider: Provisioning) -> None:
+    refused = await provider.request("POST", "/Users", {"schemas": [USER], "userName": "amy.b", "userType": "Pupil",
+                                                        "name": {"givenName": "Amy\u202e", "familyName": "Brown"}})
+    assert scim_error(refused) == (400, "invalidValue")
+    assert "invisible formatting character" in refused.json()["detail"]
+    assert await provider.users() == ["admin"]
+
+
 async def test_a_user_created_without_a_password_cannot_sign_in_with_one(provider: Provisioning,
                                                                         http: httpx.AsyncClient) -> None:
     await provider.create_user("amy.b")

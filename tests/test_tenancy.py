@@ -27,7 +27,8 @@ async def fill_every_table(db: Database, school: SchoolFixture) -> None:
     async with school_scope(db, school.id) as session:
         class_id = uuid.uuid4()
         await session.execute(text(
-            "insert into classes (school_id, id, name, kind) values (:s, :c, 'Year 1', 'REGISTRATION')"
+            "insert into classes (school_id, id, name, name_key, kind) "
+            "values (:s, :c, 'Year 1', 'year 1', 'REGISTRATION')"
         ), {"s": school.id, "c": class_id})
         await session.execute(text(
             "insert into class_memberships (school_id, class_id, user_id, kind) values (:s, :c, :u, 'REGISTRATION')"
@@ -177,7 +178,8 @@ async def test_a_pooled_connection_carries_no_school_into_the_next_transaction(
 async def test_a_second_registration_class_is_refused_by_the_database(db: Database, school: SchoolFixture) -> None:
     pupil = await make_user(db, school)
     first, second = uuid.uuid4(), uuid.uuid4()
-    insert_class = text("insert into classes (school_id, id, name, kind) values (:s, :c, :n, 'REGISTRATION')")
+    insert_class = text("insert into classes (school_id, id, name, name_key, kind) "
+                        "values (:s, :c, :n, lower(cast(:n as varchar)), 'REGISTRATION')")
     join = text("insert into class_memberships (school_id, class_id, user_id, kind) "
                 "values (:s, :c, :u, 'REGISTRATION')")
     async with school_scope(db, school.id) as session:
@@ -193,7 +195,8 @@ async def test_a_membership_cannot_claim_the_wrong_kind_of_class(db: Database, s
     pupil = await make_user(db, school)
     teaching = uuid.uuid4()
     async with school_scope(db, school.id) as session:
-        await session.execute(text("insert into classes (school_id, id, name, kind) values (:s, :c, 'Art', 'TEACHING')"),
+        await session.execute(text("insert into classes (school_id, id, name, name_key, kind) "
+                                   "values (:s, :c, 'Art', 'art', 'TEACHING')"),
                               {"s": school.id, "c": teaching})
     with pytest.raises(IntegrityError, match="fk_class_memberships_class"):
         async with school_scope(db, school.id) as session:

@@ -38,8 +38,9 @@ async def add_people(db: Database, school: SchoolFixture, people: list[tuple[str
     ids: dict[str, str] = {}
     async with school_scope(db, school.id) as session:
         p1, choir = uuid.uuid4(), uuid.uuid4()
-        await session.execute(text("insert into classes (school_id, id, name, kind) values "
-                                   "(:s, :p1, 'P1', 'REGISTRATION'), (:s, :choir, 'Choir', 'TEACHING')"),
+        await session.execute(text("insert into classes (school_id, id, name, name_key, kind) values "
+                                   "(:s, :p1, 'P1', 'p1', 'REGISTRATION'), "
+                                   "(:s, :choir, 'Choir', 'choir', 'TEACHING')"),
                               {"s": school.id, "p1": p1, "choir": choir})
         for username, first, surname, kind in people:
             user_id = uuid.uuid4()
