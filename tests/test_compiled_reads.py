@@ -7,27 +7,21 @@ after the school was bound (or, for what the compiled path does not answer, none
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from strawberry.asgi import GraphQL
 
 from db.api_tokens import ApiScope
-from db.embedded import EmbeddedServer
 from db.engine import Database
 from db.models import Provider
 from db.roster_sql import MARK
-from db.settings import Settings
-from gql.app import create_app
 from gql.compiled import PLAN_CACHE_SIZE, CompiledReads
 from gql.schema import build_schema
 from tenants.scope import school_scope
@@ -35,7 +29,6 @@ from tests.conftest import (
     POLICY,
     SchoolFixture,
     counting_statements,
-    free_port,
     graphql,
     make_api_token,
     make_school,
@@ -72,26 +65,6 @@ PEOPLE = [
 ]
 
 
-@pytest.fixture(scope="module")
-async def plain_url(migrated: EmbeddedServer, settings: Settings) -> AsyncIterator[str]:
-    """The same app over the same database, with compiled reads off: the general path."""
-    app = create_app(dataclasses.replace(settings, compiled_reads=False), migrated.urls())
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
-
-
-@pytest.fixture
-async def plain(plain_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=plain_url, timeout=30) as client:
-        yield client
-
-
 @dataclasses.dataclass
 class Both:
     """Sends a query to both apps and compares the answers."""
@@ -123,8 +96,8 @@ def without_request_ids(body: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def both(http: httpx.AsyncClient, plain: httpx.AsyncClient, app: Starlette) -> Both:
-    return Both(http, plain, app.state.db.engine)
+def both(http: httpx.AsyncClient, strawberry_http: httpx.AsyncClient, app: Starlette) -> Both:
+    return Both(http, strawberry_http, app.state.db.engine)
 
 
 async def add_roster(db: Database, school: SchoolFixture, people: list[tuple[str, str, str, str]]) -> dict[str, str]:
