@@ -9,10 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+from graphql import (
+    GraphQLArgument,
+    GraphQLEnumType,
+    GraphQLEnumValue,
+    GraphQLInputField,
+    GraphQLInputObjectType,
+    GraphQLSchema,
+    GraphQLString,
+)
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
@@ -346,3 +356,41 @@ async def test_the_plan_cache_is_bounded(db: Database) -> None:
         assert reads.plan(f"{{ users(first: {i % 500 + 1}) {{ totalCount }} }}", None) is not None
     assert reads.plan("{ school { name } }", None) is None
     assert len(reads.plans) == PLAN_CACHE_SIZE
+
+
+def a_filter_field(schema: GraphQLSchema) -> None:
+    filter_type = schema.get_type("UserFilter")
+    assert isinstance(filter_type, GraphQLInputObjectType)
+    filter_type.fields["createdAfter"] = GraphQLInputField(GraphQLString)
+
+
+def an_argument(schema: GraphQLSchema) -> None:
+    assert schema.query_type is not None
+    schema.query_type.fields["users"].args["createdAfter"] = GraphQLArgument(GraphQLString)
+
+
+def an_enum_value(schema: GraphQLSchema) -> None:
+    order_field = schema.get_type("UserOrderField")
+    assert isinstance(order_field, GraphQLEnumType)
+    order_field.values["UPDATED_AT"] = GraphQLEnumValue("UPDATED_AT")
+
+
+@pytest.mark.parametrize("grow, query", [
+    (a_filter_field, '{ users(filter: {createdAfter: "2024-09-01"}) { totalCount } }'),
+    (an_argument, '{ users(createdAfter: "2024-09-01") { totalCount } }'),
+    (an_enum_value, "{ users(orderBy: {field: UPDATED_AT}) { totalCount } }"),
+])
+def test_a_schema_grown_past_the_translator_is_answered_by_strawberry(
+    db: Database, caplog: pytest.LogCaptureFixture, grow: Callable[[GraphQLSchema], None], query: str
+) -> None:
+    assert CompiledReads(GraphQL(build_schema()), db, POLICY).plan(USERS, None) is not None
+    # given: a throwaway schema with one part more than the translator knows
+    schema = build_schema()
+    grow(schema._schema)
+    # when
+    reads = CompiledReads(GraphQL(schema), db, POLICY)
+    # then: every query of the field goes to Strawberry, and the start-up log says why
+    assert reads.plan(query, None) is None
+    assert reads.plan(USERS, None) is None
+    assert reads.plan(CLASSES, None) is not None
+    assert "leave Query.users to Strawberry" in caplog.text
