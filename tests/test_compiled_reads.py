@@ -104,6 +104,33 @@ def without_request_ids(body: dict[str, Any]) -> dict[str, Any]:
               for error in body.get("errors", [])]
     return {**body, "errors": errors} if errors else body
 
+ACTIVE_PUPILS = {p[0] for p in PEOPLE if p[3] == "PUPIL" and p[0] != "zed"}
+# What each ordering gives, as groups of equal sort keys (ties come in id order, which the test does not know),
+# over the people whose keys sort alike in any collation (the test database takes the machine's locale).
+ORDERS: dict[str, list[set[str]]] = {
+    "USERNAME": [{u} for u in ("admin", "aero", "amy.b", "ben.c", "cara.b", "del", "dev.p", "dora", "emoji", "eve",
+                               "finn.o", "ipek", "odysseus", "quote", "tab")],
+    "FIRST_NAME": [{u} for u in ("admin", "amy.b", "ben.c", "cara.b", "del", "dev.p", "dora", "eve", "finn.o",
+                                 "quote", "tab", "odysseus")],
+    "SURNAME": [{"admin"}, {"amy.b", "ben.c", "cara.b"}, {"finn.o"}, {"dev.p"}, {"emoji"}, {"odysseus"}],
+    "TYPE": [ACTIVE_PUPILS, {"admin", "aero", "dev.p"}],
+    # Three back-dated, then the admin (made with the school), then the roster (added in one transaction).
+    "CREATED_AT": [{"amy.b", "ben.c", "cara.b"}, {"admin"}, {p[0] for p in PEOPLE} - {"amy.b", "ben.c", "cara.b",
+                                                                                      "zed"}],
+}
+
+
+def assert_in_order(usernames: list[str], groups: list[set[str]], *, descending: bool = False) -> None:
+    """`usernames`, narrowed to those in `groups`, come group after group (reversed when descending)."""
+    present = [group & set(usernames) for group in groups if group & set(usernames)]
+    known = set().union(*present)
+    seen = [username for username in usernames if username in known]
+    at = 0
+    for group in reversed(present) if descending else present:
+        assert set(seen[at:at + len(group)]) == group, seen
+        at += len(group)
+    assert at == len(seen), seen
+
 
 @pytest.fixture
 def both(http: httpx.AsyncClient, strawberry_http: httpx.AsyncClient, app: Starlette) -> Both:
@@ -171,20 +198,28 @@ async def test_every_ordering_pages_the_same_both_ways(both: Both, school: Schoo
                                                        field: str, descending: bool) -> None:
     usernames = await page_through(both, school.admin_token, {"orderBy": {"field": field, "descending": descending}})
     assert sorted(usernames) == sorted(["admin", *(p[0] for p in PEOPLE if p[0] != "zed")])
+    assert_in_order(usernames, ORDERS[field], descending=descending)
 
 
-@pytest.mark.parametrize("filter", [
-    {"search": "brown"}, {"search": "  ΣΣ "}, {"search": "%"}, {"search": "_"}, {"search": "\\"}, {"search": "   "},
-    {"search": "o'n"}, {"search": "😀"}, {"type": "TEACHER"}, {"type": "PUPIL", "status": "ALL"},
-    {"status": "DELETED"}, {"status": "ALL"}, {"classId": "P1"}, {"classId": "Choir", "search": "a"},
-    {"classId": str(uuid.UUID(int=7))},
+EVERYONE = {"admin", *(p[0] for p in PEOPLE)} - {"zed"}
+
+
+@pytest.mark.parametrize("filter, expected", [
+    ({"search": "brown"}, {"amy.b", "ben.c", "cara.b"}), ({"search": "  ΣΣ "}, {"odysseus"}), ({"search": "%"}, set()),
+    ({"search": "_"}, set()), ({"search": "\\"}, {"quote"}), ({"search": "   "}, EVERYONE),
+    ({"search": "o'n"}, {"finn.o"}), ({"search": "😀"}, {"emoji"}), ({"type": "TEACHER"}, {"admin", "aero", "dev.p"}),
+    ({"type": "PUPIL", "status": "ALL"}, ACTIVE_PUPILS | {"zed"}), ({"status": "DELETED"}, {"zed"}),
+    ({"status": "ALL"}, EVERYONE | {"zed"}), ({"classId": "P1"}, {"ben.c", "eve", "finn.o", "tab"}),
+    ({"classId": "Choir", "search": "a"}, {"cara.b", "eve", "quote"}), ({"classId": str(uuid.UUID(int=7))}, set()),
 ])
 async def test_filters_answer_the_same_both_ways(both: Both, school: SchoolFixture, roster: dict[str, str],
-                                                 filter: dict[str, Any]) -> None:
+                                                 filter: dict[str, Any], expected: set[str]) -> None:
     if "classId" in filter:
         filter = {**filter, "classId": roster.get(filter["classId"], filter["classId"])}
-    await page_through(both, school.admin_token, {"filter": filter, "orderBy": {"field": "SURNAME",
-                                                                                 "descending": True}})
+    usernames = await page_through(both, school.admin_token, {"filter": filter, "orderBy": {"field": "SURNAME",
+                                                                                             "descending": True}})
+    assert sorted(usernames) == sorted(expected)
+    assert_in_order(usernames, ORDERS["SURNAME"], descending=True)
 
 
 async def test_ties_page_one_at_a_time(both: Both, db: Database, school: SchoolFixture) -> None:
@@ -208,6 +243,9 @@ async def test_aliases_literals_and_several_root_fields(both: Both, school: Scho
     }"""
     body = await both.ask(query, token=school.admin_token)
     assert body["data"]["__typename"] == "Query"
+    rows = body["data"]["teachers"]["rows"]
+    assert [row["who"]["login"] for row in rows] == ["dev.p", "aero"]
+    assert body["data"]["teachers"]["count"] == 3 and body["data"]["teachers"]["more"]["next"] is True
     await both.ask("""{ users(orderBy: {field: FIRST_NAME, descending: true}, first: 5) {
                         edges { cursor node { username teachingClasses { name } } } } }""", token=school.admin_token)
     assert body["data"]["nothing"] == {"totalCount": 0, "edges": [], "pageInfo": {"endCursor": None}}
@@ -225,6 +263,11 @@ async def test_variables_with_defaults(both: Both, school: SchoolFixture, roster
 async def test_classes_with_their_members(both: Both, school: SchoolFixture, roster: dict[str, str]) -> None:
     body = await both.ask(CLASSES, token=school.admin_token)
     assert [c["name"] for c in body["data"]["classes"]] == ["P1", "P2", "Art", "Choir"]
+    p1 = body["data"]["classes"][0]
+    assert (p1["memberCount"], p1["members"]["totalCount"]) == (4, 4)
+    members = [edge["node"]["username"] for edge in p1["members"]["edges"]]
+    assert sorted(members) == ["ben.c", "eve", "finn.o", "tab"]
+    assert [m for m in members if m != "eve"] == ["ben.c", "tab", "finn.o"]  # by surname
     await both.ask(CLASSES, {"kind": "TEACHING", "type": "PUPIL", "first": 1}, token=school.admin_token)
     await both.ask("""{ users(first: 8) { edges { node { teachingClasses { name memberCount
                         members(first: 2) { totalCount edges { node { username teachingClasses { name } } } } }
