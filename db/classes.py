@@ -67,8 +67,8 @@ async def classes_of_users(session: AsyncSession, *, school_id: uuid.UUID,
 
 
 def class_order(classes: type[SchoolClass] | AliasedClass[SchoolClass]) -> list[ColumnElement[Any]]:
-    """The class list's order: registration classes first, then by name whatever its case. db.roster_sql renders
-    it into the compiled read path's statement too."""
+    """The class list's order: registration classes first, then by name whatever its case (db.roster_sql
+    renders it into the compiled read path's statement too)."""
     return [classes.kind, func.lower(classes.name), classes.id]
 
 

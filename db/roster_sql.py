@@ -371,21 +371,21 @@ def _literal(text: str) -> str:
 @functools.lru_cache(maxsize=1024)
 def _users_sql(u: str, class_ref: str | None, status: UserStatus, given: tuple[str, ...], order: UserOrder,
                after: bool, shown: tuple[str, ...]) -> tuple[str, str]:
-    """Templates of a page's rows (its `shown` columns and sort key `k`, in order, not yet limited) and of its
-    count, from db.users' filter over the users named `u`: `%(school)s`, `%(NAME)s` for each part of the
-    filter `given`, and `%(after_value)s`, `%(after_id)s` for the keyset when `after`. A class roster's class is
-    `class_ref`, an SQL expression."""
+    """Templates of a page's rows (its `shown` columns and sort key `k`, in order, not yet limited) and of
+    its count, from db.users' filter over the users named `u`: `%(school)s`, `%(NAME)s` for each part of the
+    filter `given`, and `%(after_value)s`, `%(after_id)s` for the keyset when `after`. A class roster's
+    class is `class_ref`, an SQL expression."""
     users = aliased(User, name=u)
     values: dict[str, Any] = {name: bindparam(name) for name in given}
     if class_ref is not None:
         values["class_id"] = literal_column(class_ref)
-    conditions = user_conditions(users, school_id=bindparam("school", type_=User.school_id.type), status=status,
-                                 **values)
+    school = bindparam("school", type_=User.school_id.type)
+    conditions = user_conditions(users, school_id=school, status=status, **values)
     count = select(func.count()).select_from(users).where(*conditions)
     key = sort_key(users, order.field)
     if after:
-        conditions.append(after_position(key, users.id, bindparam("after_value", type_=key.type),
-                                         bindparam("after_id", type_=User.id.type), descending=order.descending))
+        value, last_id = bindparam("after_value", type_=key.type), bindparam("after_id", type_=User.id.type)
+        conditions.append(after_position(key, users.id, value, last_id, descending=order.descending))
     rows = (select(*(getattr(users, column) for column in shown), key.label("k")).where(*conditions)
             .order_by(*in_order(key, users.id, descending=order.descending)))
     return _render(rows), _render(count)
@@ -393,7 +393,7 @@ def _users_sql(u: str, class_ref: str | None, status: UserStatus, given: tuple[s
 
 @functools.lru_cache(maxsize=256)
 def _rows_order(of: str, descending: bool) -> str:
-    """db.users.in_order over a page's rows (`of` is "p." for the rows named p): their sort key `k`, then id."""
+    """db.users.in_order over a page's rows (`of` is "p." for the rows named p): sort key `k`, then id."""
     return ", ".join(_render(part) for part in in_order(literal_column(f"{of}k"), literal_column(f"{of}id"),
                                                         descending=descending))
 

@@ -130,10 +130,10 @@ class UserPage:
     has_next_page: bool
 
 
-# The users table's one filter, orderings and keyset condition. list_users and count_users build their queries
-# from them, and db.roster_sql renders the same expressions into the compiled read path's statement. `users` is
-# the User entity or an alias of it; a value is a plain value or an SQL expression (the compiled path passes
-# placeholders, and a class's own id for its roster).
+# The users table's one filter, orderings and keyset condition. list_users and count_users build their
+# queries from them, and db.roster_sql renders the same expressions into the compiled read path's statement.
+# `users` is the User entity or an alias of it; a value is a plain value or an SQL expression (the compiled
+# path passes placeholders, and a class's own id for its roster).
 
 def sort_key(users: type[User] | AliasedClass[User], field: UserOrderField) -> ColumnElement[Any]:
     match field:
@@ -170,7 +170,7 @@ def filter_values(where: UserFilter) -> dict[str, Any]:
 
 def user_conditions(users: type[User] | AliasedClass[User], *, school_id: Any, status: UserStatus,
                     type: Any = None, search: Any = None, class_id: Any = None) -> list[ColumnElement[bool]]:
-    """Which users a filter keeps; `search` is an ILIKE pattern (search_pattern), a part left None keeps all."""
+    """Which users a filter keeps: `search` is search_pattern's ILIKE pattern; a part left None keeps all."""
     conditions = [users.school_id == school_id]
     if status == UserStatus.ACTIVE:
         conditions.append(users.deleted_at.is_(None))

@@ -157,8 +157,8 @@ class CompiledReads:
                 continue
             field = graphql_type.fields[field_name]
             if (unknown := _unknown_input(field, _ARGUMENTS.get((type_name, field_name), {}))) is not None:
-                log.warning("compiled reads leave %s.%s to Strawberry: they do not know %s", type_name, field_name,
-                            unknown)
+                log.warning("compiled reads leave %s.%s to Strawberry: they do not know %s",
+                            type_name, field_name, unknown)
                 continue
             definition = field.extensions.get("strawberry-definition")
             extensions = getattr(definition, "extensions", None) or []

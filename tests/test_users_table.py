@@ -139,7 +139,8 @@ async def test_filters(reader: httpx.AsyncClient, db: Database, school: SchoolFi
 async def test_a_user_shows_its_classes(reader: httpx.AsyncClient, school: SchoolFixture,
                                         people: dict[str, str]) -> None:
     body = await graphql(reader, "query ($id: ID!) { user(id: $id) { username registrationClass { name kind } "
-                                 "teachingClasses { name kind } } }", {"id": people["amy.b"]}, token=school.admin_token)
+                                 "teachingClasses { name kind } } }", {"id": people["amy.b"]},
+                         token=school.admin_token)
     assert body["data"]["user"] == {"username": "amy.b", "registrationClass": {"name": "P1", "kind": "REGISTRATION"},
                                     "teachingClasses": [{"name": "Choir", "kind": "TEACHING"}]}
     nobody = await graphql(reader, "{ user(id: \"nope\") { id } }", token=school.admin_token)
