@@ -13,11 +13,12 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TypedDict, TypeVar
+from typing import Any, TypedDict, TypeVar
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import ColumnElement, delete, func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.util import AliasedClass
 
 from db import audit
 from db.audit import Actor
@@ -66,15 +67,21 @@ async def classes_of_users(session: AsyncSession, *, school_id: uuid.UUID,
     return found
 
 
+def class_order(
+    classes: type[SchoolClass] | AliasedClass[SchoolClass],
+) -> list[ColumnElement[Any]]:
+    """The class list's order: registration classes first, then by name whatever its case (db.roster_sql
+    renders it into the compiled read path's statement too)."""
+    return [classes.kind.expression, func.lower(classes.name), classes.id.expression]
+
+
 async def list_classes(session: AsyncSession, *, school_id: uuid.UUID,
                        kind: ClassKind | None = None) -> list[SchoolClass]:
     """The school's classes, registration classes first, then by name."""
     query = select(SchoolClass).where(SchoolClass.school_id == school_id)
     if kind is not None:
         query = query.where(SchoolClass.kind == kind)
-    return list((await session.execute(
-        query.order_by(SchoolClass.kind, func.lower(SchoolClass.name), SchoolClass.id)
-    )).scalars())
+    return list((await session.execute(query.order_by(*class_order(SchoolClass)))).scalars())
 
 
 async def get_class(session: AsyncSession, *, school_id: uuid.UUID, class_id: uuid.UUID,

@@ -2,26 +2,46 @@
 
 A read is described by a small tree (no GraphQL here): each selection is a tuple of (response key, node)
 pairs, in the order they are to appear. `statement` turns a tree into SQL text and its parameters. The
-filters, orderings, keyset conditions and cursors are those of db.users.list_users, and the classes come in
-the order db.classes gives them, so a page read this way answers exactly as one read field by field.
+filter, orderings and keyset condition are db.users' own SQLAlchemy expressions and the class order is
+db.classes', rendered once per shape of page (and cached); the cursors are those of db.users.list_users. So a
+page read this way answers exactly as one read field by field.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
 
-from db.models import ClassKind, UserType
+from sqlalchemy import ClauseElement, bindparam, func, literal_column, select
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.orm import aliased
+
+from db.classes import class_order
+from db.models import ClassKind, SchoolClass, User, UserType
 from db.pagination import decode_cursor, page_size
-from db.users import UserFilter, UserOrder, UserOrderField, UserStatus, search_pattern
+from db.users import (
+    UserFilter,
+    UserOrder,
+    UserOrderField,
+    UserStatus,
+    after_position,
+    filter_values,
+    in_order,
+    sort_key,
+    user_conditions,
+)
 
 # Marks the statement in logs and in pg_stat_statements.
 MARK = "/* rollcall:compiled */"
 # json_build_object takes at most 100 arguments: 50 keys with their values.
 MAX_KEYS = 50
+# Renders db.users' and db.classes' expressions as the ORM's queries run them, with `%(name)s` placeholders
+# that the statement's own parameters ($n) fill in.
+_DIALECT = PGDialect_asyncpg(paramstyle="pyformat")  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it untyped
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +174,7 @@ class _Rows:
 
     def order(self, p: str = "") -> str:
         """The page's order: over its rows' sort key `k`, then `id` (of the rows named `p`, if given)."""
-        of = f"{p}." if p else ""
-        return f"{of}k{self.way}, {of}id{self.way}"
+        return _rows_order(f"{p}." if p else "", self.way == " desc")
 
 
 class TooBig(ValueError):
@@ -193,7 +212,7 @@ class _Builder:
                 c = self.alias("c")
                 kind_condition = f" and {c}.kind = {self.param(kind.value)}" if kind is not None else ""
                 return (f"coalesce((select json_agg({self.school_class(c, selection)} "
-                        f"order by {c}.kind, lower({c}.name), {c}.id) from classes {c} "
+                        f"order by {_class_order(c)}) from classes {c} "
                         f"where {c}.school_id = $1{kind_condition}), '[]'::json)")
         raise TypeError(node)
 
@@ -205,20 +224,22 @@ class _Builder:
         statistics lead to is worse than linear in the page. One row more than the page is read only when
         pageInfo asks whether there is a next page."""
         u, r, p = self.alias("u"), self.alias("r"), self.alias("p")
-        conditions = self.conditions(u, page.where, class_ref)
-        total = f"(select count(*) from users {u} where {' and '.join(conditions)})"
+        given = filter_values(page.where)
+        if class_ref is not None:
+            given.pop("class_id", None)
+        shown = _columns_shown(selection)
+        rows_sql, count_sql = _users_sql(u, class_ref, page.where.status, tuple(given), page.order,
+                                         page.after is not None, shown)
+        slots = {"school": "$1", **{name: self.param(value) for name, value in given.items()}}
+        total = f"({count_sql % slots})"
         way = " desc" if page.order.descending else ""
         held = _Rows(numbered=any(isinstance(node, PageInfo) for _, node in selection), way=way)
         body = self.object(selection, lambda node: self.connection_part(node, p, page, total, held))
         if not any(isinstance(node, Edges | PageInfo) for _, node in selection):
             return body
-        key = _sort_key(u, page.order.field)
         if page.after is not None:
             value, last_id = page.after
-            operator = "<" if page.order.descending else ">"
-            conditions.append(f"({key}, {u}.id) {operator} ({self.param(value)}::{_key_type(page.order.field)}, "
-                              f"{self.param(last_id)}::uuid)")
-        shown = _columns_shown(selection)
+            slots |= {"after_value": self.param(value), "after_id": self.param(last_id)}
         rows = f"{r} {p}"
         if held.numbered:
             rows = (f"(select {r}.*, row_number() over (order by {held.order()}) as n, count(*) over () as rows "
@@ -237,29 +258,7 @@ class _Builder:
                     f"where {c}.school_id = $1 and {c}.id = {m}.class_id and {c}.kind = 'TEACHING' offset 0) {c} "
                     f"on true group by {grouped}) {p}")
         limit = page.size + 1 if held.numbered else page.size
-        return (f"(with {r} as (select {', '.join(f'{u}.{column}' for column in shown)}, {key} as k from users {u} "
-                f"where {' and '.join(conditions)} order by {key}{way}, {u}.id{way} limit {limit}) "
-                f"select {body} from {rows})")
-
-    def conditions(self, u: str, where: UserFilter, class_ref: str | None) -> list[str]:
-        conditions = [f"{u}.school_id = $1"]
-        if where.status == UserStatus.ACTIVE:
-            conditions.append(f"{u}.deleted_at is null")
-        elif where.status == UserStatus.DELETED:
-            conditions.append(f"{u}.deleted_at is not null")
-        if where.type is not None:
-            conditions.append(f"{u}.type = {self.param(where.type.value)}")
-        if (pattern := search_pattern(where.search)) is not None:
-            like = self.param(pattern)
-            conditions.append(f"({u}.username ilike {like} or {u}.first_name ilike {like} "
-                              f"or {u}.surname ilike {like})")
-        if class_ref is None and where.class_id is not None:
-            class_ref = f"{self.param(where.class_id)}::uuid"
-        if class_ref is not None:
-            m = self.alias("m")
-            conditions.append(f"exists (select from class_memberships {m} where {m}.school_id = $1 "
-                              f"and {m}.class_id = {class_ref} and {m}.user_id = {u}.id)")
-        return conditions
+        return f"(with {r} as ({rows_sql % slots} limit {limit}) select {body} from {rows})"
 
     def connection_part(self, node: Selected, p: str, page: UsersPage, total: str, held: _Rows) -> str:
         size = page.size
@@ -354,7 +353,7 @@ def statement(school_id: uuid.UUID, selection: Selection) -> tuple[str, list[Any
     return f"{MARK} select json_build_object('data', {data})::text", builder.params
 
 
-def _columns_shown(selection: Selection) -> list[str]:
+def _columns_shown(selection: Selection) -> tuple[str, ...]:
     """The users' columns a connection's edges show, and their id (the cursor's and the classes' key)."""
     shown = {"id"}
     for _, edges in selection:
@@ -362,29 +361,50 @@ def _columns_shown(selection: Selection) -> list[str]:
             for _, shows in part.selection if isinstance(part, Node) else ():
                 if isinstance(shows, Column):
                     shown.add(USER_COLUMNS[shows.name])
-    return sorted(shown)
+    return tuple(sorted(shown))
 
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _sort_key(u: str, order_field: UserOrderField) -> str:
-    match order_field:
-        case UserOrderField.USERNAME:
-            return f"lower({u}.username)"
-        case UserOrderField.FIRST_NAME:
-            return f"lower({u}.first_name)"
-        case UserOrderField.SURNAME:
-            return f"lower({u}.surname)"
-        case UserOrderField.TYPE:
-            return f"{u}.type"
-        case UserOrderField.CREATED_AT:
-            return f"{u}.created_at"
+@functools.lru_cache(maxsize=1024)
+def _users_sql(u: str, class_ref: str | None, status: UserStatus, given: tuple[str, ...], order: UserOrder,
+               after: bool, shown: tuple[str, ...]) -> tuple[str, str]:
+    """Templates of a page's rows (its `shown` columns and sort key `k`, in order, not yet limited) and of
+    its count, from db.users' filter over the users named `u`: `%(school)s`, `%(NAME)s` for each part of the
+    filter `given`, and `%(after_value)s`, `%(after_id)s` for the keyset when `after`. A class roster's
+    class is `class_ref`, an SQL expression."""
+    users = aliased(User, name=u)
+    values: dict[str, Any] = {name: bindparam(name) for name in given}
+    if class_ref is not None:
+        values["class_id"] = literal_column(class_ref)
+    school = bindparam("school", type_=User.school_id.type)
+    conditions = user_conditions(users, school_id=school, status=status, **values)
+    count = select(func.count()).select_from(users).where(*conditions)
+    key = sort_key(users, order.field)
+    if after:
+        value, last_id = bindparam("after_value", type_=key.type), bindparam("after_id", type_=User.id.type)
+        conditions.append(after_position(key, users.id.expression, value, last_id, descending=order.descending))
+    rows = (select(*(getattr(users, column) for column in shown), key.label("k")).where(*conditions)
+            .order_by(*in_order(key, users.id.expression, descending=order.descending)))
+    return _render(rows), _render(count)
 
 
-def _key_type(order_field: UserOrderField) -> str:
-    return "timestamptz" if order_field == UserOrderField.CREATED_AT else "text"
+@functools.lru_cache(maxsize=256)
+def _rows_order(of: str, descending: bool) -> str:
+    """db.users.in_order over a page's rows (`of` is "p." for the rows named p): sort key `k`, then id."""
+    return ", ".join(_render(part) for part in in_order(literal_column(f"{of}k"), literal_column(f"{of}id"),
+                                                        descending=descending))
+
+
+@functools.lru_cache(maxsize=256)
+def _class_order(c: str) -> str:
+    return ", ".join(_render(part) for part in class_order(aliased(SchoolClass, name=c)))
+
+
+def _render(clause: ClauseElement) -> str:
+    return str(clause.compile(dialect=_DIALECT))
 
 
 def _value(expression: str, column: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, exists, func, literal, or_, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.util import AliasedClass
 
 from db.errors import DomainError, ErrorCode, Problem
 from db.models import ClassMembership, User, UserType
@@ -129,18 +130,62 @@ class UserPage:
     has_next_page: bool
 
 
-def _sort_key(field: UserOrderField) -> ColumnElement[Any]:
+# The users table's one filter, orderings and keyset condition. list_users and count_users build their
+# queries from them, and db.roster_sql renders the same expressions into the compiled read path's statement.
+# `users` is the User entity or an alias of it; a value is a plain value or an SQL expression (the compiled
+# path passes placeholders, and a class's own id for its roster).
+
+def sort_key(users: type[User] | AliasedClass[User], field: UserOrderField) -> ColumnElement[Any]:
     match field:
         case UserOrderField.USERNAME:
-            return func.lower(User.username)
+            return func.lower(users.username)
         case UserOrderField.FIRST_NAME:
-            return func.lower(User.first_name)
+            return func.lower(users.first_name)
         case UserOrderField.SURNAME:
-            return func.lower(User.surname)
+            return func.lower(users.surname)
         case UserOrderField.TYPE:
-            return User.type.expression
+            return users.type.expression
         case UserOrderField.CREATED_AT:
-            return User.created_at.expression
+            return users.created_at.expression
+
+
+def in_order(key: ColumnElement[Any], row_id: ColumnElement[Any], *,
+             descending: bool) -> list[ColumnElement[Any]]:
+    """A page's order: by its sort key, ties broken by id, both the same way."""
+    return [key.desc(), row_id.desc()] if descending else [key, row_id]
+
+
+def after_position(key: ColumnElement[Any], row_id: ColumnElement[Any], value: Any, last_id: Any, *,
+                   descending: bool) -> ColumnElement[bool]:
+    """The keyset condition: the rows after (sort value, id) in the page's order."""
+    position, bound = tuple_(key, row_id), tuple_(value, last_id)
+    return position < bound if descending else position > bound
+
+
+def filter_values(where: UserFilter) -> dict[str, Any]:
+    """What user_conditions compares with for a filter, by name: only the parts given."""
+    values = {"type": where.type, "search": search_pattern(where.search), "class_id": where.class_id}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def user_conditions(users: type[User] | AliasedClass[User], *, school_id: Any, status: UserStatus,
+                    type: Any = None, search: Any = None, class_id: Any = None) -> list[ColumnElement[bool]]:
+    """Which users a filter keeps: `search` is search_pattern's ILIKE pattern; a part left None keeps all."""
+    conditions = [users.school_id == school_id]
+    if status == UserStatus.ACTIVE:
+        conditions.append(users.deleted_at.is_(None))
+    elif status == UserStatus.DELETED:
+        conditions.append(users.deleted_at.is_not(None))
+    if type is not None:
+        conditions.append(users.type == type)
+    if search is not None:
+        conditions.append(or_(users.username.ilike(search), users.first_name.ilike(search),
+                              users.surname.ilike(search)))
+    if class_id is not None:
+        conditions.append(exists().where(
+            ClassMembership.school_id == school_id, ClassMembership.class_id == class_id,
+            ClassMembership.user_id == users.id))
+    return conditions
 
 
 def _cursor_value(key: Any) -> str:
@@ -161,38 +206,22 @@ def search_pattern(search: str | None) -> str | None:
 
 
 def _filtered(school_id: uuid.UUID, where: UserFilter) -> Select[User]:
-    query = select(User).where(User.school_id == school_id)
-    if where.status == UserStatus.ACTIVE:
-        query = query.where(User.deleted_at.is_(None))
-    elif where.status == UserStatus.DELETED:
-        query = query.where(User.deleted_at.is_not(None))
-    if where.type is not None:
-        query = query.where(User.type == where.type)
-    if (pattern := search_pattern(where.search)) is not None:
-        query = query.where(or_(User.username.ilike(pattern), User.first_name.ilike(pattern),
-                                User.surname.ilike(pattern)))
-    if where.class_id is not None:
-        query = query.where(exists().where(
-            ClassMembership.school_id == school_id, ClassMembership.class_id == where.class_id,
-            ClassMembership.user_id == User.id))
-    return query
+    return select(User).where(*user_conditions(User, school_id=school_id, status=where.status,
+                                               **filter_values(where)))
 
 
 async def list_users(session: AsyncSession, *, school_id: uuid.UUID, where: UserFilter, order: UserOrder,
                      first: int | None, after: str | None) -> UserPage:
     """One page of the users table, in a stable order (ties broken by id)."""
     size = page_size(first)
-    key = _sort_key(order.field)
+    key = sort_key(User, order.field)
     query = _filtered(school_id, where)
     if after is not None:
         read_value = datetime.fromisoformat if order.field == UserOrderField.CREATED_AT else str
         value, last_id = decode_cursor(after, parse=(read_value, uuid.UUID))
-        position, bound = tuple_(key, User.id), tuple_(literal(value, key.type), literal(last_id))
-        query = query.where(position < bound if order.descending else position > bound)
-    if order.descending:
-        query = query.order_by(key.desc(), User.id.desc())
-    else:
-        query = query.order_by(key, User.id)
+        query = query.where(after_position(key, User.id.expression, literal(value, key.type), literal(last_id),
+                                           descending=order.descending))
+    query = query.order_by(*in_order(key, User.id.expression, descending=order.descending))
     rows = (await session.execute(query.add_columns(key).limit(size + 1))).all()
     page = rows[:size]
     return UserPage(

@@ -1,4 +1,7 @@
-"""Classes: the SchoolClass type with its roster, the class list, and the admin's class mutations."""
+"""Classes: the SchoolClass type with its roster, the class list, and the admin's class mutations.
+
+A compiled path answers `classes` and the SchoolClass fields first, in one SQL statement: gql/compiled.py.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The User type and the users table: `users` (filtered, sorted, paged) and `user(id)`."""
+"""The User type and the users table: `users` (filtered, sorted, paged) and `user(id)`.
+
+A compiled path answers `users` and the User fields first, in one SQL statement: gql/compiled.py.
+"""
 
 from __future__ import annotations
 

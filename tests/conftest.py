@@ -7,8 +7,8 @@ import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -86,9 +86,9 @@ def app(migrated: EmbeddedServer, settings: Settings) -> Starlette:
     return create_app(settings, migrated.urls())
 
 
-@pytest.fixture(scope="session")
-async def server_url(app: Starlette) -> AsyncIterator[str]:
-    """The real app under uvicorn on a free loopback port, in this test run's event loop."""
+@asynccontextmanager
+async def serving(app: Starlette) -> AsyncIterator[str]:
+    """The app under uvicorn on a free loopback port, in this test run's event loop."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve())
@@ -97,6 +97,25 @@ async def server_url(app: Starlette) -> AsyncIterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await task
+
+
+@pytest.fixture(scope="session")
+async def server_url(app: Starlette) -> AsyncIterator[str]:
+    """The real app, compiled reads on as in production."""
+    async with serving(app) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def strawberry_app(migrated: EmbeddedServer, settings: Settings) -> Starlette:
+    """The same app over the same database with compiled reads off: every query answered by Strawberry."""
+    return create_app(replace(settings, compiled_reads=False), migrated.urls())
+
+
+@pytest.fixture(scope="session")
+async def strawberry_url(strawberry_app: Starlette) -> AsyncIterator[str]:
+    async with serving(strawberry_app) as url:
+        yield url
 
 
 @contextmanager
@@ -117,6 +136,27 @@ def counting_statements(engine: AsyncEngine) -> Iterator[list[str]]:
 @pytest.fixture
 async def http(server_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+async def strawberry_http(strawberry_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the app with compiled reads off."""
+    async with httpx.AsyncClient(base_url=strawberry_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(params=["compiled", "strawberry"])
+def read_path(request: pytest.FixtureRequest) -> str:
+    """Which path answers roster reads: a behaviour test of them runs once on each."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def reader(read_path: str, server_url: str, strawberry_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the app whose reads take `read_path`: compiled (where that path answers) or Strawberry."""
+    url = server_url if read_path == "compiled" else strawberry_url
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         yield client
 
 

@@ -1,4 +1,8 @@
-"""Classes and their rosters; createClass, renameClass, deleteClass, assignClass and removeFromClass."""
+"""Classes and their rosters; createClass, renameClass, deleteClass, assignClass and removeFromClass.
+
+Every test that reads classes or a class roster reads them on both read paths (`reader`): the compiled one and
+Strawberry's; changes go through `http`.
+"""
 
 from __future__ import annotations
 
@@ -119,8 +123,9 @@ async def soft_delete(db: Database, school: SchoolFixture, user_id: uuid.UUID) -
 
 # createClass, renameClass and the class list
 
-async def test_create_classes_and_list_them_by_kind(http: httpx.AsyncClient, db: Database,
-                                                    school: SchoolFixture) -> None:
+async def test_create_classes_and_list_them_by_kind(
+    http: httpx.AsyncClient, reader: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     created = await call(http, school.admin_token, CREATE, name="  Year 7   Blue ", kind="REGISTRATION")
     assert created["errors"] == []
     assert created["schoolClass"] | {"id": None} == {
@@ -128,22 +133,23 @@ async def test_create_classes_and_list_them_by_kind(http: httpx.AsyncClient, db:
     await new_class(http, school, "maths 7", "TEACHING")
     await new_class(http, school, "Art 7", "TEACHING")
 
-    every = await call(http, school.admin_token, CLASSES)
+    every = await call(reader, school.admin_token, CLASSES)
     assert [(c["kind"], c["name"]) for c in every] == [
         ("REGISTRATION", "Year 7 Blue"), ("TEACHING", "Art 7"), ("TEACHING", "maths 7")]
-    teaching = await call(http, school.admin_token, CLASSES, kind="TEACHING")
+    teaching = await call(reader, school.admin_token, CLASSES, kind="TEACHING")
     assert [c["name"] for c in teaching] == ["Art 7", "maths 7"]
-    one = await call(http, school.admin_token, ROSTER, id=created["schoolClass"]["id"])
+    one = await call(reader, school.admin_token, ROSTER, id=created["schoolClass"]["id"])
     assert one["name"] == "Year 7 Blue" and one["members"]["totalCount"] == 0
 
     assert (await audit_events(db, school, "class.created"))[0] == (set(), {
         "class_id": created["schoolClass"]["id"], "name": "Year 7 Blue", "kind": "REGISTRATION"})
 
 
-async def test_an_unknown_or_malformed_class_id_reads_as_null(http: httpx.AsyncClient,
-                                                              school: SchoolFixture) -> None:
+async def test_an_unknown_or_malformed_class_id_reads_as_null(
+    http: httpx.AsyncClient, reader: httpx.AsyncClient, school: SchoolFixture
+) -> None:
     for missing in (str(uuid.uuid4()), "not-an-id"):
-        assert await call(http, school.admin_token, ROSTER, id=missing) is None
+        assert await call(reader, school.admin_token, ROSTER, id=missing) is None
 
 
 async def test_names_are_unique_per_kind_whatever_their_case(http: httpx.AsyncClient,
@@ -203,13 +209,14 @@ async def test_names_are_stored_in_nfc(http: httpx.AsyncClient, school: SchoolFi
     assert created["schoolClass"]["name"] == "Ann\u00e9e 3"
 
 
-async def test_two_admins_creating_the_same_name_at_once_get_one_class(http: httpx.AsyncClient, db: Database,
-                                                                        school: SchoolFixture) -> None:
+async def test_two_admins_creating_the_same_name_at_once_get_one_class(
+    http: httpx.AsyncClient, reader: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     names = ["Science", "science", "SCIENCE", "Science ", "sCience", "Science"]
     payloads = await asyncio.gather(*(call(http, school.admin_token, CREATE, name=name, kind="TEACHING")
                                       for name in names))
     assert sorted(codes(payload) for payload in payloads) == [[]] + [["CLASS_NAME_TAKEN"]] * 5
-    assert len(await call(http, school.admin_token, CLASSES)) == 1
+    assert len(await call(reader, school.admin_token, CLASSES)) == 1
 
 
 async def test_rename_a_class(http: httpx.AsyncClient, db: Database, school: SchoolFixture) -> None:
@@ -230,7 +237,7 @@ async def test_rename_a_class(http: httpx.AsyncClient, db: Database, school: Sch
 # deleteClass
 
 async def test_deleting_a_class_ends_its_memberships_and_keeps_its_users(
-    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+    http: httpx.AsyncClient, reader: httpx.AsyncClient, db: Database, school: SchoolFixture
 ) -> None:
     # given
     amy, ben = await pupils(db, school, 2)
@@ -242,7 +249,7 @@ async def test_deleting_a_class_ends_its_memberships_and_keeps_its_users(
     deleted = await call(http, school.admin_token, DELETE, id=doomed)
     # then
     assert deleted["errors"] == [] and deleted["schoolClass"]["name"] == "7 Doomed"
-    assert [c["name"] for c in await call(http, school.admin_token, CLASSES)] == ["Art"]
+    assert [c["name"] for c in await call(reader, school.admin_token, CLASSES)] == ["Art"]
     assert await memberships(db, school) == {("Art", amy)}
     assert await call(http, school.admin_token, USER_CLASSES, id=str(ben)) == {
         "registrationClass": None, "teachingClasses": []}
@@ -256,7 +263,7 @@ async def test_deleting_a_class_ends_its_memberships_and_keeps_its_users(
 # assignClass and removeFromClass
 
 async def test_assigning_a_registration_class_moves_users_out_of_their_old_one(
-    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+    http: httpx.AsyncClient, reader: httpx.AsyncClient, db: Database, school: SchoolFixture
 ) -> None:
     # given
     amy, ben, cat = await pupils(db, school, 3)
@@ -271,7 +278,7 @@ async def test_assigning_a_registration_class_moves_users_out_of_their_old_one(
     assert await memberships(db, school) == {("7 Blue", ben), ("7 Red", amy), ("7 Red", cat)}
     assert (await call(http, school.admin_token, USER_CLASSES, id=str(amy)))["registrationClass"] == {
         "name": "7 Red"}
-    counts = {c["name"]: c["memberCount"] for c in await call(http, school.admin_token, CLASSES)}
+    counts = {c["name"]: c["memberCount"] for c in await call(reader, school.admin_token, CLASSES)}
     assert counts == {"7 Blue": 1, "7 Red": 2}
     events = await audit_events(db, school, "class.members_moved")
     assert events[-1] == ({amy, cat}, {"class_id": red, "name": "7 Red", "kind": "REGISTRATION",
@@ -360,8 +367,10 @@ async def test_malformed_ids_and_too_many_ids_are_refused(http: httpx.AsyncClien
     assert await memberships(db, school) == set()
 
 
-async def test_another_schools_class_is_not_found(http: httpx.AsyncClient, owner_engine: AsyncEngine,
-                                                  db: Database, school: SchoolFixture) -> None:
+async def test_another_schools_class_is_not_found(
+    http: httpx.AsyncClient, reader: httpx.AsyncClient, owner_engine: AsyncEngine, db: Database,
+    school: SchoolFixture,
+) -> None:
     [amy] = await pupils(db, school, 1)
     other = await make_school(owner_engine, db)
     theirs = await new_class(http, other, "7 Blue")
@@ -369,8 +378,8 @@ async def test_another_schools_class_is_not_found(http: httpx.AsyncClient, owner
                              (RENAME, {"name": "Mine"}), (DELETE, {})):
         payload = await call(http, school.admin_token, query, id=theirs, **variables)
         assert [(e["code"], e["field"]) for e in payload["errors"]] == [("NOT_FOUND", "classId")], query
-    assert await call(http, school.admin_token, ROSTER, id=theirs) is None
-    assert (await call(http, other.admin_token, ROSTER, id=theirs))["name"] == "7 Blue"
+    assert await call(reader, school.admin_token, ROSTER, id=theirs) is None
+    assert (await call(reader, other.admin_token, ROSTER, id=theirs))["name"] == "7 Blue"
 
 
 async def test_remove_users_from_a_class(http: httpx.AsyncClient, db: Database,
@@ -395,7 +404,7 @@ async def test_remove_users_from_a_class(http: httpx.AsyncClient, db: Database,
 # Managed schools, rosters and who may do what
 
 async def test_a_managed_schools_classes_can_be_read_but_not_changed(
-    http: httpx.AsyncClient, owner_engine: AsyncEngine, db: Database
+    http: httpx.AsyncClient, reader: httpx.AsyncClient, owner_engine: AsyncEngine, db: Database
 ) -> None:
     school = await make_school(owner_engine, db, provider=Provider.HWB)
     [amy] = await pupils(db, school, 1)
@@ -412,12 +421,13 @@ async def test_a_managed_schools_classes_can_be_read_but_not_changed(
         assert codes(payload) == ["MANAGED_BY_PROVIDER"], query
         assert "HWB" in payload["errors"][0]["message"]
 
-    assert await call(http, school.admin_token, CLASSES) == [
+    assert await call(reader, school.admin_token, CLASSES) == [
         {"id": str(class_id), "name": "7 Blue", "kind": "REGISTRATION", "memberCount": 1}]
 
 
-async def test_members_are_paged_and_filtered_by_type(http: httpx.AsyncClient, db: Database,
-                                                      school: SchoolFixture) -> None:
+async def test_members_are_paged_and_filtered_by_type(
+    http: httpx.AsyncClient, reader: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     # given: five pupils, two teachers and a deleted pupil in one class
     class_pupils = await pupils(db, school, 5)
     teachers = [await make_user(db, school, type=UserType.TEACHER, username=f"teacher{n}",
@@ -431,7 +441,7 @@ async def test_members_are_paged_and_filtered_by_type(http: httpx.AsyncClient, d
     # when
     seen, after = [], None
     while True:
-        page = await call(http, school.admin_token, ROSTER, id=maths, first=3, after=after)
+        page = await call(reader, school.admin_token, ROSTER, id=maths, first=3, after=after)
         seen += [edge["node"]["username"] for edge in page["members"]["edges"]]
         assert page["members"]["totalCount"] == 7 and page["memberCount"] == 7
         if not page["members"]["pageInfo"]["hasNextPage"]:
@@ -439,14 +449,15 @@ async def test_members_are_paged_and_filtered_by_type(http: httpx.AsyncClient, d
         after = page["members"]["pageInfo"]["endCursor"]
     # then
     assert seen == [f"pupil{n}" for n in range(5)] + ["teacher0", "teacher1"]
-    teaching = await call(http, school.admin_token, ROSTER, id=maths, type="TEACHER")
+    teaching = await call(reader, school.admin_token, ROSTER, id=maths, type="TEACHER")
     assert [edge["node"]["username"] for edge in teaching["members"]["edges"]] == ["teacher0", "teacher1"]
     assert teaching["members"]["totalCount"] == 2
 
 
 async def test_member_counts_of_many_classes_cost_a_constant_number_of_statements(
-    http: httpx.AsyncClient, app: Starlette, db: Database, school: SchoolFixture
+    strawberry_http: httpx.AsyncClient, strawberry_app: Starlette, db: Database, school: SchoolFixture
 ) -> None:
+    # On the Strawberry path: the compiled path answers in one statement whatever the resolvers do.
     [amy] = await pupils(db, school, 1)
     counts = []
     for batch in range(2):
@@ -455,15 +466,15 @@ async def test_member_counts_of_many_classes_cost_a_constant_number_of_statement
                 created = await create_class(session, school_id=school.id, actor=Actor(id=None, label="test"),
                                              name=f"Class {batch}-{n}", kind=ClassKind.TEACHING)
                 await insert_membership(session, school, created.id, amy, "TEACHING")
-        with counting_statements(app.state.db.engine) as statements:
-            listed = await call(http, school.admin_token, "{ classes { name memberCount } }")
+        with counting_statements(strawberry_app.state.db.engine) as statements:
+            listed = await call(strawberry_http, school.admin_token, "{ classes { name memberCount } }")
         assert len(listed) == 30 * (batch + 1) and {c["memberCount"] for c in listed} == {1}
         counts.append(len(statements))
     assert counts[0] == counts[1]
 
 
 async def test_teachers_and_api_tokens_read_classes_and_only_admins_change_them(
-    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+    http: httpx.AsyncClient, reader: httpx.AsyncClient, db: Database, school: SchoolFixture
 ) -> None:
     [amy] = await pupils(db, school, 1)
     blue = await new_class(http, school, "7 Blue")
@@ -472,7 +483,7 @@ async def test_teachers_and_api_tokens_read_classes_and_only_admins_change_them(
     app_token = await make_api_token(db, school)
     roster = "{ classes { name memberCount members { edges { node { username } } } } }"
     for token in (teacher, app_token):
-        assert await call(http, token, roster) == [
+        assert await call(reader, token, roster) == [
             {"name": "7 Blue", "memberCount": 1, "members": {"edges": [{"node": {"username": "pupil0"}}]}}]
         refused = await graphql(http, ASSIGN, {"id": blue, "users": [str(amy)]}, token=token)
         assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
