@@ -55,7 +55,7 @@ from db.sessions import SessionPolicy
 from db.users import UserFilter, UserOrder, UserOrderField, UserStatus
 from gql.http_auth import request_caller
 from gql.ids import parse_id
-from gql.telemetry import OPERATION_SECONDS, OperationMetrics
+from gql.telemetry import OperationMetrics, observe_operation
 from tenants.callers import Caller
 from tenants.scope import school_scope
 
@@ -94,7 +94,7 @@ class Unsupported(Exception):
 @dataclass(frozen=True, slots=True)
 class Plan:
     operation: OperationDefinitionNode
-    name: str
+    name: str | None
     # Every permission class on the fields used: each must let the caller through, or the view answers.
     permissions: tuple[type[BasePermission], ...]
     # With no variables the statement is fixed, bar the school ($1): its text and its other parameters.
@@ -191,7 +191,7 @@ class CompiledReads:
             # Whatever went wrong, the general path answers as it always would (an error there is masked).
             log.warning("the compiled read failed; the general path answers instead", exc_info=True)
             return None
-        OPERATION_SECONDS.labels(plan.name, "query").observe(time.perf_counter() - started)
+        observe_operation(plan.name, "query", time.perf_counter() - started)
         return Response(text.encode(), media_type="application/json")
 
     def _statement(self, plan: Plan, caller: Caller, variables: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -240,7 +240,7 @@ class CompiledReads:
                 fixed = (statement, params[1:])
         except (Unsupported, DomainError, GraphQLError, ValueError):
             return None
-        name = operation.name.value if operation.name else "anonymous"
+        name = operation.name.value if operation.name else None
         return Plan(operation=operation, name=name, permissions=tuple(dict.fromkeys(used)), fixed=fixed)
 
 

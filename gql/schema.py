@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import strawberry
-from graphql import lexicographic_sort_schema, print_schema
+from graphql import GraphQLError, lexicographic_sort_schema, print_schema
 from strawberry.extensions import (
     DisableIntrospection,
     MaxAliasesLimiter,
@@ -14,13 +14,14 @@ from strawberry.extensions import (
     SchemaExtension,
 )
 from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
 
 from db.schools import get_school
 from gql.api_tokens import ApiTokenMutations, ApiTokenQueries
 from gql.auth import AuthMutations, AuthQueries
 from gql.classes import ClassMutations, ClassQueries
 from gql.context import Info
-from gql.errors import MaskInternalErrors
+from gql.errors import MaskInternalErrors, log_errors
 from gql.imports import ImportMutations, ImportQueries
 from gql.login_cards import LoginCardMutations, LoginCardQueries
 from gql.manage_users import AuditEventQueries, ManageUserMutations
@@ -63,8 +64,14 @@ def safety_extensions(*, introspection: bool = True) -> list[Callable[[], Schema
     return extensions
 
 
+class RollcallSchema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        # Strawberry's own logging prints each error with the query text around it, secrets and all.
+        log_errors(errors, execution_context)
+
+
 def build_schema(*, introspection: bool = True) -> strawberry.Schema:
-    return strawberry.Schema(query=Query, mutation=Mutation, extensions=safety_extensions(introspection=introspection))
+    return RollcallSchema(query=Query, mutation=Mutation, extensions=safety_extensions(introspection=introspection))
 
 
 def sdl(schema: strawberry.Schema) -> str:
