@@ -23,6 +23,7 @@ from typing import Any, cast
 import strawberry
 from cross_web import HTTPException
 from graphql import (
+    DocumentNode,
     FieldNode,
     GraphQLError,
     GraphQLField,
@@ -53,6 +54,7 @@ from db.errors import DomainError
 from db.models import ClassKind, UserType
 from db.sessions import SessionPolicy
 from db.users import UserFilter, UserOrder, UserOrderField, UserStatus
+from gql.cost import QueryCostLimiter, query_cost, too_costly
 from gql.http_auth import request_caller
 from gql.ids import parse_id
 from gql.telemetry import OperationMetrics, observe_operation
@@ -84,7 +86,7 @@ _FIELDS: dict[tuple[str, str], str] = {
     **{("SchoolClass", name): "column" for name in sql.CLASS_COLUMNS},
 }
 # Schema extensions whose work the compiled path does too (or that only act on errors, which it never has).
-_KNOWN_EXTENSIONS = (AddValidationRules, MaxTokensLimiter, MaskErrors, OperationMetrics)
+_KNOWN_EXTENSIONS = (AddValidationRules, MaxTokensLimiter, MaskErrors, OperationMetrics, QueryCostLimiter)
 
 
 class Unsupported(Exception):
@@ -93,6 +95,7 @@ class Unsupported(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    document: DocumentNode
     operation: OperationDefinitionNode
     name: str | None
     # Every permission class on the fields used: each must let the caller through, or the view answers.
@@ -170,8 +173,8 @@ class CompiledReads:
                 or not isinstance(operation_name, str | None):
             return None
         plan = self.plan(query, operation_name)
-        if plan is None:
-            return None
+        if plan is None or too_costly(query_cost(self.graphql_schema, plan.document, operation_name, variables)):
+            return None  # the view refuses a too costly query, with the same error as always
         try:
             caller = await request_caller(request, self.db, self.policy)
         except HTTPException:
@@ -241,7 +244,8 @@ class CompiledReads:
         except (Unsupported, DomainError, GraphQLError, ValueError):
             return None
         name = operation.name.value if operation.name else None
-        return Plan(operation=operation, name=name, permissions=tuple(dict.fromkeys(used)), fixed=fixed)
+        return Plan(document=document, operation=operation, name=name, permissions=tuple(dict.fromkeys(used)),
+                    fixed=fixed)
 
 
 class _Translator:

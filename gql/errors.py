@@ -14,7 +14,8 @@ from gql.telemetry import operation_label
 log = logging.getLogger("rollcall.errors")
 
 # Errors raised on purpose carry one of these codes and are shown as they are.
-PUBLIC_CODES = {"UNAUTHENTICATED", "FORBIDDEN", "BAD_REQUEST", "RATE_LIMITED", "PASSWORD_CHANGE_REQUIRED"}
+PUBLIC_CODES = {"UNAUTHENTICATED", "FORBIDDEN", "BAD_REQUEST", "RATE_LIMITED", "PASSWORD_CHANGE_REQUIRED",
+                "QUERY_TOO_COSTLY"}
 
 
 def client_error(message: str, code: str) -> GraphQLError:

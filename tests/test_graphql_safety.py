@@ -11,11 +11,18 @@ from starlette.routing import Route
 from strawberry.asgi import GraphQL
 
 from db.settings import Settings
+from gql.cost import MAX_COST
 from gql.errors import MaskInternalErrors
-from gql.schema import MAX_DEPTH, safety_extensions
+from gql.schema import MAX_DEPTH, build_schema, safety_extensions
 from tests.conftest import SchoolFixture, graphql
 
 INTROSPECTION = "{ __schema { queryType { name } } }"
+MEMBERS_OF_EVERY_CLASS = "query ($n: Int) { users(first: $n) { edges { node { id teachingClasses { name " \
+                         "members(first: $n) { edges { node { id } } } } } } } }"
+PAGE_WITH_CLASSES = "{ users(first: 500) { edges { node { id registrationClass { name memberCount } " \
+                    "teachingClasses { name } } } } }"
+TWO_PAGES_WITH_CLASSES = "{ a: users(first: 500) { edges { node { teachingClasses { name } } } } " \
+                         "b: users(first: 500) { edges { node { teachingClasses { name } } } } }"
 
 
 async def test_too_many_aliases_are_refused(http: httpx.AsyncClient, school: SchoolFixture) -> None:
@@ -110,3 +117,26 @@ async def test_introspection_and_graphiql_are_settings(settings: Settings, migra
 
 async def test_introspection_is_on_in_development(http: httpx.AsyncClient) -> None:
     assert (await graphql(http, INTROSPECTION))["data"] == {"__schema": {"queryType": {"name": "Query"}}}
+
+
+async def test_a_too_costly_query_is_refused_before_it_runs(http: httpx.AsyncClient, school: SchoolFixture) -> None:
+    # 500 users x 50 teaching classes x 500 members, on the compiled read path the roster read takes first
+    body = await graphql(http, MEMBERS_OF_EVERY_CLASS, {"n": 500}, token=school.admin_token)
+    assert body["data"] is None
+    [error] = body["errors"]
+    assert error["extensions"] == {"code": "QUERY_TOO_COSTLY", "cost": 12_525_500, "limit": MAX_COST}
+    assert "the limit is 50000" in error["message"]
+    # and on the Strawberry path, refused before any resolver asks who is signed in
+    result = await build_schema().execute(MEMBERS_OF_EVERY_CLASS, {"n": 500})
+    assert result.errors and result.errors[0].extensions == error["extensions"]
+
+
+async def test_the_cost_sums_over_aliases(http: httpx.AsyncClient, school: SchoolFixture) -> None:
+    assert "errors" not in await graphql(http, PAGE_WITH_CLASSES, token=school.admin_token)
+    body = await graphql(http, TWO_PAGES_WITH_CLASSES, token=school.admin_token)
+    assert body["errors"][0]["extensions"]["cost"] == 2 * 500 * (1 + 50)
+
+
+async def test_small_pages_of_class_members_are_fine(http: httpx.AsyncClient, school: SchoolFixture) -> None:
+    body = await graphql(http, MEMBERS_OF_EVERY_CLASS, {"n": 5}, token=school.admin_token)
+    assert body == {"data": {"users": {"edges": [{"node": {"id": str(school.admin_id), "teachingClasses": []}}]}}}
