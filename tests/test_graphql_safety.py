@@ -14,9 +14,18 @@ from db.settings import Settings
 from gql.cost import MAX_COST
 from gql.errors import MaskInternalErrors
 from gql.schema import MAX_DEPTH, build_schema, safety_extensions
-from tests.conftest import SchoolFixture, graphql
+from sqlalchemy import text
+
+from db.engine import Database
+from tenants.scope import school_scope
+from tests.conftest import ADMIN_PASSWORD, SchoolFixture, graphql
 
 INTROSPECTION = "{ __schema { queryType { name } } }"
+LOGIN_BESIDE_A_FAILURE = 'mutation { login(school: "SLUG", username: "admin", password: "' + ADMIN_PASSWORD + \
+                         '") { token } other: changeMyPassword(currentPassword: "x", newPassword: "y", ' \
+                         'confirmPassword: "y") { errors { code } } }'
+LOGIN_IN_A_FRAGMENT = 'mutation { ...SignIn logout { errors { code } } } fragment SignIn on Mutation { ' \
+                      'login(school: "SLUG", username: "admin", password: "' + ADMIN_PASSWORD + '") { token } }'
 MEMBERS_OF_EVERY_CLASS = "query ($n: Int) { users(first: $n) { edges { node { id teachingClasses { name " \
                          "members(first: $n) { edges { node { id } } } } } } } }"
 PAGE_WITH_CLASSES = "{ users(first: 500) { edges { node { id registrationClass { name memberCount } " \
@@ -140,3 +149,18 @@ async def test_the_cost_sums_over_aliases(http: httpx.AsyncClient, school: Schoo
 async def test_small_pages_of_class_members_are_fine(http: httpx.AsyncClient, school: SchoolFixture) -> None:
     body = await graphql(http, MEMBERS_OF_EVERY_CLASS, {"n": 5}, token=school.admin_token)
     assert body == {"data": {"users": {"edges": [{"node": {"id": str(school.admin_id), "teachingClasses": []}}]}}}
+
+
+async def test_a_sign_in_beside_other_fields_is_refused_and_starts_no_session(http: httpx.AsyncClient, db: Database,
+                                                                           school: SchoolFixture) -> None:
+    async def sessions() -> int:
+        async with school_scope(db, school.id) as session:
+            return int((await session.execute(text("select count(*) from sessions"))).scalar_one())
+
+    before = await sessions()
+    for query in (LOGIN_BESIDE_A_FAILURE, LOGIN_IN_A_FRAGMENT):
+        body = await graphql(http, query.replace("SLUG", school.slug))
+        assert body["data"] is None
+        assert body["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+        assert "on its own" in body["errors"][0]["message"]
+    assert await sessions() == before
