@@ -1,8 +1,8 @@
 """The cost limit: how many objects a query may return, worked out before anything runs.
 
 Each page size (`first`, or its default when not given) is multiplied through the nesting below it and the
-results are summed over every field and alias, as GitHub and Shopify count. A list that is not paged counts
-as a default page. Both the Strawberry path (QueryCostLimiter) and the compiled read path call `query_cost`.
+results are summed over every field and alias, as GitHub and Shopify count. A list that is not paged
+multiplies what is paged below it by a default page size. Both the Strawberry path (QueryCostLimiter) and the compiled read path call `query_cost`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from strawberry.extensions import SchemaExtension
 
 from db.pagination import DEFAULT_PAGE_SIZE
 
-# A page of 500 users with their classes passes; 500 users each with 500 class members does not.
+# A page of 500 users with their classes and class sizes passes; 500 users each with 500 class members does not.
 MAX_COST = 50_000
 
 
@@ -111,5 +111,6 @@ class _Cost:
             size = max(DEFAULT_PAGE_SIZE if first is None else int(first), 0)
             return size * (1 + self.selection(inner, node.selection_set, paged=not is_list))
         if is_list and not paged:
-            return DEFAULT_PAGE_SIZE * (1 + self.selection(inner, node.selection_set, paged=False))
+            # Its own items are few (a user's classes, a row's errors); what it multiplies are the pages below it.
+            return DEFAULT_PAGE_SIZE * self.selection(inner, node.selection_set, paged=False)
         return self.selection(inner, node.selection_set, paged=False)

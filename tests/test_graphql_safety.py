@@ -6,17 +6,16 @@ import dataclasses
 
 import httpx
 import strawberry
+from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.routing import Route
 from strawberry.asgi import GraphQL
 
+from db.engine import Database
 from db.settings import Settings
 from gql.cost import MAX_COST
 from gql.errors import MaskInternalErrors
 from gql.schema import MAX_DEPTH, build_schema, safety_extensions
-from sqlalchemy import text
-
-from db.engine import Database
 from tenants.scope import school_scope
 from tests.conftest import ADMIN_PASSWORD, SchoolFixture, graphql
 
@@ -30,8 +29,8 @@ MEMBERS_OF_EVERY_CLASS = "query ($n: Int) { users(first: $n) { edges { node { id
                          "members(first: $n) { edges { node { id } } } } } } } }"
 PAGE_WITH_CLASSES = "{ users(first: 500) { edges { node { id registrationClass { name memberCount } " \
                     "teachingClasses { name } } } } }"
-TWO_PAGES_WITH_CLASSES = "{ a: users(first: 500) { edges { node { teachingClasses { name } } } } " \
-                         "b: users(first: 500) { edges { node { teachingClasses { name } } } } }"
+TWO_PAGES_WITH_CLASS_MEMBERS = "{ a: users(first: 500) { edges { node { registrationClass { members { totalCount } } } } } " \
+                               "b: users(first: 500) { edges { node { registrationClass { members { totalCount } } } } } }"
 
 
 async def test_too_many_aliases_are_refused(http: httpx.AsyncClient, school: SchoolFixture) -> None:
@@ -133,7 +132,7 @@ async def test_a_too_costly_query_is_refused_before_it_runs(http: httpx.AsyncCli
     body = await graphql(http, MEMBERS_OF_EVERY_CLASS, {"n": 500}, token=school.admin_token)
     assert body["data"] is None
     [error] = body["errors"]
-    assert error["extensions"] == {"code": "QUERY_TOO_COSTLY", "cost": 12_525_500, "limit": MAX_COST}
+    assert error["extensions"] == {"code": "QUERY_TOO_COSTLY", "cost": 12_500_500, "limit": MAX_COST}
     assert "the limit is 50000" in error["message"]
     # and on the Strawberry path, refused before any resolver asks who is signed in
     result = await build_schema().execute(MEMBERS_OF_EVERY_CLASS, {"n": 500})
@@ -142,7 +141,7 @@ async def test_a_too_costly_query_is_refused_before_it_runs(http: httpx.AsyncCli
 
 async def test_the_cost_sums_over_aliases(http: httpx.AsyncClient, school: SchoolFixture) -> None:
     assert "errors" not in await graphql(http, PAGE_WITH_CLASSES, token=school.admin_token)
-    body = await graphql(http, TWO_PAGES_WITH_CLASSES, token=school.admin_token)
+    body = await graphql(http, TWO_PAGES_WITH_CLASS_MEMBERS, token=school.admin_token)
     assert body["errors"][0]["extensions"]["cost"] == 2 * 500 * (1 + 50)
 
 

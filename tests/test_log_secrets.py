@@ -22,7 +22,15 @@ from db.api_tokens import ApiScope
 from db.embedded import EmbeddedServer
 from db.engine import Database
 from db.models import Provider
-from tests.conftest import ADMIN_PASSWORD, SchoolFixture, graphql, make_api_token, make_school, make_user, sign_in_as
+from tests.conftest import (
+    ADMIN_PASSWORD,
+    SchoolFixture,
+    graphql,
+    make_api_token,
+    make_school,
+    make_user,
+    sign_in_as,
+)
 from tests.test_operations import serve, stop
 
 # Every secret below is unique to this file, so finding one in a log can only mean a leak.
