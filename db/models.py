@@ -306,7 +306,7 @@ class ImportJob(Base):
 
     __table_args__ = (
         ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),
-        CheckConstraint("passwords IS NULL OR status = 'PREVIEW'", name="passwords_only_in_preview"),
+        CheckConstraint("sealed_passwords IS NULL OR status = 'PREVIEW'", name="sealed_passwords_only_in_preview"),
         Index("ix_import_jobs_status", "status", postgresql_where=text("status = 'RUNNING'")),
     )
 

@@ -54,6 +54,9 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     # Roster reads answered by one SQL statement (gql/compiled.py); off, every query goes through Strawberry.
     compiled_reads: bool = True
+    # /metrics: off altogether, or only for `Authorization: Bearer <metrics_token>`.
+    metrics: bool = True
+    metrics_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -76,4 +79,6 @@ class Settings:
             trusted_proxies=tuple(p.strip() for p in os.environ.get("ROLLCALL_TRUSTED_PROXIES", "").split(",")
                                   if p.strip()),
             compiled_reads=_flag("ROLLCALL_COMPILED_READS", True),
+            metrics=_flag("ROLLCALL_METRICS", True),
+            metrics_token=os.environ.get("ROLLCALL_METRICS_TOKEN") or None,
         )

@@ -33,7 +33,7 @@ from gql.loaders import Loaders
 from gql.login_card_sheet import sheet_endpoint
 from gql.schema import build_schema
 from gql.scim import scim_routes
-from gql.telemetry import RequestId, configure_logging, metrics
+from gql.telemetry import RequestId, configure_logging, metrics_endpoint
 
 log = logging.getLogger("rollcall")
 
@@ -140,7 +140,7 @@ def create_app(settings: Settings, urls: DatabaseUrls) -> Starlette:
             Route("/login-cards", sheet_endpoint(db, graphql.session_policy, secret=settings.login_code_secret)),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Route("/metrics", metrics),
+            *([Route("/metrics", metrics_endpoint(settings.metrics_token))] if settings.metrics else []),
             scim_routes(db, graphql.session_policy),
         ],
         lifespan=lifespan,

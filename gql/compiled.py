@@ -22,6 +22,7 @@ from typing import Any, cast
 import strawberry
 from cross_web import HTTPException
 from graphql import (
+    DocumentNode,
     FieldNode,
     GraphQLEnumType,
     GraphQLError,
@@ -56,9 +57,10 @@ from db.errors import DomainError
 from db.models import ClassKind, UserType
 from db.sessions import SessionPolicy
 from db.users import UserFilter, UserOrder, UserOrderField, UserStatus
+from gql.cost import QueryCostLimiter, query_cost, too_costly
 from gql.http_auth import request_caller
 from gql.ids import parse_id
-from gql.telemetry import OPERATION_SECONDS, OperationMetrics
+from gql.telemetry import OperationMetrics, observe_operation
 from tenants.callers import Caller
 from tenants.scope import school_scope
 
@@ -107,7 +109,7 @@ _ENUM_VALUES: dict[str, frozenset[str]] = {
     "UserOrderField": frozenset({"USERNAME", "FIRST_NAME", "SURNAME", "TYPE", "CREATED_AT"}),
 }
 # Schema extensions whose work the compiled path does too (or that only act on errors, which it never has).
-_KNOWN_EXTENSIONS = (AddValidationRules, MaxTokensLimiter, MaskErrors, OperationMetrics)
+_KNOWN_EXTENSIONS = (AddValidationRules, MaxTokensLimiter, MaskErrors, OperationMetrics, QueryCostLimiter)
 
 
 class Unsupported(Exception):
@@ -116,8 +118,9 @@ class Unsupported(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    document: DocumentNode
     operation: OperationDefinitionNode
-    name: str
+    name: str | None
     # Every permission class on the fields used: each must let the caller through, or the view answers.
     permissions: tuple[type[BasePermission], ...]
     # With no variables the statement is fixed, bar the school ($1): its text and its other parameters.
@@ -199,8 +202,8 @@ class CompiledReads:
                 or not isinstance(operation_name, str | None):
             return None
         plan = self.plan(query, operation_name)
-        if plan is None:
-            return None
+        if plan is None or too_costly(query_cost(self.graphql_schema, plan.document, operation_name, variables)):
+            return None  # the view refuses a too costly query, with the same error as always
         try:
             caller = await request_caller(request, self.db, self.policy)
         except HTTPException:
@@ -220,7 +223,7 @@ class CompiledReads:
             # Whatever went wrong, the general path answers as it always would (an error there is masked).
             log.warning("the compiled read failed; the general path answers instead", exc_info=True)
             return None
-        OPERATION_SECONDS.labels(plan.name, "query").observe(time.perf_counter() - started)
+        observe_operation(plan.name, "query", time.perf_counter() - started)
         return Response(text.encode(), media_type="application/json")
 
     def _statement(self, plan: Plan, caller: Caller, variables: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -269,8 +272,9 @@ class CompiledReads:
                 fixed = (statement, params[1:])
         except (Unsupported, DomainError, GraphQLError, ValueError):
             return None
-        name = operation.name.value if operation.name else "anonymous"
-        return Plan(operation=operation, name=name, permissions=tuple(dict.fromkeys(used)), fixed=fixed)
+        name = operation.name.value if operation.name else None
+        return Plan(document=document, operation=operation, name=name, permissions=tuple(dict.fromkeys(used)),
+                    fixed=fixed)
 
 
 class _Translator:

@@ -5,8 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import strawberry
-from graphql import lexicographic_sort_schema, print_schema
+from graphql import (
+    FieldNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    OperationType,
+    SelectionSetNode,
+    lexicographic_sort_schema,
+    print_schema,
+)
+from graphql.validation import ASTValidationRule
 from strawberry.extensions import (
+    AddValidationRules,
     DisableIntrospection,
     MaxAliasesLimiter,
     MaxTokensLimiter,
@@ -14,13 +26,15 @@ from strawberry.extensions import (
     SchemaExtension,
 )
 from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
 
 from db.schools import get_school
 from gql.api_tokens import ApiTokenMutations, ApiTokenQueries
 from gql.auth import AuthMutations, AuthQueries
 from gql.classes import ClassMutations, ClassQueries
 from gql.context import Info
-from gql.errors import MaskInternalErrors
+from gql.cost import QueryCostLimiter
+from gql.errors import MaskInternalErrors, log_errors
 from gql.imports import ImportMutations, ImportQueries
 from gql.login_cards import LoginCardMutations, LoginCardQueries
 from gql.manage_users import AuditEventQueries, ManageUserMutations
@@ -32,6 +46,7 @@ from gql.users import UserQueries
 MAX_DEPTH = 10
 MAX_ALIASES = 15
 MAX_TOKENS = 2000
+SIGN_IN_FIELDS = {"login", "loginWithQr"}
 
 
 @strawberry.type
@@ -50,6 +65,32 @@ Mutation = merge_types("Mutation", (AuthMutations, ApiTokenMutations, ManageUser
                                     ImportMutations, LoginCardMutations))
 
 
+class SignInAlone(ASTValidationRule):
+    """A sign-in is the only field of its mutation: were a field beside it to fail, the response would not carry
+    the token of the session the sign-in had started."""
+
+    def enter_operation_definition(self, node: OperationDefinitionNode, *_: object) -> None:
+        if node.operation != OperationType.MUTATION:
+            return
+        # Sign-ins packed together with aliases stay possible (and throttled as one by one); nothing else beside.
+        fields = set(self.root_fields(node.selection_set))
+        if fields & SIGN_IN_FIELDS and fields - SIGN_IN_FIELDS:
+            self.report_error(GraphQLError("Sign in with login or loginWithQr on its own, not beside other fields.",
+                                           node, extensions={"code": "BAD_REQUEST"}))
+
+    def root_fields(self, selection_set: SelectionSetNode, seen: frozenset[str] = frozenset()) -> list[str]:
+        found: list[str] = []
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                found.append(selection.name.value)
+            elif isinstance(selection, InlineFragmentNode):
+                found += self.root_fields(selection.selection_set, seen)
+            elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in seen and (
+                    fragment := self.context.get_fragment(selection.name.value)):
+                found += self.root_fields(fragment.selection_set, seen | {selection.name.value})
+        return found
+
+
 def safety_extensions(*, introspection: bool = True) -> list[Callable[[], SchemaExtension]]:
     extensions: list[Callable[[], SchemaExtension]] = [
         MaskInternalErrors,
@@ -57,14 +98,22 @@ def safety_extensions(*, introspection: bool = True) -> list[Callable[[], Schema
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        QueryCostLimiter,
+        lambda: AddValidationRules([SignInAlone]),
     ]
     if not introspection:
         extensions.append(DisableIntrospection)
     return extensions
 
 
+class RollcallSchema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        # Strawberry's own logging prints each error with the query text around it, secrets and all.
+        log_errors(errors, execution_context)
+
+
 def build_schema(*, introspection: bool = True) -> strawberry.Schema:
-    return strawberry.Schema(query=Query, mutation=Mutation, extensions=safety_extensions(introspection=introspection))
+    return RollcallSchema(query=Query, mutation=Mutation, extensions=safety_extensions(introspection=introspection))
 
 
 def sdl(schema: strawberry.Schema) -> str:

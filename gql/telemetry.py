@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
+import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
@@ -35,6 +37,29 @@ SIGN_IN_FAILURES = Counter("rollcall_sign_in_failures", "Refused sign-ins (wrong
                            ["method"])
 THROTTLED = Counter("rollcall_throttled_attempts", "Attempts refused by throttling", ["what"])
 IMPORT_JOBS = Counter("rollcall_import_jobs", "Import jobs by outcome", ["outcome"])
+
+# Operation names come from clients: only short plain names are shown, and only so many of them get a series
+# of their own (every label value is kept until restart), the rest counting as "other".
+OPERATION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+MAX_OPERATION_LABELS = 200
+_operation_labels: set[str] = set()
+
+
+def operation_label(name: str | None) -> str:
+    """How an operation is named in logs: its own name when short and plain, else "other"."""
+    if name is None:
+        return "anonymous"
+    return name if OPERATION_NAME.fullmatch(name) else "other"
+
+
+def observe_operation(name: str | None, kind: str, seconds: float) -> None:
+    label = operation_label(name)
+    if label not in _operation_labels:
+        if len(_operation_labels) >= MAX_OPERATION_LABELS:
+            label = "other"
+        else:
+            _operation_labels.add(label)
+    OPERATION_SECONDS.labels(label, kind).observe(seconds)
 
 
 class RequestId:
@@ -80,17 +105,26 @@ class OperationMetrics(SchemaExtension):
         context = self.execution_context
         if context.graphql_document is None:
             return  # the document did not parse: no operation ran
-        kind = context.operation_type.value
-        OPERATION_SECONDS.labels(context.operation_name or "anonymous", kind).observe(time.perf_counter() - started)
+        observe_operation(context.operation_name, context.operation_type.value, time.perf_counter() - started)
 
 
-async def metrics(request: Request) -> Response:
-    """Prometheus text format; with several workers, the shared multiprocess directory is read."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+def metrics_endpoint(token: str | None) -> Callable[[Request], Awaitable[Response]]:
+    """Prometheus text format, for anyone or only for `Authorization: Bearer <token>`; with several workers,
+    the shared multiprocess directory is read."""
+    expected = f"Bearer {token}".encode() if token else None
+
+    async def metrics(request: Request) -> Response:
+        if expected is not None and not hmac.compare_digest(request.headers.get("authorization", "").encode(),
+                                                            expected):
+            return Response("Send the metrics token: Authorization: Bearer <token>.", status_code=401,
+                            headers={"WWW-Authenticate": "Bearer"})
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return metrics
 
 
 class _RequestIdFilter(logging.Filter):

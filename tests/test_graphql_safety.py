@@ -6,16 +6,31 @@ import dataclasses
 
 import httpx
 import strawberry
+from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.routing import Route
 from strawberry.asgi import GraphQL
 
+from db.engine import Database
 from db.settings import Settings
+from gql.cost import MAX_COST
 from gql.errors import MaskInternalErrors
-from gql.schema import MAX_DEPTH, safety_extensions
-from tests.conftest import SchoolFixture, graphql
+from gql.schema import MAX_DEPTH, build_schema, safety_extensions
+from tenants.scope import school_scope
+from tests.conftest import ADMIN_PASSWORD, SchoolFixture, graphql
 
 INTROSPECTION = "{ __schema { queryType { name } } }"
+LOGIN_BESIDE_A_FAILURE = 'mutation { login(school: "SLUG", username: "admin", password: "' + ADMIN_PASSWORD + \
+                         '") { token } other: changeMyPassword(currentPassword: "x", newPassword: "y", ' \
+                         'confirmPassword: "y") { errors { code } } }'
+LOGIN_IN_A_FRAGMENT = 'mutation { ...SignIn logout { errors { code } } } fragment SignIn on Mutation { ' \
+                      'login(school: "SLUG", username: "admin", password: "' + ADMIN_PASSWORD + '") { token } }'
+MEMBERS_OF_EVERY_CLASS = "query ($n: Int) { users(first: $n) { edges { node { id teachingClasses { name " \
+                         "members(first: $n) { edges { node { id } } } } } } } }"
+PAGE_WITH_CLASSES = "{ users(first: 500) { edges { node { id registrationClass { name memberCount } " \
+                    "teachingClasses { name } } } } }"
+TWO_PAGES_WITH_CLASS_MEMBERS = "{ a: users(first: 500) { edges { node { registrationClass { members { totalCount } } } } } " \
+                               "b: users(first: 500) { edges { node { registrationClass { members { totalCount } } } } } }"
 
 
 async def test_too_many_aliases_are_refused(http: httpx.AsyncClient, school: SchoolFixture) -> None:
@@ -110,3 +125,41 @@ async def test_introspection_and_graphiql_are_settings(settings: Settings, migra
 
 async def test_introspection_is_on_in_development(http: httpx.AsyncClient) -> None:
     assert (await graphql(http, INTROSPECTION))["data"] == {"__schema": {"queryType": {"name": "Query"}}}
+
+
+async def test_a_too_costly_query_is_refused_before_it_runs(http: httpx.AsyncClient, school: SchoolFixture) -> None:
+    # 500 users x 50 teaching classes x 500 members, on the compiled read path the roster read takes first
+    body = await graphql(http, MEMBERS_OF_EVERY_CLASS, {"n": 500}, token=school.admin_token)
+    assert body["data"] is None
+    [error] = body["errors"]
+    assert error["extensions"] == {"code": "QUERY_TOO_COSTLY", "cost": 12_500_500, "limit": MAX_COST}
+    assert "the limit is 50000" in error["message"]
+    # and on the Strawberry path, refused before any resolver asks who is signed in
+    result = await build_schema().execute(MEMBERS_OF_EVERY_CLASS, {"n": 500})
+    assert result.errors and result.errors[0].extensions == error["extensions"]
+
+
+async def test_the_cost_sums_over_aliases(http: httpx.AsyncClient, school: SchoolFixture) -> None:
+    assert "errors" not in await graphql(http, PAGE_WITH_CLASSES, token=school.admin_token)
+    body = await graphql(http, TWO_PAGES_WITH_CLASS_MEMBERS, token=school.admin_token)
+    assert body["errors"][0]["extensions"]["cost"] == 2 * 500 * (1 + 50)
+
+
+async def test_small_pages_of_class_members_are_fine(http: httpx.AsyncClient, school: SchoolFixture) -> None:
+    body = await graphql(http, MEMBERS_OF_EVERY_CLASS, {"n": 5}, token=school.admin_token)
+    assert body == {"data": {"users": {"edges": [{"node": {"id": str(school.admin_id), "teachingClasses": []}}]}}}
+
+
+async def test_a_sign_in_beside_other_fields_is_refused_and_starts_no_session(http: httpx.AsyncClient, db: Database,
+                                                                           school: SchoolFixture) -> None:
+    async def sessions() -> int:
+        async with school_scope(db, school.id) as session:
+            return int((await session.execute(text("select count(*) from sessions"))).scalar_one())
+
+    before = await sessions()
+    for query in (LOGIN_BESIDE_A_FAILURE, LOGIN_IN_A_FRAGMENT):
+        body = await graphql(http, query.replace("SLUG", school.slug))
+        assert body["data"] is None
+        assert body["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+        assert "on its own" in body["errors"][0]["message"]
+    assert await sessions() == before

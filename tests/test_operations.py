@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -20,6 +21,9 @@ from db import migrate
 from db.embedded import EmbeddedServer, start_embedded
 from db.engine import Database
 from db.models import UserType
+from db.settings import Settings
+from gql.app import create_app
+from gql.telemetry import MAX_OPERATION_LABELS, observe_operation
 from tenants.scope import school_scope
 from tests.conftest import (
     ADMIN_PASSWORD,
@@ -167,6 +171,34 @@ async def test_metrics_count_requests_operations_and_refused_sign_ins(http: http
     assert 'rollcall_sign_in_failures_total{method="password"}' in body
     assert "# TYPE rollcall_import_jobs_total counter" in body
     assert "# TYPE rollcall_throttled_attempts_total counter" in body
+
+
+async def test_operation_names_in_metrics_are_short_and_few(http: httpx.AsyncClient, school: SchoolFixture) -> None:
+    # given a name of a million characters, and more distinct names than metrics keep
+    huge = "Q" * 1_000_000
+    await http.post("/graphql", json={"query": f"query {huge} {{ me {{ id }} }}", "operationName": huge})
+    for i in range(MAX_OPERATION_LABELS + 50):
+        observe_operation(f"Flood{i}", "query", 0.001)
+    # then the metrics stay small: the long name and the names over the cap count as "other"
+    body = (await http.get("/metrics")).text
+    assert "QQQQ" not in body and len(body) < 1_000_000
+    assert 'operation="other",type="query"' in body
+    named = {line.split('operation="')[1].split('"')[0] for line in body.splitlines()
+             if line.startswith("rollcall_graphql_operation_seconds_count")}
+    assert len(named) <= MAX_OPERATION_LABELS + 1
+
+
+async def test_metrics_can_be_turned_off_or_kept_behind_a_token(settings: Settings, migrated: EmbeddedServer) -> None:
+    for changed, asked, status in ((dataclasses.replace(settings, metrics=False), {}, 404),
+                                   (dataclasses.replace(settings, metrics_token="m3trics"), {}, 401),
+                                   (dataclasses.replace(settings, metrics_token="m3trics"),
+                                    {"Authorization": "Bearer wrong"}, 401),
+                                   (dataclasses.replace(settings, metrics_token="m3trics"),
+                                    {"Authorization": "Bearer m3trics"}, 200)):
+        app = create_app(changed, migrated.urls())
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            assert (await client.get("/metrics", headers=asked)).status_code == status
+        await app.state.db.dispose()
 
 
 async def test_logs_carry_the_request_id_and_no_secrets(http: httpx.AsyncClient, db: Database,
