@@ -22,16 +22,20 @@ ACCOUNT_LIMIT = 10
 CLIENT_LIMIT = 100
 MAX_DELAY_SECONDS = 2.0
 
+# Both counts in one statement (the account's row first, always, so two sign-ins never lock in opposite orders).
 _COUNT = text("""
 insert into sign_in_throttle as t (key, attempts, window_ends_at)
-values (:key, 1, now() + :window)
+values (:account, 1, now() + :window), (:client, 1, now() + :window)
 on conflict (key) do update set
     attempts = case when t.window_ends_at <= now() then 1 else t.attempts + 1 end,
     window_ends_at = case when t.window_ends_at <= now() then now() + :window else t.window_ends_at end
-returning attempts
+returning key, attempts
 """)
-_FORGIVE_CLIENT = text("update sign_in_throttle set attempts = greatest(attempts - 1, 0) where key = :key")
-_CLEAR = text("delete from sign_in_throttle where key = :key")
+# The account starts afresh, and the client's count forgets this attempt: one statement.
+_SUCCEEDED = text("""
+with cleared as (delete from sign_in_throttle where key = :account)
+update sign_in_throttle set attempts = greatest(attempts - 1, 0) where key = :client
+""")
 
 
 def _key(kind: str, *parts: str) -> bytes:
@@ -52,9 +56,11 @@ async def count_attempt(db: Database, *, account: str, client: str, account_limi
                         client_limit: int = CLIENT_LIMIT) -> Attempt:
     """Count an attempt for `account` (e.g. "school-slug:username") from `client` (an address)."""
     account_key, client_key = _key("account", account.lower()), _key("client", client)
-    async with db.engine.begin() as connection:
-        account_attempts = (await connection.execute(_COUNT, {"key": account_key, "window": WINDOW})).scalar_one()
-        client_attempts = (await connection.execute(_COUNT, {"key": client_key, "window": WINDOW})).scalar_one()
+    # One statement commits by itself: no BEGIN and COMMIT around it.
+    async with db.autocommit.connect() as connection:
+        counted = {key: attempts for key, attempts in await connection.execute(_COUNT, {
+            "account": account_key, "client": client_key, "window": WINDOW})}
+    account_attempts, client_attempts = counted[account_key], counted[client_key]
     refused = account_attempts > account_limit or client_attempts > client_limit
     slow = max(0, account_attempts - ACCOUNT_SLOW_AFTER)
     delay = 0.0 if refused or slow == 0 else min(MAX_DELAY_SECONDS, 0.1 * 2 ** (slow - 1))
@@ -68,6 +74,5 @@ async def slow_down(attempt: Attempt) -> None:
 
 async def succeeded(db: Database, attempt: Attempt) -> None:
     """A correct password: the account starts afresh, and the client's count forgets this attempt."""
-    async with db.engine.begin() as connection:
-        await connection.execute(_CLEAR, {"key": attempt.account_key})
-        await connection.execute(_FORGIVE_CLIENT, {"key": attempt.client_key})
+    async with db.autocommit.connect() as connection:
+        await connection.execute(_SUCCEEDED, {"account": attempt.account_key, "client": attempt.client_key})
