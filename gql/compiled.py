@@ -189,7 +189,9 @@ class CompiledReads:
                 caller = await resolve_caller(connection, secret, self.policy)
                 if caller is None or not await _allowed(caller, plan.permissions):
                     return None
-                result = await connection.exec_driver_sql(statement, (caller.school_id, *params))
+                # A statement that reads no table (`{ __typename }`) takes no school either.
+                school = (caller.school_id,) if "$1" in statement else ()
+                result = await connection.exec_driver_sql(statement, (*school, *params))
                 return cast(str, result.scalar_one())
 
         try:

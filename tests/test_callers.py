@@ -17,6 +17,7 @@ from tenants.scope import school_scope
 
 ROSTER = "{ users(first: 5) { totalCount edges { node { username } } } }"  # the compiled path
 ME = "{ me { username } }"  # the general path
+TYPENAME = "{ __typename }"
 LOGOUT = "mutation { logout { errors { code } } }"
 DELETE = "mutation ($ids: [ID!]!) { deleteUsers(userIds: $ids) { errors { code } } }"
 REVOKE = "mutation ($id: ID!) { revokeApiToken(id: $id) { errors { code } } }"
@@ -66,6 +67,15 @@ async def test_the_roster_page_takes_two_statements_the_caller_and_the_read(
     await graphql(http, ROSTER, token=school.admin_token)  # its seen-at clock has just moved
     with counting_statements(app.state.db.engine) as statements:
         await graphql(http, ROSTER, token=school.admin_token)
+    assert len(statements) == 2 and "rollcall_caller(" in statements[0], statements
+
+
+async def test_typename_with_a_token_is_two_statements_too(http: httpx.AsyncClient, app: Starlette,
+                                                           school: SchoolFixture) -> None:
+    await graphql(http, TYPENAME, token=school.admin_token)
+    with counting_statements(app.state.db.engine) as statements:
+        body = await graphql(http, TYPENAME, token=school.admin_token)
+    assert body == {"data": {"__typename": "Query"}}
     assert len(statements) == 2 and "rollcall_caller(" in statements[0], statements
 
 
