@@ -32,6 +32,7 @@ test: check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev
+	@command -v wrk >/dev/null || apt-get install -y wrk || sudo apt-get install -y wrk
 	$(BIN)/python -m bench.run $(if $(FULL),--full)
 
 schema: $(VENV)/.installed

@@ -1,13 +1,13 @@
-"""The floor the roster benchmark compares GraphQL against: the same JSON, built by one hand-written SQL
-statement and relayed by a bare Starlette route, on the same pool and settings as the real server.
+"""The bare floor the HTTP benchmark compares Rollcall against: the same JSON, built by one hand-written SQL
+statement, run over raw asyncpg in one transaction that binds the school, relayed by a bare Starlette route.
 
-The routes do what any roster endpoint must (find who is asking from the bearer token, as the server does;
-bind their school; one statement) and nothing more: no GraphQL, no validation, no permission classes. The
-statements are written for the benchmark's queries only; bench/roster_bench.py checks that they answer
-exactly what /graphql answers. Each class is looked up per user or per membership, never joined as a whole:
-the planner underestimates joins between one school's memberships and classes (its statistics do not know
-they come from one school) and, at 1M users, chose plans for such joins that took ten times longer. `/roster/unauthenticated` skips even the caller lookup (for the school in
-BENCH_SCHOOL_ID), to show what that lookup costs.
+Nothing of Rollcall's own is on this path: no caller lookup, no ORM, no GraphQL, no middleware. The school
+comes from the `X-Bench-School` header (or BENCH_SCHOOL_ID). A floor must never carry the costs of what it
+measures, or the ratios flatter the product. The statements are written for the benchmark's queries only;
+bench/roster_bench.py checks that they answer exactly what /graphql answers. Each class is looked up per
+user or per membership, never joined as a whole: the planner underestimates joins between one school's
+memberships and classes (its statistics do not know they come from one school) and, at 1M users, chose plans
+for such joins that took ten times longer.
 
     uvicorn bench.floor_app:app_from_env --factory
 """
@@ -18,21 +18,15 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
 
+import asyncpg
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from db.engine import Database
-from db.pagination import decode_cursor
 from db.roster_sql import cursor
-from db.sessions import SessionPolicy
-from db.settings import Settings
 from db.users import UserOrderField
-from gql.http_auth import request_caller
-from tenants.scope import school_scope
 
 ROSTER = """
 select json_build_object('data', json_build_object('users', json_build_object(
@@ -52,7 +46,7 @@ select json_build_object('data', json_build_object('users', json_build_object(
 SYNC = """
 with page as (
   select id, username, first_name, surname, type, lower(surname) as k from users
-  where school_id = $1 and deleted_at is null {after}
+  where school_id = $1 and deleted_at is null
   order by lower(surname), id limit 501
 ), numbered as (
   select page.*, row_number() over (order by k, id) as n, count(*) over () as rows from page
@@ -75,58 +69,47 @@ select json_build_object('data', json_build_object('users', json_build_object(
              'id', id, 'username', username, 'firstName', first_name, 'surname', surname, 'type', type,
              'teachingClasses', teaching)) order by n)
     from shown), '[]'::json))))::text
-"""
-# Cursors in the server's own format (JSON escaped as Python escapes it), so the pages can be compared.
-CURSOR = cursor("shown", UserOrderField.SURNAME)
-SYNC_FIRST = SYNC.format(after="", cursor=CURSOR)
-SYNC_AFTER = SYNC.format(after="and (lower(surname), id) > ($2::text, $3::uuid)", cursor=CURSOR)
+""".format(cursor=cursor("shown", UserOrderField.SURNAME))  # the server's own cursors, so pages compare
+_BIND = "select set_config('app.school_id', $1, true)"
 
 
-def create_floor(settings: Settings, app_database_url: str) -> Starlette:
-    db = Database(app_database_url, pool_size=settings.pool_size)
-    policy = SessionPolicy(idle=timedelta(minutes=settings.session_idle_minutes),
-                           lifetime=timedelta(hours=settings.session_lifetime_hours))
-    unauthenticated_school = os.environ.get("BENCH_SCHOOL_ID")
+def asyncpg_dsn(url: str) -> str:
+    """The application role's URL as asyncpg takes it (no SQLAlchemy driver name)."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
-    async def one_statement(school_id: uuid.UUID, statement: str, *params: object) -> Response:
-        async with school_scope(db, school_id) as session:
-            connection = await session.connection()
-            body = (await connection.exec_driver_sql(statement, (school_id, *params))).scalar_one()
+
+def create_floor(dsn: str, *, pool_size: int, default_school: str | None) -> Starlette:
+    pool: asyncpg.Pool | None = None
+
+    async def one_statement(request: Request, statement: str) -> Response:
+        school = request.headers.get("x-bench-school") or default_school
+        if not school:
+            return PlainTextResponse("Name the school in X-Bench-School.", status_code=400)
+        school_id = uuid.UUID(school)
+        assert pool is not None
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.execute(_BIND, str(school_id))
+            body = await connection.fetchval(statement, school_id)
         return Response(body.encode(), media_type="application/json")
 
     async def roster(request: Request) -> Response:
-        caller = await request_caller(request, db, policy)
-        if caller is None:
-            return PlainTextResponse("Sign in first.", status_code=401)
-        return await one_statement(caller.school_id, ROSTER)
-
-    async def roster_unauthenticated(request: Request) -> Response:
-        assert unauthenticated_school, "BENCH_SCHOOL_ID names the school"
-        return await one_statement(uuid.UUID(unauthenticated_school), ROSTER)
+        return await one_statement(request, ROSTER)
 
     async def sync(request: Request) -> Response:
-        caller = await request_caller(request, db, policy)
-        if caller is None:
-            return PlainTextResponse("Sign in first.", status_code=401)
-        after = (await request.json()).get("after")
-        if after is None:
-            return await one_statement(caller.school_id, SYNC_FIRST)
-        value, last_id = decode_cursor(after, parse=(str, uuid.UUID))
-        return await one_statement(caller.school_id, SYNC_AFTER, value, last_id)
+        return await one_statement(request, SYNC)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        nonlocal pool
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size)
         yield
-        await db.dispose()
+        await pool.close()
 
-    return Starlette(routes=[
-        Route("/roster", roster, methods=["POST"]),
-        Route("/roster/unauthenticated", roster_unauthenticated, methods=["POST"]),
-        Route("/sync", sync, methods=["POST"]),
-    ], lifespan=lifespan)
+    return Starlette(routes=[Route("/roster", roster, methods=["POST"]), Route("/sync", sync, methods=["POST"])],
+                     lifespan=lifespan)
 
 
 def app_from_env() -> Starlette:
-    settings = Settings.from_env()
-    assert settings.app_database_url
-    return create_floor(settings, settings.app_database_url)
+    return create_floor(asyncpg_dsn(os.environ["APP_DATABASE_URL"]),
+                        pool_size=int(os.environ.get("ROLLCALL_POOL_SIZE", "10")),
+                        default_school=os.environ.get("BENCH_SCHOOL_ID"))

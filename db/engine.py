@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+T = TypeVar("T")
 
 
 class Database:
     """One engine and session factory per process, connected as the application role."""
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        # No pre-ping: it would cost a round trip on every checkout. A connection that has gone (a database
+        # restart) is found when it fails; the pool is then renewed, and retry_if_disconnected tries again.
         # Statement parameters hold password hashes, passwords from uploaded files and tokens: errors and
         # statement logging never show them.
         self.engine: AsyncEngine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800,
-            hide_parameters=True,
+            url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, hide_parameters=True,
         )
+        # The same pool, for single statements that need no transaction around them (no BEGIN, no COMMIT).
+        self.autocommit: AsyncEngine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+async def retry_if_disconnected(work: Callable[[], Awaitable[T]]) -> T:
+    """`work`, and once more on a fresh connection if it failed because its pooled connection had gone."""
+    try:
+        return await work()
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+    return await work()

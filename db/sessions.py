@@ -8,10 +8,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Session, User
+from db.models import Session
 
 SESSION_PREFIX = "rcs_"
 API_TOKEN_PREFIX = "rca_"
@@ -43,26 +43,6 @@ async def start_session(session: AsyncSession, *, school_id: uuid.UUID, user_id:
     session.add(row)
     await session.flush()
     return token, row
-
-
-async def active_session(session: AsyncSession, *, school_id: uuid.UUID, token_hash: bytes,
-                         policy: SessionPolicy) -> tuple[Session, User] | None:
-    """The live session with this hash and its (not deleted) user; refreshes its idle clock."""
-    now = (await session.execute(select(func.now()))).scalar_one()
-    row = (await session.execute(
-        select(Session, User)
-        .join(User, (User.school_id == Session.school_id) & (User.id == Session.user_id))
-        .where(Session.school_id == school_id, Session.token_hash == token_hash,
-               Session.revoked_at.is_(None), Session.expires_at > now,
-               Session.last_seen_at > now - policy.idle, User.deleted_at.is_(None))
-    )).first()
-    if row is None:
-        return None
-    found, user = row
-    if now - found.last_seen_at > TOUCH_EVERY:
-        await session.execute(update(Session).where(Session.school_id == school_id, Session.id == found.id)
-                              .values(last_seen_at=now))
-    return found, user
 
 
 async def revoke_sessions(session: AsyncSession, *, school_id: uuid.UUID, user_ids: list[uuid.UUID],

@@ -52,17 +52,16 @@ from strawberry.schema.schema import validate_document
 
 from db import roster_sql as sql
 from db.api_tokens import ApiScope
-from db.engine import Database
+from db.engine import Database, retry_if_disconnected
 from db.errors import DomainError
 from db.models import ClassKind, UserType
 from db.sessions import SessionPolicy
 from db.users import UserFilter, UserOrder, UserOrderField, UserStatus
 from gql.cost import QueryCostLimiter, query_cost, too_costly
-from gql.http_auth import request_caller
+from gql.http_auth import refuse_secrets_in_url, session_secret
 from gql.ids import parse_id
 from gql.telemetry import OperationMetrics, observe_operation
-from tenants.callers import Caller
-from tenants.scope import school_scope
+from tenants.callers import Caller, resolve_caller
 
 log = logging.getLogger("rollcall.compiled")
 
@@ -205,37 +204,50 @@ class CompiledReads:
         if plan is None or too_costly(query_cost(self.graphql_schema, plan.document, operation_name, variables)):
             return None  # the view refuses a too costly query, with the same error as always
         try:
-            caller = await request_caller(request, self.db, self.policy)
-        except HTTPException:
+            refuse_secrets_in_url(request)
+            secret = session_secret(request)
+            # The school is always $1, filled in once the caller is known.
+            statement, params = self._statement(plan, variables or {})
+        except (HTTPException, Unsupported, DomainError, GraphQLError, ValueError):
             return None
-        if caller is None or not await _allowed(caller, plan.permissions):
+        if not secret:
             return None
         started = time.perf_counter()
+
+        async def read() -> str | None:
+            # One checkout, one transaction: the caller is found (and their school bound) by one statement,
+            # then the read runs in the same transaction.
+            async with self.db.engine.connect() as connection, connection.begin():
+                caller = await resolve_caller(connection, secret, self.policy)
+                if caller is None or not await _allowed(caller, plan.permissions):
+                    return None
+                # A statement that reads no table (`{ __typename }`) takes no school either.
+                school = (caller.school_id,) if "$1" in statement else ()
+                result = await connection.exec_driver_sql(statement, (*school, *params))
+                return cast(str, result.scalar_one())
+
         try:
-            statement, params = self._statement(plan, caller, variables or {})
-        except (Unsupported, DomainError, GraphQLError, ValueError):
-            return None
-        try:
-            async with school_scope(self.db, caller.school_id) as session:
-                connection = await session.connection()
-                text = (await connection.exec_driver_sql(statement, tuple(params))).scalar_one()
+            text = await retry_if_disconnected(read)
         except Exception:
             # Whatever went wrong, the general path answers as it always would (an error there is masked).
             log.warning("the compiled read failed; the general path answers instead", exc_info=True)
             return None
+        if text is None:
+            return None
         observe_operation(plan.name, "query", time.perf_counter() - started)
         return Response(text.encode(), media_type="application/json")
 
-    def _statement(self, plan: Plan, caller: Caller, variables: dict[str, Any]) -> tuple[str, list[Any]]:
+    def _statement(self, plan: Plan, variables: dict[str, Any]) -> tuple[str, list[Any]]:
+        """The statement and its parameters but the school ($1)."""
         if plan.fixed is not None:
-            statement, params = plan.fixed
-            return statement, [caller.school_id, *params]
+            return plan.fixed
         coerced = get_variable_values(self.graphql_schema, plan.operation.variable_definitions or (),
                                       variables)
         if isinstance(coerced, list):
             raise Unsupported("the variables do not fit their definitions")
-        return sql.statement(caller.school_id, _Translator(self.graphql_schema, self.permissions, coerced)
-                             .root(plan.operation.selection_set))
+        statement, params = sql.statement(uuid.UUID(int=0), _Translator(self.graphql_schema, self.permissions,
+                                                                        coerced).root(plan.operation.selection_set))
+        return statement, params[1:]
 
     def plan(self, query: str, operation_name: str | None) -> Plan | None:
         """The plan for a document, from a bounded cache; None when the view must answer it."""

@@ -6,20 +6,15 @@ import enum
 import uuid
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db.engine import Database
-from db.models import ApiToken, Session, UserType
-from db.sessions import (
-    API_TOKEN_PREFIX,
-    SESSION_PREFIX,
-    TOUCH_EVERY,
-    SessionPolicy,
-    active_session,
-    hash_secret,
-)
-from tenants.scope import bind_school, bind_token_hash, unbound_scope
+from db.engine import Database, retry_if_disconnected
+from db.models import UserType
+from db.sessions import API_TOKEN_PREFIX, SESSION_PREFIX, TOUCH_EVERY, SessionPolicy, hash_secret
+
+# Checks the token, its expiry, idle time, revocation and the user, every time: nothing is cached, so a
+# logout, a deleted user or a revoked token ends access on the very next request, on every worker.
+_CALLER = "select * from rollcall_caller($1, $2, $3)"
 
 
 class CallerKind(enum.StrEnum):
@@ -46,42 +41,26 @@ class Caller:
         return self.username if self.kind == CallerKind.SESSION else f"api-token:{self.token_id}"
 
 
-async def caller_for_secret(db: Database, secret: str, policy: SessionPolicy) -> Caller | None:
-    """The caller a bearer secret stands for, or None when it is unknown, expired or revoked."""
+async def resolve_caller(connection: AsyncConnection, secret: str, policy: SessionPolicy) -> Caller | None:
+    """The caller a bearer secret stands for, or None when it is unknown, expired or revoked, in ONE round trip
+    (db migration 0011's `rollcall_caller`). On a connection in a transaction, the caller's school is bound
+    to that transaction too, so the request's own work can follow on the same connection."""
     if not secret.startswith((SESSION_PREFIX, API_TOKEN_PREFIX)):
         return None
-    token_hash = hash_secret(secret)
-    async with unbound_scope(db) as session:
-        await bind_token_hash(session, token_hash)
-        if secret.startswith(API_TOKEN_PREFIX):
-            return await _api_token_caller(session, token_hash)
-        school_id = (await session.execute(
-            select(Session.school_id).where(Session.token_hash == token_hash)
-        )).scalar_one_or_none()
-        if school_id is None:
-            return None
-        await bind_school(session, school_id)
-        found = await active_session(session, school_id=school_id, token_hash=token_hash, policy=policy)
-        if found is None:
-            return None
-        row, user = found
-        return Caller(
-            school_id=school_id, kind=CallerKind.SESSION, user_id=user.id, username=user.username,
-            user_type=user.type, is_admin=user.is_admin, must_change_password=user.must_change_password,
-            session_id=row.id,
-        )
-
-
-async def _api_token_caller(session: AsyncSession, token_hash: bytes) -> Caller | None:
-    token = (await session.execute(
-        select(ApiToken).where(ApiToken.token_hash == token_hash, ApiToken.revoked_at.is_(None))
-    )).scalar_one_or_none()
-    if token is None:
+    row = (await connection.exec_driver_sql(_CALLER, (hash_secret(secret), policy.idle, TOUCH_EVERY))).first()
+    if row is None:
         return None
-    await bind_school(session, token.school_id)
-    now = (await session.execute(select(func.now()))).scalar_one()
-    if token.last_used_at is None or now - token.last_used_at > TOUCH_EVERY:
-        await session.execute(update(ApiToken).where(ApiToken.school_id == token.school_id, ApiToken.id == token.id)
-                              .values(last_used_at=now))
-    return Caller(school_id=token.school_id, kind=CallerKind.API_TOKEN, token_id=token.id,
-                  scopes=frozenset(token.scopes))
+    return Caller(school_id=row.school_id, kind=CallerKind(row.kind), user_id=row.user_id, username=row.username,
+                  user_type=UserType(row.user_type) if row.user_type else None, is_admin=row.is_admin,
+                  must_change_password=row.must_change_password, session_id=row.session_id,
+                  token_id=row.token_id, scopes=frozenset(row.scopes))
+
+
+async def caller_for_secret(db: Database, secret: str, policy: SessionPolicy) -> Caller | None:
+    """The caller a bearer secret stands for, on a connection of its own: one statement, no transaction
+    around it (it commits by itself)."""
+    async def look_up() -> Caller | None:
+        async with db.autocommit.connect() as connection:
+            return await resolve_caller(connection, secret, policy)
+
+    return await retry_if_disconnected(look_up)

@@ -17,7 +17,6 @@ from db.engine import Database
 
 _BIND = text("select set_config('app.school_id', :school_id, true)")
 _BIND_SLUG = text("select set_config('app.school_slug', :slug, true)")
-_BIND_TOKEN = text("select set_config('app.token_hash', :token_hash, true)")
 
 
 async def bind_school(session: AsyncSession, school_id: uuid.UUID) -> None:
@@ -27,11 +26,6 @@ async def bind_school(session: AsyncSession, school_id: uuid.UUID) -> None:
 async def bind_school_slug(session: AsyncSession, slug: str) -> None:
     """Lets this transaction see the one school with exactly this slug (for sign-in), nothing more."""
     await session.execute(_BIND_SLUG, {"slug": slug})
-
-
-async def bind_token_hash(session: AsyncSession, token_hash: bytes) -> None:
-    """Lets this transaction see the session or API token row whose hash this is, before the school is known."""
-    await session.execute(_BIND_TOKEN, {"token_hash": token_hash.hex()})
 
 
 @asynccontextmanager
