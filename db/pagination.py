@@ -33,7 +33,7 @@ def decode_cursor(cursor: str, *, parse: Sequence[Callable[[Any], Any]]) -> list
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         if not isinstance(values, list) or len(values) != len(parse):
             raise bad
-        # Every cursor given out holds text PostgreSQL stores; JSON can also hold numbers, lists, NUL and "\ud800".
+        # Every cursor given out holds text PostgreSQL stores; JSON also holds numbers, lists, NUL, "\ud800".
         if not all(isinstance(value, str) and storable(value) for value in values):
             raise bad
         return [read(value) for read, value in zip(parse, values)]

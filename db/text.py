@@ -17,7 +17,7 @@ def storable(text: str) -> bool:
 
 
 def shown(text: object) -> str:
-    """A caller's input as an error message quotes it: a short prefix, so no answer or log line carries a whole
-    document (or a secret pasted into the wrong field) back."""
+    """A caller's input as an error message quotes it: a short prefix, so no answer or log line carries a
+    whole document (or a secret pasted into the wrong field) back."""
     quoted = str(text)
     return quoted if len(quoted) <= ECHO_LIMIT else quoted[:ECHO_LIMIT] + "…"

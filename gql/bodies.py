@@ -1,4 +1,5 @@
-"""Request bodies as /graphql and /scim/v2 read them: JSON documents, and where a multipart request's files go.
+"""Request bodies as /graphql and /scim/v2 read them: JSON documents, and where a multipart request puts its
+files.
 
 Both are plain functions over what the client sent; anything they cannot read is a `BadBody`, whose message
 is meant for the client (each surface turns it into its own 400).
@@ -41,7 +42,7 @@ def nesting_depth(value: object) -> int:
 
 
 def read_json(data: str | bytes) -> Any:
-    """A JSON document of UTF-8 text, nested at most MAX_DEPTH deep, with no NaN, Infinity or lone surrogate."""
+    """A JSON document of UTF-8 text nested at most MAX_DEPTH deep, without NaN, Infinity or lone surrogates."""
     too_deep = BadBody(f"The request body is nested more than {MAX_DEPTH} levels deep.")
     try:
         decoded = json.loads(data, parse_constant=_no_constant)
@@ -73,8 +74,8 @@ def _step(target: Any, key: str, path: str) -> tuple[Any, Any]:
 
 
 def place_files(operations: Any, files_map: Any, files: Mapping[str, Any]) -> Any:
-    """The operations with every file put where the map says (the GraphQL multipart request spec): the map is an
-    object of form field names to lists of dotted paths, each ending at a null placeholder."""
+    """The operations with every file put where the map says (the GraphQL multipart request spec): the map is
+    an object of form field names to lists of dotted paths, each ending at a null placeholder."""
     if not isinstance(operations, dict | list):
         raise BadBody("The multipart operations are a JSON object, or a list of them.")
     if not isinstance(files_map, dict):

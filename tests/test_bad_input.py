@@ -30,8 +30,8 @@ NOT_A_STRING = encode_cursor(["a", 1])  # base64url('["a",1]')
 CURSORS = [NOT_A_STRING, encode_cursor([1, str(uuid.uuid4())]), encode_cursor([["a"], {"b": 2}]),
            encode_cursor(["\ud800", str(uuid.uuid4())])]
 # Compiled: only fields the compiled read path knows. General: `me` sends the query to Strawberry.
-USERS_AFTER = "query ($after: String, $field: UserOrderField!) {{ users(after: $after, orderBy: {{field: $field}}) " \
-              "{{ edges {{ cursor }} }} {extra} }}"
+USERS_AFTER = "query ($after: String, $field: UserOrderField!) {{ " \
+              "users(after: $after, orderBy: {{field: $field}}) {{ edges {{ cursor }} }} {extra} }}"
 MEMBERS_AFTER = "query ($after: String) {{ classes {{ members(after: $after) {{ totalCount }} }} {extra} }}"
 PATHS = {"compiled": "", "general": "me { id }"}
 
@@ -73,7 +73,8 @@ async def test_a_json_body_nested_thousands_deep_is_refused(http: httpx.AsyncCli
     # GraphQL by POST and by GET, signed out
     body = '{"query": "{ me { id } }", "variables": {"a": ' + nested(depth) + "}}"
     posted = await http.post("/graphql", content=body, headers={"Content-Type": "application/json"})
-    got = await http.get("/graphql", params={"query": "{ me { id } }", "variables": '{"a": ' + nested(depth) + "}"})
+    variables = '{"a": ' + nested(depth) + "}"
+    got = await http.get("/graphql", params={"query": "{ me { id } }", "variables": variables})
     for response in (posted, got):
         assert response.status_code == 400, response.text
         assert "nested" in response.text
@@ -203,10 +204,11 @@ async def test_a_control_character_in_an_uploaded_file_name_is_a_payload_error(
     parts = [
         b'Content-Disposition: form-data; name="operations"\r\n\r\n' + operations,
         b'Content-Disposition: form-data; name="map"\r\n\r\n{"0": ["variables.file"]}',
-        b'Content-Disposition: form-data; name="0"; filename="' + name + b'"\r\nContent-Type: text/csv\r\n\r\n'
-        b"username,first name,surname,type\r\namy,Amy,Bell,pupil\r\n",
+        b'Content-Disposition: form-data; name="0"; filename="' + name + b'"\r\n'
+        b"Content-Type: text/csv\r\n\r\nusername,first name,surname,type\r\namy,Amy,Bell,pupil\r\n",
     ]
-    content = b"".join(b"--" + boundary + b"\r\n" + part + b"\r\n" for part in parts) + b"--" + boundary + b"--\r\n"
+    content = b"".join(b"--" + boundary + b"\r\n" + part + b"\r\n" for part in parts)
+    content += b"--" + boundary + b"--\r\n"
     response = await http.post("/graphql", content=content, headers={
         "Authorization": f"Bearer {school.admin_token}",
         "Content-Type": f"multipart/form-data; boundary={boundary.decode()}"})
@@ -240,7 +242,8 @@ async def test_the_user_a_sign_in_returns_shows_their_classes(http: httpx.AsyncC
     # when they sign in with their password, and with their login card, asking for their class
     by_password = await graphql(http, LOGIN, {"school": school.slug, "username": "cara"}, headers=client)
     cards = await graphql(http, LOGIN_CARD, {"ids": [str(pupil)]}, token=school.admin_token)
-    by_card = await graphql(http, LOGIN_WITH_QR, {"code": cards["data"]["loginCards"][0]["code"]}, headers=client)
+    code = cards["data"]["loginCards"][0]["code"]
+    by_card = await graphql(http, LOGIN_WITH_QR, {"code": code}, headers=client)
     # then both answer with it
     assert by_password == {"data": {"login": {"errors": [], "user": {
         "username": "cara", "registrationClass": {"name": "6B"}, "teachingClasses": []}}}}

@@ -1,5 +1,5 @@
-"""Property-based fuzzing of every parser of caller input, called directly (no database, no HTTP): cursors, JSON
-bodies, multipart maps, SCIM filters, list parameters and PATCH requests, and roster CSV files.
+"""Property-based fuzzing of every parser of caller input, called directly (no database, no HTTP): cursors,
+JSON bodies, multipart maps, SCIM filters, list parameters and PATCH requests, and roster CSV files.
 
 Whatever the input, a parser either reads it or refuses it with its own error; nothing else escapes, what it
 accepts is something PostgreSQL can store, and its error messages quote only a short prefix of the input.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+from base64 import urlsafe_b64encode
 import json
 import uuid
 from collections.abc import Callable, Sequence
@@ -27,8 +28,17 @@ from db.models import UserType
 from db.pagination import decode_cursor
 from db.roster_csv import CsvError, decode_upload, parse_roster
 from db.scim import MAX_COUNT, PATCH_OP, ScimError
-from db.scim_filter import Compare, Filter, FilterSyntaxError, Logical, Not, ValuePath, matches, parse_filter, \
-    parse_path
+from db.scim_filter import (
+    Compare,
+    Filter,
+    FilterSyntaxError,
+    Logical,
+    Not,
+    ValuePath,
+    matches,
+    parse_filter,
+    parse_path,
+)
 from db.scim_patch import patched
 from db.scim_query import MAX_WHOLE, list_query
 from db.text import ECHO_LIMIT, storable
@@ -45,8 +55,8 @@ TEXT = st.text(CHARACTERS, max_size=20)
 DIGITS = st.integers(1, 6000).map(lambda n: "9" * n)
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
                     TEXT)
-JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
-                    max_leaves=12)
+JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(TEXT, inner, max_size=4), max_leaves=12)
 DEPTHS = st.integers(0, 5000)
 
 
@@ -63,7 +73,6 @@ CURSOR_TEXT = st.one_of(JSON.map(json.dumps), st.lists(SCALARS, min_size=2, max_
 
 
 def as_cursor(text: str) -> str:
-    from base64 import urlsafe_b64encode
     return urlsafe_b64encode(text.encode(errors="surrogatepass")).decode().rstrip("=")
 
 
@@ -93,7 +102,8 @@ def test_the_compiled_read_path_reads_a_cursor_or_hands_it_back(cursor: str, fie
 
 BODIES = st.one_of(
     st.binary(max_size=60), JSON.map(json.dumps), DEPTHS.map(nested_list),
-    DEPTHS.map(lambda depth: '{"a": ' * depth + "1" + "}" * depth), DIGITS.map(lambda digits: '{"a": ' + digits + "}"),
+    DEPTHS.map(lambda depth: '{"a": ' * depth + "1" + "}" * depth),
+    DIGITS.map(lambda digits: '{"a": ' + digits + "}"),
     st.sampled_from(['{"a": NaN}', "[Infinity]", "-Infinity", '"\\udc00"', '{"\\ud800": 1}']),
 )
 
@@ -112,12 +122,14 @@ def test_a_json_body_is_read_or_refused(body: str | bytes) -> None:
 
 # Multipart maps
 
-PATH_PARTS = st.sampled_from(["variables", "file", "files", "list", "query", "0", "1", "5", "x", "", "-1", "²"])
+PATH_PARTS = st.sampled_from(["variables", "file", "files", "list", "query", "0", "1", "5", "x", "", "-1",
+                              "²"])
 PATHS = st.lists(PATH_PARTS, min_size=1, max_size=4).map(".".join)
 FILE_MAPS = st.one_of(JSON, st.dictionaries(st.sampled_from(["0", "1", "2"]),
                                             st.one_of(st.lists(PATHS, max_size=3), JSON), max_size=3))
-OPERATIONS = st.one_of(st.just({"query": "q", "variables": {"file": None, "files": [None, None], "list": "x"}}),
-                       st.just([{"query": "q", "variables": {"file": None}}]), JSON)
+OPERATIONS = st.one_of(
+    st.just({"query": "q", "variables": {"file": None, "files": [None, None], "list": "x"}}),
+    st.just([{"query": "q", "variables": {"file": None}}]), JSON)
 FILES = {"0": "the first file", "1": "the second file"}
 
 
@@ -136,12 +148,14 @@ def test_a_multipart_map_places_its_files_or_is_refused(operations: Any, files_m
 
 # SCIM filters
 
-ATTRIBUTES = st.sampled_from(["userName", "name.givenName", "externalId", "active", "meta.created", "id", "groups",
-                              "groups.value", "emails", "value", "type", "x", "members.value", "displayName"])
+ATTRIBUTES = st.sampled_from(["userName", "name.givenName", "externalId", "active", "meta.created", "id",
+                              "groups", "groups.value", "emails", "value", "type", "x", "members.value",
+                              "displayName"])
 OPERATORS = st.sampled_from(["eq", "ne", "co", "sw", "ew", "gt", "ge", "lt", "le", "EQ", "xx"])
 VALUES = st.one_of(TEXT.map(json.dumps), st.integers().map(str), DIGITS, DIGITS.map(lambda d: f"1e{d}"),
                    st.sampled_from(["true", "false", "null", "2.5", "-0", '"2026-01-01T00:00:00"', '"\\x"']))
-COMPARISONS = st.one_of(st.builds("{} {} {}".format, ATTRIBUTES, OPERATORS, VALUES), ATTRIBUTES.map("{} pr".format))
+COMPARISONS = st.one_of(st.builds("{} {} {}".format, ATTRIBUTES, OPERATORS, VALUES),
+                        ATTRIBUTES.map("{} pr".format))
 FILTERS = st.recursive(COMPARISONS, lambda inner: st.one_of(
     st.builds("{} {} {}".format, inner, st.sampled_from(["and", "or", "AND"]), inner),
     inner.map("({})".format), inner.map("not ({})".format), st.builds("{}[{}]".format, ATTRIBUTES, inner)),
@@ -149,7 +163,8 @@ FILTERS = st.recursive(COMPARISONS, lambda inner: st.one_of(
 WRAPPERS = st.sampled_from([("(", ")"), ("not(", ")"), ("groups[", "]")])
 FILTER_TEXT = st.one_of(
     FILTERS, st.text(CHARACTERS, max_size=40),
-    st.builds(lambda depth, wrap, inner: wrap[0] * depth + inner + wrap[1] * depth, DEPTHS, WRAPPERS, COMPARISONS),
+    st.builds(lambda depth, wrap, inner: wrap[0] * depth + inner + wrap[1] * depth, DEPTHS, WRAPPERS,
+              COMPARISONS),
     st.builds(lambda count, joiner, inner: f" {joiner} ".join([inner] * count), st.integers(1, 3000),
               st.sampled_from(["and", "or"]), COMPARISONS),
 )
@@ -210,11 +225,11 @@ PATCH_PATHS = st.one_of(
     st.builds(lambda depth, inner: "members[" + "(" * depth + inner + ")" * depth + "]", DEPTHS, COMPARISONS),
     st.sampled_from(["name.givenName", "urn:ietf:params:scim:schemas:core:2.0:User:userName", "members"]),
 )
-OPERATION = st.fixed_dictionaries({"op": st.one_of(st.sampled_from(["add", "replace", "remove", "Replace", "move"]),
-                                                   JSON)},
-                                  optional={"path": st.one_of(PATCH_PATHS, JSON), "value": JSON})
+OPS = st.one_of(st.sampled_from(["add", "replace", "remove", "Replace", "move"]), JSON)
+OPERATION = st.fixed_dictionaries({"op": OPS}, optional={"path": st.one_of(PATCH_PATHS, JSON), "value": JSON})
 PATCHES = st.one_of(
-    st.builds(lambda operations: {"schemas": [PATCH_OP], "Operations": operations}, st.lists(OPERATION, max_size=3)),
+    st.builds(lambda operations: {"schemas": [PATCH_OP], "Operations": operations},
+              st.lists(OPERATION, max_size=3)),
     JSON)
 USER_DOCUMENT = {"userName": "amy.b", "name": {"givenName": "Amy", "familyName": None}, "userType": "Pupil",
                  "active": True, "externalId": None}
