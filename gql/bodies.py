@@ -42,7 +42,7 @@ def nesting_depth(value: object) -> int:
 
 
 def read_json(data: str | bytes) -> Any:
-    """A JSON document of UTF-8 text nested at most MAX_DEPTH deep, without NaN, Infinity or lone surrogates."""
+    """A JSON document of UTF-8 text nested at most MAX_DEPTH deep; no NaN, Infinity or lone surrogate."""
     too_deep = BadBody(f"The request body is nested more than {MAX_DEPTH} levels deep.")
     try:
         decoded = json.loads(data, parse_constant=_no_constant)

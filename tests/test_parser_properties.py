@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import csv
 import io
-from base64 import urlsafe_b64encode
 import json
 import uuid
+from base64 import urlsafe_b64encode
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
