@@ -149,10 +149,13 @@ async def update_user_field(session: AsyncSession, *, school_id: uuid.UUID, acto
         return user
     column, new = change
     before = getattr(user, column)
-    setattr(user, column, new)
-    user.version += 1
-    user.updated_at = func.now()
-    await save_username(session, user, lambda: None)
+
+    def write() -> None:
+        setattr(user, column, new)
+        user.version += 1
+        user.updated_at = func.now()
+
+    await save_username(session, user, write)
     await audit.record_by(session, actor, school_id=school_id, action="user.updated", targets=[user_id],
                           summary={"field": field.value, "from": str(before), "to": str(new)})
     await session.refresh(user)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from db.errors import DomainError, ErrorCode, Problem
+from db.text import storable
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -32,8 +33,9 @@ def decode_cursor(cursor: str, *, parse: Sequence[Callable[[Any], Any]]) -> list
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         if not isinstance(values, list) or len(values) != len(parse):
             raise bad
-        if any(isinstance(value, str) and "\x00" in value for value in values):
-            raise bad  # JSON can hold a NUL, PostgreSQL text cannot; no cursor given out has one
+        # Every cursor given out holds text PostgreSQL stores; JSON also holds numbers, lists, NUL, "\ud800".
+        if not all(isinstance(value, str) and storable(value) for value in values):
+            raise bad
         return [read(value) for read, value in zip(parse, values, strict=True)]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         raise bad from None

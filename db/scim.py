@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, and_
 
 from db.errors import DomainError, ErrorCode
 from db.models import User
+from db.text import storable
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -106,6 +107,8 @@ def external_id_of(value: Any) -> str | None:
     external_id = text_of(value, "externalId")
     if external_id is not None and len(external_id) > EXTERNAL_ID_MAX:
         raise ScimError(400, f"An externalId is at most {EXTERNAL_ID_MAX} characters.", "invalidValue")
+    if external_id is not None and not storable(external_id):
+        raise ScimError(400, "An externalId cannot contain a NUL character.", "invalidValue")
     return external_id or None
 
 

@@ -12,12 +12,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from db.text import shown, storable
+
 COMPARISONS = frozenset({"eq", "ne", "co", "sw", "ew", "gt", "ge", "lt", "le"})
 Value: TypeAlias = str | int | float | bool | None
 
 _TOKEN = re.compile(r'\s*(?:(?P<punct>[()\[\]])|(?P<string>"(?:[^"\\]|\\.)*")|(?P<word>[^\s()\[\]"]+))')
 _ATTRIBUTE = re.compile(r"[A-Za-z$][\w$:.-]*")
 _NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
+_SPACE = re.compile(r"\s*")
+# Far beyond what identity services send; what a filter is turned into (SQL, or a match in Python) recurses
+# through its tree, so its size is bounded here, before anything else sees it.
+MAX_LENGTH = 16_384
+MAX_TERMS = 200
+MAX_NESTING = 16
+MAX_NUMBER_LENGTH = 40
 
 
 class FilterSyntaxError(ValueError):
@@ -71,24 +80,32 @@ class _Token:
 
 
 def _tokens(text: str) -> list[_Token]:
-    found, at = [], 0
-    while text[at:].strip():
+    if len(text) > MAX_LENGTH:
+        raise FilterSyntaxError(f"The text is longer than {MAX_LENGTH} characters.")
+    found, at = [], _skip_space(text, 0)
+    while at < len(text):
         match = _TOKEN.match(text, at)
         if match is None:
-            start = len(text) - len(text[at:].lstrip())
-            raise FilterSyntaxError(f"Unexpected character at position {start + 1} "
-                                    "(an unterminated string?).")
+            raise FilterSyntaxError(f"Unexpected character at position {at + 1} (an unterminated string?).")
         kind = match.lastgroup
         assert kind is not None
         found.append(_Token(kind, match.group(kind), match.start(kind)))
-        at = match.end()
+        at = _skip_space(text, match.end())
     return found
+
+
+def _skip_space(text: str, at: int) -> int:
+    space = _SPACE.match(text, at)
+    assert space is not None, "an empty match always matches"
+    return space.end()
 
 
 class _Parser:
     def __init__(self, text: str) -> None:
         self.tokens = _tokens(text)
         self.at = 0
+        self.terms = 0
+        self.nesting = 0
 
     def peek(self, offset: int = 0) -> _Token | None:
         index = self.at + offset
@@ -112,11 +129,12 @@ class _Parser:
     def expect(self, punct: str) -> None:
         token = self.take(f"'{punct}'")
         if token.kind != "punct" or token.text != punct:
-            raise FilterSyntaxError(f"Expected '{punct}' at position {token.at + 1}, found '{token.text}'.")
+            raise FilterSyntaxError(f"Expected '{punct}' at position {token.at + 1}, "
+                                    f"found '{shown(token.text)}'.")
 
     def end(self) -> None:
         if (token := self.peek()) is not None:
-            raise FilterSyntaxError(f"Unexpected '{token.text}' at position {token.at + 1}.")
+            raise FilterSyntaxError(f"Unexpected '{shown(token.text)}' at position {token.at + 1}.")
 
     def disjunction(self) -> Filter:
         left = self.conjunction()
@@ -132,17 +150,23 @@ class _Parser:
             left = Logical("and", left, self.unary())
         return left
 
+    def nested(self, close: str) -> Filter:
+        """The filter inside brackets just opened, up to `close`."""
+        self.nesting += 1
+        if self.nesting > MAX_NESTING:
+            raise FilterSyntaxError(f"Brackets nest more than {MAX_NESTING} deep.")
+        inner = self.disjunction()
+        self.expect(close)
+        self.nesting -= 1
+        return inner
+
     def unary(self) -> Filter:
         if self.is_word("not") and self.is_punct("(", 1):
             self.at += 2
-            inner = self.disjunction()
-            self.expect(")")
-            return Not(inner)
+            return Not(self.nested(")"))
         if self.is_punct("("):
             self.at += 1
-            inner = self.disjunction()
-            self.expect(")")
-            return inner
+            return self.nested(")")
         return self.comparison()
 
     def attribute(self) -> str:
@@ -150,20 +174,21 @@ class _Parser:
         if token.kind != "word" or not _ATTRIBUTE.fullmatch(token.text) \
                 or token.text.lower() in COMPARISONS | {"pr", "and", "or", "not"}:
             raise FilterSyntaxError(f"Expected an attribute at position {token.at + 1}, "
-                                    f"found '{token.text}'.")
+                                    f"found '{shown(token.text)}'.")
         return token.text
 
     def comparison(self) -> Filter:
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise FilterSyntaxError(f"The text has more than {MAX_TERMS} comparisons.")
         path = self.attribute()
         if self.is_punct("["):
             self.at += 1
-            inner = self.disjunction()
-            self.expect("]")
-            return ValuePath(path, inner)
+            return ValuePath(path, self.nested("]"))
         token = self.take("an operator")
         op = token.text.lower()
         if token.kind != "word" or op not in COMPARISONS | {"pr"}:
-            raise FilterSyntaxError(f"Unknown operator '{token.text}' at position {token.at + 1}; "
+            raise FilterSyntaxError(f"Unknown operator '{shown(token.text)}' at position {token.at + 1}; "
                                     "use eq, ne, co, sw, ew, gt, ge, lt, le or pr.")
         if op == "pr":
             return Compare(path, op)
@@ -176,6 +201,9 @@ class _Parser:
                 text: str = json.loads(token.text)
             except json.JSONDecodeError:
                 raise FilterSyntaxError(f"Bad escape in the string at position {token.at + 1}.") from None
+            if not storable(text):
+                raise FilterSyntaxError(f"The string at position {token.at + 1} holds a NUL character or an "
+                                        "unpaired surrogate.")
             return text
         word = token.text.lower()
         if token.kind == "word":
@@ -183,10 +211,13 @@ class _Parser:
                 return word == "true"
             if word == "null":
                 return None
+            if len(token.text) > MAX_NUMBER_LENGTH and _NUMBER.fullmatch(token.text):
+                raise FilterSyntaxError(f"The number at position {token.at + 1} is longer than "
+                                        f"{MAX_NUMBER_LENGTH} characters.")
             if _NUMBER.fullmatch(token.text):
                 return float(token.text) if any(c in word for c in ".e") else int(token.text)
         raise FilterSyntaxError(f"Expected a value at position {token.at + 1} (a quoted string, a number, "
-                                f"true, false or null), found '{token.text}'.")
+                                f"true, false or null), found '{shown(token.text)}'.")
 
 
 def parse_filter(text: str) -> Filter:
@@ -205,12 +236,11 @@ def parse_path(text: str) -> PatchPath:
         parser.end()
         return PatchPath(attribute)
     parser.at += 1
-    inner = parser.disjunction()
-    parser.expect("]")
+    inner = parser.nested("]")
     sub_attribute = None
     if (token := parser.peek()) is not None:
         if token.kind != "word" or not token.text.startswith(".") or not _ATTRIBUTE.fullmatch(token.text[1:]):
-            raise FilterSyntaxError(f"Unexpected '{token.text}' at position {token.at + 1}.")
+            raise FilterSyntaxError(f"Unexpected '{shown(token.text)}' at position {token.at + 1}.")
         sub_attribute = token.text[1:]
         parser.at += 1
         parser.end()

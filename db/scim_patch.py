@@ -12,6 +12,7 @@ from typing import Any
 
 from db.scim import MISSING, PATCH_OP, ScimError, Shape, canonical_name, field_of, require_object
 from db.scim_filter import FilterSyntaxError, PatchPath, matches, parse_path
+from db.text import shown
 
 
 def document(body: Mapping[str, Any], shape: Shape) -> dict[str, Any]:
@@ -51,7 +52,7 @@ def _apply(found: dict[str, Any], operation: Any, shape: Shape) -> None:
     op = field_of(operation, "op")
     op = op.lower() if isinstance(op, str) else op
     if op not in ("add", "replace", "remove"):
-        raise ScimError(400, f"Unknown PATCH op {op!r}: use add, replace or remove.", "invalidSyntax")
+        raise ScimError(400, f"Unknown PATCH op '{shown(op)}': use add, replace or remove.", "invalidSyntax")
     path, value = field_of(operation, "path"), field_of(operation, "value")
     if path in (MISSING, None, ""):
         if op == "remove":
@@ -67,7 +68,7 @@ def _apply(found: dict[str, Any], operation: Any, shape: Shape) -> None:
     try:
         target = parse_path(path)
     except FilterSyntaxError as error:
-        raise ScimError(400, f"The path '{path}' is not valid: {error}", "invalidPath") from None
+        raise ScimError(400, f"The path '{shown(path)}' is not valid: {error}", "invalidPath") from None
     if op != "remove" and value is MISSING:
         raise ScimError(400, f"An {op} operation has a value.", "invalidValue")
     _write(found, shape, target, op, value, lenient=False)

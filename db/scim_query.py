@@ -4,6 +4,7 @@ representations (`attributes`, `excludedAttributes`).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.scim import DEFAULT_COUNT, LIST_RESPONSE, MAX_COUNT, MISSING, ScimError, Shape, field_of, text_of
 from db.scim_filter import Compare, Filter, FilterSyntaxError, Logical, Not, Value, ValuePath, parse_filter
+from db.text import shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,19 +79,19 @@ class Table:
     def _lookup(self, path: str) -> Target:
         located = self.find(path)
         if located is None:
-            raise ScimError(400, f"Filtering on '{path}' is not supported.", "invalidFilter")
+            raise ScimError(400, f"Filtering on '{shown(path)}' is not supported.", "invalidFilter")
         target, sub = located
         if isinstance(target, Values) and sub is not None:
             column = target.columns.get(sub.lower())
             if column is None:
-                raise ScimError(400, f"Filtering on '{path}' is not supported.", "invalidFilter")
+                raise ScimError(400, f"Filtering on '{shown(path)}' is not supported.", "invalidFilter")
             return Values({"value": column}, target.exists)
         return target
 
     def sort_key(self, path: str) -> SQLColumnExpression[Any]:
         located = self.find(path)
         if located is None or not isinstance(located[0], Column):
-            raise ScimError(400, f"Sorting by '{path}' is not supported.", "invalidValue")
+            raise ScimError(400, f"Sorting by '{shown(path)}' is not supported.", "invalidValue")
         column = located[0]
         return func.lower(column.expr) if column.kind == "string" and not column.case_exact else column.expr
 
@@ -105,7 +107,7 @@ def _condition(found: Filter, lookup: Callable[[str], Target]) -> ColumnElement[
         case ValuePath(path, inner):
             values = lookup(path)
             if not isinstance(values, Values):
-                raise ScimError(400, f"'{path}' has a single value; a value filter cannot apply.",
+                raise ScimError(400, f"'{shown(path)}' has a single value; a value filter cannot apply.",
                                 "invalidFilter")
             return values.exists(_condition(inner, lambda sub: _sub_column(values, path, sub)))
         case Compare(path, op, value):
@@ -119,7 +121,7 @@ def _condition(found: Filter, lookup: Callable[[str], Target]) -> ColumnElement[
 def _sub_column(values: Values, path: str, sub: str) -> Column:
     column = values.columns.get(sub.lower())
     if column is None:
-        raise ScimError(400, f"Filtering on '{path}.{sub}' is not supported.", "invalidFilter")
+        raise ScimError(400, f"Filtering on '{shown(f'{path}.{sub}')}' is not supported.", "invalidFilter")
     return column
 
 
@@ -141,7 +143,8 @@ def _ordered(left: Any, op: str, right: Any) -> ColumnElement[bool]:
 
 
 def _bad(path: str, op: str, value: Value) -> ScimError:
-    return ScimError(400, f"'{path} {op} {value!r}' compares the attribute with a value of the wrong kind.",
+    return ScimError(400, f"'{shown(f'{path} {op} {value!r}')}' compares the attribute with a value of the "
+                          "wrong kind.",
                      "invalidFilter")
 
 
@@ -186,6 +189,10 @@ def _compare(column: Column, op: str, value: Value, path: str) -> ColumnElement[
     return _ordered(left, op, right)
 
 
+_WHOLE = re.compile(r"[+-]?[0-9]{1,12}")
+MAX_WHOLE = 2**31 - 1
+
+
 @dataclass(frozen=True, slots=True)
 class ListQuery:
     """What a list or search asks for (RFC 7644 3.4.2 and 3.4.3)."""
@@ -200,14 +207,16 @@ class ListQuery:
 
 
 def _whole(params: Mapping[str, Any], name: str, default: int) -> int:
+    """A whole number; below 1 means 1 for startIndex and 0 for count (RFC 7644 3.4.2.4), and one past
+    PostgreSQL's integers is refused rather than sent."""
     value = field_of(params, name)
     if value is MISSING or value is None or value == "":
         return default
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, str) and _WHOLE.fullmatch(value.strip()):
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_WHOLE:
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    raise ScimError(400, f"{name} is a whole number.", "invalidValue")
+    raise ScimError(400, f"{name} is a whole number up to {MAX_WHOLE}.", "invalidValue")
 
 
 def attribute_names(params: Mapping[str, Any], name: str) -> tuple[str, ...]:

@@ -61,15 +61,20 @@ def _taken(username: str, user_id: uuid.UUID | None = None) -> DomainError:
 
 
 async def save_username(session: AsyncSession, user: User, write: Callable[[], None]) -> None:
-    """Run a write that sets a username; a unique-index collision (two admins at once) becomes USERNAME_TAKEN."""
+    """Run a write that sets a username; a unique-index collision (two admins at once) becomes USERNAME_TAKEN.
+
+    `write` makes every change to `user` itself: whatever is already pending is flushed before the savepoint
+    begins, outside it, where a collision would end the whole transaction."""
     try:
         async with session.begin_nested():
             write()
+            # Read now: the savepoint's rollback expires the user, and reloading it would need another query.
+            username, user_id = user.username, user.id
             await session.flush()
     except IntegrityError as error:
         if "uq_users_school_id_username_active" not in str(error.orig):
             raise
-        raise _taken(user.username, user.id) from None
+        raise _taken(username, user_id) from None
 
 
 async def insert_user(

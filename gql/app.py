@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any, cast
 
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -25,6 +26,7 @@ from db.embedded import DatabaseUrls
 from db.engine import Database
 from db.sessions import SessionPolicy
 from db.settings import Settings
+from gql.bodies import BadBody, place_files, read_json
 from gql.compiled import CompiledReads
 from gql.context import CSRF_HEADER, Context
 from gql.exports import users_csv
@@ -82,14 +84,28 @@ class RollcallGraphQL(GraphQL[Context, None]):
 
     def decode_json(self, data: str | bytes) -> object:
         try:
-            decoded = json.loads(data)
-            # "\ud800" parses, yet no database or password hash takes an unpaired surrogate: refuse it here.
-            json.dumps(decoded, ensure_ascii=False).encode()
-        except (UnicodeDecodeError, UnicodeEncodeError):
-            raise HTTPException(400, "The request body is not valid UTF-8 text.") from None
+            decoded = read_json(data)
+        except BadBody as error:
+            raise HTTPException(400, str(error)) from None
         if not isinstance(decoded, dict | list):
             raise HTTPException(400, "The request body must be a JSON object.")
         return decoded
+
+    async def parse_multipart(self, request: AsyncHTTPRequestAdapter) -> dict[str, Any]:
+        try:
+            form = cast(FormData, (await request.get_form_data()).form)
+        except ValueError:
+            raise HTTPException(400, "The multipart body cannot be read.") from None
+        try:
+            operations, files_map = form.get("operations", "{}"), form.get("map", "{}")
+            placed: dict[str, Any] = place_files(
+                self.decode_json(operations) if isinstance(operations, str) else operations,
+                self.decode_json(files_map) if isinstance(files_map, str) else files_map, form)
+            return placed
+        except (HTTPException, BadBody) as error:
+            # process_result, which closes the uploaded files, is never reached.
+            await form.close()
+            raise HTTPException(400, str(error) if isinstance(error, BadBody) else error.reason) from None
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         if request.headers.get("content-type", "").startswith("multipart/"):

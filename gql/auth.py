@@ -62,7 +62,7 @@ class AuthMutations:
         except DomainError as error:
             count_refused_sign_in({p.code for p in error.problems}, "password")
             return LoginPayload(errors=user_errors(error))
-        context.set_session_cookie(signed_in.token)
+        context.signed_in_now(signed_in.token, signed_in.user.school_id)
         if signed_in.device_cookie is not None:
             context.set_device_cookie(signed_in.device_cookie)
         return LoginPayload(token=signed_in.token, user=User.from_row(signed_in.user))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -55,6 +56,13 @@ class Context:
         """A transaction bound to the caller's school."""
         async with school_scope(self.db, self.signed_in().school_id) as session:
             yield session
+
+    def signed_in_now(self, token: str, school_id: uuid.UUID) -> None:
+        """A sign-in in this request: the browser gets its session cookie, and the user the payload returns
+        loads their classes from their own school (the request began with no caller, or another one)."""
+        self.set_session_cookie(token)
+        if self.loaders.school_id != school_id:
+            self.loaders = Loaders(self.db, school_id)
 
     def set_session_cookie(self, token: str) -> None:
         self.response.set_cookie(

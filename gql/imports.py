@@ -9,8 +9,9 @@ import strawberry
 from strawberry.file_uploads import Upload
 
 from db import imports, models
-from db.errors import DomainError
+from db.errors import DomainError, ErrorCode, Problem
 from db.import_plan import ImportAction as DomainImportAction
+from db.users import CONTROL_CHARACTERS
 from gql.context import Info
 from gql.errors import client_error
 from gql.ids import parse_id
@@ -140,11 +141,16 @@ class ImportMutations:
             # A JSON request can put only a plain value where the file goes.
             raise client_error("`file` must be a file, sent as a multipart request.", "BAD_REQUEST")
         data = await file.read(settings.import_max_bytes + 1)  # type: ignore[attr-defined]
+        file_name = getattr(file, "filename", None) or ""
         try:
+            if CONTROL_CHARACTERS.search(file_name):
+                # PostgreSQL cannot store a NUL; the others would be shown to admins as they are.
+                raise DomainError(Problem(ErrorCode.INVALID_INPUT, "The file's name has a control character "
+                                          "in it; rename the file and upload it again.", "file"))
             async with info.context.scope() as session:
                 job = await imports.preview_import(
                     session, school_id=info.context.signed_in().school_id, actor=actor(info.context),
-                    file_name=getattr(file, "filename", None) or "", data=data,
+                    file_name=file_name, data=data,
                     remove_missing_pupils=remove_missing_pupils, max_bytes=settings.import_max_bytes,
                     max_rows=settings.import_max_rows, server_secret=settings.login_code_secret)
         except DomainError as error:

@@ -81,7 +81,7 @@ class LoginCardMutations:
         except DomainError as error:
             count_refused_sign_in({p.code for p in error.problems}, "qr")
             return LoginPayload(errors=user_errors(error))
-        context.set_session_cookie(signed_in.token)
+        context.signed_in_now(signed_in.token, signed_in.user.school_id)
         return LoginPayload(token=signed_in.token, user=User.from_row(signed_in.user))
 
     @strawberry.mutation(permission_classes=[IsAdmin],

@@ -32,7 +32,9 @@ from db.schools import get_school
 from db.scim import LIST_RESPONSE, SEARCH_REQUEST, ScimError, Shape, require_object, scim_error, unchanged
 from db.scim_query import attribute_names, list_query, projected
 from db.sessions import SessionPolicy
+from db.text import shown
 from gql import scim_discovery
+from gql.bodies import BadBody, read_json
 from gql.http_auth import bearer_secret, refuse_secrets_in_url
 from tenants.callers import CallerKind, caller_for_secret
 from tenants.scope import school_scope
@@ -91,9 +93,9 @@ GROUPS = _Resources(scim_groups.SHAPE, "group_id", scim_groups.list_groups, scim
 
 async def _body(request: Request) -> Any:
     try:
-        return json.loads(await request.body())
-    except ValueError:
-        raise ScimError(400, "The request body is not JSON.", "invalidSyntax") from None
+        return read_json(await request.body())
+    except BadBody as error:
+        raise ScimError(400, str(error), "invalidSyntax") from None
 
 
 def _resource_response(request: Request, resource: dict[str, Any], shape: Shape,
@@ -226,7 +228,7 @@ async def _resource_types(request: Request, caller: ProvisioningCaller) -> Respo
 async def _resource_type(request: Request, caller: ProvisioningCaller) -> Response:
     name = request.path_params["id"]
     if name not in scim_discovery.RESOURCE_TYPES:
-        raise ScimError(404, f"There is no resource type {name}.")
+        raise ScimError(404, f"There is no resource type {shown(name)}.")
     return scim_response(scim_discovery.resource_type(name, caller.base_url))
 
 
@@ -238,7 +240,7 @@ async def _schemas(request: Request, caller: ProvisioningCaller) -> Response:
 async def _schema(request: Request, caller: ProvisioningCaller) -> Response:
     urn = request.path_params["id"]
     if urn not in scim_discovery.SCHEMAS:
-        raise ScimError(404, f"There is no schema {urn}.")
+        raise ScimError(404, f"There is no schema {shown(urn)}.")
     return scim_response(scim_discovery.schema(urn, caller.base_url))
 
 
@@ -252,7 +254,7 @@ async def _not_implemented(request: Request, caller: ProvisioningCaller) -> Resp
 
 
 async def _not_found(request: Request, caller: ProvisioningCaller) -> Response:
-    raise ScimError(404, f"There is nothing at {request.url.path}.")
+    raise ScimError(404, f"There is nothing at {shown(request.url.path)}.")
 
 
 def scim_routes(db: Database, policy: SessionPolicy) -> Mount:

@@ -1,4 +1,5 @@
-"""Schemathesis fuzzes the live GraphQL API over real HTTP, signed in as an admin.
+"""Schemathesis fuzzes the live GraphQL API over real HTTP, signed in as an admin, and SCIM at /scim/v2 with a
+provisioning token (from tests/data/scim-openapi.json: SCIM itself publishes no OpenAPI document).
 
 Every operation of the schema gets a fixed number of generated requests (deterministic: hypothesis is
 derandomized), and none may answer with a 5xx, an unmasked internal error, a stack trace or SQL. Odd
@@ -13,6 +14,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,10 +30,11 @@ from schemathesis.schemas import APIOperation
 from schemathesis.specs.graphql.schemas import GraphQLSchema
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from db.api_tokens import ApiScope
 from db.engine import Database
-from db.models import UserType
+from db.models import Provider, UserType
 from db.pagination import encode_cursor
-from tests.conftest import SchoolFixture, make_school, make_user, sign_in_as
+from tests.conftest import SchoolFixture, make_api_token, make_school, make_user, sign_in_as
 from tests.conftest import graphql as post
 
 # Per operation: valid documents with generated values, then documents that break the schema (wrong types,
@@ -144,6 +147,54 @@ async def test_fuzzing_every_operation_finds_no_server_error(server_url: str, ow
     assert not failures, "\n\n".join(failures.values())
     assert set(counts) >= {"Query.users", "Mutation.addUser", "Mutation.bulkImport", "Mutation.login"}
     assert sum(counts.values()) >= 300, counts
+
+
+SCIM_OPENAPI = Path(__file__).parent / "data" / "scim-openapi.json"
+SCIM_EXAMPLES = ((GenerationMode.POSITIVE, 5), (GenerationMode.NEGATIVE, 2))
+
+
+def fuzz_scim(schema: Any, base_url: str, token: str) -> tuple[Counter[str], dict[str, str]]:
+    """Fuzz every SCIM operation in turn (in a worker thread, like fuzz_operations); how many requests each
+    got, and what failed: a 5xx, a leak of internals, or an error that is not SCIM's own JSON."""
+    counts: Counter[str] = Counter()
+    failures: dict[str, str] = {}
+    with requests.Session() as session:
+
+        def send(case: Case[Any]) -> list[str]:
+            counts[case.operation.label] += 1
+            response = case.call(base_url=base_url, session=session, timeout=30,
+                                 headers={"Authorization": f"Bearer {token}"})
+            content_type = (response.headers.get("content-type") or [""])[0]
+            found = [f"status {response.status_code}"] if response.status_code >= 500 else []
+            leak = LEAKS.search(response.text)
+            found += [f"leaks internals: {leak.group(0)!r}"] if leak else []
+            if response.status_code >= 400 and content_type != "application/scim+json":
+                found.append(f"a {response.status_code} answer that is not application/scim+json")
+            return [*found, response.text[:2000]] if found else []
+
+        for result, (mode, examples) in itertools.product(list(schema.get_all_operations()), SCIM_EXAMPLES):
+            operation = result.ok()
+            if mode == GenerationMode.NEGATIVE and not operation.body:
+                continue  # a query string or a path is text whatever it says: only a body can break its types
+            try:
+                fuzz_operation(operation, mode, examples, send)
+            except (AssertionError, ExceptionGroup) as error:
+                failures[f"{operation.label} ({mode})"] = str(error)
+    return counts, failures
+
+
+async def test_fuzzing_scim_finds_no_server_error(server_url: str, owner_engine: AsyncEngine, db: Database,
+                                                 http: httpx.AsyncClient) -> None:
+    # given a managed school, its provisioning token and a user
+    school = await make_school(owner_engine, db, provider=Provider.C2K)
+    token = await make_api_token(db, school, [ApiScope.PROVISION])
+    await make_user(db, school, username="amy.b")
+    schema = schemathesis.openapi.from_dict(json.loads(SCIM_OPENAPI.read_text()))
+    # when every SCIM operation is fuzzed
+    counts, failures = await asyncio.to_thread(fuzz_scim, schema, server_url + "/scim/v2", token)
+    # then nothing failed, and every operation was tried
+    assert not failures, "\n\n".join(failures.values())
+    assert len(counts) == 19 and sum(counts.values()) >= 90, counts
 
 
 # Regressions: each odd input below once reached PostgreSQL or a resolver unchecked and came back as an

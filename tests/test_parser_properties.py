@@ -1,0 +1,293 @@
+"""Property-based fuzzing of every parser of caller input, called directly (no database, no HTTP): cursors,
+JSON bodies, multipart maps, SCIM filters, list parameters and PATCH requests, and roster CSV files.
+
+Whatever the input, a parser either reads it or refuses it with its own error; nothing else escapes, what it
+accepts is something PostgreSQL can store, and its error messages quote only a short prefix of the input.
+Generation is derandomized, so a run is repeatable; the strategies lean on what broke before (NUL, lone
+surrogates, numbers of thousands of digits, deep nesting, thousands of terms).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from base64 import urlsafe_b64encode
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy.dialects import postgresql
+
+from db import roster_sql, scim_groups, scim_users
+from db.errors import DomainError
+from db.models import UserType
+from db.pagination import decode_cursor
+from db.roster_csv import CsvError, decode_upload, parse_roster
+from db.scim import MAX_COUNT, PATCH_OP, ScimError
+from db.scim_filter import (
+    Compare,
+    Filter,
+    FilterSyntaxError,
+    Logical,
+    Not,
+    ValuePath,
+    matches,
+    parse_filter,
+    parse_path,
+)
+from db.scim_patch import patched
+from db.scim_query import MAX_WHOLE, list_query
+from db.text import ECHO_LIMIT, storable
+from db.users import UserFilter, UserOrder, UserOrderField
+from gql.bodies import MAX_DEPTH, BadBody, nesting_depth, place_files, read_json
+
+FAST = settings(max_examples=100, deadline=None, derandomize=True, database=None)
+# An error message is its own words plus at most ECHO_LIMIT characters of the input (and an ellipsis).
+MESSAGE_MAX = 200 + ECHO_LIMIT
+
+SURROGATES = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+CHARACTERS = st.one_of(st.characters(), SURROGATES, st.sampled_from(["\x00", '"', "\\", "[", "(", " "]))
+TEXT = st.text(CHARACTERS, max_size=20)
+DIGITS = st.integers(1, 6000).map(lambda n: "9" * n)
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+                    TEXT)
+JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(TEXT, inner, max_size=4), max_leaves=12)
+DEPTHS = st.integers(0, 5000)
+
+
+def nested_list(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+# Cursors
+
+CURSOR_PARSERS: Sequence[tuple[Callable[[Any], Any], ...]] = (
+    (str, uuid.UUID), (datetime.fromisoformat, uuid.UUID), (UserType, uuid.UUID))
+CURSOR_TEXT = st.one_of(JSON.map(json.dumps), st.lists(SCALARS, min_size=2, max_size=2).map(json.dumps),
+                        DEPTHS.map(nested_list), DIGITS.map(lambda digits: f'["{uuid.uuid4()}", {digits}]'))
+
+
+def as_cursor(text: str) -> str:
+    return urlsafe_b64encode(text.encode(errors="surrogatepass")).decode().rstrip("=")
+
+
+@FAST
+@given(cursor=st.one_of(CURSOR_TEXT.map(as_cursor), st.text(max_size=40)), index=st.integers(0, 2))
+def test_a_cursor_is_read_or_refused_as_invalid_input(cursor: str, index: int) -> None:
+    try:
+        values = decode_cursor(cursor, parse=CURSOR_PARSERS[index])
+    except DomainError as error:
+        assert [problem.field for problem in error.problems] == ["after"]
+        return
+    assert len(values) == 2 and isinstance(values[1], uuid.UUID)
+    assert not isinstance(values[0], str) or storable(values[0])
+
+
+@FAST
+@given(cursor=CURSOR_TEXT.map(as_cursor), field=st.sampled_from(list(UserOrderField)))
+def test_the_compiled_read_path_reads_a_cursor_or_hands_it_back(cursor: str, field: UserOrderField) -> None:
+    try:
+        page = roster_sql.users_page(UserFilter(), UserOrder(field=field), None, cursor)
+    except (DomainError, ValueError):  # the compiled path hands both to the general one, which refuses them
+        return
+    assert page.after is not None and isinstance(page.after[1], uuid.UUID)
+
+
+# JSON bodies (/graphql and /scim/v2)
+
+BODIES = st.one_of(
+    st.binary(max_size=60), JSON.map(json.dumps), DEPTHS.map(nested_list),
+    DEPTHS.map(lambda depth: '{"a": ' * depth + "1" + "}" * depth),
+    DIGITS.map(lambda digits: '{"a": ' + digits + "}"),
+    st.sampled_from(['{"a": NaN}', "[Infinity]", "-Infinity", '"\\udc00"', '{"\\ud800": 1}']),
+)
+
+
+@FAST
+@given(body=BODIES)
+def test_a_json_body_is_read_or_refused(body: str | bytes) -> None:
+    try:
+        found = read_json(body)
+    except BadBody as error:
+        assert len(str(error)) < MESSAGE_MAX
+        return
+    assert nesting_depth(found) <= MAX_DEPTH
+    json.dumps(found, ensure_ascii=False, allow_nan=False).encode()
+
+
+# Multipart maps
+
+PATH_PARTS = st.sampled_from(["variables", "file", "files", "list", "query", "0", "1", "5", "x", "", "-1",
+                              "²"])
+PATHS = st.lists(PATH_PARTS, min_size=1, max_size=4).map(".".join)
+FILE_MAPS = st.one_of(JSON, st.dictionaries(st.sampled_from(["0", "1", "2"]),
+                                            st.one_of(st.lists(PATHS, max_size=3), JSON), max_size=3))
+OPERATIONS = st.one_of(
+    st.just({"query": "q", "variables": {"file": None, "files": [None, None], "list": "x"}}),
+    st.just([{"query": "q", "variables": {"file": None}}]), JSON)
+FILES = {"0": "the first file", "1": "the second file"}
+
+
+@FAST
+@given(operations=OPERATIONS, files_map=FILE_MAPS)
+def test_a_multipart_map_places_its_files_or_is_refused(operations: Any, files_map: Any) -> None:
+    before = json.dumps(operations)
+    try:
+        placed = place_files(operations, files_map, FILES)
+    except BadBody as error:
+        assert len(str(error)) < MESSAGE_MAX
+        return
+    assert json.dumps(operations) == before  # the caller's document is never changed in place
+    assert type(placed) is type(operations)
+
+
+# SCIM filters
+
+ATTRIBUTES = st.sampled_from(["userName", "name.givenName", "externalId", "active", "meta.created", "id",
+                              "groups", "groups.value", "emails", "value", "type", "x", "members.value",
+                              "displayName"])
+OPERATORS = st.sampled_from(["eq", "ne", "co", "sw", "ew", "gt", "ge", "lt", "le", "EQ", "xx"])
+VALUES = st.one_of(TEXT.map(json.dumps), st.integers().map(str), DIGITS, DIGITS.map(lambda d: f"1e{d}"),
+                   st.sampled_from(["true", "false", "null", "2.5", "-0", '"2026-01-01T00:00:00"', '"\\x"']))
+COMPARISONS = st.one_of(st.builds("{} {} {}".format, ATTRIBUTES, OPERATORS, VALUES),
+                        ATTRIBUTES.map("{} pr".format))
+FILTERS = st.recursive(COMPARISONS, lambda inner: st.one_of(
+    st.builds("{} {} {}".format, inner, st.sampled_from(["and", "or", "AND"]), inner),
+    inner.map("({})".format), inner.map("not ({})".format), st.builds("{}[{}]".format, ATTRIBUTES, inner)),
+    max_leaves=8)
+WRAPPERS = st.sampled_from([("(", ")"), ("not(", ")"), ("groups[", "]")])
+FILTER_TEXT = st.one_of(
+    FILTERS, st.text(CHARACTERS, max_size=40),
+    st.builds(lambda depth, wrap, inner: wrap[0] * depth + inner + wrap[1] * depth, DEPTHS, WRAPPERS,
+              COMPARISONS),
+    st.builds(lambda count, joiner, inner: f" {joiner} ".join([inner] * count), st.integers(1, 3000),
+              st.sampled_from(["and", "or"]), COMPARISONS),
+)
+
+
+def values_in(found: Filter) -> list[Any]:
+    match found:
+        case Compare(_, _, value):
+            return [value]
+        case Logical(_, left, right):
+            return values_in(left) + values_in(right)
+        case Not(inner) | ValuePath(_, inner):
+            return values_in(inner)
+    raise AssertionError(found)
+
+
+@FAST
+@given(text=FILTER_TEXT)
+def test_a_scim_filter_is_parsed_into_sql_or_refused(text: str) -> None:
+    try:
+        parsed = parse_filter(text)
+    except FilterSyntaxError as error:
+        assert len(str(error)) < MESSAGE_MAX
+        return
+    assert all(storable(value) for value in values_in(parsed) if isinstance(value, str))
+    assert matches(parsed, {"value": "x", "type": "work", "display": None}) in (True, False)
+    for table in (scim_users.TABLE, scim_groups.TABLE):
+        try:
+            condition = table.condition(parsed)
+        except ScimError as error:
+            assert error.status == 400 and len(error.detail) < MESSAGE_MAX
+            continue
+        str(condition.compile(dialect=postgresql.dialect()))
+
+
+LIST_PARAMETERS = st.sampled_from(["filter", "startIndex", "count", "sortBy", "sortOrder", "attributes",
+                                   "excludedAttributes", "STARTINDEX"])
+NUMBERS = st.one_of(st.integers().map(str), DIGITS, st.text("0123456789-+ ²٣", max_size=12), st.integers())
+
+
+@FAST
+@given(params=st.dictionaries(LIST_PARAMETERS, st.one_of(NUMBERS, JSON, FILTER_TEXT), max_size=4))
+def test_a_scim_list_request_is_read_or_refused(params: dict[str, Any]) -> None:
+    try:
+        asked = list_query(params)
+    except ScimError as error:
+        assert error.status == 400 and len(error.detail) < MESSAGE_MAX
+        return
+    assert 1 <= asked.start_index <= MAX_WHOLE and 0 <= asked.count <= MAX_COUNT
+
+
+# SCIM PATCH
+
+PATCH_PATHS = st.one_of(
+    ATTRIBUTES, st.builds("{}[{}]".format, ATTRIBUTES, FILTERS),
+    st.builds("{}[{}].{}".format, ATTRIBUTES, FILTERS, st.sampled_from(["value", "display", "x", "value.x"])),
+    st.text(CHARACTERS, max_size=30),
+    st.builds(lambda depth, inner: "members[" + "(" * depth + inner + ")" * depth + "]", DEPTHS, COMPARISONS),
+    st.sampled_from(["name.givenName", "urn:ietf:params:scim:schemas:core:2.0:User:userName", "members"]),
+)
+OPS = st.one_of(st.sampled_from(["add", "replace", "remove", "Replace", "move"]), JSON)
+OPERATION = st.fixed_dictionaries({"op": OPS}, optional={"path": st.one_of(PATCH_PATHS, JSON), "value": JSON})
+PATCHES = st.one_of(
+    st.builds(lambda operations: {"schemas": [PATCH_OP], "Operations": operations},
+              st.lists(OPERATION, max_size=3)),
+    JSON)
+USER_DOCUMENT = {"userName": "amy.b", "name": {"givenName": "Amy", "familyName": None}, "userType": "Pupil",
+                 "active": True, "externalId": None}
+GROUP_DOCUMENT = {"displayName": "7A", "externalId": "e-7a", "members": [{"value": str(uuid.UUID(int=1)),
+                                                                          "type": "User"}]}
+
+
+@FAST
+@given(path=PATCH_PATHS)
+def test_a_patch_path_is_parsed_or_refused(path: str) -> None:
+    try:
+        parse_path(path)
+    except FilterSyntaxError as error:
+        assert len(str(error)) < MESSAGE_MAX
+
+
+@FAST
+@given(request=PATCHES, groups=st.booleans())
+def test_a_patch_request_gives_a_document_or_is_refused(request: Any, groups: bool) -> None:
+    shape, current = (scim_groups.SHAPE, GROUP_DOCUMENT) if groups else (scim_users.SHAPE, USER_DOCUMENT)
+    try:
+        found = patched(current, request, shape)
+        if not groups:
+            wanted = scim_users._wanted(found)  # what a patched user document must pass before it is written
+            assert storable(wanted.external_id or "")
+    except ScimError as error:
+        assert error.status == 400 and len(error.detail) < MESSAGE_MAX
+    except DomainError:
+        pass  # a user name or a name the domain refuses, as it would from GraphQL
+
+
+# Roster CSV files
+
+HEADERS = ["username", "first name", "surname", "type", "registration class", "teaching classes", "admin",
+           "password", "Username", ""]
+CELLS = st.one_of(TEXT.map(lambda text: text.encode(errors="replace").decode()),
+                  st.sampled_from(["PUPIL", "teacher", "yes", "7A; 7B", "=1+1", '"', "\r\n"]))
+ENCODINGS = st.sampled_from(["utf-8", "utf-8-sig", "cp1252", "utf-16", "latin-1"])
+
+
+@st.composite
+def roster_files(draw: st.DrawFn) -> bytes:
+    header = draw(st.lists(st.sampled_from(HEADERS), min_size=1, max_size=6))
+    rows = draw(st.lists(st.lists(CELLS, max_size=len(header) + 1), max_size=5))
+    written = io.StringIO()
+    csv.writer(written, delimiter=draw(st.sampled_from([",", ";", "\t"]))).writerows([header, *rows])
+    return written.getvalue().encode(draw(ENCODINGS), errors="replace")
+
+
+@FAST
+@given(data=st.one_of(st.binary(max_size=300), roster_files()))
+def test_any_bytes_are_a_roster_or_a_clear_file_error(data: bytes) -> None:
+    try:
+        roster = parse_roster(decode_upload(data, max_bytes=10_000), max_rows=50)
+    except CsvError as error:
+        assert error.message
+        return
+    for row in roster.rows:
+        texts = [row.username, row.first_name, row.surname, row.registration_class or "", row.password or "",
+                 *row.teaching_classes]
+        assert all(storable(text) for text in texts)
