@@ -24,7 +24,7 @@ from db.engine import Database
 from db.errors import DomainError, ErrorCode, Problem
 from db.import_plan import ExistingUser, ImportAction, Plan, PlannedRow, Roster, plan_import
 from db.maintenance import STALE_IMPORT, fail_stale_imports_of
-from db.manage_users import lock_roster
+from db.manage_users import lock_roster, rotate_pupils_cards
 from db.models import ClassKind, ClassMembership, ImportJob, ImportStatus, School, SchoolClass, User, UserType
 from db.passwords import hash_password_async, memorable_password
 from db.roster_csv import CsvError, ExportRow, RosterRow, RowProblem, decode_upload, parse_roster
@@ -313,6 +313,8 @@ async def _apply(session: AsyncSession, school_id: uuid.UUID, actor: Actor, plan
         await session.execute(update(User).where(User.school_id == school_id, User.id.in_(removed)).values(
             deleted_at=func.now(), deleted_by=actor.id, version=User.version + 1, updated_at=func.now()))
         await revoke_sessions(session, school_id=school_id, user_ids=removed)
+        await rotate_pupils_cards(session, school_id=school_id, actor=actor,
+                                  users=[(user_id, UserType.PUPIL) for user_id in removed])
     for action, targets in (("users.created", created), ("users.updated", updated), ("users.deleted", removed)):
         if targets:
             await audit.record_by(session, actor, school_id=school_id, action=action, targets=targets,

@@ -19,6 +19,7 @@ from db.classes import place_new_user
 from db.errors import DomainError, ErrorCode, Problem, Problems
 from db.models import School, User, UserType
 from db.passwords import hash_password_async, hash_passwords, password_problem
+from db.qr_signin import rotate_login_codes
 from db.schools import require_manual_school
 from db.sessions import revoke_sessions
 from db.users import clean_name, clean_username, save_username, username_taken
@@ -206,7 +207,10 @@ def _parse_flag(value: str) -> bool:
 
 async def delete_users(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor,
                        user_ids: Sequence[uuid.UUID], managed_ok: bool = False) -> list[User]:
-    """Soft delete: they can no longer sign in and their sessions end now. Deleting again changes nothing."""
+    """Soft delete: they can no longer sign in and their sessions end now. Deleting again changes nothing.
+
+    A pupil's login codes are rotated too, so a card lost before the deletion does not come back with a
+    restore."""
     await _school(session, school_id, managed_ok=managed_ok)
     await lock_roster(session, school_id)
     targets = await _locked_targets(session, school_id, user_ids)
@@ -223,9 +227,20 @@ async def delete_users(session: AsyncSession, *, school_id: uuid.UUID, actor: Ac
         await revoke_sessions(session, school_id=school_id, user_ids=ids)
         await audit.record_by(session, actor, school_id=school_id, action="users.deleted", targets=ids,
                               summary={"count": len(ids)})
+        await rotate_pupils_cards(session, school_id=school_id, actor=actor,
+                                  users=[(user.id, user.type) for user in deleting])
     for user in targets:
         await session.refresh(user)
     return targets
+
+
+async def rotate_pupils_cards(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor,
+                              users: Sequence[tuple[uuid.UUID, UserType]]) -> None:
+    """Rotate the login codes of the pupils among users being deleted (teachers have no cards)."""
+    pupils = [user_id for user_id, type in users if type == UserType.PUPIL]
+    if pupils:
+        await rotate_login_codes(session, school_id=school_id, user_ids=pupils, actor_id=actor.id,
+                                 actor_label=actor.label, request_id=actor.request_id)
 
 
 async def restore_users(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor,

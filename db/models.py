@@ -48,6 +48,13 @@ class UserType(enum.StrEnum):
     TEACHER = "TEACHER"
 
 
+class SignInMethod(enum.StrEnum):
+    """How a session was opened: rotating login codes ends the QR ones."""
+
+    PASSWORD = "password"
+    QR = "qr"
+
+
 class ClassKind(enum.StrEnum):
     REGISTRATION = "REGISTRATION"
     TEACHING = "TEACHING"
@@ -87,6 +94,8 @@ class School(Base):
     school_year_end_month: Mapped[int] = mapped_column(SmallInteger, default=8, server_default="8")
     school_year_end_day: Mapped[int] = mapped_column(SmallInteger, default=31, server_default="31")
     deleted_user_retention_days: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
+    teachers_can_reset_pupil_passwords: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                                     server_default="false")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (
@@ -96,6 +105,7 @@ class School(Base):
                         "CASE WHEN school_year_end_month = 2 THEN 29 "
                         "WHEN school_year_end_month IN (4, 6, 9, 11) THEN 30 ELSE 31 END",
                         name="school_year_ends"),
+        CheckConstraint("deleted_user_retention_days BETWEEN 1 AND 3650", name="deleted_user_retention_days"),
     )
 
 
@@ -122,6 +132,8 @@ class User(Base):
     external_id: Mapped[str | None] = mapped_column(String(255))
     # Deleted by the provider (SCIM DELETE): gone from SCIM, kept here as a deleted user.
     deprovisioned_at: Mapped[datetime | None]
+    # Staff only: a pupil's data stays minimal.
+    email: Mapped[str | None] = mapped_column(String(254))
 
     __table_args__ = (
         ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),
@@ -136,6 +148,9 @@ class User(Base):
         Index("uq_users_school_id_external_id", "school_id", "external_id", unique=True,
               postgresql_where=text("external_id IS NOT NULL AND deprovisioned_at IS NULL")),
         Index("ix_users_school_id_lower_username", "school_id", func.lower(text("username"))),
+        CheckConstraint("email IS NULL OR type = 'TEACHER'", name="only_staff_have_email"),
+        Index("uq_users_school_id_email_active", "school_id", func.lower(text("email")), unique=True,
+              postgresql_where=text("email IS NOT NULL AND deleted_at IS NULL")),
     )
 
 
@@ -196,10 +211,15 @@ class Session(Base):
     expires_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
     reauth_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    sign_in_method: Mapped[SignInMethod] = mapped_column(
+        Enum(SignInMethod, native_enum=False, create_constraint=False, length=16,
+             values_callable=lambda k: [m.value for m in k]),
+        default=SignInMethod.PASSWORD, server_default="password")
 
     __table_args__ = (
         ForeignKeyConstraint(["school_id", "user_id"], ["users.school_id", "users.id"],
                              name="fk_sessions_user", ondelete="CASCADE"),
+        CheckConstraint("sign_in_method IN ('password', 'qr')", name="sign_in_method"),
         UniqueConstraint("school_id", "token_hash", name="uq_sessions_school_id_token_hash"),
         Index("ix_sessions_token_hash", "token_hash"),
         Index("ix_sessions_user", "school_id", "user_id"),

@@ -20,8 +20,8 @@ from db.engine import Database
 from db.errors import DomainError, ErrorCode, Problem
 from db.login_cards import CardView
 from db.login_codes import LoginCode, decode_login_code, default_expiry, encode_login_code
-from db.models import ClassKind, ClassMembership, School, SchoolClass, User, UserType
-from db.sessions import SessionPolicy
+from db.models import ClassKind, ClassMembership, School, SchoolClass, SignInMethod, User, UserType
+from db.sessions import SessionPolicy, revoke_sessions
 from db.signin import INVALID, RATE_LIMITED, SignedIn, open_session
 from tenants.scope import bind_school, unbound_scope
 
@@ -62,7 +62,7 @@ async def sign_in_with_code(db: Database, *, code: str, secret: bytes, client: s
         # Rotated, deleted, a teacher, or QR sign-in switched off: the same answer as a wrong password.
         if user is None:
             raise DomainError(INVALID)
-        signed_in = await open_session(session, user, policy=policy, how="qr")
+        signed_in = await open_session(session, user, policy=policy, how=SignInMethod.QR)
     await throttle.succeeded(db, attempt)
     return signed_in
 
@@ -118,6 +118,8 @@ async def _rotate(session: AsyncSession, *, school_id: uuid.UUID, user_ids: list
         .values(login_code_version=User.login_code_version + 1).returning(User),
         execution_options={"populate_existing": True},
     )).scalars())
+    # A card that no longer works must not leave open what it opened; their password sessions stay.
+    await revoke_sessions(session, school_id=school_id, user_ids=user_ids, method=SignInMethod.QR)
     await audit.record(session, school_id=school_id, actor_id=actor_id, actor_label=actor_label,
                        action="login_codes.rotated", targets=user_ids, summary=summary, request_id=request_id)
     return sorted(users, key=lambda user: user.id)

@@ -30,7 +30,6 @@ from db.classes import classes_of_users
 from db.manage_users import UserField, add_user, delete_users, lock_roster, restore_users, update_user_field
 from db.models import ClassMembership, School, SchoolClass, User, UserType
 from db.passwords import hash_password_async, password_problem
-from db.qr_signin import rotate_login_codes
 from db.scim import (
     MISSING,
     USER_SCHEMA,
@@ -266,11 +265,8 @@ async def _apply(session: AsyncSession, actor: Actor, user: User, wanted: _Wante
 
 
 async def _deactivate(session: AsyncSession, actor: Actor, user: User) -> None:
+    # Deleting rotates a pupil's login codes, so old cards do not come back if the provider reactivates them.
     await delete_users(session, school_id=user.school_id, actor=actor, user_ids=[user.id], managed_ok=True)
-    if user.type == UserType.PUPIL:
-        # So that the pupil's old cards do not come back with them if the provider reactivates them.
-        await rotate_login_codes(session, school_id=user.school_id, user_ids=[user.id], actor_id=actor.id,
-                                 actor_label=actor.label, request_id=actor.request_id)
 
 
 async def _changed(session: AsyncSession, user: User, external_id: str | None) -> None:
