@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TypedDict, TypeVar
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Exists, delete, exists, func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from db import audit
 from db.audit import Actor
@@ -63,6 +64,14 @@ async def classes_of_users(session: AsyncSession, *, school_id: uuid.UUID,
     for user_id, school_class in rows:
         found[user_id].append(school_class)
     return found
+
+
+def shares_a_class(school_id: uuid.UUID, viewer_id: uuid.UUID) -> Exists:
+    """The user is in a class the viewer is in too (registration or teaching): a teacher's own pupils."""
+    mine, theirs = aliased(ClassMembership), aliased(ClassMembership)
+    return exists().where(mine.school_id == school_id, mine.user_id == viewer_id,
+                          theirs.school_id == school_id, theirs.class_id == mine.class_id,
+                          theirs.user_id == User.id)
 
 
 async def list_classes(session: AsyncSession, *, school_id: uuid.UUID,

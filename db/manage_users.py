@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit
 from db.audit import Actor
-from db.classes import place_new_user
+from db.classes import place_new_user, shares_a_class
 from db.errors import DomainError, ErrorCode, Problem, Problems
 from db.models import School, User, UserType
 from db.passwords import hash_password_async, hash_passwords, password_problem
@@ -272,11 +272,35 @@ async def restore_users(session: AsyncSession, *, school_id: uuid.UUID, actor: A
     return targets
 
 
+class ResetForbidden(Exception):
+    """A teacher asking to reset passwords they may not: the school does not allow it, or not these users."""
+
+
+async def require_may_reset(session: AsyncSession, *, school_id: uuid.UUID, viewer_id: uuid.UUID | None,
+                            viewer_is_admin: bool, user_ids: Sequence[uuid.UUID]) -> None:
+    """Admins may reset anyone's password. A teacher, when the school allows it, only pupils of the classes
+    they are in (registration or teaching); any other id in the batch refuses the whole batch."""
+    if viewer_is_admin:
+        return
+    allowed = (await session.execute(select(School.teachers_can_reset_pupil_passwords)
+                                     .where(School.id == school_id))).scalar_one()
+    if not allowed or viewer_id is None:
+        raise ResetForbidden("Only a school admin can reset passwords in this school.")
+    ids = set(user_ids)
+    mine = (await session.execute(select(func.count()).select_from(User).where(
+        User.school_id == school_id, User.id.in_(ids), User.type == UserType.PUPIL,
+        shares_a_class(school_id, viewer_id)))).scalar_one()
+    if mine != len(ids):
+        raise ResetForbidden("You can reset the passwords only of the pupils in the classes you are in.")
+
+
 async def reset_passwords(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, keep_session: uuid.UUID | None,
                           user_ids: Sequence[uuid.UUID], new_password: str, confirm_password: str,
-                          must_change_password: bool) -> list[User]:
+                          must_change_password: bool, actor_is_admin: bool) -> list[User]:
     """Give the users one new password (the caller has re-authenticated); their other sessions end."""
     school = await require_manual_school(session, school_id)
+    await require_may_reset(session, school_id=school_id, viewer_id=actor.id, viewer_is_admin=actor_is_admin,
+                            user_ids=user_ids)
     if new_password != confirm_password:
         raise DomainError(Problem(ErrorCode.PASSWORDS_DO_NOT_MATCH, "The two new passwords are not the same.",
                                   "confirmPassword"))

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from db import audit, throttle
+from db.classes import shares_a_class
 from db.engine import Database
 from db.errors import DomainError, ErrorCode, Problem
 from db.login_cards import CardView
@@ -176,7 +177,7 @@ async def login_cards(session: AsyncSession, *, school_id: uuid.UUID, secret: by
         chosen = User.id.in_(ids)
         if not viewer_is_admin:
             outside = (await session.execute(select(User.id).where(
-                *_active_pupils(school_id), chosen, ~_shares_a_class(school_id, viewer_id)).limit(1))).first()
+                *_active_pupils(school_id), chosen, ~shares_a_class(school_id, viewer_id)).limit(1))).first()
             if outside is not None:
                 raise CardsForbidden("You can print login cards only for pupils in the classes you are in.")
     school = (await session.execute(select(School).where(School.id == school_id))).scalar_one()
@@ -219,13 +220,6 @@ def _active_pupils(school_id: uuid.UUID) -> tuple[ColumnElement[bool], ...]:
 def _in_class(school_id: uuid.UUID, class_id: uuid.UUID) -> Exists:
     return exists().where(ClassMembership.school_id == school_id, ClassMembership.class_id == class_id,
                           ClassMembership.user_id == User.id)
-
-
-def _shares_a_class(school_id: uuid.UUID, viewer_id: uuid.UUID) -> Exists:
-    mine, theirs = aliased(ClassMembership), aliased(ClassMembership)
-    return exists().where(mine.school_id == school_id, mine.user_id == viewer_id,
-                          theirs.school_id == school_id, theirs.class_id == mine.class_id,
-                          theirs.user_id == User.id)
 
 
 async def _get_class(session: AsyncSession, school_id: uuid.UUID, class_id: uuid.UUID) -> SchoolClass:
