@@ -4,7 +4,8 @@ them.
 Every change goes through the same domain functions as the admin's GraphQL mutations (with `managed_ok`), so
 the same rules hold and the same audit events are written, with the provisioning token as the actor.
 
-- `userType` is "Pupil" or "Teacher" (case-insensitive), and required: there is no safe guess.
+- `userType` is "Pupil" or "Teacher" (case-insensitive). Left out, as the default mappings of Microsoft Entra
+  ID and Google send it, the user is a pupil: the least privileged guess.
 - `active: false` is a soft delete: sessions end, and a pupil's login cards stop working for good (they are
   rotated). `active: true` restores. DELETE is a soft delete too, after which the user no longer exists for
   SCIM (404) and their userName and externalId are free again.
@@ -116,10 +117,11 @@ def _wanted(found: Mapping[str, Any]) -> _Wanted:
     username = text_of(found.get("userName"), "userName")
     if username is None:
         raise ScimError(400, "userName is required.", "invalidValue")
-    kind = text_of(found.get("userType"), "userType")
+    # Entra's and Google's default mappings send no userType: the least privileged guess is a pupil.
+    kind = text_of(found.get("userType"), "userType") or USER_TYPES[UserType.PUPIL]
     types = {label.lower(): member for member, label in USER_TYPES.items()}
-    if kind is None or kind.strip().lower() not in types:
-        raise ScimError(400, "userType is required: Pupil or Teacher.", "invalidValue")
+    if kind.strip().lower() not in types:
+        raise ScimError(400, "userType is Pupil or Teacher (Pupil when left out).", "invalidValue")
     name = found.get("name") or {}
     password = found.get("password", MISSING)
     return _Wanted(

@@ -202,6 +202,47 @@ async def test_every_change_is_audited_with_the_provisioning_token_as_actor(prov
 
 # Users
 
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+
+async def test_a_user_from_entras_default_mapping_is_created_as_a_pupil(provider: Provisioning,
+                                                                        http: httpx.AsyncClient) -> None:
+    # given: the body Microsoft Entra ID sends with its default attribute mappings (no userType)
+    body = {
+        "schemas": [USER, ENTERPRISE],
+        "externalId": "f3a1c2d4-entra-object-id",
+        "userName": "amy.brown",
+        "active": True,
+        "displayName": "Amy Brown",
+        "emails": [{"primary": True, "type": "work", "value": "amy.brown@school.example"}],
+        "name": {"formatted": "Amy Brown", "familyName": "Brown", "givenName": "Amy"},
+        ENTERPRISE: {"employeeNumber": "100234", "department": "Year 7"},
+    }
+
+    # when
+    created = await provider.ok("POST", "/Users", body, status=201)
+
+    # then
+    assert (created["userType"], created["userName"], created["externalId"]) == (
+        "Pupil", "amy.brown", "f3a1c2d4-entra-object-id")
+    assert created["name"] == {"givenName": "Amy", "familyName": "Brown"}
+    assert "emails" not in created  # a pupil's data stays minimal
+    users = await roster(http, provider.school)
+    assert users["amy.brown"]["type"] == "PUPIL"
+
+
+async def test_a_user_type_that_is_sent_is_honoured_whatever_its_case(provider: Provisioning) -> None:
+    for username, sent, kept in (("t1", "TEACHER", "Teacher"), ("t2", "teacher", "Teacher"),
+                                 ("p1", "pUPIL", "Pupil")):
+        created = await provider.ok("POST", "/Users", {"schemas": [USER], "userName": username,
+                                                       "userType": sent}, status=201)
+        assert created["userType"] == kept
+    # a PUT that leaves userType out makes the user a pupil, as the same body would on create
+    teacher = (await provider.ok("GET", "/Users", filter='userName eq "t1"'))["Resources"][0]
+    replaced = await provider.ok("PUT", f"/Users/{teacher['id']}", {"schemas": [USER], "userName": "t1"})
+    assert replaced["userType"] == "Pupil"
+
+
 async def test_put_replaces_the_user_and_keeps_what_it_leaves_out_of_active_and_password(
         provider: Provisioning) -> None:
     amy = await provider.create_user("amy.b", externalId="x-1", active=False,
@@ -395,7 +436,7 @@ ERRORS: list[tuple[str, str, Any, dict[str, Any], tuple[int, str | None]]] = [
     ("GET", "/Users", None, {"sortOrder": "sideways"}, (400, "invalidValue")),
     ("GET", "/Users", None, {"count": "ten"}, (400, "invalidValue")),
     ("GET", "/Users", None, {"access_token": "rca_x"}, (400, None)),
-    ("POST", "/Users", {"schemas": [USER], "userName": "amy.b"}, {}, (400, "invalidValue")),
+    ("POST", "/Users", {"schemas": [USER], "userName": "amy.b", "userType": 7}, {}, (400, "invalidValue")),
     ("POST", "/Users", {"schemas": [USER], "userName": "amy b", "userType": "Pupil"}, {},
      (400, "invalidValue")),
     ("POST", "/Users", {"schemas": [USER], "userName": "x", "userType": "Guest"}, {}, (400, "invalidValue")),
