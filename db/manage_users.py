@@ -22,7 +22,16 @@ from db.passwords import hash_password_async, hash_passwords, password_problem
 from db.qr_signin import rotate_login_codes
 from db.schools import require_manual_school
 from db.sessions import revoke_sessions
-from db.users import clean_name, clean_username, save_username, username_taken
+from db.users import (
+    PUPILS_HAVE_NO_EMAIL,
+    clean_email,
+    clean_name,
+    clean_username,
+    email_taken,
+    email_taken_problem,
+    save_username,
+    username_taken,
+)
 
 BATCH_LIMIT = 1000
 
@@ -33,12 +42,24 @@ class UserField(enum.StrEnum):
     SURNAME = "SURNAME"
     TYPE = "TYPE"
     IS_ADMIN = "IS_ADMIN"
+    EMAIL = "EMAIL"
 
 
 def _password_problem(password: str, *, staff: bool, school: School, field: str = "password",
                       user_id: uuid.UUID | None = None) -> list[Problem]:
     problem = password_problem(password, staff=staff, pupil_min_length=school.pupil_min_password_length)
     return [Problem(ErrorCode.PASSWORD_TOO_WEAK, problem, field, user_id)] if problem else []
+
+
+async def _email_problem(session: AsyncSession, school_id: uuid.UUID, email: str | None, type: UserType,
+                         field: str, except_user: uuid.UUID | None = None) -> list[Problem]:
+    if email is None:
+        return []
+    if type != UserType.TEACHER:
+        return [Problem(ErrorCode.INVALID_INPUT, PUPILS_HAVE_NO_EMAIL, field, except_user)]
+    if await email_taken(session, school_id, email, except_user=except_user):
+        return [email_taken_problem(email, except_user)]
+    return []
 
 
 def _admin_problem(type: UserType, is_admin: bool, field: str) -> list[Problem]:
@@ -70,6 +91,7 @@ async def add_user(
     registration_class_id: uuid.UUID | None = None,
     teaching_class_ids: Sequence[uuid.UUID] = (),
     external_id: str | None = None,
+    email: str | None = None,
     managed_ok: bool = False,
 ) -> User:
     school = await _school(session, school_id, managed_ok=managed_ok)
@@ -79,13 +101,15 @@ async def add_user(
     last = problems.check(lambda: clean_name(surname, field="surname"))
     problems.add(*_password_problem(password, staff=type == UserType.TEACHER, school=school))
     problems.add(*_admin_problem(type, is_admin, "isAdmin"))
+    address = problems.check(lambda: clean_email(email))
+    problems.add(*await _email_problem(session, school_id, address, type, "email"))
     if clean is not None:
         problems.add(*await _taken_problem(session, school_id, clean))
     problems.raise_any()
     assert clean is not None and first is not None and last is not None
     user = User(school_id=school_id, id=uuid.uuid4(), username=clean, type=type, first_name=first, surname=last,
                 is_admin=is_admin, must_change_password=must_change_password, external_id=external_id,
-                password_hash=await hash_password_async(password))
+                email=address, password_hash=await hash_password_async(password))
     await save_username(session, user, lambda: session.add(user))
     await place_new_user(session, school_id=school_id, user_id=user.id, registration_class_id=registration_class_id,
                          teaching_class_ids=teaching_class_ids)
@@ -155,7 +179,7 @@ async def update_user_field(session: AsyncSession, *, school_id: uuid.UUID, acto
     user.updated_at = func.now()
     await save_username(session, user, lambda: None)
     await audit.record_by(session, actor, school_id=school_id, action="user.updated", targets=[user_id],
-                          summary={"field": field.value, "from": str(before), "to": str(new)})
+                          summary={"field": field.value, "from": _shown(before), "to": _shown(new)})
     await session.refresh(user)
     return user
 
@@ -184,7 +208,17 @@ async def _field_change(session: AsyncSession, user: User, field: UserField,
                 return None
             if problems := _admin_problem(new_type, user.is_admin, "value"):
                 raise DomainError(*problems)
+            if new_type == UserType.PUPIL and user.email is not None:
+                raise DomainError(Problem(ErrorCode.INVALID_INPUT,
+                                          f"{PUPILS_HAVE_NO_EMAIL} Remove the email address first.", "value"))
             return "type", new_type
+        case UserField.EMAIL:
+            email = clean_email(value, field="value")
+            if email == user.email:
+                return None
+            if problems := await _email_problem(session, user.school_id, email, user.type, "value", user.id):
+                raise DomainError(*problems)
+            return "email", email
         case UserField.IS_ADMIN:
             flag = _parse_flag(value)
             if flag == user.is_admin:
@@ -194,6 +228,10 @@ async def _field_change(session: AsyncSession, user: User, field: UserField,
             if not flag and await _admins_left(session, user.school_id, {user.id}) == 0:
                 raise DomainError(LAST_ADMIN)
             return "is_admin", flag
+
+
+def _shown(value: object) -> str:
+    return "" if value is None else str(value)
 
 
 def _parse_flag(value: str) -> bool:
@@ -252,7 +290,14 @@ async def restore_users(session: AsyncSession, *, school_id: uuid.UUID, actor: A
     restoring = [user for user in targets if user.deleted_at is not None]
     problems: list[Problem] = []
     claimed: dict[str, uuid.UUID] = {}
+    emails: set[str] = set()
     for user in restoring:
+        if user.email is not None:
+            if user.email.lower() in emails or await email_taken(session, school_id, user.email):
+                problems.append(Problem(ErrorCode.EMAIL_TAKEN,
+                                        f"The email address '{user.email}' was given to another user while this "
+                                        "user was deleted; change one of them first.", "userIds", user.id))
+            emails.add(user.email.lower())
         key = user.username.lower()
         if key in claimed or await username_taken(session, school_id, user.username):
             problems.append(Problem(ErrorCode.USERNAME_TAKEN,

@@ -42,6 +42,7 @@ class AddUserInput:
     must_change_password: bool = False
     registration_class_id: strawberry.ID | None = None
     teaching_class_ids: list[strawberry.ID] = strawberry.field(default_factory=list)
+    email: str | None = strawberry.field(default=None, description="Teachers only; unique in the school.")
 
 
 @strawberry.type
@@ -121,6 +122,7 @@ class ManageUserMutations:
                     registration_class_id=parse_id(input.registration_class_id, field="registrationClassId")
                     if input.registration_class_id else None,
                     teaching_class_ids=parse_ids(input.teaching_class_ids, field="teachingClassIds"),
+                    email=input.email,
                 )
         except DomainError as error:
             return UserPayload(errors=user_errors(error))

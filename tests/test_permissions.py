@@ -137,6 +137,7 @@ RESTRICTED_FIELDS: dict[str, Operation] = {
     "School.schoolYearEndDay": op(ADMINS, "{ school { schoolYearEndDay } }"),
     "School.deletedUserRetentionDays": op(ADMINS, "{ school { deletedUserRetentionDays } }"),
     "School.teachersCanResetPupilPasswords": op(STAFF, "{ school { teachersCanResetPupilPasswords } }"),
+    "User.email": op(ROSTER_READERS, "{ users { edges { node { email } } } }"),
     "SchoolClass.memberCount": op(ROSTER_READERS, "{ classes { memberCount } }"),
     "SchoolClass.members": op(ROSTER_READERS, "{ classes { members { totalCount } } }"),
 }
