@@ -358,3 +358,54 @@ async def test_uploads_need_a_bearer_token_or_the_csrf_header(http: httpx.AsyncC
 async def test_an_oversized_body_is_refused(http: httpx.AsyncClient, school: SchoolFixture) -> None:
     response = await upload(http, school.admin_token, b"username\r\n" + b"x" * (6 * 1024 * 1024))
     assert response.status_code == 413
+
+
+EMAILS = "query { users(first: 100) { edges { node { username email } } } }"
+
+
+async def test_staff_emails_come_in_with_the_file_and_go_out_with_the_export(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
+    # given a file that gives a teacher an email, a pupil one, and two teachers the same one
+    file = ("username,type,email\r\n"
+            "hill,Teacher,Hill@School.example\r\n"
+            "amy,Pupil,amy@home.example\r\n"
+            "park,Teacher,park@school.example\r\n"
+            "moss,Teacher,PARK@school.example\r\n").encode()
+
+    # when
+    job = (await preview(http, school, file))["job"]
+
+    # then the pupil's and the shared ones are errors of their rows
+    assert [(row["username"], row["action"], [e["column"] for e in row["errors"]]) for row in job["rows"]] == [
+        ("hill", "CREATE", []), ("amy", "ERROR", ["email"]), ("park", "ERROR", ["email"]),
+        ("moss", "ERROR", ["email"])]
+
+    # when the fixed file is applied
+    fixed = "username,type,email\r\nhill,Teacher,Hill@School.example\r\namy,Pupil,\r\n".encode()
+    applied = await confirm(http, school, (await preview(http, school, fixed))["job"]["id"])
+    assert applied["errors"] == []
+
+    # then the teacher has it, in GraphQL and in the export
+    users = (await graphql(http, EMAILS, token=school.admin_token))["data"]["users"]["edges"]
+    assert {edge["node"]["username"]: edge["node"]["email"] for edge in users} == {
+        "admin": None, "hill": "Hill@School.example", "amy": None}
+    exported = (await export(http, school.admin_token)).text
+    assert "hill,,,TEACHER,,,false,Hill@School.example," in exported
+    # and a changed address is an UPDATE showing it
+    again = await preview(http, school, b"username,email\r\nhill,m.hill@school.example\r\n")
+    (row,) = again["job"]["rows"]
+    assert (row["action"], row["changes"]) == ("UPDATE", [
+        {"field": "email", "from": "Hill@School.example", "to": "m.hill@school.example"}])
+
+
+async def test_a_pupil_the_file_removes_loses_their_login_cards(http: httpx.AsyncClient, db: Database,
+                                                                school: SchoolFixture) -> None:
+    amy = await make_user(db, school, username="amy")
+    await make_user(db, school, username="ben")
+    job = (await preview(http, school, b"username\r\nben\r\n", remove=True))["job"]
+    assert (await confirm(http, school, job["id"]))["errors"] == []
+    async with school_scope(db, school.id) as session:
+        version = (await session.execute(text("select login_code_version from users where id = :id"),
+                                         {"id": amy})).scalar_one()
+    assert version == 2
