@@ -231,6 +231,39 @@ async def test_a_user_from_entras_default_mapping_is_created_as_a_pupil(provider
     assert users["amy.brown"]["type"] == "PUPIL"
 
 
+async def test_a_teachers_email_is_kept_and_a_pupils_ignored(provider: Provisioning,
+                                                              http: httpx.AsyncClient) -> None:
+    # given: a teacher with a home and a primary work address, and a pupil with one
+    tess = await provider.create_user("tess.t", "Teacher", emails=[
+        {"value": "tess@home.example", "type": "home"},
+        {"value": "T.Tully@School.example", "type": "work", "primary": "True"}])
+    amy = await provider.create_user("amy.b", emails=[{"value": "amy@home.example", "type": "work"}])
+
+    # then
+    assert tess["emails"] == [{"value": "T.Tully@School.example", "type": "work", "primary": True}]
+    assert "emails" not in amy
+    emails = await graphql(http, "{ users { edges { node { username email } } } }",
+                           token=provider.school.admin_token)
+    assert {e["node"]["username"]: e["node"]["email"] for e in emails["data"]["users"]["edges"]} == {
+        "admin": None, "tess.t": "T.Tully@School.example", "amy.b": None}
+
+    # when: Entra changes it the way it does, then a second teacher asks for the same address
+    changed = await provider.patch(f"/Users/{tess['id']}", {
+        "op": "Replace", "path": 'emails[type eq "work"].value', "value": "tess.tully@school.example"})
+    assert changed["emails"] == [{"value": "tess.tully@school.example", "type": "work", "primary": True}]
+    taken = await provider.request("POST", "/Users", {"schemas": [USER], "userName": "tom", "userType": "Teacher",
+                                                      "emails": [{"value": "TESS.tully@school.example",
+                                                                  "type": "work"}]})
+    assert scim_error(taken) == (409, "uniqueness")
+    bad = await provider.request("POST", "/Users", {"schemas": [USER], "userName": "tom", "userType": "Teacher",
+                                                    "emails": [{"value": "not an address", "primary": True}]})
+    assert scim_error(bad) == (400, "invalidValue")
+
+    # when: the teacher becomes a pupil, the address goes
+    demoted = await provider.patch(f"/Users/{tess['id']}", {"op": "replace", "path": "userType", "value": "Pupil"})
+    assert demoted["userType"] == "Pupil" and "emails" not in demoted
+
+
 async def test_a_user_type_that_is_sent_is_honoured_whatever_its_case(provider: Provisioning) -> None:
     for username, sent, kept in (("t1", "TEACHER", "Teacher"), ("t2", "teacher", "Teacher"),
                                  ("p1", "pUPIL", "Pupil")):
@@ -626,8 +659,8 @@ async def test_discovery_describes_what_rollcall_keeps(provider: Provisioning) -
     types = await provider.ok("GET", "/ResourceTypes")
     assert [t["endpoint"] for t in types["Resources"]] == ["/Users", "/Groups"]
     schema = await provider.ok("GET", f"/Schemas/{USER}")
-    assert [a["name"] for a in schema["attributes"]] == ["userName", "name", "userType", "active", "password",
-                                                         "groups"]
+    assert [a["name"] for a in schema["attributes"]] == ["userName", "name", "userType", "active",
+                                                         "password", "groups"]
     extension = await provider.ok("GET", f"/Schemas/{CLASS}")
     assert extension["attributes"][0]["canonicalValues"] == ["registration", "teaching"]
 
