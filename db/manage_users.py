@@ -294,9 +294,9 @@ async def restore_users(session: AsyncSession, *, school_id: uuid.UUID, actor: A
     for user in restoring:
         if user.email is not None:
             if user.email.lower() in emails or await email_taken(session, school_id, user.email):
-                problems.append(Problem(ErrorCode.EMAIL_TAKEN,
-                                        f"The email address '{user.email}' was given to another user while this "
-                                        "user was deleted; change one of them first.", "userIds", user.id))
+                problems.append(Problem(
+                    ErrorCode.EMAIL_TAKEN, f"The email address '{user.email}' was given to another user "
+                    "while this user was deleted; change one of them first.", "userIds", user.id))
             emails.add(user.email.lower())
         key = user.username.lower()
         if key in claimed or await username_taken(session, school_id, user.username):

@@ -294,7 +294,8 @@ async def _apply(session: AsyncSession, actor: Actor, user: User, wanted: _Wante
         await _deactivate(session, actor, user)
 
 
-async def _change_field(session: AsyncSession, actor: Actor, user: User, field: UserField, value: str) -> None:
+async def _change_field(session: AsyncSession, actor: Actor, user: User, field: UserField,
+                        value: str) -> None:
     await update_user_field(session, school_id=user.school_id, actor=actor, user_id=user.id, field=field,
                             value=value, expected_version=user.version, managed_ok=True, deleted_ok=True)
 

@@ -20,7 +20,7 @@ from db.pagination import decode_cursor, encode_cursor, page_size
 
 USERNAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 EMAIL_MAX = 254  # RFC 5321's longest forward path, less its angle brackets
-# One "@", something either side, a dot in the domain; no spaces. Whether it is delivered is the mail's business.
+# One "@", something either side, a dot in the domain, no spaces; whether mail arrives is the mail's business.
 EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+$")
 EMAIL_INDEX = "uq_users_school_id_email_active"
 PUPILS_HAVE_NO_EMAIL = "Pupils have no email address in Rollcall: a child's data stays minimal."

@@ -156,9 +156,9 @@ class ManageUserMutations:
         return await _batch(info, manage_users.restore_users, user_ids)
 
     @strawberry.mutation(permission_classes=[IsStaff],
-                         description="Set a new password for the users, after you type your own password again. "
-                                     "Admins may reset anyone's; teachers, when the school allows it, only "
-                                     "those of the pupils in the classes they are in.")
+                         description="Set a new password for the users, after you type your own password "
+                                     "again. Admins may reset anyone's; teachers, when the school allows it, "
+                                     "only those of the pupils in the classes they are in.")
     async def reset_passwords(self, info: Info, user_ids: list[strawberry.ID], current_password: str,
                               new_password: str, confirm_password: str,
                               must_change_password: bool = False) -> UsersPayload:
@@ -167,8 +167,9 @@ class ManageUserMutations:
             targets = parse_ids(user_ids, field="userIds")
             # Before the password is checked, so a teacher who may not is told so without spending an attempt.
             async with context.scope() as session:
-                await manage_users.require_may_reset(session, school_id=caller.school_id, viewer_id=caller.user_id,
-                                                     viewer_is_admin=caller.is_admin, user_ids=targets)
+                await manage_users.require_may_reset(
+                    session, school_id=caller.school_id, viewer_id=caller.user_id,
+                    viewer_is_admin=caller.is_admin, user_ids=targets)
             await reauthenticate(context.db, caller, current_password)
             async with context.scope() as session:
                 rows = await manage_users.reset_passwords(

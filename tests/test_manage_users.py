@@ -409,7 +409,9 @@ async def test_any_user_outside_the_teachers_classes_refuses_the_whole_batch(
 # email, for staff only
 
 EMAIL_ADD = """
-mutation ($input: AddUserInput!) { addUser(input: $input) { user { id email version } errors { code field } } }
+mutation ($input: AddUserInput!) {
+  addUser(input: $input) { user { id email version } errors { code field } }
+}
 """
 EMAIL_OF = "query ($id: ID!) { user(id: $id) { email } }"
 
@@ -457,8 +459,8 @@ async def test_the_email_cell_is_edited_like_any_other(http: httpx.AsyncClient, 
     set_it = await call(http, school, UPDATE, userId=str(teacher), field="EMAIL", value="hill@school.example",
                         expectedVersion=1)
     assert set_it["errors"] == [] and set_it["user"]["version"] == 2
-    assert (await graphql(http, EMAIL_OF, {"id": str(teacher)}, token=school.admin_token))["data"]["user"] == {
-        "email": "hill@school.example"}
+    read = await graphql(http, EMAIL_OF, {"id": str(teacher)}, token=school.admin_token)
+    assert read["data"]["user"] == {"email": "hill@school.example"}
     pupil_email = await call(http, school, UPDATE, userId=str(pupil), field="EMAIL", value="amy@home.example",
                              expectedVersion=1)
     assert [(e["code"], e["field"]) for e in pupil_email["errors"]] == [("INVALID_INPUT", "value")]
@@ -466,12 +468,14 @@ async def test_the_email_cell_is_edited_like_any_other(http: httpx.AsyncClient, 
     to_pupil = await call(http, school, UPDATE, userId=str(teacher), field="TYPE", value="PUPIL",
                           expectedVersion=2)
     assert codes(to_pupil) == ["INVALID_INPUT"]
-    cleared = await call(http, school, UPDATE, userId=str(teacher), field="EMAIL", value="", expectedVersion=2)
+    cleared = await call(http, school, UPDATE, userId=str(teacher), field="EMAIL", value="",
+                         expectedVersion=2)
     assert cleared["errors"] == []
     assert (await call(http, school, UPDATE, userId=str(teacher), field="TYPE", value="PUPIL",
                        expectedVersion=3))["errors"] == []
     events = (await call(http, school, AUDIT, filter={"userId": str(teacher)}))["edges"]
-    assert {"field": "EMAIL", "from": "hill@school.example", "to": ""} in [e["node"]["summary"] for e in events]
+    summaries = [e["node"]["summary"] for e in events]
+    assert {"field": "EMAIL", "from": "hill@school.example", "to": ""} in summaries
 
 
 async def test_an_email_taken_while_its_teacher_was_deleted_stops_the_restore(http: httpx.AsyncClient,

@@ -222,14 +222,16 @@ TEACHER_RESETS = [
 
 @pytest.mark.parametrize(("allowed_by_school", "targets", "allowed"), TEACHER_RESETS)
 async def test_who_a_teacher_may_reset(http: httpx.AsyncClient, owner_engine: AsyncEngine, db: Database,
-                                       allowed_by_school: bool, targets: tuple[str, ...], allowed: bool) -> None:
+                                       allowed_by_school: bool, targets: tuple[str, ...],
+                                       allowed: bool) -> None:
     school = await make_school(owner_engine, db)
     teacher = await make_user(db, school, type=UserType.TEACHER)
     ids = {"own_pupil": await make_user(db, school), "other_pupil": await make_user(db, school),
            "colleague": await make_user(db, school, type=UserType.TEACHER), "nobody": uuid.uuid4()}
     async with school_scope(db, school.id) as session:
         actor = Actor(id=school.admin_id, label="admin")
-        own = await create_class(session, school_id=school.id, actor=actor, name="3B", kind=ClassKind.REGISTRATION)
+        own = await create_class(session, school_id=school.id, actor=actor, name="3B",
+                                 kind=ClassKind.REGISTRATION)
         await assign_to_class(session, school_id=school.id, actor=actor, class_id=own.id,
                               user_ids=[teacher, ids["own_pupil"], ids["colleague"]])
         await session.execute(text("update schools set teachers_can_reset_pupil_passwords = :on"),

@@ -167,7 +167,8 @@ def test_broken_no_username_column() -> None:
     assert raised.value.message == (
         "The header (row 1) has no username column; its columns are "
         "'login', 'first_name', 'surname', 'type'. The first row must name the columns: "
-        "username, first_name, surname, type, registration_class, teaching_classes, is_admin, email, password."
+        "username, first_name, surname, type, registration_class, teaching_classes, is_admin, email, "
+        "password."
     )
 
 
@@ -375,7 +376,8 @@ def test_two_email_columns_are_refused() -> None:
 
 
 def test_a_malformed_email_is_a_problem_of_its_cell() -> None:
-    roster = parse("username,type,email\r\nhill,Teacher,hill-at-school\r\npark,Teacher,park@school.example\r\n")
+    roster = parse("username,type,email\r\n"
+                   "hill,Teacher,hill-at-school\r\npark,Teacher,park@school.example\r\n")
 
     assert [(p.row_number, p.column) for p in roster.problems] == [(2, "email")]
     assert roster.rows[1].email == "park@school.example"

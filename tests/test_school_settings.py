@@ -35,9 +35,10 @@ LOGIN = 'mutation ($s: String!, $u: String!, $p: String!) { login(school: $s, us
         '{ token errors { code } } }'
 CARDS = "query ($ids: [ID!]) { loginCards(userIds: $ids) { code expiresAt } }"
 LOGIN_WITH_QR = "mutation ($code: String!) { loginWithQr(code: $code) { token errors { code } } }"
-AUDIT = '{ auditEvents(filter: {action: "school.settings_changed"}) { edges { node { actorLabel summary } } } }'
-DEFAULTS = {"pupilMinPasswordLength": 4, "qrSignInEnabled": True, "schoolYearEndMonth": 8, "schoolYearEndDay": 31,
-            "deletedUserRetentionDays": 30, "teachersCanResetPupilPasswords": False}
+AUDIT = '{ auditEvents(filter: {action: "school.settings_changed"}) ' \
+        '{ edges { node { actorLabel summary } } } }'
+DEFAULTS = {"pupilMinPasswordLength": 4, "qrSignInEnabled": True, "schoolYearEndMonth": 8,
+            "schoolYearEndDay": 31, "deletedUserRetentionDays": 30, "teachersCanResetPupilPasswords": False}
 
 
 async def update(http: httpx.AsyncClient, school: SchoolFixture, **settings: Any) -> dict[str, Any]:
@@ -112,7 +113,8 @@ async def test_the_year_end_moves_the_expiry_of_login_cards(http: httpx.AsyncCli
     pupil = await make_user(db, school)
     payload = await update(http, school, schoolYearEndMonth=7, schoolYearEndDay=20)
     assert payload["errors"] == []
-    (card,) = (await graphql(http, CARDS, {"ids": [str(pupil)]}, token=school.admin_token))["data"]["loginCards"]
+    cards = await graphql(http, CARDS, {"ids": [str(pupil)]}, token=school.admin_token)
+    (card,) = cards["data"]["loginCards"]
     expected = default_expiry(datetime.now(UTC).date(), school_year_ends=(7, 20))
     assert datetime.fromisoformat(card["expiresAt"]) == expected
 
@@ -120,7 +122,8 @@ async def test_the_year_end_moves_the_expiry_of_login_cards(http: httpx.AsyncCli
 async def test_qr_sign_in_can_be_switched_off_and_on(http: httpx.AsyncClient, db: Database,
                                                      school: SchoolFixture) -> None:
     pupil = await make_user(db, school)
-    (card,) = (await graphql(http, CARDS, {"ids": [str(pupil)]}, token=school.admin_token))["data"]["loginCards"]
+    cards = await graphql(http, CARDS, {"ids": [str(pupil)]}, token=school.admin_token)
+    (card,) = cards["data"]["loginCards"]
     client = {"X-Forwarded-For": "2001:db8::5e:77"}
     await update(http, school, qrSignInEnabled=False)
     off = await graphql(http, LOGIN_WITH_QR, {"code": card["code"]}, headers=client)
@@ -145,7 +148,8 @@ async def test_a_new_minimum_applies_at_the_next_change_and_never_invalidates(ht
     assert login["errors"] == []
     short = await graphql(http, CHANGE_MY_PASSWORD, {"current": "sun", "new": "moon"}, token=login["token"])
     assert short["data"]["changeMyPassword"]["errors"] == [{"code": "PASSWORD_TOO_WEAK"}]
-    longer = await graphql(http, CHANGE_MY_PASSWORD, {"current": "sun", "new": "sunrise"}, token=login["token"])
+    longer = await graphql(http, CHANGE_MY_PASSWORD, {"current": "sun", "new": "sunrise"},
+                           token=login["token"])
     assert longer["data"]["changeMyPassword"]["errors"] == []
 
 
