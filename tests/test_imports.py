@@ -107,12 +107,12 @@ async def test_the_export_is_an_attachment_with_bom_and_escaped_formulas(
     assert response.headers["content-type"] == "text/csv; charset=utf-8"
     assert response.headers["content-disposition"] == f'attachment; filename="{school.slug}-users.csv"'
     assert response.content.startswith(b"\xef\xbb\xbfusername,first_name,surname,type,registration_class,"
-                                       b"teaching_classes,is_admin,password\r\n")
+                                       b"teaching_classes,is_admin,email,password\r\n")
     lines = response.content.decode("utf-8-sig").split("\r\n")
-    assert "amy.b,Amy,Brown,PUPIL,P3,Maths A,false," in lines
-    assert "jones.m,Megan,Jones,TEACHER,,Choir;Maths A,false," in lines
-    assert "mallory,\"'=HYPERLINK(\"\"http://x\"\")\",'@SUM(1),PUPIL,,,false," in lines
-    assert "cara.d,'=SUM(A1),\"Doyle, Jr\",PUPIL,P4,Choir,false," in lines
+    assert "amy.b,Amy,Brown,PUPIL,P3,Maths A,false,," in lines
+    assert "jones.m,Megan,Jones,TEACHER,,Choir;Maths A,false,," in lines
+    assert "mallory,\"'=HYPERLINK(\"\"http://x\"\")\",'@SUM(1),PUPIL,,,false,," in lines
+    assert "cara.d,'=SUM(A1),\"Doyle, Jr\",PUPIL,P4,Choir,false,," in lines
 
 
 async def test_the_export_reimports_as_no_changes(http: httpx.AsyncClient, db: Database, school: SchoolFixture,
