@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypedDict, TypeVar
 
-from sqlalchemy import ColumnElement, delete, func, insert, select
+from sqlalchemy import ColumnElement, Exists, delete, exists, func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlalchemy.orm.util import AliasedClass
 
 from db import audit
@@ -73,6 +74,14 @@ def class_order(
     """The class list's order: registration classes first, then by name whatever its case (db.roster_sql
     renders it into the compiled read path's statement too)."""
     return [classes.kind.expression, func.lower(classes.name), classes.id.expression]
+
+
+def shares_a_class(school_id: uuid.UUID, viewer_id: uuid.UUID) -> Exists:
+    """The user is in a class the viewer is in too (registration or teaching): a teacher's own pupils."""
+    mine, theirs = aliased(ClassMembership), aliased(ClassMembership)
+    return exists().where(mine.school_id == school_id, mine.user_id == viewer_id,
+                          theirs.school_id == school_id, theirs.class_id == mine.class_id,
+                          theirs.user_id == User.id)
 
 
 async def list_classes(session: AsyncSession, *, school_id: uuid.UUID,

@@ -15,6 +15,7 @@ from db.models import ClassKind, UserType
 from db.names import class_name_key
 from db.passwords import password_problem
 from db.roster_csv import RosterRow, RowProblem
+from db.users import PUPILS_HAVE_NO_EMAIL
 
 ADMIN_NEEDED = "The school must keep at least one admin."
 
@@ -37,6 +38,7 @@ class ExistingUser:
     is_admin: bool
     registration_class: str | None
     teaching_classes: frozenset[str]  # name keys (db.names.class_name_key)
+    email: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,7 @@ class Target:
     registration_class: str | None
     teaching_classes: tuple[str, ...]
     password: str | None
+    email: str | None = None
 
 
 @dataclass(slots=True)
@@ -105,6 +108,7 @@ def _target(row: RosterRow, columns: frozenset[str], existing: ExistingUser | No
         registration_class=row.registration_class if has("registration_class") else existing.registration_class,
         teaching_classes=row.teaching_classes if has("teaching_classes") else tuple(sorted(existing.teaching_classes)),
         password=row.password,
+        email=row.email if has("email") else existing.email,
     )
 
 
@@ -123,6 +127,7 @@ def _changes(existing: ExistingUser, target: Target) -> dict[str, tuple[str, str
     compare("registration_class", existing.registration_class or "", target.registration_class or "", fold=True)
     compare("teaching_classes", ";".join(sorted(existing.teaching_classes)),
             ";".join(sorted(class_name_key(name) for name in target.teaching_classes)))
+    compare("email", existing.email or "", target.email or "")
     if target.password is not None:
         changes["password"] = ("", "(new password)")
     return changes
@@ -132,6 +137,8 @@ def _problems(row_number: int, target: Target, roster: Roster) -> list[RowProble
     problems = []
     if target.is_admin and target.type != UserType.TEACHER:
         problems.append(RowProblem(row_number, "is_admin", "Only teachers can be admins."))
+    if target.email is not None and target.type != UserType.TEACHER:
+        problems.append(RowProblem(row_number, "email", PUPILS_HAVE_NO_EMAIL))
     if target.password is not None:
         staff = target.type == UserType.TEACHER
         if problem := password_problem(target.password, staff=staff,
@@ -165,6 +172,7 @@ def plan_import(rows: Sequence[RosterRow], columns: frozenset[str], roster: Rost
                     for key, user in sorted(roster.users.items())
                     if user.type == UserType.PUPIL and key not in in_file]
     _keep_an_admin(planned, roster)
+    _emails_unique(planned, roster)
     return Plan(rows=planned, new_classes=_new_classes(planned, roster))
 
 
@@ -182,6 +190,27 @@ def _keep_an_admin(planned: list[PlannedRow], roster: Roster) -> None:
                 and roster.users[row.username.lower()].is_admin:
             row.action = ImportAction.ERROR
             row.errors.append(RowProblem(row.row_number or 0, "is_admin", ADMIN_NEEDED))
+
+
+def _emails_unique(planned: list[PlannedRow], roster: Roster) -> None:
+    """Two users would share an email address (whatever its case): the rows that give it are errors."""
+    targets = {row.username.lower(): row for row in planned if row.target is not None}
+    removed = {row.username.lower() for row in planned if row.action == ImportAction.REMOVE}
+    holders: dict[str, list[str]] = {}
+    for key, user in roster.users.items():
+        if key not in targets and key not in removed and user.email:
+            holders.setdefault(user.email.lower(), []).append(key)
+    for key, row in targets.items():
+        if row.target is not None and row.target.email:
+            holders.setdefault(row.target.email.lower(), []).append(key)
+    for email, keys in holders.items():
+        if len(keys) < 2:
+            continue
+        for key in keys:
+            if (held := targets.get(key)) is not None:
+                held.action = ImportAction.ERROR
+                held.errors.append(RowProblem(held.row_number or 0, "email",
+                                             f"The email address '{email}' belongs to another user."))
 
 
 def _new_classes(planned: Iterable[PlannedRow], roster: Roster) -> list[tuple[ClassKind, str]]:

@@ -24,7 +24,7 @@ from db.engine import Database
 from db.errors import DomainError, ErrorCode, Problem
 from db.import_plan import ExistingUser, ImportAction, Plan, PlannedRow, Roster, plan_import
 from db.maintenance import STALE_IMPORT, fail_stale_imports_of
-from db.manage_users import lock_roster
+from db.manage_users import lock_roster, rotate_pupils_cards
 from db.models import ClassKind, ClassMembership, ImportJob, ImportStatus, School, SchoolClass, User, UserType
 from db.names import class_name_key
 from db.passwords import hash_password_async, memorable_password
@@ -81,7 +81,8 @@ async def load_roster(session: AsyncSession, school_id: uuid.UUID) -> Roster:
         user.username.lower(): ExistingUser(
             id=user.id, username=user.username, first_name=user.first_name, surname=user.surname, type=user.type,
             is_admin=user.is_admin, registration_class=registration.get(user.id),
-            teaching_classes=frozenset(class_name_key(name) for name in teaching.get(user.id, ())))
+            teaching_classes=frozenset(class_name_key(name) for name in teaching.get(user.id, ())),
+            email=user.email)
         for user in await _active_users(session, school_id)
     }
     classes = await session.execute(select(SchoolClass.kind, SchoolClass.name).where(SchoolClass.school_id == school_id))
@@ -94,14 +95,14 @@ async def export_rows(session: AsyncSession, *, school_id: uuid.UUID) -> list[Ex
     registration, teaching = await _classes_by_user(session, school_id)
     return [ExportRow(username=u.username, first_name=u.first_name, surname=u.surname, type=u.type,
                       registration_class=registration.get(u.id), teaching_classes=teaching.get(u.id, []),
-                      is_admin=u.is_admin) for u in await _active_users(session, school_id)]
+                      is_admin=u.is_admin, email=u.email) for u in await _active_users(session, school_id)]
 
 
 def _source(row: RosterRow) -> dict[str, Any]:
     return {"row": row.row_number, "username": row.username, "first_name": row.first_name, "surname": row.surname,
             "type": row.type.value if row.type else None, "is_admin": row.is_admin,
             "registration_class": row.registration_class, "teaching_classes": list(row.teaching_classes),
-            "problems": [[p.column, p.message] for p in row.problems]}
+            "problems": [[p.column, p.message] for p in row.problems], "email": row.email}
 
 
 def _row_from_source(source: dict[str, Any], password: str | None) -> RosterRow:
@@ -111,6 +112,7 @@ def _row_from_source(source: dict[str, Any], password: str | None) -> RosterRow:
         is_admin=source["is_admin"], registration_class=source["registration_class"],
         teaching_classes=tuple(source["teaching_classes"]), password=password,
         problems=tuple(RowProblem(source["row"], column, message) for column, message in source["problems"]),
+        email=source.get("email"),
     )
 
 
@@ -294,7 +296,7 @@ async def _apply(session: AsyncSession, school_id: uuid.UUID, actor: Actor, plan
             wanted[class_ids[(ClassKind.REGISTRATION, class_name_key(target.registration_class))]] = \
                 ClassKind.REGISTRATION
         values = {"username": target.username, "first_name": target.first_name, "surname": target.surname,
-                  "type": target.type, "is_admin": target.is_admin}
+                  "type": target.type, "is_admin": target.is_admin, "email": target.email}
         if row.action == ImportAction.CREATE:
             user_id = uuid.uuid4()
             new_users.append({"school_id": school_id, "id": user_id, "password_hash": hashes[row.row_number],
@@ -330,6 +332,8 @@ async def _apply(session: AsyncSession, school_id: uuid.UUID, actor: Actor, plan
         await session.execute(update(User).where(User.school_id == school_id, User.id.in_(removed)).values(
             deleted_at=func.now(), deleted_by=actor.id, version=User.version + 1, updated_at=func.now()))
         await revoke_sessions(session, school_id=school_id, user_ids=removed)
+        await rotate_pupils_cards(session, school_id=school_id, actor=actor,
+                                  users=[(user_id, UserType.PUPIL) for user_id in removed])
     for action, targets in (("users.created", created), ("users.updated", updated), ("users.deleted", removed)):
         if targets:
             await audit.record_by(session, actor, school_id=school_id, action=action, targets=targets,

@@ -160,12 +160,17 @@ def _read_secret(path: Path) -> bytes:
 def default_expiry(today: date, *, school_year_ends: tuple[int, int] = (8, 31)) -> datetime:
     """The last second (UTC) of the school year: the next `school_year_ends` (month, day) on or after today."""
     month, day = school_year_ends
-    if not (1 <= month <= 12 and 1 <= day <= calendar.monthrange(2000, month)[1]):
+    if not is_day_of_year(month, day):
         raise ValueError(f"Month {month}, day {day} is not a day of the year.")
     end = _clamped_date(today.year, month, day)
     if end < today:
         end = _clamped_date(today.year + 1, month, day)
     return datetime.combine(end, time(23, 59, 59), UTC)
+
+
+def is_day_of_year(month: int, day: int) -> bool:
+    """A day some year has: 29 February counts (in other years it falls back to the 28th)."""
+    return 1 <= month <= 12 and 1 <= day <= calendar.monthrange(2000, month)[1]
 
 
 def _clamped_date(year: int, month: int, day: int) -> date:

@@ -96,7 +96,9 @@ async def purge(owner_url: str, *, older_than: timedelta | None = None) -> list[
         for school_id, slug, days in schools:
             async with async_sessionmaker(engine)() as session, session.begin():
                 await bind_school(session, school_id)
-                count = await purge_school(session, school_id, older_than or timedelta(days=days))
+                # `is None`, not `or`: a zero age ("0d", purge every deleted user now) is falsy.
+                age = timedelta(days=days) if older_than is None else older_than
+                count = await purge_school(session, school_id, age)
                 forgotten = await forget_expired_import_passwords_of(session, school_id)
             done.append(Purged(slug, count, forgotten))
     finally:
@@ -130,12 +132,16 @@ async def purge_school(session: AsyncSession, school_id: uuid.UUID, older_than: 
 
 
 def parse_age(value: str) -> timedelta:
-    """'30d', '12h' or '90' (days)."""
+    """'30d', '12h' or '90' (days); '0d' is every deleted user, however recently deleted."""
     value = value.strip().lower()
     units = {"d": "days", "h": "hours", "w": "weeks"}
     try:
         if value and value[-1] in units:
-            return timedelta(**{units[value[-1]]: int(value[:-1])})
-        return timedelta(days=int(value))
+            age = timedelta(**{units[value[-1]]: int(value[:-1])})
+        else:
+            age = timedelta(days=int(value))
     except ValueError:
         raise ValueError(f"'{value}' is not an age such as 30d, 12h or 2w.") from None
+    if age < timedelta(0):
+        raise ValueError(f"'{value}' is not an age such as 30d, 12h or 2w: an age is not negative.")
+    return age

@@ -15,13 +15,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit
 from db.audit import Actor
-from db.classes import place_new_user
+from db.classes import place_new_user, shares_a_class
 from db.errors import DomainError, ErrorCode, Problem, Problems
 from db.models import School, User, UserType
 from db.passwords import hash_password_async, hash_passwords, password_problem
+from db.qr_signin import rotate_login_codes
 from db.schools import require_manual_school
 from db.sessions import revoke_sessions
-from db.users import clean_name, clean_username, save_username, username_taken
+from db.users import (
+    PUPILS_HAVE_NO_EMAIL,
+    clean_email,
+    clean_name,
+    clean_username,
+    email_taken,
+    email_taken_problem,
+    save_username,
+    username_taken,
+)
 
 BATCH_LIMIT = 1000
 
@@ -32,12 +42,24 @@ class UserField(enum.StrEnum):
     SURNAME = "SURNAME"
     TYPE = "TYPE"
     IS_ADMIN = "IS_ADMIN"
+    EMAIL = "EMAIL"
 
 
 def _password_problem(password: str, *, staff: bool, school: School, field: str = "password",
                       user_id: uuid.UUID | None = None) -> list[Problem]:
     problem = password_problem(password, staff=staff, pupil_min_length=school.pupil_min_password_length)
     return [Problem(ErrorCode.PASSWORD_TOO_WEAK, problem, field, user_id)] if problem else []
+
+
+async def _email_problem(session: AsyncSession, school_id: uuid.UUID, email: str | None, type: UserType,
+                         field: str, except_user: uuid.UUID | None = None) -> list[Problem]:
+    if email is None:
+        return []
+    if type != UserType.TEACHER:
+        return [Problem(ErrorCode.INVALID_INPUT, PUPILS_HAVE_NO_EMAIL, field, except_user)]
+    if await email_taken(session, school_id, email, except_user=except_user):
+        return [email_taken_problem(email, except_user)]
+    return []
 
 
 def _admin_problem(type: UserType, is_admin: bool, field: str) -> list[Problem]:
@@ -69,6 +91,7 @@ async def add_user(
     registration_class_id: uuid.UUID | None = None,
     teaching_class_ids: Sequence[uuid.UUID] = (),
     external_id: str | None = None,
+    email: str | None = None,
     managed_ok: bool = False,
 ) -> User:
     school = await _school(session, school_id, managed_ok=managed_ok)
@@ -78,13 +101,15 @@ async def add_user(
     last = problems.check(lambda: clean_name(surname, field="surname"))
     problems.add(*_password_problem(password, staff=type == UserType.TEACHER, school=school))
     problems.add(*_admin_problem(type, is_admin, "isAdmin"))
+    address = problems.check(lambda: clean_email(email))
+    problems.add(*await _email_problem(session, school_id, address, type, "email"))
     if clean is not None:
         problems.add(*await _taken_problem(session, school_id, clean))
     problems.raise_any()
     assert clean is not None and first is not None and last is not None
     user = User(school_id=school_id, id=uuid.uuid4(), username=clean, type=type, first_name=first, surname=last,
                 is_admin=is_admin, must_change_password=must_change_password, external_id=external_id,
-                password_hash=await hash_password_async(password))
+                email=address, password_hash=await hash_password_async(password))
     await save_username(session, user, lambda: session.add(user))
     await place_new_user(session, school_id=school_id, user_id=user.id, registration_class_id=registration_class_id,
                          teaching_class_ids=teaching_class_ids)
@@ -157,7 +182,7 @@ async def update_user_field(session: AsyncSession, *, school_id: uuid.UUID, acto
 
     await save_username(session, user, write)
     await audit.record_by(session, actor, school_id=school_id, action="user.updated", targets=[user_id],
-                          summary={"field": field.value, "from": str(before), "to": str(new)})
+                          summary={"field": field.value, "from": _shown(before), "to": _shown(new)})
     await session.refresh(user)
     return user
 
@@ -186,7 +211,17 @@ async def _field_change(session: AsyncSession, user: User, field: UserField,
                 return None
             if problems := _admin_problem(new_type, user.is_admin, "value"):
                 raise DomainError(*problems)
+            if new_type == UserType.PUPIL and user.email is not None:
+                raise DomainError(Problem(ErrorCode.INVALID_INPUT,
+                                          f"{PUPILS_HAVE_NO_EMAIL} Remove the email address first.", "value"))
             return "type", new_type
+        case UserField.EMAIL:
+            email = clean_email(value, field="value")
+            if email == user.email:
+                return None
+            if problems := await _email_problem(session, user.school_id, email, user.type, "value", user.id):
+                raise DomainError(*problems)
+            return "email", email
         case UserField.IS_ADMIN:
             flag = _parse_flag(value)
             if flag == user.is_admin:
@@ -196,6 +231,10 @@ async def _field_change(session: AsyncSession, user: User, field: UserField,
             if not flag and await _admins_left(session, user.school_id, {user.id}) == 0:
                 raise DomainError(LAST_ADMIN)
             return "is_admin", flag
+
+
+def _shown(value: object) -> str:
+    return "" if value is None else str(value)
 
 
 def _parse_flag(value: str) -> bool:
@@ -209,7 +248,10 @@ def _parse_flag(value: str) -> bool:
 
 async def delete_users(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor,
                        user_ids: Sequence[uuid.UUID], managed_ok: bool = False) -> list[User]:
-    """Soft delete: they can no longer sign in and their sessions end now. Deleting again changes nothing."""
+    """Soft delete: they can no longer sign in and their sessions end now. Deleting again changes nothing.
+
+    A pupil's login codes are rotated too, so a card lost before the deletion does not come back with a
+    restore."""
     await _school(session, school_id, managed_ok=managed_ok)
     await lock_roster(session, school_id)
     targets = await _locked_targets(session, school_id, user_ids)
@@ -226,9 +268,20 @@ async def delete_users(session: AsyncSession, *, school_id: uuid.UUID, actor: Ac
         await revoke_sessions(session, school_id=school_id, user_ids=ids)
         await audit.record_by(session, actor, school_id=school_id, action="users.deleted", targets=ids,
                               summary={"count": len(ids)})
+        await rotate_pupils_cards(session, school_id=school_id, actor=actor,
+                                  users=[(user.id, user.type) for user in deleting])
     for user in targets:
         await session.refresh(user)
     return targets
+
+
+async def rotate_pupils_cards(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor,
+                              users: Sequence[tuple[uuid.UUID, UserType]]) -> None:
+    """Rotate the login codes of the pupils among users being deleted (teachers have no cards)."""
+    pupils = [user_id for user_id, type in users if type == UserType.PUPIL]
+    if pupils:
+        await rotate_login_codes(session, school_id=school_id, user_ids=pupils, actor_id=actor.id,
+                                 actor_label=actor.label, request_id=actor.request_id)
 
 
 async def restore_users(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor,
@@ -240,7 +293,14 @@ async def restore_users(session: AsyncSession, *, school_id: uuid.UUID, actor: A
     restoring = [user for user in targets if user.deleted_at is not None]
     problems: list[Problem] = []
     claimed: dict[str, uuid.UUID] = {}
+    emails: set[str] = set()
     for user in restoring:
+        if user.email is not None:
+            if user.email.lower() in emails or await email_taken(session, school_id, user.email):
+                problems.append(Problem(
+                    ErrorCode.EMAIL_TAKEN, f"The email address '{user.email}' was given to another user "
+                    "while this user was deleted; change one of them first.", "userIds", user.id))
+            emails.add(user.email.lower())
         key = user.username.lower()
         if key in claimed or await username_taken(session, school_id, user.username):
             problems.append(Problem(ErrorCode.USERNAME_TAKEN,
@@ -260,11 +320,35 @@ async def restore_users(session: AsyncSession, *, school_id: uuid.UUID, actor: A
     return targets
 
 
+class ResetForbidden(Exception):
+    """A teacher asking to reset passwords they may not: the school does not allow it, or not these users."""
+
+
+async def require_may_reset(session: AsyncSession, *, school_id: uuid.UUID, viewer_id: uuid.UUID | None,
+                            viewer_is_admin: bool, user_ids: Sequence[uuid.UUID]) -> None:
+    """Admins may reset anyone's password. A teacher, when the school allows it, only pupils of the classes
+    they are in (registration or teaching); any other id in the batch refuses the whole batch."""
+    if viewer_is_admin:
+        return
+    allowed = (await session.execute(select(School.teachers_can_reset_pupil_passwords)
+                                     .where(School.id == school_id))).scalar_one()
+    if not allowed or viewer_id is None:
+        raise ResetForbidden("Only a school admin can reset passwords in this school.")
+    ids = set(user_ids)
+    mine = (await session.execute(select(func.count()).select_from(User).where(
+        User.school_id == school_id, User.id.in_(ids), User.type == UserType.PUPIL,
+        shares_a_class(school_id, viewer_id)))).scalar_one()
+    if mine != len(ids):
+        raise ResetForbidden("You can reset the passwords only of the pupils in the classes you are in.")
+
+
 async def reset_passwords(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, keep_session: uuid.UUID | None,
                           user_ids: Sequence[uuid.UUID], new_password: str, confirm_password: str,
-                          must_change_password: bool) -> list[User]:
+                          must_change_password: bool, actor_is_admin: bool) -> list[User]:
     """Give the users one new password (the caller has re-authenticated); their other sessions end."""
     school = await require_manual_school(session, school_id)
+    await require_may_reset(session, school_id=school_id, viewer_id=actor.id, viewer_is_admin=actor_is_admin,
+                            user_ids=user_ids)
     if new_password != confirm_password:
         raise DomainError(Problem(ErrorCode.PASSWORDS_DO_NOT_MATCH, "The two new passwords are not the same.",
                                   "confirmPassword"))

@@ -50,6 +50,13 @@ class UserType(enum.StrEnum):
     TEACHER = "TEACHER"
 
 
+class SignInMethod(enum.StrEnum):
+    """How a session was opened: rotating login codes ends the QR ones."""
+
+    PASSWORD = "password"
+    QR = "qr"
+
+
 class ClassKind(enum.StrEnum):
     REGISTRATION = "REGISTRATION"
     TEACHING = "TEACHING"
@@ -89,6 +96,8 @@ class School(Base):
     school_year_end_month: Mapped[int] = mapped_column(SmallInteger, default=8, server_default="8")
     school_year_end_day: Mapped[int] = mapped_column(SmallInteger, default=31, server_default="31")
     deleted_user_retention_days: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
+    teachers_can_reset_pupil_passwords: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                                     server_default="false")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (
@@ -127,6 +136,8 @@ class User(Base):
     deprovisioned_at: Mapped[datetime | None]
     # Created by the school's provider over SCIM; users made in Rollcall itself are never the provider's.
     provisioned_at: Mapped[datetime | None]
+    # Staff only: a pupil's data stays minimal.
+    email: Mapped[str | None] = mapped_column(String(254))
 
     __table_args__ = (
         ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),
@@ -145,6 +156,9 @@ class User(Base):
         *(Index(f"ix_users_roster_{name}", "school_id", func.lower(text(name)), "id",
                 postgresql_where=text("deleted_at IS NULL"))
           for name in ("surname", "first_name", "username")),
+        CheckConstraint("email IS NULL OR type = 'TEACHER'", name="only_staff_have_email"),
+        Index("uq_users_school_id_email_active", "school_id", func.lower(text("email")), unique=True,
+              postgresql_where=text("email IS NOT NULL AND deleted_at IS NULL")),
     )
 
 
@@ -214,10 +228,15 @@ class Session(Base):
     expires_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
     reauth_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    sign_in_method: Mapped[SignInMethod] = mapped_column(
+        Enum(SignInMethod, native_enum=False, create_constraint=False, length=16,
+             values_callable=lambda k: [m.value for m in k]),
+        default=SignInMethod.PASSWORD, server_default="password")
 
     __table_args__ = (
         ForeignKeyConstraint(["school_id", "user_id"], ["users.school_id", "users.id"],
                              name="fk_sessions_user", ondelete="CASCADE"),
+        CheckConstraint("sign_in_method IN ('password', 'qr')", name="sign_in_method"),
         UniqueConstraint("school_id", "token_hash", name="uq_sessions_school_id_token_hash"),
         Index("ix_sessions_token_hash", "token_hash"),
         Index("ix_sessions_user", "school_id", "user_id"),

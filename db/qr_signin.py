@@ -16,12 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from db import audit, throttle
+from db.classes import shares_a_class
 from db.engine import Database
 from db.errors import DomainError, ErrorCode, Problem
 from db.login_cards import CardView
 from db.login_codes import LoginCode, decode_login_code, default_expiry, encode_login_code
-from db.models import ClassKind, ClassMembership, School, SchoolClass, User, UserType
-from db.sessions import SessionPolicy
+from db.models import ClassKind, ClassMembership, School, SchoolClass, SignInMethod, User, UserType
+from db.sessions import SessionPolicy, revoke_sessions
 from db.signin import INVALID, RATE_LIMITED, SignedIn, open_session
 from tenants.scope import bind_school, unbound_scope
 
@@ -72,7 +73,7 @@ async def sign_in_with_code(db: Database, *, code: str, secret: bytes, client: s
         # answer as a wrong password.
         if user is None:
             raise DomainError(INVALID)
-        signed_in = await open_session(session, user, policy=policy, how="qr")
+        signed_in = await open_session(session, user, policy=policy, how=SignInMethod.QR)
     await throttle.succeeded(db, attempt)
     return signed_in
 
@@ -128,6 +129,8 @@ async def _rotate(session: AsyncSession, *, school_id: uuid.UUID, user_ids: list
         .values(login_code_version=User.login_code_version + 1).returning(User),
         execution_options={"populate_existing": True},
     )).scalars())
+    # A card that no longer works must not leave open what it opened; their password sessions stay.
+    await revoke_sessions(session, school_id=school_id, user_ids=user_ids, method=SignInMethod.QR)
     await audit.record(session, school_id=school_id, actor_id=actor_id, actor_label=actor_label,
                        action="login_codes.rotated", targets=user_ids, summary=summary, request_id=request_id)
     return sorted(users, key=lambda user: user.id)
@@ -184,7 +187,7 @@ async def login_cards(session: AsyncSession, *, school_id: uuid.UUID, secret: by
         chosen = User.id.in_(ids)
         if not viewer_is_admin:
             outside = (await session.execute(select(User.id).where(
-                *_active_pupils(school_id), chosen, ~_shares_a_class(school_id, viewer_id)).limit(1))).first()
+                *_active_pupils(school_id), chosen, ~shares_a_class(school_id, viewer_id)).limit(1))).first()
             if outside is not None:
                 raise CardsForbidden("You can print login cards only for pupils in the classes you are in.")
     school = (await session.execute(select(School).where(School.id == school_id))).scalar_one()
@@ -227,13 +230,6 @@ def _active_pupils(school_id: uuid.UUID) -> tuple[ColumnElement[bool], ...]:
 def _in_class(school_id: uuid.UUID, class_id: uuid.UUID) -> Exists:
     return exists().where(ClassMembership.school_id == school_id, ClassMembership.class_id == class_id,
                           ClassMembership.user_id == User.id)
-
-
-def _shares_a_class(school_id: uuid.UUID, viewer_id: uuid.UUID) -> Exists:
-    mine, theirs = aliased(ClassMembership), aliased(ClassMembership)
-    return exists().where(mine.school_id == school_id, mine.user_id == viewer_id,
-                          theirs.school_id == school_id, theirs.class_id == mine.class_id,
-                          theirs.user_id == User.id)
 
 
 async def _get_class(session: AsyncSession, school_id: uuid.UUID, class_id: uuid.UUID) -> SchoolClass:

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from db.models import UserType
 from db.names import class_name_key, name_problem, tidy_name, visible
 from db.passwords import MAX_LENGTH as PASSWORD_MAX
-from db.users import NAME_MAX, USERNAME
+from db.users import EMAIL, EMAIL_MAX, NAME_MAX, USERNAME
 
 COLUMNS = (
     "username", "first_name", "surname", "type", "registration_class", "teaching_classes", "is_admin",
-    "password",
+    "email", "password",
 )
 USERNAME_MAX = 64
 CLASS_NAME_MAX = 100
@@ -38,7 +38,7 @@ _HEADINGS: dict[str, str | None] = {
     "teachingclasses": "teaching_classes", "teachingclass": "teaching_classes",
     "isadmin": "is_admin", "admin": "is_admin",
     "password": "password",
-    "email": None, "emailaddress": None,
+    "email": "email", "emailaddress": "email",
 }
 _TYPES: dict[str, tuple[UserType, bool]] = {
     "pupil": (UserType.PUPIL, False), "student": (UserType.PUPIL, False),
@@ -88,6 +88,7 @@ class RosterRow:
     teaching_classes: tuple[str, ...]
     password: str | None  # exactly as typed; None when blank
     problems: tuple[RowProblem, ...]
+    email: str | None = None  # None when blank
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,7 @@ class ExportRow:
     registration_class: str | None
     teaching_classes: Sequence[str]
     is_admin: bool
+    email: str | None = None
 
 
 def decode_upload(data: bytes, *, max_bytes: int) -> str:
@@ -369,6 +371,11 @@ class _RowReader:
         for name in teaching_classes:
             problem("teaching_classes", _class_name_problem(name))
 
+        email = _unescape(cell("email")).strip() or None
+        if email is not None and (len(email) > EMAIL_MAX or not EMAIL.fullmatch(email)):
+            problem("email", f"'{email[:60]}' is not an email address such as name@school.example "
+                             f"(at most {EMAIL_MAX} characters).")
+
         raw_password = cell("password")
         password = raw_password if raw_password.strip() else None
         problem("password", _length_problem("password", password or "", PASSWORD_MAX))
@@ -376,7 +383,7 @@ class _RowReader:
         return RosterRow(
             row_number=row_number, username=username, first_name=first_name, surname=surname, type=type_,
             is_admin=is_admin, registration_class=registration_class, teaching_classes=teaching_classes,
-            password=password, problems=tuple(problems),
+            password=password, problems=tuple(problems), email=email,
         )
 
 
@@ -446,6 +453,7 @@ def export_lines(rows: Iterable[ExportRow]) -> Iterator[bytes]:
             _escape(row.registration_class or ""),
             _escape(";".join(sorted(row.teaching_classes, key=str.casefold))),
             "true" if row.is_admin else "false",
+            _escape(row.email or ""),
             "",
         ])
 

@@ -1,23 +1,28 @@
-"""Schools (tenants): creating one with its first admin, and reading the bound one."""
+"""Schools (tenants): creating one with its first admin, reading the bound one, and its own settings."""
 
 from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit
+from db.audit import Actor
 from db.errors import DomainError, ErrorCode, Problem
+from db.login_codes import is_day_of_year
 from db.models import Provider, School, UserType
 from db.passwords import hash_password_async, password_problem
 from db.users import clean_name, clean_username, insert_user
 from tenants.scope import bind_school, bind_school_slug
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+PUPIL_MIN_PASSWORD_LENGTHS = range(1, 65)
+RETENTION_DAYS = range(1, 3651)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,4 +105,62 @@ async def require_manual_school(session: AsyncSession, school_id: uuid.UUID) -> 
             ErrorCode.MANAGED_BY_PROVIDER,
             f"This school's users are managed by {school.provider.value}; change them there.",
         ))
+    return school
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsChange:
+    """The settings to change, by column; None leaves one as it is."""
+
+    pupil_min_password_length: int | None = None
+    qr_sign_in_enabled: bool | None = None
+    school_year_end_month: int | None = None
+    school_year_end_day: int | None = None
+    deleted_user_retention_days: int | None = None
+    teachers_can_reset_pupil_passwords: bool | None = None
+
+
+def _out_of(allowed: range, value: int | None, what: str, field: str) -> list[Problem]:
+    if value is None or value in allowed:
+        return []
+    return [Problem(ErrorCode.INVALID_INPUT, f"{what} is {allowed.start} to {allowed.stop - 1}.", field)]
+
+
+async def update_settings(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor,
+                          change: SettingsChange) -> School:
+    """Change the school's own settings, all of them or none; the audit log keeps the old and new values.
+
+    Allowed in managed schools too: these are Rollcall's settings, not the provider's. A new pupil minimum
+    applies to passwords set from now on; passwords already set keep working.
+    """
+    # The lock the roster's changes take first, so a reset and a new minimum cannot cross.
+    school = (await session.execute(
+        select(School).where(School.id == school_id).with_for_update(key_share=True))).scalar_one()
+    problems = [
+        *_out_of(PUPIL_MIN_PASSWORD_LENGTHS, change.pupil_min_password_length,
+                 "A pupil's minimum password length", "pupilMinPasswordLength"),
+        *_out_of(RETENTION_DAYS, change.deleted_user_retention_days, "How many days deleted users are kept",
+                 "deletedUserRetentionDays"),
+    ]
+    if change.school_year_end_month is not None or change.school_year_end_day is not None:
+        month = school.school_year_end_month if change.school_year_end_month is None \
+            else change.school_year_end_month
+        day = school.school_year_end_day if change.school_year_end_day is None else change.school_year_end_day
+        if not is_day_of_year(month, day):
+            problems.append(Problem(
+                ErrorCode.INVALID_INPUT, f"Month {month}, day {day} is not a day of the year.",
+                "schoolYearEndDay" if change.school_year_end_day is not None else "schoolYearEndMonth"))
+    if problems:
+        raise DomainError(*problems)
+    changes: dict[str, Any] = {}
+    for setting in fields(change):
+        new, old = getattr(change, setting.name), getattr(school, setting.name)
+        if new is not None and new != old:
+            changes[setting.name] = {"from": old, "to": new}
+            setattr(school, setting.name, new)
+    if changes:
+        await session.flush()
+        # Nested under "changes": the purge scrubs top-level "from"/"to", which elsewhere hold names.
+        await audit.record_by(session, actor, school_id=school_id, action="school.settings_changed",
+                              summary={"changes": changes})
     return school

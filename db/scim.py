@@ -45,6 +45,7 @@ class ScimError(Exception):
 
 _STATUS: dict[ErrorCode, tuple[int, str | None]] = {
     ErrorCode.USERNAME_TAKEN: (409, "uniqueness"),
+    ErrorCode.EMAIL_TAKEN: (409, "uniqueness"),
     ErrorCode.CLASS_NAME_TAKEN: (409, "uniqueness"),
     ErrorCode.NOT_FOUND: (404, None),
     ErrorCode.VERSION_CONFLICT: (412, None),

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from db.scim import MISSING, PATCH_OP, ScimError, Shape, canonical_name, field_of, require_object
-from db.scim_filter import FilterSyntaxError, PatchPath, matches, parse_path
+from db.scim_filter import Compare, FilterSyntaxError, PatchPath, matches, parse_path
 from db.text import shown
 
 
@@ -143,6 +143,10 @@ def _write_values(values: list[Any], subs: tuple[str, ...], path: PatchPath, op:
         return [{k: v for k, v in item.items() if k.lower() != (sub or "").lower()} if hit else item
                 for item, hit in zip(values, chosen, strict=True)]
     if not any(chosen):
+        if op in ("add", "replace") and path.sub_attribute is not None and isinstance(path.filter, Compare) \
+                and path.filter.op == "eq":
+            # Microsoft Entra sets `emails[type eq "work"].value` whether or not such a value exists yet.
+            return [*values, {path.filter.path: path.filter.value, sub or path.sub_attribute: value}]
         raise ScimError(400, f"No value of {path.attribute} matches the filter.", "noTarget")
     if path.sub_attribute is not None:
         return [{**item, (sub or path.sub_attribute): value} if hit else item

@@ -7,7 +7,8 @@ the same rules hold and the same audit events are written, with the provisioning
 - A provider manages only the users it provisioned (`provider_may_manage` in db/scim.py, recorded in
   `provisioned_at` when it creates them), never an admin: every other user does not exist for it.
 
-- `userType` is "Pupil" or "Teacher" (case-insensitive), and required: there is no safe guess.
+- `userType` is "Pupil" or "Teacher" (case-insensitive). Left out, as the default mappings of Microsoft Entra
+  ID and Google send it, the user is a pupil: the least privileged guess.
 - `active: false` is a soft delete: sessions end, and a pupil's login cards stop working for good (they are
   rotated). `active: true` restores. DELETE is a soft delete too, after which the user no longer exists for
   SCIM (404) and their userName and externalId are free again.
@@ -33,13 +34,13 @@ from db.classes import classes_of_users
 from db.manage_users import UserField, add_user, delete_users, lock_roster, restore_users, update_user_field
 from db.models import ClassMembership, School, SchoolClass, User, UserType
 from db.passwords import hash_password_async, password_problem
-from db.qr_signin import rotate_login_codes
 from db.scim import (
     MISSING,
     USER_SCHEMA,
     ScimError,
     Shape,
     external_id_of,
+    field_of,
     flag_of,
     provider_may_manage,
     require_object,
@@ -50,10 +51,12 @@ from db.scim import (
 from db.scim_patch import document, patched
 from db.scim_query import Column, ListQuery, Table, Values, attribute_key, list_response, page_of
 from db.sessions import revoke_sessions
-from db.users import clean_name, clean_username
+from db.users import clean_email, clean_name, clean_username
 
 SHAPE = Shape(core=USER_SCHEMA, simple=("userName", "userType", "active", "externalId", "password"),
-              complex={"name": ("givenName", "familyName")}, read_only=("id", "meta", "schemas", "groups"))
+              complex={"name": ("givenName", "familyName")},
+              multi={"emails": ("value", "type", "primary", "display")},
+              read_only=("id", "meta", "schemas", "groups"))
 USER_TYPES = {UserType.PUPIL: "Pupil", UserType.TEACHER: "Teacher"}
 EXTERNAL_ID_INDEX = "uq_users_school_id_external_id"
 
@@ -87,6 +90,8 @@ def user_resource(user: User, classes: Sequence[SchoolClass], base_url: str) -> 
     if name:
         resource["name"] = name
     resource["userType"] = USER_TYPES[user.type]
+    if user.email is not None:
+        resource["emails"] = _emails(user.email)
     resource["active"] = user.deleted_at is None
     if classes:
         resource["groups"] = [{"value": str(c.id), "$ref": f"{base_url}/Groups/{c.id}", "display": c.name}
@@ -102,7 +107,22 @@ def _document(user: User) -> dict[str, Any]:
     return {"userName": user.username,
             "name": {"givenName": user.first_name or None, "familyName": user.surname or None},
             "userType": USER_TYPES[user.type], "active": user.deleted_at is None,
-            "externalId": user.external_id}
+            "externalId": user.external_id, "emails": _emails(user.email) if user.email else []}
+
+
+def _emails(email: str) -> list[dict[str, Any]]:
+    return [{"value": email, "type": "work", "primary": True}]
+
+
+def _email_of(emails: Any, type: UserType) -> str | None:
+    """The `primary` address, else the first `work` one; a pupil's is not kept (their data stays minimal)."""
+    if emails is None or emails is MISSING or type != UserType.TEACHER:
+        return None
+    if not isinstance(emails, list) or not all(isinstance(item, Mapping) for item in emails):
+        raise ScimError(400, "emails is a list of objects.", "invalidValue")
+    chosen = next((item for item in emails if flag_of(field_of(item, "primary"), "emails.primary")), None) \
+        or next((item for item in emails if str(field_of(item, "type")).lower() == "work"), None)
+    return None if chosen is None else clean_email(text_of(field_of(chosen, "value"), "emails.value"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,27 +135,31 @@ class _Wanted:
     external_id: str | None
     password_given: bool
     password: str | None
+    email: str | None
 
 
 def _wanted(found: Mapping[str, Any]) -> _Wanted:
     username = text_of(found.get("userName"), "userName")
     if username is None:
         raise ScimError(400, "userName is required.", "invalidValue")
-    kind = text_of(found.get("userType"), "userType")
+    # Entra's and Google's default mappings send no userType: the least privileged guess is a pupil.
+    kind = text_of(found.get("userType"), "userType") or USER_TYPES[UserType.PUPIL]
     types = {label.lower(): member for member, label in USER_TYPES.items()}
-    if kind is None or kind.strip().lower() not in types:
-        raise ScimError(400, "userType is required: Pupil or Teacher.", "invalidValue")
+    if kind.strip().lower() not in types:
+        raise ScimError(400, "userType is Pupil or Teacher (Pupil when left out).", "invalidValue")
     name = found.get("name") or {}
     password = found.get("password", MISSING)
+    type = types[kind.strip().lower()]
     return _Wanted(
         username=clean_username(username, field="userName"),
         first_name=clean_name(text_of(name.get("givenName"), "name.givenName") or "", field="name.givenName"),
         surname=clean_name(text_of(name.get("familyName"), "name.familyName") or "", field="name.familyName"),
-        type=types[kind.strip().lower()],
+        type=type,
         active=flag_of(found.get("active"), "active"),
         external_id=external_id_of(found.get("externalId")),
         password_given=password is not MISSING,
         password=text_of(password, "password"),
+        email=_email_of(found.get("emails"), type),
     )
 
 
@@ -201,7 +225,7 @@ async def create_user(session: AsyncSession, *, school_id: uuid.UUID, actor: Act
         user = await add_user(session, school_id=school_id, actor=actor, username=wanted.username,
                               password=wanted.password or secrets.token_urlsafe(32), type=wanted.type,
                               first_name=wanted.first_name, surname=wanted.surname,
-                              external_id=wanted.external_id, managed_ok=True)
+                              external_id=wanted.external_id, email=wanted.email, managed_ok=True)
     except IntegrityError as error:
         raise _external_id_taken(error, wanted.external_id) from None
     user.provisioned_at = func.now()
@@ -253,6 +277,9 @@ async def _apply(session: AsyncSession, actor: Actor, user: User, wanted: _Wante
     await _require_unique(session, school_id, wanted, except_user=user.id)
     if wanted.active and user.deleted_at is not None:
         await restore_users(session, school_id=school_id, actor=actor, user_ids=[user.id], managed_ok=True)
+    # An address goes before a teacher becomes a pupil, and comes after a pupil becomes a teacher.
+    if wanted.email is None and user.email is not None:
+        await _change_field(session, actor, user, UserField.EMAIL, "")
     for field, value, current in ((UserField.USERNAME, wanted.username, user.username),
                                   (UserField.FIRST_NAME, wanted.first_name, user.first_name),
                                   (UserField.SURNAME, wanted.surname, user.surname),
@@ -261,6 +288,8 @@ async def _apply(session: AsyncSession, actor: Actor, user: User, wanted: _Wante
             await update_user_field(session, school_id=school_id, actor=actor, user_id=user.id, field=field,
                                     value=value, expected_version=user.version, managed_ok=True,
                                     deleted_ok=True)
+    if wanted.email is not None and wanted.email != user.email:
+        await _change_field(session, actor, user, UserField.EMAIL, wanted.email)
     if wanted.external_id != user.external_id:
         before, user.external_id = user.external_id, wanted.external_id
         await _changed(session, user, wanted.external_id)
@@ -272,12 +301,15 @@ async def _apply(session: AsyncSession, actor: Actor, user: User, wanted: _Wante
         await _deactivate(session, actor, user)
 
 
+async def _change_field(session: AsyncSession, actor: Actor, user: User, field: UserField,
+                        value: str) -> None:
+    await update_user_field(session, school_id=user.school_id, actor=actor, user_id=user.id, field=field,
+                            value=value, expected_version=user.version, managed_ok=True, deleted_ok=True)
+
+
 async def _deactivate(session: AsyncSession, actor: Actor, user: User) -> None:
+    # Deleting rotates a pupil's login codes, so old cards do not come back if the provider reactivates them.
     await delete_users(session, school_id=user.school_id, actor=actor, user_ids=[user.id], managed_ok=True)
-    if user.type == UserType.PUPIL:
-        # So that the pupil's old cards do not come back with them if the provider reactivates them.
-        await rotate_login_codes(session, school_id=user.school_id, user_ids=[user.id], actor_id=actor.id,
-                                 actor_label=actor.label, request_id=actor.request_id)
 
 
 async def _changed(session: AsyncSession, user: User, external_id: str | None) -> None:

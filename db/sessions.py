@@ -11,7 +11,7 @@ from datetime import timedelta
 from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Session
+from db.models import Session, SignInMethod
 
 SESSION_PREFIX = "rcs_"
 API_TOKEN_PREFIX = "rca_"
@@ -36,21 +36,25 @@ class SessionPolicy:
 
 
 async def start_session(session: AsyncSession, *, school_id: uuid.UUID, user_id: uuid.UUID,
-                        policy: SessionPolicy) -> tuple[str, Session]:
+                        policy: SessionPolicy,
+                        method: SignInMethod = SignInMethod.PASSWORD) -> tuple[str, Session]:
     token, token_hash = new_secret(SESSION_PREFIX)
     row = Session(school_id=school_id, user_id=user_id, token_hash=token_hash,
-                  expires_at=func.now() + policy.lifetime)
+                  expires_at=func.now() + policy.lifetime, sign_in_method=method)
     session.add(row)
     await session.flush()
     return token, row
 
 
 async def revoke_sessions(session: AsyncSession, *, school_id: uuid.UUID, user_ids: list[uuid.UUID],
-                          keep: uuid.UUID | None = None) -> None:
+                          keep: uuid.UUID | None = None, method: SignInMethod | None = None) -> None:
+    """End the users' live sessions (all but `keep`; only those opened by `method`, when given)."""
     query = update(Session).where(Session.school_id == school_id, Session.user_id.in_(user_ids),
                                   Session.revoked_at.is_(None))
     if keep is not None:
         query = query.where(Session.id != keep)
+    if method is not None:
+        query = query.where(Session.sign_in_method == method)
     await session.execute(query.values(revoked_at=func.now()))
 
 

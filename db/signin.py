@@ -13,7 +13,7 @@ from db import audit, throttle
 from db.device_cookies import issue_device_cookie, trusted_device
 from db.engine import Database
 from db.errors import DomainError, ErrorCode, Problem
-from db.models import School, User, UserType
+from db.models import School, SignInMethod, User, UserType
 from db.passwords import (
     hash_password_async,
     needs_rehash,
@@ -70,7 +70,7 @@ async def sign_in(db: Database, *, school: str, username: str, password: str, cl
             raise DomainError(INVALID)
         if needs_rehash(user.password_hash):
             user.password_hash = await hash_password_async(password)
-        signed_in = await open_session(session, user, policy=policy, how="password")
+        signed_in = await open_session(session, user, policy=policy, how=SignInMethod.PASSWORD)
     await throttle.succeeded(db, attempt)
     return replace(signed_in, device_cookie=issue_device_cookie(secret=secret, school_id=user.school_id,
                                                                 user_id=user.id, now=now))
@@ -89,10 +89,12 @@ async def _find(session: AsyncSession, slug: str, name: str) -> User | None:
     return found
 
 
-async def open_session(session: AsyncSession, user: User, *, policy: SessionPolicy, how: str) -> SignedIn:
-    token, _ = await start_session(session, school_id=user.school_id, user_id=user.id, policy=policy)
+async def open_session(session: AsyncSession, user: User, *, policy: SessionPolicy,
+                       how: SignInMethod) -> SignedIn:
+    token, _ = await start_session(session, school_id=user.school_id, user_id=user.id, policy=policy,
+                                   method=how)
     await audit.record(session, school_id=user.school_id, actor_id=user.id, actor_label=user.username,
-                       action="user.signed_in", targets=[user.id], summary={"method": how})
+                       action="user.signed_in", targets=[user.id], summary={"method": how.value})
     return SignedIn(token=token, user=user)
 
 

@@ -21,6 +21,11 @@ from db.names import name_problem, tidy_name
 from db.pagination import decode_cursor, encode_cursor, page_size
 
 USERNAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+EMAIL_MAX = 254  # RFC 5321's longest forward path, less its angle brackets
+# One "@", something either side, a dot in the domain, no spaces; whether mail arrives is the mail's business.
+EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+$")
+EMAIL_INDEX = "uq_users_school_id_email_active"
+PUPILS_HAVE_NO_EMAIL = "Pupils have no email address in Rollcall: a child's data stays minimal."
 NAME_MAX = 100
 # What a roster file may not hold either (PostgreSQL's text cannot even store NUL); whitespace is normalised first.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -45,6 +50,33 @@ def clean_name(raw: str, *, field: str, what: str = "The name", most: int = NAME
     return name
 
 
+def clean_email(raw: str | None, *, field: str = "email") -> str | None:
+    """A staff member's email address as typed (trimmed), or None for a blank one."""
+    email = (raw or "").strip()
+    if not email:
+        return None
+    if len(email) > EMAIL_MAX or not EMAIL.fullmatch(email) or CONTROL_CHARACTERS.search(email):
+        raise DomainError(Problem(
+            ErrorCode.INVALID_INPUT,
+            f"'{email[:60]}' is not an email address such as name@school.example (at most {EMAIL_MAX} "
+            "characters).", field))
+    return email
+
+
+async def email_taken(session: AsyncSession, school_id: uuid.UUID, email: str,
+                      *, except_user: uuid.UUID | None = None) -> bool:
+    query = select(User.id).where(
+        User.school_id == school_id, func.lower(User.email) == email.lower(), User.deleted_at.is_(None))
+    if except_user is not None:
+        query = query.where(User.id != except_user)
+    return (await session.execute(query.limit(1))).first() is not None
+
+
+def email_taken_problem(email: str, user_id: uuid.UUID | None = None) -> Problem:
+    return Problem(ErrorCode.EMAIL_TAKEN, f"The email address '{email}' belongs to another user.", "email",
+                   user_id)
+
+
 async def username_taken(session: AsyncSession, school_id: uuid.UUID, username: str,
                          *, except_user: uuid.UUID | None = None) -> bool:
     query = select(User.id).where(
@@ -61,7 +93,8 @@ def _taken(username: str, user_id: uuid.UUID | None = None) -> DomainError:
 
 
 async def save_username(session: AsyncSession, user: User, write: Callable[[], None]) -> None:
-    """Run a write that sets a username; a unique-index collision (two admins at once) becomes USERNAME_TAKEN.
+    """Run a write that sets a username or email; a unique-index collision (two admins at once) becomes
+    USERNAME_TAKEN or EMAIL_TAKEN.
 
     `write` makes every change to `user` itself: whatever is already pending is flushed before the savepoint
     begins, outside it, where a collision would end the whole transaction."""
@@ -69,9 +102,11 @@ async def save_username(session: AsyncSession, user: User, write: Callable[[], N
         async with session.begin_nested():
             write()
             # Read now: the savepoint's rollback expires the user, and reloading it would need another query.
-            username, user_id = user.username, user.id
+            username, user_id, email = user.username, user.id, user.email
             await session.flush()
     except IntegrityError as error:
+        if EMAIL_INDEX in str(error.orig) and email is not None:
+            raise DomainError(email_taken_problem(email, user_id)) from None
         if "uq_users_school_id_username_active" not in str(error.orig):
             raise
         raise _taken(username, user_id) from None

@@ -16,9 +16,10 @@ from db.users import get_user
 from gql.connections import Connection, Edge, PageInfo, bad_page_request
 from gql.context import Context, Info
 from gql.enums import UserType
+from gql.errors import client_error
 from gql.ids import parse_id, parse_ids
 from gql.payloads import UserError, user_errors
-from gql.permissions import IsAdmin
+from gql.permissions import IsAdmin, IsStaff
 from gql.users import User
 from tenants.reauth import reauthenticate
 
@@ -42,6 +43,7 @@ class AddUserInput:
     must_change_password: bool = False
     registration_class_id: strawberry.ID | None = None
     teaching_class_ids: list[strawberry.ID] = strawberry.field(default_factory=list)
+    email: str | None = strawberry.field(default=None, description="Teachers only; unique in the school.")
 
 
 @strawberry.type
@@ -121,6 +123,7 @@ class ManageUserMutations:
                     registration_class_id=parse_id(input.registration_class_id, field="registrationClassId")
                     if input.registration_class_id else None,
                     teaching_class_ids=parse_ids(input.teaching_class_ids, field="teachingClassIds"),
+                    email=input.email,
                 )
         except DomainError as error:
             return UserPayload(errors=user_errors(error))
@@ -153,22 +156,31 @@ class ManageUserMutations:
     async def restore_users(self, info: Info, user_ids: list[strawberry.ID]) -> UsersPayload:
         return await _batch(info, manage_users.restore_users, user_ids)
 
-    @strawberry.mutation(permission_classes=[IsAdmin],
-                         description="Set a new password for the users, after you type your own password again.")
+    @strawberry.mutation(permission_classes=[IsStaff],
+                         description="Set a new password for the users, after you type your own password "
+                                     "again. Admins may reset anyone's; teachers, when the school allows it, "
+                                     "only those of the pupils in the classes they are in.")
     async def reset_passwords(self, info: Info, user_ids: list[strawberry.ID], current_password: str,
                               new_password: str, confirm_password: str,
                               must_change_password: bool = False) -> UsersPayload:
-        context = info.context
+        context, caller = info.context, info.context.signed_in()
         try:
             targets = parse_ids(user_ids, field="userIds")
-            await reauthenticate(context.db, context.signed_in(), current_password)
+            # Before the password is checked, so a teacher who may not is told so without spending an attempt.
+            async with context.scope() as session:
+                await manage_users.require_may_reset(
+                    session, school_id=caller.school_id, viewer_id=caller.user_id,
+                    viewer_is_admin=caller.is_admin, user_ids=targets)
+            await reauthenticate(context.db, caller, current_password)
             async with context.scope() as session:
                 rows = await manage_users.reset_passwords(
-                    session, school_id=context.signed_in().school_id, actor=actor(context),
-                    keep_session=context.signed_in().session_id, user_ids=targets, new_password=new_password,
-                    confirm_password=confirm_password, must_change_password=must_change_password)
+                    session, school_id=caller.school_id, actor=actor(context), keep_session=caller.session_id,
+                    user_ids=targets, new_password=new_password, confirm_password=confirm_password,
+                    must_change_password=must_change_password, actor_is_admin=caller.is_admin)
         except DomainError as error:
             return UsersPayload(errors=user_errors(error))
+        except manage_users.ResetForbidden as error:
+            raise client_error(str(error), "FORBIDDEN") from None
         return UsersPayload(users=[User.from_row(row) for row in rows])
 
 

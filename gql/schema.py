@@ -39,6 +39,7 @@ from gql.imports import ImportMutations, ImportQueries
 from gql.login_cards import LoginCardMutations, LoginCardQueries
 from gql.manage_users import AuditEventQueries, ManageUserMutations
 from gql.permissions import IsSignedIn
+from gql.school_settings import SchoolSettingsMutations
 from gql.telemetry import OperationMetrics
 from gql.types import School
 from gql.users import UserQueries
@@ -62,7 +63,7 @@ class SchoolQueries:
 Query = merge_types("Query", (SchoolQueries, AuthQueries, ApiTokenQueries, UserQueries, AuditEventQueries,
                               ClassQueries, ImportQueries, LoginCardQueries))
 Mutation = merge_types("Mutation", (AuthMutations, ApiTokenMutations, ManageUserMutations, ClassMutations,
-                                    ImportMutations, LoginCardMutations))
+                                    ImportMutations, LoginCardMutations, SchoolSettingsMutations))
 
 
 class SignInAlone(ASTValidationRule):

@@ -44,8 +44,9 @@ USER: dict[str, Any] = {
             _attribute("givenName", description="First name."),
             _attribute("familyName", description="Surname."),
         ]),
+        # Required of every user, which always has one; a request that leaves it out gets a Pupil.
         _attribute("userType", required=True, canonical_values=["Pupil", "Teacher"],
-                   description="Pupil or Teacher."),
+                   description="Pupil or Teacher, whatever the case; Pupil when a request leaves it out."),
         _attribute("active", "boolean", required=True,
                    description="False deletes the user (softly: they can no longer sign in); true restores "
                                "them. True when left out of a new user."),

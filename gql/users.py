@@ -43,6 +43,9 @@ class User:
     version: int = strawberry.field(description="Pass it back as `expectedVersion` when editing this user.")
     external_id: str | None = strawberry.field(
         description="The id the school's provider (over SCIM) knows this user by; null for users added here.")
+    email: str | None = strawberry.field(
+        permission_classes=[CanReadRoster],
+        description="A teacher's email address; pupils have none. Staff and ROSTER_READ tokens may read it.")
     user_id: strawberry.Private[uuid.UUID]
 
     @strawberry.field(description="The user's one registration class, if any.")
@@ -61,7 +64,7 @@ class User:
             id=strawberry.ID(str(row.id)), username=row.username, first_name=row.first_name, surname=row.surname,
             type=row.type, is_admin=row.is_admin, must_change_password=row.must_change_password,
             deleted_at=row.deleted_at, created_at=row.created_at, updated_at=row.updated_at, version=row.version,
-            external_id=row.external_id, user_id=row.id,
+            external_id=row.external_id, email=row.email, user_id=row.id,
         )
 
 

@@ -15,13 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.embedded import EmbeddedServer, start_embedded
 from db.engine import Database
 from tenants.scope import school_scope
-from tests.conftest import free_port
+from tests.conftest import free_port, graphql, make_school, make_user
 
 ROLLCALL = str(Path(sys.executable).parent / "rollcall")
+DELETE_USERS = "mutation ($ids: [ID!]!) { deleteUsers(userIds: $ids) { errors { code } } }"
 
 pytestmark = pytest.mark.slow
 
@@ -91,6 +93,31 @@ def test_demo_is_idempotent(env: dict[str, str]) -> None:
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     assert "Demo school: demo" in first.stdout
     assert first.stdout == second.stdout
+
+
+async def test_purge_older_than_0d_purges_a_user_deleted_a_moment_ago(
+        env: dict[str, str], owner_engine: AsyncEngine, db: Database, http: httpx.AsyncClient) -> None:
+    # given: a pupil deleted just now, in a school that keeps deleted users for 30 days
+    school = await make_school(owner_engine, db)
+    pupil = await make_user(db, school, username="just.gone")
+    deleted = await graphql(http, DELETE_USERS, {"ids": [str(pupil)]}, token=school.admin_token)
+    assert deleted["data"]["deleteUsers"]["errors"] == []
+
+    # when
+    result = rollcall(env, "purge", "--older-than", "0d")
+
+    # then
+    assert result.returncode == 0, result.stderr
+    assert f"{school.slug}: 1 users purged" in result.stdout
+    async with school_scope(db, school.id) as session:
+        users = set((await session.execute(text("select username from users"))).scalars())
+    assert users == {"admin"}
+
+
+def test_purge_refuses_a_negative_age(env: dict[str, str]) -> None:
+    result = rollcall(env, "purge", "--older-than=-1d")
+    assert result.returncode != 0 and "not negative" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.fixture

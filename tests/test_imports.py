@@ -111,12 +111,12 @@ async def test_the_export_is_an_attachment_with_bom_and_escaped_formulas(
     assert response.headers["content-type"] == "text/csv; charset=utf-8"
     assert response.headers["content-disposition"] == f'attachment; filename="{school.slug}-users.csv"'
     assert response.content.startswith(b"\xef\xbb\xbfusername,first_name,surname,type,registration_class,"
-                                       b"teaching_classes,is_admin,password\r\n")
+                                       b"teaching_classes,is_admin,email,password\r\n")
     lines = response.content.decode("utf-8-sig").split("\r\n")
-    assert "amy.b,Amy,Brown,PUPIL,P3,Maths A,false," in lines
-    assert "jones.m,Megan,Jones,TEACHER,,Choir;Maths A,false," in lines
-    assert "mallory,\"'=HYPERLINK(\"\"http://x\"\")\",'@SUM(1),PUPIL,,,false," in lines
-    assert "cara.d,'=SUM(A1),\"Doyle, Jr\",PUPIL,P4,Choir,false," in lines
+    assert "amy.b,Amy,Brown,PUPIL,P3,Maths A,false,," in lines
+    assert "jones.m,Megan,Jones,TEACHER,,Choir;Maths A,false,," in lines
+    assert "mallory,\"'=HYPERLINK(\"\"http://x\"\")\",'@SUM(1),PUPIL,,,false,," in lines
+    assert "cara.d,'=SUM(A1),\"Doyle, Jr\",PUPIL,P4,Choir,false,," in lines
 
 
 async def test_the_export_reimports_as_no_changes(http: httpx.AsyncClient, db: Database, school: SchoolFixture,
@@ -489,3 +489,53 @@ async def test_a_class_named_by_a_look_alike_is_the_existing_class(http: httpx.A
                                   '{ name } teachingClasses { name } } } } }', token=school.admin_token)
     assert classes["data"]["users"]["edges"][0]["node"] == {"registrationClass": {"name": "P3"},
                                                             "teachingClasses": [{"name": "Maths A"}]}
+EMAILS = "query { users(first: 100) { edges { node { username email } } } }"
+
+
+async def test_staff_emails_come_in_with_the_file_and_go_out_with_the_export(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
+    # given a file that gives a teacher an email, a pupil one, and two teachers the same one
+    file = (b"username,type,email\r\n"
+            b"hill,Teacher,Hill@School.example\r\n"
+            b"amy,Pupil,amy@home.example\r\n"
+            b"park,Teacher,park@school.example\r\n"
+            b"moss,Teacher,PARK@school.example\r\n")
+
+    # when
+    job = (await preview(http, school, file))["job"]
+
+    # then the pupil's and the shared ones are errors of their rows
+    shown = [(row["username"], row["action"], [e["column"] for e in row["errors"]]) for row in job["rows"]]
+    assert shown == [
+        ("hill", "CREATE", []), ("amy", "ERROR", ["email"]), ("park", "ERROR", ["email"]),
+        ("moss", "ERROR", ["email"])]
+
+    # when the fixed file is applied
+    fixed = b"username,type,email\r\nhill,Teacher,Hill@School.example\r\namy,Pupil,\r\n"
+    applied = await confirm(http, school, (await preview(http, school, fixed))["job"]["id"])
+    assert applied["errors"] == []
+
+    # then the teacher has it, in GraphQL and in the export
+    users = (await graphql(http, EMAILS, token=school.admin_token))["data"]["users"]["edges"]
+    assert {edge["node"]["username"]: edge["node"]["email"] for edge in users} == {
+        "admin": None, "hill": "Hill@School.example", "amy": None}
+    exported = (await export(http, school.admin_token)).text
+    assert "hill,,,TEACHER,,,false,Hill@School.example," in exported
+    # and a changed address is an UPDATE showing it
+    again = await preview(http, school, b"username,email\r\nhill,m.hill@school.example\r\n")
+    (row,) = again["job"]["rows"]
+    assert (row["action"], row["changes"]) == ("UPDATE", [
+        {"field": "email", "from": "Hill@School.example", "to": "m.hill@school.example"}])
+
+
+async def test_a_pupil_the_file_removes_loses_their_login_cards(http: httpx.AsyncClient, db: Database,
+                                                                school: SchoolFixture) -> None:
+    amy = await make_user(db, school, username="amy")
+    await make_user(db, school, username="ben")
+    job = (await preview(http, school, b"username\r\nben\r\n", remove=True))["job"]
+    assert (await confirm(http, school, job["id"]))["errors"] == []
+    async with school_scope(db, school.id) as session:
+        version = (await session.execute(text("select login_code_version from users where id = :id"),
+                                         {"id": amy})).scalar_one()
+    assert version == 2

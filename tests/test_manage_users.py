@@ -12,9 +12,18 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import Database
-from db.models import Provider, UserType
+from db.models import ClassKind, Provider, UserType
 from tenants.scope import school_scope
-from tests.conftest import ADMIN_PASSWORD, SchoolFixture, graphql, make_school, make_user, sign_in_as
+from tests.conftest import (
+    ADMIN_PASSWORD,
+    SchoolFixture,
+    graphql,
+    make_api_token,
+    make_school,
+    make_user,
+    sign_in_as,
+)
+from tests.qr import make_class
 
 USER_FIELDS = "id username firstName surname type isAdmin mustChangePassword version deletedAt"
 ADD = f"""
@@ -356,6 +365,152 @@ async def test_reset_passwords_is_atomic(http: httpx.AsyncClient, db: Database, 
     assert login["data"]["login"]["errors"] == []
 
 
+async def allow_teacher_resets(db: Database, school: SchoolFixture) -> None:
+    async with school_scope(db, school.id) as session:
+        await session.execute(text("update schools set teachers_can_reset_pupil_passwords = true"))
+
+
+async def test_a_teacher_resets_the_passwords_of_their_classes_pupils_when_the_school_allows_it(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
+    # given Ms Hill, form tutor of 3B (Amy) who also teaches Maths (Dan, of 3C)
+    hill = await make_user(db, school, type=UserType.TEACHER, username="hill", password="hill-pass-2026")
+    amy = await make_user(db, school, username="amy.o", password="amy-pass")
+    dan = await make_user(db, school, username="dan.c", password="dan-pass")
+    await make_class(db, school, "3B", hill, amy)
+    await make_class(db, school, "3C", dan)
+    await make_class(db, school, "Maths", hill, dan, kind=ClassKind.TEACHING)
+    token = await sign_in_as(db, school, hill)
+    variables = {"ids": [str(amy), str(dan)], "current": "hill-pass-2026", "new": "kite", "confirm": "kite"}
+
+    # when the school does not allow it, then
+    refused = await graphql(http, RESET, variables, token=token)
+    assert [e["extensions"]["code"] for e in refused["errors"]] == ["FORBIDDEN"]
+
+    # when it does
+    await allow_teacher_resets(db, school)
+    wrong = await graphql(http, RESET, {**variables, "current": "not-mine"}, token=token)
+    assert codes(wrong["data"]["resetPasswords"]) == ["REAUTH_FAILED"]
+    done = await graphql(http, RESET, variables, token=token)
+
+    # then: the same policy, the same audit, as an admin's reset
+    assert done["data"]["resetPasswords"]["errors"] == []
+    for username in ("amy.o", "dan.c"):
+        login = await graphql(http, LOGIN, {"s": school.slug, "u": username, "p": "kite"})
+        assert login["data"]["login"]["errors"] == []
+    weak = await graphql(http, RESET, {**variables, "new": "kit", "confirm": "kit"}, token=token)
+    assert codes(weak["data"]["resetPasswords"]) == ["PASSWORD_TOO_WEAK", "PASSWORD_TOO_WEAK"]
+    events = (await call(http, school, AUDIT, filter={"action": "passwords.reset"}))["edges"]
+    assert [(e["node"]["actorLabel"], sorted(e["node"]["targetUserIds"])) for e in events] == [
+        ("hill", sorted([str(amy), str(dan)]))]
+
+
+async def test_any_user_outside_the_teachers_classes_refuses_the_whole_batch(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
+    hill = await make_user(db, school, type=UserType.TEACHER, username="hill", password="hill-pass-2026")
+    park = await make_user(db, school, type=UserType.TEACHER, username="park")
+    amy = await make_user(db, school, username="amy.o", password="amy-pass")
+    eve = await make_user(db, school, username="eve.x")
+    await make_class(db, school, "3B", hill, park, amy)
+    await make_class(db, school, "3C", eve)
+    await allow_teacher_resets(db, school)
+    token = await sign_in_as(db, school, hill)
+    for other in (eve, park, school.admin_id, hill, uuid.uuid4()):
+        body = await graphql(http, RESET, {"ids": [str(amy), str(other)], "current": "hill-pass-2026",
+                                           "new": "kite", "confirm": "kite"}, token=token)
+        assert [e["extensions"]["code"] for e in body["errors"]] == ["FORBIDDEN"], other
+    login = await graphql(http, LOGIN, {"s": school.slug, "u": "amy.o", "p": "amy-pass"})
+    assert login["data"]["login"]["errors"] == []
+    # none of those refusals spent one of the teacher's password attempts
+    assert (await graphql(http, "{ me { id } }", token=token))["data"]["me"] == {"id": str(hill)}
+
+
+# email, for staff only
+
+EMAIL_ADD = """
+mutation ($input: AddUserInput!) {
+  addUser(input: $input) { user { id email version } errors { code field } }
+}
+"""
+EMAIL_OF = "query ($id: ID!) { user(id: $id) { email } }"
+
+
+async def test_a_teacher_has_an_email_and_a_pupil_does_not(http: httpx.AsyncClient, db: Database,
+                                                           school: SchoolFixture) -> None:
+    # given
+    teacher = {"username": "hill", "password": "teacher-pass-1", "type": "TEACHER"}
+    added = await call(http, school, EMAIL_ADD, input={**teacher, "email": " M.Hill@School.example "})
+    assert added["errors"] == [] and added["user"]["email"] == "M.Hill@School.example"
+
+    # when / then: unique in the school whatever its case, valid, at most 254 characters, never a pupil's
+    for username, email, kind, code in (
+            ("park", "m.hill@SCHOOL.example", "TEACHER", "EMAIL_TAKEN"),
+            ("park", "not-an-address", "TEACHER", "INVALID_INPUT"),
+            ("park", "a@b", "TEACHER", "INVALID_INPUT"),
+            ("park", "x" * 243 + "@school.example", "TEACHER", "INVALID_INPUT"),
+            ("amy", "amy@home.example", "PUPIL", "INVALID_INPUT")):
+        refused = await call(http, school, EMAIL_ADD, input={
+            "username": username, "password": "teacher-pass-1", "type": kind, "email": email})
+        assert refused["errors"] == [{"code": code, "field": "email"}], email
+    assert await usernames(db, school) == ["admin", "hill"]
+    longest = "x" * 239 + "@school.example"
+    assert len(longest) == 254
+    ok = await call(http, school, EMAIL_ADD, input={"username": "park", "password": "teacher-pass-1",
+                                                    "type": "TEACHER", "email": longest})
+    assert ok["errors"] == []
+
+    # staff and ROSTER_READ tokens read it; a pupil may not
+    user_id = added["user"]["id"]
+    teacher_token = await sign_in_as(db, school, uuid.UUID(ok["user"]["id"]))
+    token = await make_api_token(db, school)
+    for reader in (school.admin_token, teacher_token, token):
+        body = await graphql(http, EMAIL_OF, {"id": user_id}, token=reader)
+        assert body["data"]["user"] == {"email": "M.Hill@School.example"}
+    pupil = await sign_in_as(db, school, await make_user(db, school))
+    hidden = await graphql(http, "{ me { email } }", token=pupil)
+    assert [e["extensions"]["code"] for e in hidden["errors"]] == ["FORBIDDEN"]
+
+
+async def test_the_email_cell_is_edited_like_any_other(http: httpx.AsyncClient, db: Database,
+                                                       school: SchoolFixture) -> None:
+    teacher = await make_user(db, school, type=UserType.TEACHER, username="hill")
+    pupil = await make_user(db, school, username="amy")
+    set_it = await call(http, school, UPDATE, userId=str(teacher), field="EMAIL", value="hill@school.example",
+                        expectedVersion=1)
+    assert set_it["errors"] == [] and set_it["user"]["version"] == 2
+    read = await graphql(http, EMAIL_OF, {"id": str(teacher)}, token=school.admin_token)
+    assert read["data"]["user"] == {"email": "hill@school.example"}
+    pupil_email = await call(http, school, UPDATE, userId=str(pupil), field="EMAIL", value="amy@home.example",
+                             expectedVersion=1)
+    assert [(e["code"], e["field"]) for e in pupil_email["errors"]] == [("INVALID_INPUT", "value")]
+    # a teacher with an email does not become a pupil until the email is removed
+    to_pupil = await call(http, school, UPDATE, userId=str(teacher), field="TYPE", value="PUPIL",
+                          expectedVersion=2)
+    assert codes(to_pupil) == ["INVALID_INPUT"]
+    cleared = await call(http, school, UPDATE, userId=str(teacher), field="EMAIL", value="",
+                         expectedVersion=2)
+    assert cleared["errors"] == []
+    assert (await call(http, school, UPDATE, userId=str(teacher), field="TYPE", value="PUPIL",
+                       expectedVersion=3))["errors"] == []
+    events = (await call(http, school, AUDIT, filter={"userId": str(teacher)}))["edges"]
+    summaries = [e["node"]["summary"] for e in events]
+    assert {"field": "EMAIL", "from": "hill@school.example", "to": ""} in summaries
+
+
+async def test_an_email_taken_while_its_teacher_was_deleted_stops_the_restore(http: httpx.AsyncClient,
+                                                                            db: Database,
+                                                                            school: SchoolFixture) -> None:
+    first = (await call(http, school, EMAIL_ADD, input={"username": "hill", "password": "teacher-pass-1",
+                                                        "type": "TEACHER", "email": "hill@school.example"}))
+    await call(http, school, DELETE, ids=[first["user"]["id"]])
+    again = await call(http, school, EMAIL_ADD, input={"username": "hill2", "password": "teacher-pass-1",
+                                                       "type": "TEACHER", "email": "HILL@school.example"})
+    assert again["errors"] == []
+    restored = await call(http, school, RESTORE, ids=[first["user"]["id"]])
+    assert codes(restored) == ["EMAIL_TAKEN"]
+
+
 # audit
 
 async def test_every_change_is_audited_without_secrets(http: httpx.AsyncClient, db: Database,
@@ -367,11 +522,13 @@ async def test_every_change_is_audited_without_secrets(http: httpx.AsyncClient, 
     await call(http, school, DELETE, ids=[user["id"]])
     await call(http, school, RESTORE, ids=[user["id"]])
     events = (await call(http, school, AUDIT, filter={"userId": user["id"]}))["edges"]
-    assert [e["node"]["action"] for e in events] == [
+    # Deleting a pupil rotates their login codes, in the same transaction (so at the same time).
+    assert [e["node"]["action"] for e in events if e["node"]["action"] != "login_codes.rotated"] == [
         "users.restored", "users.deleted", "passwords.reset", "user.updated", "user.created"]
+    assert [e["node"]["action"] for e in events].index("login_codes.rotated") in (1, 2)
     assert all(e["node"]["actorLabel"] == "admin" and e["node"]["targetUserIds"] == [user["id"]] for e in events)
     assert all(len(e["node"]["requestId"]) == 32 for e in events)
-    assert events[3]["node"]["summary"] == {"field": "SURNAME", "from": "", "to": "Jones"}
+    assert events[4]["node"]["summary"] == {"field": "SURNAME", "from": "", "to": "Jones"}
     assert "secret" not in str(events)
     only_deletes = (await call(http, school, AUDIT, filter={"action": "users.deleted"}))["edges"]
     assert len(only_deletes) == 1

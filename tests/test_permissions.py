@@ -13,11 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
+from graphql import GraphQLObjectType
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.api_tokens import list_api_tokens
 from db.audit import Actor
-from db.classes import create_class
+from db.classes import assign_to_class, create_class
 from db.engine import Database
 from db.models import ClassKind, UserType
 from gql.schema import build_schema
@@ -122,9 +124,22 @@ OPERATIONS: dict[str, Operation] = {
     "assignClass": op(ADMINS, "mutation ($id: ID!, $users: [ID!]!) { assignClass(classId: $id, "
                               "userIds: $users) { errors { code } } }",
                       lambda world: {"id": world.ids["class"], "users": [world.ids["pupil"]]}),
+    "updateSchoolSettings": op(ADMINS, "mutation { updateSchoolSettings(input: {}) { errors { code } } }"),
     "removeFromClass": op(ADMINS, "mutation ($id: ID!, $users: [ID!]!) { removeFromClass(classId: $id, "
                                   "userIds: $users) { errors { code } } }",
                           lambda world: {"id": world.ids["class"], "users": [world.ids["pupil"]]}),
+}
+
+
+# Fields of object types that declare who may read them, reached through a root field everyone above may use.
+RESTRICTED_FIELDS: dict[str, Operation] = {
+    "School.schoolYearEndMonth": op(ADMINS, "{ school { schoolYearEndMonth } }"),
+    "School.schoolYearEndDay": op(ADMINS, "{ school { schoolYearEndDay } }"),
+    "School.deletedUserRetentionDays": op(ADMINS, "{ school { deletedUserRetentionDays } }"),
+    "School.teachersCanResetPupilPasswords": op(STAFF, "{ school { teachersCanResetPupilPasswords } }"),
+    "User.email": op(ROSTER_READERS, "{ users { edges { node { email } } } }"),
+    "SchoolClass.memberCount": op(ROSTER_READERS, "{ classes { memberCount } }"),
+    "SchoolClass.members": op(ROSTER_READERS, "{ classes { members { totalCount } } }"),
 }
 
 
@@ -132,6 +147,13 @@ def test_every_field_has_a_row() -> None:
     schema = build_schema()
     fields = set(schema._schema.query_type.fields) | set(schema._schema.mutation_type.fields)  # type: ignore[union-attr]
     assert fields == set(OPERATIONS)
+    restricted = {
+        f"{name}.{field_name}" for name, graphql_type in schema._schema.type_map.items()
+        if isinstance(graphql_type, GraphQLObjectType) and name not in {"Query", "Mutation"}
+        for field_name, field in graphql_type.fields.items()
+        if getattr(field.extensions.get("strawberry-definition"), "permission_classes", None)
+    }
+    assert restricted == set(RESTRICTED_FIELDS)
 
 
 @pytest.fixture(scope="module")
@@ -169,16 +191,52 @@ async def token_for(role: str, world: World, db: Database) -> str | None:
     raise AssertionError(role)
 
 
-@pytest.mark.parametrize("field", sorted(OPERATIONS))
+@pytest.mark.parametrize("field", sorted(OPERATIONS) + sorted(RESTRICTED_FIELDS))
 @pytest.mark.parametrize("role", ROLES)
 async def test_who_is_let_through(http: httpx.AsyncClient, db: Database, world: World, field: str,
                                   role: str) -> None:
-    operation = OPERATIONS[field]
+    operation = OPERATIONS.get(field) or RESTRICTED_FIELDS[field]
     body = await send(http, operation, world, await token_for(role, world, db))
     codes = [error.get("extensions", {}).get("code") for error in body.get("errors", [])]
     if role in operation.allowed:
         assert not {"UNAUTHENTICATED", "FORBIDDEN"} & set(codes), body
         # Fields that look one thing up by id answer null for an id they cannot see.
-        assert body["data"][field] is not None or field in {"me", "user", "schoolClass", "importJob"}, body
+        (answer,) = body["data"].values()
+        assert answer is not None or field in {"me", "user", "schoolClass", "importJob"}, body
     else:
         assert codes == ["UNAUTHENTICATED" if role == ANONYMOUS else "FORBIDDEN"], body
+
+
+# resetPasswords for teachers: allowed only when the school says so, and only for their classes' pupils.
+RESET_AS_TEACHER = 'mutation ($ids: [ID!]!) { resetPasswords(userIds: $ids, currentPassword: "wrong", ' \
+                   'newPassword: "a", confirmPassword: "a") { errors { code } } }'
+TEACHER_RESETS = [
+    # the school allows it, whose passwords, allowed
+    (False, ("own_pupil",), False),
+    (True, ("own_pupil",), True),
+    (True, ("own_pupil", "other_pupil"), False),
+    (True, ("own_pupil", "colleague"), False),
+    (True, ("nobody",), False),
+]
+
+
+@pytest.mark.parametrize(("allowed_by_school", "targets", "allowed"), TEACHER_RESETS)
+async def test_who_a_teacher_may_reset(http: httpx.AsyncClient, owner_engine: AsyncEngine, db: Database,
+                                       allowed_by_school: bool, targets: tuple[str, ...],
+                                       allowed: bool) -> None:
+    school = await make_school(owner_engine, db)
+    teacher = await make_user(db, school, type=UserType.TEACHER)
+    ids = {"own_pupil": await make_user(db, school), "other_pupil": await make_user(db, school),
+           "colleague": await make_user(db, school, type=UserType.TEACHER), "nobody": uuid.uuid4()}
+    async with school_scope(db, school.id) as session:
+        actor = Actor(id=school.admin_id, label="admin")
+        own = await create_class(session, school_id=school.id, actor=actor, name="3B",
+                                 kind=ClassKind.REGISTRATION)
+        await assign_to_class(session, school_id=school.id, actor=actor, class_id=own.id,
+                              user_ids=[teacher, ids["own_pupil"], ids["colleague"]])
+        await session.execute(text("update schools set teachers_can_reset_pupil_passwords = :on"),
+                              {"on": allowed_by_school})
+    body = await graphql(http, RESET_AS_TEACHER, {"ids": [str(ids[target]) for target in targets]},
+                         token=await sign_in_as(db, school, teacher))
+    codes = [error.get("extensions", {}).get("code") for error in body.get("errors", [])]
+    assert codes == ([] if allowed else ["FORBIDDEN"]), body

@@ -58,6 +58,8 @@ ROTATE_CLASS = """
 mutation ($id: ID!) { rotateClassLoginCodes(classId: $id) { users { id } errors { code message field } } }
 """
 ME = "{ me { id username } }"
+DELETE_USERS = "mutation ($ids: [ID!]!) { deleteUsers(userIds: $ids) { errors { code } } }"
+RESTORE_USERS = "mutation ($ids: [ID!]!) { restoreUsers(userIds: $ids) { errors { code } } }"
 WRONG = {"token": None, "user": None, "errors": [{
     "code": "INVALID_CREDENTIALS", "message": "That school, username and password do not match an account.",
     "field": None}]}
@@ -249,6 +251,60 @@ async def test_rotating_stops_old_cards_at_once_and_new_cards_work(http: httpx.A
     assert (await login_with_qr(http, old_ben, client))["user"]["id"] == str(ben)
     (rotated,) = await audit_events(db, school, "login_codes.rotated")
     assert (rotated.actor_id, rotated.target_user_ids) == (school.admin_id, [amy])
+
+
+async def test_a_card_printed_before_a_delete_does_not_work_after_restore(http: httpx.AsyncClient,
+                                                                         db: Database,
+                                                                         school: SchoolFixture) -> None:
+    # given a card printed, then lost, before the pupil was deleted
+    amy = await make_user(db, school)
+    lost = await card_code(http, school, amy)
+    deleted = await graphql(http, DELETE_USERS, {"ids": [str(amy)]}, token=school.admin_token)
+    assert deleted["data"]["deleteUsers"]["errors"] == []
+
+    # when the pupil is restored
+    restored = await graphql(http, RESTORE_USERS, {"ids": [str(amy)]}, token=school.admin_token)
+
+    # then the lost card stays useless, and a new one works
+    assert restored["data"]["restoreUsers"]["errors"] == []
+    client = new_client()
+    assert await login_with_qr(http, lost, client) == WRONG
+    assert (await login_with_qr(http, await card_code(http, school, amy), client))["user"]["id"] == str(amy)
+    (rotated,) = await audit_events(db, school, "login_codes.rotated")
+    assert (rotated.actor_id, rotated.target_user_ids) == (school.admin_id, [amy])
+
+
+async def test_rotating_ends_the_sessions_cards_opened_and_no_others(http: httpx.AsyncClient, db: Database,
+                                                                     school: SchoolFixture) -> None:
+    # given a pupil signed in on a tablet with their card, and on a laptop with their password
+    amy = await make_user(db, school, username="amy.o", password="sun")
+    client = new_client()
+    by_card = (await login_with_qr(http, await card_code(http, school, amy), client))["token"]
+    by_password = (await graphql(http, LOGIN, {"school": school.slug, "username": "amy.o", "password": "sun"},
+                                 headers={"X-Forwarded-For": client}))["data"]["login"]["token"]
+    ben = await make_user(db, school)
+    ben_by_card = (await login_with_qr(http, await card_code(http, school, ben), client))["token"]
+    assert by_card and by_password and ben_by_card
+
+    # when Amy's codes are rotated
+    body = await graphql(http, ROTATE, {"ids": [str(amy)]}, token=school.admin_token)
+
+    # then the card's session ends; her password session and Ben's card session go on
+    assert body["data"]["rotateLoginCodes"]["errors"] == []
+    assert (await graphql(http, ME, token=by_card))["data"]["me"] is None
+    assert (await graphql(http, ME, token=by_password))["data"]["me"]["id"] == str(amy)
+    assert (await graphql(http, ME, token=ben_by_card))["data"]["me"]["id"] == str(ben)
+
+
+async def test_rotating_a_class_ends_its_pupils_card_sessions(http: httpx.AsyncClient, db: Database,
+                                                              school: SchoolFixture) -> None:
+    room = await classroom(db, school)
+    by_card = (await login_with_qr(http, await card_code(http, school, room.amy), new_client()))["token"]
+
+    body = await graphql(http, ROTATE_CLASS, {"id": str(room.registration)}, token=school.admin_token)
+
+    assert body["data"]["rotateClassLoginCodes"]["errors"] == []
+    assert (await graphql(http, ME, token=by_card))["data"]["me"] is None
 
 
 async def test_rotating_a_class_rotates_its_pupils_only(http: httpx.AsyncClient, db: Database,

@@ -19,7 +19,7 @@ from db.roster_csv import (
 DATA = Path(__file__).parent / "data"
 MAX_BYTES = 5_000_000
 MAX_ROWS = 20_000
-HEADER = "username,first_name,surname,type,registration_class,teaching_classes,is_admin,password"
+HEADER = "username,first_name,surname,type,registration_class,teaching_classes,is_admin,email,password"
 SAVE_AS_CSV = 'In your spreadsheet program use "Save As" with the "CSV UTF-8" format, and upload that file.'
 LOOKS_BINARY = f"so the file looks like binary data rather than CSV text. {SAVE_AS_CSV}"
 ONLY_TEACHERS = "Only teachers can be admins: set the type to TEACHER, or is_admin to false."
@@ -46,20 +46,21 @@ def roster_row(
     teaching_classes: tuple[str, ...] = (),
     password: str | None = None,
     problems: tuple[RowProblem, ...] = (),
+    email: str | None = None,
 ) -> RosterRow:
     return RosterRow(
         row_number=row_number, username=username, first_name=first_name, surname=surname, type=type,
         is_admin=is_admin, registration_class=registration_class, teaching_classes=teaching_classes,
-        password=password, problems=problems,
+        password=password, problems=problems, email=email,
     )
 
 
 def export_row(username: str, first_name: str = "Ann", surname: str = "Lee", *, type: UserType = PUPIL,
                registration_class: str | None = None, teaching_classes: tuple[str, ...] = (),
-               is_admin: bool = False) -> ExportRow:
+               is_admin: bool = False, email: str | None = None) -> ExportRow:
     return ExportRow(username=username, first_name=first_name, surname=surname, type=type,
                      registration_class=registration_class, teaching_classes=teaching_classes,
-                     is_admin=is_admin)
+                     is_admin=is_admin, email=email)
 
 
 # Real files, as schools produce them
@@ -69,7 +70,7 @@ def test_export_edited_in_excel() -> None:
     roster = read("export_edited_in_excel.csv")
 
     assert roster.delimiter == ","
-    assert roster.columns == frozenset(COLUMNS)
+    assert roster.columns == frozenset(COLUMNS) - {"email"}  # exported before staff had email addresses
     assert roster.warnings == ()
     assert roster.rows == (
         roster_row(2, "amurphy", "Aoife", "Murphy", type=TEACHER, is_admin=True,
@@ -124,14 +125,15 @@ def test_legacy_columns() -> None:
     roster = read("legacy_columns.csv")
 
     assert roster.columns == frozenset(
-        {"username", "first_name", "surname", "registration_class", "type", "password"}
+        {"username", "first_name", "surname", "registration_class", "email", "type", "password"}
     )
-    assert roster.warnings == ()  # the old email column is expected, and ignored
+    assert roster.warnings == ()  # the old email column is read: staff have email addresses
     assert roster.rows == (
-        roster_row(2, "head", "Mary", "Byrne", type=TEACHER, is_admin=True, password="Headteacher-2024!"),
+        roster_row(2, "head", "Mary", "Byrne", type=TEACHER, is_admin=True, password="Headteacher-2024!",
+                   email="mary.byrne@school.example"),
         roster_row(3, "jkelly", "John", "Kelly", registration_class="6A"),
         roster_row(4, "tkelly", "Tom", "Kelly", type=PUPIL, registration_class="6A", password="tiger7"),
-        roster_row(5, "areid", "Anne", "Reid", type=TEACHER),
+        roster_row(5, "areid", "Anne", "Reid", type=TEACHER, email="a.reid@school.example"),
     )
 
 
@@ -149,7 +151,7 @@ def test_quoted_newlines_and_blank_lines_keep_spreadsheet_row_numbers() -> None:
 def test_headers_in_any_case_and_order() -> None:
     roster = read("headers_any_case_order.csv")
 
-    assert roster.columns == frozenset(COLUMNS)
+    assert roster.columns == frozenset(COLUMNS) - {"email"}
     assert roster.warnings == ("Column I ('Phone') is not a roster column and was ignored.",)
     assert roster.rows == (
         roster_row(2, "dward", "Dan", "Ward", type=TEACHER, is_admin=False,
@@ -165,7 +167,8 @@ def test_broken_no_username_column() -> None:
     assert raised.value.message == (
         "The header (row 1) has no username column; its columns are "
         "'login', 'first_name', 'surname', 'type'. The first row must name the columns: "
-        "username, first_name, surname, type, registration_class, teaching_classes, is_admin, password."
+        "username, first_name, surname, type, registration_class, teaching_classes, is_admin, email, "
+        "password."
     )
 
 
@@ -382,11 +385,17 @@ def test_duplicate_header_is_refused(header: str, message: str) -> None:
     assert raised.value.message == message
 
 
-def test_two_email_columns_are_both_ignored() -> None:
-    roster = parse("username,email,e-mail\r\njdoe,j@x.example,j@y.example\r\n")
+def test_two_email_columns_are_refused() -> None:
+    with pytest.raises(CsvError, match="both give the email"):
+        parse("username,email,e-mail\r\njdoe,j@x.example,j@y.example\r\n")
 
-    assert roster.columns == frozenset({"username"})
-    assert roster.warnings == ()
+
+def test_a_malformed_email_is_a_problem_of_its_cell() -> None:
+    roster = parse("username,type,email\r\n"
+                   "hill,Teacher,hill-at-school\r\npark,Teacher,park@school.example\r\n")
+
+    assert [(p.row_number, p.column) for p in roster.problems] == [(2, "email")]
+    assert roster.rows[1].email == "park@school.example"
 
 
 @pytest.mark.parametrize(("heading", "field"), [
@@ -495,8 +504,8 @@ def test_export_bytes() -> None:
 
     assert data == (
         b"\xef\xbb\xbf" + HEADER.encode() + b"\r\n"
-        b"amurphy,Aoife,Murphy,TEACHER,,A Maths;b Maths;C Art,true,\r\n"
-        b'bsmith,Ben,"Smith, Jr",PUPIL,7A,A Maths,false,\r\n'
+        b"amurphy,Aoife,Murphy,TEACHER,,A Maths;b Maths;C Art,true,,\r\n"
+        b'bsmith,Ben,"Smith, Jr",PUPIL,7A,A Maths,false,,\r\n'
     )
 
 
@@ -509,8 +518,8 @@ def test_export_streams_bom_and_header_first_then_a_line_per_user() -> None:
 
     assert lines == [
         b"\xef\xbb\xbf" + HEADER.encode() + b"\r\n",
-        b"a,Ann,Lee,PUPIL,,,false,\r\n",
-        "b,Zoë,Lee,PUPIL,,,false,\r\n".encode(),
+        b"a,Ann,Lee,PUPIL,,,false,,\r\n",
+        "b,Zoë,Lee,PUPIL,,,false,,\r\n".encode(),
     ]
 
 
@@ -529,15 +538,16 @@ def test_export_streams_bom_and_header_first_then_a_line_per_user() -> None:
 def test_export_escapes_cells_a_spreadsheet_would_run_as_formulas(name: str, cell: bytes) -> None:
     data = export_roster([export_row("jdoe", surname=name)])
 
-    assert data.split(b"\r\n")[1] == b"jdoe,Ann," + cell + b",PUPIL,,,false,"
+    assert data.split(b"\r\n")[1] == b"jdoe,Ann," + cell + b",PUPIL,,,false,,"
 
 
 def test_export_escapes_every_text_column() -> None:
-    user = export_row("-jdoe", "=A", "+B", registration_class="@C", teaching_classes=("-D", "E"))
+    user = export_row("-jdoe", "=A", "+B", registration_class="@C", teaching_classes=("-D", "E"),
+                      email="=F@school.example")
 
     data = export_roster([user])
 
-    assert data.split(b"\r\n")[1] == b"'-jdoe,'=A,'+B,PUPIL,'@C,'-D;E,false,"
+    assert data.split(b"\r\n")[1] == b"'-jdoe,'=A,'+B,PUPIL,'@C,'-D;E,false,'=F@school.example,"
 
 
 # Round trip

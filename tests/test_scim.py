@@ -212,6 +212,81 @@ async def test_every_change_is_audited_with_the_provisioning_token_as_actor(prov
 
 # Users
 
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+
+async def test_a_user_from_entras_default_mapping_is_created_as_a_pupil(provider: Provisioning,
+                                                                        http: httpx.AsyncClient) -> None:
+    # given: the body Microsoft Entra ID sends with its default attribute mappings (no userType)
+    body = {
+        "schemas": [USER, ENTERPRISE],
+        "externalId": "f3a1c2d4-entra-object-id",
+        "userName": "amy.brown",
+        "active": True,
+        "displayName": "Amy Brown",
+        "emails": [{"primary": True, "type": "work", "value": "amy.brown@school.example"}],
+        "name": {"formatted": "Amy Brown", "familyName": "Brown", "givenName": "Amy"},
+        ENTERPRISE: {"employeeNumber": "100234", "department": "Year 7"},
+    }
+
+    # when
+    created = await provider.ok("POST", "/Users", body, status=201)
+
+    # then
+    assert (created["userType"], created["userName"], created["externalId"]) == (
+        "Pupil", "amy.brown", "f3a1c2d4-entra-object-id")
+    assert created["name"] == {"givenName": "Amy", "familyName": "Brown"}
+    assert "emails" not in created  # a pupil's data stays minimal
+    users = await roster(http, provider.school)
+    assert users["amy.brown"]["type"] == "PUPIL"
+
+
+async def test_a_teachers_email_is_kept_and_a_pupils_ignored(provider: Provisioning,
+                                                              http: httpx.AsyncClient) -> None:
+    # given: a teacher with a home and a primary work address, and a pupil with one
+    tess = await provider.create_user("tess.t", "Teacher", emails=[
+        {"value": "tess@home.example", "type": "home"},
+        {"value": "T.Tully@School.example", "type": "work", "primary": "True"}])
+    amy = await provider.create_user("amy.b", emails=[{"value": "amy@home.example", "type": "work"}])
+
+    # then
+    assert tess["emails"] == [{"value": "T.Tully@School.example", "type": "work", "primary": True}]
+    assert "emails" not in amy
+    emails = await graphql(http, "{ users { edges { node { username email } } } }",
+                           token=provider.school.admin_token)
+    assert {e["node"]["username"]: e["node"]["email"] for e in emails["data"]["users"]["edges"]} == {
+        "admin": None, "tess.t": "T.Tully@School.example", "amy.b": None}
+
+    # when: Entra changes it the way it does, then a second teacher asks for the same address
+    changed = await provider.patch(f"/Users/{tess['id']}", {
+        "op": "Replace", "path": 'emails[type eq "work"].value', "value": "tess.tully@school.example"})
+    assert changed["emails"] == [{"value": "tess.tully@school.example", "type": "work", "primary": True}]
+    tom = {"schemas": [USER], "userName": "tom", "userType": "Teacher"}
+    taken = await provider.request("POST", "/Users", {**tom, "emails": [{"value": "TESS.tully@school.example",
+                                                                         "type": "work"}]})
+    assert scim_error(taken) == (409, "uniqueness")
+    bad = await provider.request("POST", "/Users", {**tom, "emails": [{"value": "not an address",
+                                                                       "primary": True}]})
+    assert scim_error(bad) == (400, "invalidValue")
+
+    # when: the teacher becomes a pupil, the address goes
+    demoted = await provider.patch(f"/Users/{tess['id']}",
+                                   {"op": "replace", "path": "userType", "value": "Pupil"})
+    assert demoted["userType"] == "Pupil" and "emails" not in demoted
+
+
+async def test_a_user_type_that_is_sent_is_honoured_whatever_its_case(provider: Provisioning) -> None:
+    for username, sent, kept in (("t1", "TEACHER", "Teacher"), ("t2", "teacher", "Teacher"),
+                                 ("p1", "pUPIL", "Pupil")):
+        created = await provider.ok("POST", "/Users", {"schemas": [USER], "userName": username,
+                                                       "userType": sent}, status=201)
+        assert created["userType"] == kept
+    # a PUT that leaves userType out makes the user a pupil, as the same body would on create
+    teacher = (await provider.ok("GET", "/Users", filter='userName eq "t1"'))["Resources"][0]
+    replaced = await provider.ok("PUT", f"/Users/{teacher['id']}", {"schemas": [USER], "userName": "t1"})
+    assert replaced["userType"] == "Pupil"
+
+
 async def test_put_replaces_the_user_and_keeps_what_it_leaves_out_of_active_and_password(
         provider: Provisioning) -> None:
     amy = await provider.create_user("amy.b", externalId="x-1", active=False,
@@ -413,7 +488,7 @@ ERRORS: list[tuple[str, str, Any, dict[str, Any], tuple[int, str | None]]] = [
     ("GET", "/Users", None, {"sortOrder": "sideways"}, (400, "invalidValue")),
     ("GET", "/Users", None, {"count": "ten"}, (400, "invalidValue")),
     ("GET", "/Users", None, {"access_token": "rca_x"}, (400, None)),
-    ("POST", "/Users", {"schemas": [USER], "userName": "amy.b"}, {}, (400, "invalidValue")),
+    ("POST", "/Users", {"schemas": [USER], "userName": "amy.b", "userType": 7}, {}, (400, "invalidValue")),
     ("POST", "/Users", {"schemas": [USER], "userName": "amy b", "userType": "Pupil"}, {},
      (400, "invalidValue")),
     ("POST", "/Users", {"schemas": [USER], "userName": "x", "userType": "Guest"}, {}, (400, "invalidValue")),
@@ -598,8 +673,8 @@ async def test_discovery_describes_what_rollcall_keeps(provider: Provisioning) -
     types = await provider.ok("GET", "/ResourceTypes")
     assert [t["endpoint"] for t in types["Resources"]] == ["/Users", "/Groups"]
     schema = await provider.ok("GET", f"/Schemas/{USER}")
-    assert [a["name"] for a in schema["attributes"]] == ["userName", "name", "userType", "active", "password",
-                                                         "groups"]
+    assert [a["name"] for a in schema["attributes"]] == ["userName", "name", "userType", "active",
+                                                         "password", "groups"]
     extension = await provider.ok("GET", f"/Schemas/{CLASS}")
     assert extension["attributes"][0]["canonicalValues"] == ["registration", "teaching"]
 

@@ -10,7 +10,7 @@ The seen-at clock moves at most once every `touch_every`, and only when the row 
 request of the same session (SKIP LOCKED): requests never wait on each other for it.
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-11-29
 """
 
@@ -19,7 +19,7 @@ from alembic import op
 from db.migrations.rls import app_role
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
