@@ -105,11 +105,15 @@ def create_floor(dsn: str, *, pool_size: int, default_school: str | None) -> Sta
         yield
         await pool.close()
 
-    return Starlette(routes=[Route("/roster", roster, methods=["POST"]), Route("/sync", sync, methods=["POST"])],
-                     lifespan=lifespan)
+    return Starlette(
+        routes=[Route("/roster", roster, methods=["POST"]), Route("/sync", sync, methods=["POST"])],
+        lifespan=lifespan,
+    )
 
 
 def app_from_env() -> Starlette:
-    return create_floor(asyncpg_dsn(os.environ["APP_DATABASE_URL"]),
-                        pool_size=int(os.environ.get("ROLLCALL_POOL_SIZE", "10")),
-                        default_school=os.environ.get("BENCH_SCHOOL_ID"))
+    return create_floor(
+        asyncpg_dsn(os.environ["APP_DATABASE_URL"]),
+        pool_size=int(os.environ.get("ROLLCALL_POOL_SIZE", "10")),
+        default_school=os.environ.get("BENCH_SCHOOL_ID"),
+    )

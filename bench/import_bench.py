@@ -24,10 +24,13 @@ from tenants.scope import school_scope
 
 SERVER_SECRET = bytes(32)  # seals the typed passwords of the benchmark's own previews only
 
+
 def roster_file(rows: int) -> bytes:
     lines = ["username,first_name,surname,type,registration_class,teaching_classes,is_admin,password"]
-    lines += [f"pupil{i:05},First{i},Surname{i},PUPIL,Class {i % 40},Club {i % 13};Choir {i % 5},false,"
-              for i in range(rows)]
+    lines += [
+        f"pupil{i:05},First{i},Surname{i},PUPIL,Class {i % 40},Club {i % 13};Choir {i % 5},false,"
+        for i in range(rows)
+    ]
     return ("\r\n".join(lines) + "\r\n").encode()
 
 
@@ -39,25 +42,43 @@ async def hashing_floor(count: int) -> float:
 
 async def one_import(bench: Bench, rows: int) -> dict[str, Any]:
     async with async_sessionmaker(bench.owner)() as session, session.begin():
-        school = await create_school(session, slug=f"bench-{uuid.uuid4().hex[:8]}", name="Bench School",
-                                     admin_username="admin", admin_password="bench-admin-password")
+        school = await create_school(
+            session,
+            slug=f"bench-{uuid.uuid4().hex[:8]}",
+            name="Bench School",
+            admin_username="admin",
+            admin_password="bench-admin-password",
+        )
     actor = Actor(id=school.admin_id, label="admin")
     data = roster_file(rows)
     tracemalloc.start()
     started = time.perf_counter()
     async with school_scope(bench.db, school.school_id) as session:
-        job = await preview_import(session, school_id=school.school_id, actor=actor, file_name="bench.csv",
-                                   data=data, remove_missing_pupils=False, max_bytes=50 * 1024 * 1024,
-                                   max_rows=100_000, server_secret=SERVER_SECRET)
+        job = await preview_import(
+            session,
+            school_id=school.school_id,
+            actor=actor,
+            file_name="bench.csv",
+            data=data,
+            remove_missing_pupils=False,
+            max_bytes=50 * 1024 * 1024,
+            max_rows=100_000,
+            server_secret=SERVER_SECRET,
+        )
     preview_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    await confirm_import(bench.db, school_id=school.school_id, actor=actor, job_id=job.id,
-                         server_secret=SERVER_SECRET)
+    await confirm_import(
+        bench.db, school_id=school.school_id, actor=actor, job_id=job.id, server_secret=SERVER_SECRET
+    )
     apply_seconds = time.perf_counter() - started
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return {"rows": rows, "preview_rows_per_s": rows / preview_seconds, "apply_rows_per_s": rows / apply_seconds,
-            "peak_memory_mb": peak / 1e6}
+    return {
+        "rows": rows,
+        "preview_rows_per_s": rows / preview_seconds,
+        "apply_rows_per_s": rows / apply_seconds,
+        "peak_memory_mb": peak / 1e6,
+    }
 
 
 async def main(full: bool) -> dict[str, Any]:

@@ -140,28 +140,75 @@ class Setup:
 async def seed(bench: Bench, clients: int, pupils: int) -> Setup:
     """A school, its registration classes, pupils spread over them, and one admin session per client."""
     async with async_sessionmaker(bench.owner)() as session, session.begin():
-        school = await create_school(session, slug=SLUG, name="Load Bench Academy", admin_username="admin",
-                                     admin_password="load-bench-admin-password")
+        school = await create_school(
+            session,
+            slug=SLUG,
+            name="Load Bench Academy",
+            admin_username="admin",
+            admin_password="load-bench-admin-password",
+        )
     actor = Actor(id=school.admin_id, label="admin")
     password_hash = await hash_password_async(PUPIL_PASSWORD)
     async with school_scope(bench.db, school.school_id) as session:
-        classes = [await create_class(session, school_id=school.school_id, actor=actor, name=f"Year {i}",
-                                      kind=ClassKind.REGISTRATION) for i in range(REGISTRATION_CLASSES)]
-        rows = [await insert_user(session, school_id=school.school_id, username=f"pupil{i:04}",
-                                  password_hash=password_hash, type=UserType.PUPIL, first_name=f"Pupil{i}",
-                                  surname=f"Surname{i}") for i in range(pupils)]
+        classes = [
+            await create_class(
+                session,
+                school_id=school.school_id,
+                actor=actor,
+                name=f"Year {i}",
+                kind=ClassKind.REGISTRATION,
+            )
+            for i in range(REGISTRATION_CLASSES)
+        ]
+        rows = [
+            await insert_user(
+                session,
+                school_id=school.school_id,
+                username=f"pupil{i:04}",
+                password_hash=password_hash,
+                type=UserType.PUPIL,
+                first_name=f"Pupil{i}",
+                surname=f"Surname{i}",
+            )
+            for i in range(pupils)
+        ]
         for number, school_class in enumerate(classes):
-            await assign_to_class(session, school_id=school.school_id, actor=actor, class_id=school_class.id,
-                                  user_ids=[row.id for row in rows[number::len(classes)]])
+            await assign_to_class(
+                session,
+                school_id=school.school_id,
+                actor=actor,
+                class_id=school_class.id,
+                user_ids=[row.id for row in rows[number :: len(classes)]],
+            )
         await session.flush()
-        everyone = [Pupil(id=str(row.id), username=row.username, version=row.version, surname=row.surname,
-                          class_id=str(classes[i % len(classes)].id)) for i, row in enumerate(rows)]
-        tokens = [(await start_session(session, school_id=school.school_id, user_id=school.admin_id,
-                                       policy=POLICY))[0] for _ in range(clients)]
+        everyone = [
+            Pupil(
+                id=str(row.id),
+                username=row.username,
+                version=row.version,
+                surname=row.surname,
+                class_id=str(classes[i % len(classes)].id),
+            )
+            for i, row in enumerate(rows)
+        ]
+        tokens = [
+            (
+                await start_session(
+                    session, school_id=school.school_id, user_id=school.admin_id, policy=POLICY
+                )
+            )[0]
+            for _ in range(clients)
+        ]
     class_ids = [str(c.id) for c in classes]
-    return Setup(school_id=school.school_id, class_ids=class_ids, initial_users=pupils + 1, clients=[
-        Client(number=n, token=tokens[n], pupils=everyone[n::clients], class_ids=class_ids)
-        for n in range(clients)])
+    return Setup(
+        school_id=school.school_id,
+        class_ids=class_ids,
+        initial_users=pupils + 1,
+        clients=[
+            Client(number=n, token=tokens[n], pupils=everyone[n::clients], class_ids=class_ids)
+            for n in range(clients)
+        ],
+    )
 
 
 @asynccontextmanager
@@ -170,21 +217,33 @@ async def served(urls: DatabaseUrls, workdir: Path, workers: int) -> AsyncIterat
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "DATABASE_URL": urls.owner, "APP_DATABASE_URL": urls.app,
-           "ROLLCALL_DATA_DIR": str(workdir)}
-    command = [str(Path(sys.executable).parent / "rollcall"), "serve", "--workers", str(workers),
-               "--port", str(port)]
+    env = {
+        **os.environ,
+        "DATABASE_URL": urls.owner,
+        "APP_DATABASE_URL": urls.app,
+        "ROLLCALL_DATA_DIR": str(workdir),
+    }
+    command = [
+        str(Path(sys.executable).parent / "rollcall"),
+        "serve",
+        "--workers",
+        str(workers),
+        "--port",
+        str(port),
+    ]
     url = f"http://127.0.0.1:{port}"
     with (workdir / "serve.log").open("wb") as log:
-        process = await asyncio.create_subprocess_exec(*command, env=env, stdout=log,
-                                                       stderr=subprocess.STDOUT)
+        process = await asyncio.create_subprocess_exec(
+            *command, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             async with httpx.AsyncClient(base_url=url, timeout=2) as http:
                 deadline = time.monotonic() + 90
                 while not await ready(http):
                     if process.returncode is not None or time.monotonic() > deadline:
-                        raise SystemExit("rollcall serve did not become ready:\n"
-                                         + server_log(workdir)[-4000:])
+                        raise SystemExit(
+                            "rollcall serve did not become ready:\n" + server_log(workdir)[-4000:]
+                        )
                     await asyncio.sleep(0.2)
             yield url
         finally:
@@ -203,8 +262,14 @@ def server_log(workdir: Path) -> str:
     return (workdir / "serve.log").read_text(errors="replace")
 
 
-async def call(http: httpx.AsyncClient, client: Client, kind: str, query: str,
-               variables: dict[str, Any], token: str | None) -> dict[str, Any] | None:
+async def call(
+    http: httpx.AsyncClient,
+    client: Client,
+    kind: str,
+    query: str,
+    variables: dict[str, Any],
+    token: str | None,
+) -> dict[str, Any] | None:
     """Send one operation and record how it went; the data of a clean answer, else None."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     started = time.perf_counter()
@@ -217,8 +282,12 @@ async def call(http: httpx.AsyncClient, client: Client, kind: str, query: str,
     body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
     top_level = [(e.get("extensions") or {}).get("code", "NO_CODE") for e in body.get("errors") or []]
     data = body.get("data") or {}
-    payload = [error["code"] for value in data.values() if isinstance(value, dict)
-               for error in value.get("errors", [])]
+    payload = [
+        error["code"]
+        for value in data.values()
+        if isinstance(value, dict)
+        for error in value.get("errors", [])
+    ]
     client.records.append(Record(client.alone, kind, response.status_code, seconds, top_level, payload))
     return data if response.status_code == 200 and not top_level and not payload else None
 
@@ -235,31 +304,66 @@ async def one_step(http: httpx.AsyncClient, client: Client, kind: str) -> None:
             await call(http, client, kind, CLASSES, {}, client.token)
         case "login":
             pupil = rng.choice(client.pupils)
-            await call(http, client, kind, LOGIN,
-                       {"school": SLUG, "username": pupil.username, "password": PUPIL_PASSWORD}, None)
+            await call(
+                http,
+                client,
+                kind,
+                LOGIN,
+                {"school": SLUG, "username": pupil.username, "password": PUPIL_PASSWORD},
+                None,
+            )
         case "add_user":
             username, class_id = f"load{client.number:02}x{serial:05}", rng.choice(client.class_ids)
-            data = await call(http, client, kind, ADD_USER, {"input": {
-                "username": username, "password": PUPIL_PASSWORD, "type": "PUPIL", "firstName": "New",
-                "surname": f"Added{serial}", "registrationClassId": class_id}}, client.token)
+            data = await call(
+                http,
+                client,
+                kind,
+                ADD_USER,
+                {
+                    "input": {
+                        "username": username,
+                        "password": PUPIL_PASSWORD,
+                        "type": "PUPIL",
+                        "firstName": "New",
+                        "surname": f"Added{serial}",
+                        "registrationClassId": class_id,
+                    }
+                },
+                client.token,
+            )
             if data is not None:
                 user = data["addUser"]["user"]
-                pupil = Pupil(id=user["id"], username=username, version=user["version"],
-                              surname=f"Added{serial}", class_id=class_id)
+                pupil = Pupil(
+                    id=user["id"],
+                    username=username,
+                    version=user["version"],
+                    surname=f"Added{serial}",
+                    class_id=class_id,
+                )
                 client.added.append(pupil)
                 client.pupils.append(pupil)
         case "edit_surname":
             pupil = rng.choice(client.pupils)
             surname = f"Edited{client.number}-{serial}"
-            data = await call(http, client, kind, EDIT_SURNAME,
-                              {"id": pupil.id, "value": surname, "version": pupil.version}, client.token)
+            data = await call(
+                http,
+                client,
+                kind,
+                EDIT_SURNAME,
+                {"id": pupil.id, "value": surname, "version": pupil.version},
+                client.token,
+            )
             if data is not None:
                 user = data["updateUserField"]["user"]
                 pupil.version, pupil.surname = user["version"], user["surname"]
         case "move_class":
             pupil, class_id = rng.choice(client.pupils), rng.choice(client.class_ids)
-            if await call(http, client, kind, MOVE, {"classId": class_id, "userIds": [pupil.id]},
-                          client.token) is not None:
+            if (
+                await call(
+                    http, client, kind, MOVE, {"classId": class_id, "userIds": [pupil.id]}, client.token
+                )
+                is not None
+            ):
                 pupil.class_id = class_id
 
 
@@ -288,16 +392,30 @@ async def check(bench: Bench, setup: Setup) -> list[str]:
     failed += [f"{n} unexpected payload errors {code}" for code, n in payload.items()]
     expected = {p.id: p for c in setup.clients for p in c.pupils}
     async with school_scope(bench.db, setup.school_id) as session:
-        users = (await session.execute(select(func.count()).select_from(User).where(
-            User.school_id == setup.school_id, User.deleted_at.is_(None)))).scalar_one()
+        users = (
+            await session.execute(
+                select(func.count())
+                .select_from(User)
+                .where(User.school_id == setup.school_id, User.deleted_at.is_(None))
+            )
+        ).scalar_one()
         added = sum(len(c.added) for c in setup.clients)
         if users != setup.initial_users + added:
             failed.append(f"{users} users, but {setup.initial_users} + {added} added were expected")
-        found = {str(row.id): row for row in (await session.execute(select(User).where(
-            User.school_id == setup.school_id, User.type == UserType.PUPIL))).scalars()}
+        found = {
+            str(row.id): row
+            for row in (
+                await session.execute(
+                    select(User).where(User.school_id == setup.school_id, User.type == UserType.PUPIL)
+                )
+            ).scalars()
+        }
         registrations: dict[str, list[str]] = defaultdict(list)
-        memberships = await session.execute(select(ClassMembership.user_id, ClassMembership.class_id).where(
-            ClassMembership.school_id == setup.school_id, ClassMembership.kind == ClassKind.REGISTRATION))
+        memberships = await session.execute(
+            select(ClassMembership.user_id, ClassMembership.class_id).where(
+                ClassMembership.school_id == setup.school_id, ClassMembership.kind == ClassKind.REGISTRATION
+            )
+        )
         for user_id, class_id in memberships:
             registrations[str(user_id)].append(str(class_id))
     for pupil in expected.values():
@@ -305,11 +423,15 @@ async def check(bench: Bench, setup: Setup) -> list[str]:
         if row is None:
             failed.append(f"pupil {pupil.username} is missing")
         elif (row.surname, row.version) != (pupil.surname, pupil.version):
-            failed.append(f"{pupil.username}: {row.surname!r} v{row.version}, the client last saw "
-                          f"{pupil.surname!r} v{pupil.version}")
+            failed.append(
+                f"{pupil.username}: {row.surname!r} v{row.version}, the client last saw "
+                f"{pupil.surname!r} v{pupil.version}"
+            )
         if registrations.get(pupil.id) != [pupil.class_id]:
-            failed.append(f"{pupil.username} is in registration classes {registrations.get(pupil.id)}, "
-                          f"expected [{pupil.class_id}]")
+            failed.append(
+                f"{pupil.username} is in registration classes {registrations.get(pupil.id)}, "
+                f"expected [{pupil.class_id}]"
+            )
     per_class = Counter(p.class_id for p in expected.values())
     actual = Counter(class_id for classes in registrations.values() for class_id in classes)
     if per_class != actual:
@@ -328,11 +450,16 @@ def figures(setup: Setup, elapsed: float, workers: int, load_before: float) -> d
     for record in (r for c in setup.clients for r in c.records):
         for kind in (record.kind, "all"):
             (alone if record.alone else by_kind)[kind].append(record.seconds)
-    results: dict[str, Any] = {"load_clients": len(setup.clients), "load_workers": workers,
-                               "load_cpus": os.cpu_count(), "load_average_1m_before": round(load_before, 2),
-                               "load_seconds": round(elapsed, 1), "load_requests": len(records),
-                               "load_initial_users": setup.initial_users,
-                               "load_users_added": sum(len(c.added) for c in setup.clients)}
+    results: dict[str, Any] = {
+        "load_clients": len(setup.clients),
+        "load_workers": workers,
+        "load_cpus": os.cpu_count(),
+        "load_average_1m_before": round(load_before, 2),
+        "load_seconds": round(elapsed, 1),
+        "load_requests": len(records),
+        "load_initial_users": setup.initial_users,
+        "load_users_added": sum(len(c.added) for c in setup.clients),
+    }
     for kind, seconds in sorted(by_kind.items()):
         seconds.sort()
         results[f"load_{kind}_requests"] = len(seconds)
@@ -350,7 +477,8 @@ def report(results: dict[str, Any]) -> str:
     kinds = [*sorted(MIX), "all"]
     columns = ("requests", "per_s", "p50_ms", "p95_ms", "p99_ms", "alone_p50_ms")
     rows = [("kind", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "alone p50")] + [
-        (kind, *(str(results.get(f"load_{kind}_{column}", "-")) for column in columns)) for kind in kinds]
+        (kind, *(str(results.get(f"load_{kind}_{column}", "-")) for column in columns)) for kind in kinds
+    ]
     lines = ["  ".join(f"{cell:>{10 if i else 13}}" for i, cell in enumerate(row)) for row in rows]
     return table(run) + "\n\n" + "\n".join(lines)
 
@@ -375,8 +503,9 @@ async def main(full: bool) -> dict[str, Any]:
                 elapsed = time.monotonic() - started
             failed = await check(bench, setup)
         # A failed check is easier to read beside what the server logged as going wrong.
-        logged = [line for line in server_log(Path(tmp)).splitlines()
-                  if "ERROR" in line or "Traceback" in line]
+        logged = [
+            line for line in server_log(Path(tmp)).splitlines() if "ERROR" in line or "Traceback" in line
+        ]
     results = figures(setup, elapsed, workers, load_before)
     print(report(results))
     if failed:

@@ -131,8 +131,10 @@ def lua(value: Any) -> str:
 
 
 def lua_headers(headers: dict[str, str]) -> str:
-    return "\n".join(f"wrk.headers[{lua(k)}] = {lua(v)}" for k, v in
-                     {"Content-Type": "application/json", **headers}.items())
+    return "\n".join(
+        f"wrk.headers[{lua(k)}] = {lua(v)}"
+        for k, v in {"Content-Type": "application/json", **headers}.items()
+    )
 
 
 def graphql_body(query: str, variables: dict[str, Any] | None = None) -> str:
@@ -149,13 +151,23 @@ class Load:
 
     @staticmethod
     def fixed(path: str, body: str | None, headers: dict[str, str], method: str = "POST") -> Load:
-        return Load(path, _LUA_COMMON + _LUA_FIXED.format(method=method, body=lua(body) if body else "nil",
-                                                          headers=lua_headers(headers)))
+        return Load(
+            path,
+            _LUA_COMMON
+            + _LUA_FIXED.format(
+                method=method, body=lua(body) if body else "nil", headers=lua_headers(headers)
+            ),
+        )
 
     @staticmethod
-    def rotating(path: str, bodies: list[str], headers: dict[str, str], connections: int = CONNECTIONS) -> Load:
-        return Load(path, _LUA_COMMON + _LUA_ROTATING.format(bodies=lua(bodies), headers=lua_headers(headers)),
-                    connections)
+    def rotating(
+        path: str, bodies: list[str], headers: dict[str, str], connections: int = CONNECTIONS
+    ) -> Load:
+        return Load(
+            path,
+            _LUA_COMMON + _LUA_ROTATING.format(bodies=lua(bodies), headers=lua_headers(headers)),
+            connections,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +180,13 @@ class Figures:
 
     @staticmethod
     def mean(runs: list[Figures]) -> Figures:
-        return Figures(statistics.fmean(r.rate for r in runs), statistics.fmean(r.p50_ms for r in runs),
-                       statistics.fmean(r.p99_ms for r in runs), statistics.fmean(r.cpu_ms for r in runs),
-                       sum(r.failed for r in runs))
+        return Figures(
+            statistics.fmean(r.rate for r in runs),
+            statistics.fmean(r.p50_ms for r in runs),
+            statistics.fmean(r.p99_ms for r in runs),
+            statistics.fmean(r.cpu_ms for r in runs),
+            sum(r.failed for r in runs),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +207,9 @@ class Server:
             except OSError:
                 continue
             fields = rest.rsplit(")", 1)[1].split()
-            backend = int(fields[1]) == self.postmaster and title.startswith(f"postgres: {self.role} ".encode())
+            backend = int(fields[1]) == self.postmaster and title.startswith(
+                f"postgres: {self.role} ".encode()
+            )
             if int(pid) == self.pid or backend:
                 ticks += int(fields[11]) + int(fields[12])
         return ticks / os.sysconf("SC_CLK_TCK")
@@ -210,17 +228,49 @@ def served(factory: str, bench: Bench, data_dir: str, source: Path = ROOT, **env
     port = free_port()
     urls = bench.server.urls()
     with open(Path(data_dir) / f"{port}.log", "wb") as log:
-        yield from _serve(factory, bench, port, log, source, {
-            "DATABASE_URL": urls.owner, "APP_DATABASE_URL": urls.app, "ROLLCALL_LOG_FORMAT": "text",
-            "ROLLCALL_DATA_DIR": data_dir, "PYTHONPATH": str(source), **env})
+        yield from _serve(
+            factory,
+            bench,
+            port,
+            log,
+            source,
+            {
+                "DATABASE_URL": urls.owner,
+                "APP_DATABASE_URL": urls.app,
+                "ROLLCALL_LOG_FORMAT": "text",
+                "ROLLCALL_DATA_DIR": data_dir,
+                "PYTHONPATH": str(source),
+                **env,
+            },
+        )
 
 
-def _serve(factory: str, bench: Bench, port: int, log: IO[bytes], source: Path,
-           env: dict[str, str]) -> Iterator[Server]:
+def _serve(
+    factory: str, bench: Bench, port: int, log: IO[bytes], source: Path, env: dict[str, str]
+) -> Iterator[Server]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", factory, "--factory", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--log-level", "warning", "--no-access-log", "--no-proxy-headers"],
-        cwd=source, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            factory,
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--no-proxy-headers",
+        ],
+        cwd=source,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -232,8 +282,12 @@ def _serve(factory: str, bench: Bench, port: int, log: IO[bytes], source: Path,
                     raise RuntimeError(f"{factory} did not start") from None
                 time.sleep(0.1)
         postmaster = int((bench.server.pgdata / "postmaster.pid").read_text().split()[0])
-        yield Server(f"http://127.0.0.1:{port}", process.pid, postmaster, make_url(bench.server.urls().app).username
-                     or "")
+        yield Server(
+            f"http://127.0.0.1:{port}",
+            process.pid,
+            postmaster,
+            make_url(bench.server.urls().app).username or "",
+        )
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -256,17 +310,41 @@ def drive(server: Server, load: Load, seconds: int, script_dir: Path) -> Figures
     script = script_dir / f"{abs(hash(load.script))}.lua"
     script.write_text(load.script)
     cpu = server.cpu_seconds()
-    run = subprocess.run([wrk(), "-t", "2", "-c", str(load.connections), "-d", f"{seconds}s", "--timeout", "10s",
-                          "-s", str(script), server.url + load.path], capture_output=True, text=True, check=False)
+    run = subprocess.run(
+        [
+            wrk(),
+            "-t",
+            "2",
+            "-c",
+            str(load.connections),
+            "-d",
+            f"{seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            server.url + load.path,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     cpu = server.cpu_seconds() - cpu
     found = re.search(r"^BENCH (\d+) (\d+) (\d+) (\d+) (\d+)$", run.stdout, re.MULTILINE)
     assert run.returncode == 0 and found, run.stdout + run.stderr
     requests, failed, p50_us, p99_us, duration_us = map(int, found.groups())
     if failed:
-        print(f"{failed} of {requests} answers to {load.path} were not clean, such as:",
-              re.findall(r"^FAILED .*$", run.stdout, re.MULTILINE)[:1])
-    return Figures(rate=requests / (duration_us / 1e6), p50_ms=p50_us / 1000, p99_ms=p99_us / 1000,
-                   cpu_ms=1000 * cpu / max(requests, 1), failed=failed)
+        print(
+            f"{failed} of {requests} answers to {load.path} were not clean, such as:",
+            re.findall(r"^FAILED .*$", run.stdout, re.MULTILINE)[:1],
+        )
+    return Figures(
+        rate=requests / (duration_us / 1e6),
+        p50_ms=p50_us / 1000,
+        p99_ms=p99_us / 1000,
+        cpu_ms=1000 * cpu / max(requests, 1),
+        failed=failed,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,40 +366,81 @@ async def _admin(session: Any) -> Any:
 
 
 async def prepare(bench: Bench) -> Tokens:
-    roster, write, login, scim = (dataset.school(n) for n in (ROSTER_SCHOOL, WRITE_SCHOOL, LOGIN_SCHOOL,
-                                                               SCIM_SCHOOL))
+    roster, write, login, scim = (
+        dataset.school(n) for n in (ROSTER_SCHOOL, WRITE_SCHOOL, LOGIN_SCHOOL, SCIM_SCHOOL)
+    )
     async with school_scope(bench.db, roster.id) as session:
         admin_id = await _admin(session)
         admin_session, _ = await start_session(session, school_id=roster.id, user_id=admin_id, policy=POLICY)
-        api_token, _ = await create_api_token(session, school_id=roster.id, actor_id=admin_id,
-                                              actor_label="admin", name="Bench sync", scopes=[ApiScope.ROSTER_READ])
+        api_token, _ = await create_api_token(
+            session,
+            school_id=roster.id,
+            actor_id=admin_id,
+            actor_label="admin",
+            name="Bench sync",
+            scopes=[ApiScope.ROSTER_READ],
+        )
     async with school_scope(bench.db, write.id) as session:
         admin_id = await _admin(session)
         write_session, _ = await start_session(session, school_id=write.id, user_id=admin_id, policy=POLICY)
-        edits = [str(i) for i in (await session.execute(text(
-            "select id from users where type = 'PUPIL' order by id limit 800"))).scalars()]
+        edits = [
+            str(i)
+            for i in (
+                await session.execute(text("select id from users where type = 'PUPIL' order by id limit 800"))
+            ).scalars()
+        ]
     async with school_scope(bench.db, login.id) as session:
-        usernames = list((await session.execute(text(
-            "select username from users where type = 'PUPIL' order by username limit 800"))).scalars())
+        usernames = list(
+            (
+                await session.execute(
+                    text("select username from users where type = 'PUPIL' order by username limit 800")
+                )
+            ).scalars()
+        )
     async with bench.owner.begin() as connection:  # a managed school, as SCIM needs
         await connection.execute(text("select set_config('app.school_id', :id, true)"), {"id": str(scim.id)})
         await connection.execute(text("update schools set provider = 'C2K' where id = :id"), {"id": scim.id})
     async with school_scope(bench.db, scim.id) as session:
-        scim_token, _ = await create_api_token(session, school_id=scim.id, actor_id=None, actor_label="bench",
-                                               name="Bench provider", scopes=[ApiScope.PROVISION])
-    return Tokens(roster_school=str(roster.id), admin_session=admin_session, api_token=api_token,
-                  write_session=write_session, edits=edits, login_school=login.slug, login_usernames=usernames,
-                  scim_token=scim_token)
+        scim_token, _ = await create_api_token(
+            session,
+            school_id=scim.id,
+            actor_id=None,
+            actor_label="bench",
+            name="Bench provider",
+            scopes=[ApiScope.PROVISION],
+        )
+    return Tokens(
+        roster_school=str(roster.id),
+        admin_session=admin_session,
+        api_token=api_token,
+        write_session=write_session,
+        edits=edits,
+        login_school=login.slug,
+        login_usernames=usernames,
+        scim_token=scim_token,
+    )
 
 
 async def edits_load(bench: Bench, tokens: Tokens) -> Load:
     """The surname edits, with each user's current version (earlier rounds have moved them on)."""
     async with school_scope(bench.db, dataset.school(WRITE_SCHOOL).id) as session:
-        versions = {str(i): v for i, v in await session.execute(text(
-            "select id, version from users where id = any(cast(:ids as uuid[]))"), {"ids": tokens.edits})}
-    return Load("/graphql", _LUA_COMMON + _LUA_EDITS.format(
-        headers=lua_headers({"Authorization": f"Bearer {tokens.write_session}"}), users=lua(tokens.edits),
-        versions=lua(versions), query=lua(json.dumps(EDIT_SURNAME))))
+        versions = {
+            str(i): v
+            for i, v in await session.execute(
+                text("select id, version from users where id = any(cast(:ids as uuid[]))"),
+                {"ids": tokens.edits},
+            )
+        }
+    return Load(
+        "/graphql",
+        _LUA_COMMON
+        + _LUA_EDITS.format(
+            headers=lua_headers({"Authorization": f"Bearer {tokens.write_session}"}),
+            users=lua(tokens.edits),
+            versions=lua(versions),
+            query=lua(json.dumps(EDIT_SURNAME)),
+        ),
+    )
 
 
 def rows(tokens: Tokens) -> dict[str, Load]:
@@ -330,17 +449,28 @@ def rows(tokens: Tokens) -> dict[str, Load]:
     return {
         "roster page, session token": Load.fixed("/graphql", graphql_body(ROSTER), session),
         "{ __typename }, session token": Load.fixed("/graphql", graphql_body(TYPENAME), session),
-        "{ __typename }, API token": Load.fixed("/graphql", graphql_body(TYPENAME),
-                                                {"Authorization": f"Bearer {tokens.api_token}"}),
+        "{ __typename }, API token": Load.fixed(
+            "/graphql", graphql_body(TYPENAME), {"Authorization": f"Bearer {tokens.api_token}"}
+        ),
         "{ __typename }, no token": Load.fixed("/graphql", graphql_body(TYPENAME), {}),
         "me": Load.fixed("/graphql", graphql_body(ME), session),
-        "SCIM GET /Users?count=100": Load.fixed("/scim/v2/Users?count=100", None,
-                                                {"Authorization": f"Bearer {tokens.scim_token}"}, method="GET"),
+        "SCIM GET /Users?count=100": Load.fixed(
+            "/scim/v2/Users?count=100", None, {"Authorization": f"Bearer {tokens.scim_token}"}, method="GET"
+        ),
         "500-user page, teaching classes (API token)": Load.fixed(
-            "/graphql", graphql_body(PAGE_500), {"Authorization": f"Bearer {tokens.api_token}"}),
-        "login": Load.rotating("/graphql", [graphql_body(LOGIN, {
-            "school": tokens.login_school, "username": name, "password": dataset.PASSWORD})
-            for name in tokens.login_usernames], {}, connections=2 * HASHING_THREADS),  # argon2 is the queue
+            "/graphql", graphql_body(PAGE_500), {"Authorization": f"Bearer {tokens.api_token}"}
+        ),
+        "login": Load.rotating(
+            "/graphql",
+            [
+                graphql_body(
+                    LOGIN, {"school": tokens.login_school, "username": name, "password": dataset.PASSWORD}
+                )
+                for name in tokens.login_usernames
+            ],
+            {},
+            connections=2 * HASHING_THREADS,
+        ),  # argon2 is the queue
     }
 
 
@@ -352,11 +482,16 @@ def floors(tokens: Tokens) -> dict[str, Load]:
 def same_answers(rollcall: Server, floor: Server, tokens: Tokens) -> None:
     """The floor answers what Rollcall answers, for both statements it stands for."""
     with httpx.Client(timeout=30) as http:
-        for query, path, token in ((ROSTER, "/roster", tokens.admin_session),
-                                   (PAGE_500, "/sync", tokens.api_token)):
-            ours = http.post(rollcall.url + "/graphql", json={"query": query},
-                             headers={"Authorization": f"Bearer {token}"}).json()
-            bare = http.post(floor.url + path, json={}, headers={"X-Bench-School": tokens.roster_school}).json()
+        for query, path, token in (
+            (ROSTER, "/roster", tokens.admin_session),
+            (PAGE_500, "/sync", tokens.api_token),
+        ):
+            ours = http.post(
+                rollcall.url + "/graphql", json={"query": query}, headers={"Authorization": f"Bearer {token}"}
+            ).json()
+            bare = http.post(
+                floor.url + path, json={}, headers={"X-Bench-School": tokens.roster_school}
+            ).json()
             assert ours == bare, f"the floor's {path} differs from what /graphql answers"
 
 
@@ -365,16 +500,20 @@ async def verify_floor(password_hash: str, seconds: float) -> float:
     done = 0
     started = time.perf_counter()
     while (elapsed := time.perf_counter() - started) < seconds:
-        await asyncio.gather(*(verify_password_async(password_hash, dataset.PASSWORD)
-                               for _ in range(HASHING_THREADS)))
+        await asyncio.gather(
+            *(verify_password_async(password_hash, dataset.PASSWORD) for _ in range(HASHING_THREADS))
+        )
         done += HASHING_THREADS
     return done / elapsed
 
 
 def ratios(found: Figures, floor: Figures) -> dict[str, float]:
-    return {"rate_ratio": round(found.rate / floor.rate, 3), "p50_ratio": round(found.p50_ms / floor.p50_ms, 2),
-            "p99_ratio": round(found.p99_ms / floor.p99_ms, 2),
-            "cpu_ratio": round(floor.cpu_ms / max(found.cpu_ms, 0.001), 3)}
+    return {
+        "rate_ratio": round(found.rate / floor.rate, 3),
+        "p50_ratio": round(found.p50_ms / floor.p50_ms, 2),
+        "p99_ratio": round(found.p99_ms / floor.p99_ms, 2),
+        "cpu_ratio": round(floor.cpu_ms / max(found.cpu_ms, 0.001), 3),
+    }
 
 
 def markdown(results: dict[str, Any], servers: list[str]) -> str:
@@ -383,14 +522,21 @@ def markdown(results: dict[str, Any], servers: list[str]) -> str:
     lines = [head, "|" + " --- |" * (2 + 2 * len(servers))]
     for row, measured in results["rows"].items():
         floor = measured["floor"]
-        cells = [row, f"{floor['rate']:.0f}/s, p50 {floor['p50_ms']:.1f}, p99 {floor['p99_ms']:.1f} ms"
-                 + (f", CPU {floor['cpu_ms']:.2f} ms" if floor.get("cpu_ms") else "")]
+        cells = [
+            row,
+            f"{floor['rate']:.0f}/s, p50 {floor['p50_ms']:.1f}, p99 {floor['p99_ms']:.1f} ms"
+            + (f", CPU {floor['cpu_ms']:.2f} ms" if floor.get("cpu_ms") else ""),
+        ]
         for name in servers:
             mine = measured[name]
-            cells.append(f"{mine['rate']:.0f}/s, p50 {mine['p50_ms']:.1f}, p99 {mine['p99_ms']:.1f} ms, "
-                         f"CPU {mine['cpu_ms']:.2f} ms" + (f", {mine['failed']} failed" if mine["failed"] else ""))
-            cells.append(f"**{mine['rate_ratio']}** (p50 {mine.get('p50_ratio', '-')}, p99 "
-                         f"{mine.get('p99_ratio', '-')}, CPU {mine.get('cpu_ratio', '-')})")
+            cells.append(
+                f"{mine['rate']:.0f}/s, p50 {mine['p50_ms']:.1f}, p99 {mine['p99_ms']:.1f} ms, "
+                f"CPU {mine['cpu_ms']:.2f} ms" + (f", {mine['failed']} failed" if mine["failed"] else "")
+            )
+            cells.append(
+                f"**{mine['rate_ratio']}** (p50 {mine.get('p50_ratio', '-')}, p99 "
+                f"{mine.get('p99_ratio', '-')}, CPU {mine.get('cpu_ratio', '-')})"
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -398,10 +544,16 @@ def markdown(results: dict[str, Any], servers: list[str]) -> str:
 async def main(full: bool, baseline: Path | None = None, schools: int | None = None) -> dict[str, Any]:
     schools = schools or (1000 if full else 200)
     seconds, rounds = (5, 3) if full else (3, 2)
-    results: dict[str, Any] = {"load_average_1m_before": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
-                               "connections": CONNECTIONS, "load_generator": "wrk -t 2", "schools": schools,
-                               "users": schools * dataset.USERS_PER_SCHOOL, "seconds_per_run": seconds,
-                               "rounds": rounds}
+    results: dict[str, Any] = {
+        "load_average_1m_before": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
+        "connections": CONNECTIONS,
+        "load_generator": "wrk -t 2",
+        "schools": schools,
+        "users": schools * dataset.USERS_PER_SCHOOL,
+        "seconds_per_run": seconds,
+        "rounds": rounds,
+    }
     measured: dict[tuple[str, str], list[Figures]] = {}
     with tempfile.TemporaryDirectory(prefix="rollcall-roster-bench-") as data_dir:
         async with bench_database() as bench:
@@ -413,15 +565,22 @@ async def main(full: bool, baseline: Path | None = None, schools: int | None = N
                 servers = {"rollcall": stack.enter_context(served("gql.app:app_from_env", bench, data_dir))}
                 if baseline is not None:
                     servers["before"] = stack.enter_context(
-                        served("gql.app:app_from_env", bench, data_dir, source=baseline.resolve()))
+                        served("gql.app:app_from_env", bench, data_dir, source=baseline.resolve())
+                    )
                 for server in servers.values():
                     same_answers(server, floor, tokens)
                 scripts = Path(data_dir)
                 loads, floor_loads = rows(tokens), floors(tokens)
-                turns: list[tuple[str, str, Server]] = [("roster", "floor", floor),
-                                                        ("500-user page", "floor", floor)]
-                turns += [(row, name, server) for row in [*loads, "updateUserField (surname)"] if row != "login"
-                          for name, server in servers.items()]
+                turns: list[tuple[str, str, Server]] = [
+                    ("roster", "floor", floor),
+                    ("500-user page", "floor", floor),
+                ]
+                turns += [
+                    (row, name, server)
+                    for row in [*loads, "updateUserField (surname)"]
+                    if row != "login"
+                    for name, server in servers.items()
+                ]
                 for row, name, server in turns[:2] + [t for t in turns if t[0].startswith("roster")]:
                     load = floor_loads[row] if name == "floor" else loads[row]
                     drive(server, load, 1, scripts)  # warm: plans compiled, pools filled
@@ -441,7 +600,8 @@ async def main(full: bool, baseline: Path | None = None, schools: int | None = N
                     hashing.append(await verify_floor(password_hash, seconds))
                     for name, server in servers.items():
                         measured.setdefault(("login", name), []).append(
-                            drive(server, loads["login"], 2 * seconds, scripts))
+                            drive(server, loads["login"], 2 * seconds, scripts)
+                        )
                 hashing.append(await verify_floor(password_hash, seconds))
     results["load_average_1m_after"] = round(os.getloadavg()[0], 2)
     print(table([(f"{row} / {name}", repr(found)) for (row, name), found in measured.items()]))
@@ -451,24 +611,45 @@ async def main(full: bool, baseline: Path | None = None, schools: int | None = N
     for row in [*rows(tokens), "updateUserField (surname)"]:
         floor_key = "500-user page" if row.startswith("500") else "roster"
         floor_figures = means[floor_key, "floor"]
-        shown: dict[str, Any] = {"floor": {"name": floor_key, "rate": round(floor_figures.rate, 1),
-                                           "p50_ms": round(floor_figures.p50_ms, 2),
-                                           "p99_ms": round(floor_figures.p99_ms, 2),
-                                           "cpu_ms": round(floor_figures.cpu_ms, 3)}}
+        shown: dict[str, Any] = {
+            "floor": {
+                "name": floor_key,
+                "rate": round(floor_figures.rate, 1),
+                "p50_ms": round(floor_figures.p50_ms, 2),
+                "p99_ms": round(floor_figures.p99_ms, 2),
+                "cpu_ms": round(floor_figures.cpu_ms, 3),
+            }
+        }
         if row == "login":
-            shown["floor"] = {"name": "argon2 verifications/s, all cores", "rate": round(argon2, 1),
-                              "p50_ms": 0.0, "p99_ms": 0.0, "cpu_ms": 0.0}
+            shown["floor"] = {
+                "name": "argon2 verifications/s, all cores",
+                "rate": round(argon2, 1),
+                "p50_ms": 0.0,
+                "p99_ms": 0.0,
+                "cpu_ms": 0.0,
+            }
         for name in servers:
             mine = means[row, name]
-            shown[name] = {"rate": round(mine.rate, 1), "p50_ms": round(mine.p50_ms, 2),
-                           "p99_ms": round(mine.p99_ms, 2), "cpu_ms": round(mine.cpu_ms, 3), "failed": mine.failed,
-                           "p99_over_p50": round(mine.p99_ms / max(mine.p50_ms, 0.001), 2)}
-            shown[name] |= {"rate_ratio": round(mine.rate / argon2, 3)} if row == "login" \
+            shown[name] = {
+                "rate": round(mine.rate, 1),
+                "p50_ms": round(mine.p50_ms, 2),
+                "p99_ms": round(mine.p99_ms, 2),
+                "cpu_ms": round(mine.cpu_ms, 3),
+                "failed": mine.failed,
+                "p99_over_p50": round(mine.p99_ms / max(mine.p50_ms, 0.001), 2),
+            }
+            shown[name] |= (
+                {"rate_ratio": round(mine.rate / argon2, 3)}
+                if row == "login"
                 else ratios(mine, floor_figures)
+            )
         table_rows[row] = shown
     results["rows"] = table_rows
     for name in servers:
-        session, none = table_rows["{ __typename }, session token"][name], table_rows["{ __typename }, no token"][name]
+        session, none = (
+            table_rows["{ __typename }, session token"][name],
+            table_rows["{ __typename }, no token"][name],
+        )
         results[f"{name}_typename_session_over_no_token"] = round(session["rate"] / none["rate"], 3)
     print(table([(k, str(v)) for k, v in results.items() if k != "rows"]))
     print(markdown(results, list(servers)))
@@ -478,7 +659,9 @@ async def main(full: bool, baseline: Path | None = None, schools: int | None = N
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--full", action="store_true")
-    parser.add_argument("--baseline", type=Path, help="another checkout of Rollcall, measured beside this one")
+    parser.add_argument(
+        "--baseline", type=Path, help="another checkout of Rollcall, measured beside this one"
+    )
     parser.add_argument("--schools", type=int, help="how many schools to load (200 quick, 1,000 full)")
     arguments = parser.parse_args()
     save(asyncio.run(main(arguments.full, arguments.baseline, arguments.schools)))

@@ -25,59 +25,106 @@ class ApiScope(enum.StrEnum):
     PROVISION = "PROVISION"
 
 
-async def create_api_token(session: AsyncSession, *, school_id: uuid.UUID, actor_id: uuid.UUID | None,
-                           actor_label: str, name: str, scopes: Sequence[ApiScope]) -> tuple[str, ApiToken]:
+async def create_api_token(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    actor_id: uuid.UUID | None,
+    actor_label: str,
+    name: str,
+    scopes: Sequence[ApiScope],
+) -> tuple[str, ApiToken]:
     """Issue a token; its secret is returned this once and only its hash is kept."""
     name = " ".join(name.split())
     if not name or len(name) > NAME_MAX:
-        raise DomainError(Problem(ErrorCode.INVALID_INPUT, f"A token's name is 1 to {NAME_MAX} characters.", "name"))
+        raise DomainError(
+            Problem(ErrorCode.INVALID_INPUT, f"A token's name is 1 to {NAME_MAX} characters.", "name")
+        )
     if CONTROL_CHARACTERS.search(name):
-        raise DomainError(Problem(ErrorCode.INVALID_INPUT, "A token's name cannot contain control characters.",
-                                  "name"))
+        raise DomainError(
+            Problem(ErrorCode.INVALID_INPUT, "A token's name cannot contain control characters.", "name")
+        )
     if not scopes:
         raise DomainError(Problem(ErrorCode.INVALID_INPUT, "Choose at least one scope.", "scopes"))
     if ApiScope.PROVISION in scopes:
         await _require_provisioning(session, school_id, scopes)
     secret, token_hash = new_secret(API_TOKEN_PREFIX)
-    token = ApiToken(school_id=school_id, name=name, token_hash=token_hash,
-                     scopes=sorted({scope.value for scope in scopes}), created_by=actor_id)
+    token = ApiToken(
+        school_id=school_id,
+        name=name,
+        token_hash=token_hash,
+        scopes=sorted({scope.value for scope in scopes}),
+        created_by=actor_id,
+    )
     session.add(token)
     await session.flush()
-    await audit.record(session, school_id=school_id, actor_id=actor_id, actor_label=actor_label,
-                       action="api_token.created", summary={"token_id": str(token.id), "name": name,
-                                                            "scopes": token.scopes})
+    await audit.record(
+        session,
+        school_id=school_id,
+        actor_id=actor_id,
+        actor_label=actor_label,
+        action="api_token.created",
+        summary={"token_id": str(token.id), "name": name, "scopes": token.scopes},
+    )
     await session.refresh(token)
     return secret, token
 
 
-async def _require_provisioning(session: AsyncSession, school_id: uuid.UUID,
-                                scopes: Sequence[ApiScope]) -> None:
+async def _require_provisioning(
+    session: AsyncSession, school_id: uuid.UUID, scopes: Sequence[ApiScope]
+) -> None:
     if set(scopes) != {ApiScope.PROVISION}:
-        raise DomainError(Problem(ErrorCode.INVALID_INPUT,
-                                  "A provisioning token has the PROVISION scope alone.", "scopes"))
+        raise DomainError(
+            Problem(ErrorCode.INVALID_INPUT, "A provisioning token has the PROVISION scope alone.", "scopes")
+        )
     if (await session.get_one(School, school_id)).provider == Provider.MANUAL:
-        raise DomainError(Problem(ErrorCode.INVALID_INPUT,
-                                  "This school's users are managed here, by hand; provisioning tokens are "
-                                  "for schools whose users come from a provider.", "scopes"))
+        raise DomainError(
+            Problem(
+                ErrorCode.INVALID_INPUT,
+                "This school's users are managed here, by hand; provisioning tokens are "
+                "for schools whose users come from a provider.",
+                "scopes",
+            )
+        )
 
 
-async def revoke_api_token(session: AsyncSession, *, school_id: uuid.UUID, token_id: uuid.UUID,
-                           actor_id: uuid.UUID, actor_label: str) -> ApiToken:
-    token = (await session.execute(
-        select(ApiToken).where(ApiToken.school_id == school_id, ApiToken.id == token_id)
-    )).scalar_one_or_none()
+async def revoke_api_token(
+    session: AsyncSession, *, school_id: uuid.UUID, token_id: uuid.UUID, actor_id: uuid.UUID, actor_label: str
+) -> ApiToken:
+    token = (
+        await session.execute(
+            select(ApiToken).where(ApiToken.school_id == school_id, ApiToken.id == token_id)
+        )
+    ).scalar_one_or_none()
     if token is None:
         raise DomainError(Problem(ErrorCode.NOT_FOUND, f"No API token has the id {token_id}.", "id"))
     if token.revoked_at is None:
-        await session.execute(update(ApiToken).where(ApiToken.school_id == school_id, ApiToken.id == token_id)
-                              .values(revoked_at=func.now()))
-        await audit.record(session, school_id=school_id, actor_id=actor_id, actor_label=actor_label,
-                           action="api_token.revoked", summary={"token_id": str(token_id), "name": token.name})
+        await session.execute(
+            update(ApiToken)
+            .where(ApiToken.school_id == school_id, ApiToken.id == token_id)
+            .values(revoked_at=func.now())
+        )
+        await audit.record(
+            session,
+            school_id=school_id,
+            actor_id=actor_id,
+            actor_label=actor_label,
+            action="api_token.revoked",
+            summary={"token_id": str(token_id), "name": token.name},
+        )
         await session.refresh(token)
     return token
 
 
 async def list_api_tokens(session: AsyncSession, *, school_id: uuid.UUID) -> Sequence[ApiToken]:
-    return (await session.execute(
-        select(ApiToken).where(ApiToken.school_id == school_id).order_by(ApiToken.created_at, ApiToken.id)
-    )).scalars().all()
+    return (
+        (
+            await session.execute(
+                select(ApiToken)
+                .where(ApiToken.school_id == school_id)
+                .order_by(ApiToken.created_at, ApiToken.id)
+            )
+        )
+        .scalars()
+        .all()
+    )

@@ -36,17 +36,39 @@ async def record(
     summary: dict[str, Any] | None = None,
     request_id: str | None = None,
 ) -> None:
-    session.add(AuditEvent(
-        school_id=school_id, actor_id=actor_id, actor_label=actor_label, action=action,
-        target_user_ids=list(targets), summary=summary or {}, request_id=request_id,
-    ))
+    session.add(
+        AuditEvent(
+            school_id=school_id,
+            actor_id=actor_id,
+            actor_label=actor_label,
+            action=action,
+            target_user_ids=list(targets),
+            summary=summary or {},
+            request_id=request_id,
+        )
+    )
     await session.flush()
 
 
-async def record_by(session: AsyncSession, actor: Actor, *, school_id: uuid.UUID, action: str,
-                    targets: Iterable[uuid.UUID] = (), summary: dict[str, Any] | None = None) -> None:
-    await record(session, school_id=school_id, actor_id=actor.id, actor_label=actor.label, action=action,
-                 targets=targets, summary=summary, request_id=actor.request_id)
+async def record_by(
+    session: AsyncSession,
+    actor: Actor,
+    *,
+    school_id: uuid.UUID,
+    action: str,
+    targets: Iterable[uuid.UUID] = (),
+    summary: dict[str, Any] | None = None,
+) -> None:
+    await record(
+        session,
+        school_id=school_id,
+        actor_id=actor.id,
+        actor_label=actor.label,
+        action=action,
+        targets=targets,
+        summary=summary,
+        request_id=actor.request_id,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,23 +78,43 @@ class AuditPage:
     has_next_page: bool
 
 
-async def list_events(session: AsyncSession, *, school_id: uuid.UUID, action: str | None = None,
-                      user_id: uuid.UUID | None = None, first: int | None = None,
-                      after: str | None = None) -> AuditPage:
+async def list_events(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    action: str | None = None,
+    user_id: uuid.UUID | None = None,
+    first: int | None = None,
+    after: str | None = None,
+) -> AuditPage:
     """Newest first; `user_id` matches the actor or any target."""
     size = page_size(first)
     query = select(AuditEvent).where(AuditEvent.school_id == school_id)
     if action:
         if "\x00" in action:
-            raise DomainError(Problem(ErrorCode.INVALID_INPUT, "An action cannot contain a NUL character.", "action"))
+            raise DomainError(
+                Problem(ErrorCode.INVALID_INPUT, "An action cannot contain a NUL character.", "action")
+            )
         query = query.where(AuditEvent.action == action)
     if user_id is not None:
-        query = query.where(or_(AuditEvent.actor_id == user_id, AuditEvent.target_user_ids.contains([user_id])))
+        query = query.where(
+            or_(AuditEvent.actor_id == user_id, AuditEvent.target_user_ids.contains([user_id]))
+        )
     if after is not None:
         created, last_id = decode_cursor(after, parse=(datetime.fromisoformat, uuid.UUID))
-        query = query.where(tuple_(AuditEvent.created_at, AuditEvent.id) < tuple_(literal(created), literal(last_id)))
-    events = list((await session.execute(
-        query.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()).limit(size + 1))).scalars())
+        query = query.where(
+            tuple_(AuditEvent.created_at, AuditEvent.id) < tuple_(literal(created), literal(last_id))
+        )
+    events = list(
+        (
+            await session.execute(
+                query.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()).limit(size + 1)
+            )
+        ).scalars()
+    )
     page = events[:size]
-    return AuditPage(events=page, cursors=[encode_cursor([e.created_at.isoformat(), str(e.id)]) for e in page],
-                     has_next_page=len(events) > size)
+    return AuditPage(
+        events=page,
+        cursors=[encode_cursor([e.created_at.isoformat(), str(e.id)]) for e in page],
+        has_next_page=len(events) > size,
+    )

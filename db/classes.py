@@ -52,13 +52,17 @@ RENAMING: RowLock = {"key_share": True}  # FOR NO KEY UPDATE
 DELETING: RowLock = {}  # FOR UPDATE
 
 
-async def classes_of_users(session: AsyncSession, *, school_id: uuid.UUID,
-                           user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[SchoolClass]]:
+async def classes_of_users(
+    session: AsyncSession, *, school_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[SchoolClass]]:
     """Every class of each user, in one statement, ordered by kind then name."""
     rows = await session.execute(
         select(ClassMembership.user_id, SchoolClass)
-        .join(SchoolClass, (SchoolClass.school_id == ClassMembership.school_id)
-              & (SchoolClass.id == ClassMembership.class_id))
+        .join(
+            SchoolClass,
+            (SchoolClass.school_id == ClassMembership.school_id)
+            & (SchoolClass.id == ClassMembership.class_id),
+        )
         .where(ClassMembership.school_id == school_id, ClassMembership.user_id.in_(user_ids))
         .order_by(SchoolClass.kind, SchoolClass.name, SchoolClass.id)
     )
@@ -79,13 +83,18 @@ def class_order(
 def shares_a_class(school_id: uuid.UUID, viewer_id: uuid.UUID) -> Exists:
     """The user is in a class the viewer is in too (registration or teaching): a teacher's own pupils."""
     mine, theirs = aliased(ClassMembership), aliased(ClassMembership)
-    return exists().where(mine.school_id == school_id, mine.user_id == viewer_id,
-                          theirs.school_id == school_id, theirs.class_id == mine.class_id,
-                          theirs.user_id == User.id)
+    return exists().where(
+        mine.school_id == school_id,
+        mine.user_id == viewer_id,
+        theirs.school_id == school_id,
+        theirs.class_id == mine.class_id,
+        theirs.user_id == User.id,
+    )
 
 
-async def list_classes(session: AsyncSession, *, school_id: uuid.UUID,
-                       kind: ClassKind | None = None) -> list[SchoolClass]:
+async def list_classes(
+    session: AsyncSession, *, school_id: uuid.UUID, kind: ClassKind | None = None
+) -> list[SchoolClass]:
     """The school's classes, registration classes first, then by name."""
     query = select(SchoolClass).where(SchoolClass.school_id == school_id)
     if kind is not None:
@@ -93,8 +102,9 @@ async def list_classes(session: AsyncSession, *, school_id: uuid.UUID,
     return list((await session.execute(query.order_by(*class_order(SchoolClass)))).scalars())
 
 
-async def get_class(session: AsyncSession, *, school_id: uuid.UUID, class_id: uuid.UUID,
-                    lock: RowLock | None = None) -> SchoolClass | None:
+async def get_class(
+    session: AsyncSession, *, school_id: uuid.UUID, class_id: uuid.UUID, lock: RowLock | None = None
+) -> SchoolClass | None:
     """One class, locked with one of the row locks above if `lock` is given."""
     query = select(SchoolClass).where(SchoolClass.school_id == school_id, SchoolClass.id == class_id)
     if lock is not None:
@@ -102,14 +112,18 @@ async def get_class(session: AsyncSession, *, school_id: uuid.UUID, class_id: uu
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def member_counts(session: AsyncSession, *, school_id: uuid.UUID,
-                        class_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+async def member_counts(
+    session: AsyncSession, *, school_id: uuid.UUID, class_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, int]:
     """How many users (deleted ones aside, as in a roster) each class has, in one statement."""
     rows = await session.execute(
         select(ClassMembership.class_id, func.count())
         .join(User, (User.school_id == ClassMembership.school_id) & (User.id == ClassMembership.user_id))
-        .where(ClassMembership.school_id == school_id, ClassMembership.class_id.in_(class_ids),
-               User.deleted_at.is_(None))
+        .where(
+            ClassMembership.school_id == school_id,
+            ClassMembership.class_id.in_(class_ids),
+            User.deleted_at.is_(None),
+        )
         .group_by(ClassMembership.class_id)
     )
     return {class_id: count for class_id, count in rows}
@@ -118,8 +132,9 @@ async def member_counts(session: AsyncSession, *, school_id: uuid.UUID,
 def clean_class_name(raw: str) -> str:
     name = clean_name(raw, field="name", what="The class's name", most=NAME_MAX)
     if not name:
-        raise DomainError(Problem(ErrorCode.INVALID_INPUT, f"A class's name is 1 to {NAME_MAX} characters.",
-                                  "name"))
+        raise DomainError(
+            Problem(ErrorCode.INVALID_INPUT, f"A class's name is 1 to {NAME_MAX} characters.", "name")
+        )
     return name
 
 
@@ -142,14 +157,28 @@ def _wrong_kind(school_class: SchoolClass, kind: ClassKind) -> str:
 
 
 def _name_taken(kind: ClassKind, name: str) -> DomainError:
-    return DomainError(Problem(ErrorCode.CLASS_NAME_TAKEN,
-                               f"There is already a {_kind_word(kind)} class called '{name}'.", "name"))
+    return DomainError(
+        Problem(
+            ErrorCode.CLASS_NAME_TAKEN,
+            f"There is already a {_kind_word(kind)} class called '{name}'.",
+            "name",
+        )
+    )
 
 
-async def _name_free(session: AsyncSession, school_id: uuid.UUID, kind: ClassKind, name: str,
-                     *, except_class: uuid.UUID | None = None) -> None:
-    query = select(SchoolClass.id).where(SchoolClass.school_id == school_id, SchoolClass.kind == kind,
-                                         SchoolClass.name_key == class_name_key(name))
+async def _name_free(
+    session: AsyncSession,
+    school_id: uuid.UUID,
+    kind: ClassKind,
+    name: str,
+    *,
+    except_class: uuid.UUID | None = None,
+) -> None:
+    query = select(SchoolClass.id).where(
+        SchoolClass.school_id == school_id,
+        SchoolClass.kind == kind,
+        SchoolClass.name_key == class_name_key(name),
+    )
     if except_class is not None:
         query = query.where(SchoolClass.id != except_class)
     if (await session.execute(query.limit(1))).first() is not None:
@@ -175,21 +204,40 @@ async def _require_classes_here(session: AsyncSession, school_id: uuid.UUID, man
         await require_manual_school(session, school_id)
 
 
-async def create_class(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, name: str,
-                       kind: ClassKind, managed_ok: bool = False) -> SchoolClass:
+async def create_class(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    actor: Actor,
+    name: str,
+    kind: ClassKind,
+    managed_ok: bool = False,
+) -> SchoolClass:
     await _require_classes_here(session, school_id, managed_ok)
     name = clean_class_name(name)
     await _name_free(session, school_id, kind, name)
     school_class = SchoolClass(school_id=school_id, id=uuid.uuid4(), name=name, kind=kind)
     async with _unique_name(session, kind, name):
         session.add(school_class)
-    await audit.record_by(session, actor, school_id=school_id, action="class.created",
-                          summary={"class_id": str(school_class.id), "name": name, "kind": kind.value})
+    await audit.record_by(
+        session,
+        actor,
+        school_id=school_id,
+        action="class.created",
+        summary={"class_id": str(school_class.id), "name": name, "kind": kind.value},
+    )
     return school_class
 
 
-async def rename_class(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, class_id: uuid.UUID,
-                       name: str, managed_ok: bool = False) -> SchoolClass:
+async def rename_class(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    actor: Actor,
+    class_id: uuid.UUID,
+    name: str,
+    managed_ok: bool = False,
+) -> SchoolClass:
     await _require_classes_here(session, school_id, managed_ok)
     problems = Problems()
     new_name = problems.check(lambda: clean_class_name(name))
@@ -204,34 +252,66 @@ async def rename_class(session: AsyncSession, *, school_id: uuid.UUID, actor: Ac
     await _name_free(session, school_id, school_class.kind, new_name, except_class=class_id)
     async with _unique_name(session, school_class.kind, new_name):
         school_class.name = new_name
-    await audit.record_by(session, actor, school_id=school_id, action="class.renamed",
-                          summary={"class_id": str(class_id), "kind": school_class.kind.value,
-                                   "from": old_name, "to": new_name})
+    await audit.record_by(
+        session,
+        actor,
+        school_id=school_id,
+        action="class.renamed",
+        summary={
+            "class_id": str(class_id),
+            "kind": school_class.kind.value,
+            "from": old_name,
+            "to": new_name,
+        },
+    )
     return school_class
 
 
-async def delete_class(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor,
-                       class_id: uuid.UUID, managed_ok: bool = False) -> SchoolClass:
+async def delete_class(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    actor: Actor,
+    class_id: uuid.UUID,
+    managed_ok: bool = False,
+) -> SchoolClass:
     """Delete a class: its memberships end, its users stay. Returns the class as it was."""
     await _require_classes_here(session, school_id, managed_ok)
     school_class = await get_class(session, school_id=school_id, class_id=class_id, lock=DELETING)
     if school_class is None:
         raise DomainError(_class_not_found(class_id))
-    members = sorted((await session.execute(
-        delete(ClassMembership)
-        .where(ClassMembership.school_id == school_id, ClassMembership.class_id == class_id)
-        .returning(ClassMembership.user_id)
-    )).scalars())
+    members = sorted(
+        (
+            await session.execute(
+                delete(ClassMembership)
+                .where(ClassMembership.school_id == school_id, ClassMembership.class_id == class_id)
+                .returning(ClassMembership.user_id)
+            )
+        ).scalars()
+    )
     await session.execute(
-        delete(SchoolClass).where(SchoolClass.school_id == school_id, SchoolClass.id == class_id))
-    await audit.record_by(session, actor, school_id=school_id, action="class.deleted", targets=members,
-                          summary=_summary(school_class))
+        delete(SchoolClass).where(SchoolClass.school_id == school_id, SchoolClass.id == class_id)
+    )
+    await audit.record_by(
+        session,
+        actor,
+        school_id=school_id,
+        action="class.deleted",
+        targets=members,
+        summary=_summary(school_class),
+    )
     return school_class
 
 
-async def _locked_class_and_users(session: AsyncSession, school_id: uuid.UUID, class_id: uuid.UUID,
-                                  user_ids: Sequence[uuid.UUID], *, managed_ok: bool = False,
-                                  deleted_ok: bool = False) -> tuple[SchoolClass, list[uuid.UUID]]:
+async def _locked_class_and_users(
+    session: AsyncSession,
+    school_id: uuid.UUID,
+    class_id: uuid.UUID,
+    user_ids: Sequence[uuid.UUID],
+    *,
+    managed_ok: bool = False,
+    deleted_ok: bool = False,
+) -> tuple[SchoolClass, list[uuid.UUID]]:
     """The class and the (distinct) users, locked; every unknown id (and deleted user, unless `deleted_ok`)
     is reported."""
     await _require_classes_here(session, school_id, managed_ok)
@@ -239,12 +319,15 @@ async def _locked_class_and_users(session: AsyncSession, school_id: uuid.UUID, c
     require_batch_size(len(ids))
     school_class = await get_class(session, school_id=school_id, class_id=class_id, lock=MEMBERS_CHANGING)
     # In id order, so concurrent changes to overlapping sets of users cannot deadlock.
-    users = {row.id: row for row in await session.execute(
-        select(User.id, User.username, User.deleted_at)
-        .where(User.school_id == school_id, User.id.in_(ids))
-        .order_by(User.id)
-        .with_for_update(key_share=True)
-    )}
+    users = {
+        row.id: row
+        for row in await session.execute(
+            select(User.id, User.username, User.deleted_at)
+            .where(User.school_id == school_id, User.id.in_(ids))
+            .order_by(User.id)
+            .with_for_update(key_share=True)
+        )
+    }
     problems = Problems()
     if school_class is None:
         problems.add(_class_not_found(class_id))
@@ -253,29 +336,50 @@ async def _locked_class_and_users(session: AsyncSession, school_id: uuid.UUID, c
         if user is None:
             problems.add(Problem(ErrorCode.NOT_FOUND, f"No user has the id {user_id}.", "userIds", user_id))
         elif user.deleted_at is not None and not deleted_ok:
-            problems.add(Problem(ErrorCode.USER_DELETED,
-                                 f"'{user.username}' is deleted; restore them first.", "userIds", user_id))
+            problems.add(
+                Problem(
+                    ErrorCode.USER_DELETED,
+                    f"'{user.username}' is deleted; restore them first.",
+                    "userIds",
+                    user_id,
+                )
+            )
     problems.raise_any()
     assert school_class is not None
     return school_class, ids
 
 
 def _memberships(school_class: SchoolClass, user_ids: Sequence[uuid.UUID]) -> list[dict[str, object]]:
-    return [{"school_id": school_class.school_id, "class_id": school_class.id, "user_id": user_id,
-             "kind": school_class.kind} for user_id in user_ids]
+    return [
+        {
+            "school_id": school_class.school_id,
+            "class_id": school_class.id,
+            "user_id": user_id,
+            "kind": school_class.kind,
+        }
+        for user_id in user_ids
+    ]
 
 
 def _summary(school_class: SchoolClass) -> dict[str, object]:
     return {"class_id": str(school_class.id), "name": school_class.name, "kind": school_class.kind.value}
 
 
-async def assign_to_class(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, class_id: uuid.UUID,
-                          user_ids: Sequence[uuid.UUID], managed_ok: bool = False,
-                          deleted_ok: bool = False) -> SchoolClass:
+async def assign_to_class(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    actor: Actor,
+    class_id: uuid.UUID,
+    user_ids: Sequence[uuid.UUID],
+    managed_ok: bool = False,
+    deleted_ok: bool = False,
+) -> SchoolClass:
     """Put users in a class. A registration class MOVES each user out of their previous one; a teaching class
     adds. Users already in the class are left as they are."""
-    school_class, ids = await _locked_class_and_users(session, school_id, class_id, user_ids,
-                                                      managed_ok=managed_ok, deleted_ok=deleted_ok)
+    school_class, ids = await _locked_class_and_users(
+        session, school_id, class_id, user_ids, managed_ok=managed_ok, deleted_ok=deleted_ok
+    )
     if school_class.kind == ClassKind.REGISTRATION:
         await _move_into(session, actor, school_class, ids)
     else:
@@ -283,65 +387,122 @@ async def assign_to_class(session: AsyncSession, *, school_id: uuid.UUID, actor:
     return school_class
 
 
-async def _move_into(session: AsyncSession, actor: Actor, school_class: SchoolClass,
-                     user_ids: Sequence[uuid.UUID]) -> None:
+async def _move_into(
+    session: AsyncSession, actor: Actor, school_class: SchoolClass, user_ids: Sequence[uuid.UUID]
+) -> None:
     school_id = school_class.school_id
-    previous = {user_id: class_id for user_id, class_id in await session.execute(
-        select(ClassMembership.user_id, ClassMembership.class_id).where(
-            ClassMembership.school_id == school_id, ClassMembership.kind == ClassKind.REGISTRATION,
-            ClassMembership.user_id.in_(user_ids))
-    )}
+    previous = {
+        user_id: class_id
+        for user_id, class_id in await session.execute(
+            select(ClassMembership.user_id, ClassMembership.class_id).where(
+                ClassMembership.school_id == school_id,
+                ClassMembership.kind == ClassKind.REGISTRATION,
+                ClassMembership.user_id.in_(user_ids),
+            )
+        )
+    }
     moving = [user_id for user_id in user_ids if previous.get(user_id) != school_class.id]
     if not moving:
         return
-    await session.execute(delete(ClassMembership).where(
-        ClassMembership.school_id == school_id, ClassMembership.kind == ClassKind.REGISTRATION,
-        ClassMembership.user_id.in_(moving)))
+    await session.execute(
+        delete(ClassMembership).where(
+            ClassMembership.school_id == school_id,
+            ClassMembership.kind == ClassKind.REGISTRATION,
+            ClassMembership.user_id.in_(moving),
+        )
+    )
     await session.execute(insert(ClassMembership), _memberships(school_class, moving))
-    await audit.record_by(session, actor, school_id=school_id, action="class.members_moved",
-                          targets=sorted(moving),
-                          summary={**_summary(school_class), "previous_class_ids": {
-                              str(user_id): str(previous[user_id]) for user_id in moving
-                              if user_id in previous}})
+    await audit.record_by(
+        session,
+        actor,
+        school_id=school_id,
+        action="class.members_moved",
+        targets=sorted(moving),
+        summary={
+            **_summary(school_class),
+            "previous_class_ids": {
+                str(user_id): str(previous[user_id]) for user_id in moving if user_id in previous
+            },
+        },
+    )
 
 
-async def _add_to(session: AsyncSession, actor: Actor, school_class: SchoolClass,
-                  user_ids: Sequence[uuid.UUID]) -> None:
+async def _add_to(
+    session: AsyncSession, actor: Actor, school_class: SchoolClass, user_ids: Sequence[uuid.UUID]
+) -> None:
     school_id = school_class.school_id
-    members = set((await session.execute(
-        select(ClassMembership.user_id).where(ClassMembership.school_id == school_id,
-                                              ClassMembership.class_id == school_class.id,
-                                              ClassMembership.user_id.in_(user_ids))
-    )).scalars())
+    members = set(
+        (
+            await session.execute(
+                select(ClassMembership.user_id).where(
+                    ClassMembership.school_id == school_id,
+                    ClassMembership.class_id == school_class.id,
+                    ClassMembership.user_id.in_(user_ids),
+                )
+            )
+        ).scalars()
+    )
     adding = [user_id for user_id in user_ids if user_id not in members]
     if not adding:
         return
     await session.execute(insert(ClassMembership), _memberships(school_class, adding))
-    await audit.record_by(session, actor, school_id=school_id, action="class.members_added",
-                          targets=sorted(adding), summary=_summary(school_class))
+    await audit.record_by(
+        session,
+        actor,
+        school_id=school_id,
+        action="class.members_added",
+        targets=sorted(adding),
+        summary=_summary(school_class),
+    )
 
 
-async def remove_from_class(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, class_id: uuid.UUID,
-                            user_ids: Sequence[uuid.UUID], managed_ok: bool = False,
-                            deleted_ok: bool = False) -> SchoolClass:
+async def remove_from_class(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    actor: Actor,
+    class_id: uuid.UUID,
+    user_ids: Sequence[uuid.UUID],
+    managed_ok: bool = False,
+    deleted_ok: bool = False,
+) -> SchoolClass:
     """Take users out of a class; users who are not in it are left as they are."""
-    school_class, ids = await _locked_class_and_users(session, school_id, class_id, user_ids,
-                                                      managed_ok=managed_ok, deleted_ok=deleted_ok)
-    removed = sorted((await session.execute(
-        delete(ClassMembership)
-        .where(ClassMembership.school_id == school_id, ClassMembership.class_id == class_id,
-               ClassMembership.user_id.in_(ids))
-        .returning(ClassMembership.user_id)
-    )).scalars())
+    school_class, ids = await _locked_class_and_users(
+        session, school_id, class_id, user_ids, managed_ok=managed_ok, deleted_ok=deleted_ok
+    )
+    removed = sorted(
+        (
+            await session.execute(
+                delete(ClassMembership)
+                .where(
+                    ClassMembership.school_id == school_id,
+                    ClassMembership.class_id == class_id,
+                    ClassMembership.user_id.in_(ids),
+                )
+                .returning(ClassMembership.user_id)
+            )
+        ).scalars()
+    )
     if removed:
-        await audit.record_by(session, actor, school_id=school_id, action="class.members_removed",
-                              targets=removed, summary=_summary(school_class))
+        await audit.record_by(
+            session,
+            actor,
+            school_id=school_id,
+            action="class.members_removed",
+            targets=removed,
+            summary=_summary(school_class),
+        )
     return school_class
 
 
-async def place_new_user(session: AsyncSession, *, school_id: uuid.UUID, user_id: uuid.UUID,
-                         registration_class_id: uuid.UUID | None,
-                         teaching_class_ids: Sequence[uuid.UUID]) -> None:
+async def place_new_user(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    user_id: uuid.UUID,
+    registration_class_id: uuid.UUID | None,
+    teaching_class_ids: Sequence[uuid.UUID],
+) -> None:
     """Put a user being added into their classes; every unknown class and every class of the wrong kind is
     reported against its field. The caller's audit event for the new user names the classes."""
     teaching = list(dict.fromkeys(teaching_class_ids))
@@ -349,10 +510,16 @@ async def place_new_user(session: AsyncSession, *, school_id: uuid.UUID, user_id
     wanted = [*([registration_class_id] if registration_class_id else []), *teaching]
     if not wanted:
         return
-    found = {row.id: row for row in (await session.execute(
-        select(SchoolClass).where(SchoolClass.school_id == school_id, SchoolClass.id.in_(wanted))
-        .with_for_update(**MEMBERS_CHANGING)
-    )).scalars()}
+    found = {
+        row.id: row
+        for row in (
+            await session.execute(
+                select(SchoolClass)
+                .where(SchoolClass.school_id == school_id, SchoolClass.id.in_(wanted))
+                .with_for_update(**MEMBERS_CHANGING)
+            )
+        ).scalars()
+    }
     expected = [(class_id, ClassKind.TEACHING, "teachingClassIds") for class_id in teaching]
     if registration_class_id:
         expected.insert(0, (registration_class_id, ClassKind.REGISTRATION, "registrationClassId"))
@@ -364,9 +531,13 @@ async def place_new_user(session: AsyncSession, *, school_id: uuid.UUID, user_id
         elif school_class.kind != kind:
             problems.add(Problem(ErrorCode.INVALID_INPUT, _wrong_kind(school_class, kind), field))
     problems.raise_any()
-    await session.execute(insert(ClassMembership), [
-        {"school_id": school_id, "class_id": class_id, "user_id": user_id, "kind": found[class_id].kind}
-        for class_id in wanted])
+    await session.execute(
+        insert(ClassMembership),
+        [
+            {"school_id": school_id, "class_id": class_id, "user_id": user_id, "kind": found[class_id].kind}
+            for class_id in wanted
+        ],
+    )
 
 
 def _collided(error: DBAPIError) -> bool:
@@ -376,9 +547,12 @@ def _collided(error: DBAPIError) -> bool:
     return state == UNIQUE_VIOLATION and any(key in str(error.orig) for key in MEMBERSHIP_KEYS)
 
 
-async def with_retries(transaction: Callable[[], AbstractAsyncContextManager[AsyncSession]],
-                       change: Callable[[AsyncSession], Awaitable[T]], *,
-                       attempts: int = RETRY_ATTEMPTS) -> T:
+async def with_retries(
+    transaction: Callable[[], AbstractAsyncContextManager[AsyncSession]],
+    change: Callable[[AsyncSession], Awaitable[T]],
+    *,
+    attempts: int = RETRY_ATTEMPTS,
+) -> T:
     """Run `change` in a fresh transaction, and again from the start when it collides with a concurrent one
     (a deadlock, a serialization failure, or the one-registration-class index); a collision that outlasts
     every attempt is a CONCURRENT_CHANGE problem, never an internal error."""
@@ -391,6 +565,9 @@ async def with_retries(transaction: Callable[[], AbstractAsyncContextManager[Asy
                 raise
         if attempt < attempts:
             # Back off a random, growing while, so the colliding transactions do not meet again.
-            await asyncio.sleep(random.uniform(0, 0.01 * 2 ** attempt))
-    raise DomainError(Problem(ErrorCode.CONCURRENT_CHANGE,
-                              "Someone else changed these classes at the same moment; try again."))
+            await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
+    raise DomainError(
+        Problem(
+            ErrorCode.CONCURRENT_CHANGE, "Someone else changed these classes at the same moment; try again."
+        )
+    )

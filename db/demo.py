@@ -18,9 +18,14 @@ SLUG = "demo"
 ADMIN = "admin"
 TEACHERS = [("mrs.jones", "Megan", "Jones"), ("mr.patel", "Ravi", "Patel")]
 PUPILS = [
-    ("amy.b", "Amy", "Brown", "P3"), ("ben.c", "Ben", "Clarke", "P3"), ("chloe.d", "Chloe", "Doyle", "P3"),
-    ("dan.e", "Dan", "Evans", "P3"), ("ella.f", "Ella", "Fisher", "P4"), ("finn.g", "Finn", "Grant", "P4"),
-    ("grace.h", "Grace", "Hughes", "P4"), ("harry.i", "Harry", "Irwin", "P4"),
+    ("amy.b", "Amy", "Brown", "P3"),
+    ("ben.c", "Ben", "Clarke", "P3"),
+    ("chloe.d", "Chloe", "Doyle", "P3"),
+    ("dan.e", "Dan", "Evans", "P3"),
+    ("ella.f", "Ella", "Fisher", "P4"),
+    ("finn.g", "Finn", "Grant", "P4"),
+    ("grace.h", "Grace", "Hughes", "P4"),
+    ("harry.i", "Harry", "Irwin", "P4"),
 ]
 TEACHING = {"Maths Group A": ["amy.b", "dan.e", "ella.f"], "Choir": ["ben.c", "grace.h", "mrs.jones"]}
 PUPIL_PASSWORD = "cat1"
@@ -40,13 +45,23 @@ async def seed_demo(session: AsyncSession, password_file: Path) -> DemoAdmin:
         return DemoAdmin(SLUG, ADMIN, password)
 
     password = memorable_password()
-    school = await create_school(session, slug=SLUG, name="Demo Primary School", admin_username=ADMIN,
-                                 admin_password=password, admin_first_name="Alex", admin_surname="Admin")
+    school = await create_school(
+        session,
+        slug=SLUG,
+        name="Demo Primary School",
+        admin_username=ADMIN,
+        admin_password=password,
+        admin_first_name="Alex",
+        admin_surname="Admin",
+    )
     school_id = school.school_id
     await bind_school(session, school_id)
     classes: dict[str, SchoolClass] = {}
-    for name, kind in [("P3", ClassKind.REGISTRATION), ("P4", ClassKind.REGISTRATION),
-                       *((name, ClassKind.TEACHING) for name in TEACHING)]:
+    for name, kind in [
+        ("P3", ClassKind.REGISTRATION),
+        ("P4", ClassKind.REGISTRATION),
+        *((name, ClassKind.TEACHING) for name in TEACHING),
+    ]:
         classes[name] = SchoolClass(school_id=school_id, id=uuid.uuid4(), name=name, kind=kind)
         session.add(classes[name])
     await session.flush()
@@ -55,19 +70,45 @@ async def seed_demo(session: AsyncSession, password_file: Path) -> DemoAdmin:
     pupil_hash = await hash_password_async(PUPIL_PASSWORD)
     users: dict[str, uuid.UUID] = {}
     for username, first, surname in TEACHERS:
-        user = await insert_user(session, school_id=school_id, username=username, password_hash=teacher_hash,
-                                 type=UserType.TEACHER, first_name=first, surname=surname)
+        user = await insert_user(
+            session,
+            school_id=school_id,
+            username=username,
+            password_hash=teacher_hash,
+            type=UserType.TEACHER,
+            first_name=first,
+            surname=surname,
+        )
         users[username] = user.id
     for username, first, surname, registration in PUPILS:
-        user = await insert_user(session, school_id=school_id, username=username, password_hash=pupil_hash,
-                                 type=UserType.PUPIL, first_name=first, surname=surname)
+        user = await insert_user(
+            session,
+            school_id=school_id,
+            username=username,
+            password_hash=pupil_hash,
+            type=UserType.PUPIL,
+            first_name=first,
+            surname=surname,
+        )
         users[username] = user.id
-        session.add(ClassMembership(school_id=school_id, class_id=classes[registration].id, user_id=user.id,
-                                    kind=ClassKind.REGISTRATION))
+        session.add(
+            ClassMembership(
+                school_id=school_id,
+                class_id=classes[registration].id,
+                user_id=user.id,
+                kind=ClassKind.REGISTRATION,
+            )
+        )
     for name, members in TEACHING.items():
         for username in members:
-            session.add(ClassMembership(school_id=school_id, class_id=classes[name].id, user_id=users[username],
-                                        kind=ClassKind.TEACHING))
+            session.add(
+                ClassMembership(
+                    school_id=school_id,
+                    class_id=classes[name].id,
+                    user_id=users[username],
+                    kind=ClassKind.TEACHING,
+                )
+            )
     await session.flush()
     password_file.write_text(password + "\n")
     password_file.chmod(0o600)

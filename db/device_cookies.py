@@ -37,24 +37,26 @@ def _tag(payload: bytes, secret: bytes) -> bytes:
 
 def issue_device_cookie(*, secret: bytes, school_id: uuid.UUID, user_id: uuid.UUID, now: datetime) -> str:
     """A new device cookie for a browser that has just signed in as this user."""
-    payload = _PAYLOAD.pack(_FORMAT, school_id.bytes, user_id.bytes, secrets.token_bytes(_DEVICE_BYTES),
-                            int(now.timestamp()))
+    payload = _PAYLOAD.pack(
+        _FORMAT, school_id.bytes, user_id.bytes, secrets.token_bytes(_DEVICE_BYTES), int(now.timestamp())
+    )
     return PREFIX + base64.urlsafe_b64encode(payload + _tag(payload, secret)).decode("ascii").rstrip("=")
 
 
-def trusted_device(cookie: str | None, *, secret: bytes, school_id: uuid.UUID, user_id: uuid.UUID,
-                   now: datetime) -> bytes | None:
+def trusted_device(
+    cookie: str | None, *, secret: bytes, school_id: uuid.UUID, user_id: uuid.UUID, now: datetime
+) -> bytes | None:
     """The device id of a genuine, unexpired cookie naming this user; None for anything else."""
     if not cookie or not cookie.isascii() or not cookie.startswith(PREFIX):
         return None
-    body = cookie[len(PREFIX):]
+    body = cookie[len(PREFIX) :]
     try:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     except (binascii.Error, ValueError):
         return None
     if len(raw) != _PAYLOAD.size + _TAG_BYTES:
         return None
-    payload, tag = raw[:_PAYLOAD.size], raw[_PAYLOAD.size:]
+    payload, tag = raw[: _PAYLOAD.size], raw[_PAYLOAD.size :]
     if not hmac.compare_digest(tag, _tag(payload, secret)):
         return None
     fmt, school, user, device, issued = _PAYLOAD.unpack(payload)

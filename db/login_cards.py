@@ -25,13 +25,25 @@ def qr_svg(code: str) -> str:
     """The QR code for `code` as an inline <svg>, about 3.5 cm wide when printed."""
     out = io.BytesIO()
     make_qr(code).save(
-        out, kind="svg", xmldecl=False, nl=False, scale=1, border=QUIET_ZONE, omitsize=True,
-        dark="#000", light="#fff", title=QR_TITLE, svgclass="login-qr", lineclass="login-qr-modules",
+        out,
+        kind="svg",
+        xmldecl=False,
+        nl=False,
+        scale=1,
+        border=QUIET_ZONE,
+        omitsize=True,
+        dark="#000",
+        light="#fff",
+        title=QR_TITLE,
+        svgclass="login-qr",
+        lineclass="login-qr-modules",
     )
     # segno's fractional scales leave the white background a module short, so draw one unit
     # per module and give the printed size here.
-    return out.getvalue().decode("utf-8").replace(
-        "<svg ", f'<svg width="{QR_SIZE_MM}mm" height="{QR_SIZE_MM}mm" ', 1
+    return (
+        out.getvalue()
+        .decode("utf-8")
+        .replace("<svg ", f'<svg width="{QR_SIZE_MM}mm" height="{QR_SIZE_MM}mm" ', 1)
     )
 
 

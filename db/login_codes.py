@@ -108,7 +108,10 @@ def decode_login_code(text: str, *, secret: bytes, now: datetime) -> LoginCode |
     except (OverflowError, OSError, ValueError):
         return None
     return LoginCode(
-        school_id=uuid.UUID(bytes=school), user_id=uuid.UUID(bytes=user), version=version, expires_at=expires_at
+        school_id=uuid.UUID(bytes=school),
+        user_id=uuid.UUID(bytes=user),
+        version=version,
+        expires_at=expires_at,
     )
 
 

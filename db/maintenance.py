@@ -35,8 +35,9 @@ class Purged:
 
 
 async def _schools(session: AsyncSession) -> list[tuple[uuid.UUID, str, int]]:
-    rows = await session.execute(select(School.id, School.slug, School.deleted_user_retention_days)
-                                 .order_by(School.slug))
+    rows = await session.execute(
+        select(School.id, School.slug, School.deleted_user_retention_days).order_by(School.slug)
+    )
     return [(school_id, slug, days) for school_id, slug, days in rows]
 
 
@@ -58,8 +59,9 @@ async def _in_every_school(owner_url: str, work: Callable[[AsyncSession, uuid.UU
 
 async def fail_stale_imports(owner_url: str, *, older_than: timedelta = timedelta(0)) -> int:
     """Mark FAILED the imports left RUNNING by a worker that died (at start-up: all that are not moving)."""
-    return await _in_every_school(owner_url, lambda session, school_id: fail_stale_imports_of(
-        session, school_id, older_than=older_than))
+    return await _in_every_school(
+        owner_url, lambda session, school_id: fail_stale_imports_of(session, school_id, older_than=older_than)
+    )
 
 
 async def forget_expired_import_passwords(owner_url: str) -> int:
@@ -70,18 +72,32 @@ async def forget_expired_import_passwords(owner_url: str) -> int:
 async def forget_expired_import_passwords_of(session: AsyncSession, school_id: uuid.UUID) -> int:
     """An expired preview can no longer be confirmed, so the passwords typed into its file go."""
     result = await session.execute(
-        update(ImportJob).where(ImportJob.school_id == school_id, ImportJob.sealed_passwords.is_not(None),
-                                ImportJob.expires_at <= func.now())
-        .values(sealed_passwords=None, updated_at=func.now()))
+        update(ImportJob)
+        .where(
+            ImportJob.school_id == school_id,
+            ImportJob.sealed_passwords.is_not(None),
+            ImportJob.expires_at <= func.now(),
+        )
+        .values(sealed_passwords=None, updated_at=func.now())
+    )
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def fail_stale_imports_of(session: AsyncSession, school_id: uuid.UUID, *, older_than: timedelta) -> int:
     result = await session.execute(
-        update(ImportJob).where(ImportJob.school_id == school_id, ImportJob.status == ImportStatus.RUNNING,
-                                ImportJob.updated_at < func.now() - older_than)
-        .values(status=ImportStatus.FAILED, failure_reason=STALE_REASON, sealed_passwords=None,
-                updated_at=func.now()))
+        update(ImportJob)
+        .where(
+            ImportJob.school_id == school_id,
+            ImportJob.status == ImportStatus.RUNNING,
+            ImportJob.updated_at < func.now() - older_than,
+        )
+        .values(
+            status=ImportStatus.FAILED,
+            failure_reason=STALE_REASON,
+            sealed_passwords=None,
+            updated_at=func.now(),
+        )
+    )
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -107,27 +123,47 @@ async def purge(owner_url: str, *, older_than: timedelta | None = None) -> list[
 
 
 async def purge_school(session: AsyncSession, school_id: uuid.UUID, older_than: timedelta) -> int:
-    doomed = list((await session.execute(select(User.id).where(
-        User.school_id == school_id, User.deleted_at < func.now() - older_than))).scalars())
+    doomed = list(
+        (
+            await session.execute(
+                select(User.id).where(User.school_id == school_id, User.deleted_at < func.now() - older_than)
+            )
+        ).scalars()
+    )
     if not doomed:
         return 0
     # The audit log keeps what happened, but no longer who these people were.
-    await session.execute(update(AuditEvent).where(AuditEvent.school_id == school_id, AuditEvent.actor_id.in_(doomed))
-                          .values(actor_label="(removed user)"))
+    await session.execute(
+        update(AuditEvent)
+        .where(AuditEvent.school_id == school_id, AuditEvent.actor_id.in_(doomed))
+        .values(actor_label="(removed user)")
+    )
     scrubbed = AuditEvent.summary
     for key in PERSONAL_KEYS:
         scrubbed = scrubbed.op("-")(literal(key))  # type: ignore[assignment]
-    await session.execute(update(AuditEvent).where(
-        AuditEvent.school_id == school_id,
-        or_(AuditEvent.target_user_ids.overlap(doomed), AuditEvent.actor_id.in_(doomed)),
-    ).values(summary=scrubbed))
-    await session.execute(delete(ApiToken).where(ApiToken.school_id == school_id, ApiToken.created_by.in_(doomed)))
-    await session.execute(update(User).where(User.school_id == school_id, User.deleted_by.in_(doomed))
-                          .values(deleted_by=None))
+    await session.execute(
+        update(AuditEvent)
+        .where(
+            AuditEvent.school_id == school_id,
+            or_(AuditEvent.target_user_ids.overlap(doomed), AuditEvent.actor_id.in_(doomed)),
+        )
+        .values(summary=scrubbed)
+    )
+    await session.execute(
+        delete(ApiToken).where(ApiToken.school_id == school_id, ApiToken.created_by.in_(doomed))
+    )
+    await session.execute(
+        update(User).where(User.school_id == school_id, User.deleted_by.in_(doomed)).values(deleted_by=None)
+    )
     # Memberships and sessions go with the user (ON DELETE CASCADE).
     await session.execute(delete(User).where(User.school_id == school_id, User.id.in_(doomed)))
-    await audit.record_by(session, MAINTENANCE, school_id=school_id, action="users.purged",
-                          summary={"count": len(doomed), "older_than_days": older_than.days})
+    await audit.record_by(
+        session,
+        MAINTENANCE,
+        school_id=school_id,
+        action="users.purged",
+        summary={"count": len(doomed), "older_than_days": older_than.days},
+    )
     return len(doomed)
 
 

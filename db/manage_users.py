@@ -45,14 +45,21 @@ class UserField(enum.StrEnum):
     EMAIL = "EMAIL"
 
 
-def _password_problem(password: str, *, staff: bool, school: School, field: str = "password",
-                      user_id: uuid.UUID | None = None) -> list[Problem]:
+def _password_problem(
+    password: str, *, staff: bool, school: School, field: str = "password", user_id: uuid.UUID | None = None
+) -> list[Problem]:
     problem = password_problem(password, staff=staff, pupil_min_length=school.pupil_min_password_length)
     return [Problem(ErrorCode.PASSWORD_TOO_WEAK, problem, field, user_id)] if problem else []
 
 
-async def _email_problem(session: AsyncSession, school_id: uuid.UUID, email: str | None, type: UserType,
-                         field: str, except_user: uuid.UUID | None = None) -> list[Problem]:
+async def _email_problem(
+    session: AsyncSession,
+    school_id: uuid.UUID,
+    email: str | None,
+    type: UserType,
+    field: str,
+    except_user: uuid.UUID | None = None,
+) -> list[Problem]:
     if email is None:
         return []
     if type != UserType.TEACHER:
@@ -68,11 +75,18 @@ def _admin_problem(type: UserType, is_admin: bool, field: str) -> list[Problem]:
     return []
 
 
-async def _taken_problem(session: AsyncSession, school_id: uuid.UUID, username: str,
-                         except_user: uuid.UUID | None = None) -> list[Problem]:
+async def _taken_problem(
+    session: AsyncSession, school_id: uuid.UUID, username: str, except_user: uuid.UUID | None = None
+) -> list[Problem]:
     if await username_taken(session, school_id, username, except_user=except_user):
-        return [Problem(ErrorCode.USERNAME_TAKEN, f"The username '{username}' is already taken.", "username",
-                        except_user)]
+        return [
+            Problem(
+                ErrorCode.USERNAME_TAKEN,
+                f"The username '{username}' is already taken.",
+                "username",
+                except_user,
+            )
+        ]
     return []
 
 
@@ -107,21 +121,46 @@ async def add_user(
         problems.add(*await _taken_problem(session, school_id, clean))
     problems.raise_any()
     assert clean is not None and first is not None and last is not None
-    user = User(school_id=school_id, id=uuid.uuid4(), username=clean, type=type, first_name=first, surname=last,
-                is_admin=is_admin, must_change_password=must_change_password, external_id=external_id,
-                email=address, password_hash=await hash_password_async(password))
+    user = User(
+        school_id=school_id,
+        id=uuid.uuid4(),
+        username=clean,
+        type=type,
+        first_name=first,
+        surname=last,
+        is_admin=is_admin,
+        must_change_password=must_change_password,
+        external_id=external_id,
+        email=address,
+        password_hash=await hash_password_async(password),
+    )
     await save_username(session, user, lambda: session.add(user))
-    await place_new_user(session, school_id=school_id, user_id=user.id, registration_class_id=registration_class_id,
-                         teaching_class_ids=teaching_class_ids)
-    await audit.record_by(session, actor, school_id=school_id, action="user.created", targets=[user.id],
-                          summary={"username": user.username, "type": type.value, "is_admin": is_admin})
+    await place_new_user(
+        session,
+        school_id=school_id,
+        user_id=user.id,
+        registration_class_id=registration_class_id,
+        teaching_class_ids=teaching_class_ids,
+    )
+    await audit.record_by(
+        session,
+        actor,
+        school_id=school_id,
+        action="user.created",
+        targets=[user.id],
+        summary={"username": user.username, "type": type.value, "is_admin": is_admin},
+    )
     await session.refresh(user)
     return user
 
 
 async def _school(session: AsyncSession, school_id: uuid.UUID, *, managed_ok: bool) -> School:
     """The bound school. Its users must be managed here, unless its provider is the one asking (`managed_ok`)."""
-    return await session.get_one(School, school_id) if managed_ok else await require_manual_school(session, school_id)
+    return (
+        await session.get_one(School, school_id)
+        if managed_ok
+        else await require_manual_school(session, school_id)
+    )
 
 
 async def lock_roster(session: AsyncSession, school_id: uuid.UUID) -> None:
@@ -130,33 +169,65 @@ async def lock_roster(session: AsyncSession, school_id: uuid.UUID) -> None:
 
 
 async def _admins_left(session: AsyncSession, school_id: uuid.UUID, without: set[uuid.UUID]) -> int:
-    return (await session.execute(select(func.count()).select_from(User).where(
-        User.school_id == school_id, User.is_admin, User.deleted_at.is_(None), User.id.not_in(without),
-    ))).scalar_one()
+    return (
+        await session.execute(
+            select(func.count())
+            .select_from(User)
+            .where(
+                User.school_id == school_id,
+                User.is_admin,
+                User.deleted_at.is_(None),
+                User.id.not_in(without),
+            )
+        )
+    ).scalar_one()
 
 
 LAST_ADMIN = Problem(ErrorCode.LAST_ADMIN, "The school must keep at least one admin.")
 
 
-async def _locked_targets(session: AsyncSession, school_id: uuid.UUID,
-                          user_ids: Sequence[uuid.UUID]) -> list[User]:
+async def _locked_targets(
+    session: AsyncSession, school_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
+) -> list[User]:
     """The users named, locked in id order; unknown ids (another school's too) are reported by id."""
     ids = sorted(set(user_ids))
     if len(ids) > BATCH_LIMIT:
-        raise DomainError(Problem(ErrorCode.TOO_MANY, f"Choose at most {BATCH_LIMIT} users at a time.", "userIds"))
-    found = {user.id: user for user in (await session.execute(
-        select(User).where(User.school_id == school_id, User.id.in_(ids)).order_by(User.id).with_for_update()
-    )).scalars()}
-    missing = [Problem(ErrorCode.NOT_FOUND, f"No user has the id {user_id}.", "userIds", user_id)
-               for user_id in ids if user_id not in found]
+        raise DomainError(
+            Problem(ErrorCode.TOO_MANY, f"Choose at most {BATCH_LIMIT} users at a time.", "userIds")
+        )
+    found = {
+        user.id: user
+        for user in (
+            await session.execute(
+                select(User)
+                .where(User.school_id == school_id, User.id.in_(ids))
+                .order_by(User.id)
+                .with_for_update()
+            )
+        ).scalars()
+    }
+    missing = [
+        Problem(ErrorCode.NOT_FOUND, f"No user has the id {user_id}.", "userIds", user_id)
+        for user_id in ids
+        if user_id not in found
+    ]
     if missing:
         raise DomainError(*missing)
     return [found[user_id] for user_id in ids]
 
 
-async def update_user_field(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, user_id: uuid.UUID,
-                            field: UserField, value: str, expected_version: int, managed_ok: bool = False,
-                            deleted_ok: bool = False) -> User:
+async def update_user_field(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    actor: Actor,
+    user_id: uuid.UUID,
+    field: UserField,
+    value: str,
+    expected_version: int,
+    managed_ok: bool = False,
+    deleted_ok: bool = False,
+) -> User:
     """Change one cell of the users table, unless someone else changed the user since it was read. A deleted
     user is edited only when `deleted_ok` (a provider keeps its suspended accounts up to date)."""
     await _school(session, school_id, managed_ok=managed_ok)
@@ -164,11 +235,18 @@ async def update_user_field(session: AsyncSession, *, school_id: uuid.UUID, acto
         await lock_roster(session, school_id)
     (user,) = await _locked_targets(session, school_id, [user_id])
     if user.version != expected_version:
-        raise DomainError(Problem(ErrorCode.VERSION_CONFLICT,
-                                  "Someone else changed this user since you loaded it; look again and retry.",
-                                  "expectedVersion", user_id))
+        raise DomainError(
+            Problem(
+                ErrorCode.VERSION_CONFLICT,
+                "Someone else changed this user since you loaded it; look again and retry.",
+                "expectedVersion",
+                user_id,
+            )
+        )
     if user.deleted_at is not None and not deleted_ok:
-        raise DomainError(Problem(ErrorCode.USER_DELETED, "Restore this user before editing them.", None, user_id))
+        raise DomainError(
+            Problem(ErrorCode.USER_DELETED, "Restore this user before editing them.", None, user_id)
+        )
     change = await _field_change(session, user, field, value)
     if change is None:
         return user
@@ -181,14 +259,21 @@ async def update_user_field(session: AsyncSession, *, school_id: uuid.UUID, acto
         user.updated_at = func.now()
 
     await save_username(session, user, write)
-    await audit.record_by(session, actor, school_id=school_id, action="user.updated", targets=[user_id],
-                          summary={"field": field.value, "from": _shown(before), "to": _shown(new)})
+    await audit.record_by(
+        session,
+        actor,
+        school_id=school_id,
+        action="user.updated",
+        targets=[user_id],
+        summary={"field": field.value, "from": _shown(before), "to": _shown(new)},
+    )
     await session.refresh(user)
     return user
 
 
-async def _field_change(session: AsyncSession, user: User, field: UserField,
-                        value: str) -> tuple[str, object] | None:
+async def _field_change(
+    session: AsyncSession, user: User, field: UserField, value: str
+) -> tuple[str, object] | None:
     """The column and value one edited cell sets, validated as on add; None when nothing changes."""
     match field:
         case UserField.USERNAME:
@@ -206,14 +291,21 @@ async def _field_change(session: AsyncSession, user: User, field: UserField,
             try:
                 new_type = UserType(value.strip().upper())
             except ValueError:
-                raise DomainError(Problem(ErrorCode.INVALID_INPUT, "A type is PUPIL or TEACHER.", "value")) from None
+                raise DomainError(
+                    Problem(ErrorCode.INVALID_INPUT, "A type is PUPIL or TEACHER.", "value")
+                ) from None
             if new_type == user.type:
                 return None
             if problems := _admin_problem(new_type, user.is_admin, "value"):
                 raise DomainError(*problems)
             if new_type == UserType.PUPIL and user.email is not None:
-                raise DomainError(Problem(ErrorCode.INVALID_INPUT,
-                                          f"{PUPILS_HAVE_NO_EMAIL} Remove the email address first.", "value"))
+                raise DomainError(
+                    Problem(
+                        ErrorCode.INVALID_INPUT,
+                        f"{PUPILS_HAVE_NO_EMAIL} Remove the email address first.",
+                        "value",
+                    )
+                )
             return "type", new_type
         case UserField.EMAIL:
             email = clean_email(value, field="value")
@@ -246,8 +338,14 @@ def _parse_flag(value: str) -> bool:
     raise DomainError(Problem(ErrorCode.INVALID_INPUT, "IS_ADMIN takes true or false.", "value"))
 
 
-async def delete_users(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor,
-                       user_ids: Sequence[uuid.UUID], managed_ok: bool = False) -> list[User]:
+async def delete_users(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    actor: Actor,
+    user_ids: Sequence[uuid.UUID],
+    managed_ok: bool = False,
+) -> list[User]:
     """Soft delete: they can no longer sign in and their sessions end now. Deleting again changes nothing.
 
     A pupil's login codes are rotated too, so a card lost before the deletion does not come back with a
@@ -256,36 +354,65 @@ async def delete_users(session: AsyncSession, *, school_id: uuid.UUID, actor: Ac
     await lock_roster(session, school_id)
     targets = await _locked_targets(session, school_id, user_ids)
     if actor.id in {user.id for user in targets}:
-        raise DomainError(Problem(ErrorCode.CANNOT_DELETE_SELF, "You cannot delete yourself.", "userIds", actor.id))
+        raise DomainError(
+            Problem(ErrorCode.CANNOT_DELETE_SELF, "You cannot delete yourself.", "userIds", actor.id)
+        )
     deleting = [user for user in targets if user.deleted_at is None]
-    if any(user.is_admin for user in deleting) and \
-            await _admins_left(session, school_id, {user.id for user in deleting}) == 0:
+    if (
+        any(user.is_admin for user in deleting)
+        and await _admins_left(session, school_id, {user.id for user in deleting}) == 0
+    ):
         raise DomainError(LAST_ADMIN)
     if deleting:
         ids = [user.id for user in deleting]
-        await session.execute(update(User).where(User.school_id == school_id, User.id.in_(ids)).values(
-            deleted_at=func.now(), deleted_by=actor.id, version=User.version + 1, updated_at=func.now()))
+        await session.execute(
+            update(User)
+            .where(User.school_id == school_id, User.id.in_(ids))
+            .values(
+                deleted_at=func.now(), deleted_by=actor.id, version=User.version + 1, updated_at=func.now()
+            )
+        )
         await revoke_sessions(session, school_id=school_id, user_ids=ids)
-        await audit.record_by(session, actor, school_id=school_id, action="users.deleted", targets=ids,
-                              summary={"count": len(ids)})
-        await rotate_pupils_cards(session, school_id=school_id, actor=actor,
-                                  users=[(user.id, user.type) for user in deleting])
+        await audit.record_by(
+            session,
+            actor,
+            school_id=school_id,
+            action="users.deleted",
+            targets=ids,
+            summary={"count": len(ids)},
+        )
+        await rotate_pupils_cards(
+            session, school_id=school_id, actor=actor, users=[(user.id, user.type) for user in deleting]
+        )
     for user in targets:
         await session.refresh(user)
     return targets
 
 
-async def rotate_pupils_cards(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor,
-                              users: Sequence[tuple[uuid.UUID, UserType]]) -> None:
+async def rotate_pupils_cards(
+    session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, users: Sequence[tuple[uuid.UUID, UserType]]
+) -> None:
     """Rotate the login codes of the pupils among users being deleted (teachers have no cards)."""
     pupils = [user_id for user_id, type in users if type == UserType.PUPIL]
     if pupils:
-        await rotate_login_codes(session, school_id=school_id, user_ids=pupils, actor_id=actor.id,
-                                 actor_label=actor.label, request_id=actor.request_id)
+        await rotate_login_codes(
+            session,
+            school_id=school_id,
+            user_ids=pupils,
+            actor_id=actor.id,
+            actor_label=actor.label,
+            request_id=actor.request_id,
+        )
 
 
-async def restore_users(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor,
-                        user_ids: Sequence[uuid.UUID], managed_ok: bool = False) -> list[User]:
+async def restore_users(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    actor: Actor,
+    user_ids: Sequence[uuid.UUID],
+    managed_ok: bool = False,
+) -> list[User]:
     """Bring deleted users back, with the classes they had; a username taken meanwhile stops the whole batch."""
     await _school(session, school_id, managed_ok=managed_ok)
     await lock_roster(session, school_id)
@@ -297,24 +424,45 @@ async def restore_users(session: AsyncSession, *, school_id: uuid.UUID, actor: A
     for user in restoring:
         if user.email is not None:
             if user.email.lower() in emails or await email_taken(session, school_id, user.email):
-                problems.append(Problem(
-                    ErrorCode.EMAIL_TAKEN, f"The email address '{user.email}' was given to another user "
-                    "while this user was deleted; change one of them first.", "userIds", user.id))
+                problems.append(
+                    Problem(
+                        ErrorCode.EMAIL_TAKEN,
+                        f"The email address '{user.email}' was given to another user "
+                        "while this user was deleted; change one of them first.",
+                        "userIds",
+                        user.id,
+                    )
+                )
             emails.add(user.email.lower())
         key = user.username.lower()
         if key in claimed or await username_taken(session, school_id, user.username):
-            problems.append(Problem(ErrorCode.USERNAME_TAKEN,
-                                    f"The username '{user.username}' was taken while this user was deleted; "
-                                    "rename the other user first.", "userIds", user.id))
+            problems.append(
+                Problem(
+                    ErrorCode.USERNAME_TAKEN,
+                    f"The username '{user.username}' was taken while this user was deleted; "
+                    "rename the other user first.",
+                    "userIds",
+                    user.id,
+                )
+            )
         claimed[key] = user.id
     if problems:
         raise DomainError(*problems)
     if restoring:
         ids = [user.id for user in restoring]
-        await session.execute(update(User).where(User.school_id == school_id, User.id.in_(ids)).values(
-            deleted_at=None, deleted_by=None, version=User.version + 1, updated_at=func.now()))
-        await audit.record_by(session, actor, school_id=school_id, action="users.restored", targets=ids,
-                              summary={"count": len(ids)})
+        await session.execute(
+            update(User)
+            .where(User.school_id == school_id, User.id.in_(ids))
+            .values(deleted_at=None, deleted_by=None, version=User.version + 1, updated_at=func.now())
+        )
+        await audit.record_by(
+            session,
+            actor,
+            school_id=school_id,
+            action="users.restored",
+            targets=ids,
+            summary={"count": len(ids)},
+        )
     for user in targets:
         await session.refresh(user)
     return targets
@@ -324,43 +472,85 @@ class ResetForbidden(Exception):
     """A teacher asking to reset passwords they may not: the school does not allow it, or not these users."""
 
 
-async def require_may_reset(session: AsyncSession, *, school_id: uuid.UUID, viewer_id: uuid.UUID | None,
-                            viewer_is_admin: bool, user_ids: Sequence[uuid.UUID]) -> None:
+async def require_may_reset(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    viewer_id: uuid.UUID | None,
+    viewer_is_admin: bool,
+    user_ids: Sequence[uuid.UUID],
+) -> None:
     """Admins may reset anyone's password. A teacher, when the school allows it, only pupils of the classes
     they are in (registration or teaching); any other id in the batch refuses the whole batch."""
     if viewer_is_admin:
         return
-    allowed = (await session.execute(select(School.teachers_can_reset_pupil_passwords)
-                                     .where(School.id == school_id))).scalar_one()
+    allowed = (
+        await session.execute(select(School.teachers_can_reset_pupil_passwords).where(School.id == school_id))
+    ).scalar_one()
     if not allowed or viewer_id is None:
         raise ResetForbidden("Only a school admin can reset passwords in this school.")
     ids = set(user_ids)
-    mine = (await session.execute(select(func.count()).select_from(User).where(
-        User.school_id == school_id, User.id.in_(ids), User.type == UserType.PUPIL,
-        shares_a_class(school_id, viewer_id)))).scalar_one()
+    mine = (
+        await session.execute(
+            select(func.count())
+            .select_from(User)
+            .where(
+                User.school_id == school_id,
+                User.id.in_(ids),
+                User.type == UserType.PUPIL,
+                shares_a_class(school_id, viewer_id),
+            )
+        )
+    ).scalar_one()
     if mine != len(ids):
         raise ResetForbidden("You can reset the passwords only of the pupils in the classes you are in.")
 
 
-async def reset_passwords(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, keep_session: uuid.UUID | None,
-                          user_ids: Sequence[uuid.UUID], new_password: str, confirm_password: str,
-                          must_change_password: bool, actor_is_admin: bool) -> list[User]:
+async def reset_passwords(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    actor: Actor,
+    keep_session: uuid.UUID | None,
+    user_ids: Sequence[uuid.UUID],
+    new_password: str,
+    confirm_password: str,
+    must_change_password: bool,
+    actor_is_admin: bool,
+) -> list[User]:
     """Give the users one new password (the caller has re-authenticated); their other sessions end."""
     school = await require_manual_school(session, school_id)
-    await require_may_reset(session, school_id=school_id, viewer_id=actor.id, viewer_is_admin=actor_is_admin,
-                            user_ids=user_ids)
+    await require_may_reset(
+        session, school_id=school_id, viewer_id=actor.id, viewer_is_admin=actor_is_admin, user_ids=user_ids
+    )
     if new_password != confirm_password:
-        raise DomainError(Problem(ErrorCode.PASSWORDS_DO_NOT_MATCH, "The two new passwords are not the same.",
-                                  "confirmPassword"))
+        raise DomainError(
+            Problem(
+                ErrorCode.PASSWORDS_DO_NOT_MATCH, "The two new passwords are not the same.", "confirmPassword"
+            )
+        )
     targets = await _locked_targets(session, school_id, user_ids)
     problems = Problems()
     for user in targets:
         if user.deleted_at is not None:
-            problems.add(Problem(ErrorCode.USER_DELETED, f"{user.username} is deleted; restore them first.",
-                                 "userIds", user.id))
+            problems.add(
+                Problem(
+                    ErrorCode.USER_DELETED,
+                    f"{user.username} is deleted; restore them first.",
+                    "userIds",
+                    user.id,
+                )
+            )
         else:
-            problems.add(*_password_problem(new_password, staff=user.type == UserType.TEACHER, school=school,
-                                            field="newPassword", user_id=user.id))
+            problems.add(
+                *_password_problem(
+                    new_password,
+                    staff=user.type == UserType.TEACHER,
+                    school=school,
+                    field="newPassword",
+                    user_id=user.id,
+                )
+            )
     problems.raise_any()
     # One salt (and hash) per user, computed in parallel threads.
     hashes = await hash_passwords([new_password] * len(targets))
@@ -372,8 +562,14 @@ async def reset_passwords(session: AsyncSession, *, school_id: uuid.UUID, actor:
     await session.flush()
     ids = [user.id for user in targets]
     await revoke_sessions(session, school_id=school_id, user_ids=ids, keep=keep_session)
-    await audit.record_by(session, actor, school_id=school_id, action="passwords.reset", targets=ids,
-                          summary={"count": len(ids), "must_change_password": must_change_password})
+    await audit.record_by(
+        session,
+        actor,
+        school_id=school_id,
+        action="passwords.reset",
+        targets=ids,
+        summary={"count": len(ids), "must_change_password": must_change_password},
+    )
     for user in targets:
         await session.refresh(user)
     return targets

@@ -64,8 +64,14 @@ class ClassKind(enum.StrEnum):
 
 def _enum(kind: type[enum.StrEnum], name: str) -> Enum:
     # Stored as text with a CHECK, so adding a value is a plain migration.
-    return Enum(kind, name=name, native_enum=False, create_constraint=True, length=16,
-                values_callable=lambda k: [m.value for m in k])
+    return Enum(
+        kind,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda k: [m.value for m in k],
+    )
 
 
 class Base(DeclarativeBase):
@@ -96,17 +102,20 @@ class School(Base):
     school_year_end_month: Mapped[int] = mapped_column(SmallInteger, default=8, server_default="8")
     school_year_end_day: Mapped[int] = mapped_column(SmallInteger, default=31, server_default="31")
     deleted_user_retention_days: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
-    teachers_can_reset_pupil_passwords: Mapped[bool] = mapped_column(Boolean, default=False,
-                                                                     server_default="false")
+    teachers_can_reset_pupil_passwords: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default="false"
+    )
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (
         CheckConstraint("slug ~ '^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$'", name="slug_format"),
         CheckConstraint("pupil_min_password_length BETWEEN 1 AND 128", name="pupil_min_password_length"),
-        CheckConstraint("school_year_end_month BETWEEN 1 AND 12 AND school_year_end_day BETWEEN 1 AND "
-                        "CASE WHEN school_year_end_month = 2 THEN 29 "
-                        "WHEN school_year_end_month IN (4, 6, 9, 11) THEN 30 ELSE 31 END",
-                        name="school_year_ends"),
+        CheckConstraint(
+            "school_year_end_month BETWEEN 1 AND 12 AND school_year_end_day BETWEEN 1 AND "
+            "CASE WHEN school_year_end_month = 2 THEN 29 "
+            "WHEN school_year_end_month IN (4, 6, 9, 11) THEN 30 ELSE 31 END",
+            name="school_year_ends",
+        ),
         CheckConstraint("deleted_user_retention_days BETWEEN 1 AND 3650", name="deleted_user_retention_days"),
     )
 
@@ -141,24 +150,48 @@ class User(Base):
 
     __table_args__ = (
         ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),
-        ForeignKeyConstraint(["school_id", "deleted_by"], ["users.school_id", "users.id"],
-                             name="fk_users_deleted_by_users"),
-        Index("uq_users_school_id_username_active", "school_id", func.lower(text("username")),
-              unique=True, postgresql_where=text("deleted_at IS NULL")),
+        ForeignKeyConstraint(
+            ["school_id", "deleted_by"], ["users.school_id", "users.id"], name="fk_users_deleted_by_users"
+        ),
+        Index(
+            "uq_users_school_id_username_active",
+            "school_id",
+            func.lower(text("username")),
+            unique=True,
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
         CheckConstraint("NOT is_admin OR type = 'TEACHER'", name="only_teachers_are_admins"),
         CheckConstraint("login_code_version >= 1", name="login_code_version"),
-        CheckConstraint("deprovisioned_at IS NULL OR deleted_at IS NOT NULL",
-                        name="deprovisioned_users_are_deleted"),
-        Index("uq_users_school_id_external_id", "school_id", "external_id", unique=True,
-              postgresql_where=text("external_id IS NOT NULL AND deprovisioned_at IS NULL")),
+        CheckConstraint(
+            "deprovisioned_at IS NULL OR deleted_at IS NOT NULL", name="deprovisioned_users_are_deleted"
+        ),
+        Index(
+            "uq_users_school_id_external_id",
+            "school_id",
+            "external_id",
+            unique=True,
+            postgresql_where=text("external_id IS NOT NULL AND deprovisioned_at IS NULL"),
+        ),
         Index("ix_users_school_id_lower_username", "school_id", func.lower(text("username"))),
         # The roster's orderings: a page of the users table is a range of one of these (migration 0007).
-        *(Index(f"ix_users_roster_{name}", "school_id", func.lower(text(name)), "id",
-                postgresql_where=text("deleted_at IS NULL"))
-          for name in ("surname", "first_name", "username")),
+        *(
+            Index(
+                f"ix_users_roster_{name}",
+                "school_id",
+                func.lower(text(name)),
+                "id",
+                postgresql_where=text("deleted_at IS NULL"),
+            )
+            for name in ("surname", "first_name", "username")
+        ),
         CheckConstraint("email IS NULL OR type = 'TEACHER'", name="only_staff_have_email"),
-        Index("uq_users_school_id_email_active", "school_id", func.lower(text("email")), unique=True,
-              postgresql_where=text("email IS NOT NULL AND deleted_at IS NULL")),
+        Index(
+            "uq_users_school_id_email_active",
+            "school_id",
+            func.lower(text("email")),
+            unique=True,
+            postgresql_where=text("email IS NOT NULL AND deleted_at IS NULL"),
+        ),
     )
 
 
@@ -180,8 +213,13 @@ class SchoolClass(Base):
         # Lets a membership name its class's kind, so the one-registration-class rule is a plain index.
         UniqueConstraint("school_id", "id", "kind", name="uq_classes_school_id_id_kind"),
         Index("uq_classes_school_id_kind_name_key", "school_id", "kind", "name_key", unique=True),
-        Index("uq_classes_school_id_external_id", "school_id", "external_id", unique=True,
-              postgresql_where=text("external_id IS NOT NULL")),
+        Index(
+            "uq_classes_school_id_external_id",
+            "school_id",
+            "external_id",
+            unique=True,
+            postgresql_where=text("external_id IS NOT NULL"),
+        ),
     )
 
     @validates("name")
@@ -200,17 +238,31 @@ class ClassMembership(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (
-        ForeignKeyConstraint(["school_id", "class_id", "kind"],
-                             ["classes.school_id", "classes.id", "classes.kind"],
-                             name="fk_class_memberships_class", ondelete="CASCADE", onupdate="CASCADE"),
-        ForeignKeyConstraint(["school_id", "user_id"], ["users.school_id", "users.id"],
-                             name="fk_class_memberships_user", ondelete="CASCADE"),
+        ForeignKeyConstraint(
+            ["school_id", "class_id", "kind"],
+            ["classes.school_id", "classes.id", "classes.kind"],
+            name="fk_class_memberships_class",
+            ondelete="CASCADE",
+            onupdate="CASCADE",
+        ),
+        ForeignKeyConstraint(
+            ["school_id", "user_id"],
+            ["users.school_id", "users.id"],
+            name="fk_class_memberships_user",
+            ondelete="CASCADE",
+        ),
         # At most ONE registration class per user: the database is the guarantee.
-        Index("uq_class_memberships_one_registration_class", "school_id", "user_id",
-              unique=True, postgresql_where=text("kind = 'REGISTRATION'")),
+        Index(
+            "uq_class_memberships_one_registration_class",
+            "school_id",
+            "user_id",
+            unique=True,
+            postgresql_where=text("kind = 'REGISTRATION'"),
+        ),
         Index("ix_class_memberships_user", "school_id", "user_id"),
-        Index("ix_class_memberships_user_kind", "school_id", "user_id", "kind",
-              postgresql_include=["class_id"]),
+        Index(
+            "ix_class_memberships_user_kind", "school_id", "user_id", "kind", postgresql_include=["class_id"]
+        ),
     )
 
 
@@ -229,13 +281,24 @@ class Session(Base):
     revoked_at: Mapped[datetime | None]
     reauth_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     sign_in_method: Mapped[SignInMethod] = mapped_column(
-        Enum(SignInMethod, native_enum=False, create_constraint=False, length=16,
-             values_callable=lambda k: [m.value for m in k]),
-        default=SignInMethod.PASSWORD, server_default="password")
+        Enum(
+            SignInMethod,
+            native_enum=False,
+            create_constraint=False,
+            length=16,
+            values_callable=lambda k: [m.value for m in k],
+        ),
+        default=SignInMethod.PASSWORD,
+        server_default="password",
+    )
 
     __table_args__ = (
-        ForeignKeyConstraint(["school_id", "user_id"], ["users.school_id", "users.id"],
-                             name="fk_sessions_user", ondelete="CASCADE"),
+        ForeignKeyConstraint(
+            ["school_id", "user_id"],
+            ["users.school_id", "users.id"],
+            name="fk_sessions_user",
+            ondelete="CASCADE",
+        ),
         CheckConstraint("sign_in_method IN ('password', 'qr')", name="sign_in_method"),
         UniqueConstraint("school_id", "token_hash", name="uq_sessions_school_id_token_hash"),
         Index("ix_sessions_token_hash", "token_hash"),
@@ -277,8 +340,7 @@ class AuditEvent(Base):
     actor_id: Mapped[uuid.UUID | None]
     actor_label: Mapped[str] = mapped_column(String(200), default="", server_default="")
     action: Mapped[str] = mapped_column(String(64))
-    target_user_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID(as_uuid=True)),
-                                                               server_default="{}")
+    target_user_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID(as_uuid=True)), server_default="{}")
     summary: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     request_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
@@ -287,8 +349,6 @@ class AuditEvent(Base):
         ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),
         Index("ix_audit_events_school_id_created_at", "school_id", "created_at"),
     )
-
-
 
 
 class ImportStatus(enum.StrEnum):
@@ -325,7 +385,9 @@ class ImportJob(Base):
 
     __table_args__ = (
         ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),
-        CheckConstraint("sealed_passwords IS NULL OR status = 'PREVIEW'", name="sealed_passwords_only_in_preview"),
+        CheckConstraint(
+            "sealed_passwords IS NULL OR status = 'PREVIEW'", name="sealed_passwords_only_in_preview"
+        ),
         Index("ix_import_jobs_status", "status", postgresql_where=text("status = 'RUNNING'")),
     )
 
@@ -340,4 +402,12 @@ class SignInThrottle(Base):
     window_ends_at: Mapped[datetime] = mapped_column(index=True)
 
 
-TENANT_TABLES = ("users", "classes", "class_memberships", "sessions", "api_tokens", "audit_events", "import_jobs")
+TENANT_TABLES = (
+    "users",
+    "classes",
+    "class_memberships",
+    "sessions",
+    "api_tokens",
+    "audit_events",
+    "import_jobs",
+)

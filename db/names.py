@@ -18,15 +18,51 @@ import unicodedata
 
 # Lower-case (case-folded) Cyrillic and Greek letters whose upper or lower case form looks like a Latin
 # letter or digit, after TR39's confusables list.
-_LOOK_ALIKES = str.maketrans({
-    # Cyrillic
-    "а": "a", "в": "b", "е": "e", "з": "3", "і": "i", "ј": "j", "к": "k", "м": "m", "н": "h", "о": "o",
-    "п": "n", "р": "p", "с": "c", "т": "t", "у": "y", "х": "x", "ѕ": "s", "һ": "h", "ӏ": "l", "ԁ": "d",
-    "ԛ": "q", "ԝ": "w", "ү": "y",
-    # Greek
-    "α": "a", "β": "b", "ε": "e", "ζ": "z", "η": "h", "ι": "i", "κ": "k", "μ": "m", "ν": "n", "ο": "o",
-    "ρ": "p", "τ": "t", "υ": "y", "χ": "x", "ϲ": "c", "ϳ": "j",
-})
+_LOOK_ALIKES = str.maketrans(
+    {
+        # Cyrillic
+        "а": "a",
+        "в": "b",
+        "е": "e",
+        "з": "3",
+        "і": "i",
+        "ј": "j",
+        "к": "k",
+        "м": "m",
+        "н": "h",
+        "о": "o",
+        "п": "n",
+        "р": "p",
+        "с": "c",
+        "т": "t",
+        "у": "y",
+        "х": "x",
+        "ѕ": "s",
+        "һ": "h",
+        "ӏ": "l",
+        "ԁ": "d",
+        "ԛ": "q",
+        "ԝ": "w",
+        "ү": "y",
+        # Greek
+        "α": "a",
+        "β": "b",
+        "ε": "e",
+        "ζ": "z",
+        "η": "h",
+        "ι": "i",
+        "κ": "k",
+        "μ": "m",
+        "ν": "n",
+        "ο": "o",
+        "ρ": "p",
+        "τ": "t",
+        "υ": "y",
+        "χ": "x",
+        "ϲ": "c",
+        "ϳ": "j",
+    }
+)
 
 
 _INVISIBLE = ("Cc", "Cf", "Cs")
@@ -46,8 +82,11 @@ def name_problem(name: str, *, what: str, most: int) -> str | None:
         if category in _INVISIBLE:
             kind = "a control character" if category != "Cf" else "an invisible formatting character"
             label = unicodedata.name(character, "")
-            return (f"{what} contains {kind}, U+{ord(character):04X}" + (f" ({label})" if label else "")
-                    + "; remove it and type the name again.")
+            return (
+                f"{what} contains {kind}, U+{ord(character):04X}"
+                + (f" ({label})" if label else "")
+                + "; remove it and type the name again."
+            )
     return None
 
 

@@ -17,7 +17,9 @@ MAX_PAGE_SIZE = 500
 def page_size(first: int | None) -> int:
     size = DEFAULT_PAGE_SIZE if first is None else first
     if not 1 <= size <= MAX_PAGE_SIZE:
-        raise DomainError(Problem(ErrorCode.INVALID_INPUT, f"first must be between 1 and {MAX_PAGE_SIZE}.", "first"))
+        raise DomainError(
+            Problem(ErrorCode.INVALID_INPUT, f"first must be between 1 and {MAX_PAGE_SIZE}.", "first")
+        )
     return size
 
 

@@ -45,14 +45,23 @@ def _throttle_account(code: LoginCode | None, client: str) -> str:
 
 def _card_holder(code: LoginCode) -> Select[User]:
     """The pupil a card opens: active, QR sign-in on at their school, and the card their current one."""
-    return select(User).join(School, School.id == User.school_id).where(
-        User.school_id == code.school_id, User.id == code.user_id, User.deleted_at.is_(None),
-        User.type == UserType.PUPIL, User.login_code_version == code.version, School.qr_sign_in_enabled,
+    return (
+        select(User)
+        .join(School, School.id == User.school_id)
+        .where(
+            User.school_id == code.school_id,
+            User.id == code.user_id,
+            User.deleted_at.is_(None),
+            User.type == UserType.PUPIL,
+            User.login_code_version == code.version,
+            School.qr_sign_in_enabled,
+        )
     )
 
 
-async def sign_in_with_code(db: Database, *, code: str, secret: bytes, client: str, policy: SessionPolicy,
-                            now: datetime | None = None) -> SignedIn:
+async def sign_in_with_code(
+    db: Database, *, code: str, secret: bytes, client: str, policy: SessionPolicy, now: datetime | None = None
+) -> SignedIn:
     """Start a session for the pupil whose card this is; refuse every kind of wrong code with one answer."""
     found = decode_login_code(code, secret=secret, now=now or datetime.now(UTC))
     if found is not None:
@@ -78,61 +87,127 @@ async def sign_in_with_code(db: Database, *, code: str, secret: bytes, client: s
     return signed_in
 
 
-async def rotate_login_codes(session: AsyncSession, *, school_id: uuid.UUID, user_ids: Sequence[uuid.UUID],
-                             actor_id: uuid.UUID | None, actor_label: str,
-                             request_id: str | None = None) -> list[User]:
+async def rotate_login_codes(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    user_ids: Sequence[uuid.UUID],
+    actor_id: uuid.UUID | None,
+    actor_label: str,
+    request_id: str | None = None,
+) -> list[User]:
     """Make every card printed so far for these pupils useless; new cards print with new codes."""
     ids = sorted(set(user_ids))
     if not ids:
         raise DomainError(Problem(ErrorCode.INVALID_INPUT, "Choose at least one pupil.", "userIds"))
     if len(ids) > BATCH_LIMIT:
         raise DomainError(TOO_MANY)
-    found = {user.id: user for user in (await session.execute(
-        select(User).where(User.school_id == school_id, User.id.in_(ids)).order_by(User.id).with_for_update()
-    )).scalars()}
+    found = {
+        user.id: user
+        for user in (
+            await session.execute(
+                select(User)
+                .where(User.school_id == school_id, User.id.in_(ids))
+                .order_by(User.id)
+                .with_for_update()
+            )
+        ).scalars()
+    }
     problems = [
-        Problem(ErrorCode.NOT_FOUND, f"No user has the id {user_id}.", "userIds", user_id) if user is None
-        else Problem(ErrorCode.INVALID_INPUT, f"{user.username} is a teacher; only pupils have login cards.",
-                     "userIds", user_id)
+        Problem(ErrorCode.NOT_FOUND, f"No user has the id {user_id}.", "userIds", user_id)
+        if user is None
+        else Problem(
+            ErrorCode.INVALID_INPUT,
+            f"{user.username} is a teacher; only pupils have login cards.",
+            "userIds",
+            user_id,
+        )
         for user_id, user in ((user_id, found.get(user_id)) for user_id in ids)
         if user is None or user.type != UserType.PUPIL
     ]
     if problems:
         raise DomainError(*problems)
-    return await _rotate(session, school_id=school_id, user_ids=ids, actor_id=actor_id,
-                         actor_label=actor_label, request_id=request_id, summary={})
+    return await _rotate(
+        session,
+        school_id=school_id,
+        user_ids=ids,
+        actor_id=actor_id,
+        actor_label=actor_label,
+        request_id=request_id,
+        summary={},
+    )
 
 
-async def rotate_class_login_codes(session: AsyncSession, *, school_id: uuid.UUID, class_id: uuid.UUID,
-                                   actor_id: uuid.UUID | None, actor_label: str,
-                                   request_id: str | None = None) -> list[User]:
+async def rotate_class_login_codes(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    class_id: uuid.UUID,
+    actor_id: uuid.UUID | None,
+    actor_label: str,
+    request_id: str | None = None,
+) -> list[User]:
     """Rotate the codes of every pupil in the class, deleted ones too (their old cards must not come back)."""
     school_class = await _get_class(session, school_id, class_id)
-    ids = list((await session.execute(
-        select(User.id).where(User.school_id == school_id, User.type == UserType.PUPIL,
-                              _in_class(school_id, class_id))
-        .order_by(User.id).with_for_update()
-    )).scalars())
-    return await _rotate(session, school_id=school_id, user_ids=ids, actor_id=actor_id,
-                         actor_label=actor_label, request_id=request_id,
-                         summary={"class_id": str(class_id), "class_name": school_class.name})
+    ids = list(
+        (
+            await session.execute(
+                select(User.id)
+                .where(
+                    User.school_id == school_id, User.type == UserType.PUPIL, _in_class(school_id, class_id)
+                )
+                .order_by(User.id)
+                .with_for_update()
+            )
+        ).scalars()
+    )
+    return await _rotate(
+        session,
+        school_id=school_id,
+        user_ids=ids,
+        actor_id=actor_id,
+        actor_label=actor_label,
+        request_id=request_id,
+        summary={"class_id": str(class_id), "class_name": school_class.name},
+    )
 
 
-async def _rotate(session: AsyncSession, *, school_id: uuid.UUID, user_ids: list[uuid.UUID],
-                  actor_id: uuid.UUID | None, actor_label: str, request_id: str | None,
-                  summary: dict[str, str]) -> list[User]:
+async def _rotate(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    user_ids: list[uuid.UUID],
+    actor_id: uuid.UUID | None,
+    actor_label: str,
+    request_id: str | None,
+    summary: dict[str, str],
+) -> list[User]:
     if not user_ids:
         return []
     # Only the login-code version moves: `version` guards the edit form, and a new card is not an edit.
-    users = list((await session.execute(
-        update(User).where(User.school_id == school_id, User.id.in_(user_ids))
-        .values(login_code_version=User.login_code_version + 1).returning(User),
-        execution_options={"populate_existing": True},
-    )).scalars())
+    users = list(
+        (
+            await session.execute(
+                update(User)
+                .where(User.school_id == school_id, User.id.in_(user_ids))
+                .values(login_code_version=User.login_code_version + 1)
+                .returning(User),
+                execution_options={"populate_existing": True},
+            )
+        ).scalars()
+    )
     # A card that no longer works must not leave open what it opened; their password sessions stay.
     await revoke_sessions(session, school_id=school_id, user_ids=user_ids, method=SignInMethod.QR)
-    await audit.record(session, school_id=school_id, actor_id=actor_id, actor_label=actor_label,
-                       action="login_codes.rotated", targets=user_ids, summary=summary, request_id=request_id)
+    await audit.record(
+        session,
+        school_id=school_id,
+        actor_id=actor_id,
+        actor_label=actor_label,
+        action="login_codes.rotated",
+        targets=user_ids,
+        summary=summary,
+        request_id=request_id,
+    )
     return sorted(users, key=lambda user: user.id)
 
 
@@ -148,9 +223,14 @@ class LoginCard:
     expires_at: datetime
 
     def view(self) -> CardView:
-        return CardView(first_name=self.user.first_name, surname=self.user.surname,
-                        username=self.user.username, class_name=self.class_name, code=self.code,
-                        expires_at=self.expires_at)
+        return CardView(
+            first_name=self.user.first_name,
+            surname=self.user.surname,
+            username=self.user.username,
+            class_name=self.class_name,
+            code=self.code,
+            expires_at=self.expires_at,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,10 +240,20 @@ class LoginCards:
     cards: list[LoginCard]
 
 
-async def login_cards(session: AsyncSession, *, school_id: uuid.UUID, secret: bytes, viewer_id: uuid.UUID,
-                      viewer_is_admin: bool, viewer_label: str, class_id: uuid.UUID | None = None,
-                      user_ids: Sequence[uuid.UUID] | None = None, today: date | None = None, via: str,
-                      request_id: str | None = None) -> LoginCards:
+async def login_cards(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    secret: bytes,
+    viewer_id: uuid.UUID,
+    viewer_is_admin: bool,
+    viewer_label: str,
+    class_id: uuid.UUID | None = None,
+    user_ids: Sequence[uuid.UUID] | None = None,
+    today: date | None = None,
+    via: str,
+    request_id: str | None = None,
+) -> LoginCards:
     """The cards of a class's pupils, or of the pupils among `user_ids`; an audit event says who got them.
 
     Admins may have any cards; a teacher only a class they are in (registration or teaching) or pupils of
@@ -186,24 +276,49 @@ async def login_cards(session: AsyncSession, *, school_id: uuid.UUID, secret: by
             raise DomainError(TOO_MANY)
         chosen = User.id.in_(ids)
         if not viewer_is_admin:
-            outside = (await session.execute(select(User.id).where(
-                *_active_pupils(school_id), chosen, ~shares_a_class(school_id, viewer_id)).limit(1))).first()
+            outside = (
+                await session.execute(
+                    select(User.id)
+                    .where(*_active_pupils(school_id), chosen, ~shares_a_class(school_id, viewer_id))
+                    .limit(1)
+                )
+            ).first()
             if outside is not None:
                 raise CardsForbidden("You can print login cards only for pupils in the classes you are in.")
     school = (await session.execute(select(School).where(School.id == school_id))).scalar_one()
-    expires_at = default_expiry(today or datetime.now(UTC).date(),
-                                school_year_ends=(school.school_year_end_month, school.school_year_end_day))
+    expires_at = default_expiry(
+        today or datetime.now(UTC).date(),
+        school_year_ends=(school.school_year_end_month, school.school_year_end_day),
+    )
     cards = [
-        LoginCard(user=user, class_name=class_name, expires_at=expires_at, code=encode_login_code(LoginCode(
-            school_id=school_id, user_id=user.id, version=user.login_code_version, expires_at=expires_at,
-        ), secret=secret))
+        LoginCard(
+            user=user,
+            class_name=class_name,
+            expires_at=expires_at,
+            code=encode_login_code(
+                LoginCode(
+                    school_id=school_id,
+                    user_id=user.id,
+                    version=user.login_code_version,
+                    expires_at=expires_at,
+                ),
+                secret=secret,
+            ),
+        )
         for user, class_name in await session.execute(_pupils(school_id).where(chosen))
     ]
     if cards:
         summary = {"via": via, **({"class_id": str(class_id)} if class_id else {})}
-        await audit.record(session, school_id=school_id, actor_id=viewer_id, actor_label=viewer_label,
-                           action="login_cards.printed", targets=[card.user.id for card in cards],
-                           summary=summary, request_id=request_id)
+        await audit.record(
+            session,
+            school_id=school_id,
+            actor_id=viewer_id,
+            actor_label=viewer_label,
+            action="login_cards.printed",
+            targets=[card.user.id for card in cards],
+            summary=summary,
+            request_id=request_id,
+        )
     return LoginCards(school_name=school.name, title=title, cards=cards)
 
 
@@ -213,13 +328,25 @@ def _pupils(school_id: uuid.UUID) -> Select[User, str]:
     registration_class = aliased(SchoolClass)
     return (
         select(User, registration_class.name)
-        .outerjoin(registration, (registration.school_id == User.school_id)
-                   & (registration.user_id == User.id) & (registration.kind == ClassKind.REGISTRATION))
-        .outerjoin(registration_class, (registration_class.school_id == registration.school_id)
-                   & (registration_class.id == registration.class_id))
+        .outerjoin(
+            registration,
+            (registration.school_id == User.school_id)
+            & (registration.user_id == User.id)
+            & (registration.kind == ClassKind.REGISTRATION),
+        )
+        .outerjoin(
+            registration_class,
+            (registration_class.school_id == registration.school_id)
+            & (registration_class.id == registration.class_id),
+        )
         .where(*_active_pupils(school_id))
-        .order_by(func.lower(registration_class.name).nulls_last(), func.lower(User.surname),
-                  func.lower(User.first_name), func.lower(User.username), User.id)
+        .order_by(
+            func.lower(registration_class.name).nulls_last(),
+            func.lower(User.surname),
+            func.lower(User.first_name),
+            func.lower(User.username),
+            User.id,
+        )
     )
 
 
@@ -228,22 +355,35 @@ def _active_pupils(school_id: uuid.UUID) -> tuple[ColumnElement[bool], ...]:
 
 
 def _in_class(school_id: uuid.UUID, class_id: uuid.UUID) -> Exists:
-    return exists().where(ClassMembership.school_id == school_id, ClassMembership.class_id == class_id,
-                          ClassMembership.user_id == User.id)
+    return exists().where(
+        ClassMembership.school_id == school_id,
+        ClassMembership.class_id == class_id,
+        ClassMembership.user_id == User.id,
+    )
 
 
 async def _get_class(session: AsyncSession, school_id: uuid.UUID, class_id: uuid.UUID) -> SchoolClass:
-    found = (await session.execute(
-        select(SchoolClass).where(SchoolClass.school_id == school_id, SchoolClass.id == class_id)
-    )).scalar_one_or_none()
+    found = (
+        await session.execute(
+            select(SchoolClass).where(SchoolClass.school_id == school_id, SchoolClass.id == class_id)
+        )
+    ).scalar_one_or_none()
     if found is None:
         raise DomainError(Problem(ErrorCode.NOT_FOUND, f"No class has the id {class_id}.", "classId"))
     return found
 
 
-async def _is_member(session: AsyncSession, school_id: uuid.UUID, class_id: uuid.UUID,
-                     user_id: uuid.UUID) -> bool:
-    return (await session.execute(select(exists().where(
-        ClassMembership.school_id == school_id, ClassMembership.class_id == class_id,
-        ClassMembership.user_id == user_id,
-    )))).scalar_one()
+async def _is_member(
+    session: AsyncSession, school_id: uuid.UUID, class_id: uuid.UUID, user_id: uuid.UUID
+) -> bool:
+    return (
+        await session.execute(
+            select(
+                exists().where(
+                    ClassMembership.school_id == school_id,
+                    ClassMembership.class_id == class_id,
+                    ClassMembership.user_id == user_id,
+                )
+            )
+        )
+    ).scalar_one()

@@ -19,8 +19,15 @@ from db.passwords import MAX_LENGTH as PASSWORD_MAX
 from db.users import EMAIL, EMAIL_MAX, NAME_MAX, USERNAME
 
 COLUMNS = (
-    "username", "first_name", "surname", "type", "registration_class", "teaching_classes", "is_admin",
-    "email", "password",
+    "username",
+    "first_name",
+    "surname",
+    "type",
+    "registration_class",
+    "teaching_classes",
+    "is_admin",
+    "email",
+    "password",
 )
 USERNAME_MAX = 64
 CLASS_NAME_MAX = 100
@@ -29,24 +36,44 @@ DELIMITERS = (",", ";", "\t")
 # Keys are headings with case, spaces and punctuation removed, so "First Name", "first-name" and
 # "FIRST_NAME" all read as "firstname". None: a column older templates had, read and ignored.
 _HEADINGS: dict[str, str | None] = {
-    "username": "username", "user": "username",
-    "firstname": "first_name", "forename": "first_name", "givenname": "first_name",
-    "surname": "surname", "lastname": "surname", "familyname": "surname",
-    "type": "type", "usertype": "type",
-    "registrationclass": "registration_class", "regclass": "registration_class",
+    "username": "username",
+    "user": "username",
+    "firstname": "first_name",
+    "forename": "first_name",
+    "givenname": "first_name",
+    "surname": "surname",
+    "lastname": "surname",
+    "familyname": "surname",
+    "type": "type",
+    "usertype": "type",
+    "registrationclass": "registration_class",
+    "regclass": "registration_class",
     "class": "registration_class",
-    "teachingclasses": "teaching_classes", "teachingclass": "teaching_classes",
-    "isadmin": "is_admin", "admin": "is_admin",
+    "teachingclasses": "teaching_classes",
+    "teachingclass": "teaching_classes",
+    "isadmin": "is_admin",
+    "admin": "is_admin",
     "password": "password",
-    "email": "email", "emailaddress": "email",
+    "email": "email",
+    "emailaddress": "email",
 }
 _TYPES: dict[str, tuple[UserType, bool]] = {
-    "pupil": (UserType.PUPIL, False), "student": (UserType.PUPIL, False),
-    "teacher": (UserType.TEACHER, False), "staff": (UserType.TEACHER, False),
-    "administrator": (UserType.TEACHER, True), "admin": (UserType.TEACHER, True),
+    "pupil": (UserType.PUPIL, False),
+    "student": (UserType.PUPIL, False),
+    "teacher": (UserType.TEACHER, False),
+    "staff": (UserType.TEACHER, False),
+    "administrator": (UserType.TEACHER, True),
+    "admin": (UserType.TEACHER, True),
 }
 _BOOLEANS = {
-    "true": True, "yes": True, "y": True, "1": True, "false": False, "no": False, "n": False, "0": False,
+    "true": True,
+    "yes": True,
+    "y": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "n": False,
+    "0": False,
 }
 _DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
 
@@ -120,8 +147,9 @@ def decode_upload(data: bytes, *, max_bytes: int) -> str:
     if not data:
         raise CsvError("The file is empty.")
     if len(data) > max_bytes:
-        raise CsvError(f"The file is larger than the limit of {_size(max_bytes)}. "
-                       "Split it into smaller files.")
+        raise CsvError(
+            f"The file is larger than the limit of {_size(max_bytes)}. Split it into smaller files."
+        )
     for signature, kind in _SIGNATURES:
         if data.startswith(signature):
             raise CsvError(f"This file is {kind}, not a CSV file. {_SAVE_AS_CSV}")
@@ -151,8 +179,10 @@ def _decode(data: bytes) -> str:
             raise CsvError(message) from None
     if mixed := _mixed_rows(data):
         # Read as Windows-1252, the UTF-8 rows would turn "Zoë" into "ZoÃ«" and update every such user.
-        raise CsvError(f"Row {mixed[0]} is UTF-8 but row {mixed[1]} is Windows-1252, so the file mixes two "
-                       f"encodings. {_SAVE_AS_CSV}")
+        raise CsvError(
+            f"Row {mixed[0]} is UTF-8 but row {mixed[1]} is Windows-1252, so the file mixes two "
+            f"encodings. {_SAVE_AS_CSV}"
+        )
     try:
         return data.decode("cp1252")
     except UnicodeDecodeError:
@@ -209,15 +239,18 @@ def parse_roster(text: str, *, max_rows: int) -> ParsedRoster:
         if _blank(cells):
             continue
         if len(rows) == max_rows:
-            raise CsvError(f"The file has more than {max_rows:,} users; the limit is {max_rows:,} rows. "
-                           "Split it into smaller files.")
+            raise CsvError(
+                f"The file has more than {max_rows:,} users; the limit is {max_rows:,} rows. "
+                "Split it into smaller files."
+            )
         rows.append(reader.read(row_number, cells))
     warnings += [
         f"Column {_letter(index)} has no heading; its values were ignored."
         for index in sorted(reader.unheaded_used)
     ]
-    return ParsedRoster(rows=tuple(rows), columns=frozenset(positions), warnings=tuple(warnings),
-                        delimiter=delimiter)
+    return ParsedRoster(
+        rows=tuple(rows), columns=frozenset(positions), warnings=tuple(warnings), delimiter=delimiter
+    )
 
 
 def _sniff_delimiter(text: str) -> str:
@@ -249,11 +282,15 @@ def _records(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
 
 def _read_error(row_number: int, reason: str) -> str:
     if "unexpected end of data" in reason:
-        return (f"Row {row_number} opens a quoted value that is never closed. "
-                'Check the quotes (") in that row: a value in quotes must end with a quote.')
+        return (
+            f"Row {row_number} opens a quoted value that is never closed. "
+            'Check the quotes (") in that row: a value in quotes must end with a quote.'
+        )
     if "expected after" in reason:
-        return (f'Row {row_number} has text right after a closing quote. Put the whole value in quotes and '
-                'write any quote inside it twice ("").')
+        return (
+            f"Row {row_number} has text right after a closing quote. Put the whole value in quotes and "
+            'write any quote inside it twice ("").'
+        )
     if "field limit" in reason:
         return f"Row {row_number} has a value far too long for a roster."
     return f"Row {row_number} cannot be read as CSV ({reason})."
@@ -302,8 +339,10 @@ def _read_header(header: list[str], row_number: int) -> tuple[dict[str, int], li
     if "username" not in positions:
         found = ", ".join(f"'{heading.strip()}'" for heading in header[:10])
         found += ", ..." if len(header) > 10 else ""
-        raise CsvError(f"The header (row {row_number}) has no username column; its columns are {found}. "
-                       f"The first row must name the columns: {', '.join(COLUMNS)}.")
+        raise CsvError(
+            f"The header (row {row_number}) has no username column; its columns are {found}. "
+            f"The first row must name the columns: {', '.join(COLUMNS)}."
+        )
     return positions, warnings
 
 
@@ -329,9 +368,12 @@ class _RowReader:
             index = self.positions.get(field)
             return cells[index] if index is not None and index < len(cells) else ""
 
-        if any(value.strip() for value in cells[self.width:]):
-            problem(None, f"This row has {len(cells)} cells but the header has {self.width} columns. "
-                          f"Is there a {_DELIMITER_NAMES[self.delimiter]} in a value that is not in quotes?")
+        if any(value.strip() for value in cells[self.width :]):
+            problem(
+                None,
+                f"This row has {len(cells)} cells but the header has {self.width} columns. "
+                f"Is there a {_DELIMITER_NAMES[self.delimiter]} in a value that is not in quotes?",
+            )
         self.unheaded_used.update(i for i in self.unheaded if i < len(cells) and cells[i].strip())
 
         username = _unescape(cell("username")).strip()
@@ -339,8 +381,10 @@ class _RowReader:
         if username:
             earlier = self.first_rows.setdefault(username.lower(), row_number)
             if earlier != row_number:
-                problem("username", f"The username '{username}' is already in row {earlier}; "
-                                    "a user can appear only once.")
+                problem(
+                    "username",
+                    f"The username '{username}' is already in row {earlier}; a user can appear only once.",
+                )
 
         first_name = _name(cell("first_name"))
         surname = _name(cell("surname"))
@@ -350,8 +394,11 @@ class _RowReader:
         raw_type = _unescape(cell("type")).strip()
         type_, admin_by_type = _TYPES.get(raw_type.casefold(), (None, False))
         if raw_type and type_ is None:
-            problem("type", f"The type '{raw_type}' is not known; use PUPIL or TEACHER "
-                            "(or Administrator for a teacher who is an admin).")
+            problem(
+                "type",
+                f"The type '{raw_type}' is not known; use PUPIL or TEACHER "
+                "(or Administrator for a teacher who is an admin).",
+            )
 
         raw_admin = _unescape(cell("is_admin")).strip()
         is_admin = _BOOLEANS.get(raw_admin.casefold()) if raw_admin else None
@@ -359,8 +406,9 @@ class _RowReader:
             problem("is_admin", f"is_admin must be true or false (or yes/no, 1/0), not '{raw_admin}'.")
         if admin_by_type:
             if is_admin is False:
-                problem("is_admin",
-                        f"The type '{raw_type}' makes this user an admin, but is_admin says false.")
+                problem(
+                    "is_admin", f"The type '{raw_type}' makes this user an admin, but is_admin says false."
+                )
             is_admin = True
         if is_admin and (type_ is UserType.PUPIL or not raw_type):
             problem("is_admin", "Only teachers can be admins: set the type to TEACHER, or is_admin to false.")
@@ -373,17 +421,28 @@ class _RowReader:
 
         email = _unescape(cell("email")).strip() or None
         if email is not None and (len(email) > EMAIL_MAX or not EMAIL.fullmatch(email)):
-            problem("email", f"'{email[:60]}' is not an email address such as name@school.example "
-                             f"(at most {EMAIL_MAX} characters).")
+            problem(
+                "email",
+                f"'{email[:60]}' is not an email address such as name@school.example "
+                f"(at most {EMAIL_MAX} characters).",
+            )
 
         raw_password = cell("password")
         password = raw_password if raw_password.strip() else None
         problem("password", _length_problem("password", password or "", PASSWORD_MAX))
 
         return RosterRow(
-            row_number=row_number, username=username, first_name=first_name, surname=surname, type=type_,
-            is_admin=is_admin, registration_class=registration_class, teaching_classes=teaching_classes,
-            password=password, problems=tuple(problems), email=email,
+            row_number=row_number,
+            username=username,
+            first_name=first_name,
+            surname=surname,
+            type=type_,
+            is_admin=is_admin,
+            registration_class=registration_class,
+            teaching_classes=teaching_classes,
+            password=password,
+            problems=tuple(problems),
+            email=email,
         )
 
 
@@ -445,17 +504,19 @@ def export_lines(rows: Iterable[ExportRow]) -> Iterator[bytes]:
 
     yield codecs.BOM_UTF8 + line(COLUMNS)
     for row in rows:
-        yield line([
-            _escape(row.username),
-            _escape(row.first_name),
-            _escape(row.surname),
-            str(row.type),
-            _escape(row.registration_class or ""),
-            _escape(";".join(sorted(row.teaching_classes, key=str.casefold))),
-            "true" if row.is_admin else "false",
-            _escape(row.email or ""),
-            "",
-        ])
+        yield line(
+            [
+                _escape(row.username),
+                _escape(row.first_name),
+                _escape(row.surname),
+                str(row.type),
+                _escape(row.registration_class or ""),
+                _escape(";".join(sorted(row.teaching_classes, key=str.casefold))),
+                "true" if row.is_admin else "false",
+                _escape(row.email or ""),
+                "",
+            ]
+        )
 
 
 def export_roster(rows: Iterable[ExportRow]) -> bytes:

@@ -131,14 +131,37 @@ class Classes:
     selection: Selection
 
 
-Selected: TypeAlias = (Typename | Column | TotalCount | Cursor | HasNextPage | EndCursor | MemberCount | Edges | Node
-                       | PageInfo | RegistrationClass | TeachingClasses | Users | Classes)
+Selected: TypeAlias = (
+    Typename
+    | Column
+    | TotalCount
+    | Cursor
+    | HasNextPage
+    | EndCursor
+    | MemberCount
+    | Edges
+    | Node
+    | PageInfo
+    | RegistrationClass
+    | TeachingClasses
+    | Users
+    | Classes
+)
 Selection: TypeAlias = tuple[tuple[str, Selected], ...]
 
 USER_COLUMNS = {
-    "id": "id", "username": "username", "firstName": "first_name", "surname": "surname", "type": "type",
-    "isAdmin": "is_admin", "mustChangePassword": "must_change_password", "createdAt": "created_at",
-    "updatedAt": "updated_at", "deletedAt": "deleted_at", "version": "version", "externalId": "external_id",
+    "id": "id",
+    "username": "username",
+    "firstName": "first_name",
+    "surname": "surname",
+    "type": "type",
+    "isAdmin": "is_admin",
+    "mustChangePassword": "must_change_password",
+    "createdAt": "created_at",
+    "updatedAt": "updated_at",
+    "deletedAt": "deleted_at",
+    "version": "version",
+    "externalId": "external_id",
 }
 CLASS_COLUMNS = {"id": "id", "name": "name", "kind": "kind"}
 _TIMES = {"created_at", "updated_at", "deleted_at"}
@@ -211,9 +234,11 @@ class _Builder:
             case Classes(kind, selection):
                 c = self.alias("c")
                 kind_condition = f" and {c}.kind = {self.param(kind.value)}" if kind is not None else ""
-                return (f"coalesce((select json_agg({self.school_class(c, selection)} "
-                        f"order by {_class_order(c)}) from classes {c} "
-                        f"where {c}.school_id = $1{kind_condition}), '[]'::json)")
+                return (
+                    f"coalesce((select json_agg({self.school_class(c, selection)} "
+                    f"order by {_class_order(c)}) from classes {c} "
+                    f"where {c}.school_id = $1{kind_condition}), '[]'::json)"
+                )
         raise TypeError(node)
 
     # --- a connection of users ----------------------------------------------------------------------------
@@ -228,8 +253,9 @@ class _Builder:
         if class_ref is not None:
             given.pop("class_id", None)
         shown = _columns_shown(selection)
-        rows_sql, count_sql = _users_sql(u, class_ref, page.where.status, tuple(given), page.order,
-                                         page.after is not None, shown)
+        rows_sql, count_sql = _users_sql(
+            u, class_ref, page.where.status, tuple(given), page.order, page.after is not None, shown
+        )
         slots = {"school": "$1", **{name: self.param(value) for name, value in given.items()}}
         total = f"({count_sql % slots})"
         way = " desc" if page.order.descending else ""
@@ -242,21 +268,26 @@ class _Builder:
             slots |= {"after_value": self.param(value), "after_id": self.param(last_id)}
         rows = f"{r} {p}"
         if held.numbered:
-            rows = (f"(select {r}.*, row_number() over (order by {held.order()}) as n, count(*) over () as rows "
-                    f"from {r}) {p}")
+            rows = (
+                f"(select {r}.*, row_number() over (order by {held.order()}) as n, count(*) over () as rows "
+                f"from {r}) {p}"
+            )
         if held.teaching is not None:
             c, classes = held.teaching
             m = self.alias("m")
-            grouped = ", ".join(f"{p}.{column}" for column in
-                                (*(("n", "rows") if held.numbered else ()), "k", *shown))
+            grouped = ", ".join(
+                f"{p}.{column}" for column in (*(("n", "rows") if held.numbered else ()), "k", *shown)
+            )
             # Each membership's class is looked up on its own (offset 0 keeps the planner from turning the
             # lookup into a join, whose size it underestimates: it does not know memberships and classes
             # come from one school).
-            rows = (f"(select {grouped}, coalesce({classes}, '[]'::json) as teaching from {rows} "
-                    f"left join class_memberships {m} on {m}.school_id = $1 and {m}.user_id = {p}.id "
-                    f"and {m}.kind = 'TEACHING' left join lateral (select * from classes {c} "
-                    f"where {c}.school_id = $1 and {c}.id = {m}.class_id and {c}.kind = 'TEACHING' offset 0) {c} "
-                    f"on true group by {grouped}) {p}")
+            rows = (
+                f"(select {grouped}, coalesce({classes}, '[]'::json) as teaching from {rows} "
+                f"left join class_memberships {m} on {m}.school_id = $1 and {m}.user_id = {p}.id "
+                f"and {m}.kind = 'TEACHING' left join lateral (select * from classes {c} "
+                f"where {c}.school_id = $1 and {c}.id = {m}.class_id and {c}.kind = 'TEACHING' offset 0) {c} "
+                f"on true group by {grouped}) {p}"
+            )
         limit = page.size + 1 if held.numbered else page.size
         return f"(with {r} as ({rows_sql % slots} limit {limit}) select {body} from {rows})"
 
@@ -294,8 +325,10 @@ class _Builder:
                 return f"count({p}.n) > {page.size}"
             case EndCursor():
                 # Only the last row of the page is encoded.
-                return (f"(array_agg({cursor(p, page.order.field)}) "
-                        f"filter (where {p}.n = least({p}.rows, {page.size})))[1]")
+                return (
+                    f"(array_agg({cursor(p, page.order.field)}) "
+                    f"filter (where {p}.n = least({p}.rows, {page.size})))[1]"
+                )
         raise TypeError(node)
 
     # --- users and classes ----------------------------------------------------------------------------------
@@ -309,10 +342,12 @@ class _Builder:
             case RegistrationClass(selection):
                 # One row at most: a user is in at most one registration class (a unique index says so).
                 m, c = self.alias("m"), self.alias("c")
-                return (f"(select {self.school_class(c, selection)} from class_memberships {m} "
-                        f"join classes {c} on {c}.school_id = {m}.school_id and {c}.id = {m}.class_id "
-                        f"where {m}.school_id = $1 and {m}.user_id = {p}.id and {m}.kind = 'REGISTRATION' "
-                        f"and {c}.kind = 'REGISTRATION' order by {c}.name, {c}.id limit 1)")
+                return (
+                    f"(select {self.school_class(c, selection)} from class_memberships {m} "
+                    f"join classes {c} on {c}.school_id = {m}.school_id and {c}.id = {m}.class_id "
+                    f"where {m}.school_id = $1 and {m}.user_id = {p}.id and {m}.kind = 'REGISTRATION' "
+                    f"and {c}.kind = 'REGISTRATION' order by {c}.name, {c}.id limit 1)"
+                )
             case TeachingClasses(selection):
                 m, c = self.alias("m"), self.alias("c")
                 classes = f"json_agg({self.school_class(c, selection)} order by {c}.name, {c}.id)"
@@ -320,10 +355,12 @@ class _Builder:
                     held.teaching = (c, f"{classes} filter (where {c}.id is not null)")
                     return f"{p}.teaching"
                 # Asked for twice (with aliases): the second one user by user.
-                return (f"coalesce((select {classes} from class_memberships {m} "
-                        f"join classes {c} on {c}.school_id = {m}.school_id and {c}.id = {m}.class_id "
-                        f"where {m}.school_id = $1 and {m}.user_id = {p}.id and {m}.kind = 'TEACHING' "
-                        f"and {c}.kind = 'TEACHING'), '[]'::json)")
+                return (
+                    f"coalesce((select {classes} from class_memberships {m} "
+                    f"join classes {c} on {c}.school_id = {m}.school_id and {c}.id = {m}.class_id "
+                    f"where {m}.school_id = $1 and {m}.user_id = {p}.id and {m}.kind = 'TEACHING' "
+                    f"and {c}.kind = 'TEACHING'), '[]'::json)"
+                )
         raise TypeError(node)
 
     def school_class(self, c: str, selection: Selection) -> str:
@@ -337,9 +374,11 @@ class _Builder:
                 return f"{c}.{CLASS_COLUMNS[name]}"
             case MemberCount():
                 m, u = self.alias("m"), self.alias("u")
-                return (f"(select count(*) from class_memberships {m} "
-                        f"join users {u} on {u}.school_id = {m}.school_id and {u}.id = {m}.user_id "
-                        f"where {m}.school_id = $1 and {m}.class_id = {c}.id and {u}.deleted_at is null)")
+                return (
+                    f"(select count(*) from class_memberships {m} "
+                    f"join users {u} on {u}.school_id = {m}.school_id and {u}.id = {m}.user_id "
+                    f"where {m}.school_id = $1 and {m}.class_id = {c}.id and {u}.deleted_at is null)"
+                )
             case Users(page, selection, of_class=True):
                 return self.users(page, selection, class_ref=f"{c}.id")
         raise TypeError(node)
@@ -369,8 +408,15 @@ def _literal(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
-def _users_sql(u: str, class_ref: str | None, status: UserStatus, given: tuple[str, ...], order: UserOrder,
-               after: bool, shown: tuple[str, ...]) -> tuple[str, str]:
+def _users_sql(
+    u: str,
+    class_ref: str | None,
+    status: UserStatus,
+    given: tuple[str, ...],
+    order: UserOrder,
+    after: bool,
+    shown: tuple[str, ...],
+) -> tuple[str, str]:
     """Templates of a page's rows (its `shown` columns and sort key `k`, in order, not yet limited) and of
     its count, from db.users' filter over the users named `u`: `%(school)s`, `%(NAME)s` for each part of the
     filter `given`, and `%(after_value)s`, `%(after_id)s` for the keyset when `after`. A class roster's
@@ -385,17 +431,24 @@ def _users_sql(u: str, class_ref: str | None, status: UserStatus, given: tuple[s
     key = sort_key(users, order.field)
     if after:
         value, last_id = bindparam("after_value", type_=key.type), bindparam("after_id", type_=User.id.type)
-        conditions.append(after_position(key, users.id.expression, value, last_id, descending=order.descending))
-    rows = (select(*(getattr(users, column) for column in shown), key.label("k")).where(*conditions)
-            .order_by(*in_order(key, users.id.expression, descending=order.descending)))
+        conditions.append(
+            after_position(key, users.id.expression, value, last_id, descending=order.descending)
+        )
+    rows = (
+        select(*(getattr(users, column) for column in shown), key.label("k"))
+        .where(*conditions)
+        .order_by(*in_order(key, users.id.expression, descending=order.descending))
+    )
     return _render(rows), _render(count)
 
 
 @functools.lru_cache(maxsize=256)
 def _rows_order(of: str, descending: bool) -> str:
     """db.users.in_order over a page's rows (`of` is "p." for the rows named p): sort key `k`, then id."""
-    return ", ".join(_render(part) for part in in_order(literal_column(f"{of}k"), literal_column(f"{of}id"),
-                                                        descending=descending))
+    return ", ".join(
+        _render(part)
+        for part in in_order(literal_column(f"{of}k"), literal_column(f"{of}id"), descending=descending)
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -414,8 +467,10 @@ def _value(expression: str, column: str) -> str:
 def _isoformat(expression: str) -> str:
     """What Python's datetime.isoformat() gives for a UTC time: microseconds only when there are some."""
     utc = f"({expression} at time zone 'UTC')"
-    return (f"(to_char({utc}, case when to_char({utc}, 'US') = '000000' then 'YYYY-MM-DD\"T\"HH24:MI:SS' "
-            f"else 'YYYY-MM-DD\"T\"HH24:MI:SS.US' end) || '+00:00')")
+    return (
+        f"(to_char({utc}, case when to_char({utc}, 'US') = '000000' then 'YYYY-MM-DD\"T\"HH24:MI:SS' "
+        f"else 'YYYY-MM-DD\"T\"HH24:MI:SS.US' end) || '+00:00')"
+    )
 
 
 def _json_string(expression: str) -> str:
@@ -437,6 +492,10 @@ def _json_string(expression: str) -> str:
 def cursor(p: str, order_field: UserOrderField) -> str:
     """db.pagination.encode_cursor([sort value, id]) of row `p` (its sort key `k`, its `id`): URL-safe base64,
     unpadded, of compact JSON."""
-    value = _json_string(f"{p}.k") if order_field != UserOrderField.CREATED_AT else f"('\"' || {_isoformat(f'{p}.k')} || '\"')"
+    value = (
+        _json_string(f"{p}.k")
+        if order_field != UserOrderField.CREATED_AT
+        else f"('\"' || {_isoformat(f'{p}.k')} || '\"')"
+    )
     text = f"('[' || {value} || ',\"' || {p}.id::text || '\"]')"
     return f"rtrim(translate(encode(convert_to({text}, 'UTF8'), 'base64'), E'+/\\n', '-_'), '=')"

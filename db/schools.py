@@ -34,12 +34,14 @@ class NewSchool:
 def clean_slug(raw: str) -> str:
     slug = raw.strip()
     if not SLUG.fullmatch(slug):
-        raise DomainError(Problem(
-            ErrorCode.INVALID_INPUT,
-            f"'{raw}' is not a valid slug: use 1 to 63 lowercase letters, digits and dashes, "
-            "starting and ending with a letter or digit.",
-            "slug",
-        ))
+        raise DomainError(
+            Problem(
+                ErrorCode.INVALID_INPUT,
+                f"'{raw}' is not a valid slug: use 1 to 63 lowercase letters, digits and dashes, "
+                "starting and ending with a letter or digit.",
+                "slug",
+            )
+        )
     return slug
 
 
@@ -75,7 +77,9 @@ async def create_school(
     if problem := password_problem(admin_password, staff=True, pupil_min_length=4):
         raise DomainError(Problem(ErrorCode.PASSWORD_TOO_WEAK, problem, "admin_password"))
     if await school_id_for_slug(session, slug) is not None:
-        raise DomainError(Problem(ErrorCode.SLUG_TAKEN, f"A school with the slug '{slug}' already exists.", "slug"))
+        raise DomainError(
+            Problem(ErrorCode.SLUG_TAKEN, f"A school with the slug '{slug}' already exists.", "slug")
+        )
 
     school_id = uuid.uuid4()
     await bind_school(session, school_id)
@@ -87,13 +91,24 @@ async def create_school(
             Problem(ErrorCode.SLUG_TAKEN, f"A school with the slug '{slug}' already exists.", "slug")
         ) from None
     admin = await insert_user(
-        session, school_id=school_id, username=username, password_hash=await hash_password_async(admin_password),
-        type=UserType.TEACHER, is_admin=True,
+        session,
+        school_id=school_id,
+        username=username,
+        password_hash=await hash_password_async(admin_password),
+        type=UserType.TEACHER,
+        is_admin=True,
         first_name=clean_name(admin_first_name, field="admin_first_name"),
         surname=clean_name(admin_surname, field="admin_surname"),
     )
-    await audit.record(session, school_id=school_id, actor_id=None, actor_label="rollcall school create",
-                       action="school.created", targets=[admin.id], summary={"slug": slug, "name": name})
+    await audit.record(
+        session,
+        school_id=school_id,
+        actor_id=None,
+        actor_label="rollcall school create",
+        action="school.created",
+        targets=[admin.id],
+        summary={"slug": slug, "name": name},
+    )
     return NewSchool(school_id=school_id, admin_id=admin.id)
 
 
@@ -101,10 +116,12 @@ async def require_manual_school(session: AsyncSession, school_id: uuid.UUID) -> 
     """The bound school, when its users are managed here; a managed school's users come from its provider."""
     school = await session.get_one(School, school_id)
     if school.provider != Provider.MANUAL:
-        raise DomainError(Problem(
-            ErrorCode.MANAGED_BY_PROVIDER,
-            f"This school's users are managed by {school.provider.value}; change them there.",
-        ))
+        raise DomainError(
+            Problem(
+                ErrorCode.MANAGED_BY_PROVIDER,
+                f"This school's users are managed by {school.provider.value}; change them there.",
+            )
+        )
     return school
 
 
@@ -126,30 +143,47 @@ def _out_of(allowed: range, value: int | None, what: str, field: str) -> list[Pr
     return [Problem(ErrorCode.INVALID_INPUT, f"{what} is {allowed.start} to {allowed.stop - 1}.", field)]
 
 
-async def update_settings(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor,
-                          change: SettingsChange) -> School:
+async def update_settings(
+    session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, change: SettingsChange
+) -> School:
     """Change the school's own settings, all of them or none; the audit log keeps the old and new values.
 
     Allowed in managed schools too: these are Rollcall's settings, not the provider's. A new pupil minimum
     applies to passwords set from now on; passwords already set keep working.
     """
     # The lock the roster's changes take first, so a reset and a new minimum cannot cross.
-    school = (await session.execute(
-        select(School).where(School.id == school_id).with_for_update(key_share=True))).scalar_one()
+    school = (
+        await session.execute(select(School).where(School.id == school_id).with_for_update(key_share=True))
+    ).scalar_one()
     problems = [
-        *_out_of(PUPIL_MIN_PASSWORD_LENGTHS, change.pupil_min_password_length,
-                 "A pupil's minimum password length", "pupilMinPasswordLength"),
-        *_out_of(RETENTION_DAYS, change.deleted_user_retention_days, "How many days deleted users are kept",
-                 "deletedUserRetentionDays"),
+        *_out_of(
+            PUPIL_MIN_PASSWORD_LENGTHS,
+            change.pupil_min_password_length,
+            "A pupil's minimum password length",
+            "pupilMinPasswordLength",
+        ),
+        *_out_of(
+            RETENTION_DAYS,
+            change.deleted_user_retention_days,
+            "How many days deleted users are kept",
+            "deletedUserRetentionDays",
+        ),
     ]
     if change.school_year_end_month is not None or change.school_year_end_day is not None:
-        month = school.school_year_end_month if change.school_year_end_month is None \
+        month = (
+            school.school_year_end_month
+            if change.school_year_end_month is None
             else change.school_year_end_month
+        )
         day = school.school_year_end_day if change.school_year_end_day is None else change.school_year_end_day
         if not is_day_of_year(month, day):
-            problems.append(Problem(
-                ErrorCode.INVALID_INPUT, f"Month {month}, day {day} is not a day of the year.",
-                "schoolYearEndDay" if change.school_year_end_day is not None else "schoolYearEndMonth"))
+            problems.append(
+                Problem(
+                    ErrorCode.INVALID_INPUT,
+                    f"Month {month}, day {day} is not a day of the year.",
+                    "schoolYearEndDay" if change.school_year_end_day is not None else "schoolYearEndMonth",
+                )
+            )
     if problems:
         raise DomainError(*problems)
     changes: dict[str, Any] = {}
@@ -161,6 +195,11 @@ async def update_settings(session: AsyncSession, *, school_id: uuid.UUID, actor:
     if changes:
         await session.flush()
         # Nested under "changes": the purge scrubs top-level "from"/"to", which elsewhere hold names.
-        await audit.record_by(session, actor, school_id=school_id, action="school.settings_changed",
-                              summary={"changes": changes})
+        await audit.record_by(
+            session,
+            actor,
+            school_id=school_id,
+            action="school.settings_changed",
+            summary={"changes": changes},
+        )
     return school

@@ -81,8 +81,9 @@ def require_object(body: Any, schema: str) -> Mapping[str, Any]:
     if not isinstance(body, Mapping):
         raise ScimError(400, "The request body is a JSON object.", "invalidSyntax")
     schemas = field_of(body, "schemas")
-    if schemas is not MISSING and (not isinstance(schemas, list)
-                                   or schema.lower() not in {str(s).lower() for s in schemas}):
+    if schemas is not MISSING and (
+        not isinstance(schemas, list) or schema.lower() not in {str(s).lower() for s in schemas}
+    ):
         raise ScimError(400, f"The request's schemas must include {schema}.", "invalidSyntax")
     return body
 
@@ -131,8 +132,9 @@ def require_version(current: str, if_match: str | None) -> None:
 
 def unchanged(current: str, if_none_match: str | None) -> bool:
     """`If-None-Match`: the client already has this version."""
-    return if_none_match is not None and (if_none_match.strip() == "*"
-                                          or current.removeprefix("W/").strip('"') in _tags(if_none_match))
+    return if_none_match is not None and (
+        if_none_match.strip() == "*" or current.removeprefix("W/").strip('"') in _tags(if_none_match)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,9 +155,9 @@ class Shape:
             if lower == urn.lower():
                 return urn, None
             if lower.startswith(urn.lower() + ":"):
-                return urn, canonical_name(path[len(urn) + 1:], self.complex[urn])
+                return urn, canonical_name(path[len(urn) + 1 :], self.complex[urn])
         if lower.startswith(self.core.lower() + ":"):
-            path = path[len(self.core) + 1:]
+            path = path[len(self.core) + 1 :]
         elif lower.startswith("urn:"):
             return None, None
         name, _, sub = path.partition(".")

@@ -129,8 +129,9 @@ class _Parser:
     def expect(self, punct: str) -> None:
         token = self.take(f"'{punct}'")
         if token.kind != "punct" or token.text != punct:
-            raise FilterSyntaxError(f"Expected '{punct}' at position {token.at + 1}, "
-                                    f"found '{shown(token.text)}'.")
+            raise FilterSyntaxError(
+                f"Expected '{punct}' at position {token.at + 1}, found '{shown(token.text)}'."
+            )
 
     def end(self) -> None:
         if (token := self.peek()) is not None:
@@ -171,10 +172,14 @@ class _Parser:
 
     def attribute(self) -> str:
         token = self.take("an attribute")
-        if token.kind != "word" or not _ATTRIBUTE.fullmatch(token.text) \
-                or token.text.lower() in COMPARISONS | {"pr", "and", "or", "not"}:
-            raise FilterSyntaxError(f"Expected an attribute at position {token.at + 1}, "
-                                    f"found '{shown(token.text)}'.")
+        if (
+            token.kind != "word"
+            or not _ATTRIBUTE.fullmatch(token.text)
+            or token.text.lower() in COMPARISONS | {"pr", "and", "or", "not"}
+        ):
+            raise FilterSyntaxError(
+                f"Expected an attribute at position {token.at + 1}, found '{shown(token.text)}'."
+            )
         return token.text
 
     def comparison(self) -> Filter:
@@ -188,8 +193,10 @@ class _Parser:
         token = self.take("an operator")
         op = token.text.lower()
         if token.kind != "word" or op not in COMPARISONS | {"pr"}:
-            raise FilterSyntaxError(f"Unknown operator '{shown(token.text)}' at position {token.at + 1}; "
-                                    "use eq, ne, co, sw, ew, gt, ge, lt, le or pr.")
+            raise FilterSyntaxError(
+                f"Unknown operator '{shown(token.text)}' at position {token.at + 1}; "
+                "use eq, ne, co, sw, ew, gt, ge, lt, le or pr."
+            )
         if op == "pr":
             return Compare(path, op)
         return Compare(path, op, self.value())
@@ -202,8 +209,9 @@ class _Parser:
             except json.JSONDecodeError:
                 raise FilterSyntaxError(f"Bad escape in the string at position {token.at + 1}.") from None
             if not storable(text):
-                raise FilterSyntaxError(f"The string at position {token.at + 1} holds a NUL character or an "
-                                        "unpaired surrogate.")
+                raise FilterSyntaxError(
+                    f"The string at position {token.at + 1} holds a NUL character or an unpaired surrogate."
+                )
             return text
         word = token.text.lower()
         if token.kind == "word":
@@ -212,12 +220,15 @@ class _Parser:
             if word == "null":
                 return None
             if len(token.text) > MAX_NUMBER_LENGTH and _NUMBER.fullmatch(token.text):
-                raise FilterSyntaxError(f"The number at position {token.at + 1} is longer than "
-                                        f"{MAX_NUMBER_LENGTH} characters.")
+                raise FilterSyntaxError(
+                    f"The number at position {token.at + 1} is longer than {MAX_NUMBER_LENGTH} characters."
+                )
             if _NUMBER.fullmatch(token.text):
                 return float(token.text) if any(c in word for c in ".e") else int(token.text)
-        raise FilterSyntaxError(f"Expected a value at position {token.at + 1} (a quoted string, a number, "
-                                f"true, false or null), found '{shown(token.text)}'.")
+        raise FilterSyntaxError(
+            f"Expected a value at position {token.at + 1} (a quoted string, a number, "
+            f"true, false or null), found '{shown(token.text)}'."
+        )
 
 
 def parse_filter(text: str) -> Filter:
@@ -266,8 +277,9 @@ def _compare(found: Any, op: str, wanted: Value) -> bool:
         case "co" | "sw" | "ew" if isinstance(found, str) and isinstance(wanted, str):
             return {"co": wanted in found, "sw": found.startswith(wanted), "ew": found.endswith(wanted)}[op]
         case "gt" | "ge" | "lt" | "le" if found is not None and wanted is not None:
-            return bool({"gt": found > wanted, "ge": found >= wanted, "lt": found < wanted,
-                         "le": found <= wanted}[op])
+            return bool(
+                {"gt": found > wanted, "ge": found >= wanted, "lt": found < wanted, "le": found <= wanted}[op]
+            )
     return False
 
 

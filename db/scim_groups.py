@@ -53,32 +53,56 @@ from db.scim import (
 from db.scim_patch import document, patched
 from db.scim_query import Column, ListQuery, Table, Values, attribute_key, list_response, page_of
 
-SHAPE = Shape(core=GROUP_SCHEMA, simple=("displayName", "externalId"), complex={CLASS_EXTENSION: ("kind",)},
-              multi={"members": ("value", "$ref", "type", "display")})
+SHAPE = Shape(
+    core=GROUP_SCHEMA,
+    simple=("displayName", "externalId"),
+    complex={CLASS_EXTENSION: ("kind",)},
+    multi={"members": ("value", "$ref", "type", "display")},
+)
 KINDS = {ClassKind.REGISTRATION: "registration", ClassKind.TEACHING: "teaching"}
 EXTERNAL_ID_INDEX = "uq_classes_school_id_external_id"
 
 
 def _members_where(condition: Any) -> Any:
     """Some member of the class, among the users the provider may manage, meets `condition`."""
-    return select(literal(1)).select_from(ClassMembership).join(User, and_(
-        User.school_id == ClassMembership.school_id, User.id == ClassMembership.user_id,
-        provider_may_manage(),
-    )).where(ClassMembership.school_id == SchoolClass.school_id, ClassMembership.class_id == SchoolClass.id,
-             condition).exists()
+    return (
+        select(literal(1))
+        .select_from(ClassMembership)
+        .join(
+            User,
+            and_(
+                User.school_id == ClassMembership.school_id,
+                User.id == ClassMembership.user_id,
+                provider_may_manage(),
+            ),
+        )
+        .where(
+            ClassMembership.school_id == SchoolClass.school_id,
+            ClassMembership.class_id == SchoolClass.id,
+            condition,
+        )
+        .exists()
+    )
 
 
-TABLE = Table(SHAPE, {
-    "id": Column(SchoolClass.id, "id"),
-    "externalid": Column(SchoolClass.external_id, case_exact=True),
-    "displayname": Column(SchoolClass.name),
-    attribute_key(CLASS_EXTENSION, "kind"): Column(case(
-        (SchoolClass.kind == ClassKind.REGISTRATION, KINDS[ClassKind.REGISTRATION]),
-        else_=KINDS[ClassKind.TEACHING])),
-    attribute_key("meta", "created"): Column(SchoolClass.created_at, "datetime"),
-    "members": Values({"value": Column(ClassMembership.user_id, "id"), "type": Column(literal("User"))},
-                      _members_where),
-})
+TABLE = Table(
+    SHAPE,
+    {
+        "id": Column(SchoolClass.id, "id"),
+        "externalid": Column(SchoolClass.external_id, case_exact=True),
+        "displayname": Column(SchoolClass.name),
+        attribute_key(CLASS_EXTENSION, "kind"): Column(
+            case(
+                (SchoolClass.kind == ClassKind.REGISTRATION, KINDS[ClassKind.REGISTRATION]),
+                else_=KINDS[ClassKind.TEACHING],
+            )
+        ),
+        attribute_key("meta", "created"): Column(SchoolClass.created_at, "datetime"),
+        "members": Values(
+            {"value": Column(ClassMembership.user_id, "id"), "type": Column(literal("User"))}, _members_where
+        ),
+    },
+)
 
 
 def version_of(school_class: SchoolClass, members: Sequence[uuid.UUID]) -> str:
@@ -93,24 +117,33 @@ def group_resource(school_class: SchoolClass, members: Sequence[uuid.UUID], base
         resource["externalId"] = school_class.external_id
     resource["displayName"] = school_class.name
     if members:
-        resource["members"] = [{"value": str(user_id), "$ref": f"{base_url}/Users/{user_id}", "type": "User"}
-                               for user_id in members]
+        resource["members"] = [
+            {"value": str(user_id), "$ref": f"{base_url}/Users/{user_id}", "type": "User"}
+            for user_id in members
+        ]
     resource[CLASS_EXTENSION] = {"kind": KINDS[school_class.kind]}
-    resource["meta"] = {"resourceType": "Group", "created": school_class.created_at.isoformat(),
-                        "location": f"{base_url}/Groups/{school_class.id}",
-                        "version": version_of(school_class, members)}
+    resource["meta"] = {
+        "resourceType": "Group",
+        "created": school_class.created_at.isoformat(),
+        "location": f"{base_url}/Groups/{school_class.id}",
+        "version": version_of(school_class, members),
+    }
     return resource
 
 
-async def _members(session: AsyncSession, school_id: uuid.UUID,
-                   class_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:
+async def _members(
+    session: AsyncSession, school_id: uuid.UUID, class_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[uuid.UUID]]:
     """Each class's members that the provider may manage (deactivated ones included), in one statement; other
     members are not shown, so a PUT or PATCH that leaves them out does not remove them."""
     rows = await session.execute(
         select(ClassMembership.class_id, ClassMembership.user_id)
         .join(User, (User.school_id == ClassMembership.school_id) & (User.id == ClassMembership.user_id))
-        .where(ClassMembership.school_id == school_id, ClassMembership.class_id.in_(class_ids),
-               provider_may_manage())
+        .where(
+            ClassMembership.school_id == school_id,
+            ClassMembership.class_id.in_(class_ids),
+            provider_may_manage(),
+        )
         .order_by(ClassMembership.class_id, ClassMembership.user_id)
     )
     found: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
@@ -141,42 +174,60 @@ def _wanted(found: Mapping[str, Any]) -> _Wanted:
             raise ScimError(400, "Each member is an object with a value.", "invalidValue")
         kind_of_member = field_of(member, "type")
         if kind_of_member not in (MISSING, None) and str(kind_of_member).lower() != "user":
-            raise ScimError(400, "A group's members are users; groups in groups are not supported.",
-                            "invalidValue")
+            raise ScimError(
+                400, "A group's members are users; groups in groups are not supported.", "invalidValue"
+            )
         value = field_of(member, "value")
         try:
             members[uuid.UUID(str(value))] = None
         except ValueError:
             raise ScimError(400, f"No user has the id {value}.", "invalidValue") from None
-    return _Wanted(name=clean_class_name(name), kind=kinds[kind.strip().lower()],
-                   external_id=external_id_of(found.get("externalId")), members=list(members))
+    return _Wanted(
+        name=clean_class_name(name),
+        kind=kinds[kind.strip().lower()],
+        external_id=external_id_of(found.get("externalId")),
+        members=list(members),
+    )
 
 
-async def _require_valid(session: AsyncSession, school_id: uuid.UUID, wanted: _Wanted,
-                         except_class: uuid.UUID | None = None) -> None:
+async def _require_valid(
+    session: AsyncSession, school_id: uuid.UUID, wanted: _Wanted, except_class: uuid.UUID | None = None
+) -> None:
     if wanted.external_id is not None:
-        others = select(SchoolClass.id).where(SchoolClass.school_id == school_id,
-                                              SchoolClass.external_id == wanted.external_id)
+        others = select(SchoolClass.id).where(
+            SchoolClass.school_id == school_id, SchoolClass.external_id == wanted.external_id
+        )
         if except_class is not None:
             others = others.where(SchoolClass.id != except_class)
         if (await session.execute(others)).first():
-            raise ScimError(409, f"The externalId '{wanted.external_id}' belongs to another group.",
-                            "uniqueness")
-    known = set((await session.execute(select(User.id).where(
-        User.school_id == school_id, User.id.in_(wanted.members), provider_may_manage(),
-    ))).scalars())
+            raise ScimError(
+                409, f"The externalId '{wanted.external_id}' belongs to another group.", "uniqueness"
+            )
+    known = set(
+        (
+            await session.execute(
+                select(User.id).where(
+                    User.school_id == school_id,
+                    User.id.in_(wanted.members),
+                    provider_may_manage(),
+                )
+            )
+        ).scalars()
+    )
     if unknown := [str(user_id) for user_id in wanted.members if user_id not in known]:
         raise ScimError(400, f"No user has the id {', '.join(unknown)}.", "invalidValue")
 
 
-async def _visible(session: AsyncSession, school_id: uuid.UUID, group_id: str, *,
-                   lock: bool = False) -> SchoolClass:
+async def _visible(
+    session: AsyncSession, school_id: uuid.UUID, group_id: str, *, lock: bool = False
+) -> SchoolClass:
     try:
         class_id = uuid.UUID(group_id)
     except ValueError:
         raise ScimError(404, f"No group has the id {group_id}.") from None
-    school_class = await get_class(session, school_id=school_id, class_id=class_id,
-                                   lock=DELETING if lock else None)
+    school_class = await get_class(
+        session, school_id=school_id, class_id=class_id, lock=DELETING if lock else None
+    )
     if school_class is None:
         raise ScimError(404, f"No group has the id {group_id}.")
     return school_class
@@ -188,32 +239,38 @@ async def _resource(session: AsyncSession, school_class: SchoolClass, base_url: 
     return group_resource(school_class, members.get(school_class.id, []), base_url)
 
 
-async def list_groups(session: AsyncSession, *, school_id: uuid.UUID, asked: ListQuery,
-                      base_url: str) -> dict[str, Any]:
+async def list_groups(
+    session: AsyncSession, *, school_id: uuid.UUID, asked: ListQuery, base_url: str
+) -> dict[str, Any]:
     query = select(SchoolClass).where(SchoolClass.school_id == school_id)
-    total, classes = await page_of(session, query, TABLE, asked,
-                                   order=(SchoolClass.created_at, SchoolClass.id))
+    total, classes = await page_of(
+        session, query, TABLE, asked, order=(SchoolClass.created_at, SchoolClass.id)
+    )
     members = await _members(session, school_id, [c.id for c in classes])
     return list_response(total, asked, [group_resource(c, members.get(c.id, []), base_url) for c in classes])
 
 
-async def get_group(session: AsyncSession, *, school_id: uuid.UUID, group_id: str,
-                    base_url: str) -> dict[str, Any]:
+async def get_group(
+    session: AsyncSession, *, school_id: uuid.UUID, group_id: str, base_url: str
+) -> dict[str, Any]:
     return await _resource(session, await _visible(session, school_id, group_id), base_url)
 
 
-async def create_group(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, body: Any,
-                       base_url: str) -> dict[str, Any]:
+async def create_group(
+    session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, body: Any, base_url: str
+) -> dict[str, Any]:
     wanted = _wanted(document(require_object(body, GROUP_SCHEMA), SHAPE))
     await _require_valid(session, school_id, wanted)
-    school_class = await create_class(session, school_id=school_id, actor=actor, name=wanted.name,
-                                      kind=wanted.kind, managed_ok=True)
+    school_class = await create_class(
+        session, school_id=school_id, actor=actor, name=wanted.name, kind=wanted.kind, managed_ok=True
+    )
     await _apply(session, actor, school_class, [], wanted)
     return await _resource(session, school_class, base_url)
 
 
-async def _locked(session: AsyncSession, school_id: uuid.UUID, group_id: str,
-                  if_match: str | None) -> tuple[SchoolClass, list[uuid.UUID]]:
+async def _locked(
+    session: AsyncSession, school_id: uuid.UUID, group_id: str, if_match: str | None
+) -> tuple[SchoolClass, list[uuid.UUID]]:
     # FOR UPDATE: membership changes take a shared lock on the class, so the version checked here holds.
     school_class = await _visible(session, school_id, group_id, lock=True)
     members = (await _members(session, school_id, [school_class.id])).get(school_class.id, [])
@@ -221,8 +278,16 @@ async def _locked(session: AsyncSession, school_id: uuid.UUID, group_id: str,
     return school_class, members
 
 
-async def replace_group(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, group_id: str,
-                        body: Any, if_match: str | None, base_url: str) -> dict[str, Any]:
+async def replace_group(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    actor: Actor,
+    group_id: str,
+    body: Any,
+    if_match: str | None,
+    base_url: str,
+) -> dict[str, Any]:
     school_class, members = await _locked(session, school_id, group_id, if_match)
     wanted = _wanted(document(require_object(body, GROUP_SCHEMA), SHAPE))
     await _require_valid(session, school_id, wanted, except_class=school_class.id)
@@ -230,33 +295,51 @@ async def replace_group(session: AsyncSession, *, school_id: uuid.UUID, actor: A
     return await _resource(session, school_class, base_url)
 
 
-async def patch_group(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, group_id: str, body: Any,
-                      if_match: str | None, base_url: str) -> dict[str, Any]:
+async def patch_group(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    actor: Actor,
+    group_id: str,
+    body: Any,
+    if_match: str | None,
+    base_url: str,
+) -> dict[str, Any]:
     school_class, members = await _locked(session, school_id, group_id, if_match)
-    current = {"displayName": school_class.name, "externalId": school_class.external_id,
-               "members": [{"value": str(user_id), "type": "User"} for user_id in members],
-               CLASS_EXTENSION: {"kind": KINDS[school_class.kind]}}
+    current = {
+        "displayName": school_class.name,
+        "externalId": school_class.external_id,
+        "members": [{"value": str(user_id), "type": "User"} for user_id in members],
+        CLASS_EXTENSION: {"kind": KINDS[school_class.kind]},
+    }
     wanted = _wanted(patched(current, body, SHAPE))
     await _require_valid(session, school_id, wanted, except_class=school_class.id)
     await _apply(session, actor, school_class, members, wanted)
     return await _resource(session, school_class, base_url)
 
 
-async def delete_group(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, group_id: str,
-                       if_match: str | None) -> None:
+async def delete_group(
+    session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, group_id: str, if_match: str | None
+) -> None:
     school_class, _ = await _locked(session, school_id, group_id, if_match)
     await delete_class(session, school_id=school_id, actor=actor, class_id=school_class.id, managed_ok=True)
 
 
-async def _apply(session: AsyncSession, actor: Actor, school_class: SchoolClass, members: Sequence[uuid.UUID],
-                 wanted: _Wanted) -> None:
+async def _apply(
+    session: AsyncSession,
+    actor: Actor,
+    school_class: SchoolClass,
+    members: Sequence[uuid.UUID],
+    wanted: _Wanted,
+) -> None:
     """Make the class what the provider wants: its kind first, so that members added next obey it."""
     school_id, class_id = school_class.school_id, school_class.id
     if wanted.kind != school_class.kind:
         await _change_kind(session, actor, school_class, wanted.kind)
     if wanted.name != school_class.name:
-        await rename_class(session, school_id=school_id, actor=actor, class_id=class_id, name=wanted.name,
-                           managed_ok=True)
+        await rename_class(
+            session, school_id=school_id, actor=actor, class_id=class_id, name=wanted.name, managed_ok=True
+        )
     if wanted.external_id != school_class.external_id:
         before, school_class.external_id = school_class.external_id, wanted.external_id
         try:
@@ -265,49 +348,105 @@ async def _apply(session: AsyncSession, actor: Actor, school_class: SchoolClass,
         except IntegrityError as error:
             if EXTERNAL_ID_INDEX not in str(error.orig):
                 raise
-            raise ScimError(409, f"The externalId '{wanted.external_id}' belongs to another group.",
-                            "uniqueness") from None
-        await audit.record_by(session, actor, school_id=school_id, action="class.updated", summary={
-            "class_id": str(class_id), "field": "EXTERNAL_ID", "from": before, "to": wanted.external_id})
+            raise ScimError(
+                409, f"The externalId '{wanted.external_id}' belongs to another group.", "uniqueness"
+            ) from None
+        await audit.record_by(
+            session,
+            actor,
+            school_id=school_id,
+            action="class.updated",
+            summary={
+                "class_id": str(class_id),
+                "field": "EXTERNAL_ID",
+                "from": before,
+                "to": wanted.external_id,
+            },
+        )
     current = set(members)
     if leaving := sorted(current - set(wanted.members)):
-        await remove_from_class(session, school_id=school_id, actor=actor, class_id=class_id,
-                                user_ids=leaving, managed_ok=True, deleted_ok=True)
+        await remove_from_class(
+            session,
+            school_id=school_id,
+            actor=actor,
+            class_id=class_id,
+            user_ids=leaving,
+            managed_ok=True,
+            deleted_ok=True,
+        )
     if joining := [user_id for user_id in wanted.members if user_id not in current]:
-        await assign_to_class(session, school_id=school_id, actor=actor, class_id=class_id, user_ids=joining,
-                              managed_ok=True, deleted_ok=True)
+        await assign_to_class(
+            session,
+            school_id=school_id,
+            actor=actor,
+            class_id=class_id,
+            user_ids=joining,
+            managed_ok=True,
+            deleted_ok=True,
+        )
 
 
-async def _change_kind(session: AsyncSession, actor: Actor, school_class: SchoolClass,
-                       kind: ClassKind) -> None:
+async def _change_kind(
+    session: AsyncSession, actor: Actor, school_class: SchoolClass, kind: ClassKind
+) -> None:
     """A teaching group becoming a registration group moves its members out of their registration classes
     (the memberships follow the class's kind through their foreign key)."""
     school_id, class_id = school_class.school_id, school_class.id
     # Their memberships follow the kind, so it would move users the provider may not change.
-    others = select(ClassMembership.user_id).join(User, and_(
-        User.school_id == ClassMembership.school_id, User.id == ClassMembership.user_id,
-    )).where(ClassMembership.school_id == school_id, ClassMembership.class_id == class_id,
-             ~provider_may_manage())
+    others = (
+        select(ClassMembership.user_id)
+        .join(
+            User,
+            and_(
+                User.school_id == ClassMembership.school_id,
+                User.id == ClassMembership.user_id,
+            ),
+        )
+        .where(
+            ClassMembership.school_id == school_id,
+            ClassMembership.class_id == class_id,
+            ~provider_may_manage(),
+        )
+    )
     if (await session.execute(others.limit(1))).first():
-        raise ScimError(400, "This group has members that are managed in Rollcall itself, so its kind cannot "
-                             "change.", "mutability")
-    taken = select(SchoolClass.id).where(SchoolClass.school_id == school_id, SchoolClass.kind == kind,
-                                         SchoolClass.name_key == school_class.name_key)
+        raise ScimError(
+            400,
+            "This group has members that are managed in Rollcall itself, so its kind cannot change.",
+            "mutability",
+        )
+    taken = select(SchoolClass.id).where(
+        SchoolClass.school_id == school_id,
+        SchoolClass.kind == kind,
+        SchoolClass.name_key == school_class.name_key,
+    )
     if (await session.execute(taken)).first():
-        raise ScimError(409, f"There is already a {KINDS[kind]} class called '{school_class.name}'.",
-                        "uniqueness")
+        raise ScimError(
+            409, f"There is already a {KINDS[kind]} class called '{school_class.name}'.", "uniqueness"
+        )
     moved: dict[str, str] = {}
     if kind == ClassKind.REGISTRATION:
-        members = select(ClassMembership.user_id).where(ClassMembership.school_id == school_id,
-                                                        ClassMembership.class_id == class_id)
+        members = select(ClassMembership.user_id).where(
+            ClassMembership.school_id == school_id, ClassMembership.class_id == class_id
+        )
         # In id order, as every membership change locks its users, so none of them can deadlock.
-        await session.execute(select(User.id).where(User.school_id == school_id, User.id.in_(members))
-                              .order_by(User.id).with_for_update(key_share=True))
-        moved = {str(user_id): str(previous) for user_id, previous in await session.execute(
-            delete(ClassMembership).where(ClassMembership.school_id == school_id,
-                                          ClassMembership.kind == ClassKind.REGISTRATION,
-                                          ClassMembership.user_id.in_(members))
-            .returning(ClassMembership.user_id, ClassMembership.class_id))}
+        await session.execute(
+            select(User.id)
+            .where(User.school_id == school_id, User.id.in_(members))
+            .order_by(User.id)
+            .with_for_update(key_share=True)
+        )
+        moved = {
+            str(user_id): str(previous)
+            for user_id, previous in await session.execute(
+                delete(ClassMembership)
+                .where(
+                    ClassMembership.school_id == school_id,
+                    ClassMembership.kind == ClassKind.REGISTRATION,
+                    ClassMembership.user_id.in_(members),
+                )
+                .returning(ClassMembership.user_id, ClassMembership.class_id)
+            )
+        }
     before, school_class.kind = school_class.kind, kind
     try:
         async with session.begin_nested():
@@ -315,9 +454,20 @@ async def _change_kind(session: AsyncSession, actor: Actor, school_class: School
     except IntegrityError as error:
         if NAME_INDEX not in str(error.orig):
             raise
-        raise ScimError(409, f"There is already a {KINDS[kind]} class called '{school_class.name}'.",
-                        "uniqueness") from None
-    await audit.record_by(session, actor, school_id=school_id, action="class.kind_changed",
-                          targets=[uuid.UUID(user_id) for user_id in sorted(moved)],
-                          summary={"class_id": str(class_id), "name": school_class.name, "from": before.value,
-                                   "to": kind.value, "previous_class_ids": moved})
+        raise ScimError(
+            409, f"There is already a {KINDS[kind]} class called '{school_class.name}'.", "uniqueness"
+        ) from None
+    await audit.record_by(
+        session,
+        actor,
+        school_id=school_id,
+        action="class.kind_changed",
+        targets=[uuid.UUID(user_id) for user_id in sorted(moved)],
+        summary={
+            "class_id": str(class_id),
+            "name": school_class.name,
+            "from": before.value,
+            "to": kind.value,
+            "previous_class_ids": moved,
+        },
+    )

@@ -26,9 +26,15 @@ def document(body: Mapping[str, Any], shape: Shape) -> dict[str, Any]:
         if top in shape.complex:
             if value is not None and not isinstance(value, Mapping):
                 raise ScimError(400, f"{top} is an object.", "invalidValue")
-            found[top] = None if value is None else {
-                name: part for part_key, part in value.items()
-                if (name := canonical_name(part_key, shape.complex[top])) is not None}
+            found[top] = (
+                None
+                if value is None
+                else {
+                    name: part
+                    for part_key, part in value.items()
+                    if (name := canonical_name(part_key, shape.complex[top])) is not None
+                }
+            )
         else:
             found[top] = value
     return found
@@ -58,8 +64,9 @@ def _apply(found: dict[str, Any], operation: Any, shape: Shape) -> None:
         if op == "remove":
             raise ScimError(400, "A remove operation names its target in 'path'.", "noTarget")
         if not isinstance(value, Mapping):
-            raise ScimError(400, "Without a path, an operation's value is an object of attributes.",
-                            "invalidValue")
+            raise ScimError(
+                400, "Without a path, an operation's value is an object of attributes.", "invalidValue"
+            )
         for key, item in value.items():
             _write(found, shape, PatchPath(key), op, item, lenient=True)
         return
@@ -74,8 +81,9 @@ def _apply(found: dict[str, Any], operation: Any, shape: Shape) -> None:
     _write(found, shape, target, op, value, lenient=False)
 
 
-def _write(found: dict[str, Any], shape: Shape, path: PatchPath, op: str, value: Any, *,
-           lenient: bool) -> None:
+def _write(
+    found: dict[str, Any], shape: Shape, path: PatchPath, op: str, value: Any, *, lenient: bool
+) -> None:
     top, sub = shape.resolve(path.attribute)
     if top is None:
         return  # an attribute Rollcall does not keep
@@ -85,8 +93,9 @@ def _write(found: dict[str, Any], shape: Shape, path: PatchPath, op: str, value:
         raise ScimError(400, f"{top} is read-only.", "mutability")
     if top in shape.multi:
         if sub is not None:
-            raise ScimError(400, f"Select values of {top} with a filter, as in {top}[value eq \"...\"].",
-                            "invalidPath")
+            raise ScimError(
+                400, f'Select values of {top} with a filter, as in {top}[value eq "..."].', "invalidPath"
+            )
         found[top] = _write_values(list(found.get(top) or []), shape.multi[top], path, op, value)
         return
     if path.filter is not None:
@@ -118,8 +127,9 @@ def _identity(value: Any) -> str:
     return str(found).lower()
 
 
-def _write_values(values: list[Any], subs: tuple[str, ...], path: PatchPath, op: str,
-                  value: Any) -> list[Any]:
+def _write_values(
+    values: list[Any], subs: tuple[str, ...], path: PatchPath, op: str, value: Any
+) -> list[Any]:
     """A multi-valued attribute after one operation. Values are told apart by their `value` sub-attribute."""
     if path.filter is None:
         if op == "remove" and value is MISSING:
@@ -140,17 +150,25 @@ def _write_values(values: list[Any], subs: tuple[str, ...], path: PatchPath, op:
     if op == "remove":
         if path.sub_attribute is None:
             return [item for item, hit in zip(values, chosen, strict=True) if not hit]
-        return [{k: v for k, v in item.items() if k.lower() != (sub or "").lower()} if hit else item
-                for item, hit in zip(values, chosen, strict=True)]
+        return [
+            {k: v for k, v in item.items() if k.lower() != (sub or "").lower()} if hit else item
+            for item, hit in zip(values, chosen, strict=True)
+        ]
     if not any(chosen):
-        if op in ("add", "replace") and path.sub_attribute is not None and isinstance(path.filter, Compare) \
-                and path.filter.op == "eq":
+        if (
+            op in ("add", "replace")
+            and path.sub_attribute is not None
+            and isinstance(path.filter, Compare)
+            and path.filter.op == "eq"
+        ):
             # Microsoft Entra sets `emails[type eq "work"].value` whether or not such a value exists yet.
             return [*values, {path.filter.path: path.filter.value, sub or path.sub_attribute: value}]
         raise ScimError(400, f"No value of {path.attribute} matches the filter.", "noTarget")
     if path.sub_attribute is not None:
-        return [{**item, (sub or path.sub_attribute): value} if hit else item
-                for item, hit in zip(values, chosen, strict=True)]
+        return [
+            {**item, (sub or path.sub_attribute): value} if hit else item
+            for item, hit in zip(values, chosen, strict=True)
+        ]
     if not isinstance(value, Mapping):
         raise ScimError(400, f"The values of {path.attribute} are objects.", "invalidValue")
     return [dict(value) if hit else item for item, hit in zip(values, chosen, strict=True)]

@@ -107,8 +107,9 @@ def _condition(found: Filter, lookup: Callable[[str], Target]) -> ColumnElement[
         case ValuePath(path, inner):
             values = lookup(path)
             if not isinstance(values, Values):
-                raise ScimError(400, f"'{shown(path)}' has a single value; a value filter cannot apply.",
-                                "invalidFilter")
+                raise ScimError(
+                    400, f"'{shown(path)}' has a single value; a value filter cannot apply.", "invalidFilter"
+                )
             return values.exists(_condition(inner, lambda sub: _sub_column(values, path, sub)))
         case Compare(path, op, value):
             target = lookup(path)
@@ -143,9 +144,11 @@ def _ordered(left: Any, op: str, right: Any) -> ColumnElement[bool]:
 
 
 def _bad(path: str, op: str, value: Value) -> ScimError:
-    return ScimError(400, f"'{shown(f'{path} {op} {value!r}')}' compares the attribute with a value of the "
-                          "wrong kind.",
-                     "invalidFilter")
+    return ScimError(
+        400,
+        f"'{shown(f'{path} {op} {value!r}')}' compares the attribute with a value of the wrong kind.",
+        "invalidFilter",
+    )
 
 
 def _compare(column: Column, op: str, value: Value, path: str) -> ColumnElement[bool]:
@@ -256,8 +259,13 @@ def list_query(params: Mapping[str, Any]) -> ListQuery:
     )
 
 
-async def page_of(session: AsyncSession, query: Select[Any], table: Table, asked: ListQuery,
-                  order: Sequence[SQLColumnExpression[Any]]) -> tuple[int, list[Any]]:
+async def page_of(
+    session: AsyncSession,
+    query: Select[Any],
+    table: Table,
+    asked: ListQuery,
+    order: Sequence[SQLColumnExpression[Any]],
+) -> tuple[int, list[Any]]:
     """The total matching the filter, and the page asked for: sorted by `sortBy`, then by `order`."""
     if asked.filter is not None:
         query = query.where(table.condition(asked.filter))
@@ -273,12 +281,18 @@ async def page_of(session: AsyncSession, query: Select[Any], table: Table, asked
 
 
 def list_response(total: int, asked: ListQuery, resources: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"schemas": [LIST_RESPONSE], "totalResults": total, "startIndex": asked.start_index,
-            "itemsPerPage": len(resources), "Resources": resources}
+    return {
+        "schemas": [LIST_RESPONSE],
+        "totalResults": total,
+        "startIndex": asked.start_index,
+        "itemsPerPage": len(resources),
+        "Resources": resources,
+    }
 
 
-def projected(resource: dict[str, Any], shape: Shape, attributes: Sequence[str],
-              excluded: Sequence[str]) -> dict[str, Any]:
+def projected(
+    resource: dict[str, Any], shape: Shape, attributes: Sequence[str], excluded: Sequence[str]
+) -> dict[str, Any]:
     """The resource with only the attributes asked for, or without the ones excluded (RFC 7644 3.4.2.5); `id`
     and `schemas` are always returned."""
     if not attributes and not excluded:

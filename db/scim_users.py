@@ -53,27 +53,40 @@ from db.scim_query import Column, ListQuery, Table, Values, attribute_key, list_
 from db.sessions import revoke_sessions
 from db.users import clean_email, clean_name, clean_username
 
-SHAPE = Shape(core=USER_SCHEMA, simple=("userName", "userType", "active", "externalId", "password"),
-              complex={"name": ("givenName", "familyName")},
-              multi={"emails": ("value", "type", "primary", "display")},
-              read_only=("id", "meta", "schemas", "groups"))
+SHAPE = Shape(
+    core=USER_SCHEMA,
+    simple=("userName", "userType", "active", "externalId", "password"),
+    complex={"name": ("givenName", "familyName")},
+    multi={"emails": ("value", "type", "primary", "display")},
+    read_only=("id", "meta", "schemas", "groups"),
+)
 USER_TYPES = {UserType.PUPIL: "Pupil", UserType.TEACHER: "Teacher"}
 EXTERNAL_ID_INDEX = "uq_users_school_id_external_id"
 
-TABLE = Table(SHAPE, {
-    "id": Column(User.id, "id"),
-    "externalid": Column(User.external_id, case_exact=True),
-    "username": Column(User.username),
-    attribute_key("name", "givenName"): Column(func.nullif(User.first_name, "")),
-    attribute_key("name", "familyName"): Column(func.nullif(User.surname, "")),
-    "usertype": Column(case((User.type == UserType.PUPIL, USER_TYPES[UserType.PUPIL]),
-                            else_=USER_TYPES[UserType.TEACHER])),
-    "active": Column(User.deleted_at.is_(None), "boolean"),
-    attribute_key("meta", "created"): Column(User.created_at, "datetime"),
-    attribute_key("meta", "lastModified"): Column(User.updated_at, "datetime"),
-    "groups": Values({"value": Column(ClassMembership.class_id, "id")}, lambda condition: exists().where(
-        ClassMembership.school_id == User.school_id, ClassMembership.user_id == User.id, condition)),
-})
+TABLE = Table(
+    SHAPE,
+    {
+        "id": Column(User.id, "id"),
+        "externalid": Column(User.external_id, case_exact=True),
+        "username": Column(User.username),
+        attribute_key("name", "givenName"): Column(func.nullif(User.first_name, "")),
+        attribute_key("name", "familyName"): Column(func.nullif(User.surname, "")),
+        "usertype": Column(
+            case(
+                (User.type == UserType.PUPIL, USER_TYPES[UserType.PUPIL]), else_=USER_TYPES[UserType.TEACHER]
+            )
+        ),
+        "active": Column(User.deleted_at.is_(None), "boolean"),
+        attribute_key("meta", "created"): Column(User.created_at, "datetime"),
+        attribute_key("meta", "lastModified"): Column(User.updated_at, "datetime"),
+        "groups": Values(
+            {"value": Column(ClassMembership.class_id, "id")},
+            lambda condition: exists().where(
+                ClassMembership.school_id == User.school_id, ClassMembership.user_id == User.id, condition
+            ),
+        ),
+    },
+)
 
 
 def version_of(user: User) -> str:
@@ -85,8 +98,9 @@ def user_resource(user: User, classes: Sequence[SchoolClass], base_url: str) -> 
     if user.external_id is not None:
         resource["externalId"] = user.external_id
     resource["userName"] = user.username
-    name = {key: value for key, value in (("givenName", user.first_name), ("familyName", user.surname))
-            if value}
+    name = {
+        key: value for key, value in (("givenName", user.first_name), ("familyName", user.surname)) if value
+    }
     if name:
         resource["name"] = name
     resource["userType"] = USER_TYPES[user.type]
@@ -94,20 +108,29 @@ def user_resource(user: User, classes: Sequence[SchoolClass], base_url: str) -> 
         resource["emails"] = _emails(user.email)
     resource["active"] = user.deleted_at is None
     if classes:
-        resource["groups"] = [{"value": str(c.id), "$ref": f"{base_url}/Groups/{c.id}", "display": c.name}
-                              for c in classes]
-    resource["meta"] = {"resourceType": "User", "created": user.created_at.isoformat(),
-                        "lastModified": user.updated_at.isoformat(),
-                        "location": f"{base_url}/Users/{user.id}", "version": version_of(user)}
+        resource["groups"] = [
+            {"value": str(c.id), "$ref": f"{base_url}/Groups/{c.id}", "display": c.name} for c in classes
+        ]
+    resource["meta"] = {
+        "resourceType": "User",
+        "created": user.created_at.isoformat(),
+        "lastModified": user.updated_at.isoformat(),
+        "location": f"{base_url}/Users/{user.id}",
+        "version": version_of(user),
+    }
     return resource
 
 
 def _document(user: User) -> dict[str, Any]:
     """What PATCH operations start from: the user's writable attributes."""
-    return {"userName": user.username,
-            "name": {"givenName": user.first_name or None, "familyName": user.surname or None},
-            "userType": USER_TYPES[user.type], "active": user.deleted_at is None,
-            "externalId": user.external_id, "emails": _emails(user.email) if user.email else []}
+    return {
+        "userName": user.username,
+        "name": {"givenName": user.first_name or None, "familyName": user.surname or None},
+        "userType": USER_TYPES[user.type],
+        "active": user.deleted_at is None,
+        "externalId": user.external_id,
+        "emails": _emails(user.email) if user.email else [],
+    }
 
 
 def _emails(email: str) -> list[dict[str, Any]]:
@@ -120,8 +143,9 @@ def _email_of(emails: Any, type: UserType) -> str | None:
         return None
     if not isinstance(emails, list) or not all(isinstance(item, Mapping) for item in emails):
         raise ScimError(400, "emails is a list of objects.", "invalidValue")
-    chosen = next((item for item in emails if flag_of(field_of(item, "primary"), "emails.primary")), None) \
-        or next((item for item in emails if str(field_of(item, "type")).lower() == "work"), None)
+    chosen = next(
+        (item for item in emails if flag_of(field_of(item, "primary"), "emails.primary")), None
+    ) or next((item for item in emails if str(field_of(item, "type")).lower() == "work"), None)
     return None if chosen is None else clean_email(text_of(field_of(chosen, "value"), "emails.value"))
 
 
@@ -163,18 +187,22 @@ def _wanted(found: Mapping[str, Any]) -> _Wanted:
     )
 
 
-async def _require_unique(session: AsyncSession, school_id: uuid.UUID, wanted: _Wanted,
-                          except_user: uuid.UUID | None = None) -> None:
+async def _require_unique(
+    session: AsyncSession, school_id: uuid.UUID, wanted: _Wanted, except_user: uuid.UUID | None = None
+) -> None:
     """userName and externalId are unique among the users the provider knows, deactivated ones included, and
     among every active user; a clash with a user the provider does not know gets the same answer."""
-    others = select(User.id).where(User.school_id == school_id,
-                                   or_(provider_may_manage(), User.deleted_at.is_(None)))
+    others = select(User.id).where(
+        User.school_id == school_id, or_(provider_may_manage(), User.deleted_at.is_(None))
+    )
     if except_user is not None:
         others = others.where(User.id != except_user)
     if (await session.execute(others.where(func.lower(User.username) == wanted.username.lower()))).first():
         raise ScimError(409, f"The userName '{wanted.username}' is already taken.", "uniqueness")
-    if wanted.external_id is not None and \
-            (await session.execute(others.where(User.external_id == wanted.external_id))).first():
+    if (
+        wanted.external_id is not None
+        and (await session.execute(others.where(User.external_id == wanted.external_id))).first()
+    ):
         raise ScimError(409, f"The externalId '{wanted.external_id}' belongs to another user.", "uniqueness")
 
 
@@ -203,29 +231,42 @@ async def _resource(session: AsyncSession, user: User, base_url: str) -> dict[st
     return user_resource(user, classes.get(user.id, []), base_url)
 
 
-async def list_users(session: AsyncSession, *, school_id: uuid.UUID, asked: ListQuery,
-                     base_url: str) -> dict[str, Any]:
+async def list_users(
+    session: AsyncSession, *, school_id: uuid.UUID, asked: ListQuery, base_url: str
+) -> dict[str, Any]:
     query = select(User).where(User.school_id == school_id, provider_may_manage())
     total, users = await page_of(session, query, TABLE, asked, order=(User.created_at, User.id))
     classes = await classes_of_users(session, school_id=school_id, user_ids=[user.id for user in users])
-    return list_response(total, asked,
-                         [user_resource(user, classes.get(user.id, []), base_url) for user in users])
+    return list_response(
+        total, asked, [user_resource(user, classes.get(user.id, []), base_url) for user in users]
+    )
 
 
-async def get_user(session: AsyncSession, *, school_id: uuid.UUID, user_id: str,
-                   base_url: str) -> dict[str, Any]:
+async def get_user(
+    session: AsyncSession, *, school_id: uuid.UUID, user_id: str, base_url: str
+) -> dict[str, Any]:
     return await _resource(session, await _visible(session, school_id, user_id), base_url)
 
 
-async def create_user(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, body: Any,
-                      base_url: str) -> dict[str, Any]:
+async def create_user(
+    session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, body: Any, base_url: str
+) -> dict[str, Any]:
     wanted = _wanted(document(require_object(body, USER_SCHEMA), SHAPE))
     await _require_unique(session, school_id, wanted)
     try:
-        user = await add_user(session, school_id=school_id, actor=actor, username=wanted.username,
-                              password=wanted.password or secrets.token_urlsafe(32), type=wanted.type,
-                              first_name=wanted.first_name, surname=wanted.surname,
-                              external_id=wanted.external_id, email=wanted.email, managed_ok=True)
+        user = await add_user(
+            session,
+            school_id=school_id,
+            actor=actor,
+            username=wanted.username,
+            password=wanted.password or secrets.token_urlsafe(32),
+            type=wanted.type,
+            first_name=wanted.first_name,
+            surname=wanted.surname,
+            external_id=wanted.external_id,
+            email=wanted.email,
+            managed_ok=True,
+        )
     except IntegrityError as error:
         raise _external_id_taken(error, wanted.external_id) from None
     user.provisioned_at = func.now()
@@ -243,23 +284,40 @@ async def _locked(session: AsyncSession, school_id: uuid.UUID, user_id: str, if_
     return user
 
 
-async def replace_user(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, user_id: str, body: Any,
-                       if_match: str | None, base_url: str) -> dict[str, Any]:
+async def replace_user(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    actor: Actor,
+    user_id: str,
+    body: Any,
+    if_match: str | None,
+    base_url: str,
+) -> dict[str, Any]:
     """PUT: the user becomes what the body says; `active` and `password`, when left out, stay as they are."""
     user = await _locked(session, school_id, user_id, if_match)
     await _apply(session, actor, user, _wanted(document(require_object(body, USER_SCHEMA), SHAPE)))
     return await _resource(session, user, base_url)
 
 
-async def patch_user(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, user_id: str, body: Any,
-                     if_match: str | None, base_url: str) -> dict[str, Any]:
+async def patch_user(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    actor: Actor,
+    user_id: str,
+    body: Any,
+    if_match: str | None,
+    base_url: str,
+) -> dict[str, Any]:
     user = await _locked(session, school_id, user_id, if_match)
     await _apply(session, actor, user, _wanted(patched(_document(user), body, SHAPE)))
     return await _resource(session, user, base_url)
 
 
-async def delete_user(session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, user_id: str,
-                      if_match: str | None) -> None:
+async def delete_user(
+    session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, user_id: str, if_match: str | None
+) -> None:
     """A soft delete, after which the user is gone for SCIM; admins still see them among deleted users."""
     user = await _locked(session, school_id, user_id, if_match)
     if user.deleted_at is None:
@@ -267,8 +325,14 @@ async def delete_user(session: AsyncSession, *, school_id: uuid.UUID, actor: Act
     user.deprovisioned_at = func.now()
     user.version += 1
     await session.flush()
-    await audit.record_by(session, actor, school_id=school_id, action="user.deprovisioned", targets=[user.id],
-                          summary={"username": user.username, "external_id": user.external_id})
+    await audit.record_by(
+        session,
+        actor,
+        school_id=school_id,
+        action="user.deprovisioned",
+        targets=[user.id],
+        summary={"username": user.username, "external_id": user.external_id},
+    )
 
 
 async def _apply(session: AsyncSession, actor: Actor, user: User, wanted: _Wanted) -> None:
@@ -280,31 +344,57 @@ async def _apply(session: AsyncSession, actor: Actor, user: User, wanted: _Wante
     # An address goes before a teacher becomes a pupil, and comes after a pupil becomes a teacher.
     if wanted.email is None and user.email is not None:
         await _change_field(session, actor, user, UserField.EMAIL, "")
-    for field, value, current in ((UserField.USERNAME, wanted.username, user.username),
-                                  (UserField.FIRST_NAME, wanted.first_name, user.first_name),
-                                  (UserField.SURNAME, wanted.surname, user.surname),
-                                  (UserField.TYPE, wanted.type.value, user.type.value)):
+    for field, value, current in (
+        (UserField.USERNAME, wanted.username, user.username),
+        (UserField.FIRST_NAME, wanted.first_name, user.first_name),
+        (UserField.SURNAME, wanted.surname, user.surname),
+        (UserField.TYPE, wanted.type.value, user.type.value),
+    ):
         if value != current:
-            await update_user_field(session, school_id=school_id, actor=actor, user_id=user.id, field=field,
-                                    value=value, expected_version=user.version, managed_ok=True,
-                                    deleted_ok=True)
+            await update_user_field(
+                session,
+                school_id=school_id,
+                actor=actor,
+                user_id=user.id,
+                field=field,
+                value=value,
+                expected_version=user.version,
+                managed_ok=True,
+                deleted_ok=True,
+            )
     if wanted.email is not None and wanted.email != user.email:
         await _change_field(session, actor, user, UserField.EMAIL, wanted.email)
     if wanted.external_id != user.external_id:
         before, user.external_id = user.external_id, wanted.external_id
         await _changed(session, user, wanted.external_id)
-        await audit.record_by(session, actor, school_id=school_id, action="user.updated", targets=[user.id],
-                              summary={"field": "EXTERNAL_ID", "from": before, "to": wanted.external_id})
+        await audit.record_by(
+            session,
+            actor,
+            school_id=school_id,
+            action="user.updated",
+            targets=[user.id],
+            summary={"field": "EXTERNAL_ID", "from": before, "to": wanted.external_id},
+        )
     if wanted.password_given:
         await _set_password(session, actor, user, wanted.password)
     if wanted.active is False and user.deleted_at is None:
         await _deactivate(session, actor, user)
 
 
-async def _change_field(session: AsyncSession, actor: Actor, user: User, field: UserField,
-                        value: str) -> None:
-    await update_user_field(session, school_id=user.school_id, actor=actor, user_id=user.id, field=field,
-                            value=value, expected_version=user.version, managed_ok=True, deleted_ok=True)
+async def _change_field(
+    session: AsyncSession, actor: Actor, user: User, field: UserField, value: str
+) -> None:
+    await update_user_field(
+        session,
+        school_id=user.school_id,
+        actor=actor,
+        user_id=user.id,
+        field=field,
+        value=value,
+        expected_version=user.version,
+        managed_ok=True,
+        deleted_ok=True,
+    )
 
 
 async def _deactivate(session: AsyncSession, actor: Actor, user: User) -> None:
@@ -327,12 +417,19 @@ async def _set_password(session: AsyncSession, actor: Actor, user: User, passwor
     """The provider's password for the user (the school's policy applies); without one, an unusable one."""
     if password is not None:
         school = await session.get_one(School, user.school_id)
-        if problem := password_problem(password, staff=user.type == UserType.TEACHER,
-                                       pupil_min_length=school.pupil_min_password_length):
+        if problem := password_problem(
+            password, staff=user.type == UserType.TEACHER, pupil_min_length=school.pupil_min_password_length
+        ):
             raise ScimError(400, problem, "invalidValue")
     user.password_hash = await hash_password_async(password or secrets.token_urlsafe(32))
     user.must_change_password = False
     await _changed(session, user, user.external_id)
     await revoke_sessions(session, school_id=user.school_id, user_ids=[user.id])
-    await audit.record_by(session, actor, school_id=user.school_id, action="user.password_set",
-                          targets=[user.id], summary={"by": "provider", "removed": password is None})
+    await audit.record_by(
+        session,
+        actor,
+        school_id=user.school_id,
+        action="user.password_set",
+        targets=[user.id],
+        summary={"by": "provider", "removed": password is None},
+    )

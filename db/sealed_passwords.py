@@ -32,7 +32,9 @@ def _bound_to(school_id: uuid.UUID, job_id: uuid.UUID) -> bytes:
     return f"{school_id}/{job_id}".encode()
 
 
-def seal(passwords: dict[str, str], *, server_secret: bytes, school_id: uuid.UUID, job_id: uuid.UUID) -> bytes:
+def seal(
+    passwords: dict[str, str], *, server_secret: bytes, school_id: uuid.UUID, job_id: uuid.UUID
+) -> bytes:
     """The passwords (by row number) as a nonce followed by the ciphertext and its tag."""
     nonce = os.urandom(NONCE_BYTES)
     plain = json.dumps(passwords, separators=(",", ":")).encode()
@@ -41,8 +43,9 @@ def seal(passwords: dict[str, str], *, server_secret: bytes, school_id: uuid.UUI
 
 def unseal(sealed: bytes, *, server_secret: bytes, school_id: uuid.UUID, job_id: uuid.UUID) -> dict[str, str]:
     try:
-        plain = _cipher(server_secret).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:],
-                                               _bound_to(school_id, job_id))
+        plain = _cipher(server_secret).decrypt(
+            sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], _bound_to(school_id, job_id)
+        )
     except (InvalidTag, ValueError):
         raise SealBroken from None
     passwords: dict[str, str] = json.loads(plain)

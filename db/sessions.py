@@ -35,22 +35,39 @@ class SessionPolicy:
     lifetime: timedelta
 
 
-async def start_session(session: AsyncSession, *, school_id: uuid.UUID, user_id: uuid.UUID,
-                        policy: SessionPolicy,
-                        method: SignInMethod = SignInMethod.PASSWORD) -> tuple[str, Session]:
+async def start_session(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    user_id: uuid.UUID,
+    policy: SessionPolicy,
+    method: SignInMethod = SignInMethod.PASSWORD,
+) -> tuple[str, Session]:
     token, token_hash = new_secret(SESSION_PREFIX)
-    row = Session(school_id=school_id, user_id=user_id, token_hash=token_hash,
-                  expires_at=func.now() + policy.lifetime, sign_in_method=method)
+    row = Session(
+        school_id=school_id,
+        user_id=user_id,
+        token_hash=token_hash,
+        expires_at=func.now() + policy.lifetime,
+        sign_in_method=method,
+    )
     session.add(row)
     await session.flush()
     return token, row
 
 
-async def revoke_sessions(session: AsyncSession, *, school_id: uuid.UUID, user_ids: list[uuid.UUID],
-                          keep: uuid.UUID | None = None, method: SignInMethod | None = None) -> None:
+async def revoke_sessions(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    user_ids: list[uuid.UUID],
+    keep: uuid.UUID | None = None,
+    method: SignInMethod | None = None,
+) -> None:
     """End the users' live sessions (all but `keep`; only those opened by `method`, when given)."""
-    query = update(Session).where(Session.school_id == school_id, Session.user_id.in_(user_ids),
-                                  Session.revoked_at.is_(None))
+    query = update(Session).where(
+        Session.school_id == school_id, Session.user_id.in_(user_ids), Session.revoked_at.is_(None)
+    )
     if keep is not None:
         query = query.where(Session.id != keep)
     if method is not None:
@@ -58,7 +75,11 @@ async def revoke_sessions(session: AsyncSession, *, school_id: uuid.UUID, user_i
     await session.execute(query.values(revoked_at=func.now()))
 
 
-
-async def revoke_session(session: AsyncSession, *, school_id: uuid.UUID, session_id: uuid.UUID | None) -> None:
-    await session.execute(update(Session).where(Session.school_id == school_id, Session.id == session_id)
-                          .values(revoked_at=func.now()))
+async def revoke_session(
+    session: AsyncSession, *, school_id: uuid.UUID, session_id: uuid.UUID | None
+) -> None:
+    await session.execute(
+        update(Session)
+        .where(Session.school_id == school_id, Session.id == session_id)
+        .values(revoked_at=func.now())
+    )

@@ -75,9 +75,11 @@ class Settings:
             login_code_secret=_login_code_secret(data_dir),
             import_max_bytes=_int("ROLLCALL_IMPORT_MAX_BYTES", 5 * 1024 * 1024),
             import_max_rows=_int("ROLLCALL_IMPORT_MAX_ROWS", 20_000),
-            json_logs=os.environ.get("ROLLCALL_LOG_FORMAT", "json" if production else "text").lower() == "json",
-            trusted_proxies=tuple(p.strip() for p in os.environ.get("ROLLCALL_TRUSTED_PROXIES", "").split(",")
-                                  if p.strip()),
+            json_logs=os.environ.get("ROLLCALL_LOG_FORMAT", "json" if production else "text").lower()
+            == "json",
+            trusted_proxies=tuple(
+                p.strip() for p in os.environ.get("ROLLCALL_TRUSTED_PROXIES", "").split(",") if p.strip()
+            ),
             compiled_reads=_flag("ROLLCALL_COMPILED_READS", True),
             metrics=_flag("ROLLCALL_METRICS", True),
             metrics_token=os.environ.get("ROLLCALL_METRICS_TOKEN") or None,

@@ -25,8 +25,12 @@ from db.schools import school_id_for_slug
 from db.sessions import SessionPolicy, revoke_sessions, start_session
 from tenants.scope import bind_school, unbound_scope
 
-INVALID = Problem(ErrorCode.INVALID_CREDENTIALS, "That school, username and password do not match an account.")
-RATE_LIMITED = Problem(ErrorCode.RATE_LIMITED, "Too many attempts to sign in. Wait a few minutes and try again.")
+INVALID = Problem(
+    ErrorCode.INVALID_CREDENTIALS, "That school, username and password do not match an account."
+)
+RATE_LIMITED = Problem(
+    ErrorCode.RATE_LIMITED, "Too many attempts to sign in. Wait a few minutes and try again."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +41,18 @@ class SignedIn:
     device_cookie: str | None = None
 
 
-async def sign_in(db: Database, *, school: str, username: str, password: str, client: str,
-                  policy: SessionPolicy, secret: bytes, device_cookie: str | None = None,
-                  now: datetime | None = None) -> SignedIn:
+async def sign_in(
+    db: Database,
+    *,
+    school: str,
+    username: str,
+    password: str,
+    client: str,
+    policy: SessionPolicy,
+    secret: bytes,
+    device_cookie: str | None = None,
+    now: datetime | None = None,
+) -> SignedIn:
     """Start a session, or refuse with one answer for every kind of wrong (no account enumeration).
 
     The attempt is counted before the password is checked: from a browser holding a device cookie for this
@@ -49,8 +62,11 @@ async def sign_in(db: Database, *, school: str, username: str, password: str, cl
     async with unbound_scope(db) as session:
         found = await _find(session, slug, name)
         account = (found.school_id, found.id) if found is not None else None
-    device = None if account is None else trusted_device(device_cookie, secret=secret, school_id=account[0],
-                                                          user_id=account[1], now=now)
+    device = (
+        None
+        if account is None
+        else trusted_device(device_cookie, secret=secret, school_id=account[0], user_id=account[1], now=now)
+    )
     attempt = await throttle.count_attempt(db, account=f"{slug}:{name}", client=client, device=device)
     if attempt.refused:
         raise DomainError(RATE_LIMITED)
@@ -59,9 +75,15 @@ async def sign_in(db: Database, *, school: str, username: str, password: str, cl
         user = None
         if account is not None:
             await bind_school(session, account[0])
-            user = (await session.execute(select(User).where(
-                User.school_id == account[0], User.id == account[1], User.deleted_at.is_(None),
-            ))).scalar_one_or_none()
+            user = (
+                await session.execute(
+                    select(User).where(
+                        User.school_id == account[0],
+                        User.id == account[1],
+                        User.deleted_at.is_(None),
+                    )
+                )
+            ).scalar_one_or_none()
         if user is None:
             # Verify against a dummy hash when the user is unknown, so timing does not reveal who exists.
             await verify_against_dummy_async(password)
@@ -72,8 +94,10 @@ async def sign_in(db: Database, *, school: str, username: str, password: str, cl
             user.password_hash = await hash_password_async(password)
         signed_in = await open_session(session, user, policy=policy, how=SignInMethod.PASSWORD)
     await throttle.succeeded(db, attempt)
-    return replace(signed_in, device_cookie=issue_device_cookie(secret=secret, school_id=user.school_id,
-                                                                user_id=user.id, now=now))
+    return replace(
+        signed_in,
+        device_cookie=issue_device_cookie(secret=secret, school_id=user.school_id, user_id=user.id, now=now),
+    )
 
 
 async def _find(session: AsyncSession, slug: str, name: str) -> User | None:
@@ -83,50 +107,105 @@ async def _find(session: AsyncSession, slug: str, name: str) -> User | None:
     if school_id is None or "\x00" in name:
         return None
     await bind_school(session, school_id)
-    found: User | None = (await session.execute(select(User).where(
-        User.school_id == school_id, func.lower(User.username) == name.lower(), User.deleted_at.is_(None),
-    ))).scalar_one_or_none()
+    found: User | None = (
+        await session.execute(
+            select(User).where(
+                User.school_id == school_id,
+                func.lower(User.username) == name.lower(),
+                User.deleted_at.is_(None),
+            )
+        )
+    ).scalar_one_or_none()
     return found
 
 
-async def open_session(session: AsyncSession, user: User, *, policy: SessionPolicy,
-                       how: SignInMethod) -> SignedIn:
-    token, _ = await start_session(session, school_id=user.school_id, user_id=user.id, policy=policy,
-                                   method=how)
-    await audit.record(session, school_id=user.school_id, actor_id=user.id, actor_label=user.username,
-                       action="user.signed_in", targets=[user.id], summary={"method": how.value})
+async def open_session(
+    session: AsyncSession, user: User, *, policy: SessionPolicy, how: SignInMethod
+) -> SignedIn:
+    token, _ = await start_session(
+        session, school_id=user.school_id, user_id=user.id, policy=policy, method=how
+    )
+    await audit.record(
+        session,
+        school_id=user.school_id,
+        actor_id=user.id,
+        actor_label=user.username,
+        action="user.signed_in",
+        targets=[user.id],
+        summary={"method": how.value},
+    )
     return SignedIn(token=token, user=user)
 
 
-async def check_new_password(session: AsyncSession, *, school_id: uuid.UUID, user_type: UserType,
-                             is_admin: bool, new_password: str, confirm_password: str,
-                             user_id: uuid.UUID | None = None) -> None:
+async def check_new_password(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    user_type: UserType,
+    is_admin: bool,
+    new_password: str,
+    confirm_password: str,
+    user_id: uuid.UUID | None = None,
+) -> None:
     """The two typed passwords match (case-sensitively) and follow the policy for this kind of user."""
     if new_password != confirm_password:
-        raise DomainError(Problem(ErrorCode.PASSWORDS_DO_NOT_MATCH, "The two new passwords are not the same.",
-                                  "confirmPassword", user_id))
-    min_length = (await session.execute(
-        select(School.pupil_min_password_length).where(School.id == school_id)
-    )).scalar_one()
+        raise DomainError(
+            Problem(
+                ErrorCode.PASSWORDS_DO_NOT_MATCH,
+                "The two new passwords are not the same.",
+                "confirmPassword",
+                user_id,
+            )
+        )
+    min_length = (
+        await session.execute(select(School.pupil_min_password_length).where(School.id == school_id))
+    ).scalar_one()
     staff = user_type == UserType.TEACHER or is_admin
     if problem := password_problem(new_password, staff=staff, pupil_min_length=min_length):
         raise DomainError(Problem(ErrorCode.PASSWORD_TOO_WEAK, problem, "newPassword", user_id))
 
 
-async def set_own_password(session: AsyncSession, *, school_id: uuid.UUID, user_id: uuid.UUID,
-                           session_id: uuid.UUID | None, new_password: str, confirm_password: str) -> User:
+async def set_own_password(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID | None,
+    new_password: str,
+    confirm_password: str,
+) -> User:
     """Replace the caller's password (already re-authenticated); their other sessions end."""
-    user = (await session.execute(
-        select(User).where(User.school_id == school_id, User.id == user_id).with_for_update()
-    )).scalar_one()
-    await check_new_password(session, school_id=school_id, user_type=user.type, is_admin=user.is_admin,
-                             new_password=new_password, confirm_password=confirm_password)
-    await session.execute(update(User).where(User.school_id == school_id, User.id == user_id).values(
-        password_hash=await hash_password_async(new_password), must_change_password=False,
-        version=User.version + 1, updated_at=func.now(),
-    ))
+    user = (
+        await session.execute(
+            select(User).where(User.school_id == school_id, User.id == user_id).with_for_update()
+        )
+    ).scalar_one()
+    await check_new_password(
+        session,
+        school_id=school_id,
+        user_type=user.type,
+        is_admin=user.is_admin,
+        new_password=new_password,
+        confirm_password=confirm_password,
+    )
+    await session.execute(
+        update(User)
+        .where(User.school_id == school_id, User.id == user_id)
+        .values(
+            password_hash=await hash_password_async(new_password),
+            must_change_password=False,
+            version=User.version + 1,
+            updated_at=func.now(),
+        )
+    )
     await revoke_sessions(session, school_id=school_id, user_ids=[user_id], keep=session_id)
-    await audit.record(session, school_id=school_id, actor_id=user_id, actor_label=user.username,
-                       action="user.password_changed", targets=[user_id])
+    await audit.record(
+        session,
+        school_id=school_id,
+        actor_id=user_id,
+        actor_label=user.username,
+        action="user.password_changed",
+        targets=[user_id],
+    )
     await session.refresh(user)
     return user

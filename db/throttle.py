@@ -74,9 +74,16 @@ def _delay(slow: int) -> float:
     return 0.0 if slow <= 0 else min(MAX_DELAY_SECONDS, 0.1 * 2 ** (slow - 1))
 
 
-async def count_attempt(db: Database, *, account: str, client: str, device: bytes | None = None,
-                        account_limit: int = ACCOUNT_LIMIT, account_wide_limit: int = ACCOUNT_WIDE_LIMIT,
-                        client_limit: int = CLIENT_LIMIT) -> Attempt:
+async def count_attempt(
+    db: Database,
+    *,
+    account: str,
+    client: str,
+    device: bytes | None = None,
+    account_limit: int = ACCOUNT_LIMIT,
+    account_wide_limit: int = ACCOUNT_WIDE_LIMIT,
+    client_limit: int = CLIENT_LIMIT,
+) -> Attempt:
     """Count an attempt for `account` (e.g. "school-slug:username") from `client` (an address), or from the
     trusted browser `device` (the id in a genuine device cookie for this account)."""
     account = account.lower()
@@ -84,17 +91,25 @@ async def count_attempt(db: Database, *, account: str, client: str, device: byte
         if device is not None:
             own_key = _key("device", account, device.hex())
             attempts = await _count(connection, own_key)
-            return Attempt(own_key=own_key, shared_keys=(), refused=attempts > account_limit,
-                           delay=0.0 if attempts > account_limit else _delay(attempts - ACCOUNT_SLOW_AFTER))
+            return Attempt(
+                own_key=own_key,
+                shared_keys=(),
+                refused=attempts > account_limit,
+                delay=0.0 if attempts > account_limit else _delay(attempts - ACCOUNT_SLOW_AFTER),
+            )
         own_key, wide_key = _key("account-client", account, client), _key("account", account)
         client_key = _key("client", client)
         attempts = await _count(connection, own_key)
         everywhere = await _count(connection, wide_key)
         # An account counts once for its address, at its first attempt from there in the window.
-        accounts_from_client = await _count(connection, client_key) if attempts == 1 else \
-            (await connection.execute(_PEEK, {"key": client_key})).scalar_one_or_none() or 0
-    refused = (attempts > account_limit or everywhere > account_wide_limit
-               or accounts_from_client > client_limit)
+        accounts_from_client = (
+            await _count(connection, client_key)
+            if attempts == 1
+            else (await connection.execute(_PEEK, {"key": client_key})).scalar_one_or_none() or 0
+        )
+    refused = (
+        attempts > account_limit or everywhere > account_wide_limit or accounts_from_client > client_limit
+    )
     slow = max(attempts - ACCOUNT_SLOW_AFTER, everywhere - ACCOUNT_WIDE_SLOW_AFTER)
     delay = 0.0 if refused else _delay(slow)
     return Attempt(own_key=own_key, shared_keys=(wide_key, client_key), refused=refused, delay=delay)

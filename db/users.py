@@ -34,11 +34,13 @@ CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 def clean_username(raw: str, *, field: str = "username") -> str:
     username = raw.strip()
     if not USERNAME.fullmatch(username):
-        raise DomainError(Problem(
-            ErrorCode.INVALID_INPUT,
-            "A username is 1 to 64 characters: letters, digits, dots, dashes and underscores.",
-            field,
-        ))
+        raise DomainError(
+            Problem(
+                ErrorCode.INVALID_INPUT,
+                "A username is 1 to 64 characters: letters, digits, dots, dashes and underscores.",
+                field,
+            )
+        )
     return username
 
 
@@ -56,29 +58,37 @@ def clean_email(raw: str | None, *, field: str = "email") -> str | None:
     if not email:
         return None
     if len(email) > EMAIL_MAX or not EMAIL.fullmatch(email) or CONTROL_CHARACTERS.search(email):
-        raise DomainError(Problem(
-            ErrorCode.INVALID_INPUT,
-            f"'{email[:60]}' is not an email address such as name@school.example (at most {EMAIL_MAX} "
-            "characters).", field))
+        raise DomainError(
+            Problem(
+                ErrorCode.INVALID_INPUT,
+                f"'{email[:60]}' is not an email address such as name@school.example (at most {EMAIL_MAX} "
+                "characters).",
+                field,
+            )
+        )
     return email
 
 
-async def email_taken(session: AsyncSession, school_id: uuid.UUID, email: str,
-                      *, except_user: uuid.UUID | None = None) -> bool:
+async def email_taken(
+    session: AsyncSession, school_id: uuid.UUID, email: str, *, except_user: uuid.UUID | None = None
+) -> bool:
     query = select(User.id).where(
-        User.school_id == school_id, func.lower(User.email) == email.lower(), User.deleted_at.is_(None))
+        User.school_id == school_id, func.lower(User.email) == email.lower(), User.deleted_at.is_(None)
+    )
     if except_user is not None:
         query = query.where(User.id != except_user)
     return (await session.execute(query.limit(1))).first() is not None
 
 
 def email_taken_problem(email: str, user_id: uuid.UUID | None = None) -> Problem:
-    return Problem(ErrorCode.EMAIL_TAKEN, f"The email address '{email}' belongs to another user.", "email",
-                   user_id)
+    return Problem(
+        ErrorCode.EMAIL_TAKEN, f"The email address '{email}' belongs to another user.", "email", user_id
+    )
 
 
-async def username_taken(session: AsyncSession, school_id: uuid.UUID, username: str,
-                         *, except_user: uuid.UUID | None = None) -> bool:
+async def username_taken(
+    session: AsyncSession, school_id: uuid.UUID, username: str, *, except_user: uuid.UUID | None = None
+) -> bool:
     query = select(User.id).where(
         User.school_id == school_id, func.lower(User.username) == username.lower(), User.deleted_at.is_(None)
     )
@@ -88,8 +98,9 @@ async def username_taken(session: AsyncSession, school_id: uuid.UUID, username: 
 
 
 def _taken(username: str, user_id: uuid.UUID | None = None) -> DomainError:
-    return DomainError(Problem(ErrorCode.USERNAME_TAKEN, f"The username '{username}' is already taken.",
-                               "username", user_id))
+    return DomainError(
+        Problem(ErrorCode.USERNAME_TAKEN, f"The username '{username}' is already taken.", "username", user_id)
+    )
 
 
 async def save_username(session: AsyncSession, user: User, write: Callable[[], None]) -> None:
@@ -128,8 +139,14 @@ async def insert_user(
     if await username_taken(session, school_id, username):
         raise _taken(username)
     user = User(
-        school_id=school_id, username=username, password_hash=password_hash, type=type,
-        first_name=first_name, surname=surname, is_admin=is_admin, must_change_password=must_change_password,
+        school_id=school_id,
+        username=username,
+        password_hash=password_hash,
+        type=type,
+        first_name=first_name,
+        surname=surname,
+        is_admin=is_admin,
+        must_change_password=must_change_password,
     )
     await save_username(session, user, lambda: session.add(user))
     return user
@@ -175,6 +192,7 @@ class UserPage:
 # `users` is the User entity or an alias of it; a value is a plain value or an SQL expression (the compiled
 # path passes placeholders, and a class's own id for its roster).
 
+
 def sort_key(users: type[User] | AliasedClass[User], field: UserOrderField) -> ColumnElement[Any]:
     match field:
         case UserOrderField.USERNAME:
@@ -189,14 +207,16 @@ def sort_key(users: type[User] | AliasedClass[User], field: UserOrderField) -> C
             return users.created_at.expression
 
 
-def in_order(key: ColumnElement[Any], row_id: ColumnElement[Any], *,
-             descending: bool) -> list[ColumnElement[Any]]:
+def in_order(
+    key: ColumnElement[Any], row_id: ColumnElement[Any], *, descending: bool
+) -> list[ColumnElement[Any]]:
     """A page's order: by its sort key, ties broken by id, both the same way."""
     return [key.desc(), row_id.desc()] if descending else [key, row_id]
 
 
-def after_position(key: ColumnElement[Any], row_id: ColumnElement[Any], value: Any, last_id: Any, *,
-                   descending: bool) -> ColumnElement[bool]:
+def after_position(
+    key: ColumnElement[Any], row_id: ColumnElement[Any], value: Any, last_id: Any, *, descending: bool
+) -> ColumnElement[bool]:
     """The keyset condition: the rows after (sort value, id) in the page's order."""
     position, bound = tuple_(key, row_id), tuple_(value, last_id)
     return position < bound if descending else position > bound
@@ -208,8 +228,15 @@ def filter_values(where: UserFilter) -> dict[str, Any]:
     return {name: value for name, value in values.items() if value is not None}
 
 
-def user_conditions(users: type[User] | AliasedClass[User], *, school_id: Any, status: UserStatus,
-                    type: Any = None, search: Any = None, class_id: Any = None) -> list[ColumnElement[bool]]:
+def user_conditions(
+    users: type[User] | AliasedClass[User],
+    *,
+    school_id: Any,
+    status: UserStatus,
+    type: Any = None,
+    search: Any = None,
+    class_id: Any = None,
+) -> list[ColumnElement[bool]]:
     """Which users a filter keeps: `search` is search_pattern's ILIKE pattern; a part left None keeps all."""
     conditions = [users.school_id == school_id]
     if status == UserStatus.ACTIVE:
@@ -219,12 +246,17 @@ def user_conditions(users: type[User] | AliasedClass[User], *, school_id: Any, s
     if type is not None:
         conditions.append(users.type == type)
     if search is not None:
-        conditions.append(or_(users.username.ilike(search), users.first_name.ilike(search),
-                              users.surname.ilike(search)))
+        conditions.append(
+            or_(users.username.ilike(search), users.first_name.ilike(search), users.surname.ilike(search))
+        )
     if class_id is not None:
-        conditions.append(exists().where(
-            ClassMembership.school_id == school_id, ClassMembership.class_id == class_id,
-            ClassMembership.user_id == users.id))
+        conditions.append(
+            exists().where(
+                ClassMembership.school_id == school_id,
+                ClassMembership.class_id == class_id,
+                ClassMembership.user_id == users.id,
+            )
+        )
     return conditions
 
 
@@ -241,17 +273,27 @@ def search_pattern(search: str | None) -> str | None:
     if not search or not search.strip():
         return None
     if "\x00" in search:
-        raise DomainError(Problem(ErrorCode.INVALID_INPUT, "A search cannot contain a NUL character.", "search"))
+        raise DomainError(
+            Problem(ErrorCode.INVALID_INPUT, "A search cannot contain a NUL character.", "search")
+        )
     return "%" + re.sub(r"([\\%_])", r"\\\1", search.strip()) + "%"
 
 
 def _filtered(school_id: uuid.UUID, where: UserFilter) -> Select[User]:
-    return select(User).where(*user_conditions(User, school_id=school_id, status=where.status,
-                                               **filter_values(where)))
+    return select(User).where(
+        *user_conditions(User, school_id=school_id, status=where.status, **filter_values(where))
+    )
 
 
-async def list_users(session: AsyncSession, *, school_id: uuid.UUID, where: UserFilter, order: UserOrder,
-                     first: int | None, after: str | None) -> UserPage:
+async def list_users(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    where: UserFilter,
+    order: UserOrder,
+    first: int | None,
+    after: str | None,
+) -> UserPage:
     """One page of the users table, in a stable order (ties broken by id)."""
     size = page_size(first)
     key = sort_key(User, order.field)
@@ -259,8 +301,15 @@ async def list_users(session: AsyncSession, *, school_id: uuid.UUID, where: User
     if after is not None:
         read_value = datetime.fromisoformat if order.field == UserOrderField.CREATED_AT else str
         value, last_id = decode_cursor(after, parse=(read_value, uuid.UUID))
-        query = query.where(after_position(key, User.id.expression, literal(value, key.type), literal(last_id),
-                                           descending=order.descending))
+        query = query.where(
+            after_position(
+                key,
+                User.id.expression,
+                literal(value, key.type),
+                literal(last_id),
+                descending=order.descending,
+            )
+        )
     query = query.order_by(*in_order(key, User.id.expression, descending=order.descending))
     rows = (await session.execute(query.add_columns(key).limit(size + 1))).all()
     page = rows[:size]
@@ -272,12 +321,12 @@ async def list_users(session: AsyncSession, *, school_id: uuid.UUID, where: User
 
 
 async def count_users(session: AsyncSession, *, school_id: uuid.UUID, where: UserFilter) -> int:
-    return (await session.execute(
-        select(func.count()).select_from(_filtered(school_id, where).subquery())
-    )).scalar_one()
+    return (
+        await session.execute(select(func.count()).select_from(_filtered(school_id, where).subquery()))
+    ).scalar_one()
 
 
 async def get_user(session: AsyncSession, *, school_id: uuid.UUID, user_id: uuid.UUID) -> User | None:
-    return (await session.execute(
-        select(User).where(User.school_id == school_id, User.id == user_id)
-    )).scalar_one_or_none()
+    return (
+        await session.execute(select(User).where(User.school_id == school_id, User.id == user_id))
+    ).scalar_one_or_none()

@@ -100,7 +100,9 @@ class RollcallGraphQL(GraphQL[Context, None]):
             operations, files_map = form.get("operations", "{}"), form.get("map", "{}")
             placed: dict[str, Any] = place_files(
                 self.decode_json(operations) if isinstance(operations, str) else operations,
-                self.decode_json(files_map) if isinstance(files_map, str) else files_map, form)
+                self.decode_json(files_map) if isinstance(files_map, str) else files_map,
+                form,
+            )
             return placed
         except (HTTPException, BadBody) as error:
             # process_result, which closes the uploaded files, is never reached.
@@ -114,15 +116,25 @@ class RollcallGraphQL(GraphQL[Context, None]):
         return await super().process_result(request, result)
 
     async def get_context(self, request: Request, response: Response) -> Context:  # type: ignore[override]
-        if request.headers.get("content-type", "").startswith("multipart/") and not bearer_secret(request) \
-                and not request.headers.get(CSRF_HEADER):
+        if (
+            request.headers.get("content-type", "").startswith("multipart/")
+            and not bearer_secret(request)
+            and not request.headers.get(CSRF_HEADER)
+        ):
             raise HTTPException(403, f"File uploads need a bearer token or the {CSRF_HEADER} header.")
         caller = await request_caller(request, self.db, self.session_policy)
         if caller is not None and ApiScope.PROVISION in caller.scopes:
             raise HTTPException(403, "A provisioning token works only on SCIM, at /scim/v2.")
-        return Context(request=request, response=response, db=self.db, settings=self.settings,
-                       request_id=request.state.request_id, client=request.client.host if request.client else "",
-                       caller=caller, loaders=Loaders(self.db, caller.school_id if caller else None))
+        return Context(
+            request=request,
+            response=response,
+            db=self.db,
+            settings=self.settings,
+            request_id=request.state.request_id,
+            client=request.client.host if request.client else "",
+            caller=caller,
+            loaders=Loaders(self.db, caller.school_id if caller else None),
+        )
 
 
 def create_app(settings: Settings, urls: DatabaseUrls) -> Starlette:
@@ -147,13 +159,14 @@ def create_app(settings: Settings, urls: DatabaseUrls) -> Starlette:
 
     graphql = RollcallGraphQL(db, settings)
     # Roster reads it can compile into one SQL statement are answered in front of Strawberry.
-    endpoint = CompiledReads(graphql, db, graphql.session_policy) if settings.compiled_reads \
-        else graphql
+    endpoint = CompiledReads(graphql, db, graphql.session_policy) if settings.compiled_reads else graphql
     app = Starlette(
         routes=[
             Route("/graphql", endpoint, methods=["GET", "POST"]),
             Route("/users.csv", users_csv(db, graphql.session_policy)),
-            Route("/login-cards", sheet_endpoint(db, graphql.session_policy, secret=settings.login_code_secret)),
+            Route(
+                "/login-cards", sheet_endpoint(db, graphql.session_policy, secret=settings.login_code_secret)
+            ),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *([Route("/metrics", metrics_endpoint(settings.metrics_token))] if settings.metrics else []),

@@ -21,7 +21,9 @@ from tenants.reauth import reauthenticate
 @strawberry.type
 class LoginPayload:
     token: str | None = strawberry.field(
-        default=None, description="The session's bearer token, shown once. Browsers get it as an HttpOnly cookie.")
+        default=None,
+        description="The session's bearer token, shown once. Browsers get it as an HttpOnly cookie.",
+    )
     user: User | None = None
     errors: list[UserError] = strawberry.field(default_factory=list)
 
@@ -45,8 +47,11 @@ class AuthQueries:
         if caller is None or caller.kind != CallerKind.SESSION:
             return None
         async with info.context.scope() as session:
-            row = (await session.execute(select(UserRow).where(
-                UserRow.school_id == caller.school_id, UserRow.id == caller.user_id))).scalar_one()
+            row = (
+                await session.execute(
+                    select(UserRow).where(UserRow.school_id == caller.school_id, UserRow.id == caller.user_id)
+                )
+            ).scalar_one()
             return User.from_row(row)
 
 
@@ -56,9 +61,16 @@ class AuthMutations:
     async def login(self, info: Info, school: str, username: str, password: str) -> LoginPayload:
         context = info.context
         try:
-            signed_in = await sign_in(context.db, school=school, username=username, password=password,
-                                      client=context.client, policy=context.session_policy,
-                                      secret=context.login_code_secret, device_cookie=context.device_cookie)
+            signed_in = await sign_in(
+                context.db,
+                school=school,
+                username=username,
+                password=password,
+                client=context.client,
+                policy=context.session_policy,
+                secret=context.login_code_secret,
+                device_cookie=context.device_cookie,
+            )
         except DomainError as error:
             count_refused_sign_in({p.code for p in error.problems}, "password")
             return LoginPayload(errors=user_errors(error))
@@ -75,18 +87,26 @@ class AuthMutations:
         info.context.clear_session_cookie()
         return LogoutPayload()
 
-    @strawberry.mutation(permission_classes=[MayChangeOwnPassword],
-                         description="Change your own password; your other sessions end.")
-    async def change_my_password(self, info: Info, current_password: str, new_password: str,
-                                 confirm_password: str) -> ChangeMyPasswordPayload:
+    @strawberry.mutation(
+        permission_classes=[MayChangeOwnPassword],
+        description="Change your own password; your other sessions end.",
+    )
+    async def change_my_password(
+        self, info: Info, current_password: str, new_password: str, confirm_password: str
+    ) -> ChangeMyPasswordPayload:
         context, caller = info.context, info.context.signed_in()
         assert caller.user_id is not None, "MayChangeOwnPassword lets only signed-in people through"
         try:
             await reauthenticate(context.db, caller, current_password)
             async with context.scope() as session:
-                row = await set_own_password(session, school_id=caller.school_id, user_id=caller.user_id,
-                                             session_id=caller.session_id, new_password=new_password,
-                                             confirm_password=confirm_password)
+                row = await set_own_password(
+                    session,
+                    school_id=caller.school_id,
+                    user_id=caller.user_id,
+                    session_id=caller.session_id,
+                    new_password=new_password,
+                    confirm_password=confirm_password,
+                )
                 return ChangeMyPasswordPayload(user=User.from_row(row))
         except DomainError as error:
             return ChangeMyPasswordPayload(errors=user_errors(error))

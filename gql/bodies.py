@@ -85,8 +85,9 @@ def place_files(operations: Any, files_map: Any, files: Mapping[str, Any]) -> An
         if name not in files:
             raise BadBody(f"The multipart map names a file '{shown(name)}' that the request does not carry.")
         if not isinstance(paths, list) or not all(isinstance(path, str) for path in paths):
-            raise BadBody(f"The multipart map gives file '{shown(name)}' a list of paths, such as "
-                          '["variables.file"].')
+            raise BadBody(
+                f"The multipart map gives file '{shown(name)}' a list of paths, such as [\"variables.file\"]."
+            )
         for path in paths:
             *parents, last = path.split(".")
             target = placed

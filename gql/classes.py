@@ -37,10 +37,12 @@ class SchoolClass:
     async def member_count(self, info: Info) -> int:
         return await info.context.loaders.class_member_counts.load(self.class_id)
 
-    @strawberry.field(permission_classes=[CanReadRoster],
-                      description="The class roster, by surname, paged like `users`.")
-    async def members(self, info: Info, type: UserType | None = None, first: int | None = None,
-                      after: str | None = None) -> Annotated[UserConnection, strawberry.lazy("gql.users")]:
+    @strawberry.field(
+        permission_classes=[CanReadRoster], description="The class roster, by surname, paged like `users`."
+    )
+    async def members(
+        self, info: Info, type: UserType | None = None, first: int | None = None, after: str | None = None
+    ) -> Annotated[UserConnection, strawberry.lazy("gql.users")]:
         # Imported here: gql.users imports this module, for User.registrationClass.
         from gql.users import UserFilter, users_page
 
@@ -54,14 +56,17 @@ class SchoolClass:
 @strawberry.type
 class ClassPayload:
     school_class: SchoolClass | None = strawberry.field(
-        default=None, description="The class changed; for deleteClass, the class as it was.")
+        default=None, description="The class changed; for deleteClass, the class as it was."
+    )
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
 class ClassQueries:
-    @strawberry.field(permission_classes=[CanReadRoster],
-                      description="The school's classes, registration classes first, then by name.")
+    @strawberry.field(
+        permission_classes=[CanReadRoster],
+        description="The school's classes, registration classes first, then by name.",
+    )
     async def classes(self, info: Info, kind: ClassKind | None = None) -> list[SchoolClass]:
         async with info.context.scope() as session:
             rows = await domain.list_classes(session, school_id=info.context.signed_in().school_id, kind=kind)
@@ -74,8 +79,9 @@ class ClassQueries:
         except DomainError:
             return None
         async with info.context.scope() as session:
-            row = await domain.get_class(session, school_id=info.context.signed_in().school_id,
-                                         class_id=class_id)
+            row = await domain.get_class(
+                session, school_id=info.context.signed_in().school_id, class_id=class_id
+            )
         return SchoolClass.from_row(row) if row else None
 
 
@@ -88,15 +94,20 @@ def _class_and_users(class_id: strawberry.ID, user_ids: list[strawberry.ID]) -> 
     return {"class_id": target, "user_ids": members}
 
 
-async def _change(info: Info, operation: Callable[..., Awaitable[models.SchoolClass]],
-                  arguments: Callable[[], dict[str, Any]]) -> ClassPayload:
+async def _change(
+    info: Info,
+    operation: Callable[..., Awaitable[models.SchoolClass]],
+    arguments: Callable[[], dict[str, Any]],
+) -> ClassPayload:
     """Run one class change in its own transaction, run again if it collides with a concurrent one."""
     context, caller = info.context, info.context.signed_in()
     actor = Actor(id=caller.user_id, label=caller.label, request_id=context.request_id)
     try:
         given = arguments()
-        row = await domain.with_retries(context.scope, lambda session: operation(
-            session, school_id=caller.school_id, actor=actor, **given))
+        row = await domain.with_retries(
+            context.scope,
+            lambda session: operation(session, school_id=caller.school_id, actor=actor, **given),
+        )
     except DomainError as error:
         return ClassPayload(errors=user_errors(error))
     # Later fields of the same request must see the change.
@@ -111,26 +122,35 @@ class ClassMutations:
     async def create_class(self, info: Info, name: str, kind: ClassKind) -> ClassPayload:
         return await _change(info, domain.create_class, lambda: {"name": name, "kind": kind})
 
-    @strawberry.mutation(permission_classes=[IsAdmin],
-                         description="Rename a class; names are unique per kind, whatever their case.")
+    @strawberry.mutation(
+        permission_classes=[IsAdmin],
+        description="Rename a class; names are unique per kind, whatever their case.",
+    )
     async def rename_class(self, info: Info, class_id: strawberry.ID, name: str) -> ClassPayload:
-        return await _change(info, domain.rename_class,
-                             lambda: {"class_id": parse_id(class_id, field="classId"), "name": name})
+        return await _change(
+            info, domain.rename_class, lambda: {"class_id": parse_id(class_id, field="classId"), "name": name}
+        )
 
     @strawberry.mutation(permission_classes=[IsAdmin], description="Delete a class; its members stay.")
     async def delete_class(self, info: Info, class_id: strawberry.ID) -> ClassPayload:
-        return await _change(info, domain.delete_class,
-                             lambda: {"class_id": parse_id(class_id, field="classId")})
+        return await _change(
+            info, domain.delete_class, lambda: {"class_id": parse_id(class_id, field="classId")}
+        )
 
-    @strawberry.mutation(permission_classes=[IsAdmin],
-                         description="Put users in a class. A registration class MOVES each user out of "
-                                     "their previous one; a teaching class adds. All of them, or none.")
-    async def assign_class(self, info: Info, class_id: strawberry.ID,
-                           user_ids: list[strawberry.ID]) -> ClassPayload:
+    @strawberry.mutation(
+        permission_classes=[IsAdmin],
+        description="Put users in a class. A registration class MOVES each user out of "
+        "their previous one; a teaching class adds. All of them, or none.",
+    )
+    async def assign_class(
+        self, info: Info, class_id: strawberry.ID, user_ids: list[strawberry.ID]
+    ) -> ClassPayload:
         return await _change(info, domain.assign_to_class, lambda: _class_and_users(class_id, user_ids))
 
-    @strawberry.mutation(permission_classes=[IsAdmin],
-                         description="Take users out of a class. All of them, or none.")
-    async def remove_from_class(self, info: Info, class_id: strawberry.ID,
-                                user_ids: list[strawberry.ID]) -> ClassPayload:
+    @strawberry.mutation(
+        permission_classes=[IsAdmin], description="Take users out of a class. All of them, or none."
+    )
+    async def remove_from_class(
+        self, info: Info, class_id: strawberry.ID, user_ids: list[strawberry.ID]
+    ) -> ClassPayload:
         return await _change(info, domain.remove_from_class, lambda: _class_and_users(class_id, user_ids))

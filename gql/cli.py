@@ -36,9 +36,14 @@ async def _school_create(urls: DatabaseUrls, args: argparse.Namespace) -> None:
     try:
         async with async_sessionmaker(engine)() as session, session.begin():
             school = await create_school(
-                session, slug=args.slug, name=args.name, provider=Provider(args.provider),
-                admin_username=args.admin_username, admin_password=args.admin_password,
-                admin_first_name=args.admin_first_name, admin_surname=args.admin_surname,
+                session,
+                slug=args.slug,
+                name=args.name,
+                provider=Provider(args.provider),
+                admin_username=args.admin_username,
+                admin_password=args.admin_password,
+                admin_first_name=args.admin_first_name,
+                admin_surname=args.admin_surname,
             )
         print(school.school_id)
     finally:
@@ -51,12 +56,18 @@ async def _provisioning_token(urls: DatabaseUrls, args: argparse.Namespace) -> N
         async with async_sessionmaker(engine)() as session, session.begin():
             school_id = await school_id_for_slug(session, args.slug)
             if school_id is None:
-                raise DomainError(Problem(ErrorCode.NOT_FOUND, f"No school has the slug '{args.slug}'.",
-                                          "slug"))
+                raise DomainError(
+                    Problem(ErrorCode.NOT_FOUND, f"No school has the slug '{args.slug}'.", "slug")
+                )
             await bind_school(session, school_id)
-            secret, _ = await create_api_token(session, school_id=school_id, actor_id=None,
-                                               actor_label="rollcall school provisioning-token",
-                                               name=args.name, scopes=[ApiScope.PROVISION])
+            secret, _ = await create_api_token(
+                session,
+                school_id=school_id,
+                actor_id=None,
+                actor_label="rollcall school provisioning-token",
+                name=args.name,
+                scopes=[ApiScope.PROVISION],
+            )
     finally:
         await engine.dispose()
     print(secret)
@@ -90,14 +101,25 @@ def _serve(urls: DatabaseUrls, settings: Settings, args: argparse.Namespace) -> 
     configure_logging(json_lines=settings.json_logs)
     failed = asyncio.run(fail_stale_imports(urls.owner))
     if failed:
-        logging.getLogger("rollcall").warning("marked %d import jobs FAILED: their worker stopped mid-apply", failed)
+        logging.getLogger("rollcall").warning(
+            "marked %d import jobs FAILED: their worker stopped mid-apply", failed
+        )
     if forgotten := asyncio.run(forget_expired_import_passwords(urls.owner)):
-        logging.getLogger("rollcall").info("removed the typed passwords of %d expired import previews",
-                                           forgotten)
+        logging.getLogger("rollcall").info(
+            "removed the typed passwords of %d expired import previews", forgotten
+        )
     print(f"Rollcall: GraphQL at http://{args.host}:{args.port}/graphql", flush=True)
-    uvicorn.run("gql.app:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
-                log_config=None, access_log=False, proxy_headers=bool(settings.trusted_proxies),
-                forwarded_allow_ips=",".join(settings.trusted_proxies) or None)
+    uvicorn.run(
+        "gql.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
+    )
 
 
 def _purge(urls: DatabaseUrls, args: argparse.Namespace) -> None:
@@ -106,12 +128,16 @@ def _purge(urls: DatabaseUrls, args: argparse.Namespace) -> None:
     except ValueError as error:
         raise SystemExit(f"rollcall: {error}") from None
     for school in asyncio.run(purge(urls.owner, older_than=older_than)):
-        print(f"{school.school_slug}: {school.users} users purged, "
-              f"typed passwords removed from {school.import_passwords} expired import previews")
+        print(
+            f"{school.school_slug}: {school.users} users purged, "
+            f"typed passwords removed from {school.import_passwords} expired import previews"
+        )
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="rollcall", description="Rollcall: school user management over GraphQL.")
+    root = argparse.ArgumentParser(
+        prog="rollcall", description="Rollcall: school user management over GraphQL."
+    )
     commands = root.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="apply migrations and serve GraphQL")
@@ -124,8 +150,9 @@ def parser() -> argparse.ArgumentParser:
 
     school = commands.add_parser("school", help="school commands")
     school_commands = school.add_subparsers(dest="school_command", required=True)
-    create = school_commands.add_parser("create",
-                                        help="create a school and its first admin; prints the school's id")
+    create = school_commands.add_parser(
+        "create", help="create a school and its first admin; prints the school's id"
+    )
     create.add_argument("--slug", required=True)
     create.add_argument("--name", required=True)
     create.add_argument("--provider", choices=[p.value for p in Provider], default=Provider.MANUAL.value)
@@ -136,13 +163,16 @@ def parser() -> argparse.ArgumentParser:
 
     token = school_commands.add_parser(
         "provisioning-token",
-        help="issue a token for the school's provider to use SCIM at /scim/v2; prints it once")
+        help="issue a token for the school's provider to use SCIM at /scim/v2; prints it once",
+    )
     token.add_argument("--slug", required=True)
     token.add_argument("--name", default="Provisioning")
 
     commands.add_parser("demo", help="seed the demo school (idempotent)")
 
-    purge = commands.add_parser("purge", help="hard-delete users deleted longer ago than the retention period")
+    purge = commands.add_parser(
+        "purge", help="hard-delete users deleted longer ago than the retention period"
+    )
     purge.add_argument("--older-than", metavar="AGE", help="e.g. 30d; by default each school's own setting")
     return root
 

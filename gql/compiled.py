@@ -144,7 +144,9 @@ class CompiledReads:
             elif isinstance(extension, MaxTokensLimiter):
                 self.max_tokens = extension.max_token_count
             elif not isinstance(extension, _KNOWN_EXTENSIONS):
-                log.warning("compiled reads are off: the schema has an extension they do not know, %r", extension)
+                log.warning(
+                    "compiled reads are off: the schema has an extension they do not know, %r", extension
+                )
                 self.enabled = False
         self.permissions = self._field_permissions()
 
@@ -158,8 +160,12 @@ class CompiledReads:
                 continue
             field = graphql_type.fields[field_name]
             if (unknown := _unknown_input(field, _ARGUMENTS.get((type_name, field_name), {}))) is not None:
-                log.warning("compiled reads leave %s.%s to Strawberry: they do not know %s",
-                            type_name, field_name, unknown)
+                log.warning(
+                    "compiled reads leave %s.%s to Strawberry: they do not know %s",
+                    type_name,
+                    field_name,
+                    unknown,
+                )
                 continue
             definition = field.extensions.get("strawberry-definition")
             extensions = getattr(definition, "extensions", None) or []
@@ -175,8 +181,13 @@ class CompiledReads:
         headers = Headers(scope=scope)
         length = headers.get("content-length", "")
         accept = headers.get("accept", "")
-        if ("application/json" not in headers.get("content-type", "") or not length.isdigit()
-                or int(length) > MAX_QUERY_BYTES or "multipart" in accept or "event-stream" in accept):
+        if (
+            "application/json" not in headers.get("content-type", "")
+            or not length.isdigit()
+            or int(length) > MAX_QUERY_BYTES
+            or "multipart" in accept
+            or "event-stream" in accept
+        ):
             await self.view(scope, receive, send)
             return
         body, complete = await _read_body(receive)
@@ -197,11 +208,16 @@ class CompiledReads:
         if not isinstance(data, dict) or data.get("extensions") is not None:
             return None
         query, variables, operation_name = data.get("query"), data.get("variables"), data.get("operationName")
-        if not isinstance(query, str) or not isinstance(variables, dict | None) \
-                or not isinstance(operation_name, str | None):
+        if (
+            not isinstance(query, str)
+            or not isinstance(variables, dict | None)
+            or not isinstance(operation_name, str | None)
+        ):
             return None
         plan = self.plan(query, operation_name)
-        if plan is None or too_costly(query_cost(self.graphql_schema, plan.document, operation_name, variables)):
+        if plan is None or too_costly(
+            query_cost(self.graphql_schema, plan.document, operation_name, variables)
+        ):
             return None  # the view refuses a too costly query, with the same error as always
         try:
             refuse_secrets_in_url(request)
@@ -241,12 +257,15 @@ class CompiledReads:
         """The statement and its parameters but the school ($1)."""
         if plan.fixed is not None:
             return plan.fixed
-        coerced = get_variable_values(self.graphql_schema, plan.operation.variable_definitions or (),
-                                      variables)
+        coerced = get_variable_values(
+            self.graphql_schema, plan.operation.variable_definitions or (), variables
+        )
         if isinstance(coerced, list):
             raise Unsupported("the variables do not fit their definitions")
-        statement, params = sql.statement(uuid.UUID(int=0), _Translator(self.graphql_schema, self.permissions,
-                                                                        coerced).root(plan.operation.selection_set))
+        statement, params = sql.statement(
+            uuid.UUID(int=0),
+            _Translator(self.graphql_schema, self.permissions, coerced).root(plan.operation.selection_set),
+        )
         return statement, params[1:]
 
     def plan(self, query: str, operation_name: str | None) -> Plan | None:
@@ -278,24 +297,36 @@ class CompiledReads:
                 fixed = None
             else:
                 selection = _Translator(self.graphql_schema, self.permissions, None, used, fixed=True).root(
-                    operation.selection_set)
+                    operation.selection_set
+                )
                 # The school is always $1: kept apart, it is filled in per request.
                 statement, params = sql.statement(uuid.UUID(int=0), selection)
                 fixed = (statement, params[1:])
         except (Unsupported, DomainError, GraphQLError, ValueError):
             return None
         name = operation.name.value if operation.name else None
-        return Plan(document=document, operation=operation, name=name, permissions=tuple(dict.fromkeys(used)),
-                    fixed=fixed)
+        return Plan(
+            document=document,
+            operation=operation,
+            name=name,
+            permissions=tuple(dict.fromkeys(used)),
+            fixed=fixed,
+        )
 
 
 class _Translator:
     """Turns a validated selection into db.roster_sql's tree. With no variables and not `fixed`, it only checks
     that every field is one this path knows (the arguments are read per request)."""
 
-    def __init__(self, schema: GraphQLSchema, permissions: dict[tuple[str, str], tuple[type[BasePermission], ...]],
-                 variables: VariableValues | None, used: list[type[BasePermission]] | None = None,
-                 *, fixed: bool = False) -> None:
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        permissions: dict[tuple[str, str], tuple[type[BasePermission], ...]],
+        variables: VariableValues | None,
+        used: list[type[BasePermission]] | None = None,
+        *,
+        fixed: bool = False,
+    ) -> None:
         self.schema, self.permissions, self.variables = schema, permissions, variables
         self.used = used if used is not None else []
         self.read_arguments = fixed or variables is not None
@@ -326,8 +357,10 @@ class _Translator:
         self.used.extend(self.permissions[parent.name, name])
         definition = parent.fields[name]
         inner = get_named_type(definition.type)
+
         def below() -> sql.Selection:
             return self.selection(cast(GraphQLObjectType, inner), node.selection_set)
+
         match _FIELDS[parent.name, name]:
             case "column":
                 return sql.Column(name)
@@ -370,18 +403,29 @@ class _Translator:
         given, order = arguments.get("filter") or {}, arguments.get("orderBy") or {}
         class_id = given.get("classId")
         where = UserFilter(
-            search=given.get("search"), type=_user_type(given.get("type")),
+            search=given.get("search"),
+            type=_user_type(given.get("type")),
             status=UserStatus(given.get("status") or UserStatus.ACTIVE),
             class_id=parse_id(class_id, field="classId") if class_id is not None else None,
         )
-        return sql.users_page(where, UserOrder(field=UserOrderField(order.get("field") or UserOrderField.SURNAME),
-                                               descending=bool(order.get("descending"))),
-                              arguments.get("first"), arguments.get("after"))
+        return sql.users_page(
+            where,
+            UserOrder(
+                field=UserOrderField(order.get("field") or UserOrderField.SURNAME),
+                descending=bool(order.get("descending")),
+            ),
+            arguments.get("first"),
+            arguments.get("after"),
+        )
 
     def members_page(self, definition: GraphQLField, node: FieldNode) -> sql.UsersPage:
         arguments = self.arguments(definition, node)
-        return sql.users_page(UserFilter(type=_user_type(arguments.get("type"))), UserOrder(),
-                              arguments.get("first"), arguments.get("after"))
+        return sql.users_page(
+            UserFilter(type=_user_type(arguments.get("type"))),
+            UserOrder(),
+            arguments.get("first"),
+            arguments.get("after"),
+        )
 
 
 def _unknown_input(field: GraphQLField, arguments: dict[str, str]) -> str | None:

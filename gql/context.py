@@ -39,8 +39,10 @@ class Context:
 
     @property
     def session_policy(self) -> SessionPolicy:
-        return SessionPolicy(idle=timedelta(minutes=self.settings.session_idle_minutes),
-                             lifetime=timedelta(hours=self.settings.session_lifetime_hours))
+        return SessionPolicy(
+            idle=timedelta(minutes=self.settings.session_idle_minutes),
+            lifetime=timedelta(hours=self.settings.session_lifetime_hours),
+        )
 
     @property
     def login_code_secret(self) -> bytes:
@@ -66,8 +68,13 @@ class Context:
 
     def set_session_cookie(self, token: str) -> None:
         self.response.set_cookie(
-            SESSION_COOKIE, token, max_age=self.settings.session_lifetime_hours * 3600, httponly=True,
-            samesite="strict", secure=self.request.url.scheme == "https", path="/",
+            SESSION_COOKIE,
+            token,
+            max_age=self.settings.session_lifetime_hours * 3600,
+            httponly=True,
+            samesite="strict",
+            secure=self.request.url.scheme == "https",
+            path="/",
         )
 
     @property
@@ -77,8 +84,13 @@ class Context:
     def set_device_cookie(self, value: str) -> None:
         """Kept across sessions (signing out leaves it): this browser has signed in as the user before."""
         self.response.set_cookie(
-            DEVICE_COOKIE, value, max_age=int(DEVICE_COOKIE_LIFETIME.total_seconds()), httponly=True,
-            samesite="strict", secure=self.request.url.scheme == "https", path="/graphql",
+            DEVICE_COOKIE,
+            value,
+            max_age=int(DEVICE_COOKIE_LIFETIME.total_seconds()),
+            httponly=True,
+            samesite="strict",
+            secure=self.request.url.scheme == "https",
+            path="/graphql",
         )
 
     def clear_session_cookie(self) -> None:

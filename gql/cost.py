@@ -39,8 +39,12 @@ from db.pagination import DEFAULT_PAGE_SIZE
 MAX_COST = 50_000
 
 
-def query_cost(schema: GraphQLSchema, document: DocumentNode, operation_name: str | None,
-               variables: dict[str, Any] | None) -> int:
+def query_cost(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation_name: str | None,
+    variables: dict[str, Any] | None,
+) -> int:
     """The most objects the operation could return; 0 when it cannot run at all (execution says why)."""
     operation = get_operation_ast(document, operation_name)
     if operation is None:
@@ -51,16 +55,20 @@ def query_cost(schema: GraphQLSchema, document: DocumentNode, operation_name: st
     root = schema.get_root_type(operation.operation)
     if root is None:
         return 0
-    fragments = {node.name.value: node for node in document.definitions if isinstance(node, FragmentDefinitionNode)}
+    fragments = {
+        node.name.value: node for node in document.definitions if isinstance(node, FragmentDefinitionNode)
+    }
     return _Cost(schema, fragments, coerced).selection(root, operation.selection_set, paged=False)
 
 
 def too_costly(cost: int) -> GraphQLError | None:
     if cost <= MAX_COST:
         return None
-    return GraphQLError(f"This query could return {cost} objects; the limit is {MAX_COST}. Ask for smaller "
-                        "pages (first) or fewer nested lists, or split it into several requests.",
-                        extensions={"code": "QUERY_TOO_COSTLY", "cost": cost, "limit": MAX_COST})
+    return GraphQLError(
+        f"This query could return {cost} objects; the limit is {MAX_COST}. Ask for smaller "
+        "pages (first) or fewer nested lists, or split it into several requests.",
+        extensions={"code": "QUERY_TOO_COSTLY", "cost": cost, "limit": MAX_COST},
+    )
 
 
 class QueryCostLimiter(SchemaExtension):
@@ -69,8 +77,9 @@ class QueryCostLimiter(SchemaExtension):
     def on_execute(self) -> Iterator[None]:
         context = self.execution_context
         if context.graphql_document is not None:
-            cost = query_cost(context.schema._schema, context.graphql_document, context.operation_name,
-                              context.variables)
+            cost = query_cost(
+                context.schema._schema, context.graphql_document, context.operation_name, context.variables
+            )
             if error := too_costly(cost):
                 # A result already there is what Strawberry returns instead of executing.
                 context.result = ExecutionResult(data=None, errors=[error])
@@ -78,11 +87,14 @@ class QueryCostLimiter(SchemaExtension):
 
 
 class _Cost:
-    def __init__(self, schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode],
-                 variables: VariableValues) -> None:
+    def __init__(
+        self, schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode], variables: VariableValues
+    ) -> None:
         self.schema, self.fragments, self.variables = schema, fragments, variables
 
-    def selection(self, parent: GraphQLNamedType, selection_set: SelectionSetNode | None, *, paged: bool) -> int:
+    def selection(
+        self, parent: GraphQLNamedType, selection_set: SelectionSetNode | None, *, paged: bool
+    ) -> int:
         """Objects below one object; `paged` when it is a connection, whose edges its page size counted."""
         total = 0
         for node in selection_set.selections if selection_set else ():
@@ -91,7 +103,9 @@ class _Cost:
                 if node.name.value in fields:
                     total += self.field(fields[node.name.value], node, paged=paged)
             elif isinstance(node, InlineFragmentNode):
-                inner = self.schema.get_type(node.type_condition.name.value) if node.type_condition else parent
+                inner = (
+                    self.schema.get_type(node.type_condition.name.value) if node.type_condition else parent
+                )
                 total += self.selection(inner or parent, node.selection_set, paged=paged)
             elif isinstance(node, FragmentSpreadNode) and (fragment := self.fragments.get(node.name.value)):
                 inner = self.schema.get_type(fragment.type_condition.name.value)

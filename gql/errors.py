@@ -14,8 +14,14 @@ from gql.telemetry import operation_label
 log = logging.getLogger("rollcall.errors")
 
 # Errors raised on purpose carry one of these codes and are shown as they are.
-PUBLIC_CODES = {"UNAUTHENTICATED", "FORBIDDEN", "BAD_REQUEST", "RATE_LIMITED", "PASSWORD_CHANGE_REQUIRED",
-                "QUERY_TOO_COSTLY"}
+PUBLIC_CODES = {
+    "UNAUTHENTICATED",
+    "FORBIDDEN",
+    "BAD_REQUEST",
+    "RATE_LIMITED",
+    "PASSWORD_CHANGE_REQUIRED",
+    "QUERY_TOO_COSTLY",
+}
 
 
 def client_error(message: str, code: str) -> GraphQLError:
@@ -53,8 +59,14 @@ def log_errors(errors: Sequence[GraphQLError], execution_context: ExecutionConte
         code = error_code(error)
         where = ".".join(str(key) for key in error.path or ()) or "-"
         if _is_internal(error):
-            log.error("graphql error %s at %s in %s (request %s)", code, where, operation, request_id,
-                      exc_info=error.original_error)
+            log.error(
+                "graphql error %s at %s in %s (request %s)",
+                code,
+                where,
+                operation,
+                request_id,
+                exc_info=error.original_error,
+            )
         else:
             told = f": {error.message}" if code in PUBLIC_CODES else ""
             log.info("graphql error %s at %s in %s (request %s)%s", code, where, operation, request_id, told)
@@ -69,7 +81,11 @@ class MaskInternalErrors(MaskErrors):
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         request_id = getattr(self.execution_context.context, "request_id", None)
         return GraphQLError(
-            message=self.error_message, nodes=error.nodes, source=error.source, positions=error.positions,
-            path=error.path, original_error=None,
+            message=self.error_message,
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            original_error=None,
             extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
         )

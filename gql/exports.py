@@ -32,9 +32,13 @@ def users_csv(db: Database, policy: SessionPolicy) -> Callable[[Request], Awaita
             school = await get_school(session, caller.school_id)
             rows = await export_rows(session, school_id=caller.school_id)
         assert school is not None
-        return StreamingResponse(export_lines(rows), media_type="text/csv; charset=utf-8", headers={
-            "Content-Disposition": f'attachment; filename="{school.slug}-users.csv"',
-            "Cache-Control": "no-store",
-        })
+        return StreamingResponse(
+            export_lines(rows),
+            media_type="text/csv; charset=utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="{school.slug}-users.csv"',
+                "Cache-Control": "no-store",
+            },
+        )
 
     return endpoint

@@ -24,7 +24,9 @@ def bearer_secret(request: Request) -> str | None:
 def refuse_secrets_in_url(request: Request) -> None:
     # URLs end up in logs, proxies and browser history.
     for name, value in request.query_params.multi_items():
-        if name.lower() in {"token", "access_token", "api_token", "apitoken"} or value.startswith(("rcs_", "rca_")):
+        if name.lower() in {"token", "access_token", "api_token", "apitoken"} or value.startswith(
+            ("rcs_", "rca_")
+        ):
             raise HTTPException(400, "Send tokens in the Authorization header, never in the URL.")
 
 
@@ -34,7 +36,9 @@ def session_secret(request: Request) -> str | None:
         return secret
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie and request.method == "POST" and not request.headers.get(CSRF_HEADER):
-        raise HTTPException(403, f"Requests signed in with the session cookie must send the {CSRF_HEADER} header.")
+        raise HTTPException(
+            403, f"Requests signed in with the session cookie must send the {CSRF_HEADER} header."
+        )
     return cookie
 
 
@@ -48,5 +52,6 @@ async def request_caller(request: Request, db: Database, policy: SessionPolicy) 
         return await caller_for_secret(db, secret, policy)
     except (SQLAlchemyError, OSError):
         log.warning("could not check a token: the database is not answering", exc_info=True)
-        raise HTTPException(503, "The database is not answering; try again in a moment. "
-                                 f"(request {request.state.request_id})") from None
+        raise HTTPException(
+            503, f"The database is not answering; try again in a moment. (request {request.state.request_id})"
+        ) from None

@@ -12,7 +12,9 @@ def parse_id(value: str, *, field: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise DomainError(Problem(ErrorCode.NOT_FOUND, f"'{value}' is not an id that exists here.", field)) from None
+        raise DomainError(
+            Problem(ErrorCode.NOT_FOUND, f"'{value}' is not an id that exists here.", field)
+        ) from None
 
 
 def parse_ids(values: Iterable[str], *, field: str) -> list[uuid.UUID]:

@@ -52,10 +52,14 @@ class ImportRow:
 
     @classmethod
     def from_entry(cls, entry: dict[str, Any]) -> ImportRow:
-        return cls(row=entry["row"], username=entry["username"], action=DomainImportAction(entry["action"]),
-                   user_id=strawberry.ID(entry["user_id"]) if entry["user_id"] else None,
-                   changes=[ImportChange(field=f, before=a, after=b) for f, a, b in entry["changes"]],
-                   errors=[ImportRowError(column=c, message=m) for c, m in entry["errors"]])
+        return cls(
+            row=entry["row"],
+            username=entry["username"],
+            action=DomainImportAction(entry["action"]),
+            user_id=strawberry.ID(entry["user_id"]) if entry["user_id"] else None,
+            changes=[ImportChange(field=f, before=a, after=b) for f, a, b in entry["changes"]],
+            errors=[ImportRowError(column=c, message=m) for c, m in entry["errors"]],
+        )
 
 
 @strawberry.type
@@ -73,7 +77,9 @@ class NewClass:
     kind: str
 
 
-@strawberry.type(description="An uploaded roster file: PREVIEW until confirmed, then RUNNING, SUCCEEDED or FAILED.")
+@strawberry.type(
+    description="An uploaded roster file: PREVIEW until confirmed, then RUNNING, SUCCEEDED or FAILED."
+)
 class ImportJob:
     id: strawberry.ID
     status: ImportStatus
@@ -81,7 +87,9 @@ class ImportJob:
     processed: int = strawberry.field(description="Rows done so far while RUNNING; for a progress bar.")
     total: int
     totals: ImportTotals
-    new_classes: list[NewClass] = strawberry.field(description="Classes the file names that applying creates.")
+    new_classes: list[NewClass] = strawberry.field(
+        description="Classes the file names that applying creates."
+    )
     warnings: list[str]
     failure_reason: str | None
     created_at: datetime
@@ -90,18 +98,31 @@ class ImportJob:
 
     @strawberry.field(description="The rows, optionally only those with one action.")
     def rows(self, action: ImportAction | None = None, first: int = 1000, offset: int = 0) -> list[ImportRow]:
-        chosen = [e for e in self.entries if "action" in e and (action is None or e["action"] == action.value)]
-        return [ImportRow.from_entry(entry) for entry in chosen[max(offset, 0):max(offset, 0) + min(first, 5000)]]
+        chosen = [
+            e for e in self.entries if "action" in e and (action is None or e["action"] == action.value)
+        ]
+        return [
+            ImportRow.from_entry(entry)
+            for entry in chosen[max(offset, 0) : max(offset, 0) + min(first, 5000)]
+        ]
 
     @classmethod
     def from_row(cls, job: models.ImportJob) -> ImportJob:
         totals = {action.value: job.totals.get(action.value, 0) for action in DomainImportAction}
-        return cls(id=strawberry.ID(str(job.id)), status=job.status, file_name=job.file_name,
-                   processed=job.processed, total=job.total,
-                   totals=ImportTotals(**{k.lower(): v for k, v in totals.items()}),
-                   new_classes=[NewClass(name=c["name"], kind=c["kind"]) for c in job.new_classes],
-                   warnings=job.warnings, failure_reason=job.failure_reason, created_at=job.created_at,
-                   expires_at=job.expires_at, entries=job.rows)
+        return cls(
+            id=strawberry.ID(str(job.id)),
+            status=job.status,
+            file_name=job.file_name,
+            processed=job.processed,
+            total=job.total,
+            totals=ImportTotals(**{k.lower(): v for k, v in totals.items()}),
+            new_classes=[NewClass(name=c["name"], kind=c["kind"]) for c in job.new_classes],
+            warnings=job.warnings,
+            failure_reason=job.failure_reason,
+            created_at=job.created_at,
+            expires_at=job.expires_at,
+            entries=job.rows,
+        )
 
 
 @strawberry.type
@@ -114,7 +135,8 @@ class GeneratedPassword:
 class ImportJobPayload:
     job: ImportJob | None = None
     generated_passwords: list[GeneratedPassword] = strawberry.field(
-        default_factory=list, description="New users' generated passwords: shown this once, never stored.")
+        default_factory=list, description="New users' generated passwords: shown this once, never stored."
+    )
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
@@ -133,9 +155,13 @@ class ImportQueries:
 
 @strawberry.type
 class ImportMutations:
-    @strawberry.mutation(permission_classes=[IsAdmin],
-                         description="Upload a roster CSV and get its preview; nothing in the roster changes yet.")
-    async def bulk_import(self, info: Info, file: Upload, remove_missing_pupils: bool = False) -> ImportJobPayload:
+    @strawberry.mutation(
+        permission_classes=[IsAdmin],
+        description="Upload a roster CSV and get its preview; nothing in the roster changes yet.",
+    )
+    async def bulk_import(
+        self, info: Info, file: Upload, remove_missing_pupils: bool = False
+    ) -> ImportJobPayload:
         settings = info.context.settings
         if not callable(getattr(file, "read", None)):
             # A JSON request can put only a plain value where the file goes.
@@ -145,31 +171,50 @@ class ImportMutations:
         try:
             if CONTROL_CHARACTERS.search(file_name):
                 # PostgreSQL cannot store a NUL; the others would be shown to admins as they are.
-                raise DomainError(Problem(ErrorCode.INVALID_INPUT, "The file's name has a control character "
-                                          "in it; rename the file and upload it again.", "file"))
+                raise DomainError(
+                    Problem(
+                        ErrorCode.INVALID_INPUT,
+                        "The file's name has a control character in it; rename the file and upload it again.",
+                        "file",
+                    )
+                )
             async with info.context.scope() as session:
                 job = await imports.preview_import(
-                    session, school_id=info.context.signed_in().school_id, actor=actor(info.context),
-                    file_name=file_name, data=data,
-                    remove_missing_pupils=remove_missing_pupils, max_bytes=settings.import_max_bytes,
-                    max_rows=settings.import_max_rows, server_secret=settings.login_code_secret)
+                    session,
+                    school_id=info.context.signed_in().school_id,
+                    actor=actor(info.context),
+                    file_name=file_name,
+                    data=data,
+                    remove_missing_pupils=remove_missing_pupils,
+                    max_bytes=settings.import_max_bytes,
+                    max_rows=settings.import_max_rows,
+                    server_secret=settings.login_code_secret,
+                )
         except DomainError as error:
             IMPORT_JOBS.labels("refused").inc()
             return ImportJobPayload(errors=user_errors(error))
         IMPORT_JOBS.labels("previewed").inc()
         return ImportJobPayload(job=ImportJob.from_row(job))
 
-    @strawberry.mutation(permission_classes=[IsAdmin],
-                         description="Apply a previewed import, after you type your own password again. "
-                                     "All of the file applies, or none of it.")
-    async def confirm_import(self, info: Info, job_id: strawberry.ID, current_password: str) -> ImportJobPayload:
+    @strawberry.mutation(
+        permission_classes=[IsAdmin],
+        description="Apply a previewed import, after you type your own password again. "
+        "All of the file applies, or none of it.",
+    )
+    async def confirm_import(
+        self, info: Info, job_id: strawberry.ID, current_password: str
+    ) -> ImportJobPayload:
         context = info.context
         try:
             target = parse_id(job_id, field="jobId")
             await reauthenticate(context.db, context.signed_in(), current_password)
-            applied = await imports.confirm_import(context.db, school_id=context.signed_in().school_id,
-                                                   actor=actor(context), job_id=target,
-                                                   server_secret=context.login_code_secret)
+            applied = await imports.confirm_import(
+                context.db,
+                school_id=context.signed_in().school_id,
+                actor=actor(context),
+                job_id=target,
+                server_secret=context.login_code_secret,
+            )
         except DomainError as error:
             failed = {p.code for p in error.problems} & {"IMPORT_FAILED", "IMPORT_NOT_CONFIRMABLE"}
             IMPORT_JOBS.labels("failed" if failed else "refused").inc()
@@ -177,5 +222,8 @@ class ImportMutations:
         IMPORT_JOBS.labels("succeeded").inc()
         return ImportJobPayload(
             job=ImportJob.from_row(applied.job),
-            generated_passwords=[GeneratedPassword(username=g.username, password=g.password)
-                                 for g in applied.generated_passwords])
+            generated_passwords=[
+                GeneratedPassword(username=g.username, password=g.password)
+                for g in applied.generated_passwords
+            ],
+        )

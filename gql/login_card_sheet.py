@@ -50,15 +50,17 @@ def _selection(request: Request) -> tuple[uuid.UUID | None, list[uuid.UUID] | No
     class_id, user_ids = request.query_params.get("classId"), request.query_params.get("userIds")
     if (class_id is None) == (user_ids is None):
         raise BadSelection(
-            "Say which cards to print: ?classId=<class id> or ?userIds=<id>,<id>,… (not both).")
+            "Say which cards to print: ?classId=<class id> or ?userIds=<id>,<id>,… (not both)."
+        )
     if class_id is not None:
         return _id(class_id, "a class"), None
     assert user_ids is not None
     return None, [_id(value, "a user") for value in user_ids.split(",") if value.strip()]
 
 
-def sheet_endpoint(db: Database, policy: SessionPolicy, *,
-                   secret: bytes) -> Callable[[Request], Awaitable[Response]]:
+def sheet_endpoint(
+    db: Database, policy: SessionPolicy, *, secret: bytes
+) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
             caller = await request_caller(request, db, policy)
@@ -76,9 +78,17 @@ def sheet_endpoint(db: Database, policy: SessionPolicy, *,
             class_id, user_ids = _selection(request)
             async with school_scope(db, caller.school_id) as session:
                 found = await qr_signin.login_cards(
-                    session, school_id=caller.school_id, secret=secret, viewer_id=caller.user_id,
-                    viewer_is_admin=caller.is_admin, viewer_label=caller.label, class_id=class_id,
-                    user_ids=user_ids, via="sheet", request_id=request.state.request_id)
+                    session,
+                    school_id=caller.school_id,
+                    secret=secret,
+                    viewer_id=caller.user_id,
+                    viewer_is_admin=caller.is_admin,
+                    viewer_label=caller.label,
+                    class_id=class_id,
+                    user_ids=user_ids,
+                    via="sheet",
+                    request_id=request.state.request_id,
+                )
         except BadSelection as error:
             return _plain(400, str(error))
         except qr_signin.CardsForbidden as error:
@@ -86,8 +96,9 @@ def sheet_endpoint(db: Database, policy: SessionPolicy, *,
         except DomainError as error:
             problem = error.problems[0]
             return _plain(404 if problem.code == ErrorCode.NOT_FOUND else 400, problem.message)
-        sheet = login_card_sheet([card.view() for card in found.cards], school_name=found.school_name,
-                                 title=found.title)
+        sheet = login_card_sheet(
+            [card.view() for card in found.cards], school_name=found.school_name, title=found.title
+        )
         return HTMLResponse(sheet, headers=HEADERS)
 
     return endpoint

@@ -71,10 +71,16 @@ class AuditEvent:
 
     @classmethod
     def from_row(cls, row: models.AuditEvent) -> AuditEvent:
-        return cls(id=strawberry.ID(str(row.id)), action=row.action,
-                   actor_id=strawberry.ID(str(row.actor_id)) if row.actor_id else None, actor_label=row.actor_label,
-                   target_user_ids=[strawberry.ID(str(t)) for t in row.target_user_ids], summary=JSON(row.summary),
-                   request_id=row.request_id, created_at=row.created_at)
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            action=row.action,
+            actor_id=strawberry.ID(str(row.actor_id)) if row.actor_id else None,
+            actor_label=row.actor_label,
+            target_user_ids=[strawberry.ID(str(t)) for t in row.target_user_ids],
+            summary=JSON(row.summary),
+            request_id=row.request_id,
+            created_at=row.created_at,
+        )
 
 
 @strawberry.input
@@ -86,20 +92,35 @@ class AuditEventFilter:
 @strawberry.type
 class AuditEventQueries:
     @strawberry.field(permission_classes=[IsAdmin], description="The audit log, newest first.")
-    async def audit_events(self, info: Info, filter: AuditEventFilter | None = None, first: int | None = None,
-                           after: str | None = None) -> Connection[AuditEvent]:
+    async def audit_events(
+        self,
+        info: Info,
+        filter: AuditEventFilter | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[AuditEvent]:
         where = filter or AuditEventFilter()
         try:
             user_id = parse_id(where.user_id, field="userId") if where.user_id else None
             async with info.context.scope() as session:
-                page = await audit.list_events(session, school_id=info.context.signed_in().school_id,
-                                               action=where.action, user_id=user_id, first=first, after=after)
+                page = await audit.list_events(
+                    session,
+                    school_id=info.context.signed_in().school_id,
+                    action=where.action,
+                    user_id=user_id,
+                    first=first,
+                    after=after,
+                )
         except DomainError as error:
             raise bad_page_request(error) from None
         return Connection(
-            edges=[Edge(cursor=c, node=AuditEvent.from_row(e)) for e, c in zip(page.events, page.cursors, strict=True)],
-            page_info=PageInfo(has_next_page=page.has_next_page,
-                               end_cursor=page.cursors[-1] if page.cursors else None),
+            edges=[
+                Edge(cursor=c, node=AuditEvent.from_row(e))
+                for e, c in zip(page.events, page.cursors, strict=True)
+            ],
+            page_info=PageInfo(
+                has_next_page=page.has_next_page, end_cursor=page.cursors[-1] if page.cursors else None
+            ),
         )
 
 
@@ -116,12 +137,19 @@ class ManageUserMutations:
         try:
             async with info.context.scope() as session:
                 row = await manage_users.add_user(
-                    session, school_id=info.context.signed_in().school_id, actor=actor(info.context),
-                    username=input.username, password=input.password, type=input.type,
-                    first_name=input.first_name, surname=input.surname, is_admin=input.is_admin,
+                    session,
+                    school_id=info.context.signed_in().school_id,
+                    actor=actor(info.context),
+                    username=input.username,
+                    password=input.password,
+                    type=input.type,
+                    first_name=input.first_name,
+                    surname=input.surname,
+                    is_admin=input.is_admin,
                     must_change_password=input.must_change_password,
                     registration_class_id=parse_id(input.registration_class_id, field="registrationClassId")
-                    if input.registration_class_id else None,
+                    if input.registration_class_id
+                    else None,
                     teaching_class_ids=parse_ids(input.teaching_class_ids, field="teachingClassIds"),
                     email=input.email,
                 )
@@ -129,11 +157,14 @@ class ManageUserMutations:
             return UserPayload(errors=user_errors(error))
         return UserPayload(user=User.from_row(row))
 
-    @strawberry.mutation(permission_classes=[IsAdmin],
-                         description="Change one field of one user, like editing a cell. A stale expectedVersion "
-                                     "changes nothing and returns the user as it is now.")
-    async def update_user_field(self, info: Info, user_id: strawberry.ID, field: UserField, value: str,
-                                expected_version: int) -> UserPayload:
+    @strawberry.mutation(
+        permission_classes=[IsAdmin],
+        description="Change one field of one user, like editing a cell. A stale expectedVersion "
+        "changes nothing and returns the user as it is now.",
+    )
+    async def update_user_field(
+        self, info: Info, user_id: strawberry.ID, field: UserField, value: str, expected_version: int
+    ) -> UserPayload:
         try:
             target = parse_id(user_id, field="userId")
         except DomainError as error:
@@ -141,42 +172,71 @@ class ManageUserMutations:
         try:
             async with info.context.scope() as session:
                 row = await manage_users.update_user_field(
-                    session, school_id=info.context.signed_in().school_id, actor=actor(info.context),
-                    user_id=target, field=field, value=value, expected_version=expected_version)
+                    session,
+                    school_id=info.context.signed_in().school_id,
+                    actor=actor(info.context),
+                    user_id=target,
+                    field=field,
+                    value=value,
+                    expected_version=expected_version,
+                )
         except DomainError as error:
             return UserPayload(user=await _current_user(info, target), errors=user_errors(error))
         return UserPayload(user=User.from_row(row))
 
-    @strawberry.mutation(permission_classes=[IsAdmin],
-                         description="Soft-delete users: they cannot sign in and their sessions end at once.")
+    @strawberry.mutation(
+        permission_classes=[IsAdmin],
+        description="Soft-delete users: they cannot sign in and their sessions end at once.",
+    )
     async def delete_users(self, info: Info, user_ids: list[strawberry.ID]) -> UsersPayload:
         return await _batch(info, manage_users.delete_users, user_ids)
 
-    @strawberry.mutation(permission_classes=[IsAdmin], description="Bring deleted users back, with their classes.")
+    @strawberry.mutation(
+        permission_classes=[IsAdmin], description="Bring deleted users back, with their classes."
+    )
     async def restore_users(self, info: Info, user_ids: list[strawberry.ID]) -> UsersPayload:
         return await _batch(info, manage_users.restore_users, user_ids)
 
-    @strawberry.mutation(permission_classes=[IsStaff],
-                         description="Set a new password for the users, after you type your own password "
-                                     "again. Admins may reset anyone's; teachers, when the school allows it, "
-                                     "only those of the pupils in the classes they are in.")
-    async def reset_passwords(self, info: Info, user_ids: list[strawberry.ID], current_password: str,
-                              new_password: str, confirm_password: str,
-                              must_change_password: bool = False) -> UsersPayload:
+    @strawberry.mutation(
+        permission_classes=[IsStaff],
+        description="Set a new password for the users, after you type your own password "
+        "again. Admins may reset anyone's; teachers, when the school allows it, "
+        "only those of the pupils in the classes they are in.",
+    )
+    async def reset_passwords(
+        self,
+        info: Info,
+        user_ids: list[strawberry.ID],
+        current_password: str,
+        new_password: str,
+        confirm_password: str,
+        must_change_password: bool = False,
+    ) -> UsersPayload:
         context, caller = info.context, info.context.signed_in()
         try:
             targets = parse_ids(user_ids, field="userIds")
             # Before the password is checked, so a teacher who may not is told so without spending an attempt.
             async with context.scope() as session:
                 await manage_users.require_may_reset(
-                    session, school_id=caller.school_id, viewer_id=caller.user_id,
-                    viewer_is_admin=caller.is_admin, user_ids=targets)
+                    session,
+                    school_id=caller.school_id,
+                    viewer_id=caller.user_id,
+                    viewer_is_admin=caller.is_admin,
+                    user_ids=targets,
+                )
             await reauthenticate(context.db, caller, current_password)
             async with context.scope() as session:
                 rows = await manage_users.reset_passwords(
-                    session, school_id=caller.school_id, actor=actor(context), keep_session=caller.session_id,
-                    user_ids=targets, new_password=new_password, confirm_password=confirm_password,
-                    must_change_password=must_change_password, actor_is_admin=caller.is_admin)
+                    session,
+                    school_id=caller.school_id,
+                    actor=actor(context),
+                    keep_session=caller.session_id,
+                    user_ids=targets,
+                    new_password=new_password,
+                    confirm_password=confirm_password,
+                    must_change_password=must_change_password,
+                    actor_is_admin=caller.is_admin,
+                )
         except DomainError as error:
             return UsersPayload(errors=user_errors(error))
         except manage_users.ResetForbidden as error:
@@ -188,8 +248,12 @@ async def _batch(info: Info, operation: Any, user_ids: list[strawberry.ID]) -> U
     try:
         targets = parse_ids(user_ids, field="userIds")
         async with info.context.scope() as session:
-            rows = await operation(session, school_id=info.context.signed_in().school_id, actor=actor(info.context),
-                                   user_ids=targets)
+            rows = await operation(
+                session,
+                school_id=info.context.signed_in().school_id,
+                actor=actor(info.context),
+                user_ids=targets,
+            )
     except DomainError as error:
         return UsersPayload(errors=user_errors(error))
     return UsersPayload(users=[User.from_row(row) for row in rows])

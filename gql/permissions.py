@@ -74,4 +74,3 @@ class CanReadRoster(BasePermission):
         if _person(info).user_type != UserType.TEACHER:
             raise client_error("Only teachers can read the roster.", "FORBIDDEN")
         return True
-

@@ -60,10 +60,31 @@ class SchoolQueries:
             return School.from_row(row)
 
 
-Query = merge_types("Query", (SchoolQueries, AuthQueries, ApiTokenQueries, UserQueries, AuditEventQueries,
-                              ClassQueries, ImportQueries, LoginCardQueries))
-Mutation = merge_types("Mutation", (AuthMutations, ApiTokenMutations, ManageUserMutations, ClassMutations,
-                                    ImportMutations, LoginCardMutations, SchoolSettingsMutations))
+Query = merge_types(
+    "Query",
+    (
+        SchoolQueries,
+        AuthQueries,
+        ApiTokenQueries,
+        UserQueries,
+        AuditEventQueries,
+        ClassQueries,
+        ImportQueries,
+        LoginCardQueries,
+    ),
+)
+Mutation = merge_types(
+    "Mutation",
+    (
+        AuthMutations,
+        ApiTokenMutations,
+        ManageUserMutations,
+        ClassMutations,
+        ImportMutations,
+        LoginCardMutations,
+        SchoolSettingsMutations,
+    ),
+)
 
 
 class SignInAlone(ASTValidationRule):
@@ -76,8 +97,13 @@ class SignInAlone(ASTValidationRule):
         # Sign-ins packed together with aliases stay possible (and throttled as one by one); nothing else beside.
         fields = set(self.root_fields(node.selection_set))
         if fields & SIGN_IN_FIELDS and fields - SIGN_IN_FIELDS:
-            self.report_error(GraphQLError("Sign in with login or loginWithQr on its own, not beside other fields.",
-                                           node, extensions={"code": "BAD_REQUEST"}))
+            self.report_error(
+                GraphQLError(
+                    "Sign in with login or loginWithQr on its own, not beside other fields.",
+                    node,
+                    extensions={"code": "BAD_REQUEST"},
+                )
+            )
 
     def root_fields(self, selection_set: SelectionSetNode, seen: frozenset[str] = frozenset()) -> list[str]:
         found: list[str] = []
@@ -86,8 +112,11 @@ class SignInAlone(ASTValidationRule):
                 found.append(selection.name.value)
             elif isinstance(selection, InlineFragmentNode):
                 found += self.root_fields(selection.selection_set, seen)
-            elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in seen and (
-                    fragment := self.context.get_fragment(selection.name.value)):
+            elif (
+                isinstance(selection, FragmentSpreadNode)
+                and selection.name.value not in seen
+                and (fragment := self.context.get_fragment(selection.name.value))
+            ):
                 found += self.root_fields(fragment.selection_set, seen | {selection.name.value})
         return found
 
@@ -108,13 +137,17 @@ def safety_extensions(*, introspection: bool = True) -> list[Callable[[], Schema
 
 
 class RollcallSchema(strawberry.Schema):
-    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
         # Strawberry's own logging prints each error with the query text around it, secrets and all.
         log_errors(errors, execution_context)
 
 
 def build_schema(*, introspection: bool = True) -> strawberry.Schema:
-    return RollcallSchema(query=Query, mutation=Mutation, extensions=safety_extensions(introspection=introspection))
+    return RollcallSchema(
+        query=Query, mutation=Mutation, extensions=safety_extensions(introspection=introspection)
+    )
 
 
 def sdl(schema: strawberry.Schema) -> str:

@@ -18,25 +18,31 @@ from gql.types import School
 @strawberry.input(description="The settings to change; a field left out stays as it is.")
 class SchoolSettingsInput:
     pupil_min_password_length: strawberry.Maybe[int] = strawberry.field(
-        description="1 to 64. A new minimum applies when a password is next set; existing ones keep working.")
+        description="1 to 64. A new minimum applies when a password is next set; existing ones keep working."
+    )
     qr_sign_in_enabled: strawberry.Maybe[bool]
     school_year_end_month: strawberry.Maybe[int] = strawberry.field(
-        description="With schoolYearEndDay, a day of the year: when login cards expire.")
+        description="With schoolYearEndDay, a day of the year: when login cards expire."
+    )
     school_year_end_day: strawberry.Maybe[int]
     deleted_user_retention_days: strawberry.Maybe[int] = strawberry.field(description="1 to 3650.")
     teachers_can_reset_pupil_passwords: strawberry.Maybe[bool] = strawberry.field(
-        description="Let teachers reset the passwords of the pupils in their classes.")
+        description="Let teachers reset the passwords of the pupils in their classes."
+    )
 
     def to_domain(self) -> schools.SettingsChange:
         given_values: dict[str, Any] = {
-            name: given.value for name, given in (
+            name: given.value
+            for name, given in (
                 ("pupil_min_password_length", self.pupil_min_password_length),
                 ("qr_sign_in_enabled", self.qr_sign_in_enabled),
                 ("school_year_end_month", self.school_year_end_month),
                 ("school_year_end_day", self.school_year_end_day),
                 ("deleted_user_retention_days", self.deleted_user_retention_days),
                 ("teachers_can_reset_pupil_passwords", self.teachers_can_reset_pupil_passwords),
-            ) if given is not None}
+            )
+            if given is not None
+        }
         return schools.SettingsChange(**given_values)
 
 
@@ -48,15 +54,18 @@ class SchoolPayload:
 
 @strawberry.type
 class SchoolSettingsMutations:
-    @strawberry.mutation(permission_classes=[IsAdmin],
-                         description="Change the school's settings. Allowed in managed schools too: they are "
-                                     "Rollcall's own. Any error changes nothing.")
+    @strawberry.mutation(
+        permission_classes=[IsAdmin],
+        description="Change the school's settings. Allowed in managed schools too: they are "
+        "Rollcall's own. Any error changes nothing.",
+    )
     async def update_school_settings(self, info: Info, input: SchoolSettingsInput) -> SchoolPayload:
         school_id = info.context.signed_in().school_id
         try:
             async with info.context.scope() as session:
-                row = await schools.update_settings(session, school_id=school_id, actor=actor(info.context),
-                                                    change=input.to_domain())
+                row = await schools.update_settings(
+                    session, school_id=school_id, actor=actor(info.context), change=input.to_domain()
+                )
                 return SchoolPayload(school=School.from_row(row))
         except DomainError as error:
             async with info.context.scope() as session:

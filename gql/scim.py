@@ -83,12 +83,26 @@ class _Resources:
     delete: Callable[..., Awaitable[None]]
 
 
-USERS = _Resources(scim_users.SHAPE, "user_id", scim_users.list_users, scim_users.get_user,
-                   scim_users.create_user, scim_users.replace_user, scim_users.patch_user,
-                   scim_users.delete_user)
-GROUPS = _Resources(scim_groups.SHAPE, "group_id", scim_groups.list_groups, scim_groups.get_group,
-                    scim_groups.create_group, scim_groups.replace_group, scim_groups.patch_group,
-                    scim_groups.delete_group)
+USERS = _Resources(
+    scim_users.SHAPE,
+    "user_id",
+    scim_users.list_users,
+    scim_users.get_user,
+    scim_users.create_user,
+    scim_users.replace_user,
+    scim_users.patch_user,
+    scim_users.delete_user,
+)
+GROUPS = _Resources(
+    scim_groups.SHAPE,
+    "group_id",
+    scim_groups.list_groups,
+    scim_groups.get_group,
+    scim_groups.create_group,
+    scim_groups.replace_group,
+    scim_groups.patch_group,
+    scim_groups.delete_group,
+)
 
 
 async def _body(request: Request) -> Any:
@@ -98,12 +112,14 @@ async def _body(request: Request) -> Any:
         raise ScimError(400, str(error), "invalidSyntax") from None
 
 
-def _resource_response(request: Request, resource: dict[str, Any], shape: Shape,
-                       status: int = 200) -> Response:
+def _resource_response(
+    request: Request, resource: dict[str, Any], shape: Shape, status: int = 200
+) -> Response:
     meta, params = resource["meta"], request.query_params
     headers = {"ETag": meta["version"], **({"Location": meta["location"]} if status == 201 else {})}
-    shown = projected(resource, shape, attribute_names(params, "attributes"),
-                      attribute_names(params, "excludedAttributes"))
+    shown = projected(
+        resource, shape, attribute_names(params, "attributes"), attribute_names(params, "excludedAttributes")
+    )
     return scim_response(shown, status, headers)
 
 
@@ -126,20 +142,26 @@ class Scim:
         if school is None or school.provider == Provider.MANUAL:
             raise ScimError(403, "This school's users are managed by hand in Rollcall; provisioning is off.")
         return ProvisioningCaller(
-            school_id=caller.school_id, base_url=str(request.base_url).rstrip("/") + PREFIX,
-            actor=Actor(id=None, label=f"provisioning-token:{caller.token_id}",
-                        request_id=request.state.request_id))
+            school_id=caller.school_id,
+            base_url=str(request.base_url).rstrip("/") + PREFIX,
+            actor=Actor(
+                id=None, label=f"provisioning-token:{caller.token_id}", request_id=request.state.request_id
+            ),
+        )
 
     def endpoint(self, **handlers: Handler) -> Callable[[Request], Awaitable[Response]]:
         """One URL: the caller checked, then the handler for the method, every failure a SCIM error."""
+
         async def endpoint(request: Request) -> Response:
             try:
                 caller = await self.provider(request)
                 method = "get" if request.method == "HEAD" else request.method.lower()
                 handler = handlers.get(method)
                 if handler is None:
-                    return error_response(ScimError(405, f"{request.method} is not supported here."),
-                                          {"Allow": ", ".join(sorted(name.upper() for name in handlers))})
+                    return error_response(
+                        ScimError(405, f"{request.method} is not supported here."),
+                        {"Allow": ", ".join(sorted(name.upper() for name in handlers))},
+                    )
                 return await handler(request, caller)
             except ScimError as error:
                 return error_response(error)
@@ -160,10 +182,13 @@ class Scim:
     async def page(self, kind: _Resources, caller: ProvisioningCaller, params: Any) -> Response:
         asked = list_query(params)
         async with school_scope(self.db, caller.school_id) as session:
-            found = await kind.list(session, school_id=caller.school_id, asked=asked,
-                                    base_url=caller.base_url)
-        found["Resources"] = [projected(resource, kind.shape, asked.attributes, asked.excluded_attributes)
-                              for resource in found["Resources"]]
+            found = await kind.list(
+                session, school_id=caller.school_id, asked=asked, base_url=caller.base_url
+            )
+        found["Resources"] = [
+            projected(resource, kind.shape, asked.attributes, asked.excluded_attributes)
+            for resource in found["Resources"]
+        ]
         return scim_response(found)
 
     def collection(self, kind: _Resources) -> Callable[[Request], Awaitable[Response]]:
@@ -172,8 +197,16 @@ class Scim:
 
         async def created(request: Request, caller: ProvisioningCaller) -> Response:
             body = await _body(request)
-            resource = await with_retries(self.transaction(caller), lambda session: kind.create(
-                session, school_id=caller.school_id, actor=caller.actor, body=body, base_url=caller.base_url))
+            resource = await with_retries(
+                self.transaction(caller),
+                lambda session: kind.create(
+                    session,
+                    school_id=caller.school_id,
+                    actor=caller.actor,
+                    body=body,
+                    base_url=caller.base_url,
+                ),
+            )
             return _resource_response(request, resource, kind.shape, 201)
 
         return self.endpoint(get=listed, post=created)
@@ -190,8 +223,9 @@ class Scim:
 
         async def read(request: Request, caller: ProvisioningCaller) -> Response:
             async with school_scope(self.db, caller.school_id) as session:
-                resource = await kind.get(session, school_id=caller.school_id, base_url=caller.base_url,
-                                          **named(request))
+                resource = await kind.get(
+                    session, school_id=caller.school_id, base_url=caller.base_url, **named(request)
+                )
             version = resource["meta"]["version"]
             if unchanged(version, request.headers.get("if-none-match")):
                 return Response(status_code=304, headers={"ETag": version})
@@ -200,17 +234,33 @@ class Scim:
         def changed(change: Callable[..., Awaitable[dict[str, Any]]]) -> Handler:
             async def handler(request: Request, caller: ProvisioningCaller) -> Response:
                 body = await _body(request)
-                resource = await with_retries(self.transaction(caller), lambda session: change(
-                    session, school_id=caller.school_id, actor=caller.actor, body=body,
-                    if_match=request.headers.get("if-match"), base_url=caller.base_url, **named(request)))
+                resource = await with_retries(
+                    self.transaction(caller),
+                    lambda session: change(
+                        session,
+                        school_id=caller.school_id,
+                        actor=caller.actor,
+                        body=body,
+                        if_match=request.headers.get("if-match"),
+                        base_url=caller.base_url,
+                        **named(request),
+                    ),
+                )
                 return _resource_response(request, resource, kind.shape)
 
             return handler
 
         async def deleted(request: Request, caller: ProvisioningCaller) -> Response:
-            await with_retries(self.transaction(caller), lambda session: kind.delete(
-                session, school_id=caller.school_id, actor=caller.actor,
-                if_match=request.headers.get("if-match"), **named(request)))
+            await with_retries(
+                self.transaction(caller),
+                lambda session: kind.delete(
+                    session,
+                    school_id=caller.school_id,
+                    actor=caller.actor,
+                    if_match=request.headers.get("if-match"),
+                    **named(request),
+                ),
+            )
             return Response(status_code=204)
 
         return self.endpoint(get=read, put=changed(kind.replace), patch=changed(kind.patch), delete=deleted)
@@ -245,8 +295,13 @@ async def _schema(request: Request, caller: ProvisioningCaller) -> Response:
 
 
 def _listed(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"schemas": [LIST_RESPONSE], "totalResults": len(resources),
-            "startIndex": 1, "itemsPerPage": len(resources), "Resources": resources}
+    return {
+        "schemas": [LIST_RESPONSE],
+        "totalResults": len(resources),
+        "startIndex": 1,
+        "itemsPerPage": len(resources),
+        "Resources": resources,
+    }
 
 
 async def _not_implemented(request: Request, caller: ProvisioningCaller) -> Response:
@@ -260,19 +315,22 @@ async def _not_found(request: Request, caller: ProvisioningCaller) -> Response:
 def scim_routes(db: Database, policy: SessionPolicy) -> Mount:
     scim = Scim(db, policy)
     nowhere = {method.lower(): _not_found for method in METHODS}
-    return Mount(PREFIX, routes=[
-        Route("/ServiceProviderConfig", scim.endpoint(get=_service_provider_config), methods=METHODS),
-        Route("/ResourceTypes", scim.endpoint(get=_resource_types), methods=METHODS),
-        Route("/ResourceTypes/{id}", scim.endpoint(get=_resource_type), methods=METHODS),
-        Route("/Schemas", scim.endpoint(get=_schemas), methods=METHODS),
-        Route("/Schemas/{id}", scim.endpoint(get=_schema), methods=METHODS),
-        Route("/Users", scim.collection(USERS), methods=METHODS),
-        Route("/Users/.search", scim.search(USERS), methods=METHODS),
-        Route("/Users/{id}", scim.item(USERS), methods=METHODS),
-        Route("/Groups", scim.collection(GROUPS), methods=METHODS),
-        Route("/Groups/.search", scim.search(GROUPS), methods=METHODS),
-        Route("/Groups/{id}", scim.item(GROUPS), methods=METHODS),
-        Route("/.search", scim.endpoint(post=_not_implemented), methods=METHODS),
-        Route("/Bulk", scim.endpoint(post=_not_implemented), methods=METHODS),
-        Route("/{rest:path}", scim.endpoint(**nowhere), methods=METHODS),
-    ])
+    return Mount(
+        PREFIX,
+        routes=[
+            Route("/ServiceProviderConfig", scim.endpoint(get=_service_provider_config), methods=METHODS),
+            Route("/ResourceTypes", scim.endpoint(get=_resource_types), methods=METHODS),
+            Route("/ResourceTypes/{id}", scim.endpoint(get=_resource_type), methods=METHODS),
+            Route("/Schemas", scim.endpoint(get=_schemas), methods=METHODS),
+            Route("/Schemas/{id}", scim.endpoint(get=_schema), methods=METHODS),
+            Route("/Users", scim.collection(USERS), methods=METHODS),
+            Route("/Users/.search", scim.search(USERS), methods=METHODS),
+            Route("/Users/{id}", scim.item(USERS), methods=METHODS),
+            Route("/Groups", scim.collection(GROUPS), methods=METHODS),
+            Route("/Groups/.search", scim.search(GROUPS), methods=METHODS),
+            Route("/Groups/{id}", scim.item(GROUPS), methods=METHODS),
+            Route("/.search", scim.endpoint(post=_not_implemented), methods=METHODS),
+            Route("/Bulk", scim.endpoint(post=_not_implemented), methods=METHODS),
+            Route("/{rest:path}", scim.endpoint(**nowhere), methods=METHODS),
+        ],
+    )

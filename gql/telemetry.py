@@ -30,11 +30,15 @@ request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 access = logging.getLogger("rollcall.access")
 
 REQUESTS = Counter("rollcall_http_requests", "HTTP requests answered", ["method", "route", "status"])
-OPERATION_SECONDS = Histogram("rollcall_graphql_operation_seconds", "GraphQL operations by name and type",
-                              ["operation", "type"],
-                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-SIGN_IN_FAILURES = Counter("rollcall_sign_in_failures", "Refused sign-ins (wrong school, user, password or code)",
-                           ["method"])
+OPERATION_SECONDS = Histogram(
+    "rollcall_graphql_operation_seconds",
+    "GraphQL operations by name and type",
+    ["operation", "type"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+SIGN_IN_FAILURES = Counter(
+    "rollcall_sign_in_failures", "Refused sign-ins (wrong school, user, password or code)", ["method"]
+)
 THROTTLED = Counter("rollcall_throttled_attempts", "Attempts refused by throttling", ["what"])
 IMPORT_JOBS = Counter("rollcall_import_jobs", "Import jobs by outcome", ["outcome"])
 
@@ -91,8 +95,13 @@ class RequestId:
             route = getattr(scope.get("route"), "path", "unmatched")
             REQUESTS.labels(scope["method"], route, str(status)).inc()
             # The path only, never the query string: it could carry something secret by mistake.
-            access.info("%s %s %d %.1fms", scope["method"], scope["path"], status,
-                        (time.perf_counter() - started) * 1000)
+            access.info(
+                "%s %s %d %.1fms",
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - started) * 1000,
+            )
             request_id.reset(token)
 
 
@@ -114,10 +123,14 @@ def metrics_endpoint(token: str | None) -> Callable[[Request], Awaitable[Respons
     expected = f"Bearer {token}".encode() if token else None
 
     async def metrics(request: Request) -> Response:
-        if expected is not None and not hmac.compare_digest(request.headers.get("authorization", "").encode(),
-                                                            expected):
-            return Response("Send the metrics token: Authorization: Bearer <token>.", status_code=401,
-                            headers={"WWW-Authenticate": "Bearer"})
+        if expected is not None and not hmac.compare_digest(
+            request.headers.get("authorization", "").encode(), expected
+        ):
+            return Response(
+                "Send the metrics token: Authorization: Bearer <token>.",
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
@@ -151,8 +164,11 @@ def configure_logging(*, json_lines: bool, level: str = "INFO") -> None:
     """JSON lines in production, readable lines in development; the request id on every line."""
     handler = logging.StreamHandler()
     handler.addFilter(_RequestIdFilter())
-    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(
-        "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s"))
+    handler.setFormatter(
+        JsonFormatter()
+        if json_lines
+        else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -42,16 +42,20 @@ class User:
     updated_at: datetime
     version: int = strawberry.field(description="Pass it back as `expectedVersion` when editing this user.")
     external_id: str | None = strawberry.field(
-        description="The id the school's provider (over SCIM) knows this user by; null for users added here.")
+        description="The id the school's provider (over SCIM) knows this user by; null for users added here."
+    )
     email: str | None = strawberry.field(
         permission_classes=[CanReadRoster],
-        description="A teacher's email address; pupils have none. Staff and ROSTER_READ tokens may read it.")
+        description="A teacher's email address; pupils have none. Staff and ROSTER_READ tokens may read it.",
+    )
     user_id: strawberry.Private[uuid.UUID]
 
     @strawberry.field(description="The user's one registration class, if any.")
     async def registration_class(self, info: Info) -> SchoolClass | None:
         classes = await info.context.loaders.user_classes.load(self.user_id)
-        return next((SchoolClass.from_row(c) for c in classes if c.kind == models.ClassKind.REGISTRATION), None)
+        return next(
+            (SchoolClass.from_row(c) for c in classes if c.kind == models.ClassKind.REGISTRATION), None
+        )
 
     @strawberry.field(description="The teaching classes the user is in, by name.")
     async def teaching_classes(self, info: Info) -> list[SchoolClass]:
@@ -61,23 +65,37 @@ class User:
     @classmethod
     def from_row(cls, row: models.User) -> User:
         return cls(
-            id=strawberry.ID(str(row.id)), username=row.username, first_name=row.first_name, surname=row.surname,
-            type=row.type, is_admin=row.is_admin, must_change_password=row.must_change_password,
-            deleted_at=row.deleted_at, created_at=row.created_at, updated_at=row.updated_at, version=row.version,
-            external_id=row.external_id, email=row.email, user_id=row.id,
+            id=strawberry.ID(str(row.id)),
+            username=row.username,
+            first_name=row.first_name,
+            surname=row.surname,
+            type=row.type,
+            is_admin=row.is_admin,
+            must_change_password=row.must_change_password,
+            deleted_at=row.deleted_at,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            version=row.version,
+            external_id=row.external_id,
+            email=row.email,
+            user_id=row.id,
         )
 
 
 @strawberry.input(description="Narrow the users table; every part is optional.")
 class UserFilter:
-    search: str | None = strawberry.field(default=None, description="Part of a username, first name or surname.")
+    search: str | None = strawberry.field(
+        default=None, description="Part of a username, first name or surname."
+    )
     type: UserType | None = None
     class_id: strawberry.ID | None = None
     status: UserStatus = domain.UserStatus.ACTIVE
 
     def to_domain(self) -> domain.UserFilter:
         return domain.UserFilter(
-            search=self.search, type=self.type, status=self.status,
+            search=self.search,
+            type=self.type,
+            status=self.status,
             class_id=parse_id(self.class_id, field="classId") if self.class_id is not None else None,
         )
 
@@ -95,11 +113,20 @@ class UserConnection(Connection[User]):
     @strawberry.field(description="How many users match the filter, on every page.")
     async def total_count(self, info: Info) -> int:
         async with info.context.scope() as session:
-            return await domain.count_users(session, school_id=info.context.signed_in().school_id, where=self.where)
+            return await domain.count_users(
+                session, school_id=info.context.signed_in().school_id, where=self.where
+            )
 
 
-async def users_page(info: Info, filter: UserFilter | None, order_by: UserOrder | None, first: int | None,
-                     after: str | None, *, class_id: uuid.UUID | None = None) -> UserConnection:
+async def users_page(
+    info: Info,
+    filter: UserFilter | None,
+    order_by: UserOrder | None,
+    first: int | None,
+    after: str | None,
+    *,
+    class_id: uuid.UUID | None = None,
+) -> UserConnection:
     """A page of users; `class_id` narrows it to one class's members (a class roster)."""
     order = order_by or UserOrder()
     try:
@@ -108,22 +135,40 @@ async def users_page(info: Info, filter: UserFilter | None, order_by: UserOrder 
             where = dataclasses.replace(where, class_id=class_id)
         async with info.context.scope() as session:
             page = await domain.list_users(
-                session, school_id=info.context.signed_in().school_id, where=where, first=first, after=after,
-                order=domain.UserOrder(field=order.field, descending=order.descending))
+                session,
+                school_id=info.context.signed_in().school_id,
+                where=where,
+                first=first,
+                after=after,
+                order=domain.UserOrder(field=order.field, descending=order.descending),
+            )
     except DomainError as error:
         raise bad_page_request(error) from None
     return UserConnection(
-        edges=[Edge(cursor=cursor, node=User.from_row(user)) for user, cursor in zip(page.users, page.cursors, strict=True)],
-        page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.cursors[-1] if page.cursors else None),
+        edges=[
+            Edge(cursor=cursor, node=User.from_row(user))
+            for user, cursor in zip(page.users, page.cursors, strict=True)
+        ],
+        page_info=PageInfo(
+            has_next_page=page.has_next_page, end_cursor=page.cursors[-1] if page.cursors else None
+        ),
         where=where,
     )
 
 
 @strawberry.type
 class UserQueries:
-    @strawberry.field(permission_classes=[CanReadRoster], description="The users table: filter, sort and page.")
-    async def users(self, info: Info, filter: UserFilter | None = None, order_by: UserOrder | None = None,
-                    first: int | None = None, after: str | None = None) -> UserConnection:
+    @strawberry.field(
+        permission_classes=[CanReadRoster], description="The users table: filter, sort and page."
+    )
+    async def users(
+        self,
+        info: Info,
+        filter: UserFilter | None = None,
+        order_by: UserOrder | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> UserConnection:
         return await users_page(info, filter, order_by, first, after)
 
     @strawberry.field(permission_classes=[CanReadRoster], description="One user by id, deleted or not.")
@@ -133,5 +178,7 @@ class UserQueries:
         except DomainError:
             return None
         async with info.context.scope() as session:
-            row = await domain.get_user(session, school_id=info.context.signed_in().school_id, user_id=user_id)
+            row = await domain.get_user(
+                session, school_id=info.context.signed_in().school_id, user_id=user_id
+            )
         return User.from_row(row) if row else None

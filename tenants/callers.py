@@ -50,15 +50,24 @@ async def resolve_caller(connection: AsyncConnection, secret: str, policy: Sessi
     row = (await connection.exec_driver_sql(_CALLER, (hash_secret(secret), policy.idle, TOUCH_EVERY))).first()
     if row is None:
         return None
-    return Caller(school_id=row.school_id, kind=CallerKind(row.kind), user_id=row.user_id, username=row.username,
-                  user_type=UserType(row.user_type) if row.user_type else None, is_admin=row.is_admin,
-                  must_change_password=row.must_change_password, session_id=row.session_id,
-                  token_id=row.token_id, scopes=frozenset(row.scopes))
+    return Caller(
+        school_id=row.school_id,
+        kind=CallerKind(row.kind),
+        user_id=row.user_id,
+        username=row.username,
+        user_type=UserType(row.user_type) if row.user_type else None,
+        is_admin=row.is_admin,
+        must_change_password=row.must_change_password,
+        session_id=row.session_id,
+        token_id=row.token_id,
+        scopes=frozenset(row.scopes),
+    )
 
 
 async def caller_for_secret(db: Database, secret: str, policy: SessionPolicy) -> Caller | None:
     """The caller a bearer secret stands for, on a connection of its own: one statement, no transaction
     around it (it commits by itself)."""
+
     async def look_up() -> Caller | None:
         async with db.autocommit.connect() as connection:
             return await resolve_caller(connection, secret, policy)

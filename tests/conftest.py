@@ -75,8 +75,15 @@ async def db(migrated: EmbeddedServer) -> AsyncIterator[Database]:
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(
-        data_dir=tmp_path_factory.mktemp("data"), database_url=None, app_database_url=None, production=False,
-        graphiql=True, introspection=True, pool_size=5, session_idle_minutes=60, session_lifetime_hours=12,
+        data_dir=tmp_path_factory.mktemp("data"),
+        database_url=None,
+        app_database_url=None,
+        production=False,
+        graphiql=True,
+        introspection=True,
+        pool_size=5,
+        session_idle_minutes=60,
+        session_lifetime_hours=12,
         login_code_secret=bytes(range(100, 132)),
     )
 
@@ -90,7 +97,9 @@ def app(migrated: EmbeddedServer, settings: Settings) -> Starlette:
 async def serving(app: Starlette) -> AsyncIterator[str]:
     """The app under uvicorn on a free loopback port, in this test run's event loop."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.02)
@@ -171,18 +180,39 @@ class SchoolFixture:
 async def make_school(owner_engine: AsyncEngine, db: Database, **overrides: Any) -> SchoolFixture:
     slug = overrides.pop("slug", f"school-{uuid.uuid4().hex[:12]}")
     async with async_sessionmaker(owner_engine)() as session, session.begin():
-        school = await create_school(session, slug=slug, name=overrides.pop("name", f"School {slug}"),
-                                     admin_username="admin", admin_password=ADMIN_PASSWORD, **overrides)
+        school = await create_school(
+            session,
+            slug=slug,
+            name=overrides.pop("name", f"School {slug}"),
+            admin_username="admin",
+            admin_password=ADMIN_PASSWORD,
+            **overrides,
+        )
     async with school_scope(db, school.school_id) as session:
-        token, _ = await start_session(session, school_id=school.school_id, user_id=school.admin_id, policy=POLICY)
+        token, _ = await start_session(
+            session, school_id=school.school_id, user_id=school.admin_id, policy=POLICY
+        )
     return SchoolFixture(id=school.school_id, slug=slug, admin_id=school.admin_id, admin_token=token)
 
 
-async def make_user(db: Database, school: SchoolFixture, *, type: UserType = UserType.PUPIL,
-                    username: str | None = None, password: str = "pupil-pass", **fields: Any) -> uuid.UUID:
+async def make_user(
+    db: Database,
+    school: SchoolFixture,
+    *,
+    type: UserType = UserType.PUPIL,
+    username: str | None = None,
+    password: str = "pupil-pass",
+    **fields: Any,
+) -> uuid.UUID:
     async with school_scope(db, school.id) as session:
-        user = await insert_user(session, school_id=school.id, username=username or f"u{uuid.uuid4().hex[:10]}",
-                                 password_hash=await hash_password_async(password), type=type, **fields)
+        user = await insert_user(
+            session,
+            school_id=school.id,
+            username=username or f"u{uuid.uuid4().hex[:10]}",
+            password_hash=await hash_password_async(password),
+            type=type,
+            **fields,
+        )
         return user.id
 
 
@@ -195,8 +225,14 @@ async def sign_in_as(db: Database, school: SchoolFixture, user_id: uuid.UUID) ->
 
 async def make_api_token(db: Database, school: SchoolFixture, scopes: list[ApiScope] | None = None) -> str:
     async with school_scope(db, school.id) as session:
-        secret, _ = await create_api_token(session, school_id=school.id, actor_id=school.admin_id, actor_label="admin",
-                                           name="Roster sync", scopes=scopes or [ApiScope.ROSTER_READ])
+        secret, _ = await create_api_token(
+            session,
+            school_id=school.id,
+            actor_id=school.admin_id,
+            actor_label="admin",
+            name="Roster sync",
+            scopes=scopes or [ApiScope.ROSTER_READ],
+        )
     return secret
 
 
@@ -205,12 +241,19 @@ async def school(owner_engine: AsyncEngine, db: Database) -> SchoolFixture:
     return await make_school(owner_engine, db)
 
 
-async def graphql(http: httpx.AsyncClient, query: str, variables: dict[str, Any] | None = None,
-                  token: str | None = None, headers: dict[str, str] | None = None,
-                  keep_cookies: bool = False) -> dict[str, Any]:
+async def graphql(
+    http: httpx.AsyncClient,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    keep_cookies: bool = False,
+) -> dict[str, Any]:
     """POST one operation; like an API client, it keeps no session cookie unless asked to."""
     headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
-    response = await http.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
+    response = await http.post(
+        "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+    )
     if not keep_cookies:
         http.cookies.clear()
     assert response.status_code == 200, response.text

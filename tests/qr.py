@@ -47,13 +47,19 @@ def read_qr(svg: str) -> str:
     return text
 
 
-async def make_class(db: Database, school: SchoolFixture, name: str, *members: uuid.UUID,
-                     kind: ClassKind = ClassKind.REGISTRATION) -> uuid.UUID:
+async def make_class(
+    db: Database,
+    school: SchoolFixture,
+    name: str,
+    *members: uuid.UUID,
+    kind: ClassKind = ClassKind.REGISTRATION,
+) -> uuid.UUID:
     async with school_scope(db, school.id) as session:
         school_class = SchoolClass(school_id=school.id, id=uuid.uuid4(), name=name, kind=kind)
         session.add(school_class)
         await session.flush()
         session.add_all(
             ClassMembership(school_id=school.id, class_id=school_class.id, user_id=member, kind=kind)
-            for member in members)
+            for member in members
+        )
         return school_class.id

@@ -27,11 +27,17 @@ from tests.qr import make_class
 from tests.test_fuzz import problems_in
 
 NOT_A_STRING = encode_cursor(["a", 1])  # base64url('["a",1]')
-CURSORS = [NOT_A_STRING, encode_cursor([1, str(uuid.uuid4())]), encode_cursor([["a"], {"b": 2}]),
-           encode_cursor(["\ud800", str(uuid.uuid4())])]
+CURSORS = [
+    NOT_A_STRING,
+    encode_cursor([1, str(uuid.uuid4())]),
+    encode_cursor([["a"], {"b": 2}]),
+    encode_cursor(["\ud800", str(uuid.uuid4())]),
+]
 # Compiled: only fields the compiled read path knows. General: `me` sends the query to Strawberry.
-USERS_AFTER = "query ($after: String, $field: UserOrderField!) {{ " \
-              "users(after: $after, orderBy: {{field: $field}}) {{ edges {{ cursor }} }} {extra} }}"
+USERS_AFTER = (
+    "query ($after: String, $field: UserOrderField!) {{ "
+    "users(after: $after, orderBy: {{field: $field}}) {{ edges {{ cursor }} }} {extra} }}"
+)
 MEMBERS_AFTER = "query ($after: String) {{ classes {{ members(after: $after) {{ totalCount }} }} {extra} }}"
 PATHS = {"compiled": "", "general": "me { id }"}
 
@@ -44,7 +50,8 @@ def error_codes(body: dict[str, Any]) -> list[str]:
 @pytest.mark.parametrize("field", ["SURNAME", "CREATED_AT", "TYPE"])
 @pytest.mark.parametrize("cursor", CURSORS, ids=range(len(CURSORS)))
 async def test_a_cursor_holding_something_other_than_text_is_a_bad_request(
-        http: httpx.AsyncClient, school: SchoolFixture, path: str, field: str, cursor: str) -> None:
+    http: httpx.AsyncClient, school: SchoolFixture, path: str, field: str, cursor: str
+) -> None:
     query = USERS_AFTER.format(extra=PATHS[path])
     body = await graphql(http, query, {"after": cursor, "field": field}, token=school.admin_token)
     assert error_codes(body) == ["BAD_REQUEST"], body
@@ -53,10 +60,12 @@ async def test_a_cursor_holding_something_other_than_text_is_a_bad_request(
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("cursor", CURSORS, ids=range(len(CURSORS)))
 async def test_a_class_members_cursor_holding_something_other_than_text_is_a_bad_request(
-        http: httpx.AsyncClient, db: Database, school: SchoolFixture, path: str, cursor: str) -> None:
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture, path: str, cursor: str
+) -> None:
     await make_class(db, school, "6A", await make_user(db, school))
-    body = await graphql(http, MEMBERS_AFTER.format(extra=PATHS[path]), {"after": cursor},
-                         token=school.admin_token)
+    body = await graphql(
+        http, MEMBERS_AFTER.format(extra=PATHS[path]), {"after": cursor}, token=school.admin_token
+    )
     assert error_codes(body) == ["BAD_REQUEST"], body
 
 
@@ -100,15 +109,22 @@ def scim_refusal(response: httpx.Response) -> tuple[int, str | None]:
     return response.status_code, found.get("scimType")
 
 
-@pytest.mark.parametrize("body", [
-    '{"schemas": ["' + SCIM_USER + '"], "userName": "amy", "userType": "Pupil", "name": ' + DEEP + "}",
-    '{"schemas": ["' + SCIM_USER + '"], "userName": "amy", "userType": "Pupil", "x": ' + nested(100) + "}",
-    '{"schemas": ["' + SCIM_USER + '"], "userName": "amy", "userType": "Pupil", "externalId": "\\ud800"}',
-    '{"schemas": ["' + SCIM_USER + '"], "userName": "amy", "userType": "Pupil", "externalId": NaN}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"schemas": ["' + SCIM_USER + '"], "userName": "amy", "userType": "Pupil", "name": ' + DEEP + "}",
+        '{"schemas": ["'
+        + SCIM_USER
+        + '"], "userName": "amy", "userType": "Pupil", "x": '
+        + nested(100)
+        + "}",
+        '{"schemas": ["' + SCIM_USER + '"], "userName": "amy", "userType": "Pupil", "externalId": "\\ud800"}',
+        '{"schemas": ["' + SCIM_USER + '"], "userName": "amy", "userType": "Pupil", "externalId": NaN}',
+    ],
+)
 async def test_a_scim_body_nested_thousands_deep_or_with_odd_text_is_refused(
-        http: httpx.AsyncClient, db: Database, provisioning: tuple[SchoolFixture, dict[str, str]],
-        body: str) -> None:
+    http: httpx.AsyncClient, db: Database, provisioning: tuple[SchoolFixture, dict[str, str]], body: str
+) -> None:
     school, headers = provisioning
     before = await users_in(db, school)
     response = await http.post("/scim/v2/Users", content=body, headers=headers)
@@ -116,8 +132,9 @@ async def test_a_scim_body_nested_thousands_deep_or_with_odd_text_is_refused(
     assert await users_in(db, school) == before
 
 
-async def test_a_nul_in_an_external_id_is_refused(http: httpx.AsyncClient, db: Database,
-                                                  provisioning: tuple[SchoolFixture, dict[str, str]]) -> None:
+async def test_a_nul_in_an_external_id_is_refused(
+    http: httpx.AsyncClient, db: Database, provisioning: tuple[SchoolFixture, dict[str, str]]
+) -> None:
     school, headers = provisioning
     before = await users_in(db, school)
     body = {"schemas": [SCIM_USER], "userName": "amy", "userType": "Pupil", "externalId": "e-\x00"}
@@ -128,16 +145,25 @@ async def test_a_nul_in_an_external_id_is_refused(http: httpx.AsyncClient, db: D
 
 TERMS = 'userName eq "a"'
 FILTERS = [
-    'userName eq "a\\u0000"', 'externalId eq "\\u0000"', 'userName eq "\\ud800"', 'userName sw "\\udfff"',
-    "userName eq " + "1" * 5000, "userName eq 1e" + "9" * 5000, "(" * 300 + TERMS + ")" * 300,
-    "not(" * 300 + TERMS + ")" * 300, "groups[" * 300 + 'value eq "x"' + "]" * 300,
-    " or ".join(["id pr"] * 1500), " and ".join(["id pr"] * 1500), " or ".join([TERMS] * 2000),
+    'userName eq "a\\u0000"',
+    'externalId eq "\\u0000"',
+    'userName eq "\\ud800"',
+    'userName sw "\\udfff"',
+    "userName eq " + "1" * 5000,
+    "userName eq 1e" + "9" * 5000,
+    "(" * 300 + TERMS + ")" * 300,
+    "not(" * 300 + TERMS + ")" * 300,
+    "groups[" * 300 + 'value eq "x"' + "]" * 300,
+    " or ".join(["id pr"] * 1500),
+    " and ".join(["id pr"] * 1500),
+    " or ".join([TERMS] * 2000),
 ]
 
 
 @pytest.mark.parametrize("text", FILTERS, ids=range(len(FILTERS)))
 async def test_a_scim_filter_postgres_or_the_parser_cannot_take_is_invalid(
-        http: httpx.AsyncClient, provisioning: tuple[SchoolFixture, dict[str, str]], text: str) -> None:
+    http: httpx.AsyncClient, provisioning: tuple[SchoolFixture, dict[str, str]], text: str
+) -> None:
     _, headers = provisioning
     listed = await http.get("/scim/v2/Users", params={"filter": text}, headers=headers)
     searched = await http.post("/scim/v2/Users/.search", json={"filter": text}, headers=headers)
@@ -146,47 +172,72 @@ async def test_a_scim_filter_postgres_or_the_parser_cannot_take_is_invalid(
 
 @pytest.mark.parametrize("start", ["99999999999999999999", "1" * 5000, "²"])
 async def test_a_start_index_out_of_range_is_invalid(
-        http: httpx.AsyncClient, provisioning: tuple[SchoolFixture, dict[str, str]], start: str) -> None:
+    http: httpx.AsyncClient, provisioning: tuple[SchoolFixture, dict[str, str]], start: str
+) -> None:
     _, headers = provisioning
     response = await http.get("/scim/v2/Users", params={"startIndex": start}, headers=headers)
     assert scim_refusal(response) == (400, "invalidValue")
 
 
-PATHS_IN_PATCH = ["name[" + "(" * 300 + 'x eq "a"' + ")" * 300 + "]",
-                  "emails[" + " or ".join(['type eq "work"'] * 3000) + "]", "a" * 5000 + "[",
-                  'emails[value eq "' + "\\u0000" + '"]']
+PATHS_IN_PATCH = [
+    "name[" + "(" * 300 + 'x eq "a"' + ")" * 300 + "]",
+    "emails[" + " or ".join(['type eq "work"'] * 3000) + "]",
+    "a" * 5000 + "[",
+    'emails[value eq "' + "\\u0000" + '"]',
+]
 
 
 @pytest.mark.parametrize("path", PATHS_IN_PATCH, ids=range(len(PATHS_IN_PATCH)))
 async def test_a_patch_path_nested_hundreds_deep_or_very_long_is_invalid(
-        http: httpx.AsyncClient, db: Database, provisioning: tuple[SchoolFixture, dict[str, str]],
-        path: str) -> None:
+    http: httpx.AsyncClient, db: Database, provisioning: tuple[SchoolFixture, dict[str, str]], path: str
+) -> None:
     _school, headers = provisioning
-    created = await http.post("/scim/v2/Users", json={"schemas": [SCIM_USER], "userName": "ben",
-                                                      "userType": "Pupil"}, headers=headers)
+    created = await http.post(
+        "/scim/v2/Users",
+        json={"schemas": [SCIM_USER], "userName": "ben", "userType": "Pupil"},
+        headers=headers,
+    )
     user_id = created.json()["id"]
-    patch = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-             "Operations": [{"op": "replace", "path": path, "value": "x"}]}
+    patch = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": path, "value": "x"}],
+    }
     response = await http.patch(f"/scim/v2/Users/{user_id}", json=patch, headers=headers)
     assert scim_refusal(response) == (400, "invalidPath")
 
 
 UPLOAD = "mutation ($file: Upload!) { bulkImport(file: $file) { job { id } errors { code field } } }"
-BAD_MAPS = ["[1, 2]", '{"0": ["variables.file.name"]}', '{"0": ["variables.list.5"]}',
-            '{"0": ["variables.list.x"]}', '{"0": [1]}', '{"0": "variables.file"}', '{"0": [["variables"]]}',
-            '"variables.file"', '{"0": ["variables"]}', '{"0": ["query"]}', '{"0": [""]}']
+BAD_MAPS = [
+    "[1, 2]",
+    '{"0": ["variables.file.name"]}',
+    '{"0": ["variables.list.5"]}',
+    '{"0": ["variables.list.x"]}',
+    '{"0": [1]}',
+    '{"0": "variables.file"}',
+    '{"0": [["variables"]]}',
+    '"variables.file"',
+    '{"0": ["variables"]}',
+    '{"0": ["query"]}',
+    '{"0": [""]}',
+]
 
 
-async def test_a_malformed_multipart_map_is_a_bad_request(http: httpx.AsyncClient,
-                                                          school: SchoolFixture) -> None:
+async def test_a_malformed_multipart_map_is_a_bad_request(
+    http: httpx.AsyncClient, school: SchoolFixture
+) -> None:
     operations = json.dumps({"query": UPLOAD, "variables": {"file": None, "list": [None]}})
     statuses = []
     for files_map in BAD_MAPS:
-        response = await http.post("/graphql", data={"operations": operations, "map": files_map},
-                                   files={"0": ("roster.csv", b"username\n", "text/csv")},
-                                   headers={"Authorization": f"Bearer {school.admin_token}"})
-        assert problems_in(response.status_code, response.headers["content-type"], response.text) == [], \
-            (files_map, response.text)
+        response = await http.post(
+            "/graphql",
+            data={"operations": operations, "map": files_map},
+            files={"0": ("roster.csv", b"username\n", "text/csv")},
+            headers={"Authorization": f"Bearer {school.admin_token}"},
+        )
+        assert problems_in(response.status_code, response.headers["content-type"], response.text) == [], (
+            files_map,
+            response.text,
+        )
         statuses.append(response.status_code)
     assert statuses == [400] * len(BAD_MAPS)
 
@@ -198,7 +249,8 @@ async def import_jobs(db: Database, school: SchoolFixture) -> int:
 
 @pytest.mark.parametrize("name", [b"roster\x00.csv", b"roster\x07.csv", b"\xed\xa0\x80.csv"])
 async def test_a_control_character_in_an_uploaded_file_name_is_a_payload_error(
-        http: httpx.AsyncClient, db: Database, school: SchoolFixture, name: bytes) -> None:
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture, name: bytes
+) -> None:
     boundary = b"rollcallboundary"
     operations = json.dumps({"query": UPLOAD, "variables": {"file": None}}).encode()
     parts = [
@@ -209,12 +261,19 @@ async def test_a_control_character_in_an_uploaded_file_name_is_a_payload_error(
     ]
     content = b"".join(b"--" + boundary + b"\r\n" + part + b"\r\n" for part in parts)
     content += b"--" + boundary + b"--\r\n"
-    response = await http.post("/graphql", content=content, headers={
-        "Authorization": f"Bearer {school.admin_token}",
-        "Content-Type": f"multipart/form-data; boundary={boundary.decode()}"})
+    response = await http.post(
+        "/graphql",
+        content=content,
+        headers={
+            "Authorization": f"Bearer {school.admin_token}",
+            "Content-Type": f"multipart/form-data; boundary={boundary.decode()}",
+        },
+    )
     assert response.status_code == 200, response.text
-    assert response.json()["data"]["bulkImport"] == {"job": None, "errors": [
-        {"code": "INVALID_INPUT", "field": "file"}]}, response.text
+    assert response.json()["data"]["bulkImport"] == {
+        "job": None,
+        "errors": [{"code": "INVALID_INPUT", "field": "file"}],
+    }, response.text
     assert await import_jobs(db, school) == 0
 
 
@@ -233,8 +292,9 @@ mutation ($code: String!) {
 """
 
 
-async def test_the_user_a_sign_in_returns_shows_their_classes(http: httpx.AsyncClient, db: Database,
-                                                              school: SchoolFixture) -> None:
+async def test_the_user_a_sign_in_returns_shows_their_classes(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     # given a pupil in registration class 6B
     pupil = await make_user(db, school, username="cara")
     await make_class(db, school, "6B", pupil)
@@ -245,21 +305,38 @@ async def test_the_user_a_sign_in_returns_shows_their_classes(http: httpx.AsyncC
     code = cards["data"]["loginCards"][0]["code"]
     by_card = await graphql(http, LOGIN_WITH_QR, {"code": code}, headers=client)
     # then both answer with it
-    assert by_password == {"data": {"login": {"errors": [], "user": {
-        "username": "cara", "registrationClass": {"name": "6B"}, "teachingClasses": []}}}}
-    assert by_card == {"data": {"loginWithQr": {"errors": [], "user": {
-        "username": "cara", "registrationClass": {"name": "6B"}}}}}
+    assert by_password == {
+        "data": {
+            "login": {
+                "errors": [],
+                "user": {"username": "cara", "registrationClass": {"name": "6B"}, "teachingClasses": []},
+            }
+        }
+    }
+    assert by_card == {
+        "data": {
+            "loginWithQr": {"errors": [], "user": {"username": "cara", "registrationClass": {"name": "6B"}}}
+        }
+    }
 
 
-async def test_two_admins_renaming_two_users_to_one_username_at_once(db: Database,
-                                                                     school: SchoolFixture) -> None:
+async def test_two_admins_renaming_two_users_to_one_username_at_once(
+    db: Database, school: SchoolFixture
+) -> None:
     # given two pupils
     first, second = await make_user(db, school), await make_user(db, school)
     actor = Actor(id=school.admin_id, label="admin")
 
     async def rename(session: Any, user_id: uuid.UUID) -> User:
-        return await update_user_field(session, school_id=school.id, actor=actor, user_id=user_id,
-                                       field=UserField.USERNAME, value="dara", expected_version=1)
+        return await update_user_field(
+            session,
+            school_id=school.id,
+            actor=actor,
+            user_id=user_id,
+            field=UserField.USERNAME,
+            value="dara",
+            expected_version=1,
+        )
 
     # when one admin's rename is written but not yet committed, and the other's runs meanwhile
     async with school_scope(db, school.id) as session:
@@ -280,19 +357,29 @@ async def test_two_admins_renaming_two_users_to_one_username_at_once(db: Databas
     # then the second gets USERNAME_TAKEN, and only the first was renamed
     assert refused is not None and [p.code for p in refused.problems] == ["USERNAME_TAKEN"]
     async with school_scope(db, school.id) as session:
-        found = {user_id: username for user_id, username in await session.execute(
-            select(User.id, User.username).where(User.id.in_([first, second])))}
+        found = {
+            user_id: username
+            for user_id, username in await session.execute(
+                select(User.id, User.username).where(User.id.in_([first, second]))
+            )
+        }
     assert found[first] == "dara" and found[second] != "dara"
 
 
-async def test_a_filter_at_every_limit_still_runs(http: httpx.AsyncClient,
-                                                  provisioning: tuple[SchoolFixture, dict[str, str]]) -> None:
+async def test_a_filter_at_every_limit_still_runs(
+    http: httpx.AsyncClient, provisioning: tuple[SchoolFixture, dict[str, str]]
+) -> None:
     _, headers = provisioning
-    created = await http.post("/scim/v2/Users", json={"schemas": [SCIM_USER], "userName": "ben",
-                                                      "userType": "Pupil"}, headers=headers)
+    created = await http.post(
+        "/scim/v2/Users",
+        json={"schemas": [SCIM_USER], "userName": "ben", "userType": "Pupil"},
+        headers=headers,
+    )
     assert created.status_code == 201, created.text
-    largest = [" or ".join(['userName eq "ben"'] * MAX_TERMS),
-               "not(" * MAX_NESTING + 'userName eq "ben"' + ")" * MAX_NESTING]  # an even number of nots
+    largest = [
+        " or ".join(['userName eq "ben"'] * MAX_TERMS),
+        "not(" * MAX_NESTING + 'userName eq "ben"' + ")" * MAX_NESTING,
+    ]  # an even number of nots
     for text in largest:
         response = await http.get("/scim/v2/Users", params={"filter": text}, headers=headers)
         assert response.status_code == 200, response.text

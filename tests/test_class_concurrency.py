@@ -20,17 +20,22 @@ from tests.conftest import SchoolFixture, graphql, make_user, sign_in_as
 ROUNDS = 20
 PUPILS = 10
 ERRORS = "errors { code message }"
-CREATE = f"mutation ($name: String!, $kind: ClassKind!) {{ createClass(name: $name, kind: $kind) " \
-         f"{{ schoolClass {{ id }} {ERRORS} }} }}"
-ASSIGN = f"mutation ($id: ID!, $users: [ID!]!) {{ assignClass(classId: $id, userIds: $users) " \
-         f"{{ {ERRORS} }} }}"
-REMOVE = f"mutation ($id: ID!, $users: [ID!]!) {{ removeFromClass(classId: $id, userIds: $users) " \
-         f"{{ {ERRORS} }} }}"
+CREATE = (
+    f"mutation ($name: String!, $kind: ClassKind!) {{ createClass(name: $name, kind: $kind) "
+    f"{{ schoolClass {{ id }} {ERRORS} }} }}"
+)
+ASSIGN = (
+    f"mutation ($id: ID!, $users: [ID!]!) {{ assignClass(classId: $id, userIds: $users) {{ {ERRORS} }} }}"
+)
+REMOVE = (
+    f"mutation ($id: ID!, $users: [ID!]!) {{ removeFromClass(classId: $id, userIds: $users) {{ {ERRORS} }} }}"
+)
 DELETE = f"mutation ($id: ID!) {{ deleteClass(classId: $id) {{ {ERRORS} }} }}"
 
 
-async def new_class(http: httpx.AsyncClient, school: SchoolFixture, name: str,
-                    kind: str = "REGISTRATION") -> str:
+async def new_class(
+    http: httpx.AsyncClient, school: SchoolFixture, name: str, kind: str = "REGISTRATION"
+) -> str:
     body = await graphql(http, CREATE, {"name": name, "kind": kind}, token=school.admin_token)
     assert body["data"]["createClass"]["errors"] == [], body
     return str(body["data"]["createClass"]["schoolClass"]["id"])
@@ -45,8 +50,9 @@ async def admins(db: Database, school: SchoolFixture, count: int) -> list[str]:
 async def registration_classes(db: Database, school: SchoolFixture) -> dict[uuid.UUID, list[uuid.UUID]]:
     """Every user's registration classes, read straight from the table."""
     async with school_scope(db, school.id) as session:
-        rows = await session.execute(text(
-            "select user_id, class_id from class_memberships where kind = 'REGISTRATION'"))
+        rows = await session.execute(
+            text("select user_id, class_id from class_memberships where kind = 'REGISTRATION'")
+        )
         found: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
         for user_id, class_id in rows:
             found[user_id].append(class_id)
@@ -70,9 +76,12 @@ async def test_concurrent_moves_leave_every_pupil_in_exactly_one_registration_cl
     for round in range(ROUNDS):
         # when: two to four admins each move every pupil, listed in their own order, into a different class
         targets = rng.sample(classes, 2 + round % 3)
-        bodies = await asyncio.gather(*(
-            graphql(http, ASSIGN, {"id": target, "users": rng.sample(pupils, PUPILS)}, token=token)
-            for token, target in zip(tokens, targets, strict=False)))
+        bodies = await asyncio.gather(
+            *(
+                graphql(http, ASSIGN, {"id": target, "users": rng.sample(pupils, PUPILS)}, token=token)
+                for token, target in zip(tokens, targets, strict=False)
+            )
+        )
         # then: every move applied whole, one after the other, so all the pupils are in the last one's class
         assert [payload_errors(body) for body in bodies] == [[]] * len(targets)
         placed = await registration_classes(db, school)
@@ -82,8 +91,9 @@ async def test_concurrent_moves_leave_every_pupil_in_exactly_one_registration_cl
         assert str(next(iter(placed.values()))[0]) in targets
 
 
-async def test_overlapping_moves_removals_and_teaching_adds_at_once(http: httpx.AsyncClient, db: Database,
-                                                                    school: SchoolFixture) -> None:
+async def test_overlapping_moves_removals_and_teaching_adds_at_once(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     # given
     pupils = [str(await make_user(db, school)) for _ in range(PUPILS)]
     registration = [await new_class(http, school, f"8{letter}") for letter in "ABC"]
@@ -93,12 +103,25 @@ async def test_overlapping_moves_removals_and_teaching_adds_at_once(http: httpx.
     for _ in range(ROUNDS):
         # when: overlapping sets of pupils are moved, removed and added to a teaching class, all at once
         requests = [
-            *(graphql(http, ASSIGN, {"id": class_id, "users": rng.sample(pupils, rng.randint(3, PUPILS))},
-                      token=rng.choice(tokens)) for class_id in registration),
-            graphql(http, REMOVE, {"id": rng.choice(registration), "users": rng.sample(pupils, 4)},
-                    token=rng.choice(tokens)),
-            *(graphql(http, ASSIGN, {"id": teaching, "users": rng.sample(pupils, 5)}, token=token)
-              for token in tokens),
+            *(
+                graphql(
+                    http,
+                    ASSIGN,
+                    {"id": class_id, "users": rng.sample(pupils, rng.randint(3, PUPILS))},
+                    token=rng.choice(tokens),
+                )
+                for class_id in registration
+            ),
+            graphql(
+                http,
+                REMOVE,
+                {"id": rng.choice(registration), "users": rng.sample(pupils, 4)},
+                token=rng.choice(tokens),
+            ),
+            *(
+                graphql(http, ASSIGN, {"id": teaching, "users": rng.sample(pupils, 5)}, token=token)
+                for token in tokens
+            ),
         ]
         bodies = await asyncio.gather(*requests)
         # then
@@ -106,8 +129,9 @@ async def test_overlapping_moves_removals_and_teaching_adds_at_once(http: httpx.
         assert all(len(found) == 1 for found in (await registration_classes(db, school)).values())
 
 
-async def test_a_class_deleted_while_pupils_move_into_it(http: httpx.AsyncClient, db: Database,
-                                                         school: SchoolFixture) -> None:
+async def test_a_class_deleted_while_pupils_move_into_it(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     pupils = [str(await make_user(db, school)) for _ in range(PUPILS)]
     tokens = await admins(db, school, 2)
     for round in range(ROUNDS // 2):

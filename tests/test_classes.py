@@ -35,14 +35,19 @@ from tests.conftest import (
 
 CLASS_FIELDS = "id name kind memberCount"
 PAYLOAD = f"schoolClass {{ {CLASS_FIELDS} }} errors {{ code field message userId }}"
-CREATE = f"mutation ($name: String!, $kind: ClassKind!) {{ createClass(name: $name, kind: $kind) " \
-         f"{{ {PAYLOAD} }} }}"
+CREATE = (
+    f"mutation ($name: String!, $kind: ClassKind!) {{ createClass(name: $name, kind: $kind) "
+    f"{{ {PAYLOAD} }} }}"
+)
 RENAME = f"mutation ($id: ID!, $name: String!) {{ renameClass(classId: $id, name: $name) {{ {PAYLOAD} }} }}"
 DELETE = f"mutation ($id: ID!) {{ deleteClass(classId: $id) {{ {PAYLOAD} }} }}"
-ASSIGN = f"mutation ($id: ID!, $users: [ID!]!) {{ assignClass(classId: $id, userIds: $users) " \
-         f"{{ {PAYLOAD} }} }}"
-REMOVE = f"mutation ($id: ID!, $users: [ID!]!) {{ removeFromClass(classId: $id, userIds: $users) " \
-         f"{{ {PAYLOAD} }} }}"
+ASSIGN = (
+    f"mutation ($id: ID!, $users: [ID!]!) {{ assignClass(classId: $id, userIds: $users) {{ {PAYLOAD} }} }}"
+)
+REMOVE = (
+    f"mutation ($id: ID!, $users: [ID!]!) {{ removeFromClass(classId: $id, userIds: $users) "
+    f"{{ {PAYLOAD} }} }}"
+)
 CLASSES = f"query ($kind: ClassKind) {{ classes(kind: $kind) {{ {CLASS_FIELDS} }} }}"
 ROSTER = f"""
 query ($id: ID!, $type: UserType, $first: Int, $after: String) {{
@@ -67,8 +72,9 @@ def codes(payload: dict[str, Any]) -> list[str]:
     return [error["code"] for error in payload["errors"]]
 
 
-async def new_class(http: httpx.AsyncClient, school: SchoolFixture, name: str,
-                    kind: str = "REGISTRATION") -> str:
+async def new_class(
+    http: httpx.AsyncClient, school: SchoolFixture, name: str, kind: str = "REGISTRATION"
+) -> str:
     payload = await call(http, school.admin_token, CREATE, name=name, kind=kind)
     assert payload["errors"] == [], payload
     return str(payload["schoolClass"]["id"])
@@ -85,35 +91,54 @@ async def pupils(db: Database, school: SchoolFixture, count: int) -> list[uuid.U
 async def memberships(db: Database, school: SchoolFixture) -> set[tuple[str, uuid.UUID]]:
     """(class name, user id) for every membership in the school."""
     async with school_scope(db, school.id) as session:
-        rows = await session.execute(text(
-            "select c.name, m.user_id from class_memberships m join classes c on c.school_id = m.school_id "
-            "and c.id = m.class_id and c.kind = m.kind"))
+        rows = await session.execute(
+            text(
+                "select c.name, m.user_id from class_memberships m join classes c on c.school_id = m.school_id "
+                "and c.id = m.class_id and c.kind = m.kind"
+            )
+        )
         return {(name, user_id) for name, user_id in rows}
 
 
 async def audit_events(db: Database, school: SchoolFixture, action: str) -> list[tuple[set[uuid.UUID], Any]]:
     async with school_scope(db, school.id) as session:
-        rows = await session.execute(text(
-            "select target_user_ids, summary from audit_events where action = :action order by created_at"),
-            {"action": action})
+        rows = await session.execute(
+            text(
+                "select target_user_ids, summary from audit_events where action = :action order by created_at"
+            ),
+            {"action": action},
+        )
         return [(set(targets), summary) for targets, summary in rows]
 
 
 async def insert_class(session: AsyncSession, school: SchoolFixture, name: str) -> uuid.UUID:
     """A registration class written straight to the table (a managed school's provider does this)."""
-    class_id: uuid.UUID = (await session.execute(text(
-        "insert into classes (school_id, name, name_key, kind) "
-        "values (:school, :name, lower(cast(:name as varchar)), 'REGISTRATION') returning id"),
-        {"school": school.id, "name": name})).scalar_one()
+    class_id: uuid.UUID = (
+        await session.execute(
+            text(
+                "insert into classes (school_id, name, name_key, kind) "
+                "values (:school, :name, lower(cast(:name as varchar)), 'REGISTRATION') returning id"
+            ),
+            {"school": school.id, "name": name},
+        )
+    ).scalar_one()
     return class_id
 
 
-async def insert_membership(session: AsyncSession, school: SchoolFixture, class_id: uuid.UUID,
-                            user_id: uuid.UUID, kind: str = "REGISTRATION") -> None:
-    await session.execute(text(
-        "insert into class_memberships (school_id, class_id, user_id, kind) "
-        "values (:school, :class, :user, :kind)"),
-        {"school": school.id, "class": class_id, "user": user_id, "kind": kind})
+async def insert_membership(
+    session: AsyncSession,
+    school: SchoolFixture,
+    class_id: uuid.UUID,
+    user_id: uuid.UUID,
+    kind: str = "REGISTRATION",
+) -> None:
+    await session.execute(
+        text(
+            "insert into class_memberships (school_id, class_id, user_id, kind) "
+            "values (:school, :class, :user, :kind)"
+        ),
+        {"school": school.id, "class": class_id, "user": user_id, "kind": kind},
+    )
 
 
 async def soft_delete(db: Database, school: SchoolFixture, user_id: uuid.UUID) -> None:
@@ -123,26 +148,36 @@ async def soft_delete(db: Database, school: SchoolFixture, user_id: uuid.UUID) -
 
 # createClass, renameClass and the class list
 
+
 async def test_create_classes_and_list_them_by_kind(
     http: httpx.AsyncClient, reader: httpx.AsyncClient, db: Database, school: SchoolFixture
 ) -> None:
     created = await call(http, school.admin_token, CREATE, name="  Year 7   Blue ", kind="REGISTRATION")
     assert created["errors"] == []
     assert created["schoolClass"] | {"id": None} == {
-        "id": None, "name": "Year 7 Blue", "kind": "REGISTRATION", "memberCount": 0}
+        "id": None,
+        "name": "Year 7 Blue",
+        "kind": "REGISTRATION",
+        "memberCount": 0,
+    }
     await new_class(http, school, "maths 7", "TEACHING")
     await new_class(http, school, "Art 7", "TEACHING")
 
     every = await call(reader, school.admin_token, CLASSES)
     assert [(c["kind"], c["name"]) for c in every] == [
-        ("REGISTRATION", "Year 7 Blue"), ("TEACHING", "Art 7"), ("TEACHING", "maths 7")]
+        ("REGISTRATION", "Year 7 Blue"),
+        ("TEACHING", "Art 7"),
+        ("TEACHING", "maths 7"),
+    ]
     teaching = await call(reader, school.admin_token, CLASSES, kind="TEACHING")
     assert [c["name"] for c in teaching] == ["Art 7", "maths 7"]
     one = await call(reader, school.admin_token, ROSTER, id=created["schoolClass"]["id"])
     assert one["name"] == "Year 7 Blue" and one["members"]["totalCount"] == 0
 
-    assert (await audit_events(db, school, "class.created"))[0] == (set(), {
-        "class_id": created["schoolClass"]["id"], "name": "Year 7 Blue", "kind": "REGISTRATION"})
+    assert (await audit_events(db, school, "class.created"))[0] == (
+        set(),
+        {"class_id": created["schoolClass"]["id"], "name": "Year 7 Blue", "kind": "REGISTRATION"},
+    )
 
 
 async def test_an_unknown_or_malformed_class_id_reads_as_null(
@@ -152,13 +187,20 @@ async def test_an_unknown_or_malformed_class_id_reads_as_null(
         assert await call(reader, school.admin_token, ROSTER, id=missing) is None
 
 
-async def test_names_are_unique_per_kind_whatever_their_case(http: httpx.AsyncClient,
-                                                             school: SchoolFixture) -> None:
+async def test_names_are_unique_per_kind_whatever_their_case(
+    http: httpx.AsyncClient, school: SchoolFixture
+) -> None:
     blue = await new_class(http, school, "7 Blue")
     red = await new_class(http, school, "7 Red")
     taken = await call(http, school.admin_token, CREATE, name="7 BLUE", kind="REGISTRATION")
-    assert taken["errors"] == [{"code": "CLASS_NAME_TAKEN", "field": "name", "userId": None,
-                                "message": "There is already a registration class called '7 BLUE'."}]
+    assert taken["errors"] == [
+        {
+            "code": "CLASS_NAME_TAKEN",
+            "field": "name",
+            "userId": None,
+            "message": "There is already a registration class called '7 BLUE'.",
+        }
+    ]
     assert taken["schoolClass"] is None
     await new_class(http, school, "7 Blue", "TEACHING")
 
@@ -177,15 +219,19 @@ async def test_names_are_one_to_a_hundred_characters(http: httpx.AsyncClient, sc
         assert [(e["code"], e["field"]) for e in renamed["errors"]] == [("INVALID_INPUT", "name")]
 
 
-@pytest.mark.parametrize(("first", "second"), [
-    ("STRASSE", "straße"),
-    ("P3", "\u04203"),  # Cyrillic capital ER
-    ("P3", "Ｐ３"),  # full width
-    ("Year 7 Alpha", "YEAR 7 \u0391LPHA"),  # Greek capital ALPHA
-    ("Año 3", "An\u0303o 3"),  # composed and decomposed ñ
-])
-async def test_names_that_read_the_same_are_one_class(http: httpx.AsyncClient, school: SchoolFixture,
-                                                      first: str, second: str) -> None:
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("STRASSE", "straße"),
+        ("P3", "\u04203"),  # Cyrillic capital ER
+        ("P3", "Ｐ３"),  # full width
+        ("Year 7 Alpha", "YEAR 7 \u0391LPHA"),  # Greek capital ALPHA
+        ("Año 3", "An\u0303o 3"),  # composed and decomposed ñ
+    ],
+)
+async def test_names_that_read_the_same_are_one_class(
+    http: httpx.AsyncClient, school: SchoolFixture, first: str, second: str
+) -> None:
     await new_class(http, school, first)
     other = await new_class(http, school, "Other")
     taken = await call(http, school.admin_token, CREATE, name=second, kind="REGISTRATION")
@@ -194,8 +240,9 @@ async def test_names_that_read_the_same_are_one_class(http: httpx.AsyncClient, s
 
 
 @pytest.mark.parametrize("name", ["P3\u202e", "\u200bP3", "\ufeffP3", "P\u200d3", "P3\U000e0041", "\u2067P3"])
-async def test_names_with_invisible_formatting_characters_are_refused(http: httpx.AsyncClient,
-                                                                     school: SchoolFixture, name: str) -> None:
+async def test_names_with_invisible_formatting_characters_are_refused(
+    http: httpx.AsyncClient, school: SchoolFixture, name: str
+) -> None:
     class_id = await new_class(http, school, "P4")
     created = await call(http, school.admin_token, CREATE, name=name, kind="TEACHING")
     assert [(e["code"], e["field"]) for e in created["errors"]] == [("INVALID_INPUT", "name")]
@@ -213,8 +260,9 @@ async def test_two_admins_creating_the_same_name_at_once_get_one_class(
     http: httpx.AsyncClient, reader: httpx.AsyncClient, db: Database, school: SchoolFixture
 ) -> None:
     names = ["Science", "science", "SCIENCE", "Science ", "sCience", "Science"]
-    payloads = await asyncio.gather(*(call(http, school.admin_token, CREATE, name=name, kind="TEACHING")
-                                      for name in names))
+    payloads = await asyncio.gather(
+        *(call(http, school.admin_token, CREATE, name=name, kind="TEACHING") for name in names)
+    )
     assert sorted(codes(payload) for payload in payloads) == [[]] + [["CLASS_NAME_TAKEN"]] * 5
     assert len(await call(reader, school.admin_token, CLASSES)) == 1
 
@@ -227,7 +275,8 @@ async def test_rename_a_class(http: httpx.AsyncClient, db: Database, school: Sch
     assert unchanged["errors"] == []
     events = await audit_events(db, school, "class.renamed")
     assert [summary for _, summary in events] == [
-        {"class_id": class_id, "kind": "REGISTRATION", "from": "7B", "to": "Year 7 Blue"}]
+        {"class_id": class_id, "kind": "REGISTRATION", "from": "7B", "to": "Year 7 Blue"}
+    ]
 
     for missing in (str(uuid.uuid4()), "nope"):
         payload = await call(http, school.admin_token, RENAME, id=missing, name="Other")
@@ -235,6 +284,7 @@ async def test_rename_a_class(http: httpx.AsyncClient, db: Database, school: Sch
 
 
 # deleteClass
+
 
 async def test_deleting_a_class_ends_its_memberships_and_keeps_its_users(
     http: httpx.AsyncClient, reader: httpx.AsyncClient, db: Database, school: SchoolFixture
@@ -252,15 +302,19 @@ async def test_deleting_a_class_ends_its_memberships_and_keeps_its_users(
     assert [c["name"] for c in await call(reader, school.admin_token, CLASSES)] == ["Art"]
     assert await memberships(db, school) == {("Art", amy)}
     assert await call(http, school.admin_token, USER_CLASSES, id=str(ben)) == {
-        "registrationClass": None, "teachingClasses": []}
+        "registrationClass": None,
+        "teachingClasses": [],
+    }
     assert await audit_events(db, school, "class.deleted") == [
-        ({amy, ben}, {"class_id": doomed, "name": "7 Doomed", "kind": "REGISTRATION"})]
+        ({amy, ben}, {"class_id": doomed, "name": "7 Doomed", "kind": "REGISTRATION"})
+    ]
 
     again = await call(http, school.admin_token, DELETE, id=doomed)
     assert [(e["code"], e["field"]) for e in again["errors"]] == [("NOT_FOUND", "classId")]
 
 
 # assignClass and removeFromClass
+
 
 async def test_assigning_a_registration_class_moves_users_out_of_their_old_one(
     http: httpx.AsyncClient, reader: httpx.AsyncClient, db: Database, school: SchoolFixture
@@ -277,16 +331,20 @@ async def test_assigning_a_registration_class_moves_users_out_of_their_old_one(
     assert moved["schoolClass"] == {"id": red, "name": "7 Red", "kind": "REGISTRATION", "memberCount": 2}
     assert await memberships(db, school) == {("7 Blue", ben), ("7 Red", amy), ("7 Red", cat)}
     assert (await call(http, school.admin_token, USER_CLASSES, id=str(amy)))["registrationClass"] == {
-        "name": "7 Red"}
+        "name": "7 Red"
+    }
     counts = {c["name"]: c["memberCount"] for c in await call(reader, school.admin_token, CLASSES)}
     assert counts == {"7 Blue": 1, "7 Red": 2}
     events = await audit_events(db, school, "class.members_moved")
-    assert events[-1] == ({amy, cat}, {"class_id": red, "name": "7 Red", "kind": "REGISTRATION",
-                                       "previous_class_ids": {str(amy): blue}})
+    assert events[-1] == (
+        {amy, cat},
+        {"class_id": red, "name": "7 Red", "kind": "REGISTRATION", "previous_class_ids": {str(amy): blue}},
+    )
 
 
-async def test_assigning_a_teaching_class_adds(http: httpx.AsyncClient, db: Database,
-                                               school: SchoolFixture) -> None:
+async def test_assigning_a_teaching_class_adds(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     [amy] = await pupils(db, school, 1)
     teacher = await make_user(db, school, type=UserType.TEACHER)
     blue = await new_class(http, school, "7 Blue")
@@ -299,13 +357,18 @@ async def test_assigning_a_teaching_class_adds(http: httpx.AsyncClient, db: Data
 
     assert added["errors"] == [] and added["schoolClass"]["memberCount"] == 1
     assert await call(http, school.admin_token, USER_CLASSES, id=str(amy)) == {
-        "registrationClass": {"name": "7 Blue"}, "teachingClasses": [{"name": "Art"}, {"name": "Maths"}]}
+        "registrationClass": {"name": "7 Blue"},
+        "teachingClasses": [{"name": "Art"}, {"name": "Maths"}],
+    }
     assert (await audit_events(db, school, "class.members_added"))[-1] == (
-        {amy}, {"class_id": art, "name": "Art", "kind": "TEACHING"})
+        {amy},
+        {"class_id": art, "name": "Art", "kind": "TEACHING"},
+    )
 
 
-async def test_assigning_members_again_changes_nothing(http: httpx.AsyncClient, db: Database,
-                                                       school: SchoolFixture) -> None:
+async def test_assigning_members_again_changes_nothing(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     amy, ben = await pupils(db, school, 2)
     blue = await new_class(http, school, "7 Blue")
     art = await new_class(http, school, "Art", "TEACHING")
@@ -341,24 +404,31 @@ async def test_a_batch_with_any_bad_user_changes_nothing_and_names_every_problem
     # then
     assert payload["schoolClass"] is None
     assert [(e["code"], e["field"], e["userId"]) for e in payload["errors"]] == [
-        ("NOT_FOUND", "userIds", str(unknown)), ("USER_DELETED", "userIds", str(gone)),
-        ("NOT_FOUND", "userIds", str(stranger))]
+        ("NOT_FOUND", "userIds", str(unknown)),
+        ("USER_DELETED", "userIds", str(gone)),
+        ("NOT_FOUND", "userIds", str(stranger)),
+    ]
     assert str(unknown) in payload["errors"][0]["message"] and "gone.user" in payload["errors"][1]["message"]
     assert await memberships(db, school) == before
 
-    removed = await call(http, school.admin_token, REMOVE, id=blue,
-                         users=[str(amy), str(gone), str(stranger)])
+    removed = await call(
+        http, school.admin_token, REMOVE, id=blue, users=[str(amy), str(gone), str(stranger)]
+    )
     assert codes(removed) == ["USER_DELETED", "NOT_FOUND"]
     assert await memberships(db, school) == before
 
 
-async def test_malformed_ids_and_too_many_ids_are_refused(http: httpx.AsyncClient, db: Database,
-                                                          school: SchoolFixture) -> None:
+async def test_malformed_ids_and_too_many_ids_are_refused(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     [amy] = await pupils(db, school, 1)
     blue = await new_class(http, school, "7 Blue")
     malformed = await call(http, school.admin_token, ASSIGN, id="nope", users=[str(amy), "x", "y"])
     assert [(e["code"], e["field"]) for e in malformed["errors"]] == [
-        ("NOT_FOUND", "classId"), ("NOT_FOUND", "userIds"), ("NOT_FOUND", "userIds")]
+        ("NOT_FOUND", "classId"),
+        ("NOT_FOUND", "userIds"),
+        ("NOT_FOUND", "userIds"),
+    ]
 
     too_many = [str(uuid.uuid4()) for _ in range(1001)]
     for query in (ASSIGN, REMOVE):
@@ -368,22 +438,30 @@ async def test_malformed_ids_and_too_many_ids_are_refused(http: httpx.AsyncClien
 
 
 async def test_another_schools_class_is_not_found(
-    http: httpx.AsyncClient, reader: httpx.AsyncClient, owner_engine: AsyncEngine, db: Database,
+    http: httpx.AsyncClient,
+    reader: httpx.AsyncClient,
+    owner_engine: AsyncEngine,
+    db: Database,
     school: SchoolFixture,
 ) -> None:
     [amy] = await pupils(db, school, 1)
     other = await make_school(owner_engine, db)
     theirs = await new_class(http, other, "7 Blue")
-    for query, variables in ((ASSIGN, {"users": [str(amy)]}), (REMOVE, {"users": [str(amy)]}),
-                             (RENAME, {"name": "Mine"}), (DELETE, {})):
+    for query, variables in (
+        (ASSIGN, {"users": [str(amy)]}),
+        (REMOVE, {"users": [str(amy)]}),
+        (RENAME, {"name": "Mine"}),
+        (DELETE, {}),
+    ):
         payload = await call(http, school.admin_token, query, id=theirs, **variables)
         assert [(e["code"], e["field"]) for e in payload["errors"]] == [("NOT_FOUND", "classId")], query
     assert await call(reader, school.admin_token, ROSTER, id=theirs) is None
     assert (await call(reader, other.admin_token, ROSTER, id=theirs))["name"] == "7 Blue"
 
 
-async def test_remove_users_from_a_class(http: httpx.AsyncClient, db: Database,
-                                         school: SchoolFixture) -> None:
+async def test_remove_users_from_a_class(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     amy, ben, cat = await pupils(db, school, 3)
     blue = await new_class(http, school, "7 Blue")
     art = await new_class(http, school, "Art", "TEACHING")
@@ -395,13 +473,15 @@ async def test_remove_users_from_a_class(http: httpx.AsyncClient, db: Database,
     assert removed["errors"] == [] and removed["schoolClass"]["memberCount"] == 1
     assert await memberships(db, school) == {("7 Blue", ben), ("Art", amy)}
     assert await audit_events(db, school, "class.members_removed") == [
-        ({amy}, {"class_id": blue, "name": "7 Blue", "kind": "REGISTRATION"})]
+        ({amy}, {"class_id": blue, "name": "7 Blue", "kind": "REGISTRATION"})
+    ]
     nothing = await call(http, school.admin_token, REMOVE, id=blue, users=[str(cat)])
     assert nothing["errors"] == []
     assert len(await audit_events(db, school, "class.members_removed")) == 1
 
 
 # Managed schools, rosters and who may do what
+
 
 async def test_a_managed_schools_classes_can_be_read_but_not_changed(
     http: httpx.AsyncClient, reader: httpx.AsyncClient, owner_engine: AsyncEngine, db: Database
@@ -412,17 +492,20 @@ async def test_a_managed_schools_classes_can_be_read_but_not_changed(
         class_id = await insert_class(session, school, "7 Blue")
         await insert_membership(session, school, class_id, amy)
 
-    for query, variables in ((CREATE, {"name": "7 Red", "kind": "REGISTRATION"}),
-                             (RENAME, {"id": str(class_id), "name": "7 Red"}),
-                             (DELETE, {"id": str(class_id)}),
-                             (ASSIGN, {"id": str(class_id), "users": [str(amy)]}),
-                             (REMOVE, {"id": str(class_id), "users": [str(amy)]})):
+    for query, variables in (
+        (CREATE, {"name": "7 Red", "kind": "REGISTRATION"}),
+        (RENAME, {"id": str(class_id), "name": "7 Red"}),
+        (DELETE, {"id": str(class_id)}),
+        (ASSIGN, {"id": str(class_id), "users": [str(amy)]}),
+        (REMOVE, {"id": str(class_id), "users": [str(amy)]}),
+    ):
         payload = await call(http, school.admin_token, query, **variables)
         assert codes(payload) == ["MANAGED_BY_PROVIDER"], query
         assert "HWB" in payload["errors"][0]["message"]
 
     assert await call(reader, school.admin_token, CLASSES) == [
-        {"id": str(class_id), "name": "7 Blue", "kind": "REGISTRATION", "memberCount": 1}]
+        {"id": str(class_id), "name": "7 Blue", "kind": "REGISTRATION", "memberCount": 1}
+    ]
 
 
 async def test_members_are_paged_and_filtered_by_type(
@@ -430,8 +513,10 @@ async def test_members_are_paged_and_filtered_by_type(
 ) -> None:
     # given: five pupils, two teachers and a deleted pupil in one class
     class_pupils = await pupils(db, school, 5)
-    teachers = [await make_user(db, school, type=UserType.TEACHER, username=f"teacher{n}",
-                                surname=f"Teacher{n}") for n in range(2)]
+    teachers = [
+        await make_user(db, school, type=UserType.TEACHER, username=f"teacher{n}", surname=f"Teacher{n}")
+        for n in range(2)
+    ]
     gone = await make_user(db, school, username="gone")
     outsider = await make_user(db, school)
     maths = await new_class(http, school, "Maths", "TEACHING")
@@ -463,8 +548,13 @@ async def test_member_counts_of_many_classes_cost_a_constant_number_of_statement
     for batch in range(2):
         async with school_scope(db, school.id) as session:
             for n in range(30):
-                created = await create_class(session, school_id=school.id, actor=Actor(id=None, label="test"),
-                                             name=f"Class {batch}-{n}", kind=ClassKind.TEACHING)
+                created = await create_class(
+                    session,
+                    school_id=school.id,
+                    actor=Actor(id=None, label="test"),
+                    name=f"Class {batch}-{n}",
+                    kind=ClassKind.TEACHING,
+                )
                 await insert_membership(session, school, created.id, amy, "TEACHING")
         with counting_statements(strawberry_app.state.db.engine) as statements:
             listed = await call(strawberry_http, school.admin_token, "{ classes { name memberCount } }")
@@ -484,7 +574,8 @@ async def test_teachers_and_api_tokens_read_classes_and_only_admins_change_them(
     roster = "{ classes { name memberCount members { edges { node { username } } } } }"
     for token in (teacher, app_token):
         assert await call(reader, token, roster) == [
-            {"name": "7 Blue", "memberCount": 1, "members": {"edges": [{"node": {"username": "pupil0"}}]}}]
+            {"name": "7 Blue", "memberCount": 1, "members": {"edges": [{"node": {"username": "pupil0"}}]}}
+        ]
         refused = await graphql(http, ASSIGN, {"id": blue, "users": [str(amy)]}, token=token)
         assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
 
@@ -496,62 +587,88 @@ async def test_teachers_and_api_tokens_read_classes_and_only_admins_change_them(
     assert mine == {"registrationClass": {"name": "7 Blue"}}
 
 
-async def test_one_request_sees_its_own_changes(http: httpx.AsyncClient, db: Database,
-                                                school: SchoolFixture) -> None:
+async def test_one_request_sees_its_own_changes(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     amy, ben = await pupils(db, school, 2)
     blue = await new_class(http, school, "7 Blue")
-    body = await graphql(http, """
+    body = await graphql(
+        http,
+        """
         mutation ($id: ID!, $amy: ID!, $ben: ID!) {
           first: assignClass(classId: $id, userIds: [$amy]) { schoolClass { memberCount } }
           second: assignClass(classId: $id, userIds: [$ben]) { schoolClass { memberCount } }
-        }""", {"id": blue, "amy": str(amy), "ben": str(ben)}, token=school.admin_token)
-    assert body["data"] == {"first": {"schoolClass": {"memberCount": 1}},
-                            "second": {"schoolClass": {"memberCount": 2}}}
+        }""",
+        {"id": blue, "amy": str(amy), "ben": str(ben)},
+        token=school.admin_token,
+    )
+    assert body["data"] == {
+        "first": {"schoolClass": {"memberCount": 1}},
+        "second": {"schoolClass": {"memberCount": 2}},
+    }
 
 
 # Placing a user being added (addUser calls this in its own transaction)
 
-async def test_a_new_user_is_placed_in_their_classes(http: httpx.AsyncClient, db: Database,
-                                                     school: SchoolFixture) -> None:
+
+async def test_a_new_user_is_placed_in_their_classes(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     [amy] = await pupils(db, school, 1)
     blue = uuid.UUID(await new_class(http, school, "7 Blue"))
     art = uuid.UUID(await new_class(http, school, "Art", "TEACHING"))
     maths = uuid.UUID(await new_class(http, school, "Maths", "TEACHING"))
     async with school_scope(db, school.id) as session:
-        await place_new_user(session, school_id=school.id, user_id=amy, registration_class_id=blue,
-                             teaching_class_ids=[art, maths, art])
+        await place_new_user(
+            session,
+            school_id=school.id,
+            user_id=amy,
+            registration_class_id=blue,
+            teaching_class_ids=[art, maths, art],
+        )
     assert await memberships(db, school) == {("7 Blue", amy), ("Art", amy), ("Maths", amy)}
 
 
-async def test_placing_a_new_user_reports_every_wrong_class(http: httpx.AsyncClient, db: Database,
-                                                            school: SchoolFixture) -> None:
+async def test_placing_a_new_user_reports_every_wrong_class(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     [amy] = await pupils(db, school, 1)
     blue = uuid.UUID(await new_class(http, school, "7 Blue"))
     art = uuid.UUID(await new_class(http, school, "Art", "TEACHING"))
     unknown = uuid.uuid4()
     with pytest.raises(DomainError) as raised:
         async with school_scope(db, school.id) as session:
-            await place_new_user(session, school_id=school.id, user_id=amy, registration_class_id=art,
-                                 teaching_class_ids=[blue, unknown])
+            await place_new_user(
+                session,
+                school_id=school.id,
+                user_id=amy,
+                registration_class_id=art,
+                teaching_class_ids=[blue, unknown],
+            )
     assert [(p.code, p.field) for p in raised.value.problems] == [
-        (ErrorCode.INVALID_INPUT, "registrationClassId"), (ErrorCode.INVALID_INPUT, "teachingClassIds"),
-        (ErrorCode.NOT_FOUND, "teachingClassIds")]
+        (ErrorCode.INVALID_INPUT, "registrationClassId"),
+        (ErrorCode.INVALID_INPUT, "teachingClassIds"),
+        (ErrorCode.NOT_FOUND, "teachingClassIds"),
+    ]
     assert "'Art' is a teaching class" in raised.value.problems[0].message
     assert await memberships(db, school) == set()
 
 
 # Retrying a transaction that collides with a concurrent one
 
-async def _second_registration_class(session: AsyncSession, school: SchoolFixture,
-                                     user_id: uuid.UUID) -> None:
+
+async def _second_registration_class(
+    session: AsyncSession, school: SchoolFixture, user_id: uuid.UUID
+) -> None:
     """What a concurrent move that slipped past the row locks would run into: the one-registration-class
     index."""
     class_id = await insert_class(session, school, f"Extra {uuid.uuid4().hex[:6]}")
     await insert_membership(session, school, class_id, user_id)
 
 
-async def test_a_collision_is_retried_from_the_start(http: httpx.AsyncClient, db: Database,
-                                                     school: SchoolFixture) -> None:
+async def test_a_collision_is_retried_from_the_start(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     [amy] = await pupils(db, school, 1)
     await assign(http, school, await new_class(http, school, "7 Blue"), amy)
     attempts: list[int] = []
@@ -566,8 +683,9 @@ async def test_a_collision_is_retried_from_the_start(http: httpx.AsyncClient, db
     assert len(await memberships(db, school)) == 1
 
 
-async def test_a_collision_that_outlasts_every_attempt_is_a_clear_error(http: httpx.AsyncClient, db: Database,
-                                                                        school: SchoolFixture) -> None:
+async def test_a_collision_that_outlasts_every_attempt_is_a_clear_error(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     [amy] = await pupils(db, school, 1)
     await assign(http, school, await new_class(http, school, "7 Blue"), amy)
     attempts: list[int] = []

@@ -31,26 +31,43 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def env(migrated: EmbeddedServer, tmp_path: Path) -> dict[str, str]:
     urls = migrated.urls()
-    return {**os.environ, "DATABASE_URL": urls.owner, "APP_DATABASE_URL": urls.app,
-            "ROLLCALL_DATA_DIR": str(tmp_path)}
+    return {
+        **os.environ,
+        "DATABASE_URL": urls.owner,
+        "APP_DATABASE_URL": urls.app,
+        "ROLLCALL_DATA_DIR": str(tmp_path),
+    }
 
 
 def rollcall(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """Run the command to its end. Async tests call it through `asyncio.to_thread`: they share their event
     loop with the in-process server, which must keep answering meanwhile."""
-    return subprocess.run([ROLLCALL, *args], env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
+    return subprocess.run(
+        [ROLLCALL, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def create(env: dict[str, str], slug: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return rollcall(env, "school", "create", f"--slug={slug}", "--name", "Oak Hill Primary",
-                    "--admin-username", "head", "--admin-password", "oak-hill-head-2026", *extra)
+    return rollcall(
+        env,
+        "school",
+        "create",
+        f"--slug={slug}",
+        "--name",
+        "Oak Hill Primary",
+        "--admin-username",
+        "head",
+        "--admin-password",
+        "oak-hill-head-2026",
+        *extra,
+    )
 
 
 async def test_school_create_prints_the_new_schools_id(env: dict[str, str], db: Database) -> None:
     slug = f"oak-hill-{uuid.uuid4().hex[:8]}"
-    result = await asyncio.to_thread(create, env, slug, "--provider", "HWB", "--admin-first-name", "Hazel",
-                                     "--admin-surname", "Oak")
+    result = await asyncio.to_thread(
+        create, env, slug, "--provider", "HWB", "--admin-first-name", "Hazel", "--admin-surname", "Oak"
+    )
     assert result.returncode == 0, result.stderr
     school_id = uuid.UUID(result.stdout.strip())
     async with school_scope(db, school_id) as session:
@@ -79,8 +96,20 @@ def test_school_create_refuses_a_malformed_slug(env: dict[str, str], slug: str) 
 
 async def test_a_refused_school_leaves_nothing_behind(env: dict[str, str], owner_engine: object) -> None:
     slug = f"weak-{uuid.uuid4().hex[:8]}"
-    result = await asyncio.to_thread(rollcall, env, "school", "create", "--slug", slug, "--name", "Weak",
-                                     "--admin-username", "head", "--admin-password", "short")
+    result = await asyncio.to_thread(
+        rollcall,
+        env,
+        "school",
+        "create",
+        "--slug",
+        slug,
+        "--name",
+        "Weak",
+        "--admin-username",
+        "head",
+        "--admin-password",
+        "short",
+    )
     assert result.returncode != 0
     assert "at least 8 characters" in result.stderr
     again = await asyncio.to_thread(create, env, slug)
@@ -96,7 +125,8 @@ def test_demo_is_idempotent(env: dict[str, str]) -> None:
 
 
 async def test_purge_older_than_0d_purges_a_user_deleted_a_moment_ago(
-        env: dict[str, str], owner_engine: AsyncEngine, db: Database, http: httpx.AsyncClient) -> None:
+    env: dict[str, str], owner_engine: AsyncEngine, db: Database, http: httpx.AsyncClient
+) -> None:
     # given: a pupil deleted just now, in a school that keeps deleted users for 30 days
     school = await make_school(owner_engine, db)
     pupil = await make_user(db, school, username="just.gone")
@@ -130,8 +160,12 @@ def served(env: dict[str, str]) -> Iterator[str]:
 def serving(env: dict[str, str]) -> Iterator[str]:
     """`rollcall serve` started as an operator starts it, until it answers; stopped at the end."""
     port = free_port()
-    process = subprocess.Popen([ROLLCALL, "serve", "--port", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [ROLLCALL, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

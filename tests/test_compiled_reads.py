@@ -66,12 +66,21 @@ CLASSES = """query ($kind: ClassKind, $type: UserType, $first: Int) {
 # username, first name, surname, type: unicode where Python's lower() is not PostgreSQL's, JSON's own
 # characters, ties, and empty names.
 PEOPLE = [
-    ("amy.b", "Amy", "Brown", "PUPIL"), ("ben.c", "ben", "brown", "PUPIL"), ("cara.b", "Cara", "BROWN", "PUPIL"),
-    ("dev.p", "Dev", "Patel", "TEACHER"), ("odysseus", "Ὀδυσσεύς", "ΟΔΥΣΣΕΥΣ", "PUPIL"),
-    ("ipek", "İpek", "Işık", "PUPIL"), ("aero", "Ærøn", "Ærøskøbing", "TEACHER"), ("finn.o", "Finn", "O'Neill", "PUPIL"),
-    ("quote", 'Say "hi"', "Back\\slash", "PUPIL"), ("tab", "Tab\tby", "Line\nfeed", "PUPIL"),
-    ("emoji", "😀 Joy", "Smile 😀", "PUPIL"), ("zed", "Zed", "", "PUPIL"), ("dora", "Dora", "Ülker", "PUPIL"),
-    ("eve", "Eve", "ñandú", "PUPIL"), ("del", "Del", "\u007fdel", "PUPIL"),
+    ("amy.b", "Amy", "Brown", "PUPIL"),
+    ("ben.c", "ben", "brown", "PUPIL"),
+    ("cara.b", "Cara", "BROWN", "PUPIL"),
+    ("dev.p", "Dev", "Patel", "TEACHER"),
+    ("odysseus", "Ὀδυσσεύς", "ΟΔΥΣΣΕΥΣ", "PUPIL"),
+    ("ipek", "İpek", "Işık", "PUPIL"),
+    ("aero", "Ærøn", "Ærøskøbing", "TEACHER"),
+    ("finn.o", "Finn", "O'Neill", "PUPIL"),
+    ("quote", 'Say "hi"', "Back\\slash", "PUPIL"),
+    ("tab", "Tab\tby", "Line\nfeed", "PUPIL"),
+    ("emoji", "😀 Joy", "Smile 😀", "PUPIL"),
+    ("zed", "Zed", "", "PUPIL"),
+    ("dora", "Dora", "Ülker", "PUPIL"),
+    ("eve", "Eve", "ñandú", "PUPIL"),
+    ("del", "Del", "\u007fdel", "PUPIL"),
 ]
 
 
@@ -83,15 +92,20 @@ class Both:
     plain: httpx.AsyncClient
     engine: AsyncEngine
 
-    async def ask(self, query: str, variables: dict[str, Any] | None = None, *, token: str | None,
-                  compiled: bool = True) -> dict[str, Any]:
+    async def ask(
+        self, query: str, variables: dict[str, Any] | None = None, *, token: str | None, compiled: bool = True
+    ) -> dict[str, Any]:
         with counting_statements(self.engine) as statements:
             fast = await graphql(self.fast, query, variables, token=token)
         plain = await graphql(self.plain, query, variables, token=token)
         assert without_request_ids(fast) == without_request_ids(plain)
         # rollcall_caller finds the caller and binds their school, in one statement.
-        bound = [i for i, s in enumerate(statements) if "set_config('app.school_id'" in s or "rollcall_caller(" in s]
-        after_binding = statements[bound[-1] + 1:] if bound else statements
+        bound = [
+            i
+            for i, s in enumerate(statements)
+            if "set_config('app.school_id'" in s or "rollcall_caller(" in s
+        ]
+        after_binding = statements[bound[-1] + 1 :] if bound else statements
         if compiled:
             assert len(after_binding) == 1 and after_binding[0].startswith(MARK), statements
             assert len(statements) == 2, statements  # the caller, then the read: nothing else
@@ -102,23 +116,62 @@ class Both:
 
 def without_request_ids(body: dict[str, Any]) -> dict[str, Any]:
     """Masked errors name the request they happened in; every request has its own."""
-    errors = [{**error, "extensions": {k: v for k, v in error.get("extensions", {}).items() if k != "requestId"}}
-              for error in body.get("errors", [])]
+    errors = [
+        {**error, "extensions": {k: v for k, v in error.get("extensions", {}).items() if k != "requestId"}}
+        for error in body.get("errors", [])
+    ]
     return {**body, "errors": errors} if errors else body
+
 
 ACTIVE_PUPILS = {p[0] for p in PEOPLE if p[3] == "PUPIL" and p[0] != "zed"}
 # What each ordering gives, as groups of equal sort keys (ties come in id order, which the test does not
 # know), over the people whose keys sort alike in any collation (the test database takes the machine's).
 ORDERS: dict[str, list[set[str]]] = {
-    "USERNAME": [{u} for u in ("admin", "aero", "amy.b", "ben.c", "cara.b", "del", "dev.p", "dora", "emoji",
-                               "eve", "finn.o", "ipek", "odysseus", "quote", "tab")],
-    "FIRST_NAME": [{u} for u in ("admin", "amy.b", "ben.c", "cara.b", "del", "dev.p", "dora", "eve", "finn.o",
-                                 "quote", "tab", "odysseus")],
+    "USERNAME": [
+        {u}
+        for u in (
+            "admin",
+            "aero",
+            "amy.b",
+            "ben.c",
+            "cara.b",
+            "del",
+            "dev.p",
+            "dora",
+            "emoji",
+            "eve",
+            "finn.o",
+            "ipek",
+            "odysseus",
+            "quote",
+            "tab",
+        )
+    ],
+    "FIRST_NAME": [
+        {u}
+        for u in (
+            "admin",
+            "amy.b",
+            "ben.c",
+            "cara.b",
+            "del",
+            "dev.p",
+            "dora",
+            "eve",
+            "finn.o",
+            "quote",
+            "tab",
+            "odysseus",
+        )
+    ],
     "SURNAME": [{"admin"}, {"amy.b", "ben.c", "cara.b"}, {"finn.o"}, {"dev.p"}, {"emoji"}, {"odysseus"}],
     "TYPE": [ACTIVE_PUPILS, {"admin", "aero", "dev.p"}],
     # Three back-dated, then the admin (made with the school), then the roster (added in one transaction).
-    "CREATED_AT": [{"amy.b", "ben.c", "cara.b"}, {"admin"},
-                   {p[0] for p in PEOPLE} - {"amy.b", "ben.c", "cara.b", "zed"}],
+    "CREATED_AT": [
+        {"amy.b", "ben.c", "cara.b"},
+        {"admin"},
+        {p[0] for p in PEOPLE} - {"amy.b", "ben.c", "cara.b", "zed"},
+    ],
 }
 
 
@@ -129,7 +182,7 @@ def assert_in_order(usernames: list[str], groups: list[set[str]], *, descending:
     seen = [username for username in usernames if username in known]
     at = 0
     for group in reversed(present) if descending else present:
-        assert set(seen[at:at + len(group)]) == group, seen
+        assert set(seen[at : at + len(group)]) == group, seen
         at += len(group)
     assert at == len(seen), seen
 
@@ -139,37 +192,67 @@ def both(http: httpx.AsyncClient, strawberry_http: httpx.AsyncClient, app: Starl
     return Both(http, strawberry_http, app.state.db.engine)
 
 
-async def add_roster(db: Database, school: SchoolFixture, people: list[tuple[str, str, str, str]]) -> dict[str, str]:
+async def add_roster(
+    db: Database, school: SchoolFixture, people: list[tuple[str, str, str, str]]
+) -> dict[str, str]:
     """The people, two registration classes and two teaching classes, a deleted pupil, and a few odd values."""
     ids: dict[str, str] = {}
     async with school_scope(db, school.id) as session:
         classes = {name: uuid.uuid4() for name in ("P1", "P2", "Choir", "Art")}
         for name, class_id in classes.items():
-            await session.execute(text("insert into classes (school_id, id, name, name_key, kind) "
-                                       "values (:s, :id, :n, lower(cast(:n as varchar)), :k)"),
-                                  {"s": school.id, "id": class_id, "n": name,
-                                   "k": "REGISTRATION" if name.startswith("P") else "TEACHING"})
+            await session.execute(
+                text(
+                    "insert into classes (school_id, id, name, name_key, kind) "
+                    "values (:s, :id, :n, lower(cast(:n as varchar)), :k)"
+                ),
+                {
+                    "s": school.id,
+                    "id": class_id,
+                    "n": name,
+                    "k": "REGISTRATION" if name.startswith("P") else "TEACHING",
+                },
+            )
             ids[name] = str(class_id)
         for i, (username, first, surname, kind) in enumerate(people):
             user_id = uuid.uuid4()
             ids[username] = str(user_id)
-            await session.execute(text(
-                "insert into users (school_id, id, username, first_name, surname, type, password_hash, external_id) "
-                "values (:s, :id, :u, :f, :n, :t, 'x', :x)"),
-                {"s": school.id, "id": user_id, "u": username, "f": first, "n": surname, "t": kind,
-                 "x": f"ext-{i}" if i % 3 == 0 else None})
+            await session.execute(
+                text(
+                    "insert into users (school_id, id, username, first_name, surname, type, password_hash, external_id) "
+                    "values (:s, :id, :u, :f, :n, :t, 'x', :x)"
+                ),
+                {
+                    "s": school.id,
+                    "id": user_id,
+                    "u": username,
+                    "f": first,
+                    "n": surname,
+                    "t": kind,
+                    "x": f"ext-{i}" if i % 3 == 0 else None,
+                },
+            )
             memberships = [("P1" if i % 2 else "P2", "REGISTRATION")] if kind == "PUPIL" and i % 5 else []
             memberships += [(name, "TEACHING") for name in ("Choir", "Art")[: i % 3]]
             for name, class_kind in memberships:
-                await session.execute(text("insert into class_memberships (school_id, class_id, user_id, kind) "
-                                           "values (:s, :c, :u, :k)"),
-                                      {"s": school.id, "c": classes[name], "u": user_id, "k": class_kind})
+                await session.execute(
+                    text(
+                        "insert into class_memberships (school_id, class_id, user_id, kind) "
+                        "values (:s, :c, :u, :k)"
+                    ),
+                    {"s": school.id, "c": classes[name], "u": user_id, "k": class_kind},
+                )
         # Whole seconds (no microseconds), a deleted pupil, and one who must change their password.
-        await session.execute(text("update users set created_at = '2024-09-01 08:30:00+00' where username in "
-                                   "('amy.b', 'ben.c', 'cara.b')"), {})
+        await session.execute(
+            text(
+                "update users set created_at = '2024-09-01 08:30:00+00' where username in "
+                "('amy.b', 'ben.c', 'cara.b')"
+            ),
+            {},
+        )
         await session.execute(text("update users set deleted_at = now() where username = 'zed'"))
-        await session.execute(text("update users set must_change_password = true, version = 3 "
-                                   "where username = 'finn.o'"))
+        await session.execute(
+            text("update users set must_change_password = true, version = 3 where username = 'finn.o'")
+        )
     return ids
 
 
@@ -190,16 +273,21 @@ async def page_through(both: Both, token: str, variables: dict[str, Any], first:
         after = connection["pageInfo"]["endCursor"]
 
 
-async def test_the_roster_page_is_one_statement(both: Both, school: SchoolFixture, roster: dict[str, str]) -> None:
+async def test_the_roster_page_is_one_statement(
+    both: Both, school: SchoolFixture, roster: dict[str, str]
+) -> None:
     body = await both.ask(ROSTER_PAGE, token=school.admin_token)
     assert body["data"]["users"]["totalCount"] == len(PEOPLE)  # the admin in, the deleted pupil out
 
 
 @pytest.mark.parametrize("descending", [False, True])
 @pytest.mark.parametrize("field", ["USERNAME", "FIRST_NAME", "SURNAME", "TYPE", "CREATED_AT"])
-async def test_every_ordering_pages_the_same_both_ways(both: Both, school: SchoolFixture, roster: dict[str, str],
-                                                       field: str, descending: bool) -> None:
-    usernames = await page_through(both, school.admin_token, {"orderBy": {"field": field, "descending": descending}})
+async def test_every_ordering_pages_the_same_both_ways(
+    both: Both, school: SchoolFixture, roster: dict[str, str], field: str, descending: bool
+) -> None:
+    usernames = await page_through(
+        both, school.admin_token, {"orderBy": {"field": field, "descending": descending}}
+    )
     assert sorted(usernames) == sorted(["admin", *(p[0] for p in PEOPLE if p[0] != "zed")])
     assert_in_order(usernames, ORDERS[field], descending=descending)
 
@@ -207,25 +295,29 @@ async def test_every_ordering_pages_the_same_both_ways(both: Both, school: Schoo
 EVERYONE = {"admin", *(p[0] for p in PEOPLE)} - {"zed"}
 
 
-@pytest.mark.parametrize("filter, expected", [
-    ({"search": "brown"}, {"amy.b", "ben.c", "cara.b"}),
-    ({"search": "  ΣΣ "}, {"odysseus"}),
-    ({"search": "%"}, set()),
-    ({"search": "_"}, set()),
-    ({"search": "\\"}, {"quote"}),
-    ({"search": "   "}, EVERYONE),
-    ({"search": "o'n"}, {"finn.o"}),
-    ({"search": "😀"}, {"emoji"}),
-    ({"type": "TEACHER"}, {"admin", "aero", "dev.p"}),
-    ({"type": "PUPIL", "status": "ALL"}, ACTIVE_PUPILS | {"zed"}),
-    ({"status": "DELETED"}, {"zed"}),
-    ({"status": "ALL"}, EVERYONE | {"zed"}),
-    ({"classId": "P1"}, {"ben.c", "eve", "finn.o", "tab"}),
-    ({"classId": "Choir", "search": "a"}, {"cara.b", "eve", "quote"}),
-    ({"classId": str(uuid.UUID(int=7))}, set()),
-])
-async def test_filters_answer_the_same_both_ways(both: Both, school: SchoolFixture, roster: dict[str, str],
-                                                 filter: dict[str, Any], expected: set[str]) -> None:
+@pytest.mark.parametrize(
+    "filter, expected",
+    [
+        ({"search": "brown"}, {"amy.b", "ben.c", "cara.b"}),
+        ({"search": "  ΣΣ "}, {"odysseus"}),
+        ({"search": "%"}, set()),
+        ({"search": "_"}, set()),
+        ({"search": "\\"}, {"quote"}),
+        ({"search": "   "}, EVERYONE),
+        ({"search": "o'n"}, {"finn.o"}),
+        ({"search": "😀"}, {"emoji"}),
+        ({"type": "TEACHER"}, {"admin", "aero", "dev.p"}),
+        ({"type": "PUPIL", "status": "ALL"}, ACTIVE_PUPILS | {"zed"}),
+        ({"status": "DELETED"}, {"zed"}),
+        ({"status": "ALL"}, EVERYONE | {"zed"}),
+        ({"classId": "P1"}, {"ben.c", "eve", "finn.o", "tab"}),
+        ({"classId": "Choir", "search": "a"}, {"cara.b", "eve", "quote"}),
+        ({"classId": str(uuid.UUID(int=7))}, set()),
+    ],
+)
+async def test_filters_answer_the_same_both_ways(
+    both: Both, school: SchoolFixture, roster: dict[str, str], filter: dict[str, Any], expected: set[str]
+) -> None:
     if "classId" in filter:
         filter = {**filter, "classId": roster.get(filter["classId"], filter["classId"])}
     order = {"field": "SURNAME", "descending": True}
@@ -240,8 +332,9 @@ async def test_ties_page_one_at_a_time(both: Both, db: Database, school: SchoolF
         assert len(await page_through(both, school.admin_token, {"orderBy": {"field": field}}, first=1)) == 8
 
 
-async def test_aliases_literals_and_several_root_fields(both: Both, school: SchoolFixture,
-                                                        roster: dict[str, str]) -> None:
+async def test_aliases_literals_and_several_root_fields(
+    both: Both, school: SchoolFixture, roster: dict[str, str]
+) -> None:
     query = """{
       teachers: users(filter: {type: TEACHER}, orderBy: {field: USERNAME, descending: true}, first: 2) {
         count: totalCount more: pageInfo { next: hasNextPage last: endCursor }
@@ -258,8 +351,11 @@ async def test_aliases_literals_and_several_root_fields(both: Both, school: Scho
     rows = body["data"]["teachers"]["rows"]
     assert [row["who"]["login"] for row in rows] == ["dev.p", "aero"]
     assert body["data"]["teachers"]["count"] == 3 and body["data"]["teachers"]["more"]["next"] is True
-    await both.ask("""{ users(orderBy: {field: FIRST_NAME, descending: true}, first: 5) {
-                        edges { cursor node { username teachingClasses { name } } } } }""", token=school.admin_token)
+    await both.ask(
+        """{ users(orderBy: {field: FIRST_NAME, descending: true}, first: 5) {
+                        edges { cursor node { username teachingClasses { name } } } } }""",
+        token=school.admin_token,
+    )
     assert body["data"]["nothing"] == {"totalCount": 0, "edges": [], "pageInfo": {"endCursor": None}}
 
 
@@ -281,25 +377,35 @@ async def test_classes_with_their_members(both: Both, school: SchoolFixture, ros
     assert sorted(members) == ["ben.c", "eve", "finn.o", "tab"]
     assert [m for m in members if m != "eve"] == ["ben.c", "tab", "finn.o"]  # by surname
     await both.ask(CLASSES, {"kind": "TEACHING", "type": "PUPIL", "first": 1}, token=school.admin_token)
-    await both.ask("""{ users(first: 8) { edges { node { teachingClasses { name memberCount
+    await both.ask(
+        """{ users(first: 8) { edges { node { teachingClasses { name memberCount
                         members(first: 2) { totalCount edges { node { username teachingClasses { name } } } } }
                       registrationClass { name members(type: PUPIL) { totalCount pageInfo { endCursor } } } } } } }""",
-                   token=school.admin_token)
+        token=school.admin_token,
+    )
 
 
-async def test_teaching_classes_asked_for_twice(both: Both, school: SchoolFixture, roster: dict[str, str]) -> None:
-    body = await both.ask("""{ users(orderBy: {field: USERNAME}) { edges { node { username
+async def test_teaching_classes_asked_for_twice(
+    both: Both, school: SchoolFixture, roster: dict[str, str]
+) -> None:
+    body = await both.ask(
+        """{ users(orderBy: {field: USERNAME}) { edges { node { username
                                  some: teachingClasses { name } again: teachingClasses { id kind __typename } } } } }""",
-                          token=school.admin_token)
+        token=school.admin_token,
+    )
     assert any(len(edge["node"]["again"]) == 2 for edge in body["data"]["users"]["edges"])
 
 
 async def test_a_body_the_view_refuses_is_refused_alike(both: Both, school: SchoolFixture) -> None:
     # An unpaired surrogate parses as JSON, yet no database takes it.
-    body = b'{"query": "query ($s: String) { users(filter: {search: $s}) { totalCount } }", ' \
-           b'"variables": {"s": "\\ud800"}}'
+    body = (
+        b'{"query": "query ($s: String) { users(filter: {search: $s}) { totalCount } }", '
+        b'"variables": {"s": "\\ud800"}}'
+    )
     headers = {"Authorization": f"Bearer {school.admin_token}", "Content-Type": "application/json"}
-    fast, plain = [await client.post("/graphql", content=body, headers=headers) for client in (both.fast, both.plain)]
+    fast, plain = [
+        await client.post("/graphql", content=body, headers=headers) for client in (both.fast, both.plain)
+    ]
     assert (fast.status_code, fast.text) == (plain.status_code, plain.text)
     assert fast.status_code == 400
 
@@ -314,8 +420,9 @@ async def test_an_empty_school(both: Both, owner_engine: AsyncEngine, db: Databa
     await both.ask(CLASSES, token=token)
 
 
-async def test_what_it_does_not_answer_goes_to_strawberry(both: Both, school: SchoolFixture,
-                                                          roster: dict[str, str]) -> None:
+async def test_what_it_does_not_answer_goes_to_strawberry(
+    both: Both, school: SchoolFixture, roster: dict[str, str]
+) -> None:
     token = school.admin_token
     asked: list[tuple[str, dict[str, Any]]] = [
         ("{ users { ...Rows } } fragment Rows on UserConnection { totalCount }", {}),
@@ -325,27 +432,30 @@ async def test_what_it_does_not_answer_goes_to_strawberry(both: Both, school: Sc
         ("{ school { name } users { totalCount } }", {}),
         ("{ __schema { queryType { name } } }", {}),
         ("query ($id: ID!) { user(id: $id) { username } }", {"id": roster["amy.b"]}),
-        ("mutation { createClass(name: \"\", kind: TEACHING) { errors { code } } }", {}),
-        ("{ schoolClass(id: \"nope\") { name } }", {}),
+        ('mutation { createClass(name: "", kind: TEACHING) { errors { code } } }', {}),
+        ('{ schoolClass(id: "nope") { name } }', {}),
         ("{ users(first: 501) { totalCount } }", {}),
         ("{ users(first: 0) { totalCount } }", {}),
-        ("{ users(after: \"bm90LWEtY3Vyc29y\") { totalCount } }", {}),
-        ("{ users(filter: {classId: \"nope\"}) { totalCount } }", {}),
+        ('{ users(after: "bm90LWEtY3Vyc29y") { totalCount } }', {}),
+        ('{ users(filter: {classId: "nope"}) { totalCount } }', {}),
         ("query ($first: Int) { users(first: $first) { totalCount } }", {"first": "ten"}),
         ("{ users { nope } }", {}),
         ("{ users", {}),
     ]
     for query, variables in asked:
         await both.ask(query, variables, token=token, compiled=False)
-    cursor = (await both.ask(USERS, {"first": 1, "orderBy": {"field": "USERNAME"}}, token=token)
-              )["data"]["users"]["pageInfo"]["endCursor"]
+    cursor = (await both.ask(USERS, {"first": 1, "orderBy": {"field": "USERNAME"}}, token=token))["data"][
+        "users"
+    ]["pageInfo"]["endCursor"]
     # A cursor from another ordering, where the types differ, is refused alike.
     await both.ask(USERS, {"after": cursor, "orderBy": {"field": "CREATED_AT"}}, token=token, compiled=False)
 
 
 async def test_the_safety_limits_hold(both: Both, school: SchoolFixture) -> None:
-    deep = "{ users { edges { node { registrationClass { members { edges { node { registrationClass { members " \
-           "{ edges { node { id } } } } } } } } } } } }"
+    deep = (
+        "{ users { edges { node { registrationClass { members { edges { node { registrationClass { members "
+        "{ edges { node { id } } } } } } } } } } } }"
+    )
     many_aliases = "{ " + " ".join(f"a{i}: users {{ totalCount }}" for i in range(16)) + " }"
     many_tokens = "{ users { " + "totalCount " * 2000 + "} }"
     for query in (deep, many_aliases, many_tokens):
@@ -353,11 +463,14 @@ async def test_the_safety_limits_hold(both: Both, school: SchoolFixture) -> None
         assert body["errors"]
 
 
-async def test_a_school_never_sees_another(both: Both, owner_engine: AsyncEngine, db: Database,
-                                           school: SchoolFixture, roster: dict[str, str]) -> None:
+async def test_a_school_never_sees_another(
+    both: Both, owner_engine: AsyncEngine, db: Database, school: SchoolFixture, roster: dict[str, str]
+) -> None:
     other = await make_school(owner_engine, db)
     ours = await both.ask(USERS, {"first": 100}, token=school.admin_token)
-    theirs = await both.ask(USERS, {"first": 100, "filter": {"classId": roster["P1"]}}, token=other.admin_token)
+    theirs = await both.ask(
+        USERS, {"first": 100, "filter": {"classId": roster["P1"]}}, token=other.admin_token
+    )
     assert theirs["data"]["users"]["totalCount"] == 0
     everyone = await both.ask(USERS, {"first": 100, "filter": {"status": "ALL"}}, token=other.admin_token)
     assert [e["node"]["username"] for e in everyone["data"]["users"]["edges"]] == ["admin"]
@@ -367,17 +480,25 @@ async def test_a_school_never_sees_another(both: Both, owner_engine: AsyncEngine
     assert classes["data"]["classes"] == []
 
 
-async def test_only_roster_readers_get_the_compiled_answer(both: Both, owner_engine: AsyncEngine, db: Database,
-                                                           school: SchoolFixture, roster: dict[str, str]) -> None:
+async def test_only_roster_readers_get_the_compiled_answer(
+    both: Both, owner_engine: AsyncEngine, db: Database, school: SchoolFixture, roster: dict[str, str]
+) -> None:
     teacher = await sign_in_as(db, school, uuid.UUID(roster["dev.p"]))
     pupil = await sign_in_as(db, school, uuid.UUID(roster["amy.b"]))
     must_change = await sign_in_as(db, school, uuid.UUID(roster["aero"]))
     managed = await make_school(owner_engine, db, provider=Provider.C2K)
     async with school_scope(db, school.id) as session:
         await session.execute(text("update users set must_change_password = true where username = 'aero'"))
-    readers = {"admin": school.admin_token, "teacher": teacher, "roster token": await make_api_token(db, school)}
+    readers = {
+        "admin": school.admin_token,
+        "teacher": teacher,
+        "roster token": await make_api_token(db, school),
+    }
     others: dict[str, str | None] = {
-        "anonymous": None, "pupil": pupil, "must change password": must_change, "unknown": "rcs_nope",
+        "anonymous": None,
+        "pupil": pupil,
+        "must change password": must_change,
+        "unknown": "rcs_nope",
         "provisioning token": await make_api_token(db, managed, [ApiScope.PROVISION]),
     }
     for reader in readers.values():
@@ -393,16 +514,20 @@ async def test_only_roster_readers_get_the_compiled_answer(both: Both, owner_eng
         assert fast.status_code != 200 or "errors" in fast.json(), name
 
 
-async def test_a_session_cookie_needs_its_csrf_header_here_too(both: Both, school: SchoolFixture,
-                                                               roster: dict[str, str]) -> None:
+async def test_a_session_cookie_needs_its_csrf_header_here_too(
+    both: Both, school: SchoolFixture, roster: dict[str, str]
+) -> None:
     for client in (both.fast, both.plain):
         client.cookies.set("rollcall_session", school.admin_token)
     for headers in ({}, {"X-Rollcall-CSRF": "1"}):
-        fast, plain = [await client.post("/graphql", json={"query": ROSTER_PAGE}, headers=headers)
-                       for client in (both.fast, both.plain)]
+        fast, plain = [
+            await client.post("/graphql", json={"query": ROSTER_PAGE}, headers=headers)
+            for client in (both.fast, both.plain)
+        ]
         assert fast.status_code == plain.status_code
-        assert (fast.json() if fast.status_code == 200 else fast.text) == \
-            (plain.json() if plain.status_code == 200 else plain.text)
+        assert (fast.json() if fast.status_code == 200 else fast.text) == (
+            plain.json() if plain.status_code == 200 else plain.text
+        )
 
 
 async def test_the_plan_cache_is_bounded(db: Database) -> None:
@@ -430,11 +555,14 @@ def an_enum_value(schema: GraphQLSchema) -> None:
     order_field.values["UPDATED_AT"] = GraphQLEnumValue("UPDATED_AT")
 
 
-@pytest.mark.parametrize("grow, query", [
-    (a_filter_field, '{ users(filter: {createdAfter: "2024-09-01"}) { totalCount } }'),
-    (an_argument, '{ users(createdAfter: "2024-09-01") { totalCount } }'),
-    (an_enum_value, "{ users(orderBy: {field: UPDATED_AT}) { totalCount } }"),
-])
+@pytest.mark.parametrize(
+    "grow, query",
+    [
+        (a_filter_field, '{ users(filter: {createdAfter: "2024-09-01"}) { totalCount } }'),
+        (an_argument, '{ users(createdAfter: "2024-09-01") { totalCount } }'),
+        (an_enum_value, "{ users(orderBy: {field: UPDATED_AT}) { totalCount } }"),
+    ],
+)
 def test_a_schema_grown_past_the_translator_is_answered_by_strawberry(
     db: Database, caplog: pytest.LogCaptureFixture, grow: Callable[[GraphQLSchema], None], query: str
 ) -> None:

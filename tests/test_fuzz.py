@@ -45,9 +45,11 @@ EXAMPLES = ((GenerationMode.POSITIVE, 16), (GenerationMode.NEGATIVE, 4))
 schemathesis.graphql.scalar("Upload", st.one_of(st.text(max_size=20).map(nodes.String), st.just(nodes.Null)))
 
 # What a driver error or a stack trace looks like when it slips through to the client.
-LEAKS = re.compile(r'Traceback \(most recent call last\)|File "[^"]+", line \d+|\[SQL: |sqlalchemy\.'
-                   r"|asyncpg\.|psycopg|Background on this error|invalid byte sequence for encoding"
-                   r"|syntax error at or near|violates (?:unique|foreign key|check|not-null) constraint")
+LEAKS = re.compile(
+    r'Traceback \(most recent call last\)|File "[^"]+", line \d+|\[SQL: |sqlalchemy\.'
+    r"|asyncpg\.|psycopg|Background on this error|invalid byte sequence for encoding"
+    r"|syntax error at or near|violates (?:unique|foreign key|check|not-null) constraint"
+)
 
 CREATE_CLASS = """
 mutation ($name: String!, $kind: ClassKind!) {
@@ -85,12 +87,22 @@ async def seeded_school(owner_engine: AsyncEngine, db: Database, http: httpx.Asy
     return school
 
 
-def fuzz_operation(operation: APIOperation[Any, Any, Any, Any], mode: GenerationMode, examples: int,
-                   send: Callable[[Case[Any]], list[str]]) -> None:
+def fuzz_operation(
+    operation: APIOperation[Any, Any, Any, Any],
+    mode: GenerationMode,
+    examples: int,
+    send: Callable[[Case[Any]], list[str]],
+) -> None:
     """Generate `examples` requests for one operation, deterministically; fail on the first bad answer."""
 
-    @settings(max_examples=examples, derandomize=True, database=None, deadline=None,
-              phases=[Phase.explicit, Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=operation.as_strategy(mode))
     def example(case: Case[Any]) -> None:
         found = send(case)
@@ -99,8 +111,9 @@ def fuzz_operation(operation: APIOperation[Any, Any, Any, Any], mode: Generation
     example()
 
 
-def fuzz_operations(schema: GraphQLSchema, base_url: str, fresh_token: Callable[[], str],
-                    client_addresses: Iterator[str]) -> tuple[Counter[str], dict[str, str]]:
+def fuzz_operations(
+    schema: GraphQLSchema, base_url: str, fresh_token: Callable[[], str], client_addresses: Iterator[str]
+) -> tuple[Counter[str], dict[str, str]]:
     """Fuzz every operation, one after another (in a worker thread: the server runs on the test's loop); how
     many requests each operation got, and what failed."""
     counts: Counter[str] = Counter()
@@ -128,8 +141,9 @@ def fuzz_operations(schema: GraphQLSchema, base_url: str, fresh_token: Callable[
     return counts, failures
 
 
-async def test_fuzzing_every_operation_finds_no_server_error(server_url: str, owner_engine: AsyncEngine,
-                                                             db: Database, http: httpx.AsyncClient) -> None:
+async def test_fuzzing_every_operation_finds_no_server_error(
+    server_url: str, owner_engine: AsyncEngine, db: Database, http: httpx.AsyncClient
+) -> None:
     # given a school with some users and classes, and the schema as the live server tells it
     school = await seeded_school(owner_engine, db, http)
     introspection = await post(http, get_introspection_query(), token=school.admin_token)
@@ -141,8 +155,9 @@ async def test_fuzzing_every_operation_finds_no_server_error(server_url: str, ow
 
     addresses = (f"2001:db8:f022::{n:x}" for n in itertools.count(1))
     # when every operation is fuzzed
-    counts, failures = await asyncio.to_thread(fuzz_operations, schema, server_url + "/graphql", fresh_token,
-                                               addresses)
+    counts, failures = await asyncio.to_thread(
+        fuzz_operations, schema, server_url + "/graphql", fresh_token, addresses
+    )
     # then nothing failed, and every operation was tried
     assert not failures, "\n\n".join(failures.values())
     assert set(counts) >= {"Query.users", "Mutation.addUser", "Mutation.bulkImport", "Mutation.login"}
@@ -162,8 +177,9 @@ def fuzz_scim(schema: Any, base_url: str, token: str) -> tuple[Counter[str], dic
 
         def send(case: Case[Any]) -> list[str]:
             counts[case.operation.label] += 1
-            response = case.call(base_url=base_url, session=session, timeout=30,
-                                 headers={"Authorization": f"Bearer {token}"})
+            response = case.call(
+                base_url=base_url, session=session, timeout=30, headers={"Authorization": f"Bearer {token}"}
+            )
             content_type = (response.headers.get("content-type") or [""])[0]
             found = [f"status {response.status_code}"] if response.status_code >= 500 else []
             leak = LEAKS.search(response.text)
@@ -183,8 +199,9 @@ def fuzz_scim(schema: Any, base_url: str, token: str) -> tuple[Counter[str], dic
     return counts, failures
 
 
-async def test_fuzzing_scim_finds_no_server_error(server_url: str, owner_engine: AsyncEngine, db: Database,
-                                                 http: httpx.AsyncClient) -> None:
+async def test_fuzzing_scim_finds_no_server_error(
+    server_url: str, owner_engine: AsyncEngine, db: Database, http: httpx.AsyncClient
+) -> None:
     # given a managed school, its provisioning token and a user
     school = await make_school(owner_engine, db, provider=Provider.C2K)
     token = await make_api_token(db, school, [ApiScope.PROVISION])
@@ -229,18 +246,21 @@ AUDIT = "query ($action: String) { auditEvents(filter: {action: $action}) { edge
 UPLOAD_TEXT = 'mutation { bulkImport(file: "roster.csv") { job { id } errors { code } } }'
 
 
-@pytest.mark.parametrize("slug, username", [(NUL, "admin"), ("{slug}" + NUL, "admin"),
-                                            ("{slug}", "ad" + NUL + "min")])
-async def test_a_nul_in_a_sign_in_is_just_wrong_credentials(http: httpx.AsyncClient, school: SchoolFixture,
-                                                            slug: str, username: str) -> None:
+@pytest.mark.parametrize(
+    "slug, username", [(NUL, "admin"), ("{slug}" + NUL, "admin"), ("{slug}", "ad" + NUL + "min")]
+)
+async def test_a_nul_in_a_sign_in_is_just_wrong_credentials(
+    http: httpx.AsyncClient, school: SchoolFixture, slug: str, username: str
+) -> None:
     variables = {"school": slug.format(slug=school.slug), "username": username}
     body = await post(http, LOGIN, variables, headers={"X-Forwarded-For": "2001:db8:f022:1::1"})
     assert body["data"]["login"] == {"token": None, "errors": [{"code": "INVALID_CREDENTIALS"}]}
 
 
 @pytest.mark.parametrize("text", ["Ann" + NUL, "Ann\x07Bell"])
-async def test_a_control_character_in_a_name_is_invalid_input(http: httpx.AsyncClient, db: Database,
-                                                              school: SchoolFixture, text: str) -> None:
+async def test_a_control_character_in_a_name_is_invalid_input(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture, text: str
+) -> None:
     # given a pupil and a class
     pupil = await make_user(db, school)
     created = await post(http, CREATE_CLASS, {"name": "5C", "kind": "TEACHING"}, token=school.admin_token)
@@ -254,21 +274,29 @@ async def test_a_control_character_in_a_name_is_invalid_input(http: httpx.AsyncC
         ("renameClass", RENAME_CLASS, {"id": class_id, "name": text}),
         ("createApiToken", CREATE_TOKEN, {"name": text}),
     ]
-    errors = [(await post(http, query, variables, token=school.admin_token))["data"][name]["errors"]
-              for name, query, variables in attempts]
+    errors = [
+        (await post(http, query, variables, token=school.admin_token))["data"][name]["errors"]
+        for name, query, variables in attempts
+    ]
     # then every one is refused, naming the field
-    assert errors == [[{"code": "INVALID_INPUT", "field": field}]
-                      for field in ("firstName", "value", "name", "name", "name")], errors
+    assert errors == [
+        [{"code": "INVALID_INPUT", "field": field}]
+        for field in ("firstName", "value", "name", "name", "name")
+    ], errors
 
 
-@pytest.mark.parametrize("query, variables", [
-    (SEARCH, {"search": "Ann" + NUL}),
-    (SEARCH, {"after": encode_cursor([NUL, "00000000-0000-4000-8000-000000000000"])}),
-    (AUDIT, {"action": "user.created" + NUL}),
-    (UPLOAD_TEXT, {}),
-])
+@pytest.mark.parametrize(
+    "query, variables",
+    [
+        (SEARCH, {"search": "Ann" + NUL}),
+        (SEARCH, {"after": encode_cursor([NUL, "00000000-0000-4000-8000-000000000000"])}),
+        (AUDIT, {"action": "user.created" + NUL}),
+        (UPLOAD_TEXT, {}),
+    ],
+)
 async def test_a_filter_cursor_or_file_postgres_cannot_take_is_a_bad_request(
-        http: httpx.AsyncClient, school: SchoolFixture, query: str, variables: dict[str, Any]) -> None:
+    http: httpx.AsyncClient, school: SchoolFixture, query: str, variables: dict[str, Any]
+) -> None:
     body = await post(http, query, variables, token=school.admin_token)
     assert [error["extensions"]["code"] for error in body["errors"]] == ["BAD_REQUEST"], body
 
@@ -276,16 +304,25 @@ async def test_a_filter_cursor_or_file_postgres_cannot_take_is_a_bad_request(
 TOKEN_QUERY = json.dumps(CREATE_TOKEN).encode()
 
 
-@pytest.mark.parametrize("content", [
-    json.dumps({"query": CREATE_TOKEN, "variables": {"name": "\ud800"}}).encode(),  # an unpaired surrogate
-    b'{"query": ' + TOKEN_QUERY + b', "variables": {"name": "\xed\xa0\x80"}}',  # the same, UTF-8 encoded
-    b'{"query": ' + TOKEN_QUERY + b', "variables": {"name": "\xff"}}',  # not UTF-8
-    b"null",
-    b'"{ me { id } }"',
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        json.dumps(
+            {"query": CREATE_TOKEN, "variables": {"name": "\ud800"}}
+        ).encode(),  # an unpaired surrogate
+        b'{"query": ' + TOKEN_QUERY + b', "variables": {"name": "\xed\xa0\x80"}}',  # the same, UTF-8 encoded
+        b'{"query": ' + TOKEN_QUERY + b', "variables": {"name": "\xff"}}',  # not UTF-8
+        b"null",
+        b'"{ me { id } }"',
+    ],
+)
 async def test_a_body_that_is_not_a_json_object_of_text_is_refused(
-        http: httpx.AsyncClient, school: SchoolFixture, content: bytes) -> None:
-    response = await http.post("/graphql", content=content, headers={
-        "Content-Type": "application/json", "Authorization": f"Bearer {school.admin_token}"})
+    http: httpx.AsyncClient, school: SchoolFixture, content: bytes
+) -> None:
+    response = await http.post(
+        "/graphql",
+        content=content,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {school.admin_token}"},
+    )
     assert response.status_code == 400, response.text
     assert problems_in(response.status_code, response.headers["content-type"], response.text) == []

@@ -20,17 +20,28 @@ from tenants.scope import school_scope
 from tests.conftest import ADMIN_PASSWORD, SchoolFixture, graphql
 
 INTROSPECTION = "{ __schema { queryType { name } } }"
-LOGIN_BESIDE_A_FAILURE = 'mutation { login(school: "SLUG", username: "admin", password: "' + ADMIN_PASSWORD + \
-                         '") { token } other: changeMyPassword(currentPassword: "x", newPassword: "y", ' \
-                         'confirmPassword: "y") { errors { code } } }'
-LOGIN_IN_A_FRAGMENT = 'mutation { ...SignIn logout { errors { code } } } fragment SignIn on Mutation { ' \
-                      'login(school: "SLUG", username: "admin", password: "' + ADMIN_PASSWORD + '") { token } }'
-MEMBERS_OF_EVERY_CLASS = "query ($n: Int) { users(first: $n) { edges { node { id teachingClasses { name " \
-                         "members(first: $n) { edges { node { id } } } } } } } }"
-PAGE_WITH_CLASSES = "{ users(first: 500) { edges { node { id registrationClass { name memberCount } " \
-                    "teachingClasses { name } } } } }"
-TWO_PAGES_WITH_CLASS_MEMBERS = "{ a: users(first: 500) { edges { node { registrationClass { members { totalCount } } } } } " \
-                               "b: users(first: 500) { edges { node { registrationClass { members { totalCount } } } } } }"
+LOGIN_BESIDE_A_FAILURE = (
+    'mutation { login(school: "SLUG", username: "admin", password: "'
+    + ADMIN_PASSWORD
+    + '") { token } other: changeMyPassword(currentPassword: "x", newPassword: "y", '
+    'confirmPassword: "y") { errors { code } } }'
+)
+LOGIN_IN_A_FRAGMENT = (
+    "mutation { ...SignIn logout { errors { code } } } fragment SignIn on Mutation { "
+    'login(school: "SLUG", username: "admin", password: "' + ADMIN_PASSWORD + '") { token } }'
+)
+MEMBERS_OF_EVERY_CLASS = (
+    "query ($n: Int) { users(first: $n) { edges { node { id teachingClasses { name "
+    "members(first: $n) { edges { node { id } } } } } } } }"
+)
+PAGE_WITH_CLASSES = (
+    "{ users(first: 500) { edges { node { id registrationClass { name memberCount } "
+    "teachingClasses { name } } } } }"
+)
+TWO_PAGES_WITH_CLASS_MEMBERS = (
+    "{ a: users(first: 500) { edges { node { registrationClass { members { totalCount } } } } } "
+    "b: users(first: 500) { edges { node { registrationClass { members { totalCount } } } } } }"
+)
 
 
 async def test_too_many_aliases_are_refused(http: httpx.AsyncClient, school: SchoolFixture) -> None:
@@ -81,8 +92,12 @@ async def test_mutations_over_get_are_refused(http: httpx.AsyncClient) -> None:
 async def test_validation_errors_stay_readable(http: httpx.AsyncClient, school: SchoolFixture) -> None:
     body = await graphql(http, "{ nosuchfield }")
     assert "Cannot query field 'nosuchfield'" in body["errors"][0]["message"]
-    body = await graphql(http, "query ($first: Int) { users(first: $first) { totalCount } }", {"first": "ten"},
-                         token=school.admin_token)
+    body = await graphql(
+        http,
+        "query ($first: Int) { users(first: $first) { totalCount } }",
+        {"first": "ten"},
+        token=school.admin_token,
+    )
     assert "Int cannot represent non-integer value: 'ten'" in body["errors"][0]["message"]
 
 
@@ -105,9 +120,14 @@ async def test_internal_errors_are_masked_with_a_request_id() -> None:
     app = Starlette(routes=[Route("/graphql", App(schema))])
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         body = (await client.post("/graphql", json={"query": "{ broken }"})).json()
-    assert body["errors"] == [{"message": "Internal server error.", "locations": [{"line": 1, "column": 3}],
-                               "path": ["broken"],
-                               "extensions": {"code": "INTERNAL_SERVER_ERROR", "requestId": "req-123"}}]
+    assert body["errors"] == [
+        {
+            "message": "Internal server error.",
+            "locations": [{"line": 1, "column": 3}],
+            "path": ["broken"],
+            "extensions": {"code": "INTERNAL_SERVER_ERROR", "requestId": "req-123"},
+        }
+    ]
 
 
 async def test_introspection_and_graphiql_are_settings(settings: Settings, migrated: object) -> None:
@@ -127,7 +147,9 @@ async def test_introspection_is_on_in_development(http: httpx.AsyncClient) -> No
     assert (await graphql(http, INTROSPECTION))["data"] == {"__schema": {"queryType": {"name": "Query"}}}
 
 
-async def test_a_too_costly_query_is_refused_before_it_runs(http: httpx.AsyncClient, school: SchoolFixture) -> None:
+async def test_a_too_costly_query_is_refused_before_it_runs(
+    http: httpx.AsyncClient, school: SchoolFixture
+) -> None:
     # 500 users x 50 teaching classes x 500 members, on the compiled read path the roster read takes first
     body = await graphql(http, MEMBERS_OF_EVERY_CLASS, {"n": 500}, token=school.admin_token)
     assert body["data"] is None
@@ -147,11 +169,14 @@ async def test_the_cost_sums_over_aliases(http: httpx.AsyncClient, school: Schoo
 
 async def test_small_pages_of_class_members_are_fine(http: httpx.AsyncClient, school: SchoolFixture) -> None:
     body = await graphql(http, MEMBERS_OF_EVERY_CLASS, {"n": 5}, token=school.admin_token)
-    assert body == {"data": {"users": {"edges": [{"node": {"id": str(school.admin_id), "teachingClasses": []}}]}}}
+    assert body == {
+        "data": {"users": {"edges": [{"node": {"id": str(school.admin_id), "teachingClasses": []}}]}}
+    }
 
 
-async def test_a_sign_in_beside_other_fields_is_refused_and_starts_no_session(http: httpx.AsyncClient, db: Database,
-                                                                           school: SchoolFixture) -> None:
+async def test_a_sign_in_beside_other_fields_is_refused_and_starts_no_session(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     async def sessions() -> int:
         async with school_scope(db, school.id) as session:
             return int((await session.execute(text("select count(*) from sessions"))).scalar_one())

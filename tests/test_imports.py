@@ -41,28 +41,42 @@ mutation ($id: ID!, $password: String!) {{
 }}
 """
 PROGRESS = "query ($id: ID!) { importJob(id: $id) { status processed total } }"
-LOGIN = 'mutation ($s: String!, $u: String!, $p: String!) { login(school: $s, username: $u, password: $p) ' \
-        '{ errors { code } } }'
+LOGIN = (
+    "mutation ($s: String!, $u: String!, $p: String!) { login(school: $s, username: $u, password: $p) "
+    "{ errors { code } } }"
+)
 
 
-async def upload(http: httpx.AsyncClient, token: str, data: bytes, name: str = "roster.csv", remove: bool = False,
-                 headers: dict[str, str] | None = None) -> httpx.Response:
+async def upload(
+    http: httpx.AsyncClient,
+    token: str,
+    data: bytes,
+    name: str = "roster.csv",
+    remove: bool = False,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     """A GraphQL multipart request, as the launchpad's file picker sends it."""
     operations = json.dumps({"query": UPLOAD, "variables": {"file": None, "remove": remove}})
-    return await http.post("/graphql", data={"operations": operations, "map": json.dumps({"0": ["variables.file"]})},
-                           files={"0": (name, data, "text/csv")},
-                           headers={"Authorization": f"Bearer {token}", **(headers or {})})
+    return await http.post(
+        "/graphql",
+        data={"operations": operations, "map": json.dumps({"0": ["variables.file"]})},
+        files={"0": (name, data, "text/csv")},
+        headers={"Authorization": f"Bearer {token}", **(headers or {})},
+    )
 
 
-async def preview(http: httpx.AsyncClient, school: SchoolFixture, data: bytes, **kwargs: Any) -> dict[str, Any]:
+async def preview(
+    http: httpx.AsyncClient, school: SchoolFixture, data: bytes, **kwargs: Any
+) -> dict[str, Any]:
     response = await upload(http, school.admin_token, data, **kwargs)
     assert response.status_code == 200, response.text
     payload: dict[str, Any] = response.json()["data"]["bulkImport"]
     return payload
 
 
-async def confirm(http: httpx.AsyncClient, school: SchoolFixture, job_id: str,
-                  password: str = ADMIN_PASSWORD) -> dict[str, Any]:
+async def confirm(
+    http: httpx.AsyncClient, school: SchoolFixture, job_id: str, password: str = ADMIN_PASSWORD
+) -> dict[str, Any]:
     body = await graphql(http, CONFIRM, {"id": job_id, "password": password}, token=school.admin_token)
     payload: dict[str, Any] = body["data"]["confirmImport"]
     return payload
@@ -75,12 +89,22 @@ async def export(http: httpx.AsyncClient, token: str) -> httpx.Response:
 async def roster(db: Database, school: SchoolFixture) -> list[tuple[Any, ...]]:
     """Everything an import could change, to compare before and after."""
     async with school_scope(db, school.id) as session:
-        users = (await session.execute(text(
-            "select username, first_name, surname, type, is_admin, password_hash, deleted_at is null, version "
-            "from users order by username"))).all()
-        classes = (await session.execute(text(
-            "select c.name, c.kind, u.username from classes c left join class_memberships m "
-            "on m.class_id = c.id left join users u on u.id = m.user_id order by 1, 3"))).all()
+        users = (
+            await session.execute(
+                text(
+                    "select username, first_name, surname, type, is_admin, password_hash, deleted_at is null, version "
+                    "from users order by username"
+                )
+            )
+        ).all()
+        classes = (
+            await session.execute(
+                text(
+                    "select c.name, c.kind, u.username from classes c left join class_memberships m "
+                    "on m.class_id = c.id left join users u on u.id = m.user_id order by 1, 3"
+                )
+            )
+        ).all()
     return [tuple(row) for row in [*users, *classes]]
 
 
@@ -89,7 +113,7 @@ ROSTER = (
     b"jones.m,Megan,Jones,TEACHER,,Maths A;Choir,false,Teach-me-2026\r\n"
     b"amy.b,Amy,Brown,PUPIL,P3,Maths A,false,cat1\r\n"
     b"ben.c,Ben,Clarke,PUPIL,P3,,false,\r\n"
-    b"cara.d,=SUM(A1),\"Doyle, Jr\",PUPIL,P4,Choir,false,\r\n"
+    b'cara.d,=SUM(A1),"Doyle, Jr",PUPIL,P4,Choir,false,\r\n'
 )
 
 
@@ -105,30 +129,35 @@ async def loaded(http: httpx.AsyncClient, db: Database, school: SchoolFixture) -
 async def test_the_export_is_an_attachment_with_bom_and_escaped_formulas(
     http: httpx.AsyncClient, db: Database, school: SchoolFixture, loaded: dict[str, Any]
 ) -> None:
-    await make_user(db, school, username="mallory", first_name="=HYPERLINK(\"http://x\")", surname="@SUM(1)")
+    await make_user(db, school, username="mallory", first_name='=HYPERLINK("http://x")', surname="@SUM(1)")
     response = await export(http, school.admin_token)
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/csv; charset=utf-8"
     assert response.headers["content-disposition"] == f'attachment; filename="{school.slug}-users.csv"'
-    assert response.content.startswith(b"\xef\xbb\xbfusername,first_name,surname,type,registration_class,"
-                                       b"teaching_classes,is_admin,email,password\r\n")
+    assert response.content.startswith(
+        b"\xef\xbb\xbfusername,first_name,surname,type,registration_class,"
+        b"teaching_classes,is_admin,email,password\r\n"
+    )
     lines = response.content.decode("utf-8-sig").split("\r\n")
     assert "amy.b,Amy,Brown,PUPIL,P3,Maths A,false,," in lines
     assert "jones.m,Megan,Jones,TEACHER,,Choir;Maths A,false,," in lines
-    assert "mallory,\"'=HYPERLINK(\"\"http://x\"\")\",'@SUM(1),PUPIL,,,false,," in lines
-    assert "cara.d,'=SUM(A1),\"Doyle, Jr\",PUPIL,P4,Choir,false,," in lines
+    assert 'mallory,"\'=HYPERLINK(""http://x"")",\'@SUM(1),PUPIL,,,false,,' in lines
+    assert 'cara.d,\'=SUM(A1),"Doyle, Jr",PUPIL,P4,Choir,false,,' in lines
 
 
-async def test_the_export_reimports_as_no_changes(http: httpx.AsyncClient, db: Database, school: SchoolFixture,
-                                                  loaded: dict[str, Any]) -> None:
-    await make_user(db, school, username="quoted", first_name="-Dash", surname="O'Brien, \"Jr\"")
+async def test_the_export_reimports_as_no_changes(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture, loaded: dict[str, Any]
+) -> None:
+    await make_user(db, school, username="quoted", first_name="-Dash", surname='O\'Brien, "Jr"')
     exported = (await export(http, school.admin_token)).content
     job = (await preview(http, school, exported))["job"]
     assert job["totals"] == {"create": 0, "update": 0, "unchanged": 6, "error": 0, "remove": 0}
     assert job["newClasses"] == []
 
 
-async def test_only_admins_download_the_roster(http: httpx.AsyncClient, db: Database, school: SchoolFixture) -> None:
+async def test_only_admins_download_the_roster(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     teacher = await sign_in_as(db, school, await make_user(db, school, type=UserType.TEACHER))
     assert (await export(http, teacher)).status_code == 403
     assert (await http.get("/users.csv")).status_code == 401
@@ -143,31 +172,39 @@ async def test_the_preview_shows_every_action_and_changes_nothing(
     before = await roster(db, school)
     edited = (
         "Username;First Name;Surname;Type;Registration_Class;Teaching_Classes;Is_Admin;Password\r\n"
-        "jones.m;Megan;Jones-Hughes;TEACHER;;Maths A;false;\r\n"   # surname and a teaching class changed
-        "amy.b;Amy;Brown;PUPIL;P3;Maths A;false;\r\n"              # unchanged
-        "new.kid;Nia;Khan;PUPIL;P5;Art Club;false;\r\n"            # new, with two new classes
-        "bad kid;X;Y;PARENT;;;false;\r\n"                          # errors
+        "jones.m;Megan;Jones-Hughes;TEACHER;;Maths A;false;\r\n"  # surname and a teaching class changed
+        "amy.b;Amy;Brown;PUPIL;P3;Maths A;false;\r\n"  # unchanged
+        "new.kid;Nia;Khan;PUPIL;P5;Art Club;false;\r\n"  # new, with two new classes
+        "bad kid;X;Y;PARENT;;;false;\r\n"  # errors
     ).encode("cp1252")
     job = (await preview(http, school, edited, remove=True))["job"]
     assert job["status"] == "PREVIEW"
     assert job["totals"] == {"create": 1, "update": 1, "unchanged": 1, "error": 1, "remove": 2}
     rows = {row["username"]: row for row in job["rows"]}
-    assert rows["jones.m"]["changes"] == [{"field": "surname", "from": "Jones", "to": "Jones-Hughes"},
-                                          {"field": "teaching_classes", "from": "choir;maths a", "to": "maths a"}]
+    assert rows["jones.m"]["changes"] == [
+        {"field": "surname", "from": "Jones", "to": "Jones-Hughes"},
+        {"field": "teaching_classes", "from": "choir;maths a", "to": "maths a"},
+    ]
     assert rows["new.kid"]["action"] == "CREATE" and rows["new.kid"]["row"] == 4
     assert {e["column"] for e in rows["bad kid"]["errors"]} == {"username", "type"}
     assert {r["username"] for r in job["rows"] if r["action"] == "REMOVE"} == {"ben.c", "cara.d"}
     assert sorted(job["newClasses"], key=lambda c: c["name"]) == [
-        {"name": "Art Club", "kind": "TEACHING"}, {"name": "P5", "kind": "REGISTRATION"}]
+        {"name": "Art Club", "kind": "TEACHING"},
+        {"name": "P5", "kind": "REGISTRATION"},
+    ]
     assert await roster(db, school) == before
     refused = await confirm(http, school, job["id"])
     assert [e["code"] for e in refused["errors"]] == ["IMPORT_NOT_CONFIRMABLE"]
 
 
-async def test_confirm_applies_everything_once(http: httpx.AsyncClient, db: Database, school: SchoolFixture) -> None:
+async def test_confirm_applies_everything_once(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     job = (await preview(http, school, ROSTER))["job"]
     assert job["totals"]["create"] == 4
-    assert [e["code"] for e in (await confirm(http, school, job["id"], "wrong"))["errors"]] == ["REAUTH_FAILED"]
+    assert [e["code"] for e in (await confirm(http, school, job["id"], "wrong"))["errors"]] == [
+        "REAUTH_FAILED"
+    ]
     applied = await confirm(http, school, job["id"])
     assert applied["errors"] == []
     assert applied["job"]["status"] == "SUCCEEDED"
@@ -175,19 +212,34 @@ async def test_confirm_applies_everything_once(http: httpx.AsyncClient, db: Data
     generated = {g["username"]: g["password"] for g in applied["generatedPasswords"]}
     assert set(generated) == {"ben.c", "cara.d"}
     assert len(set(generated.values())) == 2
-    for username, password in [("ben.c", generated["ben.c"]), ("amy.b", "cat1"), ("jones.m", "Teach-me-2026")]:
+    for username, password in [
+        ("ben.c", generated["ben.c"]),
+        ("amy.b", "cat1"),
+        ("jones.m", "Teach-me-2026"),
+    ]:
         login = await graphql(http, LOGIN, {"s": school.slug, "u": username, "p": password})
         assert login["data"]["login"]["errors"] == [], username
-    users = await graphql(http, "{ users(filter: {classId: null}, first: 50) { edges { node { username "
-                                "registrationClass { name } teachingClasses { name } } } } }",
-                          token=school.admin_token)
+    users = await graphql(
+        http,
+        "{ users(filter: {classId: null}, first: 50) { edges { node { username "
+        "registrationClass { name } teachingClasses { name } } } } }",
+        token=school.admin_token,
+    )
     amy = next(e["node"] for e in users["data"]["users"]["edges"] if e["node"]["username"] == "amy.b")
-    assert amy == {"username": "amy.b", "registrationClass": {"name": "P3"}, "teachingClasses": [{"name": "Maths A"}]}
+    assert amy == {
+        "username": "amy.b",
+        "registrationClass": {"name": "P3"},
+        "teachingClasses": [{"name": "Maths A"}],
+    }
     again = await confirm(http, school, job["id"])
     assert [e["code"] for e in again["errors"]] == ["IMPORT_NOT_CONFIRMABLE"]
     async with school_scope(db, school.id) as session:
         stored = (await session.execute(text("select sealed_passwords from import_jobs"))).scalar_one()
-        actions = (await session.execute(text("select action from audit_events order by created_at"))).scalars().all()
+        actions = (
+            (await session.execute(text("select action from audit_events order by created_at")))
+            .scalars()
+            .all()
+        )
     assert stored is None
     assert "users.created" in actions and "import.previewed" in actions
 
@@ -195,43 +247,62 @@ async def test_confirm_applies_everything_once(http: httpx.AsyncClient, db: Data
 async def test_an_update_moves_a_pupil_and_keeps_an_untouched_password(
     http: httpx.AsyncClient, db: Database, school: SchoolFixture, loaded: dict[str, Any]
 ) -> None:
-    moved = ROSTER.replace(b"amy.b,Amy,Brown,PUPIL,P3,Maths A,false,cat1", b"amy.b,Amy,Brown,PUPIL,P4,,false,")
+    moved = ROSTER.replace(
+        b"amy.b,Amy,Brown,PUPIL,P3,Maths A,false,cat1", b"amy.b,Amy,Brown,PUPIL,P4,,false,"
+    )
     job = (await preview(http, school, moved))["job"]
     # jones.m's row still carries a password, so it counts as an update too
     assert job["totals"] == {"create": 0, "update": 2, "unchanged": 2, "error": 0, "remove": 0}
     assert (await confirm(http, school, job["id"]))["errors"] == []
-    body = await graphql(http, "{ users(filter: {search: \"amy\"}) { edges { node { registrationClass { name } "
-                               "teachingClasses { name } version } } } }", token=school.admin_token)
-    assert body["data"]["users"]["edges"][0]["node"] == {"registrationClass": {"name": "P4"}, "teachingClasses": [],
-                                                         "version": 2}
+    body = await graphql(
+        http,
+        '{ users(filter: {search: "amy"}) { edges { node { registrationClass { name } '
+        "teachingClasses { name } version } } } }",
+        token=school.admin_token,
+    )
+    assert body["data"]["users"]["edges"][0]["node"] == {
+        "registrationClass": {"name": "P4"},
+        "teachingClasses": [],
+        "version": 2,
+    }
     login = await graphql(http, LOGIN, {"s": school.slug, "u": "amy.b", "p": "cat1"})
     assert login["data"]["login"]["errors"] == []
 
 
-async def test_remove_missing_pupils_deletes_them_on_apply(http: httpx.AsyncClient, db: Database,
-                                                           school: SchoolFixture, loaded: dict[str, Any]) -> None:
+async def test_remove_missing_pupils_deletes_them_on_apply(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture, loaded: dict[str, Any]
+) -> None:
     only_amy = b"username,type\r\namy.b,PUPIL\r\njones.m,TEACHER\r\n"
     job = (await preview(http, school, only_amy, remove=True))["job"]
     assert job["totals"] == {"create": 0, "update": 0, "unchanged": 2, "error": 0, "remove": 2}
     assert (await confirm(http, school, job["id"]))["errors"] == []
-    body = await graphql(http, "{ users(filter: {status: DELETED}) { edges { node { username } } } }",
-                         token=school.admin_token)
+    body = await graphql(
+        http, "{ users(filter: {status: DELETED}) { edges { node { username } } } }", token=school.admin_token
+    )
     assert sorted(e["node"]["username"] for e in body["data"]["users"]["edges"]) == ["ben.c", "cara.d"]
 
 
 async def test_a_failure_mid_apply_leaves_the_roster_untouched(
-    http: httpx.AsyncClient, db: Database, owner_engine: AsyncEngine, school: SchoolFixture, loaded: dict[str, Any]
+    http: httpx.AsyncClient,
+    db: Database,
+    owner_engine: AsyncEngine,
+    school: SchoolFixture,
+    loaded: dict[str, Any],
 ) -> None:
     before = await roster(db, school)
-    edited = ROSTER.replace(b"Megan,Jones", b"Megan,Changed") + \
-        b"zz.refused,Last,Row,PUPIL,P9,New Club,false,\r\n"
+    edited = (
+        ROSTER.replace(b"Megan,Jones", b"Megan,Changed") + b"zz.refused,Last,Row,PUPIL,P9,New Club,false,\r\n"
+    )
     job = (await preview(http, school, edited))["job"]
     assert job["totals"]["create"] == 1 and job["totals"]["update"] == 2
     # The database refuses the last new user only when it is written: after the classes, the update and the
     # other rows.
     async with owner_engine.begin() as connection:
-        await connection.execute(text("alter table users add constraint test_refuses_zz "
-                                      "check (username <> 'zz.refused') not valid"))
+        await connection.execute(
+            text(
+                "alter table users add constraint test_refuses_zz check (username <> 'zz.refused') not valid"
+            )
+        )
     try:
         failed = await confirm(http, school, job["id"])
     finally:
@@ -264,7 +335,8 @@ async def test_progress_is_visible_from_a_second_connection(
     http: httpx.AsyncClient, server_url: str, school: SchoolFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     big = "username,first_name,surname,type,registration_class\r\n" + "".join(
-        f"pupil{i:04},First{i},Last{i},PUPIL,P{i % 7}\r\n" for i in range(3 * imports.PROGRESS_EVERY))
+        f"pupil{i:04},First{i},Last{i},PUPIL,P{i % 7}\r\n" for i in range(3 * imports.PROGRESS_EVERY)
+    )
     job = (await preview(http, school, big.encode()))["job"]
     seen: list[tuple[str, int]] = []
     # Half the passwords wait until the watcher has seen the import part way, on a machine fast or slow.
@@ -302,22 +374,27 @@ async def test_progress_is_visible_from_a_second_connection(
     assert seen[-1] == ("SUCCEEDED", job["total"])
 
 
-async def test_managed_schools_refuse_imports(http: httpx.AsyncClient, owner_engine: AsyncEngine,
-                                              db: Database) -> None:
+async def test_managed_schools_refuse_imports(
+    http: httpx.AsyncClient, owner_engine: AsyncEngine, db: Database
+) -> None:
     managed = await make_school(owner_engine, db, provider=Provider.GLOW)
     payload = await preview(http, managed, ROSTER)
     assert [e["code"] for e in payload["errors"]] == ["MANAGED_BY_PROVIDER"]
 
 
-@pytest.mark.parametrize("name,message", [
-    ("empty.csv", "empty"),
-    ("binary.xlsx.csv", "Excel"),
-    ("nul_bytes.csv", "NUL"),
-    ("broken_no_username_column.csv", "username"),
-    ("mixed_utf8_windows1252.csv", "Row 2 is UTF-8 but row 4 is Windows-1252"),
-])
-async def test_broken_files_are_refused_whole(http: httpx.AsyncClient, db: Database, school: SchoolFixture,
-                                              name: str, message: str) -> None:
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        ("empty.csv", "empty"),
+        ("binary.xlsx.csv", "Excel"),
+        ("nul_bytes.csv", "NUL"),
+        ("broken_no_username_column.csv", "username"),
+        ("mixed_utf8_windows1252.csv", "Row 2 is UTF-8 but row 4 is Windows-1252"),
+    ],
+)
+async def test_broken_files_are_refused_whole(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture, name: str, message: str
+) -> None:
     payload = await preview(http, school, (DATA / name).read_bytes(), name=name)
     assert [e["code"] for e in payload["errors"]] == ["INVALID_FILE"]
     assert message.lower() in payload["errors"][0]["message"].lower()
@@ -325,33 +402,41 @@ async def test_broken_files_are_refused_whole(http: httpx.AsyncClient, db: Datab
         assert (await session.execute(text("select count(*) from import_jobs"))).scalar_one() == 0
 
 
-async def test_a_file_of_row_errors_is_stored_as_a_preview_only(http: httpx.AsyncClient, db: Database,
-                                                               school: SchoolFixture) -> None:
+async def test_a_file_of_row_errors_is_stored_as_a_preview_only(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     before = await roster(db, school)
     job = (await preview(http, school, (DATA / "broken_duplicates_and_bad_values.csv").read_bytes()))["job"]
     assert job["totals"]["error"] > 0
     assert await roster(db, school) == before
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("export_edited_in_excel.csv", None),
-    ("semicolon_windows1252.csv", None),
-    ("tab_separated.csv", None),
-    ("legacy_columns.csv", None),
-    ("quoted_newlines_blank_lines.csv", None),
-    ("headers_any_case_order.csv", None),
-])
-async def test_real_spreadsheet_files_apply(http: httpx.AsyncClient, db: Database, school: SchoolFixture,
-                                            name: str, expected: None) -> None:
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("export_edited_in_excel.csv", None),
+        ("semicolon_windows1252.csv", None),
+        ("tab_separated.csv", None),
+        ("legacy_columns.csv", None),
+        ("quoted_newlines_blank_lines.csv", None),
+        ("headers_any_case_order.csv", None),
+    ],
+)
+async def test_real_spreadsheet_files_apply(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture, name: str, expected: None
+) -> None:
     job = (await preview(http, school, (DATA / name).read_bytes(), name=name))["job"]
     assert job["totals"]["error"] == 0, job["rows"]
     assert job["totals"]["create"] > 0
     applied = await confirm(http, school, job["id"])
     assert applied["errors"] == [] and applied["job"]["status"] == "SUCCEEDED"
     async with school_scope(db, school.id) as session:
-        count = (await session.execute(text("select count(*) from users where deleted_at is null"))).scalar_one()
-    assert count == 1 + job["totals"]["create"] + job["totals"]["update"] + job["totals"]["unchanged"] - \
-        sum(1 for r in job["rows"] if r["username"].lower() == "admin")
+        count = (
+            await session.execute(text("select count(*) from users where deleted_at is null"))
+        ).scalar_one()
+    assert count == 1 + job["totals"]["create"] + job["totals"]["update"] + job["totals"]["unchanged"] - sum(
+        1 for r in job["rows"] if r["username"].lower() == "admin"
+    )
 
 
 async def test_the_legacy_format_maps_administrator_and_missing_type(
@@ -360,19 +445,27 @@ async def test_the_legacy_format_maps_administrator_and_missing_type(
     job = (await preview(http, school, (DATA / "legacy_columns.csv").read_bytes()))["job"]
     assert (await confirm(http, school, job["id"]))["errors"] == []
     async with school_scope(db, school.id) as session:
-        rows = dict((await session.execute(text(
-            "select username, type || ':' || is_admin from users"))).all())
-    assert rows["head"] == "TEACHER:true" and rows["jkelly"] == "PUPIL:false" and rows["areid"] == "TEACHER:false"
+        rows = dict(
+            (await session.execute(text("select username, type || ':' || is_admin from users"))).all()
+        )
+    assert (
+        rows["head"] == "TEACHER:true"
+        and rows["jkelly"] == "PUPIL:false"
+        and rows["areid"] == "TEACHER:false"
+    )
 
 
-async def test_uploads_need_a_bearer_token_or_the_csrf_header(http: httpx.AsyncClient, school: SchoolFixture) -> None:
+async def test_uploads_need_a_bearer_token_or_the_csrf_header(
+    http: httpx.AsyncClient, school: SchoolFixture
+) -> None:
     operations = json.dumps({"query": UPLOAD, "variables": {"file": None}})
     form = {"operations": operations, "map": json.dumps({"0": ["variables.file"]})}
     response = await http.post("/graphql", data=form, files={"0": ("r.csv", ROSTER, "text/csv")})
     assert response.status_code == 403
     http.cookies.set("rollcall_session", school.admin_token)
-    response = await http.post("/graphql", data=form, files={"0": ("r.csv", ROSTER, "text/csv")},
-                               headers={"X-Rollcall-CSRF": "1"})
+    response = await http.post(
+        "/graphql", data=form, files={"0": ("r.csv", ROSTER, "text/csv")}, headers={"X-Rollcall-CSRF": "1"}
+    )
     assert response.status_code == 200 and response.json()["data"]["bulkImport"]["errors"] == []
 
 
@@ -407,12 +500,15 @@ async def sealed_jobs(db: Database, school: SchoolFixture) -> dict[str, bool]:
 
 async def expire(db: Database, school: SchoolFixture, job_id: str) -> None:
     async with school_scope(db, school.id) as session:
-        await session.execute(text("update import_jobs set expires_at = now() - interval '1 minute' "
-                                   "where id = :id"), {"id": job_id})
+        await session.execute(
+            text("update import_jobs set expires_at = now() - interval '1 minute' where id = :id"),
+            {"id": job_id},
+        )
 
 
-async def test_typed_passwords_are_not_in_the_database_in_plain(http: httpx.AsyncClient, owner_engine: AsyncEngine,
-                                                                db: Database, school: SchoolFixture) -> None:
+async def test_typed_passwords_are_not_in_the_database_in_plain(
+    http: httpx.AsyncClient, owner_engine: AsyncEngine, db: Database, school: SchoolFixture
+) -> None:
     job = (await preview(http, school, ROSTER))["job"]
     row = await raw_job(owner_engine, school, job["id"])
     assert not [password for password in TYPED if plainly_in(row, password)]
@@ -425,8 +521,9 @@ async def test_typed_passwords_are_not_in_the_database_in_plain(http: httpx.Asyn
     assert await sealed_jobs(db, school) == {job["id"]: False}
 
 
-async def test_a_preview_with_errors_keeps_no_passwords(http: httpx.AsyncClient, owner_engine: AsyncEngine,
-                                                        db: Database, school: SchoolFixture) -> None:
+async def test_a_preview_with_errors_keeps_no_passwords(
+    http: httpx.AsyncClient, owner_engine: AsyncEngine, db: Database, school: SchoolFixture
+) -> None:
     job = (await preview(http, school, ROSTER + b"bad kid,X,Y,PARENT,,,false,typed-in-error\r\n"))["job"]
     assert job["totals"]["error"] == 1
     row = await raw_job(owner_engine, school, job["id"])
@@ -434,15 +531,20 @@ async def test_a_preview_with_errors_keeps_no_passwords(http: httpx.AsyncClient,
     assert await sealed_jobs(db, school) == {job["id"]: False}
 
 
-async def test_sealed_passwords_open_only_on_their_own_job(http: httpx.AsyncClient, db: Database,
-                                                           school: SchoolFixture) -> None:
+async def test_sealed_passwords_open_only_on_their_own_job(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     first = (await preview(http, school, ROSTER))["job"]
     second = (await preview(http, school, ROSTER.replace(b"cat1", b"dog2")))["job"]
     before = await roster(db, school)
     async with school_scope(db, school.id) as session:
-        await session.execute(text("update import_jobs set sealed_passwords = (select sealed_passwords from "
-                                   "import_jobs where id = :first) where id = :second"),
-                              {"first": first["id"], "second": second["id"]})
+        await session.execute(
+            text(
+                "update import_jobs set sealed_passwords = (select sealed_passwords from "
+                "import_jobs where id = :first) where id = :second"
+            ),
+            {"first": first["id"], "second": second["id"]},
+        )
     refused = await confirm(http, school, second["id"])
     assert [(e["code"], e["field"]) for e in refused["errors"]] == [("IMPORT_NOT_CONFIRMABLE", "jobId")]
     assert "upload the file again" in refused["errors"][0]["message"]
@@ -451,44 +553,66 @@ async def test_sealed_passwords_open_only_on_their_own_job(http: httpx.AsyncClie
 
 def owner_env(migrated: EmbeddedServer, tmp_path: Path) -> dict[str, str]:
     urls = migrated.urls()
-    return {**os.environ, "DATABASE_URL": urls.owner, "APP_DATABASE_URL": urls.app,
-            "ROLLCALL_DATA_DIR": str(tmp_path)}
+    return {
+        **os.environ,
+        "DATABASE_URL": urls.owner,
+        "APP_DATABASE_URL": urls.app,
+        "ROLLCALL_DATA_DIR": str(tmp_path),
+    }
 
 
-async def test_expired_previews_lose_their_typed_passwords_on_purge(http: httpx.AsyncClient, db: Database,
-                                                                    school: SchoolFixture, migrated: EmbeddedServer,
-                                                                    tmp_path: Path) -> None:
-    expired, waiting = (await preview(http, school, ROSTER))["job"], (await preview(http, school, ROSTER))["job"]
+async def test_expired_previews_lose_their_typed_passwords_on_purge(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture, migrated: EmbeddedServer, tmp_path: Path
+) -> None:
+    expired, waiting = (
+        (await preview(http, school, ROSTER))["job"],
+        (await preview(http, school, ROSTER))["job"],
+    )
     await expire(db, school, expired["id"])
     purged = rollcall(owner_env(migrated, tmp_path), "purge")
     assert purged.returncode == 0, purged.stderr
-    assert f"{school.slug}: 0 users purged, typed passwords removed from 1 expired import previews" in purged.stdout
+    assert (
+        f"{school.slug}: 0 users purged, typed passwords removed from 1 expired import previews"
+        in purged.stdout
+    )
     assert await sealed_jobs(db, school) == {expired["id"]: False, waiting["id"]: True}
 
 
-async def test_expired_previews_lose_their_typed_passwords_at_start_up(http: httpx.AsyncClient, db: Database,
-                                                                       school: SchoolFixture,
-                                                                       migrated: EmbeddedServer,
-                                                                       tmp_path: Path) -> None:
-    expired, waiting = (await preview(http, school, ROSTER))["job"], (await preview(http, school, ROSTER))["job"]
+async def test_expired_previews_lose_their_typed_passwords_at_start_up(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture, migrated: EmbeddedServer, tmp_path: Path
+) -> None:
+    expired, waiting = (
+        (await preview(http, school, ROSTER))["job"],
+        (await preview(http, school, ROSTER))["job"],
+    )
     await expire(db, school, expired["id"])
     with serving(owner_env(migrated, tmp_path)):
         assert await sealed_jobs(db, school) == {expired["id"]: False, waiting["id"]: True}
 
 
-async def test_a_class_named_by_a_look_alike_is_the_existing_class(http: httpx.AsyncClient, db: Database,
-                                                                   school: SchoolFixture,
-                                                                   loaded: dict[str, Any]) -> None:
+async def test_a_class_named_by_a_look_alike_is_the_existing_class(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture, loaded: dict[str, Any]
+) -> None:
     # Cyrillic Р in the registration class, full-width letters and another case in the teaching class
-    data = ("username,first_name,surname,type,registration_class,teaching_classes\r\n"
-            "nia.k,Nia,Khan,PUPIL,\u04203,\uff2d\uff41\uff54\uff48\uff53 a\r\n").encode()
+    data = (
+        "username,first_name,surname,type,registration_class,teaching_classes\r\n"
+        "nia.k,Nia,Khan,PUPIL,\u04203,\uff2d\uff41\uff54\uff48\uff53 a\r\n"
+    ).encode()
     job = (await preview(http, school, data))["job"]
     assert job["newClasses"] == [] and job["totals"]["create"] == 1
     assert (await confirm(http, school, job["id"]))["errors"] == []
-    classes = await graphql(http, '{ users(filter: {search: "nia.k"}) { edges { node { registrationClass '
-                                  '{ name } teachingClasses { name } } } } }', token=school.admin_token)
-    assert classes["data"]["users"]["edges"][0]["node"] == {"registrationClass": {"name": "P3"},
-                                                            "teachingClasses": [{"name": "Maths A"}]}
+    classes = await graphql(
+        http,
+        '{ users(filter: {search: "nia.k"}) { edges { node { registrationClass '
+        "{ name } teachingClasses { name } } } } }",
+        token=school.admin_token,
+    )
+    assert classes["data"]["users"]["edges"][0]["node"] == {
+        "registrationClass": {"name": "P3"},
+        "teachingClasses": [{"name": "Maths A"}],
+    }
+
+
 EMAILS = "query { users(first: 100) { edges { node { username email } } } }"
 
 
@@ -496,11 +620,13 @@ async def test_staff_emails_come_in_with_the_file_and_go_out_with_the_export(
     http: httpx.AsyncClient, db: Database, school: SchoolFixture
 ) -> None:
     # given a file that gives a teacher an email, a pupil one, and two teachers the same one
-    file = (b"username,type,email\r\n"
-            b"hill,Teacher,Hill@School.example\r\n"
-            b"amy,Pupil,amy@home.example\r\n"
-            b"park,Teacher,park@school.example\r\n"
-            b"moss,Teacher,PARK@school.example\r\n")
+    file = (
+        b"username,type,email\r\n"
+        b"hill,Teacher,Hill@School.example\r\n"
+        b"amy,Pupil,amy@home.example\r\n"
+        b"park,Teacher,park@school.example\r\n"
+        b"moss,Teacher,PARK@school.example\r\n"
+    )
 
     # when
     job = (await preview(http, school, file))["job"]
@@ -508,8 +634,11 @@ async def test_staff_emails_come_in_with_the_file_and_go_out_with_the_export(
     # then the pupil's and the shared ones are errors of their rows
     shown = [(row["username"], row["action"], [e["column"] for e in row["errors"]]) for row in job["rows"]]
     assert shown == [
-        ("hill", "CREATE", []), ("amy", "ERROR", ["email"]), ("park", "ERROR", ["email"]),
-        ("moss", "ERROR", ["email"])]
+        ("hill", "CREATE", []),
+        ("amy", "ERROR", ["email"]),
+        ("park", "ERROR", ["email"]),
+        ("moss", "ERROR", ["email"]),
+    ]
 
     # when the fixed file is applied
     fixed = b"username,type,email\r\nhill,Teacher,Hill@School.example\r\namy,Pupil,\r\n"
@@ -519,23 +648,30 @@ async def test_staff_emails_come_in_with_the_file_and_go_out_with_the_export(
     # then the teacher has it, in GraphQL and in the export
     users = (await graphql(http, EMAILS, token=school.admin_token))["data"]["users"]["edges"]
     assert {edge["node"]["username"]: edge["node"]["email"] for edge in users} == {
-        "admin": None, "hill": "Hill@School.example", "amy": None}
+        "admin": None,
+        "hill": "Hill@School.example",
+        "amy": None,
+    }
     exported = (await export(http, school.admin_token)).text
     assert "hill,,,TEACHER,,,false,Hill@School.example," in exported
     # and a changed address is an UPDATE showing it
     again = await preview(http, school, b"username,email\r\nhill,m.hill@school.example\r\n")
     (row,) = again["job"]["rows"]
-    assert (row["action"], row["changes"]) == ("UPDATE", [
-        {"field": "email", "from": "Hill@School.example", "to": "m.hill@school.example"}])
+    assert (row["action"], row["changes"]) == (
+        "UPDATE",
+        [{"field": "email", "from": "Hill@School.example", "to": "m.hill@school.example"}],
+    )
 
 
-async def test_a_pupil_the_file_removes_loses_their_login_cards(http: httpx.AsyncClient, db: Database,
-                                                                school: SchoolFixture) -> None:
+async def test_a_pupil_the_file_removes_loses_their_login_cards(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     amy = await make_user(db, school, username="amy")
     await make_user(db, school, username="ben")
     job = (await preview(http, school, b"username\r\nben\r\n", remove=True))["job"]
     assert (await confirm(http, school, job["id"]))["errors"] == []
     async with school_scope(db, school.id) as session:
-        version = (await session.execute(text("select login_code_version from users where id = :id"),
-                                         {"id": amy})).scalar_one()
+        version = (
+            await session.execute(text("select login_code_version from users where id = :id"), {"id": amy})
+        ).scalar_one()
     assert version == 2

@@ -42,40 +42,74 @@ QR_SECRET = "rcq1.QrCardSecret-0123456789abcdef"
 FILE_SECRET = "File-Secret-135"
 SCIM_SECRET = "Scim-Secret-864"
 VARIABLE_SECRET = "Variable-Secret-975"
-SECRETS = (OLD_SECRET, NEW_SECRET, LOGIN_SECRET, RESET_SECRET, QR_SECRET, FILE_SECRET, SCIM_SECRET,
-           VARIABLE_SECRET, ADMIN_PASSWORD, "$argon2id$")
+SECRETS = (
+    OLD_SECRET,
+    NEW_SECRET,
+    LOGIN_SECRET,
+    RESET_SECRET,
+    QR_SECRET,
+    FILE_SECRET,
+    SCIM_SECRET,
+    VARIABLE_SECRET,
+    ADMIN_PASSWORD,
+    "$argon2id$",
+)
 
-CHANGE_MY_PASSWORD = f'mutation {{ changeMyPassword(currentPassword: "{OLD_SECRET}", newPassword: "{NEW_SECRET}", ' \
-                     f'confirmPassword: "{NEW_SECRET}") {{ errors {{ code }} }} }}'
-LOGIN_WITH_SIBLING = 'mutation Both { login(school: "SLUG", username: "admin", password: "' + LOGIN_SECRET + \
-                     '") { token } out: logout { errors { code } } }'
-RESET = f'mutation ($ids: [ID!]!) {{ resetPasswords(userIds: $ids, currentPassword: "{OLD_SECRET}", ' \
-        f'newPassword: "{RESET_SECRET}", confirmPassword: "{RESET_SECRET}") {{ errors {{ code }} }} }}'
-QR_WITH_SIBLING = f'mutation {{ loginWithQr(code: "{QR_SECRET}") {{ token }} me: logout {{ errors {{ code }} }} }}'
+CHANGE_MY_PASSWORD = (
+    f'mutation {{ changeMyPassword(currentPassword: "{OLD_SECRET}", newPassword: "{NEW_SECRET}", '
+    f'confirmPassword: "{NEW_SECRET}") {{ errors {{ code }} }} }}'
+)
+LOGIN_WITH_SIBLING = (
+    'mutation Both { login(school: "SLUG", username: "admin", password: "'
+    + LOGIN_SECRET
+    + '") { token } out: logout { errors { code } } }'
+)
+RESET = (
+    f'mutation ($ids: [ID!]!) {{ resetPasswords(userIds: $ids, currentPassword: "{OLD_SECRET}", '
+    f'newPassword: "{RESET_SECRET}", confirmPassword: "{RESET_SECRET}") {{ errors {{ code }} }} }}'
+)
+QR_WITH_SIBLING = (
+    f'mutation {{ loginWithQr(code: "{QR_SECRET}") {{ token }} me: logout {{ errors {{ code }} }} }}'
+)
 BAD_SYNTAX = 'mutation { login(school: "x", username: "y", password: "' + LOGIN_SECRET + '" { token }'
-WRONG_TYPE = 'query ($first: Int) { users(first: $first) { totalCount } }'
+WRONG_TYPE = "query ($first: Int) { users(first: $first) { totalCount } }"
 UPLOAD = "mutation ($file: Upload!) { bulkImport(file: $file) { job { id } errors { code } } }"
-CONFIRM = "mutation ($id: ID!, $p: String!) { confirmImport(jobId: $id, currentPassword: $p) " \
-          "{ job { status } errors { code } } }"
+CONFIRM = (
+    "mutation ($id: ID!, $p: String!) { confirmImport(jobId: $id, currentPassword: $p) "
+    "{ job { status } errors { code } } }"
+)
 ROSTER = "username,type,password\r\n" + "".join(f"leak{i},PUPIL,{FILE_SECRET}{i}\r\n" for i in range(10))
 
 
 async def upload(http: httpx.AsyncClient, token: str, name: str) -> httpx.Response:
-    return await http.post("/graphql", headers={"Authorization": f"Bearer {token}"}, data={
-        "operations": json.dumps({"query": UPLOAD, "variables": {"file": None}}),
-        "map": json.dumps({"0": ["variables.file"]})}, files={"0": (name, ROSTER.encode(), "text/csv")})
+    return await http.post(
+        "/graphql",
+        headers={"Authorization": f"Bearer {token}"},
+        data={
+            "operations": json.dumps({"query": UPLOAD, "variables": {"file": None}}),
+            "map": json.dumps({"0": ["variables.file"]}),
+        },
+        files={"0": (name, ROSTER.encode(), "text/csv")},
+    )
 
 
-async def fail_everywhere(http: httpx.AsyncClient, db: Database, school: SchoolFixture,
-                          managed: SchoolFixture) -> None:
+async def fail_everywhere(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture, managed: SchoolFixture
+) -> None:
     """Each failing path a client can reach, with secrets in literals, variables, files and bodies."""
     pupil = await make_user(db, school, username="pupil.leak", password="pupil-pass")
     pupil_token = await sign_in_as(db, school, pupil)
     await graphql(http, CHANGE_MY_PASSWORD)  # not signed in
     await graphql(http, CHANGE_MY_PASSWORD, token=school.admin_token)  # wrong current password
     await graphql(http, LOGIN_WITH_SIBLING.replace("SLUG", school.slug))
-    await graphql(http, 'mutation { login(school: "' + school.slug + '", username: "admin", password: "'
-                  + LOGIN_SECRET + '") { token errors { code } } }')
+    await graphql(
+        http,
+        'mutation { login(school: "'
+        + school.slug
+        + '", username: "admin", password: "'
+        + LOGIN_SECRET
+        + '") { token errors { code } } }',
+    )
     await graphql(http, RESET, {"ids": [str(pupil)]}, token=pupil_token)  # forbidden
     await graphql(http, RESET, {"ids": [str(pupil)]}, token=school.admin_token)  # refused re-authentication
     await graphql(http, QR_WITH_SIBLING)
@@ -90,13 +124,25 @@ async def fail_everywhere(http: httpx.AsyncClient, db: Database, school: SchoolF
 
     # SCIM: a wrong token kind, bad bodies carrying a password, a conflict.
     scim_token = await make_api_token(db, managed, [ApiScope.PROVISION])
-    user = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "scim.leak",
-            "userType": "Pupil", "password": SCIM_SECRET}
-    for token, body in ((school.admin_token, user), (scim_token, {**user, "userName": "bad\x00name"}),
-                        (scim_token, {**user, "userType": "Dragon"}), (scim_token, user), (scim_token, user)):
+    user = {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": "scim.leak",
+        "userType": "Pupil",
+        "password": SCIM_SECRET,
+    }
+    for token, body in (
+        (school.admin_token, user),
+        (scim_token, {**user, "userName": "bad\x00name"}),
+        (scim_token, {**user, "userType": "Dragon"}),
+        (scim_token, user),
+        (scim_token, user),
+    ):
         await http.post("/scim/v2/Users", json=body, headers={"Authorization": f"Bearer {token}"})
-    await http.post("/scim/v2/Users", content=b'{"password": "' + SCIM_SECRET.encode() + b'"',
-                    headers={"Authorization": f"Bearer {scim_token}", "content-type": "application/scim+json"})
+    await http.post(
+        "/scim/v2/Users",
+        content=b'{"password": "' + SCIM_SECRET.encode() + b'"',
+        headers={"Authorization": f"Bearer {scim_token}", "content-type": "application/scim+json"},
+    )
 
 
 def assert_no_secrets(logged: str) -> None:
@@ -104,8 +150,9 @@ def assert_no_secrets(logged: str) -> None:
         assert secret not in logged, f"{secret!r} is in the logs"
 
 
-async def test_failing_requests_log_no_secret(http: httpx.AsyncClient, owner_engine: AsyncEngine, db: Database,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+async def test_failing_requests_log_no_secret(
+    http: httpx.AsyncClient, owner_engine: AsyncEngine, db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
     # given every logger at DEBUG, SQLAlchemy's own statement logging included
     caplog.set_level(logging.DEBUG)
     school = await make_school(owner_engine, db)
@@ -120,11 +167,16 @@ async def test_failing_requests_log_no_secret(http: httpx.AsyncClient, owner_eng
     assert_no_secrets(logged)
 
 
-async def test_a_real_server_writes_no_secret_to_stderr(migrated: EmbeddedServer, owner_engine: AsyncEngine,
-                                                        db: Database, tmp_path: Path) -> None:
+async def test_a_real_server_writes_no_secret_to_stderr(
+    migrated: EmbeddedServer, owner_engine: AsyncEngine, db: Database, tmp_path: Path
+) -> None:
     urls = migrated.urls()
-    env = {**os.environ, "DATABASE_URL": urls.owner, "APP_DATABASE_URL": urls.app,
-           "ROLLCALL_DATA_DIR": str(tmp_path / "data")}
+    env = {
+        **os.environ,
+        "DATABASE_URL": urls.owner,
+        "APP_DATABASE_URL": urls.app,
+        "ROLLCALL_DATA_DIR": str(tmp_path / "data"),
+    }
     school = await make_school(owner_engine, db)
     managed = await make_school(owner_engine, db, provider=Provider.C2K)
     served = serve(env, tmp_path / "server.log")
@@ -143,8 +195,10 @@ async def test_a_failed_statement_names_no_parameter(db: Database, caplog: pytes
     caplog.set_level(logging.DEBUG)
     with pytest.raises(DBAPIError) as failed:
         async with db.engine.connect() as connection:
-            await connection.execute(text("select cast(:hash as text), cast(:password as text)"), {
-                "hash": "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA", "password": f"{FILE_SECRET}\x00"})
+            await connection.execute(
+                text("select cast(:hash as text), cast(:password as text)"),
+                {"hash": "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA", "password": f"{FILE_SECRET}\x00"},
+            )
     # when it is logged as the server logs a failure
     logging.getLogger("rollcall").error("import failed", exc_info=failed.value)
     # then neither the message nor the log holds the parameters

@@ -39,13 +39,19 @@ async def class_3b(db: Database, school: SchoolFixture) -> dict[str, Any]:
     amy = await make_user(db, school, username="amy.o", first_name="Amy", surname="Okafor")
     ben = await make_user(db, school, username="ben.a", first_name="Ben", surname="Adams")
     dan = await make_user(db, school, username="dan.c", first_name="Dan", surname="Cole")
-    return {"class": await make_class(db, school, "3B", tutor, amy, ben),
-            "other_class": await make_class(db, school, "3C", dan),
-            "tutor": tutor, "amy": amy, "ben": ben, "dan": dan}
+    return {
+        "class": await make_class(db, school, "3B", tutor, amy, ben),
+        "other_class": await make_class(db, school, "3C", dan),
+        "tutor": tutor,
+        "amy": amy,
+        "ben": ben,
+        "dan": dan,
+    }
 
 
-async def test_the_sheet_lists_exactly_the_class_pupils(http: httpx.AsyncClient, db: Database,
-                                                        school: SchoolFixture) -> None:
+async def test_the_sheet_lists_exactly_the_class_pupils(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     # given
     room = await class_3b(db, school)
     tutor = await sign_in_as(db, school, room["tutor"])
@@ -66,13 +72,18 @@ async def test_the_sheet_lists_exactly_the_class_pupils(http: httpx.AsyncClient,
     assert f"School {school.slug}" in page
     # each QR code on the page signs its own pupil in
     for svg, username in zip(SVG.findall(page), ["ben.a", "amy.o"], strict=True):
-        body = await graphql(http, LOGIN_WITH_QR, {"code": read_qr(svg)},
-                             headers={"X-Forwarded-For": f"2001:db8::5:{uuid.uuid4().hex[:4]}"})
+        body = await graphql(
+            http,
+            LOGIN_WITH_QR,
+            {"code": read_qr(svg)},
+            headers={"X-Forwarded-For": f"2001:db8::5:{uuid.uuid4().hex[:4]}"},
+        )
         assert body["data"]["loginWithQr"] == {"user": {"username": username}, "errors": []}
 
 
-async def test_the_sheet_for_selected_pupils(http: httpx.AsyncClient, db: Database,
-                                             school: SchoolFixture) -> None:
+async def test_the_sheet_for_selected_pupils(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     room = await class_3b(db, school)
 
     response = await sheet(http, school.admin_token, userIds=f"{room['dan']}, {room['amy']},{room['tutor']}")
@@ -82,12 +93,18 @@ async def test_the_sheet_for_selected_pupils(http: httpx.AsyncClient, db: Databa
     assert "<title>Login cards</title>" in response.text
 
 
-async def test_the_sheet_works_with_the_session_cookie(http: httpx.AsyncClient, db: Database,
-                                                       school: SchoolFixture) -> None:
+async def test_the_sheet_works_with_the_session_cookie(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     # given a browser signed in with the session cookie
     room = await class_3b(db, school)
-    await http.post("/graphql", json={"query": LOGIN, "variables": {
-        "school": school.slug, "username": "admin", "password": ADMIN_PASSWORD}})
+    await http.post(
+        "/graphql",
+        json={
+            "query": LOGIN,
+            "variables": {"school": school.slug, "username": "admin", "password": ADMIN_PASSWORD},
+        },
+    )
     assert "rollcall_session" in http.cookies
 
     # when it opens the sheet in a tab (a GET: no CSRF header needed)
@@ -99,22 +116,29 @@ async def test_the_sheet_works_with_the_session_cookie(http: httpx.AsyncClient, 
     assert names_on(response.text) == ["Ben Adams", "Amy Okafor"]
 
 
-async def test_printing_the_sheet_is_audited(http: httpx.AsyncClient, db: Database,
-                                             school: SchoolFixture) -> None:
+async def test_printing_the_sheet_is_audited(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     room = await class_3b(db, school)
 
     await sheet(http, school.admin_token, classId=str(room["class"]))
 
     async with school_scope(db, school.id) as session:
-        (printed,) = (await session.execute(select(AuditEvent).where(
-            AuditEvent.school_id == school.id, AuditEvent.action == "login_cards.printed"))).scalars()
+        (printed,) = (
+            await session.execute(
+                select(AuditEvent).where(
+                    AuditEvent.school_id == school.id, AuditEvent.action == "login_cards.printed"
+                )
+            )
+        ).scalars()
     assert printed.actor_id == school.admin_id
     assert sorted(printed.target_user_ids) == sorted([room["amy"], room["ben"]])
     assert printed.summary == {"via": "sheet", "class_id": str(room["class"])}
 
 
-async def test_the_sheet_refuses_whoever_may_not_have_it(http: httpx.AsyncClient, db: Database,
-                                                         school: SchoolFixture) -> None:
+async def test_the_sheet_refuses_whoever_may_not_have_it(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     room = await class_3b(db, school)
     other_teacher = await sign_in_as(db, school, await make_user(db, school, type=UserType.TEACHER))
     pupil = await sign_in_as(db, school, room["amy"])
@@ -137,14 +161,17 @@ async def test_the_sheet_refuses_whoever_may_not_have_it(http: httpx.AsyncClient
         "a pupil": (403, "Only teachers can print login cards."),
         "a teacher of other classes": (403, "You can print login cards only for the classes you are in."),
         "a teacher choosing other pupils": (
-            403, "You can print login cards only for pupils in the classes you are in."),
+            403,
+            "You can print login cards only for pupils in the classes you are in.",
+        ),
     }
     assert all(r.headers["cache-control"] == "no-store" for r in refusals.values())
     assert all(r.headers["content-type"].startswith("text/plain") for r in refusals.values())
 
 
-async def test_the_sheet_says_what_is_wrong_with_a_bad_request(http: httpx.AsyncClient,
-                                                               school: SchoolFixture) -> None:
+async def test_the_sheet_says_what_is_wrong_with_a_bad_request(
+    http: httpx.AsyncClient, school: SchoolFixture
+) -> None:
     admin, missing = school.admin_token, uuid.uuid4()
 
     answers = [
@@ -166,8 +193,9 @@ async def test_the_sheet_says_what_is_wrong_with_a_bad_request(http: httpx.Async
     ]
 
 
-async def test_an_empty_selection_prints_a_page_that_says_so(http: httpx.AsyncClient, db: Database,
-                                                            school: SchoolFixture) -> None:
+async def test_an_empty_selection_prints_a_page_that_says_so(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     empty_class = await make_class(db, school, "Nursery")
 
     response = await sheet(http, school.admin_token, classId=str(empty_class))

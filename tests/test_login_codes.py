@@ -44,7 +44,9 @@ def test_round_trip() -> None:
 
 def test_code_length_does_not_depend_on_contents() -> None:
     other = LoginCode(
-        school_id=uuid.UUID(int=0), user_id=uuid.UUID(int=2**128 - 1), version=2**32 - 1,
+        school_id=uuid.UUID(int=0),
+        user_id=uuid.UUID(int=2**128 - 1),
+        version=2**32 - 1,
         expires_at=datetime(2099, 12, 31, 23, 59, 59, tzinfo=UTC),
     )
 
@@ -108,9 +110,21 @@ def test_garbage_is_refused_without_raising() -> None:
     rng = random.Random(7)
     text = encode_login_code(CODE, secret=SECRET)
     samples = [
-        "", " ", "RC1", "RC1" + "=" * 98, text + "A", text[:-1], text + "=", text.replace("RC1", "RC2"),
-        "X" * 10_000, text * 100, text[:50] + "\x00" + text[51:], text[:50] + "é" + text[51:],
-        text[:50] + "\ud800" + text[51:], "RC1" + "0" * 98, "RC1" + "1" * 98,
+        "",
+        " ",
+        "RC1",
+        "RC1" + "=" * 98,
+        text + "A",
+        text[:-1],
+        text + "=",
+        text.replace("RC1", "RC2"),
+        "X" * 10_000,
+        text * 100,
+        text[:50] + "\x00" + text[51:],
+        text[:50] + "é" + text[51:],
+        text[:50] + "\ud800" + text[51:],
+        "RC1" + "0" * 98,
+        "RC1" + "1" * 98,
     ]
     for _ in range(100):
         samples.append("".join(chr(rng.randrange(0x110000)) for _ in range(rng.randrange(200))))
@@ -132,7 +146,9 @@ def test_login_code_rejects_values_it_cannot_carry() -> None:
     with pytest.raises(ValueError, match="UTC"):
         LoginCode(school_id=SCHOOL_ID, user_id=USER_ID, version=1, expires_at=datetime(2026, 8, 31))
     with pytest.raises(ValueError, match="whole seconds"):
-        LoginCode(school_id=SCHOOL_ID, user_id=USER_ID, version=1, expires_at=EXPIRES_AT.replace(microsecond=5))
+        LoginCode(
+            school_id=SCHOOL_ID, user_id=USER_ID, version=1, expires_at=EXPIRES_AT.replace(microsecond=5)
+        )
 
 
 def test_short_secret_is_refused() -> None:
@@ -261,8 +277,15 @@ def test_served_qr_has_quiet_zone_and_print_size() -> None:
 
 
 NAMES = [
-    ("Amelia", "Okafor"), ("Oliver", "Nowak"), ("Isla", "MacLeod"), ("Noah", "Evans"), ("Freya", "Patel"),
-    ("Arlo", "Byrne"), ("Mia", "Jones"), ("Theo", "Kowalski"), ("Ava", "O'Neill"),
+    ("Amelia", "Okafor"),
+    ("Oliver", "Nowak"),
+    ("Isla", "MacLeod"),
+    ("Noah", "Evans"),
+    ("Freya", "Patel"),
+    ("Arlo", "Byrne"),
+    ("Mia", "Jones"),
+    ("Theo", "Kowalski"),
+    ("Ava", "O'Neill"),
 ]
 
 
@@ -270,8 +293,12 @@ def card_view(first_name: str, surname: str, *, class_name: str | None = "3B") -
     user_id = uuid.uuid5(SCHOOL_ID, first_name)
     code = LoginCode(school_id=SCHOOL_ID, user_id=user_id, version=1, expires_at=EXPIRES_AT)
     return CardView(
-        first_name=first_name, surname=surname, username=f"{first_name.lower()}.{surname[0].lower()}",
-        class_name=class_name, code=encode_login_code(code, secret=SECRET), expires_at=EXPIRES_AT,
+        first_name=first_name,
+        surname=surname,
+        username=f"{first_name.lower()}.{surname[0].lower()}",
+        class_name=class_name,
+        code=encode_login_code(code, secret=SECRET),
+        expires_at=EXPIRES_AT,
     )
 
 

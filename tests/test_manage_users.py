@@ -38,10 +38,14 @@ mutation ($userId: ID!, $field: UserField!, $value: String!, $expectedVersion: I
   }}
 }}
 """
-DELETE = f"mutation ($ids: [ID!]!) {{ deleteUsers(userIds: $ids) {{ users {{ {USER_FIELDS} }} " \
-         "errors { code userId message } } }"
-RESTORE = f"mutation ($ids: [ID!]!) {{ restoreUsers(userIds: $ids) {{ users {{ {USER_FIELDS} }} " \
-          "errors { code userId message } } }"
+DELETE = (
+    f"mutation ($ids: [ID!]!) {{ deleteUsers(userIds: $ids) {{ users {{ {USER_FIELDS} }} "
+    "errors { code userId message } } }"
+)
+RESTORE = (
+    f"mutation ($ids: [ID!]!) {{ restoreUsers(userIds: $ids) {{ users {{ {USER_FIELDS} }} "
+    "errors { code userId message } } }"
+)
 RESET = """
 mutation ($ids: [ID!]!, $current: String!, $new: String!, $confirm: String!, $must: Boolean) {
   resetPasswords(userIds: $ids, currentPassword: $current, newPassword: $new, confirmPassword: $confirm,
@@ -58,11 +62,15 @@ query ($filter: AuditEventFilter, $first: Int, $after: String) {
   }
 }
 """
-LOGIN = 'mutation ($s: String!, $u: String!, $p: String!) { login(school: $s, username: $u, password: $p) ' \
-        '{ token errors { code } } }'
+LOGIN = (
+    "mutation ($s: String!, $u: String!, $p: String!) { login(school: $s, username: $u, password: $p) "
+    "{ token errors { code } } }"
+)
 
 
-async def call(http: httpx.AsyncClient, school: SchoolFixture, query: str, **variables: Any) -> dict[str, Any]:
+async def call(
+    http: httpx.AsyncClient, school: SchoolFixture, query: str, **variables: Any
+) -> dict[str, Any]:
     body = await graphql(http, query, variables, token=school.admin_token)
     assert "errors" not in body, body
     payload: dict[str, Any] = next(iter(body["data"].values()))
@@ -75,8 +83,13 @@ def codes(payload: dict[str, Any]) -> list[str]:
 
 async def usernames(db: Database, school: SchoolFixture) -> list[str]:
     async with school_scope(db, school.id) as session:
-        return list((await session.execute(text(
-            "select username from users where deleted_at is null order by lower(username)"))).scalars())
+        return list(
+            (
+                await session.execute(
+                    text("select username from users where deleted_at is null order by lower(username)")
+                )
+            ).scalars()
+        )
 
 
 async def add(http: httpx.AsyncClient, school: SchoolFixture, **fields: Any) -> dict[str, Any]:
@@ -85,29 +98,48 @@ async def add(http: httpx.AsyncClient, school: SchoolFixture, **fields: Any) -> 
 
 # addUser
 
-async def test_add_user_needs_only_username_password_and_type(http: httpx.AsyncClient, db: Database,
-                                                              school: SchoolFixture) -> None:
+
+async def test_add_user_needs_only_username_password_and_type(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     payload = await add(http, school, username="  amy.b ")
     assert payload["errors"] == []
     user = payload["user"]
     assert {k: user[k] for k in ("username", "firstName", "surname", "type", "isAdmin", "version")} == {
-        "username": "amy.b", "firstName": "", "surname": "", "type": "PUPIL", "isAdmin": False, "version": 1}
+        "username": "amy.b",
+        "firstName": "",
+        "surname": "",
+        "type": "PUPIL",
+        "isAdmin": False,
+        "version": 1,
+    }
     login = await graphql(http, LOGIN, {"s": school.slug, "u": "AMY.B", "p": "pupil-pass"})
     assert login["data"]["login"]["errors"] == []
 
 
 async def test_add_user_with_everything(http: httpx.AsyncClient, school: SchoolFixture) -> None:
-    payload = await add(http, school, username="mr.tan", password="teaching-rocks", type="TEACHER",
-                        firstName=" Wei ", surname="Tan", isAdmin=True, mustChangePassword=True)
+    payload = await add(
+        http,
+        school,
+        username="mr.tan",
+        password="teaching-rocks",
+        type="TEACHER",
+        firstName=" Wei ",
+        surname="Tan",
+        isAdmin=True,
+        mustChangePassword=True,
+    )
     assert payload["errors"] == []
     assert payload["user"]["firstName"] == "Wei" and payload["user"]["isAdmin"] is True
     assert payload["user"]["mustChangePassword"] is True
 
 
-async def test_add_user_reports_every_problem_and_adds_nothing(http: httpx.AsyncClient, db: Database,
-                                                              school: SchoolFixture) -> None:
-    payload = await add(http, school, username="bad name!", password="x", type="PUPIL", isAdmin=True,
-                        firstName="n" * 101)
+async def test_add_user_reports_every_problem_and_adds_nothing(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
+    payload = await add(
+        http, school, username="bad name!", password="x", type="PUPIL", isAdmin=True, firstName="n" * 101
+    )
     assert sorted(codes(payload)) == ["INVALID_INPUT", "INVALID_INPUT", "INVALID_INPUT", "PASSWORD_TOO_WEAK"]
     assert {e["field"] for e in payload["errors"]} == {"username", "firstName", "password", "isAdmin"}
     assert payload["user"] is None
@@ -115,13 +147,18 @@ async def test_add_user_reports_every_problem_and_adds_nothing(http: httpx.Async
 
 
 @pytest.mark.parametrize("name", ["Zo\u202eë", "\u200fAmy", "Am\u200by", "\ufeffAmy", "Amy\U000e0067"])
-async def test_names_with_invisible_formatting_characters_are_refused(http: httpx.AsyncClient, db: Database,
-                                                                     school: SchoolFixture, name: str) -> None:
+async def test_names_with_invisible_formatting_characters_are_refused(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture, name: str
+) -> None:
     added = await add(http, school, username="amy.b", firstName=name, surname=name)
-    assert [(e["code"], e["field"]) for e in added["errors"]] == [("INVALID_INPUT", "firstName"),
-                                                                  ("INVALID_INPUT", "surname")]
+    assert [(e["code"], e["field"]) for e in added["errors"]] == [
+        ("INVALID_INPUT", "firstName"),
+        ("INVALID_INPUT", "surname"),
+    ]
     user = (await add(http, school, username="amy.c"))["user"]
-    edited = await call(http, school, UPDATE, userId=user["id"], field="SURNAME", value=name, expectedVersion=1)
+    edited = await call(
+        http, school, UPDATE, userId=user["id"], field="SURNAME", value=name, expectedVersion=1
+    )
     assert codes(edited) == ["INVALID_INPUT"]
     assert codes(await add(http, school, username=f"amy{name}")) == ["INVALID_INPUT"]
     assert await usernames(db, school) == ["admin", "amy.c"]
@@ -132,17 +169,27 @@ async def test_names_are_stored_in_nfc(http: httpx.AsyncClient, school: SchoolFi
     assert (added["user"]["firstName"], added["user"]["surname"]) == ("Zo\u00eb", "Bront\u00eb")
 
 
-async def test_usernames_are_unique_case_insensitively(http: httpx.AsyncClient, school: SchoolFixture) -> None:
+async def test_usernames_are_unique_case_insensitively(
+    http: httpx.AsyncClient, school: SchoolFixture
+) -> None:
     assert (await add(http, school, username="Amy"))["errors"] == []
     taken = await add(http, school, username="aMY")
     assert codes(taken) == ["USERNAME_TAKEN"]
     assert taken["errors"][0]["field"] == "username"
 
 
-async def test_staff_passwords_follow_the_staff_policy(http: httpx.AsyncClient, school: SchoolFixture) -> None:
-    assert codes(await add(http, school, username="t1", type="TEACHER", password="short1")) == ["PASSWORD_TOO_WEAK"]
-    assert codes(await add(http, school, username="t2", type="TEACHER", password="iloveyou")) == ["PASSWORD_TOO_WEAK"]
-    assert codes(await add(http, school, username="p1", type="PUPIL", password="cat")) == ["PASSWORD_TOO_WEAK"]
+async def test_staff_passwords_follow_the_staff_policy(
+    http: httpx.AsyncClient, school: SchoolFixture
+) -> None:
+    assert codes(await add(http, school, username="t1", type="TEACHER", password="short1")) == [
+        "PASSWORD_TOO_WEAK"
+    ]
+    assert codes(await add(http, school, username="t2", type="TEACHER", password="iloveyou")) == [
+        "PASSWORD_TOO_WEAK"
+    ]
+    assert codes(await add(http, school, username="p1", type="PUPIL", password="cat")) == [
+        "PASSWORD_TOO_WEAK"
+    ]
     assert codes(await add(http, school, username="p2", type="PUPIL", password="cat1")) == []
 
 
@@ -167,35 +214,49 @@ async def test_managed_schools_refuse_every_change_but_still_read(
 
 # updateUserField
 
-async def test_each_field_can_be_edited_and_bumps_the_version(http: httpx.AsyncClient, db: Database,
-                                                              school: SchoolFixture) -> None:
+
+async def test_each_field_can_be_edited_and_bumps_the_version(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     user = (await add(http, school, username="dan", type="TEACHER", password="teacher-pass"))["user"]
     version = 1
-    for field, value, key, shown in [("USERNAME", " Daniel ", "username", "Daniel"),
-                                     ("FIRST_NAME", "Dan", "firstName", "Dan"),
-                                     ("SURNAME", "Evans", "surname", "Evans"),
-                                     ("IS_ADMIN", "true", "isAdmin", True),
-                                     ("IS_ADMIN", "false", "isAdmin", False),
-                                     ("TYPE", "pupil", "type", "PUPIL")]:
-        payload = await call(http, school, UPDATE, userId=user["id"], field=field, value=value,
-                             expectedVersion=version)
+    for field, value, key, shown in [
+        ("USERNAME", " Daniel ", "username", "Daniel"),
+        ("FIRST_NAME", "Dan", "firstName", "Dan"),
+        ("SURNAME", "Evans", "surname", "Evans"),
+        ("IS_ADMIN", "true", "isAdmin", True),
+        ("IS_ADMIN", "false", "isAdmin", False),
+        ("TYPE", "pupil", "type", "PUPIL"),
+    ]:
+        payload = await call(
+            http, school, UPDATE, userId=user["id"], field=field, value=value, expectedVersion=version
+        )
         assert payload["errors"] == [], (field, payload)
         assert payload["user"][key] == shown
         version += 1
         assert payload["user"]["version"] == version
-    unchanged = await call(http, school, UPDATE, userId=user["id"], field="SURNAME", value="Evans",
-                           expectedVersion=version)
+    unchanged = await call(
+        http, school, UPDATE, userId=user["id"], field="SURNAME", value="Evans", expectedVersion=version
+    )
     assert unchanged["errors"] == [] and unchanged["user"]["version"] == version
 
 
-async def test_each_field_is_validated_as_on_add(http: httpx.AsyncClient, db: Database,
-                                                 school: SchoolFixture) -> None:
+async def test_each_field_is_validated_as_on_add(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     await add(http, school, username="taken")
     user = (await add(http, school, username="pupil"))["user"]
-    for field, value, code in [("USERNAME", "TAKEN", "USERNAME_TAKEN"), ("USERNAME", "", "INVALID_INPUT"),
-                               ("SURNAME", "x" * 101, "INVALID_INPUT"), ("TYPE", "PARENT", "INVALID_INPUT"),
-                               ("IS_ADMIN", "true", "INVALID_INPUT"), ("IS_ADMIN", "maybe", "INVALID_INPUT")]:
-        payload = await call(http, school, UPDATE, userId=user["id"], field=field, value=value, expectedVersion=1)
+    for field, value, code in [
+        ("USERNAME", "TAKEN", "USERNAME_TAKEN"),
+        ("USERNAME", "", "INVALID_INPUT"),
+        ("SURNAME", "x" * 101, "INVALID_INPUT"),
+        ("TYPE", "PARENT", "INVALID_INPUT"),
+        ("IS_ADMIN", "true", "INVALID_INPUT"),
+        ("IS_ADMIN", "maybe", "INVALID_INPUT"),
+    ]:
+        payload = await call(
+            http, school, UPDATE, userId=user["id"], field=field, value=value, expectedVersion=1
+        )
         assert codes(payload) == [code], (field, value)
         assert payload["user"]["version"] == 1
 
@@ -205,19 +266,33 @@ async def test_a_stale_version_is_refused_and_returns_the_current_user(
 ) -> None:
     user = (await add(http, school, username="eve"))["user"]
     await call(http, school, UPDATE, userId=user["id"], field="SURNAME", value="First", expectedVersion=1)
-    stale = await call(http, school, UPDATE, userId=user["id"], field="SURNAME", value="Second", expectedVersion=1)
+    stale = await call(
+        http, school, UPDATE, userId=user["id"], field="SURNAME", value="Second", expectedVersion=1
+    )
     assert codes(stale) == ["VERSION_CONFLICT"]
     assert stale["user"]["surname"] == "First" and stale["user"]["version"] == 2
 
 
-async def test_two_concurrent_edits_of_the_same_version_one_wins(http: httpx.AsyncClient,
-                                                                 school: SchoolFixture) -> None:
+async def test_two_concurrent_edits_of_the_same_version_one_wins(
+    http: httpx.AsyncClient, school: SchoolFixture
+) -> None:
     user = (await add(http, school, username="race"))["user"]
     version = 1
     for round_ in range(5):
-        results = await asyncio.gather(*(
-            call(http, school, UPDATE, userId=user["id"], field="SURNAME", value=f"{round_}-{n}",
-                 expectedVersion=version) for n in range(2)))
+        results = await asyncio.gather(
+            *(
+                call(
+                    http,
+                    school,
+                    UPDATE,
+                    userId=user["id"],
+                    field="SURNAME",
+                    value=f"{round_}-{n}",
+                    expectedVersion=version,
+                )
+                for n in range(2)
+            )
+        )
         assert sorted(codes(r)[0] if r["errors"] else "OK" for r in results) == ["OK", "VERSION_CONFLICT"]
         winner = next(r for r in results if not r["errors"])
         loser = next(r for r in results if r["errors"])
@@ -228,28 +303,35 @@ async def test_two_concurrent_edits_of_the_same_version_one_wins(http: httpx.Asy
 
 
 async def test_the_last_admin_keeps_the_flag(http: httpx.AsyncClient, school: SchoolFixture) -> None:
-    payload = await call(http, school, UPDATE, userId=str(school.admin_id), field="IS_ADMIN", value="false",
-                         expectedVersion=1)
+    payload = await call(
+        http, school, UPDATE, userId=str(school.admin_id), field="IS_ADMIN", value="false", expectedVersion=1
+    )
     assert codes(payload) == ["LAST_ADMIN"]
-    payload = await call(http, school, UPDATE, userId=str(school.admin_id), field="TYPE", value="PUPIL",
-                         expectedVersion=1)
+    payload = await call(
+        http, school, UPDATE, userId=str(school.admin_id), field="TYPE", value="PUPIL", expectedVersion=1
+    )
     assert codes(payload) == ["INVALID_INPUT"]
 
 
-async def test_unknown_and_foreign_ids_are_not_found(http: httpx.AsyncClient, owner_engine: AsyncEngine,
-                                                     db: Database, school: SchoolFixture) -> None:
+async def test_unknown_and_foreign_ids_are_not_found(
+    http: httpx.AsyncClient, owner_engine: AsyncEngine, db: Database, school: SchoolFixture
+) -> None:
     other = await make_school(owner_engine, db)
     foreign = str(await make_user(db, other))
     for user_id in (foreign, str(uuid.uuid4()), "not-an-id"):
-        payload = await call(http, school, UPDATE, userId=user_id, field="SURNAME", value="x", expectedVersion=1)
+        payload = await call(
+            http, school, UPDATE, userId=user_id, field="SURNAME", value="x", expectedVersion=1
+        )
         assert codes(payload) == ["NOT_FOUND"]
         assert payload["user"] is None
 
 
 # deleteUsers and restoreUsers
 
-async def test_deleted_users_lose_their_sessions_at_once(http: httpx.AsyncClient, db: Database,
-                                                         school: SchoolFixture) -> None:
+
+async def test_deleted_users_lose_their_sessions_at_once(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     pupil = await make_user(db, school, username="leaver", password="pupil-pass")
     token = await sign_in_as(db, school, pupil)
     assert (await graphql(http, "{ me { id } }", token=token))["data"]["me"] == {"id": str(pupil)}
@@ -266,7 +348,9 @@ async def test_delete_is_atomic(http: httpx.AsyncClient, db: Database, school: S
     a, b = await make_user(db, school, username="a1"), await make_user(db, school, username="b1")
     missing = str(uuid.uuid4())
     payload = await call(http, school, DELETE, ids=[str(a), missing, str(b)])
-    assert payload["errors"] == [{"code": "NOT_FOUND", "userId": missing, "message": f"No user has the id {missing}."}]
+    assert payload["errors"] == [
+        {"code": "NOT_FOUND", "userId": missing, "message": f"No user has the id {missing}."}
+    ]
     assert payload["users"] == []
     assert await usernames(db, school) == ["a1", "admin", "b1"]
 
@@ -281,10 +365,18 @@ async def test_an_admin_cannot_delete_themself_and_the_last_admin_stays(
     assert body["data"]["deleteUsers"]["errors"] == []
     # admin2 is now the last admin; nobody can remove them
     third = await make_user(db, school, username="admin3", type=UserType.TEACHER, is_admin=True)
-    await graphql(http, UPDATE, {"userId": str(third), "field": "IS_ADMIN", "value": "false", "expectedVersion": 1},
-                  token=second_token)
-    body = await graphql(http, UPDATE, {"userId": str(second), "field": "IS_ADMIN", "value": "false",
-                                        "expectedVersion": 1}, token=second_token)
+    await graphql(
+        http,
+        UPDATE,
+        {"userId": str(third), "field": "IS_ADMIN", "value": "false", "expectedVersion": 1},
+        token=second_token,
+    )
+    body = await graphql(
+        http,
+        UPDATE,
+        {"userId": str(second), "field": "IS_ADMIN", "value": "false", "expectedVersion": 1},
+        token=second_token,
+    )
     assert codes(body["data"]["updateUserField"]) == ["LAST_ADMIN"]
 
 
@@ -293,21 +385,35 @@ async def test_batches_are_capped(http: httpx.AsyncClient, school: SchoolFixture
     assert codes(payload) == ["TOO_MANY"]
 
 
-async def test_restore_brings_users_back_with_their_classes(http: httpx.AsyncClient, db: Database,
-                                                            school: SchoolFixture) -> None:
+async def test_restore_brings_users_back_with_their_classes(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     pupil = await make_user(db, school, username="back", password="pupil-pass")
     class_id = uuid.uuid4()
     async with school_scope(db, school.id) as session:
-        await session.execute(text("insert into classes (school_id, id, name, name_key, kind) "
-                                   "values (:s, :c, 'P2', 'p2', 'REGISTRATION')"),
-                              {"s": school.id, "c": class_id})
-        await session.execute(text("insert into class_memberships (school_id, class_id, user_id, kind) values "
-                                   "(:s, :c, :u, 'REGISTRATION')"), {"s": school.id, "c": class_id, "u": pupil})
+        await session.execute(
+            text(
+                "insert into classes (school_id, id, name, name_key, kind) "
+                "values (:s, :c, 'P2', 'p2', 'REGISTRATION')"
+            ),
+            {"s": school.id, "c": class_id},
+        )
+        await session.execute(
+            text(
+                "insert into class_memberships (school_id, class_id, user_id, kind) values "
+                "(:s, :c, :u, 'REGISTRATION')"
+            ),
+            {"s": school.id, "c": class_id, "u": pupil},
+        )
     await call(http, school, DELETE, ids=[str(pupil)])
     restored = await call(http, school, RESTORE, ids=[str(pupil)])
     assert restored["errors"] == [] and restored["users"][0]["deletedAt"] is None
-    body = await graphql(http, "query ($id: ID!) { user(id: $id) { registrationClass { name } } }",
-                         {"id": str(pupil)}, token=school.admin_token)
+    body = await graphql(
+        http,
+        "query ($id: ID!) { user(id: $id) { registrationClass { name } } }",
+        {"id": str(pupil)},
+        token=school.admin_token,
+    )
     assert body["data"]["user"]["registrationClass"] == {"name": "P2"}
     login = await graphql(http, LOGIN, {"s": school.slug, "u": "back", "p": "pupil-pass"})
     assert login["data"]["login"]["errors"] == []
@@ -326,6 +432,7 @@ async def test_restore_refuses_a_username_taken_meanwhile_and_restores_nothing(
 
 # resetPasswords
 
+
 async def test_reset_passwords_reauthenticates_and_checks_the_policy_per_user(
     http: httpx.AsyncClient, db: Database, school: SchoolFixture
 ) -> None:
@@ -339,8 +446,14 @@ async def test_reset_passwords_reauthenticates_and_checks_the_policy_per_user(
     assert codes(await reset("wrong", "dog1", "dog1")) == ["REAUTH_FAILED"]
     assert codes(await reset(ADMIN_PASSWORD, "dog1", "DOG1")) == ["PASSWORDS_DO_NOT_MATCH"]
     weak = await reset(ADMIN_PASSWORD, "dog1", "dog1")
-    assert weak["errors"] == [{"code": "PASSWORD_TOO_WEAK", "field": "newPassword", "userId": str(teacher),
-                               "message": weak["errors"][0]["message"]}]
+    assert weak["errors"] == [
+        {
+            "code": "PASSWORD_TOO_WEAK",
+            "field": "newPassword",
+            "userId": str(teacher),
+            "message": weak["errors"][0]["message"],
+        }
+    ]
     pupil_token = await sign_in_as(db, school, pupil)
     done = await reset(ADMIN_PASSWORD, "blue-kite-17", "blue-kite-17", must=True)
     assert done["errors"] == []
@@ -350,16 +463,32 @@ async def test_reset_passwords_reauthenticates_and_checks_the_policy_per_user(
         login = await graphql(http, LOGIN, {"s": school.slug, "u": username, "p": "blue-kite-17"})
         assert login["data"]["login"]["errors"] == []
     # the acting admin's own session survives resetting their own password
-    own = await call(http, school, RESET, ids=[str(school.admin_id)], current=ADMIN_PASSWORD, new="brand-new-pass",
-                     confirm="brand-new-pass")
+    own = await call(
+        http,
+        school,
+        RESET,
+        ids=[str(school.admin_id)],
+        current=ADMIN_PASSWORD,
+        new="brand-new-pass",
+        confirm="brand-new-pass",
+    )
     assert own["errors"] == []
     assert (await graphql(http, "{ me { id } }", token=school.admin_token))["data"]["me"] is not None
 
 
-async def test_reset_passwords_is_atomic(http: httpx.AsyncClient, db: Database, school: SchoolFixture) -> None:
+async def test_reset_passwords_is_atomic(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     pupil = await make_user(db, school, username="qq", password="pupil-pass")
-    payload = await call(http, school, RESET, ids=[str(pupil), str(uuid.uuid4())], current=ADMIN_PASSWORD,
-                         new="fresh-pass", confirm="fresh-pass")
+    payload = await call(
+        http,
+        school,
+        RESET,
+        ids=[str(pupil), str(uuid.uuid4())],
+        current=ADMIN_PASSWORD,
+        new="fresh-pass",
+        confirm="fresh-pass",
+    )
     assert codes(payload) == ["NOT_FOUND"]
     login = await graphql(http, LOGIN, {"s": school.slug, "u": "qq", "p": "pupil-pass"})
     assert login["data"]["login"]["errors"] == []
@@ -402,7 +531,8 @@ async def test_a_teacher_resets_the_passwords_of_their_classes_pupils_when_the_s
     assert codes(weak["data"]["resetPasswords"]) == ["PASSWORD_TOO_WEAK", "PASSWORD_TOO_WEAK"]
     events = (await call(http, school, AUDIT, filter={"action": "passwords.reset"}))["edges"]
     assert [(e["node"]["actorLabel"], sorted(e["node"]["targetUserIds"])) for e in events] == [
-        ("hill", sorted([str(amy), str(dan)]))]
+        ("hill", sorted([str(amy), str(dan)]))
+    ]
 
 
 async def test_any_user_outside_the_teachers_classes_refuses_the_whole_batch(
@@ -417,8 +547,12 @@ async def test_any_user_outside_the_teachers_classes_refuses_the_whole_batch(
     await allow_teacher_resets(db, school)
     token = await sign_in_as(db, school, hill)
     for other in (eve, park, school.admin_id, hill, uuid.uuid4()):
-        body = await graphql(http, RESET, {"ids": [str(amy), str(other)], "current": "hill-pass-2026",
-                                           "new": "kite", "confirm": "kite"}, token=token)
+        body = await graphql(
+            http,
+            RESET,
+            {"ids": [str(amy), str(other)], "current": "hill-pass-2026", "new": "kite", "confirm": "kite"},
+            token=token,
+        )
         assert [e["extensions"]["code"] for e in body["errors"]] == ["FORBIDDEN"], other
     login = await graphql(http, LOGIN, {"s": school.slug, "u": "amy.o", "p": "amy-pass"})
     assert login["data"]["login"]["errors"] == []
@@ -436,8 +570,9 @@ mutation ($input: AddUserInput!) {
 EMAIL_OF = "query ($id: ID!) { user(id: $id) { email } }"
 
 
-async def test_a_teacher_has_an_email_and_a_pupil_does_not(http: httpx.AsyncClient, db: Database,
-                                                           school: SchoolFixture) -> None:
+async def test_a_teacher_has_an_email_and_a_pupil_does_not(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     # given
     teacher = {"username": "hill", "password": "teacher-pass-1", "type": "TEACHER"}
     added = await call(http, school, EMAIL_ADD, input={**teacher, "email": " M.Hill@School.example "})
@@ -445,19 +580,28 @@ async def test_a_teacher_has_an_email_and_a_pupil_does_not(http: httpx.AsyncClie
 
     # when / then: unique in the school whatever its case, valid, at most 254 characters, never a pupil's
     for username, email, kind, code in (
-            ("park", "m.hill@SCHOOL.example", "TEACHER", "EMAIL_TAKEN"),
-            ("park", "not-an-address", "TEACHER", "INVALID_INPUT"),
-            ("park", "a@b", "TEACHER", "INVALID_INPUT"),
-            ("park", "x" * 243 + "@school.example", "TEACHER", "INVALID_INPUT"),
-            ("amy", "amy@home.example", "PUPIL", "INVALID_INPUT")):
-        refused = await call(http, school, EMAIL_ADD, input={
-            "username": username, "password": "teacher-pass-1", "type": kind, "email": email})
+        ("park", "m.hill@SCHOOL.example", "TEACHER", "EMAIL_TAKEN"),
+        ("park", "not-an-address", "TEACHER", "INVALID_INPUT"),
+        ("park", "a@b", "TEACHER", "INVALID_INPUT"),
+        ("park", "x" * 243 + "@school.example", "TEACHER", "INVALID_INPUT"),
+        ("amy", "amy@home.example", "PUPIL", "INVALID_INPUT"),
+    ):
+        refused = await call(
+            http,
+            school,
+            EMAIL_ADD,
+            input={"username": username, "password": "teacher-pass-1", "type": kind, "email": email},
+        )
         assert refused["errors"] == [{"code": code, "field": "email"}], email
     assert await usernames(db, school) == ["admin", "hill"]
     longest = "x" * 239 + "@school.example"
     assert len(longest) == 254
-    ok = await call(http, school, EMAIL_ADD, input={"username": "park", "password": "teacher-pass-1",
-                                                    "type": "TEACHER", "email": longest})
+    ok = await call(
+        http,
+        school,
+        EMAIL_ADD,
+        input={"username": "park", "password": "teacher-pass-1", "type": "TEACHER", "email": longest},
+    )
     assert ok["errors"] == []
 
     # staff and ROSTER_READ tokens read it; a pupil may not
@@ -472,40 +616,70 @@ async def test_a_teacher_has_an_email_and_a_pupil_does_not(http: httpx.AsyncClie
     assert [e["extensions"]["code"] for e in hidden["errors"]] == ["FORBIDDEN"]
 
 
-async def test_the_email_cell_is_edited_like_any_other(http: httpx.AsyncClient, db: Database,
-                                                       school: SchoolFixture) -> None:
+async def test_the_email_cell_is_edited_like_any_other(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     teacher = await make_user(db, school, type=UserType.TEACHER, username="hill")
     pupil = await make_user(db, school, username="amy")
-    set_it = await call(http, school, UPDATE, userId=str(teacher), field="EMAIL", value="hill@school.example",
-                        expectedVersion=1)
+    set_it = await call(
+        http,
+        school,
+        UPDATE,
+        userId=str(teacher),
+        field="EMAIL",
+        value="hill@school.example",
+        expectedVersion=1,
+    )
     assert set_it["errors"] == [] and set_it["user"]["version"] == 2
     read = await graphql(http, EMAIL_OF, {"id": str(teacher)}, token=school.admin_token)
     assert read["data"]["user"] == {"email": "hill@school.example"}
-    pupil_email = await call(http, school, UPDATE, userId=str(pupil), field="EMAIL", value="amy@home.example",
-                             expectedVersion=1)
+    pupil_email = await call(
+        http, school, UPDATE, userId=str(pupil), field="EMAIL", value="amy@home.example", expectedVersion=1
+    )
     assert [(e["code"], e["field"]) for e in pupil_email["errors"]] == [("INVALID_INPUT", "value")]
     # a teacher with an email does not become a pupil until the email is removed
-    to_pupil = await call(http, school, UPDATE, userId=str(teacher), field="TYPE", value="PUPIL",
-                          expectedVersion=2)
+    to_pupil = await call(
+        http, school, UPDATE, userId=str(teacher), field="TYPE", value="PUPIL", expectedVersion=2
+    )
     assert codes(to_pupil) == ["INVALID_INPUT"]
-    cleared = await call(http, school, UPDATE, userId=str(teacher), field="EMAIL", value="",
-                         expectedVersion=2)
+    cleared = await call(
+        http, school, UPDATE, userId=str(teacher), field="EMAIL", value="", expectedVersion=2
+    )
     assert cleared["errors"] == []
-    assert (await call(http, school, UPDATE, userId=str(teacher), field="TYPE", value="PUPIL",
-                       expectedVersion=3))["errors"] == []
+    assert (
+        await call(http, school, UPDATE, userId=str(teacher), field="TYPE", value="PUPIL", expectedVersion=3)
+    )["errors"] == []
     events = (await call(http, school, AUDIT, filter={"userId": str(teacher)}))["edges"]
     summaries = [e["node"]["summary"] for e in events]
     assert {"field": "EMAIL", "from": "hill@school.example", "to": ""} in summaries
 
 
-async def test_an_email_taken_while_its_teacher_was_deleted_stops_the_restore(http: httpx.AsyncClient,
-                                                                            db: Database,
-                                                                            school: SchoolFixture) -> None:
-    first = (await call(http, school, EMAIL_ADD, input={"username": "hill", "password": "teacher-pass-1",
-                                                        "type": "TEACHER", "email": "hill@school.example"}))
+async def test_an_email_taken_while_its_teacher_was_deleted_stops_the_restore(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
+    first = await call(
+        http,
+        school,
+        EMAIL_ADD,
+        input={
+            "username": "hill",
+            "password": "teacher-pass-1",
+            "type": "TEACHER",
+            "email": "hill@school.example",
+        },
+    )
     await call(http, school, DELETE, ids=[first["user"]["id"]])
-    again = await call(http, school, EMAIL_ADD, input={"username": "hill2", "password": "teacher-pass-1",
-                                                       "type": "TEACHER", "email": "HILL@school.example"})
+    again = await call(
+        http,
+        school,
+        EMAIL_ADD,
+        input={
+            "username": "hill2",
+            "password": "teacher-pass-1",
+            "type": "TEACHER",
+            "email": "HILL@school.example",
+        },
+    )
     assert again["errors"] == []
     restored = await call(http, school, RESTORE, ids=[first["user"]["id"]])
     assert codes(restored) == ["EMAIL_TAKEN"]
@@ -513,20 +687,36 @@ async def test_an_email_taken_while_its_teacher_was_deleted_stops_the_restore(ht
 
 # audit
 
-async def test_every_change_is_audited_without_secrets(http: httpx.AsyncClient, db: Database,
-                                                       school: SchoolFixture) -> None:
+
+async def test_every_change_is_audited_without_secrets(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     user = (await add(http, school, username="audited", password="secret-pupil-pw"))["user"]
     await call(http, school, UPDATE, userId=user["id"], field="SURNAME", value="Jones", expectedVersion=1)
-    await call(http, school, RESET, ids=[user["id"]], current=ADMIN_PASSWORD, new="other-secret-pw",
-               confirm="other-secret-pw")
+    await call(
+        http,
+        school,
+        RESET,
+        ids=[user["id"]],
+        current=ADMIN_PASSWORD,
+        new="other-secret-pw",
+        confirm="other-secret-pw",
+    )
     await call(http, school, DELETE, ids=[user["id"]])
     await call(http, school, RESTORE, ids=[user["id"]])
     events = (await call(http, school, AUDIT, filter={"userId": user["id"]}))["edges"]
     # Deleting a pupil rotates their login codes, in the same transaction (so at the same time).
     assert [e["node"]["action"] for e in events if e["node"]["action"] != "login_codes.rotated"] == [
-        "users.restored", "users.deleted", "passwords.reset", "user.updated", "user.created"]
+        "users.restored",
+        "users.deleted",
+        "passwords.reset",
+        "user.updated",
+        "user.created",
+    ]
     assert [e["node"]["action"] for e in events].index("login_codes.rotated") in (1, 2)
-    assert all(e["node"]["actorLabel"] == "admin" and e["node"]["targetUserIds"] == [user["id"]] for e in events)
+    assert all(
+        e["node"]["actorLabel"] == "admin" and e["node"]["targetUserIds"] == [user["id"]] for e in events
+    )
     assert all(len(e["node"]["requestId"]) == 32 for e in events)
     assert events[4]["node"]["summary"] == {"field": "SURNAME", "from": "", "to": "Jones"}
     assert "secret" not in str(events)

@@ -36,11 +36,15 @@ from tests.conftest import (
 )
 from tests.test_cli import ROLLCALL, rollcall
 
-LOGIN = 'mutation ($s: String!, $u: String!, $p: String!) { login(school: $s, username: $u, password: $p) ' \
-        '{ token errors { code } } }'
+LOGIN = (
+    "mutation ($s: String!, $u: String!, $p: String!) { login(school: $s, username: $u, password: $p) "
+    "{ token errors { code } } }"
+)
 UPLOAD = "mutation ($file: Upload!) { bulkImport(file: $file) { job { id } errors { code } } }"
-CONFIRM = 'mutation ($id: ID!, $p: String!) { confirmImport(jobId: $id, currentPassword: $p) ' \
-          '{ job { status } errors { code message } } }'
+CONFIRM = (
+    "mutation ($id: ID!, $p: String!) { confirmImport(jobId: $id, currentPassword: $p) "
+    "{ job { status } errors { code message } } }"
+)
 JOB = "query ($id: ID!) { importJob(id: $id) { status processed failureReason } }"
 
 
@@ -54,8 +58,9 @@ class Served:
 def serve(env: dict[str, str], log: Path) -> Served:
     port = free_port()
     with log.open("ab") as stderr:
-        process = subprocess.Popen([ROLLCALL, "serve", "--port", str(port)], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=stderr)
+        process = subprocess.Popen(
+            [ROLLCALL, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -93,21 +98,42 @@ async def wait_for(url: str, path: str, status: int, seconds: float = 30) -> Non
 async def test_the_server_survives_a_database_restart(own_database: EmbeddedServer, tmp_path: Path) -> None:
     urls = own_database.urls()
     await migrate.upgrade(urls.owner, urls.app)
-    env = {**os.environ, "DATABASE_URL": urls.owner, "APP_DATABASE_URL": urls.app,
-           "ROLLCALL_DATA_DIR": str(tmp_path / "data"), "ROLLCALL_LOG_FORMAT": "json"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": urls.owner,
+        "APP_DATABASE_URL": urls.app,
+        "ROLLCALL_DATA_DIR": str(tmp_path / "data"),
+        "ROLLCALL_LOG_FORMAT": "json",
+    }
     slug = "restart-school"
-    created = await asyncio.to_thread(rollcall, env, "school", "create", "--slug", slug, "--name", "Restart",
-                                      "--admin-username", "admin", "--admin-password", ADMIN_PASSWORD)
+    created = await asyncio.to_thread(
+        rollcall,
+        env,
+        "school",
+        "create",
+        "--slug",
+        slug,
+        "--name",
+        "Restart",
+        "--admin-username",
+        "admin",
+        "--admin-password",
+        ADMIN_PASSWORD,
+    )
     assert created.returncode == 0, created.stderr
     served = await asyncio.to_thread(serve, env, tmp_path / "server.log")
     try:
         async with httpx.AsyncClient(base_url=served.url, timeout=60) as http:
-            token = (await graphql(http, LOGIN, {"s": slug, "u": "admin", "p": ADMIN_PASSWORD}))["data"]["login"]["token"]
+            token = (await graphql(http, LOGIN, {"s": slug, "u": "admin", "p": ADMIN_PASSWORD}))["data"][
+                "login"
+            ]["token"]
             roster = "username,type\r\n" + "".join(f"p{i:03},PUPIL\r\n" for i in range(300))
             job = await upload(http, token, roster.encode())
 
             # given an import applying (hashing 300 passwords), when the database stops under it...
-            confirm = asyncio.create_task(graphql(http, CONFIRM, {"id": job, "p": ADMIN_PASSWORD}, token=token))
+            confirm = asyncio.create_task(
+                graphql(http, CONFIRM, {"id": job, "p": ADMIN_PASSWORD}, token=token)
+            )
             while (await graphql(http, JOB, {"id": job}, token=token))["data"]["importJob"]["processed"] == 0:
                 await asyncio.sleep(0.05)
             own_database.stop()
@@ -120,8 +146,9 @@ async def test_the_server_survives_a_database_restart(own_database: EmbeddedServ
             ready = await http.get("/readyz")
             assert ready.status_code == 503
             assert (await http.get("/healthz")).status_code == 200
-            away = await http.post("/graphql", json={"query": "{ me { id } }"},
-                                   headers={"Authorization": f"Bearer {token}"})
+            away = await http.post(
+                "/graphql", json={"query": "{ me { id } }"}, headers={"Authorization": f"Bearer {token}"}
+            )
             assert away.status_code == 503 and "database is not answering" in away.text
 
             # When it is back, the same server serves again, with the same session.
@@ -136,7 +163,9 @@ async def test_the_server_survives_a_database_restart(own_database: EmbeddedServ
     served = await asyncio.to_thread(serve, env, tmp_path / "server.log")
     try:
         async with httpx.AsyncClient(base_url=served.url, timeout=60) as http:
-            token = (await graphql(http, LOGIN, {"s": slug, "u": "admin", "p": ADMIN_PASSWORD}))["data"]["login"]["token"]
+            token = (await graphql(http, LOGIN, {"s": slug, "u": "admin", "p": ADMIN_PASSWORD}))["data"][
+                "login"
+            ]["token"]
             state = (await graphql(http, JOB, {"id": job}, token=token))["data"]["importJob"]
             assert state["status"] == "FAILED" and "nothing was changed" in state["failureReason"]
             users = await graphql(http, "{ users { totalCount } }", token=token)
@@ -154,15 +183,22 @@ async def test_the_server_survives_a_database_restart(own_database: EmbeddedServ
 
 
 async def upload(http: httpx.AsyncClient, token: str, data: bytes) -> str:
-    response = await http.post("/graphql", headers={"Authorization": f"Bearer {token}"}, data={
-        "operations": json.dumps({"query": UPLOAD, "variables": {"file": None}}),
-        "map": json.dumps({"0": ["variables.file"]})}, files={"0": ("roster.csv", data, "text/csv")})
+    response = await http.post(
+        "/graphql",
+        headers={"Authorization": f"Bearer {token}"},
+        data={
+            "operations": json.dumps({"query": UPLOAD, "variables": {"file": None}}),
+            "map": json.dumps({"0": ["variables.file"]}),
+        },
+        files={"0": ("roster.csv", data, "text/csv")},
+    )
     job_id: str = response.json()["data"]["bulkImport"]["job"]["id"]
     return job_id
 
 
-async def test_metrics_count_requests_operations_and_refused_sign_ins(http: httpx.AsyncClient,
-                                                                      school: SchoolFixture) -> None:
+async def test_metrics_count_requests_operations_and_refused_sign_ins(
+    http: httpx.AsyncClient, school: SchoolFixture
+) -> None:
     await graphql(http, "query RosterPage { users(first: 5) { totalCount } }", token=school.admin_token)
     await graphql(http, LOGIN, {"s": school.slug, "u": "admin", "p": "not-the-password"})
     body = (await http.get("/metrics")).text
@@ -173,7 +209,9 @@ async def test_metrics_count_requests_operations_and_refused_sign_ins(http: http
     assert "# TYPE rollcall_throttled_attempts_total counter" in body
 
 
-async def test_operation_names_in_metrics_are_short_and_few(http: httpx.AsyncClient, school: SchoolFixture) -> None:
+async def test_operation_names_in_metrics_are_short_and_few(
+    http: httpx.AsyncClient, school: SchoolFixture
+) -> None:
     # given a name of a million characters, and more distinct names than metrics keep
     huge = "Q" * 1_000_000
     await http.post("/graphql", json={"query": f"query {huge} {{ me {{ id }} }}", "operationName": huge})
@@ -183,36 +221,50 @@ async def test_operation_names_in_metrics_are_short_and_few(http: httpx.AsyncCli
     body = (await http.get("/metrics")).text
     assert "QQQQ" not in body and len(body) < 1_000_000
     assert 'operation="other",type="query"' in body
-    named = {line.split('operation="')[1].split('"')[0] for line in body.splitlines()
-             if line.startswith("rollcall_graphql_operation_seconds_count")}
+    named = {
+        line.split('operation="')[1].split('"')[0]
+        for line in body.splitlines()
+        if line.startswith("rollcall_graphql_operation_seconds_count")
+    }
     assert len(named) <= MAX_OPERATION_LABELS + 1
 
 
-async def test_metrics_can_be_turned_off_or_kept_behind_a_token(settings: Settings, migrated: EmbeddedServer) -> None:
-    for changed, asked, status in ((dataclasses.replace(settings, metrics=False), {}, 404),
-                                   (dataclasses.replace(settings, metrics_token="m3trics"), {}, 401),
-                                   (dataclasses.replace(settings, metrics_token="m3trics"),
-                                    {"Authorization": "Bearer wrong"}, 401),
-                                   (dataclasses.replace(settings, metrics_token="m3trics"),
-                                    {"Authorization": "Bearer m3trics"}, 200)):
+async def test_metrics_can_be_turned_off_or_kept_behind_a_token(
+    settings: Settings, migrated: EmbeddedServer
+) -> None:
+    for changed, asked, status in (
+        (dataclasses.replace(settings, metrics=False), {}, 404),
+        (dataclasses.replace(settings, metrics_token="m3trics"), {}, 401),
+        (dataclasses.replace(settings, metrics_token="m3trics"), {"Authorization": "Bearer wrong"}, 401),
+        (dataclasses.replace(settings, metrics_token="m3trics"), {"Authorization": "Bearer m3trics"}, 200),
+    ):
         app = create_app(changed, migrated.urls())
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test"
+        ) as client:
             assert (await client.get("/metrics", headers=asked)).status_code == status
         await app.state.db.dispose()
 
 
-async def test_logs_carry_the_request_id_and_no_secrets(http: httpx.AsyncClient, db: Database,
-                                                        school: SchoolFixture,
-                                                        caplog: pytest.LogCaptureFixture) -> None:
+async def test_logs_carry_the_request_id_and_no_secrets(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level("INFO")
     teacher = await make_user(db, school, username="loggy", type=UserType.TEACHER, password="teacher-pass-1")
     await graphql(http, LOGIN, {"s": school.slug, "u": "loggy", "p": "teacher-pass-1"})
-    await graphql(http, 'mutation { createApiToken(name: "App", scopes: [ROSTER_READ]) { token } }',
-                  token=school.admin_token)
-    await graphql(http, "mutation ($ids: [ID!]!, $current: String!) { resetPasswords(userIds: $ids, "
-                        "currentPassword: $current, newPassword: \"brand-new-secret\", "
-                        "confirmPassword: \"brand-new-secret\") { errors { code } } }",
-                  {"ids": [str(teacher)], "current": ADMIN_PASSWORD}, token=school.admin_token)
+    await graphql(
+        http,
+        'mutation { createApiToken(name: "App", scopes: [ROSTER_READ]) { token } }',
+        token=school.admin_token,
+    )
+    await graphql(
+        http,
+        "mutation ($ids: [ID!]!, $current: String!) { resetPasswords(userIds: $ids, "
+        'currentPassword: $current, newPassword: "brand-new-secret", '
+        'confirmPassword: "brand-new-secret") { errors { code } } }',
+        {"ids": [str(teacher)], "current": ADMIN_PASSWORD},
+        token=school.admin_token,
+    )
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "POST /graphql 200" in logged
     for secret in ("teacher-pass-1", "brand-new-secret", ADMIN_PASSWORD, school.admin_token, "rca_"):
@@ -228,30 +280,52 @@ async def test_purge_removes_long_deleted_users_but_keeps_their_audit_events(
     recent = await make_user(db, school, username="just.gone")
     await sign_in_as(db, school, old)
     async with school_scope(db, school.id) as session:
-        await session.execute(text(
-            "insert into audit_events (school_id, actor_id, actor_label, action, target_user_ids, summary) values "
-            "(:s, :a, 'admin', 'user.created', array[cast(:u as uuid)], '{\"username\": \"long.gone\", \"type\": "
-            "\"PUPIL\"}'), (:s, :u, 'long.gone', 'user.signed_in', array[cast(:u as uuid)], '{}')"),
-            {"s": school.id, "a": school.admin_id, "u": old})
-        await session.execute(text("update users set deleted_at = now() - interval '40 days', deleted_by = :a "
-                                   "where id = :old"), {"a": school.admin_id, "old": old})
-        await session.execute(text("update users set deleted_at = now() - interval '10 days', deleted_by = :old "
-                                   "where id = :recent"), {"old": old, "recent": recent})
+        await session.execute(
+            text(
+                "insert into audit_events (school_id, actor_id, actor_label, action, target_user_ids, summary) values "
+                '(:s, :a, \'admin\', \'user.created\', array[cast(:u as uuid)], \'{"username": "long.gone", "type": '
+                "\"PUPIL\"}'), (:s, :u, 'long.gone', 'user.signed_in', array[cast(:u as uuid)], '{}')"
+            ),
+            {"s": school.id, "a": school.admin_id, "u": old},
+        )
+        await session.execute(
+            text("update users set deleted_at = now() - interval '40 days', deleted_by = :a where id = :old"),
+            {"a": school.admin_id, "old": old},
+        )
+        await session.execute(
+            text(
+                "update users set deleted_at = now() - interval '10 days', deleted_by = :old "
+                "where id = :recent"
+            ),
+            {"old": old, "recent": recent},
+        )
     urls = migrated.urls()
-    env = {**os.environ, "DATABASE_URL": urls.owner, "APP_DATABASE_URL": urls.app, "ROLLCALL_DATA_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": urls.owner,
+        "APP_DATABASE_URL": urls.app,
+        "ROLLCALL_DATA_DIR": str(tmp_path),
+    }
     result = await asyncio.to_thread(rollcall, env, "purge", "--older-than", "30d")
     assert result.returncode == 0, result.stderr
     assert f"{school.slug}: 1 users purged" in result.stdout
     async with school_scope(db, school.id) as session:
         users = set((await session.execute(text("select username from users"))).scalars())
-        sessions = (await session.execute(text("select count(*) from sessions where user_id = :u"), {"u": old}))
-        events = (await session.execute(text(
-            "select action, actor_label, summary from audit_events where :u = any(target_user_ids) order by action"),
-            {"u": old})).all()
+        sessions = await session.execute(text("select count(*) from sessions where user_id = :u"), {"u": old})
+        events = (
+            await session.execute(
+                text(
+                    "select action, actor_label, summary from audit_events where :u = any(target_user_ids) order by action"
+                ),
+                {"u": old},
+            )
+        ).all()
     assert users == {"admin", "just.gone"}
     assert sessions.scalar_one() == 0
-    assert [tuple(e) for e in events] == [("user.created", "admin", {"type": "PUPIL"}),
-                                          ("user.signed_in", "(removed user)", {})]
+    assert [tuple(e) for e in events] == [
+        ("user.created", "admin", {"type": "PUPIL"}),
+        ("user.signed_in", "(removed user)", {}),
+    ]
 
     # Without --older-than each school's own retention period applies.
     async with school_scope(db, school.id) as session:

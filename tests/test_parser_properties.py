@@ -53,10 +53,14 @@ SURROGATES = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
 CHARACTERS = st.one_of(st.characters(), SURROGATES, st.sampled_from(["\x00", '"', "\\", "[", "(", " "]))
 TEXT = st.text(CHARACTERS, max_size=20)
 DIGITS = st.integers(1, 6000).map(lambda n: "9" * n)
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
-                    TEXT)
-JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
-                    | st.dictionaries(TEXT, inner, max_size=4), max_leaves=12)
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), TEXT
+)
+JSON = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
+    max_leaves=12,
+)
 DEPTHS = st.integers(0, 5000)
 
 
@@ -67,9 +71,16 @@ def nested_list(depth: int) -> str:
 # Cursors
 
 CURSOR_PARSERS: Sequence[tuple[Callable[[Any], Any], ...]] = (
-    (str, uuid.UUID), (datetime.fromisoformat, uuid.UUID), (UserType, uuid.UUID))
-CURSOR_TEXT = st.one_of(JSON.map(json.dumps), st.lists(SCALARS, min_size=2, max_size=2).map(json.dumps),
-                        DEPTHS.map(nested_list), DIGITS.map(lambda digits: f'["{uuid.uuid4()}", {digits}]'))
+    (str, uuid.UUID),
+    (datetime.fromisoformat, uuid.UUID),
+    (UserType, uuid.UUID),
+)
+CURSOR_TEXT = st.one_of(
+    JSON.map(json.dumps),
+    st.lists(SCALARS, min_size=2, max_size=2).map(json.dumps),
+    DEPTHS.map(nested_list),
+    DIGITS.map(lambda digits: f'["{uuid.uuid4()}", {digits}]'),
+)
 
 
 def as_cursor(text: str) -> str:
@@ -101,7 +112,9 @@ def test_the_compiled_read_path_reads_a_cursor_or_hands_it_back(cursor: str, fie
 # JSON bodies (/graphql and /scim/v2)
 
 BODIES = st.one_of(
-    st.binary(max_size=60), JSON.map(json.dumps), DEPTHS.map(nested_list),
+    st.binary(max_size=60),
+    JSON.map(json.dumps),
+    DEPTHS.map(nested_list),
     DEPTHS.map(lambda depth: '{"a": ' * depth + "1" + "}" * depth),
     DIGITS.map(lambda digits: '{"a": ' + digits + "}"),
     st.sampled_from(['{"a": NaN}', "[Infinity]", "-Infinity", '"\\udc00"', '{"\\ud800": 1}']),
@@ -122,14 +135,21 @@ def test_a_json_body_is_read_or_refused(body: str | bytes) -> None:
 
 # Multipart maps
 
-PATH_PARTS = st.sampled_from(["variables", "file", "files", "list", "query", "0", "1", "5", "x", "", "-1",
-                              "²"])
+PATH_PARTS = st.sampled_from(
+    ["variables", "file", "files", "list", "query", "0", "1", "5", "x", "", "-1", "²"]
+)
 PATHS = st.lists(PATH_PARTS, min_size=1, max_size=4).map(".".join)
-FILE_MAPS = st.one_of(JSON, st.dictionaries(st.sampled_from(["0", "1", "2"]),
-                                            st.one_of(st.lists(PATHS, max_size=3), JSON), max_size=3))
+FILE_MAPS = st.one_of(
+    JSON,
+    st.dictionaries(
+        st.sampled_from(["0", "1", "2"]), st.one_of(st.lists(PATHS, max_size=3), JSON), max_size=3
+    ),
+)
 OPERATIONS = st.one_of(
     st.just({"query": "q", "variables": {"file": None, "files": [None, None], "list": "x"}}),
-    st.just([{"query": "q", "variables": {"file": None}}]), JSON)
+    st.just([{"query": "q", "variables": {"file": None}}]),
+    JSON,
+)
 FILES = {"0": "the first file", "1": "the second file"}
 
 
@@ -148,25 +168,58 @@ def test_a_multipart_map_places_its_files_or_is_refused(operations: Any, files_m
 
 # SCIM filters
 
-ATTRIBUTES = st.sampled_from(["userName", "name.givenName", "externalId", "active", "meta.created", "id",
-                              "groups", "groups.value", "emails", "value", "type", "x", "members.value",
-                              "displayName"])
+ATTRIBUTES = st.sampled_from(
+    [
+        "userName",
+        "name.givenName",
+        "externalId",
+        "active",
+        "meta.created",
+        "id",
+        "groups",
+        "groups.value",
+        "emails",
+        "value",
+        "type",
+        "x",
+        "members.value",
+        "displayName",
+    ]
+)
 OPERATORS = st.sampled_from(["eq", "ne", "co", "sw", "ew", "gt", "ge", "lt", "le", "EQ", "xx"])
-VALUES = st.one_of(TEXT.map(json.dumps), st.integers().map(str), DIGITS, DIGITS.map(lambda d: f"1e{d}"),
-                   st.sampled_from(["true", "false", "null", "2.5", "-0", '"2026-01-01T00:00:00"', '"\\x"']))
-COMPARISONS = st.one_of(st.builds("{} {} {}".format, ATTRIBUTES, OPERATORS, VALUES),
-                        ATTRIBUTES.map("{} pr".format))
-FILTERS = st.recursive(COMPARISONS, lambda inner: st.one_of(
-    st.builds("{} {} {}".format, inner, st.sampled_from(["and", "or", "AND"]), inner),
-    inner.map("({})".format), inner.map("not ({})".format), st.builds("{}[{}]".format, ATTRIBUTES, inner)),
-    max_leaves=8)
+VALUES = st.one_of(
+    TEXT.map(json.dumps),
+    st.integers().map(str),
+    DIGITS,
+    DIGITS.map(lambda d: f"1e{d}"),
+    st.sampled_from(["true", "false", "null", "2.5", "-0", '"2026-01-01T00:00:00"', '"\\x"']),
+)
+COMPARISONS = st.one_of(
+    st.builds("{} {} {}".format, ATTRIBUTES, OPERATORS, VALUES), ATTRIBUTES.map("{} pr".format)
+)
+FILTERS = st.recursive(
+    COMPARISONS,
+    lambda inner: st.one_of(
+        st.builds("{} {} {}".format, inner, st.sampled_from(["and", "or", "AND"]), inner),
+        inner.map("({})".format),
+        inner.map("not ({})".format),
+        st.builds("{}[{}]".format, ATTRIBUTES, inner),
+    ),
+    max_leaves=8,
+)
 WRAPPERS = st.sampled_from([("(", ")"), ("not(", ")"), ("groups[", "]")])
 FILTER_TEXT = st.one_of(
-    FILTERS, st.text(CHARACTERS, max_size=40),
-    st.builds(lambda depth, wrap, inner: wrap[0] * depth + inner + wrap[1] * depth, DEPTHS, WRAPPERS,
-              COMPARISONS),
-    st.builds(lambda count, joiner, inner: f" {joiner} ".join([inner] * count), st.integers(1, 3000),
-              st.sampled_from(["and", "or"]), COMPARISONS),
+    FILTERS,
+    st.text(CHARACTERS, max_size=40),
+    st.builds(
+        lambda depth, wrap, inner: wrap[0] * depth + inner + wrap[1] * depth, DEPTHS, WRAPPERS, COMPARISONS
+    ),
+    st.builds(
+        lambda count, joiner, inner: f" {joiner} ".join([inner] * count),
+        st.integers(1, 3000),
+        st.sampled_from(["and", "or"]),
+        COMPARISONS,
+    ),
 )
 
 
@@ -200,8 +253,9 @@ def test_a_scim_filter_is_parsed_into_sql_or_refused(text: str) -> None:
         str(condition.compile(dialect=postgresql.dialect()))
 
 
-LIST_PARAMETERS = st.sampled_from(["filter", "startIndex", "count", "sortBy", "sortOrder", "attributes",
-                                   "excludedAttributes", "STARTINDEX"])
+LIST_PARAMETERS = st.sampled_from(
+    ["filter", "startIndex", "count", "sortBy", "sortOrder", "attributes", "excludedAttributes", "STARTINDEX"]
+)
 NUMBERS = st.one_of(st.integers().map(str), DIGITS, st.text("0123456789-+ ²٣", max_size=12), st.integers())
 
 
@@ -219,7 +273,8 @@ def test_a_scim_list_request_is_read_or_refused(params: dict[str, Any]) -> None:
 # SCIM PATCH
 
 PATCH_PATHS = st.one_of(
-    ATTRIBUTES, st.builds("{}[{}]".format, ATTRIBUTES, FILTERS),
+    ATTRIBUTES,
+    st.builds("{}[{}]".format, ATTRIBUTES, FILTERS),
     st.builds("{}[{}].{}".format, ATTRIBUTES, FILTERS, st.sampled_from(["value", "display", "x", "value.x"])),
     st.text(CHARACTERS, max_size=30),
     st.builds(lambda depth, inner: "members[" + "(" * depth + inner + ")" * depth + "]", DEPTHS, COMPARISONS),
@@ -228,13 +283,23 @@ PATCH_PATHS = st.one_of(
 OPS = st.one_of(st.sampled_from(["add", "replace", "remove", "Replace", "move"]), JSON)
 OPERATION = st.fixed_dictionaries({"op": OPS}, optional={"path": st.one_of(PATCH_PATHS, JSON), "value": JSON})
 PATCHES = st.one_of(
-    st.builds(lambda operations: {"schemas": [PATCH_OP], "Operations": operations},
-              st.lists(OPERATION, max_size=3)),
-    JSON)
-USER_DOCUMENT = {"userName": "amy.b", "name": {"givenName": "Amy", "familyName": None}, "userType": "Pupil",
-                 "active": True, "externalId": None}
-GROUP_DOCUMENT = {"displayName": "7A", "externalId": "e-7a", "members": [{"value": str(uuid.UUID(int=1)),
-                                                                          "type": "User"}]}
+    st.builds(
+        lambda operations: {"schemas": [PATCH_OP], "Operations": operations}, st.lists(OPERATION, max_size=3)
+    ),
+    JSON,
+)
+USER_DOCUMENT = {
+    "userName": "amy.b",
+    "name": {"givenName": "Amy", "familyName": None},
+    "userType": "Pupil",
+    "active": True,
+    "externalId": None,
+}
+GROUP_DOCUMENT = {
+    "displayName": "7A",
+    "externalId": "e-7a",
+    "members": [{"value": str(uuid.UUID(int=1)), "type": "User"}],
+}
 
 
 @FAST
@@ -263,10 +328,22 @@ def test_a_patch_request_gives_a_document_or_is_refused(request: Any, groups: bo
 
 # Roster CSV files
 
-HEADERS = ["username", "first name", "surname", "type", "registration class", "teaching classes", "admin",
-           "password", "Username", ""]
-CELLS = st.one_of(TEXT.map(lambda text: text.encode(errors="replace").decode()),
-                  st.sampled_from(["PUPIL", "teacher", "yes", "7A; 7B", "=1+1", '"', "\r\n"]))
+HEADERS = [
+    "username",
+    "first name",
+    "surname",
+    "type",
+    "registration class",
+    "teaching classes",
+    "admin",
+    "password",
+    "Username",
+    "",
+]
+CELLS = st.one_of(
+    TEXT.map(lambda text: text.encode(errors="replace").decode()),
+    st.sampled_from(["PUPIL", "teacher", "yes", "7A; 7B", "=1+1", '"', "\r\n"]),
+)
 ENCODINGS = st.sampled_from(["utf-8", "utf-8-sig", "cp1252", "utf-16", "latin-1"])
 
 
@@ -288,6 +365,12 @@ def test_any_bytes_are_a_roster_or_a_clear_file_error(data: bytes) -> None:
         assert error.message
         return
     for row in roster.rows:
-        texts = [row.username, row.first_name, row.surname, row.registration_class or "", row.password or "",
-                 *row.teaching_classes]
+        texts = [
+            row.username,
+            row.first_name,
+            row.surname,
+            row.registration_class or "",
+            row.password or "",
+            *row.teaching_classes,
+        ]
         assert all(storable(text) for text in texts)

@@ -26,7 +26,14 @@ from gql.schema import build_schema
 from tenants.scope import school_scope
 from tests.conftest import SchoolFixture, graphql, make_api_token, make_school, make_user, sign_in_as
 
-ANONYMOUS, PUPIL, TEACHER, ADMIN, API_TOKEN, OTHER_ADMIN = "anonymous", "pupil", "teacher", "admin", "api", "other"
+ANONYMOUS, PUPIL, TEACHER, ADMIN, API_TOKEN, OTHER_ADMIN = (
+    "anonymous",
+    "pupil",
+    "teacher",
+    "admin",
+    "api",
+    "other",
+)
 ROLES = (ANONYMOUS, PUPIL, TEACHER, ADMIN, API_TOKEN, OTHER_ADMIN)
 EVERYONE = frozenset(ROLES)
 PEOPLE = frozenset({PUPIL, TEACHER, ADMIN, OTHER_ADMIN})
@@ -53,21 +60,30 @@ class Operation:
     upload: bytes | None = None  # sent as the `file` variable of a multipart request
 
 
-def op(allowed: frozenset[str], query: str, variables: Callable[[World], dict[str, Any]] | None = None,
-       upload: bytes | None = None) -> Operation:
+def op(
+    allowed: frozenset[str],
+    query: str,
+    variables: Callable[[World], dict[str, Any]] | None = None,
+    upload: bytes | None = None,
+) -> Operation:
     return Operation(allowed, lambda world: (query, variables(world) if variables else {}), upload)
 
 
-async def send(http: httpx.AsyncClient, operation: Operation, world: World, token: str | None) -> dict[str, Any]:
+async def send(
+    http: httpx.AsyncClient, operation: Operation, world: World, token: str | None
+) -> dict[str, Any]:
     query, variables = operation.build(world)
     if operation.upload is None:
         return await graphql(http, query, variables, token=token)
     response = await http.post(
         "/graphql",
-        data={"operations": json.dumps({"query": query, "variables": {**variables, "file": None}}),
-              "map": json.dumps({"0": ["variables.file"]})},
+        data={
+            "operations": json.dumps({"query": query, "variables": {**variables, "file": None}}),
+            "map": json.dumps({"0": ["variables.file"]}),
+        },
         files={"0": ("roster.csv", operation.upload, "text/csv")},
-        headers={"X-Rollcall-CSRF": "1", **({"Authorization": f"Bearer {token}"} if token else {})})
+        headers={"X-Rollcall-CSRF": "1", **({"Authorization": f"Bearer {token}"} if token else {})},
+    )
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -79,55 +95,108 @@ OPERATIONS: dict[str, Operation] = {
     "me": op(EVERYONE, "{ me { id } }"),
     "apiTokens": op(ADMINS, "{ apiTokens { id } }"),
     "users": op(ROSTER_READERS, "{ users { totalCount edges { node { id registrationClass { id } } } } }"),
-    "user": op(ROSTER_READERS, "query ($id: ID!) { user(id: $id) { id } }", lambda world: {"id": world.ids["pupil"]}),
+    "user": op(
+        ROSTER_READERS, "query ($id: ID!) { user(id: $id) { id } }", lambda world: {"id": world.ids["pupil"]}
+    ),
     "classes": op(ROSTER_READERS, "{ classes { id memberCount members { totalCount } } }"),
-    "schoolClass": op(ROSTER_READERS, "query ($id: ID!) { schoolClass(id: $id) { id } }",
-                      lambda world: {"id": world.ids["class"]}),
+    "schoolClass": op(
+        ROSTER_READERS,
+        "query ($id: ID!) { schoolClass(id: $id) { id } }",
+        lambda world: {"id": world.ids["class"]},
+    ),
     "auditEvents": op(ADMINS, "{ auditEvents { edges { node { action } } } }"),
-    "importJob": op(ADMINS, "query ($id: ID!) { importJob(id: $id) { id } }", lambda world: {"id": world.ids["nobody"]}),
+    "importJob": op(
+        ADMINS, "query ($id: ID!) { importJob(id: $id) { id } }", lambda world: {"id": world.ids["nobody"]}
+    ),
     "loginCards": op(STAFF, "{ loginCards(userIds: []) { code } }"),
     # mutations
-    "bulkImport": op(ADMINS, "mutation ($file: Upload!) { bulkImport(file: $file) { errors { code } } }",
-                     upload=b"username\r\n"),
-    "confirmImport": op(ADMINS, 'mutation ($id: ID!) { confirmImport(jobId: $id, currentPassword: "wrong") '
-                                '{ errors { code } } }', lambda world: {"id": world.ids["nobody"]}),
-    "addUser": op(ADMINS, 'mutation { addUser(input: {username: "n", password: "x", type: PUPIL}) '
-                          '{ errors { code } } }'),
-    "updateUserField": op(ADMINS, "mutation ($id: ID!) { updateUserField(userId: $id, field: SURNAME, value: \"x\", "
-                                  "expectedVersion: 1) { errors { code } } }", lambda world: {"id": world.ids["nobody"]}),
-    "deleteUsers": op(ADMINS, "mutation ($id: ID!) { deleteUsers(userIds: [$id]) { errors { code } } }",
-                      lambda world: {"id": world.ids["nobody"]}),
-    "restoreUsers": op(ADMINS, "mutation ($id: ID!) { restoreUsers(userIds: [$id]) { errors { code } } }",
-                       lambda world: {"id": world.ids["nobody"]}),
-    "resetPasswords": op(ADMINS, 'mutation ($id: ID!) { resetPasswords(userIds: [$id], currentPassword: "wrong", '
-                                 'newPassword: "a", confirmPassword: "a") { errors { code } } }',
-                         lambda world: {"id": world.ids["pupil"]}),
-    "login": op(EVERYONE, 'mutation { login(school: "x", username: "y", password: "z") { errors { code } } }'),
+    "bulkImport": op(
+        ADMINS,
+        "mutation ($file: Upload!) { bulkImport(file: $file) { errors { code } } }",
+        upload=b"username\r\n",
+    ),
+    "confirmImport": op(
+        ADMINS,
+        'mutation ($id: ID!) { confirmImport(jobId: $id, currentPassword: "wrong") { errors { code } } }',
+        lambda world: {"id": world.ids["nobody"]},
+    ),
+    "addUser": op(
+        ADMINS, 'mutation { addUser(input: {username: "n", password: "x", type: PUPIL}) { errors { code } } }'
+    ),
+    "updateUserField": op(
+        ADMINS,
+        'mutation ($id: ID!) { updateUserField(userId: $id, field: SURNAME, value: "x", '
+        "expectedVersion: 1) { errors { code } } }",
+        lambda world: {"id": world.ids["nobody"]},
+    ),
+    "deleteUsers": op(
+        ADMINS,
+        "mutation ($id: ID!) { deleteUsers(userIds: [$id]) { errors { code } } }",
+        lambda world: {"id": world.ids["nobody"]},
+    ),
+    "restoreUsers": op(
+        ADMINS,
+        "mutation ($id: ID!) { restoreUsers(userIds: [$id]) { errors { code } } }",
+        lambda world: {"id": world.ids["nobody"]},
+    ),
+    "resetPasswords": op(
+        ADMINS,
+        'mutation ($id: ID!) { resetPasswords(userIds: [$id], currentPassword: "wrong", '
+        'newPassword: "a", confirmPassword: "a") { errors { code } } }',
+        lambda world: {"id": world.ids["pupil"]},
+    ),
+    "login": op(
+        EVERYONE, 'mutation { login(school: "x", username: "y", password: "z") { errors { code } } }'
+    ),
     "logout": op(PEOPLE, "mutation { logout { errors { code } } }"),
-    "changeMyPassword": op(PEOPLE, 'mutation { changeMyPassword(currentPassword: "wrong", newPassword: "a", '
-                                   'confirmPassword: "a") { errors { code } } }'),
-    "createApiToken": op(ADMINS, 'mutation { createApiToken(name: "App", scopes: [ROSTER_READ]) '
-                                 '{ errors { code } } }'),
-    "revokeApiToken": op(ADMINS, "mutation ($id: ID!) { revokeApiToken(id: $id) { errors { code } } }",
-                         lambda world: {"id": world.ids["api_token"]}),
+    "changeMyPassword": op(
+        PEOPLE,
+        'mutation { changeMyPassword(currentPassword: "wrong", newPassword: "a", '
+        'confirmPassword: "a") { errors { code } } }',
+    ),
+    "createApiToken": op(
+        ADMINS, 'mutation { createApiToken(name: "App", scopes: [ROSTER_READ]) { errors { code } } }'
+    ),
+    "revokeApiToken": op(
+        ADMINS,
+        "mutation ($id: ID!) { revokeApiToken(id: $id) { errors { code } } }",
+        lambda world: {"id": world.ids["api_token"]},
+    ),
     "loginWithQr": op(EVERYONE, 'mutation { loginWithQr(code: "x") { errors { code } } }'),
-    "rotateLoginCodes": op(ADMINS, "mutation ($ids: [ID!]!) { rotateLoginCodes(userIds: $ids) "
-                                   "{ errors { code } } }", lambda world: {"ids": [world.ids["pupil"]]}),
-    "rotateClassLoginCodes": op(ADMINS, "mutation ($id: ID!) { rotateClassLoginCodes(classId: $id) "
-                                        "{ errors { code } } }", lambda world: {"id": str(uuid.uuid4())}),
+    "rotateLoginCodes": op(
+        ADMINS,
+        "mutation ($ids: [ID!]!) { rotateLoginCodes(userIds: $ids) { errors { code } } }",
+        lambda world: {"ids": [world.ids["pupil"]]},
+    ),
+    "rotateClassLoginCodes": op(
+        ADMINS,
+        "mutation ($id: ID!) { rotateClassLoginCodes(classId: $id) { errors { code } } }",
+        lambda world: {"id": str(uuid.uuid4())},
+    ),
     "createClass": op(ADMINS, 'mutation { createClass(name: "7B", kind: TEACHING) { errors { code } } }'),
-    "renameClass": op(ADMINS, 'mutation ($id: ID!) { renameClass(classId: $id, name: "7A") '
-                              '{ errors { code } } }',
-                      lambda world: {"id": world.ids["class"]}),
-    "deleteClass": op(ADMINS, "mutation ($id: ID!) { deleteClass(classId: $id) { errors { code } } }",
-                      lambda world: {"id": world.ids["doomed_class"]}),
-    "assignClass": op(ADMINS, "mutation ($id: ID!, $users: [ID!]!) { assignClass(classId: $id, "
-                              "userIds: $users) { errors { code } } }",
-                      lambda world: {"id": world.ids["class"], "users": [world.ids["pupil"]]}),
+    "renameClass": op(
+        ADMINS,
+        'mutation ($id: ID!) { renameClass(classId: $id, name: "7A") { errors { code } } }',
+        lambda world: {"id": world.ids["class"]},
+    ),
+    "deleteClass": op(
+        ADMINS,
+        "mutation ($id: ID!) { deleteClass(classId: $id) { errors { code } } }",
+        lambda world: {"id": world.ids["doomed_class"]},
+    ),
+    "assignClass": op(
+        ADMINS,
+        "mutation ($id: ID!, $users: [ID!]!) { assignClass(classId: $id, "
+        "userIds: $users) { errors { code } } }",
+        lambda world: {"id": world.ids["class"], "users": [world.ids["pupil"]]},
+    ),
     "updateSchoolSettings": op(ADMINS, "mutation { updateSchoolSettings(input: {}) { errors { code } } }"),
-    "removeFromClass": op(ADMINS, "mutation ($id: ID!, $users: [ID!]!) { removeFromClass(classId: $id, "
-                                  "userIds: $users) { errors { code } } }",
-                          lambda world: {"id": world.ids["class"], "users": [world.ids["pupil"]]}),
+    "removeFromClass": op(
+        ADMINS,
+        "mutation ($id: ID!, $users: [ID!]!) { removeFromClass(classId: $id, "
+        "userIds: $users) { errors { code } } }",
+        lambda world: {"id": world.ids["class"], "users": [world.ids["pupil"]]},
+    ),
 }
 
 
@@ -148,7 +217,8 @@ def test_every_field_has_a_row() -> None:
     fields = set(schema._schema.query_type.fields) | set(schema._schema.mutation_type.fields)  # type: ignore[union-attr]
     assert fields == set(OPERATIONS)
     restricted = {
-        f"{name}.{field_name}" for name, graphql_type in schema._schema.type_map.items()
+        f"{name}.{field_name}"
+        for name, graphql_type in schema._schema.type_map.items()
         if isinstance(graphql_type, GraphQLObjectType) and name not in {"Query", "Mutation"}
         for field_name, field in graphql_type.fields.items()
         if getattr(field.extensions.get("strawberry-definition"), "permission_classes", None)
@@ -166,12 +236,24 @@ async def world(owner_engine: AsyncEngine, db: Database) -> World:
         token_id = str((await list_api_tokens(session, school_id=school.id))[0].id)
         actor = Actor(id=school.admin_id, label="admin")
         school_class, doomed_class = [
-            await create_class(session, school_id=school.id, actor=actor, name=name,
-                               kind=ClassKind.REGISTRATION)
-            for name in ("7A", "7Z")]
-    return World(school=school, pupil_id=pupil, teacher_id=teacher, other=other,
-                 ids={"api_token": token_id, "pupil": str(pupil), "class": str(school_class.id),
-                      "doomed_class": str(doomed_class.id), "nobody": str(uuid.uuid4())})
+            await create_class(
+                session, school_id=school.id, actor=actor, name=name, kind=ClassKind.REGISTRATION
+            )
+            for name in ("7A", "7Z")
+        ]
+    return World(
+        school=school,
+        pupil_id=pupil,
+        teacher_id=teacher,
+        other=other,
+        ids={
+            "api_token": token_id,
+            "pupil": str(pupil),
+            "class": str(school_class.id),
+            "doomed_class": str(doomed_class.id),
+            "nobody": str(uuid.uuid4()),
+        },
+    )
 
 
 async def token_for(role: str, world: World, db: Database) -> str | None:
@@ -193,8 +275,9 @@ async def token_for(role: str, world: World, db: Database) -> str | None:
 
 @pytest.mark.parametrize("field", sorted(OPERATIONS) + sorted(RESTRICTED_FIELDS))
 @pytest.mark.parametrize("role", ROLES)
-async def test_who_is_let_through(http: httpx.AsyncClient, db: Database, world: World, field: str,
-                                  role: str) -> None:
+async def test_who_is_let_through(
+    http: httpx.AsyncClient, db: Database, world: World, field: str, role: str
+) -> None:
     operation = OPERATIONS.get(field) or RESTRICTED_FIELDS[field]
     body = await send(http, operation, world, await token_for(role, world, db))
     codes = [error.get("extensions", {}).get("code") for error in body.get("errors", [])]
@@ -208,8 +291,10 @@ async def test_who_is_let_through(http: httpx.AsyncClient, db: Database, world: 
 
 
 # resetPasswords for teachers: allowed only when the school says so, and only for their classes' pupils.
-RESET_AS_TEACHER = 'mutation ($ids: [ID!]!) { resetPasswords(userIds: $ids, currentPassword: "wrong", ' \
-                   'newPassword: "a", confirmPassword: "a") { errors { code } } }'
+RESET_AS_TEACHER = (
+    'mutation ($ids: [ID!]!) { resetPasswords(userIds: $ids, currentPassword: "wrong", '
+    'newPassword: "a", confirmPassword: "a") { errors { code } } }'
+)
 TEACHER_RESETS = [
     # the school allows it, whose passwords, allowed
     (False, ("own_pupil",), False),
@@ -221,22 +306,42 @@ TEACHER_RESETS = [
 
 
 @pytest.mark.parametrize(("allowed_by_school", "targets", "allowed"), TEACHER_RESETS)
-async def test_who_a_teacher_may_reset(http: httpx.AsyncClient, owner_engine: AsyncEngine, db: Database,
-                                       allowed_by_school: bool, targets: tuple[str, ...],
-                                       allowed: bool) -> None:
+async def test_who_a_teacher_may_reset(
+    http: httpx.AsyncClient,
+    owner_engine: AsyncEngine,
+    db: Database,
+    allowed_by_school: bool,
+    targets: tuple[str, ...],
+    allowed: bool,
+) -> None:
     school = await make_school(owner_engine, db)
     teacher = await make_user(db, school, type=UserType.TEACHER)
-    ids = {"own_pupil": await make_user(db, school), "other_pupil": await make_user(db, school),
-           "colleague": await make_user(db, school, type=UserType.TEACHER), "nobody": uuid.uuid4()}
+    ids = {
+        "own_pupil": await make_user(db, school),
+        "other_pupil": await make_user(db, school),
+        "colleague": await make_user(db, school, type=UserType.TEACHER),
+        "nobody": uuid.uuid4(),
+    }
     async with school_scope(db, school.id) as session:
         actor = Actor(id=school.admin_id, label="admin")
-        own = await create_class(session, school_id=school.id, actor=actor, name="3B",
-                                 kind=ClassKind.REGISTRATION)
-        await assign_to_class(session, school_id=school.id, actor=actor, class_id=own.id,
-                              user_ids=[teacher, ids["own_pupil"], ids["colleague"]])
-        await session.execute(text("update schools set teachers_can_reset_pupil_passwords = :on"),
-                              {"on": allowed_by_school})
-    body = await graphql(http, RESET_AS_TEACHER, {"ids": [str(ids[target]) for target in targets]},
-                         token=await sign_in_as(db, school, teacher))
+        own = await create_class(
+            session, school_id=school.id, actor=actor, name="3B", kind=ClassKind.REGISTRATION
+        )
+        await assign_to_class(
+            session,
+            school_id=school.id,
+            actor=actor,
+            class_id=own.id,
+            user_ids=[teacher, ids["own_pupil"], ids["colleague"]],
+        )
+        await session.execute(
+            text("update schools set teachers_can_reset_pupil_passwords = :on"), {"on": allowed_by_school}
+        )
+    body = await graphql(
+        http,
+        RESET_AS_TEACHER,
+        {"ids": [str(ids[target]) for target in targets]},
+        token=await sign_in_as(db, school, teacher),
+    )
     codes = [error.get("extensions", {}).get("code") for error in body.get("errors", [])]
     assert codes == ([] if allowed else ["FORBIDDEN"]), body

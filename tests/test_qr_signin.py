@@ -60,9 +60,17 @@ mutation ($id: ID!) { rotateClassLoginCodes(classId: $id) { users { id } errors 
 ME = "{ me { id username } }"
 DELETE_USERS = "mutation ($ids: [ID!]!) { deleteUsers(userIds: $ids) { errors { code } } }"
 RESTORE_USERS = "mutation ($ids: [ID!]!) { restoreUsers(userIds: $ids) { errors { code } } }"
-WRONG = {"token": None, "user": None, "errors": [{
-    "code": "INVALID_CREDENTIALS", "message": "That school, username and password do not match an account.",
-    "field": None}]}
+WRONG = {
+    "token": None,
+    "user": None,
+    "errors": [
+        {
+            "code": "INVALID_CREDENTIALS",
+            "message": "That school, username and password do not match an account.",
+            "field": None,
+        }
+    ],
+}
 
 
 def new_client() -> str:
@@ -98,10 +106,15 @@ async def login_with_qr(http: httpx.AsyncClient, code: str, client: str) -> dict
 
 async def audit_events(db: Database, school: SchoolFixture, action: str) -> list[AuditEvent]:
     async with school_scope(db, school.id) as session:
-        return list((await session.execute(
-            select(AuditEvent).where(AuditEvent.school_id == school.id, AuditEvent.action == action)
-            .order_by(AuditEvent.created_at)
-        )).scalars())
+        return list(
+            (
+                await session.execute(
+                    select(AuditEvent)
+                    .where(AuditEvent.school_id == school.id, AuditEvent.action == action)
+                    .order_by(AuditEvent.created_at)
+                )
+            ).scalars()
+        )
 
 
 async def school_sql(db: Database, school: SchoolFixture, statement: str, **params: Any) -> None:
@@ -136,12 +149,22 @@ async def classroom(db: Database, school: SchoolFixture) -> Classroom:
     other_registration = await make_class(db, school, "3C", dan)
     maths = await make_class(db, school, "Maths 3", maths_teacher, amy, dan, kind=ClassKind.TEACHING)
     await school_sql(db, school, "update users set deleted_at = now() where id = :id", id=cal)
-    return Classroom(registration=registration, other_registration=other_registration, maths=maths,
-                     tutor=tutor, maths_teacher=maths_teacher, amy=amy, ben=ben, cal=cal, dan=dan)
+    return Classroom(
+        registration=registration,
+        other_registration=other_registration,
+        maths=maths,
+        tutor=tutor,
+        maths_teacher=maths_teacher,
+        amy=amy,
+        ben=ben,
+        cal=cal,
+        dan=dan,
+    )
 
 
-async def test_a_qr_drawn_by_the_server_signs_the_pupil_in(http: httpx.AsyncClient, db: Database,
-                                                            school: SchoolFixture) -> None:
+async def test_a_qr_drawn_by_the_server_signs_the_pupil_in(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     # given a card, printed and read by a webcam
     amy = await make_user(db, school, username="amy.o", first_name="Amy", surname="Okafor")
     class_id = await make_class(db, school, "3B", amy)
@@ -149,8 +172,11 @@ async def test_a_qr_drawn_by_the_server_signs_the_pupil_in(http: httpx.AsyncClie
     code = read_qr(card["qrSvg"])
 
     # when
-    response = await http.post("/graphql", json={"query": LOGIN_WITH_QR, "variables": {"code": code}},
-                               headers={"X-Forwarded-For": new_client()})
+    response = await http.post(
+        "/graphql",
+        json={"query": LOGIN_WITH_QR, "variables": {"code": code}},
+        headers={"X-Forwarded-For": new_client()},
+    )
     http.cookies.clear()
 
     # then the pupil is signed in exactly as `login` would sign them in
@@ -167,8 +193,9 @@ async def test_a_qr_drawn_by_the_server_signs_the_pupil_in(http: httpx.AsyncClie
     assert signed_in.summary == {"method": "qr"}
 
 
-async def test_the_code_is_reprinted_the_same_and_a_qr_code_per_card(http: httpx.AsyncClient, db: Database,
-                                                                      school: SchoolFixture) -> None:
+async def test_the_code_is_reprinted_the_same_and_a_qr_code_per_card(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     room = await classroom(db, school)
 
     first = await login_cards(http, school.admin_token, classId=str(room.registration))
@@ -180,15 +207,23 @@ async def test_the_code_is_reprinted_the_same_and_a_qr_code_per_card(http: httpx
 
 
 async def test_every_wrong_code_gets_the_answer_of_a_wrong_password(
-    http: httpx.AsyncClient, db: Database, school: SchoolFixture, owner_engine: AsyncEngine,
+    http: httpx.AsyncClient,
+    db: Database,
+    school: SchoolFixture,
+    owner_engine: AsyncEngine,
     settings: Settings,
 ) -> None:
     # given
     secret, client = settings.login_code_secret, new_client()
     expires = default_expiry(datetime.now(UTC).date())
 
-    def craft(school_id: uuid.UUID, user_id: uuid.UUID, *, expires_at: datetime = expires,
-              signed_with: bytes = secret) -> str:
+    def craft(
+        school_id: uuid.UUID,
+        user_id: uuid.UUID,
+        *,
+        expires_at: datetime = expires,
+        signed_with: bytes = secret,
+    ) -> str:
         code = LoginCode(school_id=school_id, user_id=user_id, version=1, expires_at=expires_at)
         return encode_login_code(code, secret=signed_with)
 
@@ -196,7 +231,8 @@ async def test_every_wrong_code_gets_the_answer_of_a_wrong_password(
     teacher = await make_user(db, school, type=UserType.TEACHER)
     rotated_code, deleted_code, amy_code = [await card_code(http, school, u) for u in (rotated, deleted, amy)]
     assert (await graphql(http, ROTATE, {"ids": [str(rotated)]}, token=school.admin_token))["data"][
-        "rotateLoginCodes"]["errors"] == []
+        "rotateLoginCodes"
+    ]["errors"] == []
     await school_sql(db, school, "update users set deleted_at = now() where id = :id", id=deleted)
     other = await make_school(owner_engine, db)
     other_pupil = await make_user(db, other)
@@ -217,8 +253,9 @@ async def test_every_wrong_code_gets_the_answer_of_a_wrong_password(
         "QR sign-in switched off": switched_off_code,
         "not a code": "let me in",
     }
-    wrong_password = (await graphql(http, LOGIN, {"school": school.slug, "username": "admin",
-                                                  "password": "not-it"}))["data"]["login"]
+    wrong_password = (
+        await graphql(http, LOGIN, {"school": school.slug, "username": "admin", "password": "not-it"})
+    )["data"]["login"]
 
     # when
     answers = {kind: await login_with_qr(http, code, client) for kind, code in wrong.items()}
@@ -232,8 +269,9 @@ async def test_every_wrong_code_gets_the_answer_of_a_wrong_password(
     assert (await login_with_qr(http, switched_off_code, client))["errors"] == []
 
 
-async def test_rotating_stops_old_cards_at_once_and_new_cards_work(http: httpx.AsyncClient, db: Database,
-                                                                   school: SchoolFixture) -> None:
+async def test_rotating_stops_old_cards_at_once_and_new_cards_work(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     # given
     amy, ben = await make_user(db, school), await make_user(db, school)
     old_amy, old_ben = await card_code(http, school, amy), await card_code(http, school, ben)
@@ -253,9 +291,9 @@ async def test_rotating_stops_old_cards_at_once_and_new_cards_work(http: httpx.A
     assert (rotated.actor_id, rotated.target_user_ids) == (school.admin_id, [amy])
 
 
-async def test_a_card_printed_before_a_delete_does_not_work_after_restore(http: httpx.AsyncClient,
-                                                                         db: Database,
-                                                                         school: SchoolFixture) -> None:
+async def test_a_card_printed_before_a_delete_does_not_work_after_restore(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     # given a card printed, then lost, before the pupil was deleted
     amy = await make_user(db, school)
     lost = await card_code(http, school, amy)
@@ -274,14 +312,21 @@ async def test_a_card_printed_before_a_delete_does_not_work_after_restore(http: 
     assert (rotated.actor_id, rotated.target_user_ids) == (school.admin_id, [amy])
 
 
-async def test_rotating_ends_the_sessions_cards_opened_and_no_others(http: httpx.AsyncClient, db: Database,
-                                                                     school: SchoolFixture) -> None:
+async def test_rotating_ends_the_sessions_cards_opened_and_no_others(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     # given a pupil signed in on a tablet with their card, and on a laptop with their password
     amy = await make_user(db, school, username="amy.o", password="sun")
     client = new_client()
     by_card = (await login_with_qr(http, await card_code(http, school, amy), client))["token"]
-    by_password = (await graphql(http, LOGIN, {"school": school.slug, "username": "amy.o", "password": "sun"},
-                                 headers={"X-Forwarded-For": client}))["data"]["login"]["token"]
+    by_password = (
+        await graphql(
+            http,
+            LOGIN,
+            {"school": school.slug, "username": "amy.o", "password": "sun"},
+            headers={"X-Forwarded-For": client},
+        )
+    )["data"]["login"]["token"]
     ben = await make_user(db, school)
     ben_by_card = (await login_with_qr(http, await card_code(http, school, ben), client))["token"]
     assert by_card and by_password and ben_by_card
@@ -296,8 +341,9 @@ async def test_rotating_ends_the_sessions_cards_opened_and_no_others(http: httpx
     assert (await graphql(http, ME, token=ben_by_card))["data"]["me"]["id"] == str(ben)
 
 
-async def test_rotating_a_class_ends_its_pupils_card_sessions(http: httpx.AsyncClient, db: Database,
-                                                              school: SchoolFixture) -> None:
+async def test_rotating_a_class_ends_its_pupils_card_sessions(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     room = await classroom(db, school)
     by_card = (await login_with_qr(http, await card_code(http, school, room.amy), new_client()))["token"]
 
@@ -307,8 +353,9 @@ async def test_rotating_a_class_ends_its_pupils_card_sessions(http: httpx.AsyncC
     assert (await graphql(http, ME, token=by_card))["data"]["me"] is None
 
 
-async def test_rotating_a_class_rotates_its_pupils_only(http: httpx.AsyncClient, db: Database,
-                                                        school: SchoolFixture) -> None:
+async def test_rotating_a_class_rotates_its_pupils_only(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     # given
     room = await classroom(db, school)
     old = {user: await card_code(http, school, user) for user in (room.amy, room.ben, room.dan)}
@@ -329,8 +376,9 @@ async def test_rotating_a_class_rotates_its_pupils_only(http: httpx.AsyncClient,
     assert rotated.summary == {"class_id": str(room.registration), "class_name": "3B"}
 
 
-async def test_rotation_reports_every_wrong_id_and_changes_nothing(http: httpx.AsyncClient, db: Database,
-                                                                   school: SchoolFixture) -> None:
+async def test_rotation_reports_every_wrong_id_and_changes_nothing(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     # given
     amy = await make_user(db, school)
     teacher = await make_user(db, school, type=UserType.TEACHER, username="mr.t")
@@ -346,18 +394,21 @@ async def test_rotation_reports_every_wrong_id_and_changes_nothing(http: httpx.A
     # then
     payload = body["data"]["rotateLoginCodes"]
     assert payload["users"] == []
-    assert sorted((e["code"], e["userId"], e["field"]) for e in payload["errors"]) == sorted([
-        ("INVALID_INPUT", str(teacher), "userIds"), ("NOT_FOUND", str(unknown), "userIds")])
+    assert sorted((e["code"], e["userId"], e["field"]) for e in payload["errors"]) == sorted(
+        [("INVALID_INPUT", str(teacher), "userIds"), ("NOT_FOUND", str(unknown), "userIds")]
+    )
     assert "mr.t is a teacher; only pupils have login cards." in [e["message"] for e in payload["errors"]]
     assert [e["code"] for e in empty["data"]["rotateLoginCodes"]["errors"]] == ["INVALID_INPUT"]
     assert no_class["data"]["rotateClassLoginCodes"]["errors"] == [
-        {"code": "NOT_FOUND", "message": f"No class has the id {unknown}.", "field": "classId"}]
+        {"code": "NOT_FOUND", "message": f"No class has the id {unknown}.", "field": "classId"}
+    ]
     assert (await login_with_qr(http, code, new_client()))["errors"] == []
     assert await audit_events(db, school, "login_codes.rotated") == []
 
 
-async def test_rotation_is_allowed_in_a_managed_school(http: httpx.AsyncClient, db: Database,
-                                                       owner_engine: AsyncEngine) -> None:
+async def test_rotation_is_allowed_in_a_managed_school(
+    http: httpx.AsyncClient, db: Database, owner_engine: AsyncEngine
+) -> None:
     school = await make_school(owner_engine, db, provider=Provider.C2K)
     pupil = await make_user(db, school)
 
@@ -366,8 +417,9 @@ async def test_rotation_is_allowed_in_a_managed_school(http: httpx.AsyncClient, 
     assert body["data"]["rotateLoginCodes"]["errors"] == []
 
 
-async def test_cards_expire_at_the_end_of_the_schools_year(http: httpx.AsyncClient, db: Database,
-                                                           school: SchoolFixture) -> None:
+async def test_cards_expire_at_the_end_of_the_schools_year(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     pupil = await make_user(db, school)
     (card,) = await login_cards(http, school.admin_token, userIds=[str(pupil)])
     today = datetime.now(UTC).date()
@@ -381,12 +433,16 @@ async def test_cards_expire_at_the_end_of_the_schools_year(http: httpx.AsyncClie
         await school_sql(db, school, "update schools set school_year_end_month = 2, school_year_end_day = 30")
 
 
-async def test_bad_codes_are_throttled_per_client(http: httpx.AsyncClient, db: Database,
-                                                  school: SchoolFixture) -> None:
+async def test_bad_codes_are_throttled_per_client(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     # given a client that has sent ten wrong codes
     client = new_client()
-    aliased = "mutation {" + " ".join(
-        f'a{i}: loginWithQr(code: "RC1NOTACODE{i}") {{ errors {{ code }} }}' for i in range(15)) + "}"
+    aliased = (
+        "mutation {"
+        + " ".join(f'a{i}: loginWithQr(code: "RC1NOTACODE{i}") {{ errors {{ code }} }}' for i in range(15))
+        + "}"
+    )
     body = await graphql(http, aliased, headers={"X-Forwarded-For": client})
     codes = [payload["errors"][0]["code"] for payload in body["data"].values()]
     assert codes == ["INVALID_CREDENTIALS"] * 10 + ["RATE_LIMITED"] * 5
@@ -397,8 +453,9 @@ async def test_bad_codes_are_throttled_per_client(http: httpx.AsyncClient, db: D
     assert await login_with_qr(http, "RC1NOTACODE", new_client()) == WRONG
 
 
-async def test_a_rotated_card_does_not_lock_its_pupil_out(http: httpx.AsyncClient, db: Database,
-                                                        school: SchoolFixture) -> None:
+async def test_a_rotated_card_does_not_lock_its_pupil_out(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     # given a pupil's old card, scanned fifteen times from several places and from the pupil's own classroom
     pupil = await make_user(db, school)
     old = await card_code(http, school, pupil)
@@ -417,27 +474,32 @@ async def test_a_rotated_card_does_not_lock_its_pupil_out(http: httpx.AsyncClien
     assert [answer["user"]["id"] for answer in answers] == [str(pupil)] * 2
 
 
-async def test_teachers_get_the_cards_of_their_classes_pupils_only(http: httpx.AsyncClient, db: Database,
-                                                                   school: SchoolFixture) -> None:
+async def test_teachers_get_the_cards_of_their_classes_pupils_only(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     room = await classroom(db, school)
     tutor = await sign_in_as(db, school, room.tutor)
     maths_teacher = await sign_in_as(db, school, room.maths_teacher)
 
     registration = await login_cards(http, tutor, classId=str(room.registration))
     teaching = await login_cards(http, maths_teacher, classId=str(room.maths))
-    chosen = await login_cards(http, tutor, userIds=[str(room.amy), str(room.tutor), str(room.cal),
-                                                     str(uuid.uuid4())])
+    chosen = await login_cards(
+        http, tutor, userIds=[str(room.amy), str(room.tutor), str(room.cal), str(uuid.uuid4())]
+    )
 
     # 3B's live pupils by surname; not its tutor, not Cal (deleted), not Dan (3C)
     assert [card["user"]["username"] for card in registration] == ["ben.a", "amy.o"]
     # a teaching class's cards show each pupil's registration class
     assert [(card["user"]["username"], card["user"]["registrationClass"]["name"]) for card in teaching] == [
-        ("amy.o", "3B"), ("dan.c", "3C")]
+        ("amy.o", "3B"),
+        ("dan.c", "3C"),
+    ]
     assert [card["user"]["username"] for card in chosen] == ["amy.o"]
 
 
-async def test_a_teacher_gets_no_cards_of_other_classes(http: httpx.AsyncClient, db: Database,
-                                                        school: SchoolFixture) -> None:
+async def test_a_teacher_gets_no_cards_of_other_classes(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     room = await classroom(db, school)
     tutor = await sign_in_as(db, school, room.tutor)
 
@@ -445,24 +507,28 @@ async def test_a_teacher_gets_no_cards_of_other_classes(http: httpx.AsyncClient,
     other_pupil = await login_cards_error(http, tutor, userIds=[str(room.amy), str(room.dan)])
 
     assert other_class == ("FORBIDDEN", "You can print login cards only for the classes you are in.")
-    assert other_pupil == ("FORBIDDEN",
-                           "You can print login cards only for pupils in the classes you are in.")
+    assert other_pupil == (
+        "FORBIDDEN",
+        "You can print login cards only for pupils in the classes you are in.",
+    )
     assert await audit_events(db, school, "login_cards.printed") == []
 
 
 async def test_admins_get_any_cards(http: httpx.AsyncClient, db: Database, school: SchoolFixture) -> None:
     room = await classroom(db, school)
 
-    chosen = await login_cards(http, school.admin_token, userIds=[
-        str(room.dan), str(room.amy), str(room.tutor), str(room.cal)])
+    chosen = await login_cards(
+        http, school.admin_token, userIds=[str(room.dan), str(room.amy), str(room.tutor), str(room.cal)]
+    )
     other_class = await login_cards(http, school.admin_token, classId=str(room.other_registration))
 
     assert [card["user"]["username"] for card in chosen] == ["amy.o", "dan.c"]  # by class, then name
     assert [card["user"]["username"] for card in other_class] == ["dan.c"]
 
 
-async def test_printing_cards_is_audited(http: httpx.AsyncClient, db: Database,
-                                         school: SchoolFixture) -> None:
+async def test_printing_cards_is_audited(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     room = await classroom(db, school)
     tutor = await sign_in_as(db, school, room.tutor)
 
@@ -474,8 +540,9 @@ async def test_printing_cards_is_audited(http: httpx.AsyncClient, db: Database,
     assert printed.summary == {"via": "graphql", "class_id": str(room.registration)}
 
 
-async def test_cards_are_refused_to_tokens_pupils_and_bad_requests(http: httpx.AsyncClient, db: Database,
-                                                                   school: SchoolFixture) -> None:
+async def test_cards_are_refused_to_tokens_pupils_and_bad_requests(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     room = await classroom(db, school)
     pupil = await sign_in_as(db, school, room.amy)
     api_token = await make_api_token(db, school)
@@ -485,10 +552,14 @@ async def test_cards_are_refused_to_tokens_pupils_and_bad_requests(http: httpx.A
     assert (await login_cards_error(http, pupil, classId=str(room.registration)))[0] == "FORBIDDEN"
     assert await login_cards_error(http, admin) == ("BAD_REQUEST", "Give either a classId or userIds.")
     assert await login_cards_error(http, admin, classId=str(room.registration), userIds=[]) == (
-        "BAD_REQUEST", "Give either a classId or userIds.")
+        "BAD_REQUEST",
+        "Give either a classId or userIds.",
+    )
     missing = uuid.uuid4()
     assert await login_cards_error(http, admin, classId=str(missing)) == (
-        "BAD_REQUEST", f"No class has the id {missing}.")
+        "BAD_REQUEST",
+        f"No class has the id {missing}.",
+    )
     assert (await login_cards_error(http, admin, classId="3B"))[0] == "BAD_REQUEST"
     assert await login_cards(http, admin, userIds=[]) == []
 

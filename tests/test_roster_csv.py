@@ -49,18 +49,41 @@ def roster_row(
     email: str | None = None,
 ) -> RosterRow:
     return RosterRow(
-        row_number=row_number, username=username, first_name=first_name, surname=surname, type=type,
-        is_admin=is_admin, registration_class=registration_class, teaching_classes=teaching_classes,
-        password=password, problems=problems, email=email,
+        row_number=row_number,
+        username=username,
+        first_name=first_name,
+        surname=surname,
+        type=type,
+        is_admin=is_admin,
+        registration_class=registration_class,
+        teaching_classes=teaching_classes,
+        password=password,
+        problems=problems,
+        email=email,
     )
 
 
-def export_row(username: str, first_name: str = "Ann", surname: str = "Lee", *, type: UserType = PUPIL,
-               registration_class: str | None = None, teaching_classes: tuple[str, ...] = (),
-               is_admin: bool = False, email: str | None = None) -> ExportRow:
-    return ExportRow(username=username, first_name=first_name, surname=surname, type=type,
-                     registration_class=registration_class, teaching_classes=teaching_classes,
-                     is_admin=is_admin, email=email)
+def export_row(
+    username: str,
+    first_name: str = "Ann",
+    surname: str = "Lee",
+    *,
+    type: UserType = PUPIL,
+    registration_class: str | None = None,
+    teaching_classes: tuple[str, ...] = (),
+    is_admin: bool = False,
+    email: str | None = None,
+) -> ExportRow:
+    return ExportRow(
+        username=username,
+        first_name=first_name,
+        surname=surname,
+        type=type,
+        registration_class=registration_class,
+        teaching_classes=teaching_classes,
+        is_admin=is_admin,
+        email=email,
+    )
 
 
 # Real files, as schools produce them
@@ -73,16 +96,55 @@ def test_export_edited_in_excel() -> None:
     assert roster.columns == frozenset(COLUMNS) - {"email"}  # exported before staff had email addresses
     assert roster.warnings == ()
     assert roster.rows == (
-        roster_row(2, "amurphy", "Aoife", "Murphy", type=TEACHER, is_admin=True,
-                   teaching_classes=("7A Maths", "8B Maths")),
-        roster_row(3, "bsmith", "Ben", "Smith, Jr", type=PUPIL, is_admin=False, registration_class="7A",
-                   teaching_classes=("7A Maths",)),
-        roster_row(4, "zoe.b", "Zoë", "O'Brien", type=PUPIL, is_admin=False, registration_class="7A",
-                   password="Sunflower-12"),
-        roster_row(5, "cdoyle", "Ciarán", 'Doyle "CJ"', type=PUPIL, is_admin=False, registration_class="7B",
-                   teaching_classes=("7A Maths", "8B Maths")),
-        roster_row(6, "x.hacker", "=cmd|' /C calc'!A0", "-Smith", type=PUPIL, is_admin=False,
-                   registration_class="7B", teaching_classes=("@home",)),
+        roster_row(
+            2,
+            "amurphy",
+            "Aoife",
+            "Murphy",
+            type=TEACHER,
+            is_admin=True,
+            teaching_classes=("7A Maths", "8B Maths"),
+        ),
+        roster_row(
+            3,
+            "bsmith",
+            "Ben",
+            "Smith, Jr",
+            type=PUPIL,
+            is_admin=False,
+            registration_class="7A",
+            teaching_classes=("7A Maths",),
+        ),
+        roster_row(
+            4,
+            "zoe.b",
+            "Zoë",
+            "O'Brien",
+            type=PUPIL,
+            is_admin=False,
+            registration_class="7A",
+            password="Sunflower-12",
+        ),
+        roster_row(
+            5,
+            "cdoyle",
+            "Ciarán",
+            'Doyle "CJ"',
+            type=PUPIL,
+            is_admin=False,
+            registration_class="7B",
+            teaching_classes=("7A Maths", "8B Maths"),
+        ),
+        roster_row(
+            6,
+            "x.hacker",
+            "=cmd|' /C calc'!A0",
+            "-Smith",
+            type=PUPIL,
+            is_admin=False,
+            registration_class="7B",
+            teaching_classes=("@home",),
+        ),
         roster_row(7, "nnguyen", "Nguyễn", "Văn An", type=TEACHER, is_admin=False),
         roster_row(8, "new.pupil", "Fionn", "Ó Súilleabháin", type=PUPIL, registration_class="7B"),
     )
@@ -98,10 +160,26 @@ def test_semicolon_windows1252() -> None:
     assert roster.warnings == ()
     assert roster.rows == (
         roster_row(2, "rene.l", "René", "Lefèvre", type=PUPIL, is_admin=False, registration_class="5A"),
-        roster_row(3, "jorg.s", "Jörg", "Schröder", type=TEACHER, is_admin=True,
-                   teaching_classes=("Français 5A", "Deutsch 6B")),
-        roster_row(4, "sean.o", "Seán", "O\u2019Neill", type=PUPIL, is_admin=False, registration_class="6B",
-                   teaching_classes=("Deutsch 6B",), password="Café-2024"),
+        roster_row(
+            3,
+            "jorg.s",
+            "Jörg",
+            "Schröder",
+            type=TEACHER,
+            is_admin=True,
+            teaching_classes=("Français 5A", "Deutsch 6B"),
+        ),
+        roster_row(
+            4,
+            "sean.o",
+            "Seán",
+            "O\u2019Neill",
+            type=PUPIL,
+            is_admin=False,
+            registration_class="6B",
+            teaching_classes=("Deutsch 6B",),
+            password="Café-2024",
+        ),
     )
 
 
@@ -114,10 +192,18 @@ def test_tab_separated() -> None:
     )
     assert roster.rows == (
         roster_row(2, "kwalsh", "Kate", "Walsh", type=TEACHER, teaching_classes=("Art 9C", "Art 9D")),
-        roster_row(3, "lpatel", "Leo", "Patel, Jr", type=PUPIL, registration_class="9C",
-                   teaching_classes=("Art 9C",)),
-        roster_row(4, "mchen", "Mei", "Chen", type=PUPIL, registration_class="9D",
-                   teaching_classes=("art 9d", "Music 9D")),
+        roster_row(
+            3, "lpatel", "Leo", "Patel, Jr", type=PUPIL, registration_class="9C", teaching_classes=("Art 9C",)
+        ),
+        roster_row(
+            4,
+            "mchen",
+            "Mei",
+            "Chen",
+            type=PUPIL,
+            registration_class="9D",
+            teaching_classes=("art 9d", "Music 9D"),
+        ),
     )
 
 
@@ -129,8 +215,16 @@ def test_legacy_columns() -> None:
     )
     assert roster.warnings == ()  # the old email column is read: staff have email addresses
     assert roster.rows == (
-        roster_row(2, "head", "Mary", "Byrne", type=TEACHER, is_admin=True, password="Headteacher-2024!",
-                   email="mary.byrne@school.example"),
+        roster_row(
+            2,
+            "head",
+            "Mary",
+            "Byrne",
+            type=TEACHER,
+            is_admin=True,
+            password="Headteacher-2024!",
+            email="mary.byrne@school.example",
+        ),
         roster_row(3, "jkelly", "John", "Kelly", registration_class="6A"),
         roster_row(4, "tkelly", "Tom", "Kelly", type=PUPIL, registration_class="6A", password="tiger7"),
         roster_row(5, "areid", "Anne", "Reid", type=TEACHER, email="a.reid@school.example"),
@@ -141,8 +235,15 @@ def test_quoted_newlines_and_blank_lines_keep_spreadsheet_row_numbers() -> None:
     roster = read("quoted_newlines_blank_lines.csv")
 
     assert roster.rows == (
-        roster_row(3, "asmith", "Anna", "Smith", type=PUPIL, registration_class="4A",
-                   teaching_classes=("Music 4A", "Science 4A")),
+        roster_row(
+            3,
+            "asmith",
+            "Anna",
+            "Smith",
+            type=PUPIL,
+            registration_class="4A",
+            teaching_classes=("Music 4A", "Science 4A"),
+        ),
         roster_row(5, "bjones", "Bobby Jo", "Jones", type=PUPIL, registration_class="4A"),
         roster_row(7, "cking", "Carl", "King", type=TEACHER, teaching_classes=("Science 4A",)),
     )
@@ -154,8 +255,9 @@ def test_headers_in_any_case_and_order() -> None:
     assert roster.columns == frozenset(COLUMNS) - {"email"}
     assert roster.warnings == ("Column I ('Phone') is not a roster column and was ignored.",)
     assert roster.rows == (
-        roster_row(2, "dward", "Dan", "Ward", type=TEACHER, is_admin=False,
-                   teaching_classes=("Science 10A",)),
+        roster_row(
+            2, "dward", "Dan", "Ward", type=TEACHER, is_admin=False, teaching_classes=("Science 10A",)
+        ),
         roster_row(3, "eward", "Eve", "Ward", type=PUPIL, registration_class="10A", password="Pa55 word "),
     )
 
@@ -177,31 +279,54 @@ def test_broken_duplicates_and_bad_values() -> None:
 
     assert roster.problems == (
         RowProblem(3, "username", "The username 'JDoe' is already in row 2; a user can appear only once."),
-        RowProblem(4, "type", "The type 'wizard' is not known; use PUPIL or TEACHER "
-                              "(or Administrator for a teacher who is an admin)."),
+        RowProblem(
+            4,
+            "type",
+            "The type 'wizard' is not known; use PUPIL or TEACHER "
+            "(or Administrator for a teacher who is an admin).",
+        ),
         RowProblem(4, "is_admin", "is_admin must be true or false (or yes/no, 1/0), not 'maybe'."),
         RowProblem(5, "username", "The username is 65 characters long; the most is 64."),
         RowProblem(6, "first_name", "The first name is 101 characters long; the most is 100."),
-        RowProblem(6, "teaching_classes",
-                   "The class name 'CCCCCCCCCCCCCCCCCCCC...' is 101 characters long; the most is 100."),
-        RowProblem(7, "username",
-                   "The username contains ' '; use only letters, digits, dots, dashes and underscores."),
+        RowProblem(
+            6,
+            "teaching_classes",
+            "The class name 'CCCCCCCCCCCCCCCCCCCC...' is 101 characters long; the most is 100.",
+        ),
+        RowProblem(
+            7,
+            "username",
+            "The username contains ' '; use only letters, digits, dots, dashes and underscores.",
+        ),
         RowProblem(8, "username", "The username is blank."),
         RowProblem(9, "is_admin", ONLY_TEACHERS),
         RowProblem(10, "is_admin", ONLY_TEACHERS),
-        RowProblem(11, "is_admin",
-                   "The type 'Administrator' makes this user an admin, but is_admin says false."),
+        RowProblem(
+            11, "is_admin", "The type 'Administrator' makes this user an admin, but is_admin says false."
+        ),
         RowProblem(12, "password", "The password is 129 characters long; the most is 128."),
-        RowProblem(13, None, "This row has 10 cells but the header has 8 columns. "
-                             "Is there a comma in a value that is not in quotes?"),
-        RowProblem(13, "type", "The type 'Jr' is not known; use PUPIL or TEACHER "
-                               "(or Administrator for a teacher who is an admin)."),
+        RowProblem(
+            13,
+            None,
+            "This row has 10 cells but the header has 8 columns. "
+            "Is there a comma in a value that is not in quotes?",
+        ),
+        RowProblem(
+            13,
+            "type",
+            "The type 'Jr' is not known; use PUPIL or TEACHER "
+            "(or Administrator for a teacher who is an admin).",
+        ),
         RowProblem(14, "username", "The username 'jdoe' is already in row 2; a user can appear only once."),
     )
     assert roster.rows[0] == roster_row(2, "jdoe", "Jane", "Doe", type=PUPIL, registration_class="3A")
     types_and_admin = {row.row_number: (row.type, row.is_admin) for row in roster.rows}
-    assert [types_and_admin[n] for n in (4, 9, 10, 11)] \
-        == [(None, None), (PUPIL, True), (None, True), (TEACHER, True)]
+    assert [types_and_admin[n] for n in (4, 9, 10, 11)] == [
+        (None, None),
+        (PUPIL, True),
+        (None, True),
+        (TEACHER, True),
+    ]
 
 
 def test_empty_file() -> None:
@@ -232,11 +357,14 @@ def test_nul_bytes() -> None:
 # Decoding
 
 
-@pytest.mark.parametrize("data", [
-    "username,first_name\r\nzoe,Zoë\r\n".encode(),
-    b"\xef\xbb\xbf" + "username,first_name\r\nzoe,Zoë\r\n".encode(),
-    "username,first_name\r\nzoe,Zoë\r\n".encode("cp1252"),
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        "username,first_name\r\nzoe,Zoë\r\n".encode(),
+        b"\xef\xbb\xbf" + "username,first_name\r\nzoe,Zoë\r\n".encode(),
+        "username,first_name\r\nzoe,Zoë\r\n".encode("cp1252"),
+    ],
+)
 def test_utf8_with_or_without_bom_and_windows_1252_decode_alike(data: bytes) -> None:
     assert decode_upload(data, max_bytes=MAX_BYTES) == "username,first_name\r\nzoe,Zoë\r\n"
 
@@ -255,20 +383,30 @@ def test_size_limit_is_named_in_megabytes() -> None:
         decode_upload(b"u" * 5_000_001, max_bytes=5_000_000)
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1\x00\x00",
-     f"This file is an old Excel workbook (.xls), not a CSV file. {SAVE_AS_CSV}"),
-    (b"%PDF-1.7\n%\xe2\xe3", f"This file is a PDF document, not a CSV file. {SAVE_AS_CSV}"),
-    ("username\r\n".encode("utf-16"),
-     f'This file is saved as UTF-16 ("Unicode Text"), not as CSV. {SAVE_AS_CSV}'),
-    (b"username\r\njdoe\r\nj\x01doe\r\n",
-     f"Line 3 contains the control character U+0001, {LOOKS_BINARY}"),
-    (b"username\r\n\x1b[31m\r\n",
-     f"Line 2 contains the control character U+001B, {LOOKS_BINARY}"),
-    (b"\xef\xbb\xbfusername\r\nzo\xebe\r\n",
-     f"The file is marked as UTF-8 but line 2 is not UTF-8. {SAVE_AS_CSV}"),
-    (b"username\r\n\x81\x8d\r\n", f"The file is neither UTF-8 nor Windows-1252 text. {SAVE_AS_CSV}"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1\x00\x00",
+            f"This file is an old Excel workbook (.xls), not a CSV file. {SAVE_AS_CSV}",
+        ),
+        (b"%PDF-1.7\n%\xe2\xe3", f"This file is a PDF document, not a CSV file. {SAVE_AS_CSV}"),
+        (
+            "username\r\n".encode("utf-16"),
+            f'This file is saved as UTF-16 ("Unicode Text"), not as CSV. {SAVE_AS_CSV}',
+        ),
+        (
+            b"username\r\njdoe\r\nj\x01doe\r\n",
+            f"Line 3 contains the control character U+0001, {LOOKS_BINARY}",
+        ),
+        (b"username\r\n\x1b[31m\r\n", f"Line 2 contains the control character U+001B, {LOOKS_BINARY}"),
+        (
+            b"\xef\xbb\xbfusername\r\nzo\xebe\r\n",
+            f"The file is marked as UTF-8 but line 2 is not UTF-8. {SAVE_AS_CSV}",
+        ),
+        (b"username\r\n\x81\x8d\r\n", f"The file is neither UTF-8 nor Windows-1252 text. {SAVE_AS_CSV}"),
+    ],
+)
 def test_binary_and_unreadable_files_are_refused(data: bytes, message: str) -> None:
     with pytest.raises(CsvError) as raised:
         decode_upload(data, max_bytes=MAX_BYTES)
@@ -279,11 +417,14 @@ def test_binary_and_unreadable_files_are_refused(data: bytes, message: str) -> N
 MIXED = f"Row 2 is UTF-8 but row 4 is Windows-1252, so the file mixes two encodings. {SAVE_AS_CSV}"
 
 
-@pytest.mark.parametrize("data", [
-    (DATA / "mixed_utf8_windows1252.csv").read_bytes(),
-    # A value on two lines is one row, and a blank row is a row, as the spreadsheet counts them.
-    'username,first_name\r\nzoe.b,"Zoë\r\nAnn"\r\n\r\n'.encode() + "chloe.d,Chloë\r\n".encode("cp1252"),
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        (DATA / "mixed_utf8_windows1252.csv").read_bytes(),
+        # A value on two lines is one row, and a blank row is a row, as the spreadsheet counts them.
+        'username,first_name\r\nzoe.b,"Zoë\r\nAnn"\r\n\r\n'.encode() + "chloe.d,Chloë\r\n".encode("cp1252"),
+    ],
+)
 def test_a_file_mixing_utf8_and_windows_1252_is_refused_naming_a_row_of_each(data: bytes) -> None:
     with pytest.raises(CsvError) as raised:
         decode_upload(data, max_bytes=MAX_BYTES)
@@ -300,15 +441,18 @@ def test_tab_cr_and_lf_are_not_control_characters_here() -> None:
 # Parsing
 
 
-@pytest.mark.parametrize(("header", "delimiter"), [
-    ("username,first_name,surname", ","),
-    ("username;first_name;surname", ";"),
-    ("username\tfirst_name\tsurname", "\t"),
-    ("User Name;First Name, Middle;Surname", ";"),
-    ("Username\tFirst Name\tLast Name", "\t"),
-    ('"username","first_name","surname"', ","),
-    ("username", ","),
-])
+@pytest.mark.parametrize(
+    ("header", "delimiter"),
+    [
+        ("username,first_name,surname", ","),
+        ("username;first_name;surname", ";"),
+        ("username\tfirst_name\tsurname", "\t"),
+        ("User Name;First Name, Middle;Surname", ";"),
+        ("Username\tFirst Name\tLast Name", "\t"),
+        ('"username","first_name","surname"', ","),
+        ("username", ","),
+    ],
+)
 def test_delimiter_is_sniffed_from_the_header(header: str, delimiter: str) -> None:
     roster = parse(f"{header}\r\njdoe{delimiter}Jane{delimiter}Doe\r\n")
 
@@ -370,14 +514,26 @@ def test_text_without_a_header_is_empty(text: str) -> None:
         parse(text)
 
 
-@pytest.mark.parametrize(("header", "message"), [
-    ("username,user", "Columns A ('username') and B ('user') both give the username. Keep only one of them."),
-    ("username,Class,Registration Class",
-     ("Columns B ('Class') and C ('Registration Class') both give the registration class. "
-      "Keep only one of them.")),
-    ("username,surname,Last Name",
-     "Columns B ('surname') and C ('Last Name') both give the surname. Keep only one of them."),
-])
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (
+            "username,user",
+            "Columns A ('username') and B ('user') both give the username. Keep only one of them.",
+        ),
+        (
+            "username,Class,Registration Class",
+            (
+                "Columns B ('Class') and C ('Registration Class') both give the registration class. "
+                "Keep only one of them."
+            ),
+        ),
+        (
+            "username,surname,Last Name",
+            "Columns B ('surname') and C ('Last Name') both give the surname. Keep only one of them.",
+        ),
+    ],
+)
 def test_duplicate_header_is_refused(header: str, message: str) -> None:
     with pytest.raises(CsvError) as raised:
         parse(f"{header}\r\njdoe,a,b\r\n")
@@ -391,20 +547,34 @@ def test_two_email_columns_are_refused() -> None:
 
 
 def test_a_malformed_email_is_a_problem_of_its_cell() -> None:
-    roster = parse("username,type,email\r\n"
-                   "hill,Teacher,hill-at-school\r\npark,Teacher,park@school.example\r\n")
+    roster = parse(
+        "username,type,email\r\nhill,Teacher,hill-at-school\r\npark,Teacher,park@school.example\r\n"
+    )
 
     assert [(p.row_number, p.column) for p in roster.problems] == [(2, "email")]
     assert roster.rows[1].email == "park@school.example"
 
 
-@pytest.mark.parametrize(("heading", "field"), [
-    ("first name", "first_name"), ("First Name", "first_name"), ("first-name", "first_name"),
-    ("firstname", "first_name"), ("FIRST_NAME", "first_name"), ("last name", "surname"),
-    ("last_name", "surname"), ("Surname", "surname"), ("class", "registration_class"),
-    ("Registration Class", "registration_class"), ("Teaching classes", "teaching_classes"),
-    ("Is Admin", "is_admin"), ("Admin", "is_admin"), ("Type", "type"), ("Password", "password"),
-])
+@pytest.mark.parametrize(
+    ("heading", "field"),
+    [
+        ("first name", "first_name"),
+        ("First Name", "first_name"),
+        ("first-name", "first_name"),
+        ("firstname", "first_name"),
+        ("FIRST_NAME", "first_name"),
+        ("last name", "surname"),
+        ("last_name", "surname"),
+        ("Surname", "surname"),
+        ("class", "registration_class"),
+        ("Registration Class", "registration_class"),
+        ("Teaching classes", "teaching_classes"),
+        ("Is Admin", "is_admin"),
+        ("Admin", "is_admin"),
+        ("Type", "type"),
+        ("Password", "password"),
+    ],
+)
 def test_heading_variants(heading: str, field: str) -> None:
     roster = parse(f"user,{heading}\r\njdoe,\r\n")
 
@@ -437,21 +607,44 @@ def test_text_after_a_closing_quote_is_refused() -> None:
         parse('username,surname\r\njdoe,"Doe" Jr\r\n')
 
 
-@pytest.mark.parametrize(("cell", "type", "is_admin"), [
-    ("PUPIL", PUPIL, None), ("pupil", PUPIL, None), ("Student", PUPIL, None), ("TEACHER", TEACHER, None),
-    ("teacher", TEACHER, None), ("Staff", TEACHER, None), ("Administrator", TEACHER, True),
-    ("ADMIN", TEACHER, True), (" Teacher ", TEACHER, None), ("", None, None),
-])
+@pytest.mark.parametrize(
+    ("cell", "type", "is_admin"),
+    [
+        ("PUPIL", PUPIL, None),
+        ("pupil", PUPIL, None),
+        ("Student", PUPIL, None),
+        ("TEACHER", TEACHER, None),
+        ("teacher", TEACHER, None),
+        ("Staff", TEACHER, None),
+        ("Administrator", TEACHER, True),
+        ("ADMIN", TEACHER, True),
+        (" Teacher ", TEACHER, None),
+        ("", None, None),
+    ],
+)
 def test_type_values(cell: str, type: UserType | None, is_admin: bool | None) -> None:
     row = parse(f"username,type\r\njdoe,{cell}\r\n").rows[0]
 
     assert (row.type, row.is_admin, row.problems) == (type, is_admin, ())
 
 
-@pytest.mark.parametrize(("cell", "is_admin"), [
-    ("true", True), ("TRUE", True), ("Yes", True), ("y", True), ("1", True),
-    ("false", False), ("FALSE", False), ("no", False), ("N", False), ("0", False), ("", None), ("  ", None),
-])
+@pytest.mark.parametrize(
+    ("cell", "is_admin"),
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("Yes", True),
+        ("y", True),
+        ("1", True),
+        ("false", False),
+        ("FALSE", False),
+        ("no", False),
+        ("N", False),
+        ("0", False),
+        ("", None),
+        ("  ", None),
+    ],
+)
 def test_is_admin_values(cell: str, is_admin: bool | None) -> None:
     row = parse(f"username,type,is_admin\r\njdoe,TEACHER,{cell}\r\n").rows[0]
 
@@ -484,8 +677,12 @@ def test_formula_escaping_is_undone_on_import(start: str) -> None:
     row = parse(text).rows[0]
 
     # Tab and CR are whitespace, which the trimming of values then removes.
-    assert (row.username, row.first_name, row.registration_class, row.teaching_classes) \
-        == (f"{start}jdoe".strip(), f"{start}1+1".strip(), f"{start}7A".strip(), (f"{start}Art".strip(),))
+    assert (row.username, row.first_name, row.registration_class, row.teaching_classes) == (
+        f"{start}jdoe".strip(),
+        f"{start}1+1".strip(),
+        f"{start}7A".strip(),
+        (f"{start}Art".strip(),),
+    )
 
 
 def test_a_leading_quote_before_ordinary_text_is_kept() -> None:
@@ -496,11 +693,19 @@ def test_a_leading_quote_before_ordinary_text_is_kept() -> None:
 
 
 def test_export_bytes() -> None:
-    data = export_roster([
-        export_row("amurphy", "Aoife", "Murphy", type=TEACHER, is_admin=True,
-                   teaching_classes=("b Maths", "A Maths", "C Art")),
-        export_row("bsmith", "Ben", "Smith, Jr", registration_class="7A", teaching_classes=("A Maths",)),
-    ])
+    data = export_roster(
+        [
+            export_row(
+                "amurphy",
+                "Aoife",
+                "Murphy",
+                type=TEACHER,
+                is_admin=True,
+                teaching_classes=("b Maths", "A Maths", "C Art"),
+            ),
+            export_row("bsmith", "Ben", "Smith, Jr", registration_class="7A", teaching_classes=("A Maths",)),
+        ]
+    )
 
     assert data == (
         b"\xef\xbb\xbf" + HEADER.encode() + b"\r\n"
@@ -523,18 +728,21 @@ def test_export_streams_bom_and_header_first_then_a_line_per_user() -> None:
     ]
 
 
-@pytest.mark.parametrize(("name", "cell"), [
-    ("=1+1", b"'=1+1"),
-    ("+1", b"'+1"),
-    ("-Smith", b"'-Smith"),
-    ("@SUM(A1)", b"'@SUM(A1)"),
-    ("\tX", b"'\tX"),
-    ("\rX", b"\"'\rX\""),
-    ("=cmd|' /C calc'!A0", b"'=cmd|' /C calc'!A0"),
-    ("'=x", b"''=x"),
-    ("O'Brien", b"O'Brien"),
-    ("Smith-Jones", b"Smith-Jones"),
-])
+@pytest.mark.parametrize(
+    ("name", "cell"),
+    [
+        ("=1+1", b"'=1+1"),
+        ("+1", b"'+1"),
+        ("-Smith", b"'-Smith"),
+        ("@SUM(A1)", b"'@SUM(A1)"),
+        ("\tX", b"'\tX"),
+        ("\rX", b'"\'\rX"'),
+        ("=cmd|' /C calc'!A0", b"'=cmd|' /C calc'!A0"),
+        ("'=x", b"''=x"),
+        ("O'Brien", b"O'Brien"),
+        ("Smith-Jones", b"Smith-Jones"),
+    ],
+)
 def test_export_escapes_cells_a_spreadsheet_would_run_as_formulas(name: str, cell: bytes) -> None:
     data = export_roster([export_row("jdoe", surname=name)])
 
@@ -542,8 +750,9 @@ def test_export_escapes_cells_a_spreadsheet_would_run_as_formulas(name: str, cel
 
 
 def test_export_escapes_every_text_column() -> None:
-    user = export_row("-jdoe", "=A", "+B", registration_class="@C", teaching_classes=("-D", "E"),
-                      email="=F@school.example")
+    user = export_row(
+        "-jdoe", "=A", "+B", registration_class="@C", teaching_classes=("-D", "E"), email="=F@school.example"
+    )
 
     data = export_roster([user])
 
@@ -555,8 +764,13 @@ def test_export_escapes_every_text_column() -> None:
 
 def test_export_then_import_gives_back_the_same_values() -> None:
     users = [
-        export_row("x.hacker", "=cmd|' /C calc'!A0", "-Smith", registration_class="=7A",
-                   teaching_classes=("@home", "+plus")),
+        export_row(
+            "x.hacker",
+            "=cmd|' /C calc'!A0",
+            "-Smith",
+            registration_class="=7A",
+            teaching_classes=("@home", "+plus"),
+        ),
         export_row("zoe", "Zoë", "@home", teaching_classes=("Art 7A", "art 7B", "Music")),
         export_row("obrien", "Seán", "O'Brien", type=TEACHER, is_admin=True),
         export_row("nguyen", "Nguyễn", "Văn An", type=TEACHER, registration_class="Form 7 Ü"),
@@ -573,7 +787,12 @@ def test_export_then_import_gives_back_the_same_values() -> None:
     assert roster.warnings == ()
     assert roster.rows == tuple(
         roster_row(
-            number, user.username, user.first_name, user.surname, type=user.type, is_admin=user.is_admin,
+            number,
+            user.username,
+            user.first_name,
+            user.surname,
+            type=user.type,
+            is_admin=user.is_admin,
             registration_class=user.registration_class,
             teaching_classes=tuple(sorted(user.teaching_classes, key=str.casefold)),
         )
@@ -583,15 +802,20 @@ def test_export_then_import_gives_back_the_same_values() -> None:
 
 # The name rules (db.names), cell by cell
 
-@pytest.mark.parametrize(("column", "value", "character"), [
-    ("first_name", "Zo\u202eë", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
-    ("surname", "Br\u200bown", "U+200B (ZERO WIDTH SPACE)"),
-    ("registration_class", "\ufeffP3", "U+FEFF (ZERO WIDTH NO-BREAK SPACE)"),
-    ("teaching_classes", "Art\U000e0041", "U+E0041 (TAG LATIN CAPITAL LETTER A)"),
-    ("first_name", "Amy\u2066", "U+2066 (LEFT-TO-RIGHT ISOLATE)"),
-])
-def test_invisible_formatting_characters_in_a_name_are_a_problem_of_its_cell(column: str, value: str,
-                                                                             character: str) -> None:
+
+@pytest.mark.parametrize(
+    ("column", "value", "character"),
+    [
+        ("first_name", "Zo\u202eë", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+        ("surname", "Br\u200bown", "U+200B (ZERO WIDTH SPACE)"),
+        ("registration_class", "\ufeffP3", "U+FEFF (ZERO WIDTH NO-BREAK SPACE)"),
+        ("teaching_classes", "Art\U000e0041", "U+E0041 (TAG LATIN CAPITAL LETTER A)"),
+        ("first_name", "Amy\u2066", "U+2066 (LEFT-TO-RIGHT ISOLATE)"),
+    ],
+)
+def test_invisible_formatting_characters_in_a_name_are_a_problem_of_its_cell(
+    column: str, value: str, character: str
+) -> None:
     roster = parse(f"username,{column}\r\namy.b,{value}\r\n")
 
     [problem] = roster.problems

@@ -64,10 +64,14 @@ query ($status: UserStatus) {
 }
 """
 AUDIT = "{ auditEvents(first: 100) { edges { node { action actorId actorLabel } } } }"
-LOGIN = 'mutation ($s: String!, $u: String!, $p: String!) { login(school: $s, username: $u, password: $p) ' \
-        '{ token errors { code } } }'
-CREATE_TOKEN = "mutation ($scopes: [ApiScope!]!) { createApiToken(name: \"IdP\", scopes: $scopes) " \
-               "{ token apiToken { scopes } errors { code field message } } }"
+LOGIN = (
+    "mutation ($s: String!, $u: String!, $p: String!) { login(school: $s, username: $u, password: $p) "
+    "{ token errors { code } } }"
+)
+CREATE_TOKEN = (
+    'mutation ($scopes: [ApiScope!]!) { createApiToken(name: "IdP", scopes: $scopes) '
+    "{ token apiToken { scopes } errors { code field message } } }"
+)
 
 
 @dataclass(frozen=True)
@@ -78,10 +82,16 @@ class Provisioning:
     token: str
     http: httpx.AsyncClient
 
-    async def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
-                      **params: Any) -> httpx.Response:
-        return await self.http.request(method, f"/scim/v2{path}", json=body, params=params,
-                                       headers={"Authorization": f"Bearer {self.token}", **(headers or {})})
+    async def request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, **params: Any
+    ) -> httpx.Response:
+        return await self.http.request(
+            method,
+            f"/scim/v2{path}",
+            json=body,
+            params=params,
+            headers={"Authorization": f"Bearer {self.token}", **(headers or {})},
+        )
 
     async def ok(self, method: str, path: str, body: Any = None, status: int = 200, **params: Any) -> Any:
         response = await self.request(method, path, body, **params)
@@ -92,14 +102,24 @@ class Provisioning:
         return response.json()
 
     async def create_user(self, username: str, user_type: str = "Pupil", **attributes: Any) -> dict[str, Any]:
-        found: dict[str, Any] = await self.ok("POST", "/Users", {
-            "schemas": [USER], "userName": username, "userType": user_type, **attributes}, status=201)
+        found: dict[str, Any] = await self.ok(
+            "POST",
+            "/Users",
+            {"schemas": [USER], "userName": username, "userType": user_type, **attributes},
+            status=201,
+        )
         return found
 
-    async def create_group(self, name: str, kind: str | None = None, members: tuple[str, ...] = (),
-                           **attributes: Any) -> dict[str, Any]:
-        body = {"schemas": [GROUP, CLASS], "displayName": name, "members": [{"value": m} for m in members],
-                **({CLASS: {"kind": kind}} if kind else {}), **attributes}
+    async def create_group(
+        self, name: str, kind: str | None = None, members: tuple[str, ...] = (), **attributes: Any
+    ) -> dict[str, Any]:
+        body = {
+            "schemas": [GROUP, CLASS],
+            "displayName": name,
+            "members": [{"value": m} for m in members],
+            **({CLASS: {"kind": kind}} if kind else {}),
+            **attributes,
+        }
         found: dict[str, Any] = await self.ok("POST", "/Groups", body, status=201)
         return found
 
@@ -121,8 +141,9 @@ def patch_op(*operations: dict[str, Any]) -> dict[str, Any]:
     return {"schemas": [PATCH_OP], "Operations": list(operations)}
 
 
-async def roster(http: httpx.AsyncClient, school: SchoolFixture,
-                 status: str = "ALL") -> dict[str, dict[str, Any]]:
+async def roster(
+    http: httpx.AsyncClient, school: SchoolFixture, status: str = "ALL"
+) -> dict[str, dict[str, Any]]:
     """The users table as the school's admin reads it through GraphQL."""
     body = await graphql(http, USERS, {"status": status}, token=school.admin_token)
     assert "errors" not in body, body
@@ -137,17 +158,21 @@ def scim_error(response: httpx.Response) -> tuple[int, str | None]:
 
 # A provisioning run, as an identity service makes it
 
-async def test_a_provisioning_run_as_an_identity_service_makes_it(provider: Provisioning,
-                                                                  http: httpx.AsyncClient,
-                                                                  db: Database) -> None:
+
+async def test_a_provisioning_run_as_an_identity_service_makes_it(
+    provider: Provisioning, http: httpx.AsyncClient, db: Database
+) -> None:
     # given: the provider creates users and classes, looking each one up first as Entra and Okta do
     assert await provider.users(filter='userName eq "amy.b"') == []
-    amy = await provider.create_user("amy.b", externalId="entra-amy",
-                                     name={"givenName": "Amy", "familyName": "Brown"})
-    ben = await provider.create_user("ben.c", externalId="entra-ben",
-                                     name={"givenName": "Ben", "familyName": "Cole"})
-    tess = await provider.create_user("tess.t", "Teacher", externalId="entra-tess",
-                                      name={"givenName": "Tess", "familyName": "Tully"})
+    amy = await provider.create_user(
+        "amy.b", externalId="entra-amy", name={"givenName": "Amy", "familyName": "Brown"}
+    )
+    ben = await provider.create_user(
+        "ben.c", externalId="entra-ben", name={"givenName": "Ben", "familyName": "Cole"}
+    )
+    tess = await provider.create_user(
+        "tess.t", "Teacher", externalId="entra-tess", name={"givenName": "Tess", "familyName": "Tully"}
+    )
     seven_a = await provider.create_group("7A", "registration", (amy["id"], ben["id"]), externalId="g-7a")
     seven_b = await provider.create_group("7B", "registration", externalId="g-7b")
     maths = await provider.create_group("Maths", None, (amy["id"], tess["id"]))
@@ -156,23 +181,33 @@ async def test_a_provisioning_run_as_an_identity_service_makes_it(provider: Prov
     ben_session = await sign_in_as(db, provider.school, uuid.UUID(ben["id"]))
 
     # when: Amy moves to 7B, Ben is deactivated, Amy leaves Maths and 7A is renamed (Entra's forms)
-    await provider.patch(f"/Groups/{seven_b['id']}",
-                         {"op": "Add", "path": "members", "value": [{"value": amy["id"]}]})
+    await provider.patch(
+        f"/Groups/{seven_b['id']}", {"op": "Add", "path": "members", "value": [{"value": amy["id"]}]}
+    )
     await provider.patch(f"/Users/{ben['id']}", {"op": "Replace", "path": "active", "value": "False"})
     assert (await graphql(http, "{ me { id } }", token=ben_session))["data"]["me"] is None
-    await provider.patch(f"/Groups/{maths['id']}",
-                         {"op": "remove", "path": f'members[value eq "{amy["id"]}"]'})
-    await provider.patch(f"/Groups/{seven_a['id']}", {"op": "replace", "value": {"id": seven_a["id"],
-                                                                                 "displayName": "7A Oak"}})
-    await provider.patch(f"/Users/{amy['id']}",
-                         {"op": "replace", "path": "name.familyName", "value": "Brown-Lee"})
+    await provider.patch(
+        f"/Groups/{maths['id']}", {"op": "remove", "path": f'members[value eq "{amy["id"]}"]'}
+    )
+    await provider.patch(
+        f"/Groups/{seven_a['id']}", {"op": "replace", "value": {"id": seven_a["id"], "displayName": "7A Oak"}}
+    )
+    await provider.patch(
+        f"/Users/{amy['id']}", {"op": "replace", "path": "name.familyName", "value": "Brown-Lee"}
+    )
 
     # then: the admin sees it all through GraphQL, where each user came from included
     users = await roster(http, provider.school)
     assert users["amy.b"] | {"deletedAt": None} == {
-        "username": "amy.b", "firstName": "Amy", "surname": "Brown-Lee", "type": "PUPIL",
-        "externalId": "entra-amy", "deletedAt": None, "registrationClass": {"name": "7B"},
-        "teachingClasses": []}
+        "username": "amy.b",
+        "firstName": "Amy",
+        "surname": "Brown-Lee",
+        "type": "PUPIL",
+        "externalId": "entra-amy",
+        "deletedAt": None,
+        "registrationClass": {"name": "7B"},
+        "teachingClasses": [],
+    }
     assert users["ben.c"]["deletedAt"] is not None
     assert users["ben.c"]["registrationClass"] == {"name": "7A Oak"}
     assert users["tess.t"]["type"] == "TEACHER" and users["tess.t"]["teachingClasses"] == [{"name": "Maths"}]
@@ -182,31 +217,44 @@ async def test_a_provisioning_run_as_an_identity_service_makes_it(provider: Prov
     # when: Ben is reactivated (Okta's form) and the provider reads him back
     back = await provider.patch(f"/Users/{ben['id']}", {"op": "replace", "value": {"active": True}})
     assert back["active"] is True and back["groups"] == [
-        {"value": seven_a["id"], "$ref": seven_a["meta"]["location"], "display": "7A Oak"}]
+        {"value": seven_a["id"], "$ref": seven_a["meta"]["location"], "display": "7A Oak"}
+    ]
     group = await provider.ok("GET", f"/Groups/{seven_a['id']}")
     assert [member["value"] for member in group["members"]] == [ben["id"]]
     assert sorted(await roster(http, provider.school, "ACTIVE")) == ["admin", "amy.b", "ben.c", "tess.t"]
     async with school_scope(db, provider.school.id) as session:
-        card_version = (await session.execute(text("select login_code_version from users where id = :id"),
-                                              {"id": ben["id"]})).scalar_one()
+        card_version = (
+            await session.execute(
+                text("select login_code_version from users where id = :id"), {"id": ben["id"]}
+            )
+        ).scalar_one()
     assert card_version == 2  # Ben's cards printed before his deactivation no longer work
 
 
-async def test_every_change_is_audited_with_the_provisioning_token_as_actor(provider: Provisioning,
-                                                                            http: httpx.AsyncClient,
-                                                                            db: Database) -> None:
+async def test_every_change_is_audited_with_the_provisioning_token_as_actor(
+    provider: Provisioning, http: httpx.AsyncClient, db: Database
+) -> None:
     amy = await provider.create_user("amy.b")
     group = await provider.create_group("7A", "registration", (amy["id"],))
     await provider.patch(f"/Users/{amy['id']}", {"op": "replace", "path": "active", "value": False})
     await provider.ok("DELETE", f"/Groups/{group['id']}", status=204)
     async with school_scope(db, provider.school.id) as session:
         (token,) = await list_api_tokens(session, school_id=provider.school.id)
-    events = [edge["node"] for edge in (await graphql(http, AUDIT, token=provider.school.admin_token))
-              ["data"]["auditEvents"]["edges"]]
+    events = [
+        edge["node"]
+        for edge in (await graphql(http, AUDIT, token=provider.school.admin_token))["data"]["auditEvents"][
+            "edges"
+        ]
+    ]
     by_provider = [event for event in events if event["actorLabel"] == f"provisioning-token:{token.id}"]
     assert {event["action"] for event in by_provider} == {
-        "user.created", "class.created", "class.members_moved", "users.deleted", "login_codes.rotated",
-        "class.deleted"}
+        "user.created",
+        "class.created",
+        "class.members_moved",
+        "users.deleted",
+        "login_codes.rotated",
+        "class.deleted",
+    }
     assert all(event["actorId"] is None for event in by_provider)
 
 
@@ -215,8 +263,9 @@ async def test_every_change_is_audited_with_the_provisioning_token_as_actor(prov
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 
 
-async def test_a_user_from_entras_default_mapping_is_created_as_a_pupil(provider: Provisioning,
-                                                                        http: httpx.AsyncClient) -> None:
+async def test_a_user_from_entras_default_mapping_is_created_as_a_pupil(
+    provider: Provisioning, http: httpx.AsyncClient
+) -> None:
     # given: the body Microsoft Entra ID sends with its default attribute mappings (no userType)
     body = {
         "schemas": [USER, ENTERPRISE],
@@ -234,52 +283,74 @@ async def test_a_user_from_entras_default_mapping_is_created_as_a_pupil(provider
 
     # then
     assert (created["userType"], created["userName"], created["externalId"]) == (
-        "Pupil", "amy.brown", "f3a1c2d4-entra-object-id")
+        "Pupil",
+        "amy.brown",
+        "f3a1c2d4-entra-object-id",
+    )
     assert created["name"] == {"givenName": "Amy", "familyName": "Brown"}
     assert "emails" not in created  # a pupil's data stays minimal
     users = await roster(http, provider.school)
     assert users["amy.brown"]["type"] == "PUPIL"
 
 
-async def test_a_teachers_email_is_kept_and_a_pupils_ignored(provider: Provisioning,
-                                                              http: httpx.AsyncClient) -> None:
+async def test_a_teachers_email_is_kept_and_a_pupils_ignored(
+    provider: Provisioning, http: httpx.AsyncClient
+) -> None:
     # given: a teacher with a home and a primary work address, and a pupil with one
-    tess = await provider.create_user("tess.t", "Teacher", emails=[
-        {"value": "tess@home.example", "type": "home"},
-        {"value": "T.Tully@School.example", "type": "work", "primary": "True"}])
+    tess = await provider.create_user(
+        "tess.t",
+        "Teacher",
+        emails=[
+            {"value": "tess@home.example", "type": "home"},
+            {"value": "T.Tully@School.example", "type": "work", "primary": "True"},
+        ],
+    )
     amy = await provider.create_user("amy.b", emails=[{"value": "amy@home.example", "type": "work"}])
 
     # then
     assert tess["emails"] == [{"value": "T.Tully@School.example", "type": "work", "primary": True}]
     assert "emails" not in amy
-    emails = await graphql(http, "{ users { edges { node { username email } } } }",
-                           token=provider.school.admin_token)
+    emails = await graphql(
+        http, "{ users { edges { node { username email } } } }", token=provider.school.admin_token
+    )
     assert {e["node"]["username"]: e["node"]["email"] for e in emails["data"]["users"]["edges"]} == {
-        "admin": None, "tess.t": "T.Tully@School.example", "amy.b": None}
+        "admin": None,
+        "tess.t": "T.Tully@School.example",
+        "amy.b": None,
+    }
 
     # when: Entra changes it the way it does, then a second teacher asks for the same address
-    changed = await provider.patch(f"/Users/{tess['id']}", {
-        "op": "Replace", "path": 'emails[type eq "work"].value', "value": "tess.tully@school.example"})
+    changed = await provider.patch(
+        f"/Users/{tess['id']}",
+        {"op": "Replace", "path": 'emails[type eq "work"].value', "value": "tess.tully@school.example"},
+    )
     assert changed["emails"] == [{"value": "tess.tully@school.example", "type": "work", "primary": True}]
     tom = {"schemas": [USER], "userName": "tom", "userType": "Teacher"}
-    taken = await provider.request("POST", "/Users", {**tom, "emails": [{"value": "TESS.tully@school.example",
-                                                                         "type": "work"}]})
+    taken = await provider.request(
+        "POST", "/Users", {**tom, "emails": [{"value": "TESS.tully@school.example", "type": "work"}]}
+    )
     assert scim_error(taken) == (409, "uniqueness")
-    bad = await provider.request("POST", "/Users", {**tom, "emails": [{"value": "not an address",
-                                                                       "primary": True}]})
+    bad = await provider.request(
+        "POST", "/Users", {**tom, "emails": [{"value": "not an address", "primary": True}]}
+    )
     assert scim_error(bad) == (400, "invalidValue")
 
     # when: the teacher becomes a pupil, the address goes
-    demoted = await provider.patch(f"/Users/{tess['id']}",
-                                   {"op": "replace", "path": "userType", "value": "Pupil"})
+    demoted = await provider.patch(
+        f"/Users/{tess['id']}", {"op": "replace", "path": "userType", "value": "Pupil"}
+    )
     assert demoted["userType"] == "Pupil" and "emails" not in demoted
 
 
 async def test_a_user_type_that_is_sent_is_honoured_whatever_its_case(provider: Provisioning) -> None:
-    for username, sent, kept in (("t1", "TEACHER", "Teacher"), ("t2", "teacher", "Teacher"),
-                                 ("p1", "pUPIL", "Pupil")):
-        created = await provider.ok("POST", "/Users", {"schemas": [USER], "userName": username,
-                                                       "userType": sent}, status=201)
+    for username, sent, kept in (
+        ("t1", "TEACHER", "Teacher"),
+        ("t2", "teacher", "Teacher"),
+        ("p1", "pUPIL", "Pupil"),
+    ):
+        created = await provider.ok(
+            "POST", "/Users", {"schemas": [USER], "userName": username, "userType": sent}, status=201
+        )
         assert created["userType"] == kept
     # a PUT that leaves userType out makes the user a pupil, as the same body would on create
     teacher = (await provider.ok("GET", "/Users", filter='userName eq "t1"'))["Resources"][0]
@@ -288,48 +359,63 @@ async def test_a_user_type_that_is_sent_is_honoured_whatever_its_case(provider: 
 
 
 async def test_put_replaces_the_user_and_keeps_what_it_leaves_out_of_active_and_password(
-        provider: Provisioning) -> None:
-    amy = await provider.create_user("amy.b", externalId="x-1", active=False,
-                                     name={"givenName": "Amy", "familyName": "Brown"})
+    provider: Provisioning,
+) -> None:
+    amy = await provider.create_user(
+        "amy.b", externalId="x-1", active=False, name={"givenName": "Amy", "familyName": "Brown"}
+    )
     assert amy["active"] is False
-    replaced = await provider.ok("PUT", f"/Users/{amy['id']}", {"schemas": [USER], "userName": "Amy.Brown",
-                                                                "userType": "teacher"})
+    replaced = await provider.ok(
+        "PUT", f"/Users/{amy['id']}", {"schemas": [USER], "userName": "Amy.Brown", "userType": "teacher"}
+    )
     assert replaced["userName"] == "Amy.Brown" and replaced["userType"] == "Teacher"
     assert "name" not in replaced and "externalId" not in replaced and replaced["active"] is False
     assert replaced["meta"]["version"] != amy["meta"]["version"]
 
 
-async def test_a_password_from_the_provider_signs_in_and_is_never_returned(provider: Provisioning,
-                                                                          http: httpx.AsyncClient) -> None:
+async def test_a_password_from_the_provider_signs_in_and_is_never_returned(
+    provider: Provisioning, http: httpx.AsyncClient
+) -> None:
     created = await provider.create_user("amy.b", password="pencil-case")
     assert "password" not in created
     login = {"s": provider.school.slug, "u": "amy.b"}
     assert (await graphql(http, LOGIN, {**login, "p": "pencil-case"}))["data"]["login"]["token"]
     await provider.patch(f"/Users/{created['id']}", {"op": "remove", "path": "password"})
     assert (await graphql(http, LOGIN, {**login, "p": "pencil-case"}))["data"]["login"]["token"] is None
-    weak = await provider.request("POST", "/Users", {"schemas": [USER], "userName": "tess",
-                                                     "userType": "Teacher", "password": "short"})
+    weak = await provider.request(
+        "POST", "/Users", {"schemas": [USER], "userName": "tess", "userType": "Teacher", "password": "short"}
+    )
     assert scim_error(weak) == (400, "invalidValue") and "at least 8" in weak.json()["detail"]
 
 
 async def test_names_with_invisible_formatting_characters_are_refused(provider: Provisioning) -> None:
-    refused = await provider.request("POST", "/Users", {"schemas": [USER], "userName": "amy.b", "userType": "Pupil",
-                                                        "name": {"givenName": "Amy\u202e", "familyName": "Brown"}})
+    refused = await provider.request(
+        "POST",
+        "/Users",
+        {
+            "schemas": [USER],
+            "userName": "amy.b",
+            "userType": "Pupil",
+            "name": {"givenName": "Amy\u202e", "familyName": "Brown"},
+        },
+    )
     assert scim_error(refused) == (400, "invalidValue")
     assert "invisible formatting character" in refused.json()["detail"]
     assert await provider.users() == []  # the provider has provisioned no one
 
 
-async def test_a_user_created_without_a_password_cannot_sign_in_with_one(provider: Provisioning,
-                                                                        http: httpx.AsyncClient) -> None:
+async def test_a_user_created_without_a_password_cannot_sign_in_with_one(
+    provider: Provisioning, http: httpx.AsyncClient
+) -> None:
     await provider.create_user("amy.b")
     for password in ("", "amy.b", "password"):
         body = await graphql(http, LOGIN, {"s": provider.school.slug, "u": "amy.b", "p": password})
         assert body["data"]["login"]["errors"] == [{"code": "INVALID_CREDENTIALS"}]
 
 
-async def test_delete_is_a_soft_delete_after_which_the_user_is_gone_for_scim(provider: Provisioning,
-                                                                             http: httpx.AsyncClient) -> None:
+async def test_delete_is_a_soft_delete_after_which_the_user_is_gone_for_scim(
+    provider: Provisioning, http: httpx.AsyncClient
+) -> None:
     amy = await provider.create_user("amy.b", externalId="e-1")
     await provider.ok("DELETE", f"/Users/{amy['id']}", status=204)
     for method in ("GET", "PUT", "PATCH", "DELETE"):
@@ -337,16 +423,24 @@ async def test_delete_is_a_soft_delete_after_which_the_user_is_gone_for_scim(pro
     assert await provider.users(filter='userName eq "amy.b"') == []
     again = await provider.create_user("amy.b", externalId="e-1")
     assert again["id"] != amy["id"]
-    users = await graphql(http, "{ users(filter: {status: DELETED}) { edges { node { id externalId } } } }",
-                          token=provider.school.admin_token)
+    users = await graphql(
+        http,
+        "{ users(filter: {status: DELETED}) { edges { node { id externalId } } } }",
+        token=provider.school.admin_token,
+    )
     assert users["data"]["users"]["edges"] == [{"node": {"id": amy["id"], "externalId": "e-1"}}]
 
 
 async def test_users_are_found_with_filters(provider: Provisioning) -> None:
     await provider.create_user("amy.b", externalId="E-1", name={"givenName": "Amy", "familyName": "Brown"})
     await provider.create_user("ben.c", externalId="e-2", name={"givenName": "Ben", "familyName": "Cole"})
-    await provider.create_user("tess.t", "Teacher", externalId="E-3", active=False,
-                               name={"givenName": "Tess", "familyName": "Brownlow"})
+    await provider.create_user(
+        "tess.t",
+        "Teacher",
+        externalId="E-3",
+        active=False,
+        name={"givenName": "Tess", "familyName": "Brownlow"},
+    )
     cases = {
         'userName eq "AMY.B"': ["amy.b"],
         'UserName Eq "amy.b"': ["amy.b"],
@@ -357,7 +451,7 @@ async def test_users_are_found_with_filters(provider: Provisioning) -> None:
         'name.familyName co "rown"': ["amy.b", "tess.t"],
         'name.familyName ew "low"': ["tess.t"],
         'userType eq "teacher"': ["tess.t"],
-        'active eq false': ["tess.t"],
+        "active eq false": ["tess.t"],
         'not (active eq false) and userType eq "Pupil"': ["amy.b", "ben.c"],
         'userName eq "amy.b" or userName eq "ben.c" and active eq true': ["amy.b", "ben.c"],
         '(userName eq "amy.b" or userName eq "tess.t") and active eq true': ["amy.b"],
@@ -373,23 +467,34 @@ async def test_users_are_found_with_filters(provider: Provisioning) -> None:
 async def test_paging_and_sorting(provider: Provisioning) -> None:
     for username, surname in (("u1", "Cole"), ("u2", "adams"), ("u3", "Brown"), ("u4", "")):
         await provider.create_user(username, name={"familyName": surname} if surname else {})
-    page = await provider.ok("GET", "/Users", filter='userName sw "u"', sortBy="name.familyName",
-                             startIndex=2, count=2)
+    page = await provider.ok(
+        "GET", "/Users", filter='userName sw "u"', sortBy="name.familyName", startIndex=2, count=2
+    )
     assert (page["totalResults"], page["startIndex"], page["itemsPerPage"]) == (4, 2, 2)
     assert [r["userName"] for r in page["Resources"]] == ["u3", "u1"]
     descending = await provider.users(filter='userName sw "u"', sortBy="userName", sortOrder="descending")
     assert descending == ["u4", "u3", "u2", "u1"]
     assert (await provider.ok("GET", "/Users", count=0))["Resources"] == []
-    searched = await provider.ok("POST", "/Users/.search", {
-        "schemas": [SEARCH_REQUEST], "filter": 'userName sw "u"',
-        "sortBy": "userName", "startIndex": 4, "count": 10, "attributes": ["userName"]})
+    searched = await provider.ok(
+        "POST",
+        "/Users/.search",
+        {
+            "schemas": [SEARCH_REQUEST],
+            "filter": 'userName sw "u"',
+            "sortBy": "userName",
+            "startIndex": 4,
+            "count": 10,
+            "attributes": ["userName"],
+        },
+    )
     (found,) = searched["Resources"]
     assert found == {"schemas": [USER], "id": found["id"], "userName": "u4"}
 
 
 async def test_attributes_and_excluded_attributes(provider: Provisioning) -> None:
-    amy = await provider.create_user("amy.b", externalId="e",
-                                     name={"givenName": "Amy", "familyName": "Brown"})
+    amy = await provider.create_user(
+        "amy.b", externalId="e", name={"givenName": "Amy", "familyName": "Brown"}
+    )
     only = await provider.ok("GET", f"/Users/{amy['id']}", attributes="name.givenName,externalId")
     assert only == {"schemas": [USER], "id": amy["id"], "externalId": "e", "name": {"givenName": "Amy"}}
     without = await provider.ok("GET", f"/Users/{amy['id']}", excludedAttributes="meta,name.familyName")
@@ -402,30 +507,38 @@ async def test_patch_forms_that_real_providers_send(provider: Provisioning) -> N
     patched = await provider.patch(
         f"/Users/{amy['id']}",
         # Entra: capitalised ops, attributes Rollcall does not keep, dotted names in a path-less value
-        {"op": "Add", "path": "emails[type eq \"work\"].value", "value": "amy@example.org"},
-        {"op": "Replace", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
-         "value": "Year 7"},
+        {"op": "Add", "path": 'emails[type eq "work"].value', "value": "amy@example.org"},
+        {
+            "op": "Replace",
+            "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+            "value": "Year 7",
+        },
         {"op": "Replace", "value": {"name.givenName": "Amelia", "displayName": "Amelia Brown"}},
         {"op": "Add", "path": "externalId", "value": "entra-1"},
         {"op": "remove", "path": "name.familyName"},
     )
     assert patched["name"] == {"givenName": "Amelia"} and patched["externalId"] == "entra-1"
     maths = await provider.create_group("Maths", members=(amy["id"],))
-    emptied = await provider.patch(f"/Groups/{maths['id']}",
-                                   {"op": "Remove", "path": "members", "value": [{"value": amy["id"]}]})
+    emptied = await provider.patch(
+        f"/Groups/{maths['id']}", {"op": "Remove", "path": "members", "value": [{"value": amy["id"]}]}
+    )
     assert "members" not in emptied
-    refilled = await provider.patch(f"/Groups/{maths['id']}", {"op": "add", "value": {"members": [
-        {"value": amy["id"], "display": "Amelia"}]}})
+    refilled = await provider.patch(
+        f"/Groups/{maths['id']}",
+        {"op": "add", "value": {"members": [{"value": amy["id"], "display": "Amelia"}]}},
+    )
     assert [member["value"] for member in refilled["members"]] == [amy["id"]]
 
 
 async def test_a_group_that_becomes_a_registration_group_takes_its_members_from_their_old_one(
-        provider: Provisioning, http: httpx.AsyncClient) -> None:
+    provider: Provisioning, http: httpx.AsyncClient
+) -> None:
     amy, ben = await provider.create_user("amy.b"), await provider.create_user("ben.c")
     await provider.create_group("7A", "registration", (amy["id"],))
     choir = await provider.create_group("7C", "teaching", (amy["id"], ben["id"]))
-    changed = await provider.patch(f"/Groups/{choir['id']}",
-                                   {"op": "replace", "path": f"{CLASS}:kind", "value": "Registration"})
+    changed = await provider.patch(
+        f"/Groups/{choir['id']}", {"op": "replace", "path": f"{CLASS}:kind", "value": "Registration"}
+    )
     assert changed[CLASS] == {"kind": "registration"}
     users = await roster(http, provider.school)
     assert users["amy.b"]["registrationClass"] == users["ben.c"]["registrationClass"] == {"name": "7C"}
@@ -442,8 +555,8 @@ async def test_groups_are_found_with_filters(provider: Provisioning) -> None:
         f'members[value eq "{amy["id"]}"]': ["7A"],
         f'members.value eq "{amy["id"]}"': ["7A"],
         f'id eq "{seven_a["id"]}" and members[value eq "{amy["id"]}" and type eq "User"]': ["7A"],
-        'members pr': ["7A"],
-        'not (members pr)': ["Maths"],
+        "members pr": ["7A"],
+        "not (members pr)": ["Maths"],
         'externalId eq "g-1"': ["7A"],
     }
     for condition, expected in cases.items():
@@ -467,10 +580,12 @@ async def test_etags(provider: Provisioning) -> None:
         stale = await provider.request(method, path, sent, headers={"If-Match": version})
         assert scim_error(stale) == (412, None)
     group = await provider.create_group("7A")
-    await provider.patch(f"/Groups/{group['id']}",
-                         {"op": "add", "path": "members", "value": [{"value": amy["id"]}]})
-    stale = await provider.request("DELETE", f"/Groups/{group['id']}",
-                                   headers={"If-Match": group["meta"]["version"]})
+    await provider.patch(
+        f"/Groups/{group['id']}", {"op": "add", "path": "members", "value": [{"value": amy["id"]}]}
+    )
+    stale = await provider.request(
+        "DELETE", f"/Groups/{group['id']}", headers={"If-Match": group["meta"]["version"]}
+    )
     assert scim_error(stale) == (412, None)
     assert (await provider.request("GET", path, headers={"If-None-Match": version})).status_code == 200
 
@@ -482,29 +597,64 @@ ERRORS: list[tuple[str, str, Any, dict[str, Any], tuple[int, str | None]]] = [
     ("GET", "/Users", None, {"filter": 'userName xx "a"'}, (400, "invalidFilter")),
     ("GET", "/Users", None, {"filter": '(userName eq "a"'}, (400, "invalidFilter")),
     ("GET", "/Users", None, {"filter": 'emails.value eq "a@b.c"'}, (400, "invalidFilter")),
-    ("GET", "/Users", None, {"filter": "active eq \"yes\""}, (400, "invalidFilter")),
+    ("GET", "/Users", None, {"filter": 'active eq "yes"'}, (400, "invalidFilter")),
     ("GET", "/Users", None, {"filter": 'meta.created gt "yesterday"'}, (400, "invalidFilter")),
     ("GET", "/Users", None, {"sortBy": "emails"}, (400, "invalidValue")),
     ("GET", "/Users", None, {"sortOrder": "sideways"}, (400, "invalidValue")),
     ("GET", "/Users", None, {"count": "ten"}, (400, "invalidValue")),
     ("GET", "/Users", None, {"access_token": "rca_x"}, (400, None)),
     ("POST", "/Users", {"schemas": [USER], "userName": "amy.b", "userType": 7}, {}, (400, "invalidValue")),
-    ("POST", "/Users", {"schemas": [USER], "userName": "amy b", "userType": "Pupil"}, {},
-     (400, "invalidValue")),
+    (
+        "POST",
+        "/Users",
+        {"schemas": [USER], "userName": "amy b", "userType": "Pupil"},
+        {},
+        (400, "invalidValue"),
+    ),
     ("POST", "/Users", {"schemas": [USER], "userName": "x", "userType": "Guest"}, {}, (400, "invalidValue")),
-    ("POST", "/Users", {"schemas": [USER], "userName": "x", "userType": "Pupil", "active": "maybe"}, {},
-     (400, "invalidValue")),
-    ("POST", "/Users", {"schemas": [GROUP], "userName": "x", "userType": "Pupil"}, {},
-     (400, "invalidSyntax")),
+    (
+        "POST",
+        "/Users",
+        {"schemas": [USER], "userName": "x", "userType": "Pupil", "active": "maybe"},
+        {},
+        (400, "invalidValue"),
+    ),
+    (
+        "POST",
+        "/Users",
+        {"schemas": [GROUP], "userName": "x", "userType": "Pupil"},
+        {},
+        (400, "invalidSyntax"),
+    ),
     ("POST", "/Users", [1, 2], {}, (400, "invalidSyntax")),
-    ("POST", "/Users", {"schemas": [USER], "userName": "ADMIN", "userType": "Teacher"}, {},
-     (409, "uniqueness")),
-    ("POST", "/Groups", {"schemas": [GROUP], "displayName": "7A", CLASS: {"kind": "house"}}, {},
-     (400, "invalidValue")),
-    ("POST", "/Groups", {"schemas": [GROUP], "displayName": "7A", "members": [{"value": str(uuid.uuid4())}]},
-     {}, (400, "invalidValue")),
-    ("POST", "/Groups", {"schemas": [GROUP], "displayName": "7A",
-                         "members": [{"value": "x", "type": "Group"}]}, {}, (400, "invalidValue")),
+    (
+        "POST",
+        "/Users",
+        {"schemas": [USER], "userName": "ADMIN", "userType": "Teacher"},
+        {},
+        (409, "uniqueness"),
+    ),
+    (
+        "POST",
+        "/Groups",
+        {"schemas": [GROUP], "displayName": "7A", CLASS: {"kind": "house"}},
+        {},
+        (400, "invalidValue"),
+    ),
+    (
+        "POST",
+        "/Groups",
+        {"schemas": [GROUP], "displayName": "7A", "members": [{"value": str(uuid.uuid4())}]},
+        {},
+        (400, "invalidValue"),
+    ),
+    (
+        "POST",
+        "/Groups",
+        {"schemas": [GROUP], "displayName": "7A", "members": [{"value": "x", "type": "Group"}]},
+        {},
+        (400, "invalidValue"),
+    ),
     ("GET", f"/Users/{uuid.uuid4()}", None, {}, (404, None)),
     ("GET", "/Users/not-an-id", None, {}, (404, None)),
     ("PATCH", f"/Groups/{uuid.uuid4()}", patch_op({"op": "add", "value": {}}), {}, (404, None)),
@@ -516,11 +666,19 @@ ERRORS: list[tuple[str, str, Any, dict[str, Any], tuple[int, str | None]]] = [
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "body", "query", "expected"), ERRORS,
-                         ids=[f"{e[0]} {e[1]} {e[3] or ''} {e[4][0]}" for e in ERRORS])
-async def test_errors_have_the_right_status_and_scim_type(provider: Provisioning, method: str, path: str,
-                                                          body: Any, query: dict[str, Any],
-                                                          expected: tuple[int, str | None]) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "body", "query", "expected"),
+    ERRORS,
+    ids=[f"{e[0]} {e[1]} {e[3] or ''} {e[4][0]}" for e in ERRORS],
+)
+async def test_errors_have_the_right_status_and_scim_type(
+    provider: Provisioning,
+    method: str,
+    path: str,
+    body: Any,
+    query: dict[str, Any],
+    expected: tuple[int, str | None],
+) -> None:
     response = await provider.request(method, path, body, **query)
     assert response.headers["content-type"] == "application/scim+json"
     assert scim_error(response) == expected
@@ -537,8 +695,11 @@ async def test_patch_errors_and_conflicts(provider: Provisioning) -> None:
     user, group = f"/Users/{ben['id']}", f"/Groups/{maths['id']}"
     assert await refused(user, {"op": "replace", "path": "userName", "value": "AMY.B"}) == (409, "uniqueness")
     assert await refused(user, {"op": "add", "path": "externalId", "value": "e-1"}) == (409, "uniqueness")
-    assert await refused(group, {"op": "replace", "path": f"{CLASS}:kind", "value": "registration"}, {
-        "op": "replace", "path": "displayName", "value": "7a"}) == (409, "uniqueness")
+    assert await refused(
+        group,
+        {"op": "replace", "path": f"{CLASS}:kind", "value": "registration"},
+        {"op": "replace", "path": "displayName", "value": "7a"},
+    ) == (409, "uniqueness")
     assert await refused(user, {"op": "move", "path": "userName", "value": "x"}) == (400, "invalidSyntax")
     assert await refused(user) == (400, "invalidSyntax")
     assert await refused(user, {"op": "remove"}) == (400, "noTarget")
@@ -546,8 +707,9 @@ async def test_patch_errors_and_conflicts(provider: Provisioning) -> None:
     assert await refused(user, {"op": "replace", "path": "id", "value": "x"}) == (400, "mutability")
     assert await refused(user, {"op": "replace", "path": "userType", "value": 7}) == (400, "invalidValue")
     assert await refused(user, {"op": "remove", "path": "userName"}) == (400, "invalidValue")
-    assert await refused(group, {"op": "replace", "path": f'members[value eq "{amy["id"]}"]',
-                                 "value": {"value": amy["id"]}}) == (400, "noTarget")
+    assert await refused(
+        group, {"op": "replace", "path": f'members[value eq "{amy["id"]}"]', "value": {"value": amy["id"]}}
+    ) == (400, "noTarget")
     admin = f"/Users/{provider.school.admin_id}"
     assert await refused(admin, {"op": "replace", "path": "active", "value": False}) == (404, None)
     assert (await provider.request("GET", f"/Users/{ben['id']}")).json()["userName"] == "ben.c"
@@ -555,18 +717,19 @@ async def test_patch_errors_and_conflicts(provider: Provisioning) -> None:
 
 # Who may use SCIM, and on what
 
-async def test_only_a_provisioning_token_of_a_managed_school_gets_in(provider: Provisioning,
-                                                                    http: httpx.AsyncClient,
-                                                                    owner_engine: AsyncEngine,
-                                                                    db: Database) -> None:
+
+async def test_only_a_provisioning_token_of_a_managed_school_gets_in(
+    provider: Provisioning, http: httpx.AsyncClient, owner_engine: AsyncEngine, db: Database
+) -> None:
     anonymous = await http.get("/scim/v2/Users")
     assert scim_error(anonymous) == (401, None) and anonymous.headers["www-authenticate"].startswith("Bearer")
     unknown = await http.get("/scim/v2/Users", headers={"Authorization": "Bearer rca_not-a-token"})
     assert scim_error(unknown) == (401, None)
     reader = await make_api_token(db, provider.school, [ApiScope.ROSTER_READ])
     for token in (reader, provider.school.admin_token):
-        refused = await http.get("/scim/v2/ServiceProviderConfig",
-                                 headers={"Authorization": f"Bearer {token}"})
+        refused = await http.get(
+            "/scim/v2/ServiceProviderConfig", headers={"Authorization": f"Bearer {token}"}
+        )
         assert scim_error(refused) == (403, None)
     # The school goes back to managing its users by hand: its provider's token stops working.
     async with async_sessionmaker(owner_engine)() as session, session.begin():
@@ -576,10 +739,14 @@ async def test_only_a_provisioning_token_of_a_managed_school_gets_in(provider: P
     assert scim_error(refused) == (403, None) and "by hand" in refused.json()["detail"]
 
 
-async def test_a_token_reaches_only_its_own_school(provider: Provisioning, owner_engine: AsyncEngine,
-                                                   db: Database, http: httpx.AsyncClient) -> None:
-    other = Provisioning(school := await make_school(owner_engine, db, provider=Provider.GLOW),
-                         await make_api_token(db, school, [ApiScope.PROVISION]), http)
+async def test_a_token_reaches_only_its_own_school(
+    provider: Provisioning, owner_engine: AsyncEngine, db: Database, http: httpx.AsyncClient
+) -> None:
+    other = Provisioning(
+        school := await make_school(owner_engine, db, provider=Provider.GLOW),
+        await make_api_token(db, school, [ApiScope.PROVISION]),
+        http,
+    )
     theirs = await other.create_user("amy.b")
     their_group = await other.create_group("7A")
     mine = await provider.create_user("amy.b")
@@ -592,22 +759,32 @@ async def test_a_token_reaches_only_its_own_school(provider: Provisioning, owner
     assert scim_error(await provider.request("POST", "/Groups", borrowed)) == (400, "invalidValue")
 
 
-async def test_a_provisioning_token_is_refused_by_every_graphql_field(provider: Provisioning,
-                                                                      http: httpx.AsyncClient) -> None:
-    world = World(school=provider.school, pupil_id=uuid.uuid4(), teacher_id=uuid.uuid4(),
-                  other=provider.school, ids=defaultdict(lambda: str(uuid.uuid4())))
+async def test_a_provisioning_token_is_refused_by_every_graphql_field(
+    provider: Provisioning, http: httpx.AsyncClient
+) -> None:
+    world = World(
+        school=provider.school,
+        pupil_id=uuid.uuid4(),
+        teacher_id=uuid.uuid4(),
+        other=provider.school,
+        ids=defaultdict(lambda: str(uuid.uuid4())),
+    )
     for field, operation in sorted(OPERATIONS.items()):
         query, variables = operation.build(world)
-        response = await http.post("/graphql", json={"query": query, "variables": variables},
-                                   headers={"Authorization": f"Bearer {provider.token}"})
+        response = await http.post(
+            "/graphql",
+            json={"query": query, "variables": variables},
+            headers={"Authorization": f"Bearer {provider.token}"},
+        )
         assert response.status_code == 403, (field, response.text)
         assert "only on SCIM" in response.text
 
 
 def test_reading_the_roster_takes_the_roster_read_scope() -> None:
     def info(*scopes: str) -> Any:
-        caller = Caller(school_id=uuid.uuid4(), kind=CallerKind.API_TOKEN, token_id=uuid.uuid4(),
-                        scopes=frozenset(scopes))
+        caller = Caller(
+            school_id=uuid.uuid4(), kind=CallerKind.API_TOKEN, token_id=uuid.uuid4(), scopes=frozenset(scopes)
+        )
         return SimpleNamespace(context=SimpleNamespace(caller=caller))
 
     assert CanReadRoster().has_permission(None, info(ApiScope.ROSTER_READ)) is True
@@ -616,26 +793,31 @@ def test_reading_the_roster_takes_the_roster_read_scope() -> None:
     assert refused.value.extensions == {"code": "FORBIDDEN"}
 
 
-async def test_graphql_user_management_stays_refused_in_a_managed_school(provider: Provisioning,
-                                                                         http: httpx.AsyncClient) -> None:
-    add = 'mutation { addUser(input: {username: "x", password: "pupil-pass", type: PUPIL}) ' \
-          '{ errors { code } } }'
+async def test_graphql_user_management_stays_refused_in_a_managed_school(
+    provider: Provisioning, http: httpx.AsyncClient
+) -> None:
+    add = (
+        'mutation { addUser(input: {username: "x", password: "pupil-pass", type: PUPIL}) '
+        "{ errors { code } } }"
+    )
     body = await graphql(http, add, token=provider.school.admin_token)
     assert body["data"]["addUser"]["errors"] == [{"code": "MANAGED_BY_PROVIDER"}]
 
 
 # Issuing provisioning tokens
 
-async def test_admins_issue_provisioning_tokens_for_managed_schools_only(provider: Provisioning,
-                                                                        http: httpx.AsyncClient,
-                                                                        school: SchoolFixture) -> None:
-    issued = (await graphql(http, CREATE_TOKEN, {"scopes": ["PROVISION"]}, token=provider.school.admin_token))
+
+async def test_admins_issue_provisioning_tokens_for_managed_schools_only(
+    provider: Provisioning, http: httpx.AsyncClient, school: SchoolFixture
+) -> None:
+    issued = await graphql(http, CREATE_TOKEN, {"scopes": ["PROVISION"]}, token=provider.school.admin_token)
     created = issued["data"]["createApiToken"]
     assert created["errors"] == [] and created["apiToken"]["scopes"] == ["PROVISION"]
     works = await http.get("/scim/v2/Users", headers={"Authorization": f"Bearer {created['token']}"})
     assert works.status_code == 200
-    mixed = await graphql(http, CREATE_TOKEN, {"scopes": ["PROVISION", "ROSTER_READ"]},
-                          token=provider.school.admin_token)
+    mixed = await graphql(
+        http, CREATE_TOKEN, {"scopes": ["PROVISION", "ROSTER_READ"]}, token=provider.school.admin_token
+    )
     assert [e["code"] for e in mixed["data"]["createApiToken"]["errors"]] == ["INVALID_INPUT"]
     manual = await graphql(http, CREATE_TOKEN, {"scopes": ["PROVISION"]}, token=school.admin_token)
     assert manual["data"]["createApiToken"]["token"] is None
@@ -643,10 +825,13 @@ async def test_admins_issue_provisioning_tokens_for_managed_schools_only(provide
 
 
 @pytest.mark.slow
-async def test_the_command_line_prints_a_provisioning_token_once(migrated: EmbeddedServer,
-                                                                owner_engine: AsyncEngine, db: Database,
-                                                                http: httpx.AsyncClient,
-                                                                school: SchoolFixture) -> None:
+async def test_the_command_line_prints_a_provisioning_token_once(
+    migrated: EmbeddedServer,
+    owner_engine: AsyncEngine,
+    db: Database,
+    http: httpx.AsyncClient,
+    school: SchoolFixture,
+) -> None:
     managed = await make_school(owner_engine, db, provider=Provider.HWB)
     urls = migrated.urls()
     env = {**os.environ, "DATABASE_URL": urls.owner, "APP_DATABASE_URL": urls.app}
@@ -658,52 +843,101 @@ async def test_the_command_line_prints_a_provisioning_token_once(migrated: Embed
     async with school_scope(db, managed.id) as session:
         stored = (await session.execute(text("select name, scopes from api_tokens"))).one()
     assert tuple(stored) == ("Provisioning", ["PROVISION"])
-    for slug, why in (("no-such-school", "No school has the slug 'no-such-school'."),
-                      (school.slug, "by hand")):
+    for slug, why in (
+        ("no-such-school", "No school has the slug 'no-such-school'."),
+        (school.slug, "by hand"),
+    ):
         refused = await asyncio.to_thread(rollcall, env, "school", "provisioning-token", "--slug", slug)
         assert refused.returncode == 2 and why in refused.stderr and "Traceback" not in refused.stderr
 
 
 # Discovery
 
+
 async def test_discovery_describes_what_rollcall_keeps(provider: Provisioning) -> None:
     config = await provider.ok("GET", "/ServiceProviderConfig")
     assert {key: config[key]["supported"] for key in ("patch", "bulk", "filter", "sort", "etag")} == {
-        "patch": True, "bulk": False, "filter": True, "sort": True, "etag": True}
+        "patch": True,
+        "bulk": False,
+        "filter": True,
+        "sort": True,
+        "etag": True,
+    }
     types = await provider.ok("GET", "/ResourceTypes")
     assert [t["endpoint"] for t in types["Resources"]] == ["/Users", "/Groups"]
     schema = await provider.ok("GET", f"/Schemas/{USER}")
-    assert [a["name"] for a in schema["attributes"]] == ["userName", "name", "userType", "active",
-                                                         "password", "groups"]
+    assert [a["name"] for a in schema["attributes"]] == [
+        "userName",
+        "name",
+        "userType",
+        "active",
+        "password",
+        "groups",
+    ]
     extension = await provider.ok("GET", f"/Schemas/{CLASS}")
     assert extension["attributes"][0]["canonicalValues"] == ["registration", "teaching"]
 
 
 # The filter language
 
-@pytest.mark.parametrize(("text", "parsed"), [
-    ('userName eq "bjensen"', Compare("userName", "eq", "bjensen")),
-    ('userName Eq "a" OR name.familyName sw "b" and active eq true',
-     Logical("or", Compare("userName", "eq", "a"),
-             Logical("and", Compare("name.familyName", "sw", "b"), Compare("active", "eq", True)))),
-    ('(userName eq "a" or userName eq "b") and not (active eq false)',
-     Logical("and", Logical("or", Compare("userName", "eq", "a"), Compare("userName", "eq", "b")),
-             Not(Compare("active", "eq", False)))),
-    ('members[value eq "1" and type eq "User"]',
-     ValuePath("members", Logical("and", Compare("value", "eq", "1"), Compare("type", "eq", "User")))),
-    ('title pr', Compare("title", "pr")),
-    ('x ge 1.5 and y lt -2 and z eq null',
-     Logical("and", Logical("and", Compare("x", "ge", 1.5), Compare("y", "lt", -2)),
-             Compare("z", "eq", None))),
-    (r'userName eq "a \"quoted\" name"', Compare("userName", "eq", 'a "quoted" name')),
-])
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ('userName eq "bjensen"', Compare("userName", "eq", "bjensen")),
+        (
+            'userName Eq "a" OR name.familyName sw "b" and active eq true',
+            Logical(
+                "or",
+                Compare("userName", "eq", "a"),
+                Logical("and", Compare("name.familyName", "sw", "b"), Compare("active", "eq", True)),
+            ),
+        ),
+        (
+            '(userName eq "a" or userName eq "b") and not (active eq false)',
+            Logical(
+                "and",
+                Logical("or", Compare("userName", "eq", "a"), Compare("userName", "eq", "b")),
+                Not(Compare("active", "eq", False)),
+            ),
+        ),
+        (
+            'members[value eq "1" and type eq "User"]',
+            ValuePath("members", Logical("and", Compare("value", "eq", "1"), Compare("type", "eq", "User"))),
+        ),
+        ("title pr", Compare("title", "pr")),
+        (
+            "x ge 1.5 and y lt -2 and z eq null",
+            Logical(
+                "and",
+                Logical("and", Compare("x", "ge", 1.5), Compare("y", "lt", -2)),
+                Compare("z", "eq", None),
+            ),
+        ),
+        (r'userName eq "a \"quoted\" name"', Compare("userName", "eq", 'a "quoted" name')),
+    ],
+)
 def test_filters_parse(text: str, parsed: Any) -> None:
     assert parse_filter(text) == parsed
 
 
-@pytest.mark.parametrize("text", ["", "userName", 'userName eq', 'userName like "a"', '(userName eq "a"',
-                                  'userName eq "a', 'userName eq a', 'userName eq "a" and', 'eq eq "a"',
-                                  'userName eq "a" userName', r'userName eq "\q"', 'members[value eq "a"'])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "userName",
+        "userName eq",
+        'userName like "a"',
+        '(userName eq "a"',
+        'userName eq "a',
+        "userName eq a",
+        'userName eq "a" and',
+        'eq eq "a"',
+        'userName eq "a" userName',
+        r'userName eq "\q"',
+        'members[value eq "a"',
+    ],
+)
 def test_bad_filters_say_what_is_wrong(text: str) -> None:
     with pytest.raises(FilterSyntaxError):
         parse_filter(text)
@@ -712,8 +946,9 @@ def test_bad_filters_say_what_is_wrong(text: str) -> None:
 def test_patch_paths_parse() -> None:
     assert parse_path("name.givenName") == PatchPath("name.givenName")
     assert parse_path('members[value eq "2819c"]') == PatchPath("members", Compare("value", "eq", "2819c"))
-    assert parse_path('emails[type eq "work"].value') == PatchPath("emails", Compare("type", "eq", "work"),
-                                                                   "value")
+    assert parse_path('emails[type eq "work"].value') == PatchPath(
+        "emails", Compare("type", "eq", "work"), "value"
+    )
     for bad in ('members[value eq "a"]x', "name given", 'members[value eq "a"].'):
         with pytest.raises(FilterSyntaxError):
             parse_path(bad)
@@ -727,13 +962,16 @@ async def test_a_user_type_is_mapped_both_ways(provider: Provisioning, db: Datab
 
 # What a provider manages: the users it provisioned, and no one else
 
+
 async def made_in_rollcall(provider: Provisioning, db: Database) -> dict[str, uuid.UUID]:
     """The admin from the command line, and a teacher and a pupil made in Rollcall, each in a registration
     class of their own."""
     school = provider.school
-    made = {"admin": school.admin_id,
-            "here.teacher": await make_user(db, school, type=UserType.TEACHER, username="here.teacher"),
-            "here.pupil": await make_user(db, school, username="here.pupil")}
+    made = {
+        "admin": school.admin_id,
+        "here.teacher": await make_user(db, school, type=UserType.TEACHER, username="here.teacher"),
+        "here.pupil": await make_user(db, school, username="here.pupil"),
+    }
     for username, user_id in made.items():
         await make_class(db, school, f"Form of {username}", user_id)
     return made
@@ -751,13 +989,15 @@ async def test_a_provider_never_sees_users_made_in_rollcall(provider: Provisioni
         assert await provider.users(filter=f'userName eq "{username}"') == []
         assert await provider.users(filter=f'id eq "{user_id}"') == []
         assert scim_error(await provider.request("GET", f"/Users/{user_id}")) == (404, None)
-    searched = await provider.ok("POST", "/Users/.search", {"schemas": [SEARCH_REQUEST],
-                                                             "filter": "userName pr"})
+    searched = await provider.ok(
+        "POST", "/Users/.search", {"schemas": [SEARCH_REQUEST], "filter": "userName pr"}
+    )
     assert [r["id"] for r in searched["Resources"]] == [amy["id"]]
 
 
-async def test_a_provider_cannot_change_sign_in_as_or_remove_the_admin(provider: Provisioning, db: Database,
-                                                                      http: httpx.AsyncClient) -> None:
+async def test_a_provider_cannot_change_sign_in_as_or_remove_the_admin(
+    provider: Provisioning, db: Database, http: httpx.AsyncClient
+) -> None:
     # given the admin made with the command line, and users made in Rollcall
     made = await made_in_rollcall(provider, db)
     before = await roster(http, provider.school)
@@ -766,16 +1006,30 @@ async def test_a_provider_cannot_change_sign_in_as_or_remove_the_admin(provider:
     for user_id in made.values():
         path = f"/Users/{user_id}"
         attempts = [
-            await provider.request("PUT", path, {"schemas": [USER], "userName": "taken.over",
-                                                 "userType": "Teacher", "password": "the-provider-knows-it"}),
-            await provider.request("PATCH", path, patch_op({"op": "replace", "path": "password",
-                                                            "value": "the-provider-knows-it"})),
-            await provider.request("PATCH", path, patch_op({"op": "replace", "path": "userName",
-                                                            "value": "taken.over"})),
-            await provider.request("PATCH", path, patch_op({"op": "replace", "path": "active",
-                                                            "value": False})),
-            await provider.request("PATCH", path, patch_op({"op": "replace", "path": "name.familyName",
-                                                            "value": "Nobody"})),
+            await provider.request(
+                "PUT",
+                path,
+                {
+                    "schemas": [USER],
+                    "userName": "taken.over",
+                    "userType": "Teacher",
+                    "password": "the-provider-knows-it",
+                },
+            ),
+            await provider.request(
+                "PATCH",
+                path,
+                patch_op({"op": "replace", "path": "password", "value": "the-provider-knows-it"}),
+            ),
+            await provider.request(
+                "PATCH", path, patch_op({"op": "replace", "path": "userName", "value": "taken.over"})
+            ),
+            await provider.request(
+                "PATCH", path, patch_op({"op": "replace", "path": "active", "value": False})
+            ),
+            await provider.request(
+                "PATCH", path, patch_op({"op": "replace", "path": "name.familyName", "value": "Nobody"})
+            ),
             await provider.request("DELETE", path),
         ]
 
@@ -790,28 +1044,38 @@ async def test_a_provider_cannot_change_sign_in_as_or_remove_the_admin(provider:
     assert (await graphql(http, LOGIN, {**login, "p": ADMIN_PASSWORD}))["data"]["login"]["token"]
 
 
-async def test_a_provider_cannot_take_a_username_or_grant_admin(provider: Provisioning, db: Database,
-                                                                owner_engine: AsyncEngine) -> None:
+async def test_a_provider_cannot_take_a_username_or_grant_admin(
+    provider: Provisioning, db: Database, owner_engine: AsyncEngine
+) -> None:
     # given the admin, a user made in Rollcall and one the provider provisioned
     await made_in_rollcall(provider, db)
     amy = await provider.create_user("amy.b")
 
     # then no userName of theirs can be created or taken by rename, and the answer says no more than for
     # a clash with one of the provider's own users
-    clashes = [await provider.request("POST", "/Users", {"schemas": [USER], "userName": name,
-                                                         "userType": "Pupil"})
-               for name in ("ADMIN", "here.pupil", "amy.b")]
-    clashes.append(await provider.request("PATCH", f"/Users/{amy['id']}", patch_op(
-        {"op": "replace", "path": "userName", "value": "admin"})))
+    clashes = [
+        await provider.request("POST", "/Users", {"schemas": [USER], "userName": name, "userType": "Pupil"})
+        for name in ("ADMIN", "here.pupil", "amy.b")
+    ]
+    clashes.append(
+        await provider.request(
+            "PATCH", f"/Users/{amy['id']}", patch_op({"op": "replace", "path": "userName", "value": "admin"})
+        )
+    )
     assert [scim_error(response) for response in clashes] == [(409, "uniqueness")] * 4
     assert [response.json()["detail"] for response in clashes] == [
-        "The userName 'ADMIN' is already taken.", "The userName 'here.pupil' is already taken.",
-        "The userName 'amy.b' is already taken.", "The userName 'admin' is already taken."]
+        "The userName 'ADMIN' is already taken.",
+        "The userName 'here.pupil' is already taken.",
+        "The userName 'amy.b' is already taken.",
+        "The userName 'admin' is already taken.",
+    ]
 
     # and nothing the provider sends makes its user an admin
-    for attempt in ({"op": "add", "path": "roles", "value": [{"value": "admin"}]},
-                    {"op": "replace", "value": {"isAdmin": True, "userType": "Teacher"}},
-                    {"op": "replace", "path": "userType", "value": "Admin"}):
+    for attempt in (
+        {"op": "add", "path": "roles", "value": [{"value": "admin"}]},
+        {"op": "replace", "value": {"isAdmin": True, "userType": "Teacher"}},
+        {"op": "replace", "path": "userType", "value": "Admin"},
+    ):
         await provider.request("PATCH", f"/Users/{amy['id']}", patch_op(attempt))
     async with async_sessionmaker(owner_engine)() as session, session.begin():
         await bind_school(session, provider.school.id)
@@ -819,8 +1083,9 @@ async def test_a_provider_cannot_take_a_username_or_grant_admin(provider: Provis
     assert admins == ["admin"]
 
 
-async def test_a_provisioned_user_made_admin_is_no_longer_the_providers(provider: Provisioning,
-                                                                       db: Database) -> None:
+async def test_a_provisioned_user_made_admin_is_no_longer_the_providers(
+    provider: Provisioning, db: Database
+) -> None:
     # given a provisioned teacher whom the school made an admin
     tess = await provider.create_user("tess.t", "Teacher")
     async with school_scope(db, provider.school.id) as session:
@@ -828,13 +1093,17 @@ async def test_a_provisioned_user_made_admin_is_no_longer_the_providers(provider
 
     # then the provider can no longer read, change or remove them
     assert await provider.users() == []
-    patched = await provider.request("PATCH", f"/Users/{tess['id']}", patch_op(
-        {"op": "replace", "path": "password", "value": "the-provider-knows-it"}))
+    patched = await provider.request(
+        "PATCH",
+        f"/Users/{tess['id']}",
+        patch_op({"op": "replace", "path": "password", "value": "the-provider-knows-it"}),
+    )
     assert scim_error(patched) == (404, None)
 
 
 async def test_a_provider_cannot_move_users_it_does_not_manage_between_classes(
-        provider: Provisioning, db: Database, http: httpx.AsyncClient) -> None:
+    provider: Provisioning, db: Database, http: httpx.AsyncClient
+) -> None:
     # given the admin and users made in Rollcall, each in their own registration class
     made = await made_in_rollcall(provider, db)
     amy = await provider.create_user("amy.b")
@@ -848,18 +1117,42 @@ async def test_a_provider_cannot_move_users_it_does_not_manage_between_classes(
     # teaching classes (which would move them out of their registration class)
     attempts = []
     for user_id in made.values():
-        attempts.append(await provider.request("PATCH", f"/Groups/{group['id']}", patch_op(
-            {"op": "add", "path": "members", "value": [{"value": str(user_id)}]})))
-        attempts.append(await provider.request("PUT", f"/Groups/{group['id']}", {
-            "schemas": [GROUP], "displayName": "7A", "members": [{"value": str(user_id)}],
-            CLASS: {"kind": "registration"}}))
+        attempts.append(
+            await provider.request(
+                "PATCH",
+                f"/Groups/{group['id']}",
+                patch_op({"op": "add", "path": "members", "value": [{"value": str(user_id)}]}),
+            )
+        )
+        attempts.append(
+            await provider.request(
+                "PUT",
+                f"/Groups/{group['id']}",
+                {
+                    "schemas": [GROUP],
+                    "displayName": "7A",
+                    "members": [{"value": str(user_id)}],
+                    CLASS: {"kind": "registration"},
+                },
+            )
+        )
     assert [scim_error(response) for response in attempts] == [(400, "invalidValue")] * len(attempts)
-    emptied = await provider.request("PUT", f"/Groups/{admin_form['id']}", {
-        "schemas": [GROUP, CLASS], "displayName": "Form of admin", "members": [],
-        CLASS: {"kind": "registration"}})
+    emptied = await provider.request(
+        "PUT",
+        f"/Groups/{admin_form['id']}",
+        {
+            "schemas": [GROUP, CLASS],
+            "displayName": "Form of admin",
+            "members": [],
+            CLASS: {"kind": "registration"},
+        },
+    )
     assert emptied.status_code == 200, emptied.text
-    turned = await provider.request("PATCH", f"/Groups/{admin_form['id']}", patch_op(
-        {"op": "replace", "path": f"{CLASS}:kind", "value": "teaching"}))
+    turned = await provider.request(
+        "PATCH",
+        f"/Groups/{admin_form['id']}",
+        patch_op({"op": "replace", "path": f"{CLASS}:kind", "value": "teaching"}),
+    )
     assert scim_error(turned) == (400, "mutability")
     filtered = await provider.ok("GET", "/Groups", filter=f'members[value eq "{made["admin"]}"]')
     assert filtered["totalResults"] == 0
@@ -869,7 +1162,8 @@ async def test_a_provider_cannot_move_users_it_does_not_manage_between_classes(
 
 
 async def test_the_migration_gives_a_provider_the_users_it_created_before(
-        provider: Provisioning, db: Database, owner_engine: AsyncEngine) -> None:
+    provider: Provisioning, db: Database, owner_engine: AsyncEngine
+) -> None:
     # given users a provider created, and one made here, as they were before Rollcall recorded who provisioned
     with_external_id = await provider.create_user("amy.b", externalId="entra-amy")
     without = await provider.create_user("ben.c")
@@ -880,7 +1174,8 @@ async def test_the_migration_gives_a_provider_the_users_it_created_before(
 
     # when the migration's backfill runs
     spec = importlib.util.spec_from_file_location(
-        "provisioned_users", Path(__file__).parents[1] / "db/migrations/versions/0008_provisioned_users.py")
+        "provisioned_users", Path(__file__).parents[1] / "db/migrations/versions/0008_provisioned_users.py"
+    )
     assert spec is not None and spec.loader is not None
     migration = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(migration)
@@ -890,6 +1185,7 @@ async def test_the_migration_gives_a_provider_the_users_it_created_before(
 
     # then the provider knows exactly its own users again
     assert sorted(await provider.users()) == ["amy.b", "ben.c"]
-    assert {with_external_id["id"], without["id"]} == {r["id"] for r in (await provider.ok("GET", "/Users"))
-                                                       ["Resources"]}
+    assert {with_external_id["id"], without["id"]} == {
+        r["id"] for r in (await provider.ok("GET", "/Users"))["Resources"]
+    }
     assert scim_error(await provider.request("GET", f"/Users/{here}")) == (404, None)

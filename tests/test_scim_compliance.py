@@ -25,22 +25,40 @@ EXPECTED_SKIPS = {("User", "search_with_attributes"), ("Group", "search_with_att
 MUST_PASS = {
     (resource_type, check)
     for resource_type in ("User", "Group")
-    for check in ("object_creation", "object_query", "object_query_without_id",
-                  "object_query_with_attributes", "object_list_with_attributes", "object_replacement",
-                  "object_deletion", "check_add_attribute", "check_remove_attribute",
-                  "check_replace_attribute")
-} | {(None, check) for check in ("service_provider_config_endpoint", "query_all_resource_types",
-                                 "query_all_schemas", "access_schema_by_id", "random_url")}
+    for check in (
+        "object_creation",
+        "object_query",
+        "object_query_without_id",
+        "object_query_with_attributes",
+        "object_list_with_attributes",
+        "object_replacement",
+        "object_deletion",
+        "check_add_attribute",
+        "check_remove_attribute",
+        "check_replace_attribute",
+    )
+} | {
+    (None, check)
+    for check in (
+        "service_provider_config_endpoint",
+        "query_all_resource_types",
+        "query_all_schemas",
+        "access_schema_by_id",
+        "random_url",
+    )
+}
 
 
-async def test_scim2_tester_finds_nothing_wrong(server_url: str, owner_engine: AsyncEngine,
-                                                db: Database) -> None:
+async def test_scim2_tester_finds_nothing_wrong(
+    server_url: str, owner_engine: AsyncEngine, db: Database
+) -> None:
     school = await make_school(owner_engine, db, provider=Provider.HWB)
     token = await make_api_token(db, school, [ApiScope.PROVISION])
 
     def check() -> list[CheckResult]:
-        with httpx2.Client(base_url=f"{server_url}/scim/v2", headers={"Authorization": f"Bearer {token}"},
-                           timeout=30) as client:
+        with httpx2.Client(
+            base_url=f"{server_url}/scim/v2", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        ) as client:
             return check_server(SyncSCIMClient(client))
 
     # scim2-tester is synchronous; the server runs in this event loop, so the checker gets a thread.

@@ -23,10 +23,18 @@ async def test_readyz_checks_the_database(http: httpx.AsyncClient) -> None:
 
 async def test_school_answers_the_callers_own_school(http: httpx.AsyncClient, school: SchoolFixture) -> None:
     body = await graphql(http, SCHOOL, token=school.admin_token)
-    assert body == {"data": {"school": {
-        "id": str(school.id), "slug": school.slug, "name": f"School {school.slug}", "provider": "MANUAL",
-        "pupilMinPasswordLength": 4, "qrSignInEnabled": True,
-    }}}
+    assert body == {
+        "data": {
+            "school": {
+                "id": str(school.id),
+                "slug": school.slug,
+                "name": f"School {school.slug}",
+                "provider": "MANUAL",
+                "pupilMinPasswordLength": 4,
+                "qrSignInEnabled": True,
+            }
+        }
+    }
 
 
 async def test_school_without_a_token_is_unauthenticated(http: httpx.AsyncClient) -> None:

@@ -57,34 +57,45 @@ def from_browser(client: str, device: str | None) -> dict[str, str]:
     return {"X-Forwarded-For": client, **({"Cookie": f"{DEVICE_COOKIE}={device}"} if device else {})}
 
 
-async def login_from(http: httpx.AsyncClient, client: str, school: str, username: str, password: str,
-                     device: str | None = None) -> tuple[str | None, str | None]:
+async def login_from(
+    http: httpx.AsyncClient, client: str, school: str, username: str, password: str, device: str | None = None
+) -> tuple[str | None, str | None]:
     """Sign in from `client`, with the device cookie `device` if given: the error code (None when signed in)
     and the device cookie the answer sets, if any."""
-    response = await http.post("/graphql", json={"query": LOGIN, "variables": {
-        "school": school, "username": username, "password": password}},
-        headers=from_browser(client, device))
+    response = await http.post(
+        "/graphql",
+        json={"query": LOGIN, "variables": {"school": school, "username": username, "password": password}},
+        headers=from_browser(client, device),
+    )
     http.cookies.clear()
     errors = response.json()["data"]["login"]["errors"]
     return (errors[0]["code"] if errors else None), response.cookies.get(DEVICE_COOKIE)
 
 
-async def fail_from(http: httpx.AsyncClient, client: str, school: str, username: str, times: int,
-                    device: str | None = None) -> list[str]:
+async def fail_from(
+    http: httpx.AsyncClient, client: str, school: str, username: str, times: int, device: str | None = None
+) -> list[str]:
     """`times` wrong passwords from `client`, packed fifteen to a request; their error codes."""
     codes: list[str] = []
     while len(codes) < times:
-        aliased = "mutation {" + " ".join(
-            f'a{i}: login(school: "{school}", username: "{username}", password: "guess{i}") '
-            '{ errors { code } }'
-            for i in range(min(15, times - len(codes)))) + "}"
+        aliased = (
+            "mutation {"
+            + " ".join(
+                f'a{i}: login(school: "{school}", username: "{username}", password: "guess{i}") '
+                "{ errors { code } }"
+                for i in range(min(15, times - len(codes)))
+            )
+            + "}"
+        )
         response = await http.post("/graphql", json={"query": aliased}, headers=from_browser(client, device))
         http.cookies.clear()
         codes += [payload["errors"][0]["code"] for payload in response.json()["data"].values()]
     return codes
 
 
-async def test_login_returns_a_session_token_and_the_user(http: httpx.AsyncClient, school: SchoolFixture) -> None:
+async def test_login_returns_a_session_token_and_the_user(
+    http: httpx.AsyncClient, school: SchoolFixture
+) -> None:
     payload = await login(http, school.slug, "ADMIN", ADMIN_PASSWORD)
     assert payload["errors"] == []
     assert payload["user"] == {"id": str(school.admin_id), "username": "admin", "type": "TEACHER"}
@@ -108,8 +119,13 @@ async def test_the_session_is_stored_only_as_a_sha256_hash(
 async def test_the_browser_gets_an_httponly_samesite_cookie_and_must_send_the_csrf_header(
     http: httpx.AsyncClient, school: SchoolFixture
 ) -> None:
-    response = await http.post("/graphql", json={"query": LOGIN, "variables": {
-        "school": school.slug, "username": "admin", "password": ADMIN_PASSWORD}})
+    response = await http.post(
+        "/graphql",
+        json={
+            "query": LOGIN,
+            "variables": {"school": school.slug, "username": "admin", "password": ADMIN_PASSWORD},
+        },
+    )
     cookie = response.headers["set-cookie"]
     assert "rollcall_session=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
     # The client now holds the cookie; a POST without the CSRF header is refused.
@@ -132,9 +148,17 @@ async def test_every_kind_of_wrong_sign_in_gets_the_same_answer(
         await login(http, school.slug, "gone", "gone-pass"),
         await login(http, school.slug, "admin", "wrong-password"),
     ]
-    expected = {"token": None, "user": None, "errors": [{
-        "code": "INVALID_CREDENTIALS", "message": "That school, username and password do not match an account.",
-        "field": None}]}
+    expected = {
+        "token": None,
+        "user": None,
+        "errors": [
+            {
+                "code": "INVALID_CREDENTIALS",
+                "message": "That school, username and password do not match an account.",
+                "field": None,
+            }
+        ],
+    }
     assert answers == [expected] * 4
 
 
@@ -152,8 +176,9 @@ async def test_an_unknown_user_costs_as_much_time_as_a_wrong_password(
     assert unknown > wrong * 0.5
 
 
-async def test_usernames_match_case_insensitively(http: httpx.AsyncClient, db: Database,
-                                                  school: SchoolFixture) -> None:
+async def test_usernames_match_case_insensitively(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     await make_user(db, school, username="Amy.Brown", password="pupil-pass")
     assert (await login(http, school.slug.upper(), "amy.brown", "pupil-pass"))["errors"] == []
 
@@ -181,23 +206,40 @@ async def test_a_session_ends_when_idle_too_long_and_at_its_absolute_lifetime(
     idle = await sign_in_as(db, school, school.admin_id)
     old = await sign_in_as(db, school, school.admin_id)
     async with school_scope(db, school.id) as session:
-        await session.execute(text("update sessions set last_seen_at = now() - interval '61 minutes' "
-                                   "where token_hash = sha256(convert_to(:t, 'utf8'))"), {"t": idle})
-        await session.execute(text("update sessions set expires_at = now() - interval '1 second' "
-                                   "where token_hash = sha256(convert_to(:t, 'utf8'))"), {"t": old})
+        await session.execute(
+            text(
+                "update sessions set last_seen_at = now() - interval '61 minutes' "
+                "where token_hash = sha256(convert_to(:t, 'utf8'))"
+            ),
+            {"t": idle},
+        )
+        await session.execute(
+            text(
+                "update sessions set expires_at = now() - interval '1 second' "
+                "where token_hash = sha256(convert_to(:t, 'utf8'))"
+            ),
+            {"t": old},
+        )
     for token in (idle, old):
-        assert (await graphql(http, SCHOOL, token=token))["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        assert (await graphql(http, SCHOOL, token=token))["errors"][0]["extensions"][
+            "code"
+        ] == "UNAUTHENTICATED"
 
 
-async def test_an_old_hash_is_upgraded_at_sign_in(http: httpx.AsyncClient, db: Database,
-                                                 school: SchoolFixture) -> None:
+async def test_an_old_hash_is_upgraded_at_sign_in(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     old = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash("old-hash-pass")
     user = await make_user(db, school, username="oldhash", password="x")
     async with school_scope(db, school.id) as session:
-        await session.execute(text("update users set password_hash = :h where id = :id"), {"h": old, "id": user})
+        await session.execute(
+            text("update users set password_hash = :h where id = :id"), {"h": old, "id": user}
+        )
     assert (await login(http, school.slug, "oldhash", "old-hash-pass"))["errors"] == []
     async with school_scope(db, school.id) as session:
-        new = (await session.execute(text("select password_hash from users where id = :id"), {"id": user})).scalar()
+        new = (
+            await session.execute(text("select password_hash from users where id = :id"), {"id": user})
+        ).scalar()
     assert new.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     assert (await login(http, school.slug, "oldhash", "old-hash-pass"))["errors"] == []
 
@@ -205,14 +247,19 @@ async def test_an_old_hash_is_upgraded_at_sign_in(http: httpx.AsyncClient, db: D
 async def test_must_change_password_allows_only_changing_it(
     http: httpx.AsyncClient, db: Database, school: SchoolFixture
 ) -> None:
-    await make_user(db, school, username="newbie", password="first-pass", type=UserType.TEACHER,
-                    must_change_password=True)
+    await make_user(
+        db, school, username="newbie", password="first-pass", type=UserType.TEACHER, must_change_password=True
+    )
     token = (await login(http, school.slug, "newbie", "first-pass"))["token"]
     gate = await graphql(http, SCHOOL, token=token)
     assert gate["errors"][0]["extensions"]["code"] == "PASSWORD_CHANGE_REQUIRED"
     assert (await graphql(http, ME, token=token))["data"]["me"]["mustChangePassword"] is True
-    changed = await graphql(http, CHANGE, {"current": "first-pass", "new": "my-own-secret", "confirm": "my-own-secret"},
-                            token=token)
+    changed = await graphql(
+        http,
+        CHANGE,
+        {"current": "first-pass", "new": "my-own-secret", "confirm": "my-own-secret"},
+        token=token,
+    )
     assert changed["data"]["changeMyPassword"]["errors"] == []
     assert changed["data"]["changeMyPassword"]["user"]["mustChangePassword"] is False
     assert (await graphql(http, SCHOOL, token=token))["data"]["school"]["slug"] == school.slug
@@ -232,16 +279,20 @@ async def test_change_my_password_checks_everything_and_ends_other_sessions(
 
     assert [e["code"] for e in await change("wrong", "fine-password", "fine-password")] == ["REAUTH_FAILED"]
     assert [e["code"] for e in await change("teacher-pass", "fine-password", "Fine-password")] == [
-        "PASSWORDS_DO_NOT_MATCH"]
+        "PASSWORDS_DO_NOT_MATCH"
+    ]
     assert [e["code"] for e in await change("teacher-pass", "short", "short")] == ["PASSWORD_TOO_WEAK"]
-    assert [e["code"] for e in await change("teacher-pass", "Password123", "Password123")] == ["PASSWORD_TOO_WEAK"]
+    assert [e["code"] for e in await change("teacher-pass", "Password123", "Password123")] == [
+        "PASSWORD_TOO_WEAK"
+    ]
     assert await change("teacher-pass", "fine-password", "fine-password") == []
     assert (await graphql(http, ME, token=token))["data"]["me"]["username"] == "t1"
     assert (await graphql(http, ME, token=other))["data"]["me"] is None
 
 
-async def test_pupils_follow_the_schools_own_minimum(http: httpx.AsyncClient, db: Database,
-                                                     school: SchoolFixture) -> None:
+async def test_pupils_follow_the_schools_own_minimum(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     pupil = await make_user(db, school, username="p1", password="cat1")
     token = await sign_in_as(db, school, pupil)
     short = await graphql(http, CHANGE, {"current": "cat1", "new": "dog", "confirm": "dog"}, token=token)
@@ -259,34 +310,56 @@ async def test_repeated_failed_reauthentication_ends_the_session(
 ) -> None:
     teacher = await make_user(db, school, username="t2", password="teacher-pass", type=UserType.TEACHER)
     token = await sign_in_as(db, school, teacher)
-    aliased = "mutation {" + " ".join(
-        f'a{i}: changeMyPassword(currentPassword: "guess{i}", newPassword: "x-new-pass", confirmPassword: '
-        f'"x-new-pass") {{ errors {{ code message }} }}' for i in range(6)) + "}"
+    aliased = (
+        "mutation {"
+        + " ".join(
+            f'a{i}: changeMyPassword(currentPassword: "guess{i}", newPassword: "x-new-pass", confirmPassword: '
+            f'"x-new-pass") {{ errors {{ code message }} }}'
+            for i in range(6)
+        )
+        + "}"
+    )
     body = await graphql(http, aliased, token=token)
     assert {payload["errors"][0]["code"] for payload in body["data"].values()} == {"REAUTH_FAILED"}
     assert (await graphql(http, ME, token=token))["data"]["me"] is None
     # The right password does not help a session that has been ended.
-    again = await graphql(http, CHANGE, {"current": "teacher-pass", "new": "fine-password", "confirm": "fine-password"},
-                          token=token)
+    again = await graphql(
+        http,
+        CHANGE,
+        {"current": "teacher-pass", "new": "fine-password", "confirm": "fine-password"},
+        token=token,
+    )
     assert again["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
 
 
 async def test_sign_in_is_throttled_per_account_even_with_aliases(
     http: httpx.AsyncClient, school: SchoolFixture
 ) -> None:
-    aliased = "mutation {" + " ".join(
-        f'a{i}: login(school: "{school.slug}", username: "admin", password: "guess{i}") {{ errors {{ code }} }}'
-        for i in range(14)) + "}"
+    aliased = (
+        "mutation {"
+        + " ".join(
+            f'a{i}: login(school: "{school.slug}", username: "admin", password: "guess{i}") {{ errors {{ code }} }}'
+            for i in range(14)
+        )
+        + "}"
+    )
     body = await graphql(http, aliased)
     codes = [payload["errors"][0]["code"] for payload in body["data"].values()]
     assert codes.count("INVALID_CREDENTIALS") == 10
     assert codes.count("RATE_LIMITED") == 4
     locked = await login(http, school.slug, "admin", ADMIN_PASSWORD)
-    assert locked["errors"] == [{"code": "RATE_LIMITED", "field": None,
-                                 "message": "Too many attempts to sign in. Wait a few minutes and try again."}]
+    assert locked["errors"] == [
+        {
+            "code": "RATE_LIMITED",
+            "field": None,
+            "message": "Too many attempts to sign in. Wait a few minutes and try again.",
+        }
+    ]
 
 
-async def test_failures_slow_sign_in_down(http: httpx.AsyncClient, db: Database, school: SchoolFixture) -> None:
+async def test_failures_slow_sign_in_down(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
     await make_user(db, school, username="slow", password="pupil-pass")
     started = time.perf_counter()
     await asyncio.gather(*(login(http, school.slug, "slow", "nope") for _ in range(3)))
@@ -300,8 +373,10 @@ async def test_failures_slow_sign_in_down(http: httpx.AsyncClient, db: Database,
 
 async def test_sign_in_is_throttled_per_client_address(db: Database) -> None:
     client = "198.51.100.7"
-    results = [await throttle.count_attempt(db, account=f"school:user{i}", client=client, client_limit=5)
-               for i in range(7)]
+    results = [
+        await throttle.count_attempt(db, account=f"school:user{i}", client=client, client_limit=5)
+        for i in range(7)
+    ]
     assert [r.refused for r in results] == [False] * 5 + [True] * 2
     other = await throttle.count_attempt(db, account="school:someone", client="198.51.100.8", client_limit=5)
     assert not other.refused
@@ -327,12 +402,18 @@ async def test_a_browser_that_signed_in_before_gets_in_while_its_own_address_is_
     await make_user(db, school, username="ben", password="ben-pass")
     await make_user(db, school, username="cat", password="cat-pass")
     classroom = new_client()
-    response = await http.post("/graphql", json={"query": LOGIN, "variables": {
-        "school": school.slug, "username": "ben", "password": "ben-pass"}},
-        headers={"X-Forwarded-For": classroom})
+    response = await http.post(
+        "/graphql",
+        json={
+            "query": LOGIN,
+            "variables": {"school": school.slug, "username": "ben", "password": "ben-pass"},
+        },
+        headers={"X-Forwarded-For": classroom},
+    )
     http.cookies.clear()
-    (device_header,) = [header for header in response.headers.get_list("set-cookie")
-                        if header.startswith(f"{DEVICE_COOKIE}=")]
+    (device_header,) = [
+        header for header in response.headers.get_list("set-cookie") if header.startswith(f"{DEVICE_COOKIE}=")
+    ]
     assert "HttpOnly" in device_header and "SameSite=strict" in device_header
     device = response.cookies[DEVICE_COOKIE]
     await fail_from(http, classroom, school.slug, "ben", 15)
@@ -368,22 +449,29 @@ async def test_one_pupils_failures_do_not_refuse_the_others_behind_the_schools_a
 
 async def test_an_address_is_refused_after_failing_on_many_different_accounts(db: Database) -> None:
     client = new_client()
-    same = [await throttle.count_attempt(db, account="school:amy", client=client, client_limit=2)
-            for _ in range(5)]
-    others = [await throttle.count_attempt(db, account=f"school:user{i}", client=client, client_limit=2)
-              for i in range(3)]
+    same = [
+        await throttle.count_attempt(db, account="school:amy", client=client, client_limit=2)
+        for _ in range(5)
+    ]
+    others = [
+        await throttle.count_attempt(db, account=f"school:user{i}", client=client, client_limit=2)
+        for i in range(3)
+    ]
     assert [a.refused for a in same + others] == [False] * 5 + [False, True, True]
 
 
 async def test_guessing_from_many_addresses_stops_account_wide_but_not_for_a_trusted_browser(
-    db: Database
+    db: Database,
 ) -> None:
     account = f"school:{uuid.uuid4().hex}"
-    spread = [await throttle.count_attempt(db, account=account, client=new_client(), account_wide_limit=5)
-              for _ in range(7)]
+    spread = [
+        await throttle.count_attempt(db, account=account, client=new_client(), account_wide_limit=5)
+        for _ in range(7)
+    ]
     assert [a.refused for a in spread] == [False] * 5 + [True] * 2
-    trusted = await throttle.count_attempt(db, account=account, client=new_client(), device=b"d" * 16,
-                                           account_wide_limit=5)
+    trusted = await throttle.count_attempt(
+        db, account=account, client=new_client(), device=b"d" * 16, account_wide_limit=5
+    )
     assert not trusted.refused
 
 
@@ -392,8 +480,9 @@ def test_a_device_cookie_names_one_user_and_cannot_be_forged_or_kept_forever() -
     now = datetime.now(UTC)
     cookie = issue_device_cookie(secret=secret, school_id=school_id, user_id=user_id, now=now)
 
-    def check(value: str | None, *, key: bytes = secret, user: uuid.UUID = user_id,
-              at: datetime = now) -> bytes | None:
+    def check(
+        value: str | None, *, key: bytes = secret, user: uuid.UUID = user_id, at: datetime = now
+    ) -> bytes | None:
         return trusted_device(value, secret=key, school_id=school_id, user_id=user, now=at)
 
     device = check(cookie)

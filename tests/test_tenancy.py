@@ -26,18 +26,28 @@ async def fill_every_table(db: Database, school: SchoolFixture) -> None:
     pupil = await make_user(db, school)
     async with school_scope(db, school.id) as session:
         class_id = uuid.uuid4()
-        await session.execute(text(
-            "insert into classes (school_id, id, name, name_key, kind) "
-            "values (:s, :c, 'Year 1', 'year 1', 'REGISTRATION')"
-        ), {"s": school.id, "c": class_id})
-        await session.execute(text(
-            "insert into class_memberships (school_id, class_id, user_id, kind) values (:s, :c, :u, 'REGISTRATION')"
-        ), {"s": school.id, "c": class_id, "u": pupil})
-        await session.execute(text(
-            "insert into api_tokens (school_id, name, token_hash, scopes) values (:s, 'app', :h, '{ROSTER_READ}')"
-        ), {"s": school.id, "h": uuid.uuid4().bytes})
-        await session.execute(text("insert into import_jobs (school_id, file_name) values (:s, 'roster.csv')"),
-                              {"s": school.id})
+        await session.execute(
+            text(
+                "insert into classes (school_id, id, name, name_key, kind) "
+                "values (:s, :c, 'Year 1', 'year 1', 'REGISTRATION')"
+            ),
+            {"s": school.id, "c": class_id},
+        )
+        await session.execute(
+            text(
+                "insert into class_memberships (school_id, class_id, user_id, kind) values (:s, :c, :u, 'REGISTRATION')"
+            ),
+            {"s": school.id, "c": class_id, "u": pupil},
+        )
+        await session.execute(
+            text(
+                "insert into api_tokens (school_id, name, token_hash, scopes) values (:s, 'app', :h, '{ROSTER_READ}')"
+            ),
+            {"s": school.id, "h": uuid.uuid4().bytes},
+        )
+        await session.execute(
+            text("insert into import_jobs (school_id, file_name) values (:s, 'roster.csv')"), {"s": school.id}
+        )
 
 
 @pytest.fixture
@@ -56,13 +66,23 @@ async def test_every_table_with_school_id_is_a_known_tenant_table(db: Database) 
 
 async def test_application_role_is_neither_superuser_nor_owner_nor_bypassing_rls(db: Database) -> None:
     async with unbound_scope(db) as session:
-        role = (await session.execute(text(
-            "select rolname, rolsuper, rolbypassrls from pg_roles where rolname = current_user"
-        ))).one()
-        owned = (await session.execute(text(
-            "select relname from pg_class where relnamespace = 'public'::regnamespace "
-            "and relowner = (select oid from pg_roles where rolname = current_user)"
-        ))).scalars().all()
+        role = (
+            await session.execute(
+                text("select rolname, rolsuper, rolbypassrls from pg_roles where rolname = current_user")
+            )
+        ).one()
+        owned = (
+            (
+                await session.execute(
+                    text(
+                        "select relname from pg_class where relnamespace = 'public'::regnamespace "
+                        "and relowner = (select oid from pg_roles where rolname = current_user)"
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert role.rolname == "rollcall_app"
     assert not role.rolsuper and not role.rolbypassrls
     assert owned == []
@@ -70,10 +90,15 @@ async def test_application_role_is_neither_superuser_nor_owner_nor_bypassing_rls
 
 async def test_every_tenant_table_has_rls_enabled_and_forced(db: Database) -> None:
     async with unbound_scope(db) as session:
-        rows = (await session.execute(text(
-            "select relname, relrowsecurity, relforcerowsecurity from pg_class "
-            "where relnamespace = 'public'::regnamespace and relname = any(:tables)"
-        ), {"tables": [*TENANT_TABLES, "schools"]})).all()
+        rows = (
+            await session.execute(
+                text(
+                    "select relname, relrowsecurity, relforcerowsecurity from pg_class "
+                    "where relnamespace = 'public'::regnamespace and relname = any(:tables)"
+                ),
+                {"tables": [*TENANT_TABLES, "schools"]},
+            )
+        ).all()
     assert len(rows) == len(TENANT_TABLES) + 1
     for name, enabled, forced in rows:
         assert enabled and forced, name
@@ -81,7 +106,9 @@ async def test_every_tenant_table_has_rls_enabled_and_forced(db: Database) -> No
 
 async def test_every_key_of_every_tenant_table_includes_school_id(db: Database) -> None:
     async with unbound_scope(db) as session:
-        keys = (await session.execute(text("""
+        keys = (
+            await session.execute(
+                text("""
             select c.relname as table_name, k.conname, k.contype::text as contype,
                    array(select a.attname from pg_attribute a
                          where a.attrelid = k.conrelid and a.attnum = any(k.conkey)) as columns,
@@ -89,14 +116,22 @@ async def test_every_key_of_every_tenant_table_includes_school_id(db: Database) 
                          where a.attrelid = k.confrelid and a.attnum = any(k.confkey)) as referenced
             from pg_constraint k join pg_class c on c.oid = k.conrelid
             where c.relname = any(:tables) and k.contype in ('p', 'u', 'f')
-        """), {"tables": list(TENANT_TABLES)})).all()
-        unique_indexes = (await session.execute(text("""
+        """),
+                {"tables": list(TENANT_TABLES)},
+            )
+        ).all()
+        unique_indexes = (
+            await session.execute(
+                text("""
             select i.indexrelid::regclass::text as name,
                    array(select a.attname from pg_attribute a
                          where a.attrelid = i.indrelid and a.attnum = any(i.indkey)) as columns
             from pg_index i join pg_class c on c.oid = i.indrelid
             where c.relname = any(:tables) and i.indisunique
-        """), {"tables": list(TENANT_TABLES)})).all()
+        """),
+                {"tables": list(TENANT_TABLES)},
+            )
+        ).all()
     assert {k.contype for k in keys} == {"p", "u", "f"}
     for key in keys:
         assert "school_id" in key.columns, key.conname
@@ -129,11 +164,14 @@ async def test_writing_into_another_school_fails(
     with pytest.raises(DBAPIError, match="row-level security|permission denied"):
         async with school_scope(db, a.id) as session:
             # Copy one of A's rows, re-labelled as B's.
-            await session.execute(text(
-                f"insert into {table} select (jsonb_populate_record(null::{table}, to_jsonb(r) "
-                f"|| jsonb_build_object('school_id', cast(:b as uuid), 'id', gen_random_uuid()))).* "
-                f"from {table} r limit 1"
-            ), {"b": b.id})
+            await session.execute(
+                text(
+                    f"insert into {table} select (jsonb_populate_record(null::{table}, to_jsonb(r) "
+                    f"|| jsonb_build_object('school_id', cast(:b as uuid), 'id', gen_random_uuid()))).* "
+                    f"from {table} r limit 1"
+                ),
+                {"b": b.id},
+            )
     async with school_scope(db, b.id) as session:
         assert set((await session.execute(text(f"select school_id from {table}"))).scalars()) == {b.id}
 
@@ -143,10 +181,14 @@ async def test_updates_to_another_schools_rows_touch_nothing(
 ) -> None:
     a, b = two_schools
     async with school_scope(db, a.id) as session:
-        result = await session.execute(text("update users set surname = 'x' where school_id = :b"), {"b": b.id})
+        result = await session.execute(
+            text("update users set surname = 'x' where school_id = :b"), {"b": b.id}
+        )
         assert result.rowcount == 0  # type: ignore[attr-defined]
     async with school_scope(db, b.id) as session:
-        assert (await session.execute(text("select count(*) from users where surname = 'x'"))).scalar_one() == 0
+        assert (
+            await session.execute(text("select count(*) from users where surname = 'x'"))
+        ).scalar_one() == 0
 
 
 async def test_with_no_school_bound_every_tenant_table_reads_empty(
@@ -175,13 +217,19 @@ async def test_a_pooled_connection_carries_no_school_into_the_next_transaction(
         await single.dispose()
 
 
-async def test_a_second_registration_class_is_refused_by_the_database(db: Database, school: SchoolFixture) -> None:
+async def test_a_second_registration_class_is_refused_by_the_database(
+    db: Database, school: SchoolFixture
+) -> None:
     pupil = await make_user(db, school)
     first, second = uuid.uuid4(), uuid.uuid4()
-    insert_class = text("insert into classes (school_id, id, name, name_key, kind) "
-                        "values (:s, :c, :n, lower(cast(:n as varchar)), 'REGISTRATION')")
-    join = text("insert into class_memberships (school_id, class_id, user_id, kind) "
-                "values (:s, :c, :u, 'REGISTRATION')")
+    insert_class = text(
+        "insert into classes (school_id, id, name, name_key, kind) "
+        "values (:s, :c, :n, lower(cast(:n as varchar)), 'REGISTRATION')"
+    )
+    join = text(
+        "insert into class_memberships (school_id, class_id, user_id, kind) "
+        "values (:s, :c, :u, 'REGISTRATION')"
+    )
     async with school_scope(db, school.id) as session:
         await session.execute(insert_class, {"s": school.id, "c": first, "n": "P1"})
         await session.execute(insert_class, {"s": school.id, "c": second, "n": "P2"})
@@ -195,14 +243,22 @@ async def test_a_membership_cannot_claim_the_wrong_kind_of_class(db: Database, s
     pupil = await make_user(db, school)
     teaching = uuid.uuid4()
     async with school_scope(db, school.id) as session:
-        await session.execute(text("insert into classes (school_id, id, name, name_key, kind) "
-                                   "values (:s, :c, 'Art', 'art', 'TEACHING')"),
-                              {"s": school.id, "c": teaching})
+        await session.execute(
+            text(
+                "insert into classes (school_id, id, name, name_key, kind) "
+                "values (:s, :c, 'Art', 'art', 'TEACHING')"
+            ),
+            {"s": school.id, "c": teaching},
+        )
     with pytest.raises(IntegrityError, match="fk_class_memberships_class"):
         async with school_scope(db, school.id) as session:
-            await session.execute(text("insert into class_memberships (school_id, class_id, user_id, kind) "
-                                       "values (:s, :c, :u, 'REGISTRATION')"),
-                                  {"s": school.id, "c": teaching, "u": pupil})
+            await session.execute(
+                text(
+                    "insert into class_memberships (school_id, class_id, user_id, kind) "
+                    "values (:s, :c, :u, 'REGISTRATION')"
+                ),
+                {"s": school.id, "c": teaching, "u": pupil},
+            )
 
 
 async def test_audit_events_cannot_be_changed_or_removed(db: Database, school: SchoolFixture) -> None:

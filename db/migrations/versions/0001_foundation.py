@@ -143,10 +143,14 @@ def upgrade() -> None:
     # A school's own row, plus an exact-slug lookup for sign-in: no listing of other schools.
     op.execute("ALTER TABLE schools ENABLE ROW LEVEL SECURITY")
     op.execute("ALTER TABLE schools FORCE ROW LEVEL SECURITY")
-    op.execute(f"CREATE POLICY schools_bound_school ON schools USING (id = {CURRENT_SCHOOL}) "
-               f"WITH CHECK (id = {CURRENT_SCHOOL})")
-    op.execute("CREATE POLICY schools_lookup_by_slug ON schools FOR SELECT "
-               "USING (slug = (select nullif(current_setting('app.school_slug', true), '')))")
+    op.execute(
+        f"CREATE POLICY schools_bound_school ON schools USING (id = {CURRENT_SCHOOL}) "
+        f"WITH CHECK (id = {CURRENT_SCHOOL})"
+    )
+    op.execute(
+        "CREATE POLICY schools_lookup_by_slug ON schools FOR SELECT "
+        "USING (slug = (select nullif(current_setting('app.school_slug', true), '')))"
+    )
     op.execute(f"GRANT SELECT, UPDATE ON schools TO {role}")
 
     for table in ("users", "classes", "class_memberships", "sessions", "api_tokens"):
@@ -156,4 +160,6 @@ def upgrade() -> None:
     # A bearer token names its own row (by its hash) before the school is known.
     token_hash = "(select decode(nullif(current_setting('app.token_hash', true), ''), 'hex'))"
     for table in ("sessions", "api_tokens"):
-        op.execute(f"CREATE POLICY {table}_lookup_by_token ON {table} FOR SELECT USING (token_hash = {token_hash})")
+        op.execute(
+            f"CREATE POLICY {table}_lookup_by_token ON {table} FOR SELECT USING (token_hash = {token_hash})"
+        )

@@ -15,8 +15,12 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute("ALTER TABLE schools ADD COLUMN deleted_user_retention_days integer NOT NULL DEFAULT 30")
-    op.execute("ALTER TABLE schools ADD CONSTRAINT ck_schools_deleted_user_retention_days "
-               "CHECK (deleted_user_retention_days BETWEEN 1 AND 3650)")
+    op.execute(
+        "ALTER TABLE schools ADD CONSTRAINT ck_schools_deleted_user_retention_days "
+        "CHECK (deleted_user_retention_days BETWEEN 1 AND 3650)"
+    )
     # Maintenance (purge, failing stale imports) walks every school as the owner; the application role
     # still sees only the school bound to its transaction.
-    op.execute("CREATE POLICY schools_listed_for_maintenance ON schools FOR SELECT TO CURRENT_USER USING (true)")
+    op.execute(
+        "CREATE POLICY schools_listed_for_maintenance ON schools FOR SELECT TO CURRENT_USER USING (true)"
+    )

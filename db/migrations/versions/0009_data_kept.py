@@ -32,19 +32,27 @@ def upgrade() -> None:
     op.execute("ALTER TABLE classes ADD COLUMN name_key text")
     # Row-level security holds for the owner too: each school is bound in turn, as maintenance does.
     for (school_id,) in connection.execute(text("SELECT id FROM schools")).all():
-        connection.execute(text("SELECT set_config('app.school_id', :school, true)"), {"school": str(school_id)})
-        connection.execute(text(
-            "UPDATE import_jobs SET status = 'FAILED', failure_reason = :reason, passwords = NULL, "
-            "updated_at = now() WHERE passwords IS NOT NULL"), {"reason": UPLOAD_AGAIN})
+        connection.execute(
+            text("SELECT set_config('app.school_id', :school, true)"), {"school": str(school_id)}
+        )
+        connection.execute(
+            text(
+                "UPDATE import_jobs SET status = 'FAILED', failure_reason = :reason, passwords = NULL, "
+                "updated_at = now() WHERE passwords IS NOT NULL"
+            ),
+            {"reason": UPLOAD_AGAIN},
+        )
         taken: set[tuple[str, str]] = set()
-        for class_id, kind, name in connection.execute(text(
-                "SELECT id, kind, name FROM classes ORDER BY created_at, id")).all():
+        for class_id, kind, name in connection.execute(
+            text("SELECT id, kind, name FROM classes ORDER BY created_at, id")
+        ).all():
             key = class_name_key(name)
             if (kind, key) in taken:
                 key = f"{key} ({class_id})"
             taken.add((kind, key))
-            connection.execute(text("UPDATE classes SET name_key = :key WHERE id = :id"),
-                               {"key": key, "id": class_id})
+            connection.execute(
+                text("UPDATE classes SET name_key = :key WHERE id = :id"), {"key": key, "id": class_id}
+            )
     connection.execute(text("SELECT set_config('app.school_id', '', true)"))
     execute_script("""
     ALTER TABLE classes ALTER COLUMN name_key SET NOT NULL;
