@@ -21,6 +21,19 @@ def _int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
+def parse_public_url(value: str | None) -> str | None:
+    """ROLLCALL_PUBLIC_URL: where clients reach this server, e.g. https://rollcall.example.org."""
+    if not value:
+        return None
+    url = value.strip().rstrip("/")
+    scheme, _, rest = url.partition("://")
+    if scheme not in {"http", "https"} or not rest or any(c in rest for c in "?#@ "):
+        raise ValueError(
+            "ROLLCALL_PUBLIC_URL must be an http or https URL, like https://rollcall.example.org"
+        )
+    return url
+
+
 def _login_code_secret(data_dir: Path) -> bytes:
     """The key that signs QR login codes: ROLLCALL_SECRET_KEY (hex), else one kept in the data directory."""
     if value := os.environ.get("ROLLCALL_SECRET_KEY"):
@@ -57,6 +70,9 @@ class Settings:
     # /metrics: off altogether, or only for `Authorization: Bearer <metrics_token>`.
     metrics: bool = True
     metrics_token: str | None = field(default=None, repr=False)
+    # The URL clients use to reach this server (behind a proxy); links such as SCIM's `location` start with
+    # it. Unset, they start with the address the server itself listens on, never with a client's Host header.
+    public_url: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -83,4 +99,5 @@ class Settings:
             compiled_reads=_flag("ROLLCALL_COMPILED_READS", True),
             metrics=_flag("ROLLCALL_METRICS", True),
             metrics_token=os.environ.get("ROLLCALL_METRICS_TOKEN") or None,
+            public_url=parse_public_url(os.environ.get("ROLLCALL_PUBLIC_URL")),
         )

@@ -170,7 +170,7 @@ def create_app(settings: Settings, urls: DatabaseUrls) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *([Route("/metrics", metrics_endpoint(settings.metrics_token))] if settings.metrics else []),
-            scim_routes(db, graphql.session_policy),
+            scim_routes(db, graphql.session_policy, settings.public_url),
         ],
         lifespan=lifespan,
     )

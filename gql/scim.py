@@ -123,9 +123,24 @@ def _resource_response(
     return scim_response(shown, status, headers)
 
 
+def public_base_url(request: Request, public_url: str | None) -> str:
+    """Where links to this server start: the configured public URL, else the address the server listens on.
+    Never the request's Host header, which any client can forge into links a provider then follows."""
+    if public_url is not None:
+        return public_url
+    server = request.scope.get("server")
+    if not server:
+        return ""
+    host, port = server
+    host = f"[{host}]" if ":" in host else host
+    scheme = "https" if request.url.scheme in {"https", "wss"} else "http"
+    default = {"http": 80, "https": 443}[scheme]
+    return f"{scheme}://{host}" + ("" if port in (None, default) else f":{port}")
+
+
 class Scim:
-    def __init__(self, db: Database, policy: SessionPolicy) -> None:
-        self.db, self.policy = db, policy
+    def __init__(self, db: Database, policy: SessionPolicy, public_url: str | None = None) -> None:
+        self.db, self.policy, self.public_url = db, policy, public_url
 
     async def provider(self, request: Request) -> ProvisioningCaller:
         refuse_secrets_in_url(request)
@@ -143,7 +158,7 @@ class Scim:
             raise ScimError(403, "This school's users are managed by hand in Rollcall; provisioning is off.")
         return ProvisioningCaller(
             school_id=caller.school_id,
-            base_url=str(request.base_url).rstrip("/") + PREFIX,
+            base_url=public_base_url(request, self.public_url) + PREFIX,
             actor=Actor(
                 id=None, label=f"provisioning-token:{caller.token_id}", request_id=request.state.request_id
             ),
@@ -312,8 +327,8 @@ async def _not_found(request: Request, caller: ProvisioningCaller) -> Response:
     raise ScimError(404, f"There is nothing at {shown(request.url.path)}.")
 
 
-def scim_routes(db: Database, policy: SessionPolicy) -> Mount:
-    scim = Scim(db, policy)
+def scim_routes(db: Database, policy: SessionPolicy, public_url: str | None = None) -> Mount:
+    scim = Scim(db, policy, public_url)
     nowhere = {method.lower(): _not_found for method in METHODS}
     return Mount(
         PREFIX,

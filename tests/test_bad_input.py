@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
 
 from db.api_tokens import ApiScope
 from db.audit import Actor
@@ -21,6 +22,8 @@ from db.manage_users import UserField, update_user_field
 from db.models import ImportJob, Provider, User
 from db.pagination import encode_cursor
 from db.scim_filter import MAX_NESTING, MAX_TERMS
+from db.settings import parse_public_url
+from gql.scim import public_base_url
 from tenants.scope import school_scope
 from tests.conftest import SchoolFixture, graphql, make_api_token, make_school, make_user
 from tests.qr import make_class
@@ -384,3 +387,39 @@ async def test_a_filter_at_every_limit_still_runs(
         response = await http.get("/scim/v2/Users", params={"filter": text}, headers=headers)
         assert response.status_code == 200, response.text
         assert [found["userName"] for found in response.json()["Resources"]] == ["ben"]
+
+
+async def test_a_forged_host_header_never_reaches_scim_links(
+    http: httpx.AsyncClient, server_url: str, provisioning: tuple[SchoolFixture, dict[str, str]]
+) -> None:
+    _, headers = provisioning
+    forged = {**headers, "Host": "attacker.example", "X-Forwarded-Host": "attacker.example"}
+    created = await http.post(
+        "/scim/v2/Users",
+        json={"schemas": [SCIM_USER], "userName": "ben", "userType": "Pupil"},
+        headers=forged,
+    )
+    assert created.status_code == 201, created.text
+    location = created.headers["Location"]
+    assert location == created.json()["meta"]["location"]
+    assert location.startswith(f"{server_url}/scim/v2/Users/") and "attacker" not in created.text
+    listed = await http.get("/scim/v2/ResourceTypes", headers=forged)
+    assert "attacker" not in listed.text and server_url in listed.text
+
+
+def test_links_start_with_the_configuredparse_public_url() -> None:
+    request = Request(
+        {
+            "type": "http",
+            "scheme": "http",
+            "server": ("10.0.0.5", 8000),
+            "headers": [(b"host", b"attacker.example")],
+            "path": "/scim/v2/Users",
+        }
+    )
+    assert public_base_url(request, "https://rollcall.example.org") == "https://rollcall.example.org"
+    assert public_base_url(request, None) == "http://10.0.0.5:8000"
+    for bad in ("rollcall.example.org", "ftp://x", "https://", "https://a.example/?q=1"):
+        with pytest.raises(ValueError, match="ROLLCALL_PUBLIC_URL"):
+            parse_public_url(bad)
+    assert parse_public_url("https://rollcall.example.org/") == "https://rollcall.example.org"
