@@ -569,7 +569,7 @@ async def test_expired_previews_lose_their_typed_passwords_on_purge(
         (await preview(http, school, ROSTER))["job"],
     )
     await expire(db, school, expired["id"])
-    purged = rollcall(owner_env(migrated, tmp_path), "purge")
+    purged = await asyncio.to_thread(rollcall, owner_env(migrated, tmp_path), "purge")
     assert purged.returncode == 0, purged.stderr
     assert (
         f"{school.slug}: 0 users purged, typed passwords removed from 1 expired import previews"
@@ -586,8 +586,13 @@ async def test_expired_previews_lose_their_typed_passwords_at_start_up(
         (await preview(http, school, ROSTER))["job"],
     )
     await expire(db, school, expired["id"])
-    with serving(owner_env(migrated, tmp_path)):
+    # Started in a thread: this test's event loop also runs the in-process server.
+    server = serving(owner_env(migrated, tmp_path))
+    await asyncio.to_thread(server.__enter__)
+    try:
         assert await sealed_jobs(db, school) == {expired["id"]: False, waiting["id"]: True}
+    finally:
+        await asyncio.to_thread(server.__exit__, None, None, None)
 
 
 async def test_a_class_named_by_a_look_alike_is_the_existing_class(
