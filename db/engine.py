@@ -11,6 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 T = TypeVar("T")
 
 
+def owner_engine(owner_url: str) -> AsyncEngine:
+    """An engine as the tables' owner (migrations, maintenance, the CLI); like the application's, it never
+    shows statement parameters (hashes, typed passwords) in an error."""
+    return create_async_engine(owner_url, hide_parameters=True)
+
+
 class Database:
     """One engine and session factory per process, connected as the application role."""
 

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import delete, func, literal, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import audit
 from db.audit import Actor
+from db.engine import owner_engine
 from db.models import ApiToken, AuditEvent, ImportJob, ImportStatus, School, User
 from tenants.scope import bind_school
 
@@ -43,7 +44,7 @@ async def _schools(session: AsyncSession) -> list[tuple[uuid.UUID, str, int]]:
 
 async def _in_every_school(owner_url: str, work: Callable[[AsyncSession, uuid.UUID], Awaitable[int]]) -> int:
     """Run `work` for each school in turn, each in its own transaction with the school bound; its total."""
-    engine = create_async_engine(owner_url)
+    engine = owner_engine(owner_url)
     total = 0
     try:
         async with async_sessionmaker(engine)() as session, session.begin():
@@ -104,7 +105,7 @@ async def fail_stale_imports_of(session: AsyncSession, school_id: uuid.UUID, *, 
 async def purge(owner_url: str, *, older_than: timedelta | None = None) -> list[Purged]:
     """Hard-delete users soft-deleted longer than each school's retention period (or `older_than`), and remove
     the typed passwords of expired import previews."""
-    engine = create_async_engine(owner_url)
+    engine = owner_engine(owner_url)
     done: list[Purged] = []
     try:
         async with async_sessionmaker(engine)() as session, session.begin():

@@ -8,7 +8,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+
+from db.engine import owner_engine
 
 HERE = Path(__file__).parent
 
@@ -30,7 +31,7 @@ async def upgrade(owner_url: str, app_url: str) -> None:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
-    engine = create_async_engine(owner_url)
+    engine = owner_engine(owner_url)
     try:
         async with engine.begin() as connection:
             await connection.run_sync(run)

@@ -52,6 +52,7 @@ from db.scim import (
 )
 from db.scim_patch import document, patched
 from db.scim_query import Column, ListQuery, Table, Values, attribute_key, list_response, page_of
+from db.text import shown
 
 SHAPE = Shape(
     core=GROUP_SCHEMA,
@@ -201,7 +202,7 @@ async def _require_valid(
             others = others.where(SchoolClass.id != except_class)
         if (await session.execute(others)).first():
             raise ScimError(
-                409, f"The externalId '{wanted.external_id}' belongs to another group.", "uniqueness"
+                409, f"The externalId '{shown(wanted.external_id)}' belongs to another group.", "uniqueness"
             )
     known = set(
         (
@@ -349,7 +350,7 @@ async def _apply(
             if EXTERNAL_ID_INDEX not in str(error.orig):
                 raise
             raise ScimError(
-                409, f"The externalId '{wanted.external_id}' belongs to another group.", "uniqueness"
+                409, f"The externalId '{shown(wanted.external_id)}' belongs to another group.", "uniqueness"
             ) from None
         await audit.record_by(
             session,

@@ -51,6 +51,7 @@ from db.scim import (
 from db.scim_patch import document, patched
 from db.scim_query import Column, ListQuery, Table, Values, attribute_key, list_response, page_of
 from db.sessions import revoke_sessions
+from db.text import shown
 from db.users import clean_email, clean_name, clean_username
 
 SHAPE = Shape(
@@ -203,13 +204,15 @@ async def _require_unique(
         wanted.external_id is not None
         and (await session.execute(others.where(User.external_id == wanted.external_id))).first()
     ):
-        raise ScimError(409, f"The externalId '{wanted.external_id}' belongs to another user.", "uniqueness")
+        raise ScimError(
+            409, f"The externalId '{shown(wanted.external_id)}' belongs to another user.", "uniqueness"
+        )
 
 
 def _external_id_taken(error: IntegrityError, external_id: str | None) -> ScimError:
     if EXTERNAL_ID_INDEX not in str(error.orig):
         raise error
-    return ScimError(409, f"The externalId '{external_id}' belongs to another user.", "uniqueness")
+    return ScimError(409, f"The externalId '{shown(external_id)}' belongs to another user.", "uniqueness")
 
 
 async def _visible(session: AsyncSession, school_id: uuid.UUID, user_id: str, *, lock: bool = False) -> User:

@@ -10,11 +10,12 @@ import shutil
 import sys
 from collections.abc import Sequence
 
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from db import demo, migrate
 from db.api_tokens import ApiScope, create_api_token
 from db.embedded import DatabaseUrls, database_urls
+from db.engine import owner_engine
 from db.errors import DomainError, ErrorCode, Problem
 from db.maintenance import fail_stale_imports, forget_expired_import_passwords, parse_age, purge
 from db.models import Provider
@@ -32,7 +33,7 @@ def _urls(settings: Settings) -> DatabaseUrls:
 
 
 async def _school_create(urls: DatabaseUrls, args: argparse.Namespace) -> None:
-    engine = create_async_engine(urls.owner)
+    engine = owner_engine(urls.owner)
     try:
         async with async_sessionmaker(engine)() as session, session.begin():
             school = await create_school(
@@ -51,7 +52,7 @@ async def _school_create(urls: DatabaseUrls, args: argparse.Namespace) -> None:
 
 
 async def _provisioning_token(urls: DatabaseUrls, args: argparse.Namespace) -> None:
-    engine = create_async_engine(urls.owner)
+    engine = owner_engine(urls.owner)
     try:
         async with async_sessionmaker(engine)() as session, session.begin():
             school_id = await school_id_for_slug(session, args.slug)
@@ -74,7 +75,7 @@ async def _provisioning_token(urls: DatabaseUrls, args: argparse.Namespace) -> N
 
 
 async def _demo(urls: DatabaseUrls, settings: Settings) -> None:
-    engine = create_async_engine(urls.owner)
+    engine = owner_engine(urls.owner)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         async with async_sessionmaker(engine)() as session, session.begin():
