@@ -59,7 +59,6 @@ def test_entra_attributes_rollcall_does_not_keep_are_ignored() -> None:
     after = patched(
         USER_NOW,
         patch(
-            {"op": "Add", "path": 'emails[type eq "work"].value', "value": "ava@example.org"},
             {
                 "op": "Replace",
                 "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
@@ -70,6 +69,15 @@ def test_entra_attributes_rollcall_does_not_keep_are_ignored() -> None:
         USER,
     )
     assert after == USER_NOW
+
+
+def test_entra_sets_a_work_email_the_user_did_not_have() -> None:
+    after = patched(
+        USER_NOW,
+        patch({"op": "Add", "path": 'emails[type eq "work"].value', "value": "ava@example.org"}),
+        USER,
+    )
+    assert after == {**USER_NOW, "emails": [{"type": "work", "value": "ava@example.org"}]}
 
 
 def test_entra_names_attributes_with_the_core_schema_and_in_any_case() -> None:
@@ -313,7 +321,12 @@ def test_a_post_body_keeps_the_writable_attributes_under_their_canonical_names()
         "name.familyName": "Khan",
         "active": True,
     }
-    assert document(body, USER) == {"userName": "ava.k", "name": {"givenName": "Ava"}, "active": True}
+    assert document(body, USER) == {
+        "userName": "ava.k",
+        "name": {"givenName": "Ava"},
+        "emails": [{"value": "a@example.org"}],
+        "active": True,
+    }
 
 
 def test_a_post_body_may_clear_a_complex_attribute_but_not_give_it_text() -> None:
