@@ -57,7 +57,7 @@ from db.errors import DomainError
 from db.models import ClassKind, UserType
 from db.sessions import SessionPolicy
 from db.users import UserFilter, UserOrder, UserOrderField, UserStatus
-from gql.cost import QueryCostLimiter, query_cost, too_costly
+from gql.cost import FragmentExpansionLimiter, QueryCostLimiter, query_cost, too_complex, too_costly
 from gql.http_auth import refuse_secrets_in_url, session_secret
 from gql.ids import parse_id
 from gql.telemetry import OperationMetrics, observe_operation
@@ -108,7 +108,14 @@ _ENUM_VALUES: dict[str, frozenset[str]] = {
     "UserOrderField": frozenset({"USERNAME", "FIRST_NAME", "SURNAME", "TYPE", "CREATED_AT"}),
 }
 # Schema extensions whose work the compiled path does too (or that only act on errors, which it never has).
-_KNOWN_EXTENSIONS = (AddValidationRules, MaxTokensLimiter, MaskErrors, OperationMetrics, QueryCostLimiter)
+_KNOWN_EXTENSIONS = (
+    AddValidationRules,
+    MaxTokensLimiter,
+    MaskErrors,
+    OperationMetrics,
+    QueryCostLimiter,
+    FragmentExpansionLimiter,
+)
 
 
 class Unsupported(Exception):
@@ -285,7 +292,7 @@ class CompiledReads:
             document = parse(query, max_tokens=self.max_tokens)
         except GraphQLError:
             return None
-        if validate_document(self.graphql_schema, document, self.rules):
+        if too_complex(document) or validate_document(self.graphql_schema, document, self.rules):
             return None
         operation = get_operation_ast(document, operation_name)
         if operation is None or operation.operation != OperationType.QUERY or operation.directives:

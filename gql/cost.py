@@ -25,6 +25,7 @@ from graphql import (
     GraphQLSchema,
     GraphQLUnionType,
     InlineFragmentNode,
+    OperationDefinitionNode,
     SelectionSetNode,
     get_named_type,
     get_nullable_type,
@@ -37,6 +38,58 @@ from db.pagination import DEFAULT_PAGE_SIZE
 
 # A page of 500 users with their classes and class sizes passes; 500 users each with 500 class members does not.
 MAX_COST = 50_000
+# Selections once every fragment spread is expanded: a fragment spread twice by a fragment spread twice...
+# grows as 2^n, and every walk over the document (depth, cost) would pay for it.
+MAX_EXPANDED_SELECTIONS = 10_000
+
+
+def expanded_selections(document: DocumentNode) -> int:
+    """How many selections the operations hold with their fragments expanded, counted with each fragment's
+    size worked out once (so the count itself is linear); it stops counting past the limit."""
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    sizes: dict[str, int] = {}
+
+    def size(selection_set: SelectionSetNode | None, within: frozenset[str]) -> int:
+        total = 0
+        for node in selection_set.selections if selection_set else ():
+            total += 1
+            if isinstance(node, FieldNode | InlineFragmentNode):
+                total += size(node.selection_set, within)
+            elif isinstance(node, FragmentSpreadNode) and node.name.value not in within:
+                name = node.name.value
+                if name not in sizes:
+                    fragment = fragments.get(name)
+                    sizes[name] = size(fragment.selection_set, within | {name}) if fragment else 0
+                total += sizes[name]
+            if total > MAX_EXPANDED_SELECTIONS:
+                break
+        return total
+
+    total = 0
+    for definition in document.definitions:
+        if isinstance(definition, OperationDefinitionNode):
+            total += size(definition.selection_set, frozenset())
+    return total
+
+
+def too_complex(document: DocumentNode) -> GraphQLError | None:
+    if expanded_selections(document) <= MAX_EXPANDED_SELECTIONS:
+        return None
+    return GraphQLError(
+        f"This query has more than {MAX_EXPANDED_SELECTIONS} fields once its fragments are expanded.",
+        extensions={"code": "QUERY_TOO_COMPLEX", "limit": MAX_EXPANDED_SELECTIONS},
+    )
+
+
+class FragmentExpansionLimiter(SchemaExtension):
+    """Refuses a document whose fragments expand past the limit before validation walks it at all."""
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.graphql_document is not None and (error := too_complex(context.graphql_document)):
+            # Errors already there are what Strawberry answers with instead of validating.
+            context.pre_execution_errors = [error]
+        yield
 
 
 def query_cost(
@@ -91,6 +144,8 @@ class _Cost:
         self, schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode], variables: VariableValues
     ) -> None:
         self.schema, self.fragments, self.variables = schema, fragments, variables
+        # A fragment's cost below one object does not depend on where it is spread: worked out once each.
+        self.spread: dict[tuple[str, str, bool], int] = {}
 
     def selection(
         self, parent: GraphQLNamedType, selection_set: SelectionSetNode | None, *, paged: bool
@@ -108,8 +163,11 @@ class _Cost:
                 )
                 total += self.selection(inner or parent, node.selection_set, paged=paged)
             elif isinstance(node, FragmentSpreadNode) and (fragment := self.fragments.get(node.name.value)):
-                inner = self.schema.get_type(fragment.type_condition.name.value)
-                total += self.selection(inner or parent, fragment.selection_set, paged=paged)
+                key = (node.name.value, parent.name, paged)
+                if key not in self.spread:
+                    inner = self.schema.get_type(fragment.type_condition.name.value)
+                    self.spread[key] = self.selection(inner or parent, fragment.selection_set, paged=paged)
+                total += self.spread[key]
         return total
 
     def field(self, field: GraphQLField, node: FieldNode, *, paged: bool) -> int:

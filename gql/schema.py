@@ -33,7 +33,7 @@ from gql.api_tokens import ApiTokenMutations, ApiTokenQueries
 from gql.auth import AuthMutations, AuthQueries
 from gql.classes import ClassMutations, ClassQueries
 from gql.context import Info
-from gql.cost import QueryCostLimiter
+from gql.cost import FragmentExpansionLimiter, QueryCostLimiter
 from gql.errors import MaskInternalErrors, log_errors
 from gql.imports import ImportMutations, ImportQueries
 from gql.login_cards import LoginCardMutations, LoginCardQueries
@@ -125,6 +125,7 @@ def safety_extensions(*, introspection: bool = True) -> list[Callable[[], Schema
     extensions: list[Callable[[], SchemaExtension]] = [
         MaskInternalErrors,
         OperationMetrics,
+        FragmentExpansionLimiter,
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),

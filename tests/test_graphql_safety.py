@@ -6,6 +6,7 @@ import dataclasses
 
 import httpx
 import strawberry
+from graphql import parse
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -13,7 +14,7 @@ from strawberry.asgi import GraphQL
 
 from db.engine import Database
 from db.settings import Settings
-from gql.cost import MAX_COST
+from gql.cost import MAX_COST, MAX_EXPANDED_SELECTIONS, expanded_selections, too_complex
 from gql.errors import MaskInternalErrors
 from gql.schema import MAX_DEPTH, build_schema, safety_extensions
 from tenants.scope import school_scope
@@ -188,3 +189,25 @@ async def test_a_sign_in_beside_other_fields_is_refused_and_starts_no_session(
         assert body["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
         assert "on its own" in body["errors"][0]["message"]
     assert await sessions() == before
+
+
+def doubling_fragments(levels: int) -> str:
+    """Each fragment spreads the next one twice: 2^levels selections once expanded, in a short document."""
+    fragments = " ".join(f"fragment F{n} on User {{ id ...F{n + 1} ...F{n + 1} }}" for n in range(levels))
+    return f"query {{ me {{ ...F0 }} }} {fragments} fragment F{levels} on User {{ id }}"
+
+
+async def test_fragments_that_double_at_every_level_are_refused_before_validation(
+    http: httpx.AsyncClient,
+) -> None:
+    # Unbounded, every walk over this document (depth, cost) took 2^20 steps: a worker frozen for seconds.
+    body = await graphql(http, doubling_fragments(20))
+    assert [error["extensions"]["code"] for error in body["errors"]] == ["QUERY_TOO_COMPLEX"]
+    assert "data" not in body or body["data"] is None
+
+
+def test_expanded_selections_are_counted_once_per_fragment() -> None:
+    # F5 is 1 selection, F(n) is id plus two spreads of F(n+1): 1 + 2 * (1 + F(n+1)); then `me` and its spread
+    assert expanded_selections(parse(doubling_fragments(5))) == 127
+    assert expanded_selections(parse(doubling_fragments(60))) > MAX_EXPANDED_SELECTIONS
+    assert too_complex(parse("{ me { id username } }")) is None
