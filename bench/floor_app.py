@@ -25,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from db.roster_sql import cursor
 from db.users import UserOrderField
+from gql.compiled_sql import cursor
 
 ROSTER = """
 select json_build_object('data', json_build_object('users', json_build_object(

@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bench.harness import Bench, bench_database, save, table
 from db.audit import Actor
-from db.imports import confirm_import, preview_import
+from db.imports.jobs import confirm_import, preview_import
 from db.passwords import HASHING_THREADS, hash_passwords
 from db.schools import create_school
-from tenants.scope import school_scope
+from db.scope import school_scope
 
 SERVER_SECRET = bytes(32)  # seals the typed passwords of the benchmark's own previews only
 

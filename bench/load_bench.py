@@ -42,9 +42,9 @@ from db.embedded import DatabaseUrls
 from db.models import ClassKind, ClassMembership, User, UserType
 from db.passwords import hash_password_async
 from db.schools import create_school
+from db.scope import school_scope
 from db.sessions import SessionPolicy, start_session
 from db.users import insert_user
-from tenants.scope import school_scope
 
 CLIENTS = 40
 ALONE_SECONDS, ALONE_REQUESTS = 10, 120

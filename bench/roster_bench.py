@@ -42,8 +42,8 @@ from bench import dataset
 from bench.harness import Bench, bench_database, save, table
 from db.api_tokens import ApiScope, create_api_token
 from db.passwords import HASHING_THREADS, hash_password, verify_password_async
+from db.scope import school_scope
 from db.sessions import SessionPolicy, start_session
-from tenants.scope import school_scope
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = 20
@@ -562,10 +562,10 @@ async def main(full: bool, baseline: Path | None = None, schools: int | None = N
             tokens = await prepare(bench)
             with ExitStack() as stack:
                 floor = stack.enter_context(served("bench.floor_app:app_from_env", bench, data_dir))
-                servers = {"rollcall": stack.enter_context(served("gql.app:app_from_env", bench, data_dir))}
+                servers = {"rollcall": stack.enter_context(served("web.app:app_from_env", bench, data_dir))}
                 if baseline is not None:
                     servers["before"] = stack.enter_context(
-                        served("gql.app:app_from_env", bench, data_dir, source=baseline.resolve())
+                        served("web.app:app_from_env", bench, data_dir, source=baseline.resolve())
                     )
                 for server in servers.values():
                     same_answers(server, floor, tokens)

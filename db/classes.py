@@ -75,7 +75,7 @@ async def classes_of_users(
 def class_order(
     classes: type[SchoolClass] | AliasedClass[SchoolClass],
 ) -> list[ColumnElement[Any]]:
-    """The class list's order: registration classes first, then by name whatever its case (db.roster_sql
+    """The class list's order: registration classes first, then by name whatever its case (gql.compiled_sql
     renders it into the compiled read path's statement too)."""
     return [classes.kind.expression, func.lower(classes.name), classes.id.expression]
 

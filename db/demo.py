@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.models import ClassKind, ClassMembership, SchoolClass, UserType
 from db.passwords import hash_password_async, memorable_password
 from db.schools import create_school, school_id_for_slug
+from db.scope import bind_school
 from db.users import insert_user
-from tenants.scope import bind_school
 
 SLUG = "demo"
 ADMIN = "admin"

@@ -18,7 +18,7 @@ from db import audit
 from db.audit import Actor
 from db.engine import owner_engine
 from db.models import ApiToken, AuditEvent, ImportJob, ImportStatus, School, User
-from tenants.scope import bind_school
+from db.scope import bind_school
 
 MAINTENANCE = Actor(id=None, label="rollcall maintenance")
 # An import that has not moved for this long has lost its worker (a running one reports every few seconds).

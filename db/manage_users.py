@@ -17,9 +17,9 @@ from db import audit
 from db.audit import Actor
 from db.classes import place_new_user, shares_a_class
 from db.errors import DomainError, ErrorCode, Problem, Problems
+from db.login_cards.signin import rotate_login_codes
 from db.models import School, User, UserType
 from db.passwords import hash_password_async, hash_passwords, password_problem
-from db.qr_signin import rotate_login_codes
 from db.schools import require_manual_school
 from db.sessions import revoke_sessions
 from db.users import (

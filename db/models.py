@@ -1,4 +1,4 @@
-"""The tables. Every tenant table carries `school_id`, and its keys include it (see DESIGN.md section 3)."""
+"""The tables. Every tenant table carries `school_id`, and its keys include it (see docs/architecture.md, "Tenancy")."""
 
 from __future__ import annotations
 
@@ -376,7 +376,7 @@ class ImportJob(Base):
     rows: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
     new_classes: Mapped[list[dict[str, str]]] = mapped_column(JSONB, default=list)
     warnings: Mapped[list[str]] = mapped_column(JSONB, default=list)
-    # The passwords typed into the file, sealed (db.sealed_passwords) until the apply takes them; never plain.
+    # The passwords typed into the file, sealed (db.imports.sealed_passwords) until the apply takes them; never plain.
     sealed_passwords: Mapped[bytes | None] = mapped_column(LargeBinary)
     failure_reason: Mapped[str | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db import audit
 from db.audit import Actor
 from db.errors import DomainError, ErrorCode, Problem
-from db.login_codes import is_day_of_year
+from db.login_cards.codes import is_day_of_year
 from db.models import Provider, School, UserType
 from db.passwords import hash_password_async, password_problem
+from db.scope import bind_school, bind_school_slug
 from db.users import clean_name, clean_username, insert_user
-from tenants.scope import bind_school, bind_school_slug
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 PUPIL_MIN_PASSWORD_LENGTHS = range(1, 65)

@@ -22,8 +22,8 @@ from db.passwords import (
     verify_password_async,
 )
 from db.schools import school_id_for_slug
+from db.scope import bind_school, unbound_scope
 from db.sessions import SessionPolicy, revoke_sessions, start_session
-from tenants.scope import bind_school, unbound_scope
 
 INVALID = Problem(
     ErrorCode.INVALID_CREDENTIALS, "That school, username and password do not match an account."

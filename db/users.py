@@ -188,7 +188,7 @@ class UserPage:
 
 
 # The users table's one filter, orderings and keyset condition. list_users and count_users build their
-# queries from them, and db.roster_sql renders the same expressions into the compiled read path's statement.
+# queries from them, and gql.compiled_sql renders the same expressions into the compiled read path's statement.
 # `users` is the User entity or an alias of it; a value is a plain value or an SQL expression (the compiled
 # path passes placeholders, and a class's own id for its roster).
 

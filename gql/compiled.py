@@ -1,7 +1,7 @@
 """The compiled read path: roster queries answered by ONE SQL statement whose JSON PostgreSQL builds.
 
 Every POST to /graphql passes through here first. A query made only of fields this module knows (the users
-table and classes, see db.roster_sql) is parsed and validated as Strawberry would (same limits), translated
+table and classes, see gql.compiled_sql) is parsed and validated as Strawberry would (same limits), translated
 into one statement, and run in the caller's school scope; the text PostgreSQL returns is the response body.
 Anything else (mutations, other fields, fragments, directives, bad arguments or cursors, callers the
 fields' own permission classes turn away, any failure at all) goes to the Strawberry view untouched, which
@@ -50,18 +50,18 @@ from strawberry.extensions import AddValidationRules, MaskErrors, MaxTokensLimit
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.schema.schema import validate_document
 
-from db import roster_sql as sql
 from db.api_tokens import ApiScope
 from db.engine import Database, retry_if_disconnected
 from db.errors import DomainError
 from db.models import ClassKind, UserType
 from db.sessions import SessionPolicy
 from db.users import UserFilter, UserOrder, UserOrderField, UserStatus
+from gql import compiled_sql as sql
 from gql.cost import FragmentExpansionLimiter, QueryCostLimiter, query_cost, too_complex, too_costly
-from gql.http_auth import refuse_secrets_in_url, session_secret
 from gql.ids import parse_id
-from gql.telemetry import OperationMetrics, observe_operation
 from tenants.callers import Caller, resolve_caller
+from web.http_auth import refuse_secrets_in_url, session_secret
+from web.telemetry import OperationMetrics, observe_operation
 
 log = logging.getLogger("rollcall.compiled")
 
@@ -322,7 +322,7 @@ class CompiledReads:
 
 
 class _Translator:
-    """Turns a validated selection into db.roster_sql's tree. With no variables and not `fixed`, it only checks
+    """Turns a validated selection into gql.compiled_sql's tree. With no variables and not `fixed`, it only checks
     that every field is one this path knows (the arguments are read per request)."""
 
     def __init__(

@@ -15,15 +15,12 @@ from starlette.responses import Response
 
 from db.device_cookies import LIFETIME as DEVICE_COOKIE_LIFETIME
 from db.engine import Database
+from db.scope import school_scope
 from db.sessions import SessionPolicy
-from db.settings import Settings
 from gql.loaders import Loaders
 from tenants.callers import Caller
-from tenants.scope import school_scope
-
-SESSION_COOKIE = "rollcall_session"
-CSRF_HEADER = "x-rollcall-csrf"
-DEVICE_COOKIE = "rollcall_device"
+from web.http_auth import DEVICE_COOKIE, SESSION_COOKIE
+from web.settings import Settings
 
 
 @dataclass(slots=True)

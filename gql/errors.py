@@ -9,7 +9,7 @@ from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 from strawberry.types import ExecutionContext
 
-from gql.telemetry import operation_label
+from web.telemetry import operation_label
 
 log = logging.getLogger("rollcall.errors")
 

@@ -8,9 +8,10 @@ from typing import Any
 import strawberry
 from strawberry.file_uploads import Upload
 
-from db import imports, models
+from db import models
 from db.errors import DomainError, ErrorCode, Problem
-from db.import_plan import ImportAction as DomainImportAction
+from db.imports import jobs as imports
+from db.imports.plan import ImportAction as DomainImportAction
 from db.users import CONTROL_CHARACTERS
 from gql.context import Info
 from gql.errors import client_error
@@ -18,8 +19,8 @@ from gql.ids import parse_id
 from gql.manage_users import actor
 from gql.payloads import UserError, user_errors
 from gql.permissions import IsAdmin
-from gql.telemetry import IMPORT_JOBS
 from tenants.reauth import reauthenticate
+from web.telemetry import IMPORT_JOBS
 
 # Marked as GraphQL enums in place, as in gql.enums.
 ImportAction = DomainImportAction

@@ -11,7 +11,7 @@ from strawberry.dataloader import DataLoader
 from db import models
 from db.classes import classes_of_users, member_counts
 from db.engine import Database
-from tenants.scope import school_scope
+from db.scope import school_scope
 
 
 @dataclass

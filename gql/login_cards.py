@@ -6,17 +6,17 @@ from datetime import datetime
 
 import strawberry
 
-from db import qr_signin
 from db.errors import DomainError
-from db.login_cards import qr_svg as draw_qr
-from gql.auth import LoginPayload
+from db.login_cards import signin as qr_signin
+from db.login_cards.sheet import qr_svg as draw_qr
 from gql.context import Info
 from gql.errors import client_error
 from gql.ids import parse_id, parse_ids
 from gql.payloads import UserError, user_errors
 from gql.permissions import IsAdmin, IsStaff
-from gql.telemetry import count_refused_sign_in
+from gql.signin import LoginPayload
 from gql.users import User
+from web.telemetry import count_refused_sign_in
 
 
 @strawberry.type(description="A pupil's login card: the QR code they hold up to the camera to sign in.")

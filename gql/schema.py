@@ -30,7 +30,6 @@ from strawberry.types import ExecutionContext
 
 from db.schools import get_school
 from gql.api_tokens import ApiTokenMutations, ApiTokenQueries
-from gql.auth import AuthMutations, AuthQueries
 from gql.classes import ClassMutations, ClassQueries
 from gql.context import Info
 from gql.cost import FragmentExpansionLimiter, QueryCostLimiter
@@ -40,9 +39,10 @@ from gql.login_cards import LoginCardMutations, LoginCardQueries
 from gql.manage_users import AuditEventQueries, ManageUserMutations
 from gql.permissions import IsSignedIn
 from gql.school_settings import SchoolSettingsMutations
-from gql.telemetry import OperationMetrics
+from gql.signin import AuthMutations, AuthQueries
 from gql.types import School
 from gql.users import UserQueries
+from web.telemetry import OperationMetrics
 
 MAX_DEPTH = 10
 MAX_ALIASES = 15

@@ -13,8 +13,8 @@ from db.engine import Database
 from db.errors import DomainError, ErrorCode, Problem
 from db.models import Session, User
 from db.passwords import verify_password_async
+from db.scope import school_scope
 from tenants.callers import Caller
-from tenants.scope import school_scope
 
 MAX_FAILURES = 5
 

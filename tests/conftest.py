@@ -27,11 +27,11 @@ from db.engine import Database
 from db.models import UserType
 from db.passwords import hash_password_async
 from db.schools import create_school
+from db.scope import school_scope
 from db.sessions import SessionPolicy, start_session
-from db.settings import Settings
 from db.users import insert_user
-from gql.app import create_app
-from tenants.scope import school_scope
+from web.app import create_app
+from web.settings import Settings
 
 ADMIN_PASSWORD = "correct-horse-battery"
 POLICY = SessionPolicy(idle=timedelta(hours=1), lifetime=timedelta(hours=12))

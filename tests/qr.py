@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from db.engine import Database
 from db.models import ClassKind, ClassMembership, SchoolClass
-from tenants.scope import school_scope
+from db.scope import school_scope
 from tests.conftest import SchoolFixture
 
 SVG_NS = "{http://www.w3.org/2000/svg}"

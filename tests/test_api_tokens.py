@@ -8,7 +8,7 @@ import httpx
 from sqlalchemy import text
 
 from db.engine import Database
-from tenants.scope import school_scope
+from db.scope import school_scope
 from tests.conftest import SchoolFixture, graphql
 
 CREATE = """

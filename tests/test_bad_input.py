@@ -21,13 +21,13 @@ from db.errors import DomainError
 from db.manage_users import UserField, update_user_field
 from db.models import ImportJob, Provider, User
 from db.pagination import encode_cursor
-from db.scim_filter import MAX_NESTING, MAX_TERMS
-from db.settings import parse_public_url
-from gql.scim import public_base_url
-from tenants.scope import school_scope
+from db.scope import school_scope
+from scim.filter import MAX_NESTING, MAX_TERMS
+from scim.routes import public_base_url
 from tests.conftest import SchoolFixture, graphql, make_api_token, make_school, make_user
 from tests.qr import make_class
 from tests.test_fuzz import problems_in
+from web.settings import parse_public_url
 
 NOT_A_STRING = encode_cursor(["a", 1])  # base64url('["a",1]')
 CURSORS = [

@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 
 from db.api_tokens import ApiScope
 from db.engine import Database
-from tenants.scope import school_scope
+from db.scope import school_scope
 from tests.conftest import SchoolFixture, counting_statements, graphql, make_api_token, make_user, sign_in_as
 
 ROSTER = "{ users(first: 5) { totalCount edges { node { username } } } }"  # the compiled path

@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from db.engine import Database
 from db.models import UserType
-from tenants.scope import school_scope
+from db.scope import school_scope
 from tests.conftest import SchoolFixture, graphql, make_user, sign_in_as
 
 ROUNDS = 20

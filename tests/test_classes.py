@@ -22,7 +22,7 @@ from db.classes import create_class, place_new_user, with_retries
 from db.engine import Database
 from db.errors import DomainError, ErrorCode
 from db.models import ClassKind, Provider, UserType
-from tenants.scope import school_scope
+from db.scope import school_scope
 from tests.conftest import (
     SchoolFixture,
     counting_statements,

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.embedded import EmbeddedServer, start_embedded
 from db.engine import Database
-from tenants.scope import school_scope
+from db.scope import school_scope
 from tests.conftest import free_port, graphql, make_school, make_user
 
 ROLLCALL = str(Path(sys.executable).parent / "rollcall")

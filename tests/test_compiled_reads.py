@@ -31,10 +31,10 @@ from strawberry.asgi import GraphQL
 from db.api_tokens import ApiScope
 from db.engine import Database
 from db.models import Provider
-from db.roster_sql import MARK
+from db.scope import school_scope
 from gql.compiled import PLAN_CACHE_SIZE, CompiledReads
+from gql.compiled_sql import MARK
 from gql.schema import build_schema
-from tenants.scope import school_scope
 from tests.conftest import (
     POLICY,
     SchoolFixture,

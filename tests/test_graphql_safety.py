@@ -13,12 +13,12 @@ from starlette.routing import Route
 from strawberry.asgi import GraphQL
 
 from db.engine import Database
-from db.settings import Settings
+from db.scope import school_scope
 from gql.cost import MAX_COST, MAX_EXPANDED_SELECTIONS, expanded_selections, too_complex
 from gql.errors import MaskInternalErrors
 from gql.schema import MAX_DEPTH, build_schema, safety_extensions
-from tenants.scope import school_scope
 from tests.conftest import ADMIN_PASSWORD, SchoolFixture, graphql
+from web.settings import Settings
 
 INTROSPECTION = "{ __schema { queryType { name } } }"
 LOGIN_BESIDE_A_FAILURE = (
@@ -132,7 +132,7 @@ async def test_internal_errors_are_masked_with_a_request_id() -> None:
 
 
 async def test_introspection_and_graphiql_are_settings(settings: Settings, migrated: object) -> None:
-    from gql.app import create_app
+    from web.app import create_app
 
     closed = dataclasses.replace(settings, graphiql=False, introspection=False)
     app = create_app(closed, migrated.urls())  # type: ignore[attr-defined]

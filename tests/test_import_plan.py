@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 
-from db.import_plan import (
+from db.imports.plan import (
     ADMIN_NEEDED,
     ExistingUser,
     ImportAction,
@@ -17,8 +17,8 @@ from db.import_plan import (
     Roster,
     plan_import,
 )
+from db.imports.roster_csv import COLUMNS, RosterRow, RowProblem
 from db.models import ClassKind, UserType
-from db.roster_csv import COLUMNS, RosterRow, RowProblem
 
 ALL_COLUMNS = frozenset(COLUMNS) - {"password"}
 ADMIN = ExistingUser(

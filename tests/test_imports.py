@@ -13,11 +13,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from db import imports
 from db.embedded import EmbeddedServer
 from db.engine import Database
+from db.imports.jobs import jobs as imports
 from db.models import Provider, UserType
-from tenants.scope import bind_school, school_scope
+from db.scope import bind_school, school_scope
 from tests.conftest import ADMIN_PASSWORD, SchoolFixture, graphql, make_school, make_user, sign_in_as
 from tests.test_cli import rollcall, serving
 

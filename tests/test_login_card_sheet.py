@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from db.engine import Database
 from db.models import AuditEvent, UserType
-from tenants.scope import school_scope
+from db.scope import school_scope
 from tests.conftest import ADMIN_PASSWORD, SchoolFixture, graphql, make_api_token, make_user, sign_in_as
 from tests.qr import make_class, read_qr
 

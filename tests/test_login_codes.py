@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import zxingcpp
 
-from db.login_cards import CardView, login_card_sheet, make_qr, qr_svg
-from db.login_codes import (
+from db.login_cards.codes import (
     CODE_LENGTH,
     LoginCode,
     decode_login_code,
@@ -21,6 +20,7 @@ from db.login_codes import (
     load_or_create_secret,
     secret_from_env,
 )
+from db.login_cards.sheet import CardView, login_card_sheet, make_qr, qr_svg
 from tests.qr import rasterise
 
 SECRET = bytes(range(32))

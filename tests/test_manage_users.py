@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import Database
 from db.models import ClassKind, Provider, UserType
-from tenants.scope import school_scope
+from db.scope import school_scope
 from tests.conftest import (
     ADMIN_PASSWORD,
     SchoolFixture,

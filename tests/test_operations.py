@@ -21,10 +21,7 @@ from db import migrate
 from db.embedded import EmbeddedServer, start_embedded
 from db.engine import Database
 from db.models import UserType
-from db.settings import Settings
-from gql.app import create_app
-from gql.telemetry import MAX_OPERATION_LABELS, observe_operation
-from tenants.scope import school_scope
+from db.scope import school_scope
 from tests.conftest import (
     ADMIN_PASSWORD,
     SchoolFixture,
@@ -35,6 +32,9 @@ from tests.conftest import (
     sign_in_as,
 )
 from tests.test_cli import ROLLCALL, rollcall
+from web.app import create_app
+from web.settings import Settings
+from web.telemetry import MAX_OPERATION_LABELS, observe_operation
 
 LOGIN = (
     "mutation ($s: String!, $u: String!, $p: String!) { login(school: $s, username: $u, password: $p) "

@@ -22,13 +22,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.dialects import postgresql
 
-from db import roster_sql, scim_groups, scim_users
 from db.errors import DomainError
+from db.imports.roster_csv import CsvError, decode_upload, parse_roster
 from db.models import UserType
 from db.pagination import decode_cursor
-from db.roster_csv import CsvError, decode_upload, parse_roster
-from db.scim import MAX_COUNT, PATCH_OP, ScimError
-from db.scim_filter import (
+from db.text import ECHO_LIMIT, storable
+from db.users import UserFilter, UserOrder, UserOrderField
+from gql import compiled_sql as roster_sql
+from scim import groups as scim_groups
+from scim import users as scim_users
+from scim.filter import (
     Compare,
     Filter,
     FilterSyntaxError,
@@ -39,11 +42,10 @@ from db.scim_filter import (
     parse_filter,
     parse_path,
 )
-from db.scim_patch import patched
-from db.scim_query import MAX_WHOLE, list_query
-from db.text import ECHO_LIMIT, storable
-from db.users import UserFilter, UserOrder, UserOrderField
-from gql.bodies import MAX_DEPTH, BadBody, nesting_depth, place_files, read_json
+from scim.patch import patched
+from scim.protocol import MAX_COUNT, PATCH_OP, ScimError
+from scim.query import MAX_WHOLE, list_query
+from web.bodies import MAX_DEPTH, BadBody, nesting_depth, place_files, read_json
 
 FAST = settings(max_examples=100, deadline=None, derandomize=True, database=None)
 # An error message is its own words plus at most ECHO_LIMIT characters of the input (and an ellipsis).

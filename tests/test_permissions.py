@@ -22,8 +22,8 @@ from db.audit import Actor
 from db.classes import assign_to_class, create_class
 from db.engine import Database
 from db.models import ClassKind, UserType
+from db.scope import school_scope
 from gql.schema import build_schema
-from tenants.scope import school_scope
 from tests.conftest import SchoolFixture, graphql, make_api_token, make_school, make_user, sign_in_as
 
 ANONYMOUS, PUPIL, TEACHER, ADMIN, API_TOKEN, OTHER_ADMIN = (

@@ -16,10 +16,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import Database
-from db.login_codes import LoginCode, default_expiry, encode_login_code
+from db.login_cards.codes import LoginCode, default_expiry, encode_login_code
 from db.models import AuditEvent, ClassKind, Provider, UserType
-from db.settings import Settings
-from tenants.scope import school_scope
+from db.scope import school_scope
 from tests.conftest import (
     SchoolFixture,
     graphql,
@@ -29,6 +28,7 @@ from tests.conftest import (
     sign_in_as,
 )
 from tests.qr import make_class, read_qr
+from web.settings import Settings
 
 LOGIN_CARDS = """
 query ($classId: ID, $userIds: [ID!]) {

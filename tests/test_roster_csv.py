@@ -2,8 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from db.models import UserType
-from db.roster_csv import (
+from db.imports.roster_csv import (
     COLUMNS,
     CsvError,
     ExportRow,
@@ -15,6 +14,7 @@ from db.roster_csv import (
     export_roster,
     parse_roster,
 )
+from db.models import UserType
 
 DATA = Path(__file__).parent / "data"
 MAX_BYTES = 5_000_000

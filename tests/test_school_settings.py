@@ -9,7 +9,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import Database
-from db.login_codes import default_expiry
+from db.login_cards.codes import default_expiry
 from db.models import Provider, UserType
 from tests.conftest import SchoolFixture, graphql, make_school, make_user, sign_in_as
 

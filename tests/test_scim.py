@@ -22,7 +22,9 @@ from db.api_tokens import ApiScope, list_api_tokens
 from db.embedded import EmbeddedServer
 from db.engine import Database
 from db.models import Provider, School, UserType
-from db.scim_filter import (
+from db.scope import bind_school, school_scope
+from gql.permissions import CanReadRoster
+from scim.filter import (
     Compare,
     FilterSyntaxError,
     Logical,
@@ -32,9 +34,7 @@ from db.scim_filter import (
     parse_filter,
     parse_path,
 )
-from gql.permissions import CanReadRoster
 from tenants.callers import Caller, CallerKind
-from tenants.scope import bind_school, school_scope
 from tests.conftest import (
     ADMIN_PASSWORD,
     SchoolFixture,

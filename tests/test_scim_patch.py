@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from db.scim import PATCH_OP, ScimError
-from db.scim_groups import SHAPE as GROUP
-from db.scim_patch import document, patched
-from db.scim_users import SHAPE as USER
+from scim.groups import SHAPE as GROUP
+from scim.patch import document, patched
+from scim.protocol import PATCH_OP, ScimError
+from scim.users import SHAPE as USER
 
 USER_NOW: dict[str, Any] = {
     "userName": "ava.k",

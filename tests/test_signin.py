@@ -19,9 +19,9 @@ from db.device_cookies import LIFETIME, issue_device_cookie, trusted_device
 from db.engine import Database
 from db.models import UserType
 from db.passwords import hash_password_async
-from gql.context import DEVICE_COOKIE
-from tenants.scope import school_scope
+from db.scope import school_scope
 from tests.conftest import ADMIN_PASSWORD, SchoolFixture, graphql, make_user, sign_in_as
+from web.http_auth import DEVICE_COOKIE
 
 LOGIN = """
 mutation ($school: String!, $username: String!, $password: String!) {

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import Database
 from db.models import TENANT_TABLES
-from tenants.scope import school_scope, unbound_scope
+from db.scope import school_scope, unbound_scope
 from tests.conftest import SchoolFixture, make_school, make_user
 
 TENANT_TABLES_IN_CATALOG = """

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 
 from db.engine import Database
-from tenants.scope import school_scope
+from db.scope import school_scope
 from tests.conftest import SchoolFixture, counting_statements, graphql, make_api_token
 
 USERS = """

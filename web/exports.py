@@ -9,13 +9,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from db.engine import Database
-from db.imports import export_rows
-from db.roster_csv import export_lines
+from db.imports.jobs import export_rows
+from db.imports.roster_csv import export_lines
 from db.schools import get_school
+from db.scope import school_scope
 from db.sessions import SessionPolicy
-from gql.http_auth import request_caller
 from tenants.callers import CallerKind
-from tenants.scope import school_scope
+from web.http_auth import request_caller
 
 
 def users_csv(db: Database, policy: SessionPolicy) -> Callable[[Request], Awaitable[Response]]:

@@ -1,6 +1,6 @@
 """SCIM 2.0 (RFC 7643, RFC 7644) as Rollcall speaks it: errors, request bodies, the attributes of a resource
-type, and versions. PATCH is in db/scim_patch.py, filters and paging in db/scim_query.py, the operations on
-users and classes in db/scim_users.py and db/scim_groups.py; HTTP is in gql/scim.py.
+type, and versions. PATCH is in scim/patch.py, filters and paging in scim/query.py, the operations on
+users and classes in scim/users.py and scim/groups.py; HTTP is in scim/routes.py.
 """
 
 from __future__ import annotations

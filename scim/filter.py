@@ -1,7 +1,7 @@
 """SCIM filters and PATCH paths (RFC 7644 sections 3.4.2.2 and 3.5.2), parsed into a small tree.
 
 Keywords are case-insensitive; `not` binds tighter than `and`, and `and` tighter than `or`. Attribute paths
-are kept as written: what they name is for the resource type to say (see db/scim.py).
+are kept as written: what they name is for the resource type to say (see scim/protocol.py).
 """
 
 from __future__ import annotations

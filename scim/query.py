@@ -28,9 +28,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.scim import DEFAULT_COUNT, LIST_RESPONSE, MAX_COUNT, MISSING, ScimError, Shape, field_of, text_of
-from db.scim_filter import Compare, Filter, FilterSyntaxError, Logical, Not, Value, ValuePath, parse_filter
 from db.text import shown
+from scim.filter import Compare, Filter, FilterSyntaxError, Logical, Not, Value, ValuePath, parse_filter
+from scim.protocol import (
+    DEFAULT_COUNT,
+    LIST_RESPONSE,
+    MAX_COUNT,
+    MISSING,
+    ScimError,
+    Shape,
+    field_of,
+    text_of,
+)
 
 
 @dataclass(frozen=True, slots=True)

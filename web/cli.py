@@ -20,9 +20,9 @@ from db.errors import DomainError, ErrorCode, Problem
 from db.maintenance import fail_stale_imports, forget_expired_import_passwords, parse_age, purge
 from db.models import Provider
 from db.schools import create_school, school_id_for_slug
-from db.settings import Settings
-from gql.telemetry import configure_logging
-from tenants.scope import bind_school
+from db.scope import bind_school
+from web.settings import Settings
+from web.telemetry import configure_logging
 
 
 def _urls(settings: Settings) -> DatabaseUrls:
@@ -90,7 +90,7 @@ async def _demo(urls: DatabaseUrls, settings: Settings) -> None:
 def _serve(urls: DatabaseUrls, settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
-    # Workers build the app from the environment (gql.app.app_from_env), so hand them both URLs.
+    # Workers build the app from the environment (web.app.app_from_env), so hand them both URLs.
     os.environ["DATABASE_URL"] = urls.owner
     os.environ["APP_DATABASE_URL"] = urls.app
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -111,7 +111,7 @@ def _serve(urls: DatabaseUrls, settings: Settings, args: argparse.Namespace) -> 
         )
     print(f"Rollcall: GraphQL at http://{args.host}:{args.port}/graphql", flush=True)
     uvicorn.run(
-        "gql.app:app_from_env",
+        "web.app:app_from_env",
         factory=True,
         host=args.host,
         port=args.port,

@@ -22,17 +22,17 @@ from db import audit
 from db.audit import Actor
 from db.engine import Database
 from db.errors import DomainError, ErrorCode, Problem
-from db.import_plan import ExistingUser, ImportAction, Plan, PlannedRow, Roster, plan_import
+from db.imports.plan import ExistingUser, ImportAction, Plan, PlannedRow, Roster, plan_import
+from db.imports.roster_csv import CsvError, ExportRow, RosterRow, RowProblem, decode_upload, parse_roster
+from db.imports.sealed_passwords import SealBroken, seal, unseal
 from db.maintenance import STALE_IMPORT, fail_stale_imports_of
 from db.manage_users import lock_roster, rotate_pupils_cards
 from db.models import ClassKind, ClassMembership, ImportJob, ImportStatus, School, SchoolClass, User, UserType
 from db.names import class_name_key
 from db.passwords import hash_password_async, memorable_password
-from db.roster_csv import CsvError, ExportRow, RosterRow, RowProblem, decode_upload, parse_roster
 from db.schools import require_manual_school
-from db.sealed_passwords import SealBroken, seal, unseal
+from db.scope import school_scope
 from db.sessions import revoke_sessions
-from tenants.scope import school_scope
 
 log = logging.getLogger("rollcall.imports")
 PROGRESS_EVERY = 64

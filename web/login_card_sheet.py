@@ -13,15 +13,15 @@ from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
-from db import qr_signin
 from db.engine import Database
 from db.errors import DomainError, ErrorCode
-from db.login_cards import login_card_sheet
+from db.login_cards import signin as qr_signin
+from db.login_cards.sheet import login_card_sheet
 from db.models import UserType
+from db.scope import school_scope
 from db.sessions import SessionPolicy
-from gql.http_auth import request_caller
 from tenants.callers import CallerKind
-from tenants.scope import school_scope
+from web.http_auth import request_caller
 
 HEADERS = {
     "Cache-Control": "no-store",

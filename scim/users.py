@@ -4,7 +4,7 @@ them.
 Every change goes through the same domain functions as the admin's GraphQL mutations (with `managed_ok`), so
 the same rules hold and the same audit events are written, with the provisioning token as the actor.
 
-- A provider manages only the users it provisioned (`provider_may_manage` in db/scim.py, recorded in
+- A provider manages only the users it provisioned (`provider_may_manage` in scim/protocol.py, recorded in
   `provisioned_at` when it creates them), never an admin: every other user does not exist for it.
 
 - `userType` is "Pupil" or "Teacher" (case-insensitive). Left out, as the default mappings of Microsoft Entra
@@ -34,7 +34,11 @@ from db.classes import classes_of_users
 from db.manage_users import UserField, add_user, delete_users, lock_roster, restore_users, update_user_field
 from db.models import ClassMembership, School, SchoolClass, User, UserType
 from db.passwords import hash_password_async, password_problem
-from db.scim import (
+from db.sessions import revoke_sessions
+from db.text import shown
+from db.users import clean_email, clean_name, clean_username
+from scim.patch import document, patched
+from scim.protocol import (
     MISSING,
     USER_SCHEMA,
     ScimError,
@@ -48,11 +52,7 @@ from db.scim import (
     text_of,
     weak_etag,
 )
-from db.scim_patch import document, patched
-from db.scim_query import Column, ListQuery, Table, Values, attribute_key, list_response, page_of
-from db.sessions import revoke_sessions
-from db.text import shown
-from db.users import clean_email, clean_name, clean_username
+from scim.query import Column, ListQuery, Table, Values, attribute_key, list_response, page_of
 
 SHAPE = Shape(
     core=USER_SCHEMA,

@@ -25,17 +25,17 @@ from db.api_tokens import ApiScope
 from db.embedded import DatabaseUrls
 from db.engine import Database
 from db.sessions import SessionPolicy
-from db.settings import Settings
-from gql.bodies import BadBody, place_files, read_json
 from gql.compiled import CompiledReads
-from gql.context import CSRF_HEADER, Context
-from gql.exports import users_csv
-from gql.http_auth import bearer_secret, request_caller
+from gql.context import Context
 from gql.loaders import Loaders
-from gql.login_card_sheet import sheet_endpoint
 from gql.schema import build_schema
-from gql.scim import scim_routes
-from gql.telemetry import RequestId, configure_logging, metrics_endpoint
+from scim.routes import scim_routes
+from web.bodies import BadBody, place_files, read_json
+from web.exports import users_csv
+from web.http_auth import CSRF_HEADER, bearer_secret, request_caller
+from web.login_card_sheet import sheet_endpoint
+from web.settings import Settings
+from web.telemetry import RequestId, configure_logging, metrics_endpoint
 
 log = logging.getLogger("rollcall")
 

@@ -10,10 +10,14 @@ from starlette.requests import Request
 
 from db.engine import Database
 from db.sessions import SessionPolicy
-from gql.context import CSRF_HEADER, SESSION_COOKIE
 from tenants.callers import Caller, caller_for_secret
 
 log = logging.getLogger("rollcall.auth")
+
+# The web front end signs in with cookies; a browser that has signed in as a user before keeps a device cookie.
+SESSION_COOKIE = "rollcall_session"
+CSRF_HEADER = "x-rollcall-csrf"
+DEVICE_COOKIE = "rollcall_device"
 
 
 def bearer_secret(request: Request) -> str | None:

@@ -21,7 +21,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from db import scim_groups, scim_users
 from db.api_tokens import ApiScope
 from db.audit import Actor
 from db.classes import with_retries
@@ -29,15 +28,25 @@ from db.engine import Database
 from db.errors import DomainError
 from db.models import Provider
 from db.schools import get_school
-from db.scim import LIST_RESPONSE, SEARCH_REQUEST, ScimError, Shape, require_object, scim_error, unchanged
-from db.scim_query import attribute_names, list_query, projected
+from db.scope import school_scope
 from db.sessions import SessionPolicy
 from db.text import shown
-from gql import scim_discovery
-from gql.bodies import BadBody, read_json
-from gql.http_auth import bearer_secret, refuse_secrets_in_url
+from scim import discovery as scim_discovery
+from scim import groups as scim_groups
+from scim import users as scim_users
+from scim.protocol import (
+    LIST_RESPONSE,
+    SEARCH_REQUEST,
+    ScimError,
+    Shape,
+    require_object,
+    scim_error,
+    unchanged,
+)
+from scim.query import attribute_names, list_query, projected
 from tenants.callers import CallerKind, caller_for_secret
-from tenants.scope import school_scope
+from web.bodies import BadBody, read_json
+from web.http_auth import bearer_secret, refuse_secrets_in_url
 
 PREFIX = "/scim/v2"
 MEDIA_TYPE = "application/scim+json"
@@ -71,7 +80,7 @@ Transaction = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
 @dataclass(frozen=True, slots=True)
 class _Resources:
-    """One resource type's operations (db/scim_users.py or db/scim_groups.py)."""
+    """One resource type's operations (scim/users.py or scim/groups.py)."""
 
     shape: Shape
     id_name: str

@@ -36,7 +36,9 @@ from db.classes import (
     rename_class,
 )
 from db.models import ClassKind, ClassMembership, SchoolClass, User
-from db.scim import (
+from db.text import shown
+from scim.patch import document, patched
+from scim.protocol import (
     CLASS_EXTENSION,
     GROUP_SCHEMA,
     MISSING,
@@ -50,9 +52,7 @@ from db.scim import (
     text_of,
     weak_etag,
 )
-from db.scim_patch import document, patched
-from db.scim_query import Column, ListQuery, Table, Values, attribute_key, list_response, page_of
-from db.text import shown
+from scim.query import Column, ListQuery, Table, Values, attribute_key, list_response, page_of
 
 SHAPE = Shape(
     core=GROUP_SCHEMA,

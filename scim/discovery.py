@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from db.scim import CLASS_EXTENSION, GROUP_SCHEMA, MAX_COUNT, USER_SCHEMA
+from scim.protocol import CLASS_EXTENSION, GROUP_SCHEMA, MAX_COUNT, USER_SCHEMA
 
 SERVICE_PROVIDER_CONFIG = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"
 RESOURCE_TYPE = "urn:ietf:params:scim:schemas:core:2.0:ResourceType"

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from db.login_codes import load_or_create_secret, secret_from_env
+from db.login_cards.codes import load_or_create_secret, secret_from_env
 
 
 def _flag(name: str, default: bool) -> bool:

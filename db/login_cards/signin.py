@@ -1,6 +1,6 @@
 """QR login cards: signing a pupil in with the code on their card, rotating codes, and the cards to print.
 
-Codes are signed, not stored (see db/login_codes.py). Only pupils get cards and only pupils sign in with
+Codes are signed, not stored (see db/login_cards/codes.py). Only pupils get cards and only pupils sign in with
 them; a teacher's account is never opened by a code.
 """
 
@@ -19,12 +19,12 @@ from db import audit, throttle
 from db.classes import shares_a_class
 from db.engine import Database
 from db.errors import DomainError, ErrorCode, Problem
-from db.login_cards import CardView
-from db.login_codes import LoginCode, decode_login_code, default_expiry, encode_login_code
+from db.login_cards.codes import LoginCode, decode_login_code, default_expiry, encode_login_code
+from db.login_cards.sheet import CardView
 from db.models import ClassKind, ClassMembership, School, SchoolClass, SignInMethod, User, UserType
+from db.scope import bind_school, unbound_scope
 from db.sessions import SessionPolicy, revoke_sessions
 from db.signin import INVALID, RATE_LIMITED, SignedIn, open_session
-from tenants.scope import bind_school, unbound_scope
 
 BATCH_LIMIT = 1000
 TOO_MANY = Problem(ErrorCode.TOO_MANY, f"Choose at most {BATCH_LIMIT} users at a time.", "userIds")

@@ -10,9 +10,9 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from db.scim import MISSING, PATCH_OP, ScimError, Shape, canonical_name, field_of, require_object
-from db.scim_filter import Compare, FilterSyntaxError, PatchPath, matches, parse_path
 from db.text import shown
+from scim.filter import Compare, FilterSyntaxError, PatchPath, matches, parse_path
+from scim.protocol import MISSING, PATCH_OP, ScimError, Shape, canonical_name, field_of, require_object
 
 
 def document(body: Mapping[str, Any], shape: Shape) -> dict[str, Any]:

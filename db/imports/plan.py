@@ -11,10 +11,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from db.imports.roster_csv import RosterRow, RowProblem
 from db.models import ClassKind, UserType
 from db.names import class_name_key
 from db.passwords import password_problem
-from db.roster_csv import RosterRow, RowProblem
 from db.users import PUPILS_HAVE_NO_EMAIL
 
 ADMIN_NEEDED = "The school must keep at least one admin."
