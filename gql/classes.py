@@ -5,10 +5,9 @@ A compiled path answers `classes` and the SchoolClass fields first, in one SQL s
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Any
 
 import strawberry
 
@@ -17,40 +16,11 @@ from db import models
 from db.audit import Actor
 from db.errors import DomainError, Problems
 from gql.context import Info
-from gql.enums import ClassKind, UserType
+from gql.enums import ClassKind
 from gql.ids import parse_id
 from gql.payloads import UserError, user_errors
 from gql.permissions import CanReadRoster, IsAdmin
-
-if TYPE_CHECKING:
-    from gql.users import UserConnection
-
-
-@strawberry.type(description="A registration class (a user has at most one) or a teaching class.")
-class SchoolClass:
-    id: strawberry.ID
-    name: str
-    kind: ClassKind
-    class_id: strawberry.Private[uuid.UUID]
-
-    @strawberry.field(permission_classes=[CanReadRoster], description="How many users (not deleted) it has.")
-    async def member_count(self, info: Info) -> int:
-        return await info.context.loaders.class_member_counts.load(self.class_id)
-
-    @strawberry.field(
-        permission_classes=[CanReadRoster], description="The class roster, by surname, paged like `users`."
-    )
-    async def members(
-        self, info: Info, type: UserType | None = None, first: int | None = None, after: str | None = None
-    ) -> Annotated[UserConnection, strawberry.lazy("gql.users")]:
-        # Imported here: gql.users imports this module, for User.registrationClass.
-        from gql.users import UserFilter, users_page
-
-        return await users_page(info, UserFilter(type=type), None, first, after, class_id=self.class_id)
-
-    @classmethod
-    def from_row(cls, row: models.SchoolClass) -> SchoolClass:
-        return cls(id=strawberry.ID(str(row.id)), name=row.name, kind=row.kind, class_id=row.id)
+from gql.roster import SchoolClass
 
 
 @strawberry.type

@@ -14,8 +14,8 @@ from gql.errors import client_error
 from gql.ids import parse_id, parse_ids
 from gql.payloads import UserError, user_errors
 from gql.permissions import IsAdmin, IsStaff
+from gql.roster import User
 from gql.signin import LoginPayload
-from gql.users import User
 from web.telemetry import count_refused_sign_in
 
 

@@ -1,26 +1,23 @@
-"""The admin's mutations on the users table, and the audit log."""
+"""The admin's mutations on the users table: add, edit a cell, delete, restore, reset passwords."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 import strawberry
-from strawberry.scalars import JSON
 
-from db import audit, manage_users, models
+from db import manage_users
 from db.audit import Actor
 from db.errors import DomainError
 from db.users import get_user
-from gql.connections import Connection, Edge, PageInfo, bad_page_request
 from gql.context import Context, Info
 from gql.enums import UserType
 from gql.errors import client_error
 from gql.ids import parse_id, parse_ids
 from gql.payloads import UserError, user_errors
 from gql.permissions import IsAdmin, IsStaff
-from gql.users import User
+from gql.roster import User
 from tenants.reauth import reauthenticate
 
 UserField = manage_users.UserField  # marked as a GraphQL enum in place, as in gql.enums
@@ -56,72 +53,6 @@ class UserPayload:
 class UsersPayload:
     users: list[User] = strawberry.field(default_factory=list)
     errors: list[UserError] = strawberry.field(default_factory=list)
-
-
-@strawberry.type(description="One change: who did what to whom, and when.")
-class AuditEvent:
-    id: strawberry.ID
-    action: str
-    actor_id: strawberry.ID | None
-    actor_label: str
-    target_user_ids: list[strawberry.ID]
-    summary: JSON
-    request_id: str | None
-    created_at: datetime
-
-    @classmethod
-    def from_row(cls, row: models.AuditEvent) -> AuditEvent:
-        return cls(
-            id=strawberry.ID(str(row.id)),
-            action=row.action,
-            actor_id=strawberry.ID(str(row.actor_id)) if row.actor_id else None,
-            actor_label=row.actor_label,
-            target_user_ids=[strawberry.ID(str(t)) for t in row.target_user_ids],
-            summary=JSON(row.summary),
-            request_id=row.request_id,
-            created_at=row.created_at,
-        )
-
-
-@strawberry.input
-class AuditEventFilter:
-    action: str | None = None
-    user_id: strawberry.ID | None = strawberry.field(default=None, description="As the actor or a target.")
-
-
-@strawberry.type
-class AuditEventQueries:
-    @strawberry.field(permission_classes=[IsAdmin], description="The audit log, newest first.")
-    async def audit_events(
-        self,
-        info: Info,
-        filter: AuditEventFilter | None = None,
-        first: int | None = None,
-        after: str | None = None,
-    ) -> Connection[AuditEvent]:
-        where = filter or AuditEventFilter()
-        try:
-            user_id = parse_id(where.user_id, field="userId") if where.user_id else None
-            async with info.context.scope() as session:
-                page = await audit.list_events(
-                    session,
-                    school_id=info.context.signed_in().school_id,
-                    action=where.action,
-                    user_id=user_id,
-                    first=first,
-                    after=after,
-                )
-        except DomainError as error:
-            raise bad_page_request(error) from None
-        return Connection(
-            edges=[
-                Edge(cursor=c, node=AuditEvent.from_row(e))
-                for e, c in zip(page.events, page.cursors, strict=True)
-            ],
-            page_info=PageInfo(
-                has_next_page=page.has_next_page, end_cursor=page.cursors[-1] if page.cursors else None
-            ),
-        )
 
 
 async def _current_user(info: Info, user_id: uuid.UUID) -> User | None:

@@ -30,17 +30,17 @@ from strawberry.types import ExecutionContext
 
 from db.schools import get_school
 from gql.api_tokens import ApiTokenMutations, ApiTokenQueries
+from gql.audit import AuditEventQueries
 from gql.classes import ClassMutations, ClassQueries
 from gql.context import Info
 from gql.cost import FragmentExpansionLimiter, QueryCostLimiter
 from gql.errors import MaskInternalErrors, log_errors
 from gql.imports import ImportMutations, ImportQueries
 from gql.login_cards import LoginCardMutations, LoginCardQueries
-from gql.manage_users import AuditEventQueries, ManageUserMutations
+from gql.manage_users import ManageUserMutations
 from gql.permissions import IsSignedIn
-from gql.school_settings import SchoolSettingsMutations
+from gql.schools import School, SchoolSettingsMutations
 from gql.signin import AuthMutations, AuthQueries
-from gql.types import School
 from gql.users import UserQueries
 from web.telemetry import OperationMetrics
 

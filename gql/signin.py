@@ -12,7 +12,7 @@ from db.signin import set_own_password, sign_in
 from gql.context import Info
 from gql.payloads import UserError, user_errors
 from gql.permissions import MayChangeOwnPassword
-from gql.users import User
+from gql.roster import User
 from tenants.callers import CallerKind
 from tenants.reauth import reauthenticate
 from web.telemetry import count_refused_sign_in

@@ -1,4 +1,4 @@
-"""`updateSchoolSettings`: the school's own settings, changed by its admins."""
+"""The school: its type, and `updateSchoolSettings`, the settings its admins change."""
 
 from __future__ import annotations
 
@@ -6,13 +6,49 @@ from typing import Any
 
 import strawberry
 
-from db import schools
+from db import models, schools
 from db.errors import DomainError
 from gql.context import Info
+from gql.enums import Provider
 from gql.manage_users import actor
 from gql.payloads import UserError, user_errors
-from gql.permissions import IsAdmin
-from gql.types import School
+from gql.permissions import IsAdmin, IsStaff
+
+
+@strawberry.type(description="A school: the tenant every user, class and login card belongs to.")
+class School:
+    id: strawberry.ID
+    slug: str
+    name: str
+    provider: Provider
+    pupil_min_password_length: int
+    qr_sign_in_enabled: bool
+    school_year_end_month: int = strawberry.field(
+        permission_classes=[IsAdmin], description="With schoolYearEndDay, the day login cards expire."
+    )
+    school_year_end_day: int = strawberry.field(permission_classes=[IsAdmin])
+    deleted_user_retention_days: int = strawberry.field(
+        permission_classes=[IsAdmin], description="How long deleted users are kept before they are purged."
+    )
+    teachers_can_reset_pupil_passwords: bool = strawberry.field(
+        permission_classes=[IsStaff],
+        description="Whether teachers may reset the passwords of the pupils in their classes.",
+    )
+
+    @classmethod
+    def from_row(cls, row: models.School) -> School:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            slug=row.slug,
+            name=row.name,
+            provider=row.provider,
+            pupil_min_password_length=row.pupil_min_password_length,
+            qr_sign_in_enabled=row.qr_sign_in_enabled,
+            school_year_end_month=row.school_year_end_month,
+            school_year_end_day=row.school_year_end_day,
+            deleted_user_retention_days=row.deleted_user_retention_days,
+            teachers_can_reset_pupil_passwords=row.teachers_can_reset_pupil_passwords,
+        )
 
 
 @strawberry.input(description="The settings to change; a field left out stays as it is.")

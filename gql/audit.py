@@ -1,0 +1,81 @@
+"""The audit log: who did what to whom, and when, newest first; admins read it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+from strawberry.scalars import JSON
+
+from db import audit, models
+from db.errors import DomainError
+from gql.connections import Connection, Edge, PageInfo, bad_page_request
+from gql.context import Info
+from gql.ids import parse_id
+from gql.permissions import IsAdmin
+
+
+@strawberry.type(description="One change: who did what to whom, and when.")
+class AuditEvent:
+    id: strawberry.ID
+    action: str
+    actor_id: strawberry.ID | None
+    actor_label: str
+    target_user_ids: list[strawberry.ID]
+    summary: JSON
+    request_id: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: models.AuditEvent) -> AuditEvent:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            action=row.action,
+            actor_id=strawberry.ID(str(row.actor_id)) if row.actor_id else None,
+            actor_label=row.actor_label,
+            target_user_ids=[strawberry.ID(str(t)) for t in row.target_user_ids],
+            summary=JSON(row.summary),
+            request_id=row.request_id,
+            created_at=row.created_at,
+        )
+
+
+@strawberry.input
+class AuditEventFilter:
+    action: str | None = None
+    user_id: strawberry.ID | None = strawberry.field(default=None, description="As the actor or a target.")
+
+
+@strawberry.type
+class AuditEventQueries:
+    @strawberry.field(permission_classes=[IsAdmin], description="The audit log, newest first.")
+    async def audit_events(
+        self,
+        info: Info,
+        filter: AuditEventFilter | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[AuditEvent]:
+        where = filter or AuditEventFilter()
+        try:
+            user_id = parse_id(where.user_id, field="userId") if where.user_id else None
+            async with info.context.scope() as session:
+                page = await audit.list_events(
+                    session,
+                    school_id=info.context.signed_in().school_id,
+                    action=where.action,
+                    user_id=user_id,
+                    first=first,
+                    after=after,
+                )
+        except DomainError as error:
+            raise bad_page_request(error) from None
+        return Connection(
+            edges=[
+                Edge(cursor=c, node=AuditEvent.from_row(e))
+                for e, c in zip(page.events, page.cursors, strict=True)
+            ],
+            page_info=PageInfo(
+                has_next_page=page.has_next_page, end_cursor=page.cursors[-1] if page.cursors else None
+            ),
+        )

@@ -1,0 +1,180 @@
+"""The roster's types: User, SchoolClass and the users connection, and the paged read that both the users
+table (`users`) and a class's roster (`members`) are.
+
+A compiled path answers `users`, `classes` and these types' fields first, in one SQL statement: gql/compiled.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import datetime
+
+import strawberry
+
+from db import models
+from db import users as domain
+from db.errors import DomainError
+from gql.connections import Connection, Edge, PageInfo, bad_page_request
+from gql.context import Info
+from gql.enums import ClassKind, UserType
+from gql.ids import parse_id
+from gql.permissions import CanReadRoster
+
+# Marked as GraphQL enums in place, as in gql.enums.
+UserStatus = domain.UserStatus
+strawberry.enum(UserStatus, description="ACTIVE by default; DELETED shows deleted users.")
+UserOrderField = domain.UserOrderField
+strawberry.enum(UserOrderField)
+
+
+@strawberry.type(description="A registration class (a user has at most one) or a teaching class.")
+class SchoolClass:
+    id: strawberry.ID
+    name: str
+    kind: ClassKind
+    class_id: strawberry.Private[uuid.UUID]
+
+    @strawberry.field(permission_classes=[CanReadRoster], description="How many users (not deleted) it has.")
+    async def member_count(self, info: Info) -> int:
+        return await info.context.loaders.class_member_counts.load(self.class_id)
+
+    @strawberry.field(
+        permission_classes=[CanReadRoster], description="The class roster, by surname, paged like `users`."
+    )
+    async def members(
+        self, info: Info, type: UserType | None = None, first: int | None = None, after: str | None = None
+    ) -> UserConnection:
+        return await users_page(info, UserFilter(type=type), None, first, after, class_id=self.class_id)
+
+    @classmethod
+    def from_row(cls, row: models.SchoolClass) -> SchoolClass:
+        return cls(id=strawberry.ID(str(row.id)), name=row.name, kind=row.kind, class_id=row.id)
+
+
+@strawberry.type(description="A pupil or a teacher of the school.")
+class User:
+    id: strawberry.ID
+    username: str
+    first_name: str
+    surname: str
+    type: UserType
+    is_admin: bool
+    must_change_password: bool
+    deleted_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    version: int = strawberry.field(description="Pass it back as `expectedVersion` when editing this user.")
+    external_id: str | None = strawberry.field(
+        description="The id the school's provider (over SCIM) knows this user by; null for users added here."
+    )
+    email: str | None = strawberry.field(
+        permission_classes=[CanReadRoster],
+        description="A teacher's email address; pupils have none. Staff and ROSTER_READ tokens may read it.",
+    )
+    user_id: strawberry.Private[uuid.UUID]
+
+    @strawberry.field(description="The user's one registration class, if any.")
+    async def registration_class(self, info: Info) -> SchoolClass | None:
+        classes = await info.context.loaders.user_classes.load(self.user_id)
+        return next(
+            (SchoolClass.from_row(c) for c in classes if c.kind == models.ClassKind.REGISTRATION), None
+        )
+
+    @strawberry.field(description="The teaching classes the user is in, by name.")
+    async def teaching_classes(self, info: Info) -> list[SchoolClass]:
+        classes = await info.context.loaders.user_classes.load(self.user_id)
+        return [SchoolClass.from_row(c) for c in classes if c.kind == models.ClassKind.TEACHING]
+
+    @classmethod
+    def from_row(cls, row: models.User) -> User:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            username=row.username,
+            first_name=row.first_name,
+            surname=row.surname,
+            type=row.type,
+            is_admin=row.is_admin,
+            must_change_password=row.must_change_password,
+            deleted_at=row.deleted_at,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            version=row.version,
+            external_id=row.external_id,
+            email=row.email,
+            user_id=row.id,
+        )
+
+
+@strawberry.input(description="Narrow the users table; every part is optional.")
+class UserFilter:
+    search: str | None = strawberry.field(
+        default=None, description="Part of a username, first name or surname."
+    )
+    type: UserType | None = None
+    class_id: strawberry.ID | None = None
+    status: UserStatus = domain.UserStatus.ACTIVE
+
+    def to_domain(self) -> domain.UserFilter:
+        return domain.UserFilter(
+            search=self.search,
+            type=self.type,
+            status=self.status,
+            class_id=parse_id(self.class_id, field="classId") if self.class_id is not None else None,
+        )
+
+
+@strawberry.input
+class UserOrder:
+    field: UserOrderField = domain.UserOrderField.SURNAME
+    descending: bool = False
+
+
+@strawberry.type
+class UserConnection(Connection[User]):
+    where: strawberry.Private[domain.UserFilter]
+
+    @strawberry.field(description="How many users match the filter, on every page.")
+    async def total_count(self, info: Info) -> int:
+        async with info.context.scope() as session:
+            return await domain.count_users(
+                session, school_id=info.context.signed_in().school_id, where=self.where
+            )
+
+
+async def users_page(
+    info: Info,
+    filter: UserFilter | None,
+    order_by: UserOrder | None,
+    first: int | None,
+    after: str | None,
+    *,
+    class_id: uuid.UUID | None = None,
+) -> UserConnection:
+    """A page of users; `class_id` narrows it to one class's members (a class roster)."""
+    order = order_by or UserOrder()
+    try:
+        where = (filter or UserFilter()).to_domain()
+        if class_id is not None:
+            where = dataclasses.replace(where, class_id=class_id)
+        async with info.context.scope() as session:
+            page = await domain.list_users(
+                session,
+                school_id=info.context.signed_in().school_id,
+                where=where,
+                first=first,
+                after=after,
+                order=domain.UserOrder(field=order.field, descending=order.descending),
+            )
+    except DomainError as error:
+        raise bad_page_request(error) from None
+    return UserConnection(
+        edges=[
+            Edge(cursor=cursor, node=User.from_row(user))
+            for user, cursor in zip(page.users, page.cursors, strict=True)
+        ],
+        page_info=PageInfo(
+            has_next_page=page.has_next_page, end_cursor=page.cursors[-1] if page.cursors else None
+        ),
+        where=where,
+    )
