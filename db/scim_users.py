@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, exists, func, or_, select
+from sqlalchemy import case, func, literal, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -43,6 +43,7 @@ from db.scim import (
     field_of,
     flag_of,
     provider_may_manage,
+    provider_may_manage_class,
     require_object,
     require_version,
     text_of,
@@ -82,8 +83,19 @@ TABLE = Table(
         attribute_key("meta", "lastModified"): Column(User.updated_at, "datetime"),
         "groups": Values(
             {"value": Column(ClassMembership.class_id, "id")},
-            lambda condition: exists().where(
-                ClassMembership.school_id == User.school_id, ClassMembership.user_id == User.id, condition
+            lambda condition: (
+                select(literal(1))
+                .select_from(ClassMembership)
+                .join(
+                    SchoolClass,
+                    (SchoolClass.school_id == ClassMembership.school_id)
+                    & (SchoolClass.id == ClassMembership.class_id)
+                    & provider_may_manage_class(),
+                )
+                .where(
+                    ClassMembership.school_id == User.school_id, ClassMembership.user_id == User.id, condition
+                )
+                .exists()
             ),
         ),
     },
@@ -228,9 +240,18 @@ async def _visible(session: AsyncSession, school_id: uuid.UUID, user_id: str, *,
     return user
 
 
+async def _groups_of(
+    session: AsyncSession, school_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[SchoolClass]]:
+    """The classes a user's `groups` shows: the provider's own (provider_may_manage_class)."""
+    return await classes_of_users(
+        session, school_id=school_id, user_ids=user_ids, among=provider_may_manage_class()
+    )
+
+
 async def _resource(session: AsyncSession, user: User, base_url: str) -> dict[str, Any]:
     await session.refresh(user)
-    classes = await classes_of_users(session, school_id=user.school_id, user_ids=[user.id])
+    classes = await _groups_of(session, user.school_id, [user.id])
     return user_resource(user, classes.get(user.id, []), base_url)
 
 
@@ -239,7 +260,7 @@ async def list_users(
 ) -> dict[str, Any]:
     query = select(User).where(User.school_id == school_id, provider_may_manage())
     total, users = await page_of(session, query, TABLE, asked, order=(User.created_at, User.id))
-    classes = await classes_of_users(session, school_id=school_id, user_ids=[user.id for user in users])
+    classes = await _groups_of(session, school_id, [user.id for user in users])
     return list_response(
         total, asked, [user_resource(user, classes.get(user.id, []), base_url) for user in users]
     )
