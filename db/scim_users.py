@@ -203,8 +203,13 @@ def _wanted(found: Mapping[str, Any]) -> _Wanted:
 async def _require_unique(
     session: AsyncSession, school_id: uuid.UUID, wanted: _Wanted, except_user: uuid.UUID | None = None
 ) -> None:
-    """userName and externalId are unique among the users the provider knows, deactivated ones included, and
-    among every active user; a clash with a user the provider does not know gets the same answer."""
+    """userName, externalId and a teacher's email address are unique among the users the provider knows,
+    deactivated ones included (so that reactivating them cannot clash), and among every active user.
+
+    The database keeps an address unique among a school's active users, whoever made them, so a clash with a
+    user the provider does not know cannot pass. It gets the ordinary 409 instead, word for word the answer for
+    a clash with one of the provider's own users, and never says whose the address is: the same rule as for
+    userName, so the answer tells a provider no more than that the value is taken."""
     others = select(User.id).where(
         User.school_id == school_id, or_(provider_may_manage(), User.deleted_at.is_(None))
     )
@@ -219,6 +224,12 @@ async def _require_unique(
         raise ScimError(
             409, f"The externalId '{shown(wanted.external_id)}' belongs to another user.", "uniqueness"
         )
+    if (
+        wanted.email is not None
+        and (await session.execute(others.where(func.lower(User.email) == wanted.email.lower()))).first()
+    ):
+        # The words of email_taken_problem, which a concurrent clash on the unique index answers with.
+        raise ScimError(409, f"The email address '{wanted.email}' belongs to another user.", "uniqueness")
 
 
 def _external_id_taken(error: IntegrityError, external_id: str | None) -> ScimError:

@@ -1294,6 +1294,82 @@ async def test_the_migration_gives_a_provider_the_classes_it_created_before(
     assert scim_error(await provider.request("GET", f"/Groups/{here}")) == (404, None)
 
 
+async def test_an_email_address_that_is_taken_gets_one_answer_whoever_has_it(
+    provider: Provisioning, db: Database, http: httpx.AsyncClient
+) -> None:
+    # given addresses held by a teacher made in Rollcall (whom the provider cannot see), by one of the
+    # provider's teachers, and by one it deactivated; and one of a teacher made in Rollcall, since deleted
+    holders = {
+        "here@school.example": await make_user(db, provider.school, type=UserType.TEACHER, username="here.t"),
+        "gone.here@school.example": await make_user(
+            db, provider.school, type=UserType.TEACHER, username="gone.here"
+        ),
+    }
+    async with school_scope(db, provider.school.id) as session:
+        for address, user_id in holders.items():
+            await session.execute(
+                text("update users set email = :e where id = :id"), {"e": address, "id": user_id}
+            )
+        await session.execute(
+            text("update users set deleted_at = now() where id = :id"),
+            {"id": holders["gone.here@school.example"]},
+        )
+    await provider.create_user(
+        "tess.t", "Teacher", emails=[{"value": "tess@school.example", "primary": True}]
+    )
+    paused = await provider.create_user(
+        "paused.p", "Teacher", emails=[{"value": "paused@school.example", "primary": True}]
+    )
+    await provider.patch(f"/Users/{paused['id']}", {"op": "replace", "path": "active", "value": False})
+    tom = await provider.create_user("tom.t", "Teacher")
+    before = await roster(http, provider.school)
+
+    # when the provider asks for each taken address, in another case, by POST, PATCH and PUT
+    answers = []
+    for address in ("HERE@school.example", "Tess@school.example", "Paused@school.example"):
+        emails = [{"value": address, "type": "work", "primary": True}]
+        for response in (
+            await provider.request(
+                "POST",
+                "/Users",
+                {"schemas": [USER], "userName": "new.t", "userType": "Teacher", "emails": emails},
+            ),
+            await provider.request(
+                "PATCH", f"/Users/{tom['id']}", patch_op({"op": "replace", "path": "emails", "value": emails})
+            ),
+            await provider.request(
+                "PUT",
+                f"/Users/{tom['id']}",
+                {"schemas": [USER], "userName": "tom.t", "userType": "Teacher", "emails": emails},
+            ),
+        ):
+            answers.append((response.status_code, response.json()))
+
+    # then every answer is the same 409, naming the address asked for and no one who has it
+    assert answers == [
+        (
+            409,
+            {
+                "schemas": [ERROR],
+                "status": "409",
+                "detail": f"The email address '{address}' belongs to another user.",
+                "scimType": "uniqueness",
+            },
+        )
+        for address in ("HERE@school.example", "Tess@school.example", "Paused@school.example")
+        for _ in range(3)
+    ]
+    assert await roster(http, provider.school) == before
+
+    # and the deactivated teacher comes back with their address, while a deleted user's address is free
+    back = await provider.patch(f"/Users/{paused['id']}", {"op": "replace", "path": "active", "value": True})
+    assert back["active"] is True and back["emails"][0]["value"] == "paused@school.example"
+    free = [{"value": "gone.here@school.example", "primary": True}]
+    assert (await provider.patch(f"/Users/{tom['id']}", {"op": "replace", "path": "emails", "value": free}))[
+        "emails"
+    ][0]["value"] == "gone.here@school.example"
+
+
 async def test_the_migration_gives_a_provider_the_users_it_created_before(
     provider: Provisioning, db: Database, owner_engine: AsyncEngine
 ) -> None:
