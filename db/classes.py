@@ -53,9 +53,14 @@ DELETING: RowLock = {}  # FOR UPDATE
 
 
 async def classes_of_users(
-    session: AsyncSession, *, school_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    user_ids: Sequence[uuid.UUID],
+    among: ColumnElement[bool] | None = None,
 ) -> dict[uuid.UUID, list[SchoolClass]]:
-    """Every class of each user, in one statement, ordered by kind then name."""
+    """Every class of each user (every one that meets `among`, if given), in one statement, ordered by kind
+    then name."""
     rows = await session.execute(
         select(ClassMembership.user_id, SchoolClass)
         .join(
@@ -63,7 +68,11 @@ async def classes_of_users(
             (SchoolClass.school_id == ClassMembership.school_id)
             & (SchoolClass.id == ClassMembership.class_id),
         )
-        .where(ClassMembership.school_id == school_id, ClassMembership.user_id.in_(user_ids))
+        .where(
+            ClassMembership.school_id == school_id,
+            ClassMembership.user_id.in_(user_ids),
+            *(() if among is None else (among,)),
+        )
         .order_by(SchoolClass.kind, SchoolClass.name, SchoolClass.id)
     )
     found: dict[uuid.UUID, list[SchoolClass]] = defaultdict(list)

@@ -207,6 +207,8 @@ class SchoolClass(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     # The id the school's provider knows this class by (SCIM Group `externalId`).
     external_id: Mapped[str | None] = mapped_column(String(255))
+    # Created by the school's provider over SCIM; classes made in Rollcall itself are never the provider's.
+    provisioned_at: Mapped[datetime | None]
 
     __table_args__ = (
         ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),

@@ -6,6 +6,10 @@ the provider does not send the extension). The one
 registration class rule holds: a user added to a registration group leaves their previous one, and a group
 that becomes a registration group takes its members out of theirs. Members are users; groups of groups are
 not supported.
+
+A provider manages only the classes it created (`provider_may_manage_class` in scim/protocol.py, recorded in
+`provisioned_at`), and within them only the users it provisioned (`provider_may_manage`): every other class
+does not exist for it, and every other member stays where they are.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, delete, literal, select
+from sqlalchemy import and_, case, delete, func, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,7 +35,6 @@ from db.classes import (
     clean_class_name,
     create_class,
     delete_class,
-    get_class,
     remove_from_class,
     rename_class,
 )
@@ -46,7 +49,9 @@ from scim.protocol import (
     Shape,
     external_id_of,
     field_of,
+    kept_from_provider,
     provider_may_manage,
+    provider_may_manage_class,
     require_object,
     require_version,
     text_of,
@@ -222,13 +227,17 @@ async def _require_valid(
 async def _visible(
     session: AsyncSession, school_id: uuid.UUID, group_id: str, *, lock: bool = False
 ) -> SchoolClass:
+    """A class the provider may manage, or 404 (the same for every other class: see provider_may_manage_class)."""
     try:
         class_id = uuid.UUID(group_id)
     except ValueError:
         raise ScimError(404, f"No group has the id {group_id}.") from None
-    school_class = await get_class(
-        session, school_id=school_id, class_id=class_id, lock=DELETING if lock else None
+    query = select(SchoolClass).where(
+        SchoolClass.school_id == school_id, SchoolClass.id == class_id, provider_may_manage_class()
     )
+    school_class = (
+        await session.execute(query.with_for_update(**DELETING) if lock else query)
+    ).scalar_one_or_none()
     if school_class is None:
         raise ScimError(404, f"No group has the id {group_id}.")
     return school_class
@@ -243,7 +252,7 @@ async def _resource(session: AsyncSession, school_class: SchoolClass, base_url: 
 async def list_groups(
     session: AsyncSession, *, school_id: uuid.UUID, asked: ListQuery, base_url: str
 ) -> dict[str, Any]:
-    query = select(SchoolClass).where(SchoolClass.school_id == school_id)
+    query = select(SchoolClass).where(SchoolClass.school_id == school_id, provider_may_manage_class())
     total, classes = await page_of(
         session, query, TABLE, asked, order=(SchoolClass.created_at, SchoolClass.id)
     )
@@ -265,6 +274,8 @@ async def create_group(
     school_class = await create_class(
         session, school_id=school_id, actor=actor, name=wanted.name, kind=wanted.kind, managed_ok=True
     )
+    school_class.provisioned_at = func.now()
+    await session.flush()
     await _apply(session, actor, school_class, [], wanted)
     return await _resource(session, school_class, base_url)
 
@@ -322,7 +333,24 @@ async def patch_group(
 async def delete_group(
     session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, group_id: str, if_match: str | None
 ) -> None:
+    """Refused while a member the provider does not manage uses the class (see kept_from_provider)."""
     school_class, _ = await _locked(session, school_id, group_id, if_match)
+    kept = (
+        select(literal(1))
+        .select_from(ClassMembership)
+        .join(User, and_(User.school_id == ClassMembership.school_id, User.id == ClassMembership.user_id))
+        .where(
+            ClassMembership.school_id == school_id,
+            ClassMembership.class_id == school_class.id,
+            kept_from_provider(),
+        )
+    )
+    if (await session.execute(kept.limit(1))).first():
+        raise ScimError(
+            400,
+            "This group has members that are managed in Rollcall itself, so it cannot be deleted.",
+            "mutability",
+        )
     await delete_class(session, school_id=school_id, actor=actor, class_id=school_class.id, managed_ok=True)
 
 

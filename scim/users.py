@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, exists, func, or_, select
+from sqlalchemy import case, func, literal, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -47,6 +47,7 @@ from scim.protocol import (
     field_of,
     flag_of,
     provider_may_manage,
+    provider_may_manage_class,
     require_object,
     require_version,
     text_of,
@@ -82,8 +83,19 @@ TABLE = Table(
         attribute_key("meta", "lastModified"): Column(User.updated_at, "datetime"),
         "groups": Values(
             {"value": Column(ClassMembership.class_id, "id")},
-            lambda condition: exists().where(
-                ClassMembership.school_id == User.school_id, ClassMembership.user_id == User.id, condition
+            lambda condition: (
+                select(literal(1))
+                .select_from(ClassMembership)
+                .join(
+                    SchoolClass,
+                    (SchoolClass.school_id == ClassMembership.school_id)
+                    & (SchoolClass.id == ClassMembership.class_id)
+                    & provider_may_manage_class(),
+                )
+                .where(
+                    ClassMembership.school_id == User.school_id, ClassMembership.user_id == User.id, condition
+                )
+                .exists()
             ),
         ),
     },
@@ -191,8 +203,13 @@ def _wanted(found: Mapping[str, Any]) -> _Wanted:
 async def _require_unique(
     session: AsyncSession, school_id: uuid.UUID, wanted: _Wanted, except_user: uuid.UUID | None = None
 ) -> None:
-    """userName and externalId are unique among the users the provider knows, deactivated ones included, and
-    among every active user; a clash with a user the provider does not know gets the same answer."""
+    """userName, externalId and a teacher's email address are unique among the users the provider knows,
+    deactivated ones included (so that reactivating them cannot clash), and among every active user.
+
+    The database keeps an address unique among a school's active users, whoever made them, so a clash with a
+    user the provider does not know cannot pass. It gets the ordinary 409 instead, word for word the answer for
+    a clash with one of the provider's own users, and never says whose the address is: the same rule as for
+    userName, so the answer tells a provider no more than that the value is taken."""
     others = select(User.id).where(
         User.school_id == school_id, or_(provider_may_manage(), User.deleted_at.is_(None))
     )
@@ -207,6 +224,12 @@ async def _require_unique(
         raise ScimError(
             409, f"The externalId '{shown(wanted.external_id)}' belongs to another user.", "uniqueness"
         )
+    if (
+        wanted.email is not None
+        and (await session.execute(others.where(func.lower(User.email) == wanted.email.lower()))).first()
+    ):
+        # The words of email_taken_problem, which a concurrent clash on the unique index answers with.
+        raise ScimError(409, f"The email address '{wanted.email}' belongs to another user.", "uniqueness")
 
 
 def _external_id_taken(error: IntegrityError, external_id: str | None) -> ScimError:
@@ -228,9 +251,18 @@ async def _visible(session: AsyncSession, school_id: uuid.UUID, user_id: str, *,
     return user
 
 
+async def _groups_of(
+    session: AsyncSession, school_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[SchoolClass]]:
+    """The classes a user's `groups` shows: the provider's own (provider_may_manage_class)."""
+    return await classes_of_users(
+        session, school_id=school_id, user_ids=user_ids, among=provider_may_manage_class()
+    )
+
+
 async def _resource(session: AsyncSession, user: User, base_url: str) -> dict[str, Any]:
     await session.refresh(user)
-    classes = await classes_of_users(session, school_id=user.school_id, user_ids=[user.id])
+    classes = await _groups_of(session, user.school_id, [user.id])
     return user_resource(user, classes.get(user.id, []), base_url)
 
 
@@ -239,7 +271,7 @@ async def list_users(
 ) -> dict[str, Any]:
     query = select(User).where(User.school_id == school_id, provider_may_manage())
     total, users = await page_of(session, query, TABLE, asked, order=(User.created_at, User.id))
-    classes = await classes_of_users(session, school_id=school_id, user_ids=[user.id for user in users])
+    classes = await _groups_of(session, school_id, [user.id for user in users])
     return list_response(
         total, asked, [user_resource(user, classes.get(user.id, []), base_url) for user in users]
     )

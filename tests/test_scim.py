@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from db.api_tokens import ApiScope, list_api_tokens
 from db.embedded import EmbeddedServer
 from db.engine import Database
-from db.models import Provider, School, UserType
+from db.models import ClassKind, Provider, School, UserType
 from db.scope import bind_school, school_scope
 from gql.permissions import CanReadRoster
 from scim.filter import (
@@ -1109,12 +1109,8 @@ async def test_a_provider_cannot_move_users_it_does_not_manage_between_classes(
     amy = await provider.create_user("amy.b")
     group = await provider.create_group("7A", "registration", (amy["id"],))
     before = await roster(http, provider.school)
-    forms = await provider.ok("GET", "/Groups", filter='displayName sw "Form of"')
-    assert forms["totalResults"] == 3 and all("members" not in form for form in forms["Resources"])
-    admin_form = next(form for form in forms["Resources"] if form["displayName"] == "Form of admin")
 
-    # when the provider tries to add them to its group, to take them out of theirs, or to turn theirs into
-    # teaching classes (which would move them out of their registration class)
+    # when the provider tries to add them to its group, which would move them out of their own
     attempts = []
     for user_id in made.values():
         attempts.append(
@@ -1137,28 +1133,241 @@ async def test_a_provider_cannot_move_users_it_does_not_manage_between_classes(
             )
         )
     assert [scim_error(response) for response in attempts] == [(400, "invalidValue")] * len(attempts)
-    emptied = await provider.request(
-        "PUT",
-        f"/Groups/{admin_form['id']}",
-        {
-            "schemas": [GROUP, CLASS],
-            "displayName": "Form of admin",
-            "members": [],
-            CLASS: {"kind": "registration"},
-        },
-    )
-    assert emptied.status_code == 200, emptied.text
-    turned = await provider.request(
-        "PATCH",
-        f"/Groups/{admin_form['id']}",
-        patch_op({"op": "replace", "path": f"{CLASS}:kind", "value": "teaching"}),
-    )
-    assert scim_error(turned) == (400, "mutability")
     filtered = await provider.ok("GET", "/Groups", filter=f'members[value eq "{made["admin"]}"]')
     assert filtered["totalResults"] == 0
 
     # then everyone made in Rollcall is still where they were
     assert await roster(http, provider.school) == before
+
+
+CLASSES = "{ classes { id name } }"
+
+
+async def test_a_provider_never_sees_or_changes_classes_made_in_rollcall(
+    provider: Provisioning, db: Database, http: httpx.AsyncClient
+) -> None:
+    # given the forms of users made in Rollcall, a club made in Rollcall that a provisioned pupil is in, and
+    # the provider's own group
+    made = await made_in_rollcall(provider, db)
+    amy = await provider.create_user("amy.b")
+    await make_class(
+        db, provider.school, "Chess club", uuid.UUID(amy["id"]), made["here.pupil"], kind=ClassKind.TEACHING
+    )
+    maths = await provider.create_group("Maths", None, (amy["id"],))
+    listed = await graphql(http, CLASSES, token=provider.school.admin_token)
+    made_here = {c["name"]: c["id"] for c in listed["data"]["classes"] if c["id"] != maths["id"]}
+    assert sorted(made_here) == ["Chess club", "Form of admin", "Form of here.pupil", "Form of here.teacher"]
+    before = await roster(http, provider.school)
+
+    # then lists, filters, searches and its users' groups know only the provider's own group
+    found = await provider.ok("GET", "/Groups")
+    assert (found["totalResults"], [g["id"] for g in found["Resources"]]) == (1, [maths["id"]])
+    for condition, expected in {
+        'displayName sw "Form of"': [],
+        'displayName eq "Chess club"': [],
+        f'members[value eq "{made["here.pupil"]}"]': [],
+        f'members[value eq "{amy["id"]}"]': [maths["id"]],
+    }.items():
+        filtered = await provider.ok("GET", "/Groups", filter=condition)
+        assert [g["id"] for g in filtered["Resources"]] == expected, condition
+    searched = await provider.ok(
+        "POST", "/Groups/.search", {"schemas": [SEARCH_REQUEST], "filter": "displayName pr"}
+    )
+    assert [g["id"] for g in searched["Resources"]] == [maths["id"]]
+    assert [g["display"] for g in (await provider.ok("GET", f"/Users/{amy['id']}"))["groups"]] == ["Maths"]
+    for class_id in made_here.values():
+        assert (await provider.ok("GET", "/Groups", filter=f'id eq "{class_id}"'))["totalResults"] == 0
+        assert await provider.users(filter=f'groups[value eq "{class_id}"]') == []
+
+    # and reading, renaming, replacing, emptying or deleting one of them is answered as if it did not exist
+    for name, class_id in made_here.items():
+        path = f"/Groups/{class_id}"
+        attempts = [
+            await provider.request("GET", path),
+            await provider.request(
+                "PUT", path, {"schemas": [GROUP], "displayName": "Taken over", "members": []}
+            ),
+            await provider.request(
+                "PATCH", path, patch_op({"op": "replace", "path": "displayName", "value": "Taken over"})
+            ),
+            await provider.request("PATCH", path, patch_op({"op": "remove", "path": "members"})),
+            await provider.request(
+                "PATCH", path, patch_op({"op": "replace", "path": f"{CLASS}:kind", "value": "teaching"})
+            ),
+            await provider.request("DELETE", path),
+        ]
+        assert [scim_error(response) for response in attempts] == [(404, None)] * len(attempts), name
+
+    # and every class made in Rollcall, and everyone in it, is as it was
+    after = await graphql(http, CLASSES, token=provider.school.admin_token)
+    assert {c["name"]: c["id"] for c in after["data"]["classes"] if c["id"] != maths["id"]} == made_here
+    assert await roster(http, provider.school) == before
+
+
+async def test_a_provider_adds_and_removes_only_its_own_users_in_its_own_classes(
+    provider: Provisioning, db: Database, http: httpx.AsyncClient, owner_engine: AsyncEngine
+) -> None:
+    # given a class of the provider's with three of its users: a teacher the school then makes an admin, a
+    # pupil the provider deprovisions, and a pupil it still manages
+    tess = await provider.create_user("tess.t", "Teacher")
+    ben = await provider.create_user("ben.c")
+    amy = await provider.create_user("amy.b")
+    maths = await provider.create_group("Maths", None, (tess["id"], ben["id"], amy["id"]))
+    art = await provider.create_group("Art", None, (ben["id"], amy["id"]))
+    async with school_scope(db, provider.school.id) as session:
+        await session.execute(text("update users set is_admin = true where id = :id"), {"id": tess["id"]})
+    await provider.ok("DELETE", f"/Users/{ben['id']}", status=204)
+    path = f"/Groups/{maths['id']}"
+    assert [m["value"] for m in (await provider.ok("GET", path))["members"]] == [amy["id"]]
+
+    # when the provider empties its class, with PATCH and with PUT
+    emptied = await provider.patch(path, {"op": "remove", "path": "members"})
+    assert "members" not in emptied
+    await provider.patch(path, {"op": "add", "path": "members", "value": [{"value": amy["id"]}]})
+    replaced = await provider.ok("PUT", path, {"schemas": [GROUP], "displayName": "Maths", "members": []})
+    assert "members" not in replaced
+
+    # then the members it does not manage are still in it, and cannot be added back or removed by name
+    users = await roster(http, provider.school)
+    assert users["tess.t"]["teachingClasses"] == [{"name": "Maths"}]
+    assert users["ben.c"]["teachingClasses"] == [{"name": "Art"}, {"name": "Maths"}]
+    assert users["amy.b"]["teachingClasses"] == [{"name": "Art"}]
+    for member in (tess, ben):
+        added = await provider.request(
+            "PATCH", path, patch_op({"op": "add", "path": "members", "value": [{"value": member["id"]}]})
+        )
+        assert scim_error(added) == (400, "invalidValue")
+        await provider.patch(path, {"op": "remove", "path": f'members[value eq "{member["id"]}"]'})
+    turned = await provider.request(
+        "PATCH", path, patch_op({"op": "replace", "path": f"{CLASS}:kind", "value": "registration"})
+    )
+    assert scim_error(turned) == (400, "mutability")
+
+    # and deleting the class the admin still uses is refused with a SCIM error, and changes nothing
+    refused = await provider.request("DELETE", path)
+    assert scim_error(refused) == (400, "mutability")
+    assert "managed in Rollcall itself" in refused.json()["detail"]
+    assert (await provider.ok("GET", path))["displayName"] == "Maths"
+    assert await roster(http, provider.school) == users
+
+    # while a class whose only other member is a user the provider deleted goes, naming them in its audit event
+    await provider.ok("DELETE", f"/Groups/{art['id']}", status=204)
+    assert scim_error(await provider.request("GET", f"/Groups/{art['id']}")) == (404, None)
+    async with async_sessionmaker(owner_engine)() as session, session.begin():
+        await bind_school(session, provider.school.id)
+        targets = (
+            await session.execute(
+                text("select target_user_ids from audit_events where action = 'class.deleted'")
+            )
+        ).scalar_one()
+    assert sorted(map(str, targets)) == sorted([ben["id"], amy["id"]])
+
+
+async def test_the_migration_gives_a_provider_the_classes_it_created_before(
+    provider: Provisioning, db: Database, owner_engine: AsyncEngine
+) -> None:
+    # given classes a provider created, and one made here, as they were before Rollcall recorded who
+    # provisioned them
+    with_external_id = await provider.create_group("7A", "registration", externalId="entra-7a")
+    without = await provider.create_group("Maths")
+    here = await make_class(db, provider.school, "Form made here")
+    async with async_sessionmaker(owner_engine)() as session, session.begin():
+        await bind_school(session, provider.school.id)
+        await session.execute(text("update classes set provisioned_at = null"))
+    assert (await provider.ok("GET", "/Groups"))["totalResults"] == 0
+
+    # when the migration's backfill runs
+    spec = importlib.util.spec_from_file_location(
+        "provisioned_classes",
+        Path(__file__).parents[1] / "db/migrations/versions/0012_provisioned_classes.py",
+    )
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    async with async_sessionmaker(owner_engine)() as session, session.begin():
+        await bind_school(session, provider.school.id)
+        await session.execute(text(migration.BACKFILL))
+
+    # then the provider knows exactly its own classes again
+    found = await provider.ok("GET", "/Groups")
+    assert sorted(g["id"] for g in found["Resources"]) == sorted([with_external_id["id"], without["id"]])
+    assert scim_error(await provider.request("GET", f"/Groups/{here}")) == (404, None)
+
+
+async def test_an_email_address_that_is_taken_gets_one_answer_whoever_has_it(
+    provider: Provisioning, db: Database, http: httpx.AsyncClient
+) -> None:
+    # given addresses held by a teacher made in Rollcall (whom the provider cannot see), by one of the
+    # provider's teachers, and by one it deactivated; and one of a teacher made in Rollcall, since deleted
+    holders = {
+        "here@school.example": await make_user(db, provider.school, type=UserType.TEACHER, username="here.t"),
+        "gone.here@school.example": await make_user(
+            db, provider.school, type=UserType.TEACHER, username="gone.here"
+        ),
+    }
+    async with school_scope(db, provider.school.id) as session:
+        for address, user_id in holders.items():
+            await session.execute(
+                text("update users set email = :e where id = :id"), {"e": address, "id": user_id}
+            )
+        await session.execute(
+            text("update users set deleted_at = now() where id = :id"),
+            {"id": holders["gone.here@school.example"]},
+        )
+    await provider.create_user(
+        "tess.t", "Teacher", emails=[{"value": "tess@school.example", "primary": True}]
+    )
+    paused = await provider.create_user(
+        "paused.p", "Teacher", emails=[{"value": "paused@school.example", "primary": True}]
+    )
+    await provider.patch(f"/Users/{paused['id']}", {"op": "replace", "path": "active", "value": False})
+    tom = await provider.create_user("tom.t", "Teacher")
+    before = await roster(http, provider.school)
+
+    # when the provider asks for each taken address, in another case, by POST, PATCH and PUT
+    answers = []
+    for address in ("HERE@school.example", "Tess@school.example", "Paused@school.example"):
+        emails = [{"value": address, "type": "work", "primary": True}]
+        for response in (
+            await provider.request(
+                "POST",
+                "/Users",
+                {"schemas": [USER], "userName": "new.t", "userType": "Teacher", "emails": emails},
+            ),
+            await provider.request(
+                "PATCH", f"/Users/{tom['id']}", patch_op({"op": "replace", "path": "emails", "value": emails})
+            ),
+            await provider.request(
+                "PUT",
+                f"/Users/{tom['id']}",
+                {"schemas": [USER], "userName": "tom.t", "userType": "Teacher", "emails": emails},
+            ),
+        ):
+            answers.append((response.status_code, response.json()))
+
+    # then every answer is the same 409, naming the address asked for and no one who has it
+    assert answers == [
+        (
+            409,
+            {
+                "schemas": [ERROR],
+                "status": "409",
+                "detail": f"The email address '{address}' belongs to another user.",
+                "scimType": "uniqueness",
+            },
+        )
+        for address in ("HERE@school.example", "Tess@school.example", "Paused@school.example")
+        for _ in range(3)
+    ]
+    assert await roster(http, provider.school) == before
+
+    # and the deactivated teacher comes back with their address, while a deleted user's address is free
+    back = await provider.patch(f"/Users/{paused['id']}", {"op": "replace", "path": "active", "value": True})
+    assert back["active"] is True and back["emails"][0]["value"] == "paused@school.example"
+    free = [{"value": "gone.here@school.example", "primary": True}]
+    assert (await provider.patch(f"/Users/{tom['id']}", {"op": "replace", "path": "emails", "value": free}))[
+        "emails"
+    ][0]["value"] == "gone.here@school.example"
 
 
 async def test_the_migration_gives_a_provider_the_users_it_created_before(
