@@ -10,26 +10,21 @@ import strawberry
 from strawberry.scalars import JSON
 
 from db import audit, manage_users, models
-from db.audit import Actor
 from db.errors import DomainError
 from db.users import get_user
 from gql.connections import Connection, Edge, PageInfo, bad_page_request
-from gql.context import Context, Info
+from gql.context import Info
 from gql.enums import UserType
 from gql.errors import client_error
 from gql.ids import parse_id, parse_ids
 from gql.payloads import UserError, user_errors
 from gql.permissions import IsAdmin, IsStaff
 from gql.users import User
+from tenants import policies
 from tenants.reauth import reauthenticate
 
 UserField = manage_users.UserField  # marked as a GraphQL enum in place, as in gql.enums
 strawberry.enum(UserField, description="The cells of the users table that can be edited.")
-
-
-def actor(context: Context) -> Actor:
-    caller = context.signed_in()
-    return Actor(id=caller.user_id, label=caller.label, request_id=context.request_id)
 
 
 @strawberry.input
@@ -139,7 +134,7 @@ class ManageUserMutations:
                 row = await manage_users.add_user(
                     session,
                     school_id=info.context.signed_in().school_id,
-                    actor=actor(info.context),
+                    actor=info.context.actor(),
                     username=input.username,
                     password=input.password,
                     type=input.type,
@@ -174,7 +169,7 @@ class ManageUserMutations:
                 row = await manage_users.update_user_field(
                     session,
                     school_id=info.context.signed_in().school_id,
-                    actor=actor(info.context),
+                    actor=info.context.actor(),
                     user_id=target,
                     field=field,
                     value=value,
@@ -212,7 +207,7 @@ class ManageUserMutations:
         confirm_password: str,
         must_change_password: bool = False,
     ) -> UsersPayload:
-        context, caller = info.context, info.context.signed_in()
+        context, caller = info.context, info.context.person()
         try:
             targets = parse_ids(user_ids, field="userIds")
             # Before the password is checked, so a teacher who may not is told so without spending an attempt.
@@ -221,7 +216,7 @@ class ManageUserMutations:
                     session,
                     school_id=caller.school_id,
                     viewer_id=caller.user_id,
-                    viewer_is_admin=caller.is_admin,
+                    viewer_is_admin=policies.sees_every_pupil(caller),
                     user_ids=targets,
                 )
             await reauthenticate(context.db, caller, current_password)
@@ -229,13 +224,13 @@ class ManageUserMutations:
                 rows = await manage_users.reset_passwords(
                     session,
                     school_id=caller.school_id,
-                    actor=actor(context),
+                    actor=context.actor(),
                     keep_session=caller.session_id,
                     user_ids=targets,
                     new_password=new_password,
                     confirm_password=confirm_password,
                     must_change_password=must_change_password,
-                    actor_is_admin=caller.is_admin,
+                    actor_is_admin=policies.sees_every_pupil(caller),
                 )
         except DomainError as error:
             return UsersPayload(errors=user_errors(error))
@@ -251,7 +246,7 @@ async def _batch(info: Info, operation: Any, user_ids: list[strawberry.ID]) -> U
             rows = await operation(
                 session,
                 school_id=info.context.signed_in().school_id,
-                actor=actor(info.context),
+                actor=info.context.actor(),
                 user_ids=targets,
             )
     except DomainError as error:
