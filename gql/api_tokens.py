@@ -84,8 +84,7 @@ class ApiTokenMutations:
                 secret, row = await api_tokens.create_api_token(
                     session,
                     school_id=caller.school_id,
-                    actor_id=caller.user_id,
-                    actor_label=caller.label,
+                    actor=info.context.actor(),
                     name=name,
                     scopes=scopes,
                 )
@@ -104,8 +103,7 @@ class ApiTokenMutations:
                     session,
                     school_id=caller.school_id,
                     token_id=parse_id(id, field="id"),
-                    actor_id=caller.user_id,
-                    actor_label=caller.label,
+                    actor=info.context.actor(),
                 )
         except DomainError as error:
             return RevokeApiTokenPayload(errors=user_errors(error))

@@ -66,13 +66,11 @@ class LoginCardQueries:
                     session,
                     school_id=caller.school_id,
                     secret=context.login_code_secret,
-                    viewer_id=caller.user_id,
-                    viewer_is_admin=policies.sees_every_pupil(caller),
-                    viewer_label=caller.label,
+                    actor=context.actor(),
+                    sees_every_pupil=policies.sees_every_pupil(caller),
                     class_id=chosen_class,
                     user_ids=chosen_users,
                     via="graphql",
-                    request_id=context.request_id,
                 )
         except DomainError as error:
             raise client_error(error.problems[0].message, "BAD_REQUEST") from None
@@ -117,9 +115,7 @@ class LoginCardMutations:
                     session,
                     school_id=caller.school_id,
                     user_ids=targets,
-                    actor_id=caller.user_id,
-                    actor_label=caller.label,
-                    request_id=context.request_id,
+                    actor=context.actor(),
                 )
         except DomainError as error:
             return RotateLoginCodesPayload(errors=user_errors(error))
@@ -138,9 +134,7 @@ class LoginCardMutations:
                     session,
                     school_id=caller.school_id,
                     class_id=target,
-                    actor_id=caller.user_id,
-                    actor_label=caller.label,
-                    request_id=context.request_id,
+                    actor=context.actor(),
                 )
         except DomainError as error:
             return RotateLoginCodesPayload(errors=user_errors(error))

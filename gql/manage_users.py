@@ -216,7 +216,7 @@ class ManageUserMutations:
                     session,
                     school_id=caller.school_id,
                     viewer_id=caller.user_id,
-                    viewer_is_admin=policies.sees_every_pupil(caller),
+                    sees_every_pupil=policies.sees_every_pupil(caller),
                     user_ids=targets,
                 )
             await reauthenticate(context.db, caller, current_password)
@@ -230,7 +230,7 @@ class ManageUserMutations:
                     new_password=new_password,
                     confirm_password=confirm_password,
                     must_change_password=must_change_password,
-                    actor_is_admin=policies.sees_every_pupil(caller),
+                    sees_every_pupil=policies.sees_every_pupil(caller),
                 )
         except DomainError as error:
             return UsersPayload(errors=user_errors(error))

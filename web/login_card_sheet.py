@@ -75,13 +75,11 @@ def sheet_endpoint(
                     session,
                     school_id=caller.school_id,
                     secret=secret,
-                    viewer_id=caller.user_id,
-                    viewer_is_admin=policies.sees_every_pupil(caller),
-                    viewer_label=caller.label,
+                    actor=policies.actor_of(caller, request.state.request_id),
+                    sees_every_pupil=policies.sees_every_pupil(caller),
                     class_id=class_id,
                     user_ids=user_ids,
                     via="sheet",
-                    request_id=request.state.request_id,
                 )
         except BadSelection as error:
             return _plain(400, str(error))
