@@ -41,6 +41,7 @@ from sqlalchemy.engine import make_url
 from bench import dataset
 from bench.harness import Bench, bench_database, save, table
 from db.api_tokens import ApiScope, create_api_token
+from db.audit import Actor
 from db.passwords import HASHING_THREADS, hash_password, verify_password_async
 from db.scope import school_scope
 from db.sessions import SessionPolicy, start_session
@@ -375,8 +376,7 @@ async def prepare(bench: Bench) -> Tokens:
         api_token, _ = await create_api_token(
             session,
             school_id=roster.id,
-            actor_id=admin_id,
-            actor_label="admin",
+            actor=Actor(id=admin_id, label="admin"),
             name="Bench sync",
             scopes=[ApiScope.ROSTER_READ],
         )
@@ -404,8 +404,7 @@ async def prepare(bench: Bench) -> Tokens:
         scim_token, _ = await create_api_token(
             session,
             school_id=scim.id,
-            actor_id=None,
-            actor_label="bench",
+            actor=Actor(id=None, label="bench"),
             name="Bench provider",
             scopes=[ApiScope.PROVISION],
         )

@@ -11,6 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit
+from db.audit import Actor
 from db.errors import DomainError, ErrorCode, Problem
 from db.models import ApiToken, Provider, School
 from db.sessions import API_TOKEN_PREFIX, new_secret
@@ -29,8 +30,7 @@ async def create_api_token(
     session: AsyncSession,
     *,
     school_id: uuid.UUID,
-    actor_id: uuid.UUID | None,
-    actor_label: str,
+    actor: Actor,
     name: str,
     scopes: Sequence[ApiScope],
 ) -> tuple[str, ApiToken]:
@@ -54,15 +54,14 @@ async def create_api_token(
         name=name,
         token_hash=token_hash,
         scopes=sorted({scope.value for scope in scopes}),
-        created_by=actor_id,
+        created_by=actor.id,
     )
     session.add(token)
     await session.flush()
-    await audit.record(
+    await audit.record_by(
         session,
+        actor,
         school_id=school_id,
-        actor_id=actor_id,
-        actor_label=actor_label,
         action="api_token.created",
         summary={"token_id": str(token.id), "name": name, "scopes": token.scopes},
     )
@@ -89,7 +88,7 @@ async def _require_provisioning(
 
 
 async def revoke_api_token(
-    session: AsyncSession, *, school_id: uuid.UUID, token_id: uuid.UUID, actor_id: uuid.UUID, actor_label: str
+    session: AsyncSession, *, school_id: uuid.UUID, token_id: uuid.UUID, actor: Actor
 ) -> ApiToken:
     token = (
         await session.execute(
@@ -104,11 +103,10 @@ async def revoke_api_token(
             .where(ApiToken.school_id == school_id, ApiToken.id == token_id)
             .values(revoked_at=func.now())
         )
-        await audit.record(
+        await audit.record_by(
             session,
+            actor,
             school_id=school_id,
-            actor_id=actor_id,
-            actor_label=actor_label,
             action="api_token.revoked",
             summary={"token_id": str(token_id), "name": token.name},
         )

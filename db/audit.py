@@ -25,31 +25,6 @@ class Actor:
     request_id: str | None = None
 
 
-async def record(
-    session: AsyncSession,
-    *,
-    school_id: uuid.UUID,
-    actor_id: uuid.UUID | None,
-    actor_label: str,
-    action: str,
-    targets: Iterable[uuid.UUID] = (),
-    summary: dict[str, Any] | None = None,
-    request_id: str | None = None,
-) -> None:
-    session.add(
-        AuditEvent(
-            school_id=school_id,
-            actor_id=actor_id,
-            actor_label=actor_label,
-            action=action,
-            target_user_ids=list(targets),
-            summary=summary or {},
-            request_id=request_id,
-        )
-    )
-    await session.flush()
-
-
 async def record_by(
     session: AsyncSession,
     actor: Actor,
@@ -59,16 +34,19 @@ async def record_by(
     targets: Iterable[uuid.UUID] = (),
     summary: dict[str, Any] | None = None,
 ) -> None:
-    await record(
-        session,
-        school_id=school_id,
-        actor_id=actor.id,
-        actor_label=actor.label,
-        action=action,
-        targets=targets,
-        summary=summary,
-        request_id=actor.request_id,
+    """One audit event: `actor` did `action` to `targets`, in the caller's transaction."""
+    session.add(
+        AuditEvent(
+            school_id=school_id,
+            actor_id=actor.id,
+            actor_label=actor.label,
+            action=action,
+            target_user_ids=list(targets),
+            summary=summary or {},
+            request_id=actor.request_id,
+        )
     )
+    await session.flush()
 
 
 @dataclass(frozen=True, slots=True)

@@ -399,9 +399,7 @@ async def rotate_pupils_cards(
             session,
             school_id=school_id,
             user_ids=pupils,
-            actor_id=actor.id,
-            actor_label=actor.label,
-            request_id=actor.request_id,
+            actor=actor,
         )
 
 
@@ -477,12 +475,12 @@ async def require_may_reset(
     *,
     school_id: uuid.UUID,
     viewer_id: uuid.UUID | None,
-    viewer_is_admin: bool,
+    sees_every_pupil: bool,
     user_ids: Sequence[uuid.UUID],
 ) -> None:
-    """Admins may reset anyone's password. A teacher, when the school allows it, only pupils of the classes
+    """A viewer who sees every pupil (an admin) may reset anyone's password. A teacher, when the school allows it, only pupils of the classes
     they are in (registration or teaching); any other id in the batch refuses the whole batch."""
-    if viewer_is_admin:
+    if sees_every_pupil:
         return
     allowed = (
         await session.execute(select(School.teachers_can_reset_pupil_passwords).where(School.id == school_id))
@@ -516,12 +514,12 @@ async def reset_passwords(
     new_password: str,
     confirm_password: str,
     must_change_password: bool,
-    actor_is_admin: bool,
+    sees_every_pupil: bool,
 ) -> list[User]:
     """Give the users one new password (the caller has re-authenticated); their other sessions end."""
     school = await require_manual_school(session, school_id)
     await require_may_reset(
-        session, school_id=school_id, viewer_id=actor.id, viewer_is_admin=actor_is_admin, user_ids=user_ids
+        session, school_id=school_id, viewer_id=actor.id, sees_every_pupil=sees_every_pupil, user_ids=user_ids
     )
     if new_password != confirm_password:
         raise DomainError(

@@ -100,11 +100,10 @@ async def create_school(
         first_name=clean_name(admin_first_name, field="admin_first_name"),
         surname=clean_name(admin_surname, field="admin_surname"),
     )
-    await audit.record(
+    await audit.record_by(
         session,
+        Actor(id=None, label="rollcall school create"),
         school_id=school_id,
-        actor_id=None,
-        actor_label="rollcall school create",
         action="school.created",
         targets=[admin.id],
         summary={"slug": slug, "name": name},

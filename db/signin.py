@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit, throttle
+from db.audit import Actor
 from db.device_cookies import issue_device_cookie, trusted_device
 from db.engine import Database
 from db.errors import DomainError, ErrorCode, Problem
@@ -125,11 +126,10 @@ async def open_session(
     token, _ = await start_session(
         session, school_id=user.school_id, user_id=user.id, policy=policy, method=how
     )
-    await audit.record(
+    await audit.record_by(
         session,
+        Actor(id=user.id, label=user.username),
         school_id=user.school_id,
-        actor_id=user.id,
-        actor_label=user.username,
         action="user.signed_in",
         targets=[user.id],
         summary={"method": how.value},
@@ -199,11 +199,10 @@ async def set_own_password(
         )
     )
     await revoke_sessions(session, school_id=school_id, user_ids=[user_id], keep=session_id)
-    await audit.record(
+    await audit.record_by(
         session,
+        Actor(id=user_id, label=user.username),
         school_id=school_id,
-        actor_id=user_id,
-        actor_label=user.username,
         action="user.password_changed",
         targets=[user_id],
     )

@@ -78,14 +78,13 @@ class ApiTokenMutations:
         "school's provider (managed schools).",
     )
     async def create_api_token(self, info: Info, name: str, scopes: list[ApiScope]) -> CreateApiTokenPayload:
-        caller = info.context.signed_in()
+        caller = info.context.person()
         try:
             async with info.context.scope() as session:
                 secret, row = await api_tokens.create_api_token(
                     session,
                     school_id=caller.school_id,
-                    actor_id=caller.user_id,
-                    actor_label=caller.label,
+                    actor=info.context.actor(),
                     name=name,
                     scopes=scopes,
                 )
@@ -97,16 +96,14 @@ class ApiTokenMutations:
         permission_classes=[IsAdmin], description="Stop a token working, from its next request."
     )
     async def revoke_api_token(self, info: Info, id: strawberry.ID) -> RevokeApiTokenPayload:
-        caller = info.context.signed_in()
-        assert caller.user_id is not None, "IsAdmin lets only signed-in people through"
+        caller = info.context.person()
         try:
             async with info.context.scope() as session:
                 row = await api_tokens.revoke_api_token(
                     session,
                     school_id=caller.school_id,
                     token_id=parse_id(id, field="id"),
-                    actor_id=caller.user_id,
-                    actor_label=caller.label,
+                    actor=info.context.actor(),
                 )
         except DomainError as error:
             return RevokeApiTokenPayload(errors=user_errors(error))

@@ -13,7 +13,6 @@ import strawberry
 
 from db import classes as domain
 from db import models
-from db.audit import Actor
 from db.errors import DomainError, Problems
 from gql.context import Info
 from gql.enums import ClassKind
@@ -71,7 +70,7 @@ async def _change(
 ) -> ClassPayload:
     """Run one class change in its own transaction, run again if it collides with a concurrent one."""
     context, caller = info.context, info.context.signed_in()
-    actor = Actor(id=caller.user_id, label=caller.label, request_id=context.request_id)
+    actor = context.actor()
     try:
         given = arguments()
         row = await domain.with_retries(

@@ -50,7 +50,6 @@ from strawberry.extensions import AddValidationRules, MaskErrors, MaxTokensLimit
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.schema.schema import validate_document
 
-from db.api_tokens import ApiScope
 from db.engine import Database, retry_if_disconnected
 from db.errors import DomainError
 from db.models import ClassKind, UserType
@@ -59,6 +58,7 @@ from db.users import UserFilter, UserOrder, UserOrderField, UserStatus
 from gql import compiled_sql as sql
 from gql.cost import FragmentExpansionLimiter, QueryCostLimiter, query_cost, too_complex, too_costly
 from gql.ids import parse_id
+from tenants import policies
 from tenants.callers import Caller, resolve_caller
 from web.http_auth import refuse_secrets_in_url, session_secret
 from web.telemetry import OperationMetrics, observe_operation
@@ -467,7 +467,9 @@ def _user_type(value: Any) -> UserType | None:
 
 async def _allowed(caller: Caller, permissions: tuple[type[BasePermission], ...]) -> bool:
     """Whether the fields' own permission classes let this caller through (so both paths agree on who may read)."""
-    if ApiScope.PROVISION in caller.scopes:
+    try:
+        policies.require_not_provider(caller)
+    except policies.Denied:
         return False  # the view turns provisioning tokens away before any field runs
     info = cast(Any, SimpleNamespace(context=SimpleNamespace(caller=caller)))
     for permission in permissions:

@@ -13,12 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
+from db.audit import Actor
 from db.device_cookies import LIFETIME as DEVICE_COOKIE_LIFETIME
 from db.engine import Database
 from db.scope import school_scope
 from db.sessions import SessionPolicy
 from gql.loaders import Loaders
-from tenants.callers import Caller
+from tenants.callers import Caller, Person
+from tenants.policies import actor_of
 from web.http_auth import DEVICE_COOKIE, SESSION_COOKIE
 from web.settings import Settings
 
@@ -49,6 +51,16 @@ class Context:
         """The caller of a field whose permission class has already required one."""
         assert self.caller is not None, "the field's permission class lets only callers through"
         return self.caller
+
+    def person(self) -> Person:
+        """The signed-in person of a field whose permission class lets only people through."""
+        caller = self.signed_in()
+        assert isinstance(caller, Person), "the field's permission class lets only people through"
+        return caller
+
+    def actor(self) -> Actor:
+        """Who the audit log says made this request's changes."""
+        return actor_of(self.signed_in(), self.request_id)
 
     @asynccontextmanager
     async def scope(self) -> AsyncIterator[AsyncSession]:

@@ -16,7 +16,6 @@ from db.users import CONTROL_CHARACTERS
 from gql.context import Info
 from gql.errors import client_error
 from gql.ids import parse_id
-from gql.manage_users import actor
 from gql.payloads import UserError, user_errors
 from gql.permissions import IsAdmin
 from tenants.reauth import reauthenticate
@@ -183,7 +182,7 @@ class ImportMutations:
                 job = await imports.preview_import(
                     session,
                     school_id=info.context.signed_in().school_id,
-                    actor=actor(info.context),
+                    actor=info.context.actor(),
                     file_name=file_name,
                     data=data,
                     remove_missing_pupils=remove_missing_pupils,
@@ -212,7 +211,7 @@ class ImportMutations:
             applied = await imports.confirm_import(
                 context.db,
                 school_id=context.signed_in().school_id,
-                actor=actor(context),
+                actor=context.actor(),
                 job_id=target,
                 server_secret=context.login_code_secret,
             )

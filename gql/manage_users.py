@@ -8,25 +8,20 @@ from typing import Any
 import strawberry
 
 from db import manage_users
-from db.audit import Actor
 from db.errors import DomainError
 from db.users import get_user
-from gql.context import Context, Info
+from gql.context import Info
 from gql.enums import UserType
 from gql.errors import client_error
 from gql.ids import parse_id, parse_ids
 from gql.payloads import UserError, user_errors
 from gql.permissions import IsAdmin, IsStaff
 from gql.roster import User
+from tenants import policies
 from tenants.reauth import reauthenticate
 
 UserField = manage_users.UserField  # marked as a GraphQL enum in place, as in gql.enums
 strawberry.enum(UserField, description="The cells of the users table that can be edited.")
-
-
-def actor(context: Context) -> Actor:
-    caller = context.signed_in()
-    return Actor(id=caller.user_id, label=caller.label, request_id=context.request_id)
 
 
 @strawberry.input
@@ -70,7 +65,7 @@ class ManageUserMutations:
                 row = await manage_users.add_user(
                     session,
                     school_id=info.context.signed_in().school_id,
-                    actor=actor(info.context),
+                    actor=info.context.actor(),
                     username=input.username,
                     password=input.password,
                     type=input.type,
@@ -105,7 +100,7 @@ class ManageUserMutations:
                 row = await manage_users.update_user_field(
                     session,
                     school_id=info.context.signed_in().school_id,
-                    actor=actor(info.context),
+                    actor=info.context.actor(),
                     user_id=target,
                     field=field,
                     value=value,
@@ -143,7 +138,7 @@ class ManageUserMutations:
         confirm_password: str,
         must_change_password: bool = False,
     ) -> UsersPayload:
-        context, caller = info.context, info.context.signed_in()
+        context, caller = info.context, info.context.person()
         try:
             targets = parse_ids(user_ids, field="userIds")
             # Before the password is checked, so a teacher who may not is told so without spending an attempt.
@@ -152,7 +147,7 @@ class ManageUserMutations:
                     session,
                     school_id=caller.school_id,
                     viewer_id=caller.user_id,
-                    viewer_is_admin=caller.is_admin,
+                    sees_every_pupil=policies.sees_every_pupil(caller),
                     user_ids=targets,
                 )
             await reauthenticate(context.db, caller, current_password)
@@ -160,13 +155,13 @@ class ManageUserMutations:
                 rows = await manage_users.reset_passwords(
                     session,
                     school_id=caller.school_id,
-                    actor=actor(context),
+                    actor=context.actor(),
                     keep_session=caller.session_id,
                     user_ids=targets,
                     new_password=new_password,
                     confirm_password=confirm_password,
                     must_change_password=must_change_password,
-                    actor_is_admin=caller.is_admin,
+                    sees_every_pupil=policies.sees_every_pupil(caller),
                 )
         except DomainError as error:
             return UsersPayload(errors=user_errors(error))
@@ -182,7 +177,7 @@ async def _batch(info: Info, operation: Any, user_ids: list[strawberry.ID]) -> U
             rows = await operation(
                 session,
                 school_id=info.context.signed_in().school_id,
-                actor=actor(info.context),
+                actor=info.context.actor(),
                 user_ids=targets,
             )
     except DomainError as error:

@@ -10,7 +10,6 @@ from db import models, schools
 from db.errors import DomainError
 from gql.context import Info
 from gql.enums import Provider
-from gql.manage_users import actor
 from gql.payloads import UserError, user_errors
 from gql.permissions import IsAdmin, IsStaff
 
@@ -100,7 +99,7 @@ class SchoolSettingsMutations:
         try:
             async with info.context.scope() as session:
                 row = await schools.update_settings(
-                    session, school_id=school_id, actor=actor(info.context), change=input.to_domain()
+                    session, school_id=school_id, actor=info.context.actor(), change=input.to_domain()
                 )
                 return SchoolPayload(school=School.from_row(row))
         except DomainError as error:

@@ -13,7 +13,7 @@ from gql.context import Info
 from gql.payloads import UserError, user_errors
 from gql.permissions import MayChangeOwnPassword
 from gql.roster import User
-from tenants.callers import CallerKind
+from tenants.callers import Person
 from tenants.reauth import reauthenticate
 from web.telemetry import count_refused_sign_in
 
@@ -44,8 +44,8 @@ class AuthQueries:
     @strawberry.field(description="Whoever is signed in, or null.")
     async def me(self, info: Info) -> User | None:
         caller = info.context.caller
-        if caller is None or caller.kind != CallerKind.SESSION:
-            return None
+        if not isinstance(caller, Person):
+            return None  # nobody, or an app
         async with info.context.scope() as session:
             row = (
                 await session.execute(
@@ -81,7 +81,7 @@ class AuthMutations:
 
     @strawberry.mutation(permission_classes=[MayChangeOwnPassword], description="End this session.")
     async def logout(self, info: Info) -> LogoutPayload:
-        caller = info.context.signed_in()
+        caller = info.context.person()
         async with info.context.scope() as session:
             await revoke_session(session, school_id=caller.school_id, session_id=caller.session_id)
         info.context.clear_session_cookie()
@@ -94,8 +94,7 @@ class AuthMutations:
     async def change_my_password(
         self, info: Info, current_password: str, new_password: str, confirm_password: str
     ) -> ChangeMyPasswordPayload:
-        context, caller = info.context, info.context.signed_in()
-        assert caller.user_id is not None, "MayChangeOwnPassword lets only signed-in people through"
+        context, caller = info.context, info.context.person()
         try:
             await reauthenticate(context.db, caller, current_password)
             async with context.scope() as session:

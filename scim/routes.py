@@ -21,12 +21,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from db.api_tokens import ApiScope
 from db.audit import Actor
 from db.classes import with_retries
 from db.engine import Database
 from db.errors import DomainError
-from db.models import Provider
 from db.schools import get_school
 from db.scope import school_scope
 from db.sessions import SessionPolicy
@@ -44,7 +42,8 @@ from scim.protocol import (
     unchanged,
 )
 from scim.query import attribute_names, list_query, projected
-from tenants.callers import CallerKind, caller_for_secret
+from tenants import policies
+from tenants.callers import caller_for_secret
 from web.bodies import BadBody, read_json
 from web.http_auth import bearer_secret, refuse_secrets_in_url
 
@@ -156,21 +155,17 @@ class Scim:
         secret = bearer_secret(request)
         if secret is None:
             raise ScimError(401, "Send the school's provisioning token: Authorization: Bearer <token>.")
-        caller = await caller_for_secret(self.db, secret, self.policy)
-        if caller is None:
-            raise ScimError(401, "This token is unknown, expired or revoked.")
-        if caller.kind != CallerKind.API_TOKEN or ApiScope.PROVISION not in caller.scopes:
-            raise ScimError(403, "Only a provisioning token (scope PROVISION) may use SCIM.")
-        async with school_scope(self.db, caller.school_id) as session:
-            school = await get_school(session, caller.school_id)
-        if school is None or school.provider == Provider.MANUAL:
-            raise ScimError(403, "This school's users are managed by hand in Rollcall; provisioning is off.")
+        try:
+            app = policies.require_provider(await caller_for_secret(self.db, secret, self.policy))
+            async with school_scope(self.db, app.school_id) as session:
+                school = await get_school(session, app.school_id)
+            policies.require_provisioned(school)
+        except policies.Denied as error:
+            raise ScimError(error.status, error.message) from None
         return ProvisioningCaller(
-            school_id=caller.school_id,
+            school_id=app.school_id,
             base_url=public_base_url(request, self.public_url) + PREFIX,
-            actor=Actor(
-                id=None, label=f"provisioning-token:{caller.token_id}", request_id=request.state.request_id
-            ),
+            actor=policies.actor_of(app, request.state.request_id),
         )
 
     def endpoint(self, **handlers: Handler) -> Callable[[Request], Awaitable[Response]]:

@@ -1,13 +1,13 @@
-"""Resolving the caller from a bearer secret: which school, which user or app, what they may do."""
+"""Resolving the caller from a bearer secret: which school, which person or app, what they may do."""
 
 from __future__ import annotations
 
-import enum
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.api_tokens import ApiScope
 from db.engine import Database, retry_if_disconnected
 from db.models import UserType
 from db.sessions import API_TOKEN_PREFIX, SESSION_PREFIX, TOUCH_EVERY, SessionPolicy, hash_secret
@@ -17,28 +17,43 @@ from db.sessions import API_TOKEN_PREFIX, SESSION_PREFIX, TOUCH_EVERY, SessionPo
 _CALLER = "select * from rollcall_caller($1, $2, $3)"
 
 
-class CallerKind(enum.StrEnum):
-    SESSION = "SESSION"
-    API_TOKEN = "API_TOKEN"
-
-
 @dataclass(frozen=True, slots=True)
-class Caller:
+class Person:
+    """Someone signed in with a session: a pupil, a teacher or a school admin."""
+
     school_id: uuid.UUID
-    kind: CallerKind
-    user_id: uuid.UUID | None = None
-    username: str = ""
-    user_type: UserType | None = None
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    username: str
+    user_type: UserType
     is_admin: bool = False
     must_change_password: bool = False
-    session_id: uuid.UUID | None = None
-    token_id: uuid.UUID | None = None
-    scopes: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def label(self) -> str:
-        """How the audit log names this caller."""
-        return self.username if self.kind == CallerKind.SESSION else f"api-token:{self.token_id}"
+        """How the audit log names this person."""
+        return self.username
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    """An app with an API token: a read-only roster token, or the school provider's provisioning token."""
+
+    school_id: uuid.UUID
+    token_id: uuid.UUID
+    scopes: frozenset[str]
+
+    @property
+    def provisions(self) -> bool:
+        return ApiScope.PROVISION in self.scopes
+
+    @property
+    def label(self) -> str:
+        """How the audit log names this app."""
+        return f"{'provisioning' if self.provisions else 'api'}-token:{self.token_id}"
+
+
+Caller = Person | App
 
 
 async def resolve_caller(connection: AsyncConnection, secret: str, policy: SessionPolicy) -> Caller | None:
@@ -50,17 +65,16 @@ async def resolve_caller(connection: AsyncConnection, secret: str, policy: Sessi
     row = (await connection.exec_driver_sql(_CALLER, (hash_secret(secret), policy.idle, TOUCH_EVERY))).first()
     if row is None:
         return None
-    return Caller(
+    if row.kind == "API_TOKEN":
+        return App(school_id=row.school_id, token_id=row.token_id, scopes=frozenset(row.scopes))
+    return Person(
         school_id=row.school_id,
-        kind=CallerKind(row.kind),
         user_id=row.user_id,
+        session_id=row.session_id,
         username=row.username,
-        user_type=UserType(row.user_type) if row.user_type else None,
+        user_type=UserType(row.user_type),
         is_admin=row.is_admin,
         must_change_password=row.must_change_password,
-        session_id=row.session_id,
-        token_id=row.token_id,
-        scopes=frozenset(row.scopes),
     )
 
 

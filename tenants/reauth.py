@@ -14,7 +14,7 @@ from db.errors import DomainError, ErrorCode, Problem
 from db.models import Session, User
 from db.passwords import verify_password_async
 from db.scope import school_scope
-from tenants.callers import Caller
+from tenants.callers import Caller, Person
 
 MAX_FAILURES = 5
 
@@ -23,7 +23,7 @@ async def reauthenticate(
     db: Database, caller: Caller, password: str, *, field: str = "currentPassword"
 ) -> None:
     """Return when `password` is the caller's own; otherwise raise REAUTH_FAILED (and maybe sign them out)."""
-    if caller.user_id is None or caller.session_id is None:
+    if not isinstance(caller, Person):
         raise DomainError(
             Problem(ErrorCode.REAUTH_FAILED, "Only a signed-in person can confirm with a password.", field)
         )

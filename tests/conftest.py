@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 
 from db import migrate
 from db.api_tokens import ApiScope, create_api_token
+from db.audit import Actor
 from db.embedded import EmbeddedServer, start_embedded
 from db.engine import Database
 from db.models import UserType
@@ -228,8 +229,7 @@ async def make_api_token(db: Database, school: SchoolFixture, scopes: list[ApiSc
         secret, _ = await create_api_token(
             session,
             school_id=school.id,
-            actor_id=school.admin_id,
-            actor_label="admin",
+            actor=Actor(id=school.admin_id, label="admin"),
             name="Roster sync",
             scopes=scopes or [ApiScope.ROSTER_READ],
         )

@@ -1,4 +1,5 @@
-"""Who may call what: every query and mutation, tried as every kind of caller.
+"""Who may call what: every query and mutation, and the plain-HTTP and SCIM pages, tried as every kind of
+caller.
 
 Adding a field to the schema without a row here fails `test_every_field_has_a_row`.
 """
@@ -17,11 +18,11 @@ from graphql import GraphQLObjectType
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.api_tokens import list_api_tokens
+from db.api_tokens import ApiScope, list_api_tokens
 from db.audit import Actor
 from db.classes import assign_to_class, create_class
 from db.engine import Database
-from db.models import ClassKind, UserType
+from db.models import ClassKind, Provider, UserType
 from db.scope import school_scope
 from gql.schema import build_schema
 from tests.conftest import SchoolFixture, graphql, make_api_token, make_school, make_user, sign_in_as
@@ -345,3 +346,86 @@ async def test_who_a_teacher_may_reset(
     )
     codes = [error.get("extensions", {}).get("code") for error in body.get("errors", [])]
     assert codes == ([] if allowed else ["FORBIDDEN"]), body
+
+
+# The plain-HTTP pages and SCIM, tried as every kind of caller: the status each gets.
+PROVISIONING, MANAGED_API = "provisioning", "managed-api"
+# A provider's school has read-only tokens too: only the scope, not the school, keeps them out of SCIM.
+HTTP_ROLES = (*ROLES, PROVISIONING, MANAGED_API)
+
+
+@dataclass(frozen=True)
+class Pages:
+    """The world above, plus a class its teacher, its pupil and a new pupil are in (so only the policy keeps
+    the pupil from the class's cards), and a managed school's tokens."""
+
+    world: World
+    class_id: str
+    pupil_id: str
+    pupil_username: str
+    provider_token: str
+    managed_api_token: str
+
+
+@pytest.fixture(scope="module")
+async def pages(world: World, owner_engine: AsyncEngine, db: Database) -> Pages:
+    username = f"p{uuid.uuid4().hex[:10]}"
+    pupil = await make_user(db, world.school, username=username)
+    async with school_scope(db, world.school.id) as session:
+        actor = Actor(id=world.school.admin_id, label="admin")
+        room = await create_class(
+            session, school_id=world.school.id, actor=actor, name="Maths 8", kind=ClassKind.TEACHING
+        )
+        await assign_to_class(
+            session,
+            school_id=world.school.id,
+            actor=actor,
+            class_id=room.id,
+            user_ids=[world.teacher_id, world.pupil_id, pupil],
+        )
+    managed = await make_school(owner_engine, db, provider=Provider.C2K)
+    return Pages(
+        world=world,
+        class_id=str(room.id),
+        pupil_id=str(pupil),
+        pupil_username=username,
+        provider_token=await make_api_token(db, managed, [ApiScope.PROVISION]),
+        managed_api_token=await make_api_token(db, managed, [ApiScope.ROSTER_READ]),
+    )
+
+
+def statuses(default: int, **by_role: int) -> dict[str, int]:
+    return {role: by_role.get(role, default) for role in HTTP_ROLES}
+
+
+SCIM_STATUSES = statuses(403, anonymous=401, provisioning=200)
+PAGES: dict[str, tuple[Callable[[Pages], str], dict[str, int]]] = {
+    "users.csv": (lambda pages: "/users.csv", statuses(403, anonymous=401, admin=200, other=200)),
+    "login-cards by class": (
+        lambda pages: f"/login-cards?classId={pages.class_id}",
+        statuses(403, anonymous=401, teacher=200, admin=200, other=404),
+    ),
+    "login-cards by users": (
+        lambda pages: f"/login-cards?userIds={pages.pupil_id}",
+        statuses(403, anonymous=401, teacher=200, admin=200, other=200),
+    ),
+    "scim Users": (lambda pages: "/scim/v2/Users", SCIM_STATUSES),
+    "scim Groups": (lambda pages: "/scim/v2/Groups", SCIM_STATUSES),
+    "scim ServiceProviderConfig": (lambda pages: "/scim/v2/ServiceProviderConfig", SCIM_STATUSES),
+}
+
+
+@pytest.mark.parametrize("page", sorted(PAGES))
+@pytest.mark.parametrize("role", HTTP_ROLES)
+async def test_who_gets_each_page(
+    http: httpx.AsyncClient, db: Database, pages: Pages, page: str, role: str
+) -> None:
+    path, expected = PAGES[page]
+    tokens = {PROVISIONING: pages.provider_token, MANAGED_API: pages.managed_api_token}
+    token = tokens[role] if role in tokens else await token_for(role, pages.world, db)
+    response = await http.get(path(pages), headers={"Authorization": f"Bearer {token}"} if token else {})
+    assert response.status_code == expected[role], response.text
+    if not page.startswith("scim"):
+        # Only a caller of the pupil's own school sees them; another school's admin gets their own school.
+        shown = expected[role] == 200 and role != OTHER_ADMIN
+        assert (pages.pupil_username in response.text) == shown, response.text

@@ -34,7 +34,7 @@ from scim.filter import (
     parse_filter,
     parse_path,
 )
-from tenants.callers import Caller, CallerKind
+from tenants.callers import App
 from tests.conftest import (
     ADMIN_PASSWORD,
     SchoolFixture,
@@ -782,9 +782,7 @@ async def test_a_provisioning_token_is_refused_by_every_graphql_field(
 
 def test_reading_the_roster_takes_the_roster_read_scope() -> None:
     def info(*scopes: str) -> Any:
-        caller = Caller(
-            school_id=uuid.uuid4(), kind=CallerKind.API_TOKEN, token_id=uuid.uuid4(), scopes=frozenset(scopes)
-        )
+        caller = App(school_id=uuid.uuid4(), token_id=uuid.uuid4(), scopes=frozenset(scopes))
         return SimpleNamespace(context=SimpleNamespace(caller=caller))
 
     assert CanReadRoster().has_permission(None, info(ApiScope.ROSTER_READ)) is True

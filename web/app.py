@@ -21,7 +21,6 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
-from db.api_tokens import ApiScope
 from db.embedded import DatabaseUrls
 from db.engine import Database
 from db.sessions import SessionPolicy
@@ -30,6 +29,7 @@ from gql.context import Context
 from gql.loaders import Loaders
 from gql.schema import build_schema
 from scim.routes import scim_routes
+from tenants import policies
 from web.bodies import BadBody, place_files, read_json
 from web.exports import users_csv
 from web.http_auth import CSRF_HEADER, bearer_secret, request_caller
@@ -122,9 +122,12 @@ class RollcallGraphQL(GraphQL[Context, None]):
             and not request.headers.get(CSRF_HEADER)
         ):
             raise HTTPException(403, f"File uploads need a bearer token or the {CSRF_HEADER} header.")
-        caller = await request_caller(request, self.db, self.session_policy)
-        if caller is not None and ApiScope.PROVISION in caller.scopes:
-            raise HTTPException(403, "A provisioning token works only on SCIM, at /scim/v2.")
+        try:
+            caller = policies.require_not_provider(
+                await request_caller(request, self.db, self.session_policy)
+            )
+        except policies.Denied as error:
+            raise HTTPException(error.status, error.message) from None
         return Context(
             request=request,
             response=response,

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from db import demo, migrate
 from db.api_tokens import ApiScope, create_api_token
+from db.audit import Actor
 from db.embedded import DatabaseUrls, database_urls
 from db.engine import owner_engine
 from db.errors import DomainError, ErrorCode, Problem
@@ -64,8 +65,7 @@ async def _provisioning_token(urls: DatabaseUrls, args: argparse.Namespace) -> N
             secret, _ = await create_api_token(
                 session,
                 school_id=school_id,
-                actor_id=None,
-                actor_label="rollcall school provisioning-token",
+                actor=Actor(id=None, label="rollcall school provisioning-token"),
                 name=args.name,
                 scopes=[ApiScope.PROVISION],
             )

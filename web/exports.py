@@ -14,20 +14,18 @@ from db.imports.roster_csv import export_lines
 from db.schools import get_school
 from db.scope import school_scope
 from db.sessions import SessionPolicy
-from tenants.callers import CallerKind
+from tenants import policies
 from web.http_auth import request_caller
 
 
 def users_csv(db: Database, policy: SessionPolicy) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
-            caller = await request_caller(request, db, policy)
+            caller = policies.require_roster_exporter(await request_caller(request, db, policy))
         except HTTPException as error:
             return PlainTextResponse(error.reason, status_code=error.status_code)
-        if caller is None:
-            return PlainTextResponse("Sign in first.", status_code=401)
-        if caller.kind != CallerKind.SESSION or not caller.is_admin or caller.must_change_password:
-            return PlainTextResponse("Only a school admin can download the roster.", status_code=403)
+        except policies.Denied as error:
+            return PlainTextResponse(error.message, status_code=error.status)
         async with school_scope(db, caller.school_id) as session:
             school = await get_school(session, caller.school_id)
             rows = await export_rows(session, school_id=caller.school_id)

@@ -17,10 +17,9 @@ from db.engine import Database
 from db.errors import DomainError, ErrorCode
 from db.login_cards import signin as qr_signin
 from db.login_cards.sheet import login_card_sheet
-from db.models import UserType
 from db.scope import school_scope
 from db.sessions import SessionPolicy
-from tenants.callers import CallerKind
+from tenants import policies
 from web.http_auth import request_caller
 
 HEADERS = {
@@ -63,17 +62,12 @@ def sheet_endpoint(
 ) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
-            caller = await request_caller(request, db, policy)
+            caller = policies.require_card_printer(await request_caller(request, db, policy))
         except HTTPException as error:
             return _plain(error.status_code, error.reason)
-        if caller is None:
-            return _plain(401, "Sign in first.", **{"WWW-Authenticate": "Bearer"})
-        if caller.kind != CallerKind.SESSION or caller.user_id is None:
-            return _plain(403, "An API token cannot print login cards: their codes are secrets.")
-        if caller.must_change_password:
-            return _plain(403, "Change your password before doing anything else.")
-        if caller.user_type != UserType.TEACHER:
-            return _plain(403, "Only teachers can print login cards.")
+        except policies.Denied as error:
+            challenge = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
+            return _plain(error.status, error.message, **challenge)
         try:
             class_id, user_ids = _selection(request)
             async with school_scope(db, caller.school_id) as session:
@@ -81,13 +75,11 @@ def sheet_endpoint(
                     session,
                     school_id=caller.school_id,
                     secret=secret,
-                    viewer_id=caller.user_id,
-                    viewer_is_admin=caller.is_admin,
-                    viewer_label=caller.label,
+                    actor=policies.actor_of(caller, request.state.request_id),
+                    sees_every_pupil=policies.sees_every_pupil(caller),
                     class_id=class_id,
                     user_ids=user_ids,
                     via="sheet",
-                    request_id=request.state.request_id,
                 )
         except BadSelection as error:
             return _plain(400, str(error))

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from db import audit, throttle
+from db.audit import Actor
 from db.classes import shares_a_class
 from db.engine import Database
 from db.errors import DomainError, ErrorCode, Problem
@@ -92,9 +93,7 @@ async def rotate_login_codes(
     *,
     school_id: uuid.UUID,
     user_ids: Sequence[uuid.UUID],
-    actor_id: uuid.UUID | None,
-    actor_label: str,
-    request_id: str | None = None,
+    actor: Actor,
 ) -> list[User]:
     """Make every card printed so far for these pupils useless; new cards print with new codes."""
     ids = sorted(set(user_ids))
@@ -131,9 +130,7 @@ async def rotate_login_codes(
         session,
         school_id=school_id,
         user_ids=ids,
-        actor_id=actor_id,
-        actor_label=actor_label,
-        request_id=request_id,
+        actor=actor,
         summary={},
     )
 
@@ -143,9 +140,7 @@ async def rotate_class_login_codes(
     *,
     school_id: uuid.UUID,
     class_id: uuid.UUID,
-    actor_id: uuid.UUID | None,
-    actor_label: str,
-    request_id: str | None = None,
+    actor: Actor,
 ) -> list[User]:
     """Rotate the codes of every pupil in the class, deleted ones too (their old cards must not come back)."""
     school_class = await _get_class(session, school_id, class_id)
@@ -165,9 +160,7 @@ async def rotate_class_login_codes(
         session,
         school_id=school_id,
         user_ids=ids,
-        actor_id=actor_id,
-        actor_label=actor_label,
-        request_id=request_id,
+        actor=actor,
         summary={"class_id": str(class_id), "class_name": school_class.name},
     )
 
@@ -177,9 +170,7 @@ async def _rotate(
     *,
     school_id: uuid.UUID,
     user_ids: list[uuid.UUID],
-    actor_id: uuid.UUID | None,
-    actor_label: str,
-    request_id: str | None,
+    actor: Actor,
     summary: dict[str, str],
 ) -> list[User]:
     if not user_ids:
@@ -198,15 +189,8 @@ async def _rotate(
     )
     # A card that no longer works must not leave open what it opened; their password sessions stay.
     await revoke_sessions(session, school_id=school_id, user_ids=user_ids, method=SignInMethod.QR)
-    await audit.record(
-        session,
-        school_id=school_id,
-        actor_id=actor_id,
-        actor_label=actor_label,
-        action="login_codes.rotated",
-        targets=user_ids,
-        summary=summary,
-        request_id=request_id,
+    await audit.record_by(
+        session, actor, school_id=school_id, action="login_codes.rotated", targets=user_ids, summary=summary
     )
     return sorted(users, key=lambda user: user.id)
 
@@ -245,27 +229,30 @@ async def login_cards(
     *,
     school_id: uuid.UUID,
     secret: bytes,
-    viewer_id: uuid.UUID,
-    viewer_is_admin: bool,
-    viewer_label: str,
+    actor: Actor,
+    sees_every_pupil: bool,
     class_id: uuid.UUID | None = None,
     user_ids: Sequence[uuid.UUID] | None = None,
     today: date | None = None,
     via: str,
-    request_id: str | None = None,
 ) -> LoginCards:
     """The cards of a class's pupils, or of the pupils among `user_ids`; an audit event says who got them.
 
-    Admins may have any cards; a teacher only a class they are in (registration or teaching) or pupils of
-    such classes. Teachers, deleted users and unknown ids get no card.
+    A viewer who `sees_every_pupil` (an admin) may have any cards; a teacher only a class they are in
+    (registration or teaching) or pupils of such classes. Teachers, deleted users and unknown ids get no
+    card.
     """
     if (class_id is None) == (user_ids is None):
         raise DomainError(Problem(ErrorCode.INVALID_INPUT, "Give either a classId or userIds.", "classId"))
+    # Whose classes bound the cards: nobody's for a viewer who sees every pupil, else the teacher's own.
+    teacher = None if sees_every_pupil else actor.id
+    if teacher is None and not sees_every_pupil:
+        raise CardsForbidden("Only a signed-in teacher can print login cards.")
     title = "Login cards"
     chosen: ColumnElement[bool]
     if class_id is not None:
         school_class = await _get_class(session, school_id, class_id)
-        if not viewer_is_admin and not await _is_member(session, school_id, class_id, viewer_id):
+        if teacher is not None and not await _is_member(session, school_id, class_id, teacher):
             raise CardsForbidden("You can print login cards only for the classes you are in.")
         chosen = _in_class(school_id, class_id)
         title = f"Login cards: {school_class.name}"
@@ -275,11 +262,11 @@ async def login_cards(
         if len(ids) > BATCH_LIMIT:
             raise DomainError(TOO_MANY)
         chosen = User.id.in_(ids)
-        if not viewer_is_admin:
+        if teacher is not None:
             outside = (
                 await session.execute(
                     select(User.id)
-                    .where(*_active_pupils(school_id), chosen, ~shares_a_class(school_id, viewer_id))
+                    .where(*_active_pupils(school_id), chosen, ~shares_a_class(school_id, teacher))
                     .limit(1)
                 )
             ).first()
@@ -309,15 +296,13 @@ async def login_cards(
     ]
     if cards:
         summary = {"via": via, **({"class_id": str(class_id)} if class_id else {})}
-        await audit.record(
+        await audit.record_by(
             session,
+            actor,
             school_id=school_id,
-            actor_id=viewer_id,
-            actor_label=viewer_label,
             action="login_cards.printed",
             targets=[card.user.id for card in cards],
             summary=summary,
-            request_id=request_id,
         )
     return LoginCards(school_name=school.name, title=title, cards=cards)
 
