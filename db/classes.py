@@ -11,19 +11,19 @@ import asyncio
 import random
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypedDict, TypeVar
 
 from sqlalchemy import ColumnElement, Exists, delete, exists, func, insert, select
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.util import AliasedClass
 
 from db import audit
 from db.audit import Actor
-from db.errors import DomainError, ErrorCode, Problem, Problems
+from db.errors import DomainError, ErrorCode, Problem, Problems, unique_or
 from db.models import ClassKind, ClassMembership, SchoolClass, User
 from db.names import class_name_key
 from db.schools import require_manual_school
@@ -185,17 +185,9 @@ async def _name_free(
         raise _name_taken(kind, name)
 
 
-@asynccontextmanager
-async def _unique_name(session: AsyncSession, kind: ClassKind, name: str) -> AsyncIterator[None]:
+def _unique_name(session: AsyncSession, kind: ClassKind, name: str) -> AbstractAsyncContextManager[None]:
     """Write a class's name in a savepoint; when two admins choose one name at once, the index decides."""
-    try:
-        async with session.begin_nested():
-            yield
-            await session.flush()
-    except IntegrityError as error:
-        if NAME_INDEX not in str(error.orig):
-            raise
-        raise _name_taken(kind, name) from None
+    return unique_or(session, {NAME_INDEX: lambda: _name_taken(kind, name)})
 
 
 async def _require_classes_here(session: AsyncSession, school_id: uuid.UUID, managed_ok: bool) -> None:

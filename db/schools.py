@@ -8,12 +8,11 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit
 from db.audit import Actor
-from db.errors import DomainError, ErrorCode, Problem
+from db.errors import DomainError, ErrorCode, Problem, unique_or
 from db.login_cards.codes import is_day_of_year
 from db.models import Provider, School, UserType
 from db.passwords import hash_password_async, password_problem
@@ -23,6 +22,7 @@ from db.users import clean_name, clean_username, insert_user
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 PUPIL_MIN_PASSWORD_LENGTHS = range(1, 65)
 RETENTION_DAYS = range(1, 3651)
+SLUG_INDEX = "uq_schools_slug"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,12 @@ def clean_slug(raw: str) -> str:
             )
         )
     return slug
+
+
+def _slug_taken(slug: str) -> DomainError:
+    return DomainError(
+        Problem(ErrorCode.SLUG_TAKEN, f"A school with the slug '{slug}' already exists.", "slug")
+    )
 
 
 async def school_id_for_slug(session: AsyncSession, slug: str) -> uuid.UUID | None:
@@ -77,19 +83,12 @@ async def create_school(
     if problem := password_problem(admin_password, staff=True, pupil_min_length=4):
         raise DomainError(Problem(ErrorCode.PASSWORD_TOO_WEAK, problem, "admin_password"))
     if await school_id_for_slug(session, slug) is not None:
-        raise DomainError(
-            Problem(ErrorCode.SLUG_TAKEN, f"A school with the slug '{slug}' already exists.", "slug")
-        )
+        raise _slug_taken(slug)
 
     school_id = uuid.uuid4()
     await bind_school(session, school_id)
-    try:
-        async with session.begin_nested():
-            session.add(School(id=school_id, slug=slug, name=name, provider=provider))
-    except IntegrityError:
-        raise DomainError(
-            Problem(ErrorCode.SLUG_TAKEN, f"A school with the slug '{slug}' already exists.", "slug")
-        ) from None
+    async with unique_or(session, {SLUG_INDEX: lambda: _slug_taken(slug)}):
+        session.add(School(id=school_id, slug=slug, name=name, provider=provider))
     admin = await insert_user(
         session,
         school_id=school_id,

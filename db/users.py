@@ -11,11 +11,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, exists, func, literal, or_, select, tuple_
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.util import AliasedClass
 
-from db.errors import DomainError, ErrorCode, Problem
+from db.errors import DomainError, ErrorCode, Problem, unique_or
 from db.models import ClassMembership, User, UserType
 from db.names import name_problem, tidy_name
 from db.pagination import decode_cursor, encode_cursor, page_size
@@ -25,6 +24,7 @@ EMAIL_MAX = 254  # RFC 5321's longest forward path, less its angle brackets
 # One "@", something either side, a dot in the domain, no spaces; whether mail arrives is the mail's business.
 EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+$")
 EMAIL_INDEX = "uq_users_school_id_email_active"
+USERNAME_INDEX = "uq_users_school_id_username_active"
 PUPILS_HAVE_NO_EMAIL = "Pupils have no email address in Rollcall: a child's data stays minimal."
 NAME_MAX = 100
 # What a roster file may not hold either (PostgreSQL's text cannot even store NUL); whitespace is normalised first.
@@ -107,20 +107,18 @@ async def save_username(session: AsyncSession, user: User, write: Callable[[], N
     """Run a write that sets a username or email; a unique-index collision (two admins at once) becomes
     USERNAME_TAKEN or EMAIL_TAKEN.
 
-    `write` makes every change to `user` itself: whatever is already pending is flushed before the savepoint
-    begins, outside it, where a collision would end the whole transaction."""
-    try:
-        async with session.begin_nested():
-            write()
-            # Read now: the savepoint's rollback expires the user, and reloading it would need another query.
-            username, user_id, email = user.username, user.id, user.email
-            await session.flush()
-    except IntegrityError as error:
-        if EMAIL_INDEX in str(error.orig) and email is not None:
-            raise DomainError(email_taken_problem(email, user_id)) from None
-        if "uq_users_school_id_username_active" not in str(error.orig):
-            raise
-        raise _taken(username, user_id) from None
+    `write` makes every change to `user` itself (see db.errors.unique_or)."""
+    username: str
+    user_id: uuid.UUID | None
+    email: str | None
+    collisions = {
+        EMAIL_INDEX: lambda: DomainError(email_taken_problem(email or "", user_id)),
+        USERNAME_INDEX: lambda: _taken(username, user_id),
+    }
+    async with unique_or(session, collisions):
+        write()
+        # Read now: the savepoint's rollback expires the user, and reloading it would need another query.
+        username, user_id, email = user.username, user.id, user.email
 
 
 async def insert_user(
