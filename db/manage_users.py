@@ -19,7 +19,7 @@ from db.classes import place_new_user, shares_a_class
 from db.errors import DomainError, ErrorCode, Problem, Problems
 from db.login_cards.signin import rotate_login_codes
 from db.models import School, User, UserType
-from db.passwords import hash_password_async, hash_passwords, password_problem
+from db.passwords import hash_password_async, hash_passwords, weak_password
 from db.schools import require_manual_school
 from db.sessions import revoke_sessions
 from db.users import (
@@ -43,13 +43,6 @@ class UserField(enum.StrEnum):
     TYPE = "TYPE"
     IS_ADMIN = "IS_ADMIN"
     EMAIL = "EMAIL"
-
-
-def _password_problem(
-    password: str, *, staff: bool, school: School, field: str = "password", user_id: uuid.UUID | None = None
-) -> list[Problem]:
-    problem = password_problem(password, staff=staff, pupil_min_length=school.pupil_min_password_length)
-    return [Problem(ErrorCode.PASSWORD_TOO_WEAK, problem, field, user_id)] if problem else []
 
 
 async def _email_problem(
@@ -113,7 +106,14 @@ async def add_user(
     clean = problems.check(lambda: clean_username(username))
     first = problems.check(lambda: clean_name(first_name, field="firstName"))
     last = problems.check(lambda: clean_name(surname, field="surname"))
-    problems.add(*_password_problem(password, staff=type == UserType.TEACHER, school=school))
+    problems.add(
+        *weak_password(
+            password,
+            staff=type == UserType.TEACHER,
+            pupil_min_length=school.pupil_min_password_length,
+            field="password",
+        )
+    )
     problems.add(*_admin_problem(type, is_admin, "isAdmin"))
     address = problems.check(lambda: clean_email(email))
     problems.add(*await _email_problem(session, school_id, address, type, "email"))
@@ -543,10 +543,10 @@ async def reset_passwords(
             )
         else:
             problems.add(
-                *_password_problem(
+                *weak_password(
                     new_password,
                     staff=user.type == UserType.TEACHER,
-                    school=school,
+                    pupil_min_length=school.pupil_min_password_length,
                     field="newPassword",
                     user_id=user.id,
                 )

@@ -15,7 +15,7 @@ from db.audit import Actor
 from db.errors import DomainError, ErrorCode, Problem, unique_or
 from db.login_cards.codes import is_day_of_year
 from db.models import Provider, School, UserType
-from db.passwords import hash_password_async, password_problem
+from db.passwords import hash_password_async, weak_password
 from db.scope import bind_school, bind_school_slug
 from db.users import clean_name, clean_username, insert_user
 
@@ -80,8 +80,8 @@ async def create_school(
     if not name or len(name) > 200:
         raise DomainError(Problem(ErrorCode.INVALID_INPUT, "A school's name is 1 to 200 characters.", "name"))
     username = clean_username(admin_username, field="admin_username")
-    if problem := password_problem(admin_password, staff=True, pupil_min_length=4):
-        raise DomainError(Problem(ErrorCode.PASSWORD_TOO_WEAK, problem, "admin_password"))
+    if weak := weak_password(admin_password, staff=True, pupil_min_length=4, field="admin_password"):
+        raise DomainError(*weak)
     if await school_id_for_slug(session, slug) is not None:
         raise _slug_taken(slug)
 
