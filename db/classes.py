@@ -23,7 +23,7 @@ from sqlalchemy.orm.util import AliasedClass
 
 from db import audit
 from db.audit import Actor
-from db.errors import DomainError, ErrorCode, Problem, Problems, unique_or
+from db.errors import DomainError, ErrorCode, Problem, Problems, require_batch_size, unique_or
 from db.models import ClassKind, ClassMembership, SchoolClass, User
 from db.names import class_name_key
 from db.schools import require_manual_school
@@ -32,7 +32,6 @@ from db.users import clean_name
 T = TypeVar("T")
 
 NAME_MAX = 100
-BATCH_LIMIT = 1000
 RETRY_ATTEMPTS = 5
 NAME_INDEX = "uq_classes_school_id_kind_name_key"
 # A collision with a concurrent transaction, not a mistake in the request: running it again succeeds.
@@ -136,11 +135,6 @@ def clean_class_name(raw: str) -> str:
             Problem(ErrorCode.INVALID_INPUT, f"A class's name is 1 to {NAME_MAX} characters.", "name")
         )
     return name
-
-
-def require_batch_size(count: int, *, field: str = "userIds") -> None:
-    if count > BATCH_LIMIT:
-        raise DomainError(Problem(ErrorCode.TOO_MANY, f"Choose at most {BATCH_LIMIT} at a time.", field))
 
 
 def _kind_word(kind: ClassKind) -> str:
@@ -498,7 +492,7 @@ async def place_new_user(
     """Put a user being added into their classes; every unknown class and every class of the wrong kind is
     reported against its field. The caller's audit event for the new user names the classes."""
     teaching = list(dict.fromkeys(teaching_class_ids))
-    require_batch_size(len(teaching), field="teachingClassIds")
+    require_batch_size(len(teaching), field="teachingClassIds", things="classes")
     wanted = [*([registration_class_id] if registration_class_id else []), *teaching]
     if not wanted:
         return

@@ -14,6 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 T = TypeVar("T")
 
+# The most ids one request may name (users to delete, pupils whose cards to print, classes to join...).
+BATCH_LIMIT = 1000
+
 
 class ErrorCode(enum.StrEnum):
     INVALID_INPUT = "INVALID_INPUT"
@@ -74,6 +77,14 @@ class Problems:
     def raise_any(self) -> None:
         if self.found:
             raise DomainError(*self.found)
+
+
+def require_batch_size(count: int, *, field: str = "userIds", things: str = "users") -> None:
+    """TOO_MANY, against `field`, when a request names more than BATCH_LIMIT `things`."""
+    if count > BATCH_LIMIT:
+        raise DomainError(
+            Problem(ErrorCode.TOO_MANY, f"Choose at most {BATCH_LIMIT} {things} at a time.", field)
+        )
 
 
 @asynccontextmanager

@@ -29,11 +29,11 @@ from db.users import (
     clean_username,
     email_taken,
     email_taken_problem,
+    locked_users,
+    no_such_user,
     save_username,
     username_taken,
 )
-
-BATCH_LIMIT = 1000
 
 
 class UserField(enum.StrEnum):
@@ -190,27 +190,8 @@ async def _locked_targets(
     session: AsyncSession, school_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
 ) -> list[User]:
     """The users named, locked in id order; unknown ids (another school's too) are reported by id."""
-    ids = sorted(set(user_ids))
-    if len(ids) > BATCH_LIMIT:
-        raise DomainError(
-            Problem(ErrorCode.TOO_MANY, f"Choose at most {BATCH_LIMIT} users at a time.", "userIds")
-        )
-    found = {
-        user.id: user
-        for user in (
-            await session.execute(
-                select(User)
-                .where(User.school_id == school_id, User.id.in_(ids))
-                .order_by(User.id)
-                .with_for_update()
-            )
-        ).scalars()
-    }
-    missing = [
-        Problem(ErrorCode.NOT_FOUND, f"No user has the id {user_id}.", "userIds", user_id)
-        for user_id in ids
-        if user_id not in found
-    ]
+    ids, found = await locked_users(session, school_id, user_ids)
+    missing = [no_such_user(user_id) for user_id in ids if user_id not in found]
     if missing:
         raise DomainError(*missing)
     return [found[user_id] for user_id in ids]

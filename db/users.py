@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, Select, exists, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.util import AliasedClass
 
-from db.errors import DomainError, ErrorCode, Problem, unique_or
+from db.errors import DomainError, ErrorCode, Problem, require_batch_size, unique_or
 from db.models import ClassMembership, User, UserType
 from db.names import name_problem, tidy_name
 from db.pagination import decode_cursor, encode_cursor, page_size
@@ -119,6 +119,28 @@ async def save_username(session: AsyncSession, user: User, write: Callable[[], N
         write()
         # Read now: the savepoint's rollback expires the user, and reloading it would need another query.
         username, user_id, email = user.username, user.id, user.email
+
+
+async def locked_users(
+    session: AsyncSession, school_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
+) -> tuple[list[uuid.UUID], dict[uuid.UUID, User]]:
+    """The distinct ids named, in id order, and those of the school's users found among them, each row locked
+    (in id order, so two batches over the same users queue rather than deadlock); at most BATCH_LIMIT ids."""
+    ids = sorted(set(user_ids))
+    require_batch_size(len(ids))
+    found = (
+        await session.execute(
+            select(User)
+            .where(User.school_id == school_id, User.id.in_(ids))
+            .order_by(User.id)
+            .with_for_update()
+        )
+    ).scalars()
+    return ids, {user.id: user for user in found}
+
+
+def no_such_user(user_id: uuid.UUID) -> Problem:
+    return Problem(ErrorCode.NOT_FOUND, f"No user has the id {user_id}.", "userIds", user_id)
 
 
 async def insert_user(
