@@ -184,9 +184,12 @@ def _unique_name(session: AsyncSession, kind: ClassKind, name: str) -> AbstractA
     return unique_or(session, {NAME_INDEX: lambda: _name_taken(kind, name)})
 
 
-async def _require_classes_here(session: AsyncSession, school_id: uuid.UUID, managed_ok: bool) -> None:
-    """A managed school's classes come from its provider: only the provider (`managed_ok`) changes them."""
-    if not managed_ok:
+async def _require_classes_here(
+    session: AsyncSession, school_id: uuid.UUID, allow_provider_managed: bool
+) -> None:
+    """A managed school's classes come from its provider: only the provider (`allow_provider_managed`)
+    changes them."""
+    if not allow_provider_managed:
         await require_manual_school(session, school_id)
 
 
@@ -197,9 +200,9 @@ async def create_class(
     actor: Actor,
     name: str,
     kind: ClassKind,
-    managed_ok: bool = False,
+    allow_provider_managed: bool = False,
 ) -> SchoolClass:
-    await _require_classes_here(session, school_id, managed_ok)
+    await _require_classes_here(session, school_id, allow_provider_managed)
     name = clean_class_name(name)
     await _name_free(session, school_id, kind, name)
     school_class = SchoolClass(school_id=school_id, id=uuid.uuid4(), name=name, kind=kind)
@@ -222,9 +225,9 @@ async def rename_class(
     actor: Actor,
     class_id: uuid.UUID,
     name: str,
-    managed_ok: bool = False,
+    allow_provider_managed: bool = False,
 ) -> SchoolClass:
-    await _require_classes_here(session, school_id, managed_ok)
+    await _require_classes_here(session, school_id, allow_provider_managed)
     problems = Problems()
     new_name = problems.check(lambda: clean_class_name(name))
     school_class = await get_class(session, school_id=school_id, class_id=class_id, lock=RENAMING)
@@ -259,10 +262,10 @@ async def delete_class(
     school_id: uuid.UUID,
     actor: Actor,
     class_id: uuid.UUID,
-    managed_ok: bool = False,
+    allow_provider_managed: bool = False,
 ) -> SchoolClass:
     """Delete a class: its memberships end, its users stay. Returns the class as it was."""
-    await _require_classes_here(session, school_id, managed_ok)
+    await _require_classes_here(session, school_id, allow_provider_managed)
     school_class = await get_class(session, school_id=school_id, class_id=class_id, lock=DELETING)
     if school_class is None:
         raise DomainError(_class_not_found(class_id))
@@ -295,12 +298,12 @@ async def _locked_class_and_users(
     class_id: uuid.UUID,
     user_ids: Sequence[uuid.UUID],
     *,
-    managed_ok: bool = False,
-    deleted_ok: bool = False,
+    allow_provider_managed: bool = False,
+    including_deleted: bool = False,
 ) -> tuple[SchoolClass, list[uuid.UUID]]:
-    """The class and the (distinct) users, locked; every unknown id (and deleted user, unless `deleted_ok`)
-    is reported."""
-    await _require_classes_here(session, school_id, managed_ok)
+    """The class and the (distinct) users, locked; every unknown id (and deleted user, unless
+    `including_deleted`) is reported."""
+    await _require_classes_here(session, school_id, allow_provider_managed)
     ids = list(dict.fromkeys(user_ids))
     require_batch_size(len(ids))
     school_class = await get_class(session, school_id=school_id, class_id=class_id, lock=MEMBERS_CHANGING)
@@ -321,7 +324,7 @@ async def _locked_class_and_users(
         user = users.get(user_id)
         if user is None:
             problems.add(Problem(ErrorCode.NOT_FOUND, f"No user has the id {user_id}.", "userIds", user_id))
-        elif user.deleted_at is not None and not deleted_ok:
+        elif user.deleted_at is not None and not including_deleted:
             problems.add(
                 Problem(
                     ErrorCode.USER_DELETED,
@@ -358,13 +361,18 @@ async def assign_to_class(
     actor: Actor,
     class_id: uuid.UUID,
     user_ids: Sequence[uuid.UUID],
-    managed_ok: bool = False,
-    deleted_ok: bool = False,
+    allow_provider_managed: bool = False,
+    including_deleted: bool = False,
 ) -> SchoolClass:
     """Put users in a class. A registration class MOVES each user out of their previous one; a teaching class
     adds. Users already in the class are left as they are."""
     school_class, ids = await _locked_class_and_users(
-        session, school_id, class_id, user_ids, managed_ok=managed_ok, deleted_ok=deleted_ok
+        session,
+        school_id,
+        class_id,
+        user_ids,
+        allow_provider_managed=allow_provider_managed,
+        including_deleted=including_deleted,
     )
     if school_class.kind == ClassKind.REGISTRATION:
         await _move_into(session, actor, school_class, ids)
@@ -449,12 +457,17 @@ async def remove_from_class(
     actor: Actor,
     class_id: uuid.UUID,
     user_ids: Sequence[uuid.UUID],
-    managed_ok: bool = False,
-    deleted_ok: bool = False,
+    allow_provider_managed: bool = False,
+    including_deleted: bool = False,
 ) -> SchoolClass:
     """Take users out of a class; users who are not in it are left as they are."""
     school_class, ids = await _locked_class_and_users(
-        session, school_id, class_id, user_ids, managed_ok=managed_ok, deleted_ok=deleted_ok
+        session,
+        school_id,
+        class_id,
+        user_ids,
+        allow_provider_managed=allow_provider_managed,
+        including_deleted=including_deleted,
     )
     removed = sorted(
         (

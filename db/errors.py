@@ -95,9 +95,9 @@ async def unique_or(
     (two people choosing the same name at once: the index decides) raises that index's error instead, and any
     other integrity error goes on as it is.
 
-    Whatever is already pending is flushed as the savepoint begins, outside it, where a collision would end the
-    whole transaction: the block makes the changes the indexes guard. The errors are built after the savepoint's
-    rollback has expired what it loaded, so they should quote values read inside the block."""
+    Whatever is already pending is flushed as the savepoint begins, outside it, where a collision would end
+    the whole transaction: the block makes the changes the indexes guard. The errors are built after the
+    savepoint's rollback has expired what it loaded, so they should quote values read inside the block."""
     try:
         async with session.begin_nested():
             yield

@@ -99,9 +99,9 @@ async def add_user(
     teaching_class_ids: Sequence[uuid.UUID] = (),
     external_id: str | None = None,
     email: str | None = None,
-    managed_ok: bool = False,
+    allow_provider_managed: bool = False,
 ) -> User:
-    school = await _school(session, school_id, managed_ok=managed_ok)
+    school = await _school(session, school_id, allow_provider_managed=allow_provider_managed)
     problems = Problems()
     clean = problems.check(lambda: clean_username(username))
     first = problems.check(lambda: clean_name(first_name, field="firstName"))
@@ -154,11 +154,12 @@ async def add_user(
     return user
 
 
-async def _school(session: AsyncSession, school_id: uuid.UUID, *, managed_ok: bool) -> School:
-    """The bound school. Its users must be managed here, unless its provider is the one asking (`managed_ok`)."""
+async def _school(session: AsyncSession, school_id: uuid.UUID, *, allow_provider_managed: bool) -> School:
+    """The bound school. Its users must be managed here, unless its provider is the one asking
+    (`allow_provider_managed`)."""
     return (
         await session.get_one(School, school_id)
-        if managed_ok
+        if allow_provider_managed
         else await require_manual_school(session, school_id)
     )
 
@@ -206,12 +207,12 @@ async def update_user_field(
     field: UserField,
     value: str,
     expected_version: int,
-    managed_ok: bool = False,
-    deleted_ok: bool = False,
+    allow_provider_managed: bool = False,
+    including_deleted: bool = False,
 ) -> User:
     """Change one cell of the users table, unless someone else changed the user since it was read. A deleted
-    user is edited only when `deleted_ok` (a provider keeps its suspended accounts up to date)."""
-    await _school(session, school_id, managed_ok=managed_ok)
+    user is edited only when `including_deleted` (a provider keeps its suspended accounts up to date)."""
+    await _school(session, school_id, allow_provider_managed=allow_provider_managed)
     if field in (UserField.TYPE, UserField.IS_ADMIN):
         await lock_roster(session, school_id)
     (user,) = await _locked_targets(session, school_id, [user_id])
@@ -224,7 +225,7 @@ async def update_user_field(
                 user_id,
             )
         )
-    if user.deleted_at is not None and not deleted_ok:
+    if user.deleted_at is not None and not including_deleted:
         raise DomainError(
             Problem(ErrorCode.USER_DELETED, "Restore this user before editing them.", None, user_id)
         )
@@ -325,13 +326,13 @@ async def delete_users(
     school_id: uuid.UUID,
     actor: Actor,
     user_ids: Sequence[uuid.UUID],
-    managed_ok: bool = False,
+    allow_provider_managed: bool = False,
 ) -> list[User]:
     """Soft delete: they can no longer sign in and their sessions end now. Deleting again changes nothing.
 
     A pupil's login codes are rotated too, so a card lost before the deletion does not come back with a
     restore."""
-    await _school(session, school_id, managed_ok=managed_ok)
+    await _school(session, school_id, allow_provider_managed=allow_provider_managed)
     await lock_roster(session, school_id)
     targets = await _locked_targets(session, school_id, user_ids)
     if actor.id in {user.id for user in targets}:
@@ -392,10 +393,10 @@ async def restore_users(
     school_id: uuid.UUID,
     actor: Actor,
     user_ids: Sequence[uuid.UUID],
-    managed_ok: bool = False,
+    allow_provider_managed: bool = False,
 ) -> list[User]:
     """Bring deleted users back, with the classes they had; a username taken meanwhile stops the whole batch."""
-    await _school(session, school_id, managed_ok=managed_ok)
+    await _school(session, school_id, allow_provider_managed=allow_provider_managed)
     await lock_roster(session, school_id)
     targets = await _locked_targets(session, school_id, user_ids)
     restoring = [user for user in targets if user.deleted_at is not None]
