@@ -25,13 +25,12 @@ from db import audit
 from db.audit import Actor
 from db.errors import DomainError, ErrorCode, Problem, Problems, require_batch_size, unique_or
 from db.models import ClassKind, ClassMembership, SchoolClass, User
-from db.names import class_name_key
+from db.names import CLASS_NAME_MAX, class_name_key
 from db.schools import require_manual_school
 from db.users import clean_name
 
 T = TypeVar("T")
 
-NAME_MAX = 100
 RETRY_ATTEMPTS = 5
 NAME_INDEX = "uq_classes_school_id_kind_name_key"
 # A collision with a concurrent transaction, not a mistake in the request: running it again succeeds.
@@ -129,10 +128,10 @@ async def member_counts(
 
 
 def clean_class_name(raw: str) -> str:
-    name = clean_name(raw, field="name", what="The class's name", most=NAME_MAX)
+    name = clean_name(raw, field="name", what="The class's name", most=CLASS_NAME_MAX)
     if not name:
         raise DomainError(
-            Problem(ErrorCode.INVALID_INPUT, f"A class's name is 1 to {NAME_MAX} characters.", "name")
+            Problem(ErrorCode.INVALID_INPUT, f"A class's name is 1 to {CLASS_NAME_MAX} characters.", "name")
         )
     return name
 

@@ -15,6 +15,7 @@ from db.audit import Actor
 from db.errors import DomainError, ErrorCode, Problem, unique_or
 from db.login_cards.codes import is_day_of_year
 from db.models import Provider, School, UserType
+from db.names import SCHOOL_NAME_MAX
 from db.passwords import hash_password_async, weak_password
 from db.scope import bind_school, bind_school_slug
 from db.users import clean_name, clean_username, insert_user
@@ -77,8 +78,10 @@ async def create_school(
     """Create a school and its first admin in the caller's (unbound) transaction; all or nothing."""
     slug = clean_slug(slug)
     name = name.strip()
-    if not name or len(name) > 200:
-        raise DomainError(Problem(ErrorCode.INVALID_INPUT, "A school's name is 1 to 200 characters.", "name"))
+    if not name or len(name) > SCHOOL_NAME_MAX:
+        raise DomainError(
+            Problem(ErrorCode.INVALID_INPUT, f"A school's name is 1 to {SCHOOL_NAME_MAX} characters.", "name")
+        )
     username = clean_username(admin_username, field="admin_username")
     if weak := weak_password(admin_password, staff=True, pupil_min_length=4, field="admin_password"):
         raise DomainError(*weak)

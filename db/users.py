@@ -16,17 +16,17 @@ from sqlalchemy.orm.util import AliasedClass
 
 from db.errors import DomainError, ErrorCode, Problem, require_batch_size, unique_or
 from db.models import ClassMembership, User, UserType
-from db.names import name_problem, tidy_name
+from db.names import PERSON_NAME_MAX, name_problem, tidy_name
 from db.pagination import decode_cursor, encode_cursor, page_size
 
-USERNAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+USERNAME_MAX = 64
+USERNAME = re.compile(rf"^[A-Za-z0-9._-]{{1,{USERNAME_MAX}}}$")
 EMAIL_MAX = 254  # RFC 5321's longest forward path, less its angle brackets
 # One "@", something either side, a dot in the domain, no spaces; whether mail arrives is the mail's business.
 EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+$")
 EMAIL_INDEX = "uq_users_school_id_email_active"
 USERNAME_INDEX = "uq_users_school_id_username_active"
 PUPILS_HAVE_NO_EMAIL = "Pupils have no email address in Rollcall: a child's data stays minimal."
-NAME_MAX = 100
 # What a roster file may not hold either (PostgreSQL's text cannot even store NUL); whitespace is normalised first.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -37,14 +37,14 @@ def clean_username(raw: str, *, field: str = "username") -> str:
         raise DomainError(
             Problem(
                 ErrorCode.INVALID_INPUT,
-                "A username is 1 to 64 characters: letters, digits, dots, dashes and underscores.",
+                f"A username is 1 to {USERNAME_MAX} characters: letters, digits, dots, dashes and underscores.",
                 field,
             )
         )
     return username
 
 
-def clean_name(raw: str, *, field: str, what: str = "The name", most: int = NAME_MAX) -> str:
+def clean_name(raw: str, *, field: str, what: str = "The name", most: int = PERSON_NAME_MAX) -> str:
     """A person's or a class's name, tidied, or INVALID_INPUT saying what is wrong with it (db.names)."""
     name = tidy_name(raw)
     if problem := name_problem(name, what=what, most=most):
