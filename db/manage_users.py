@@ -27,6 +27,7 @@ from db.users import (
     clean_email,
     clean_name,
     clean_username,
+    create_user,
     email_taken,
     email_taken_problem,
     locked_users,
@@ -121,10 +122,11 @@ async def add_user(
         problems.add(*await _taken_problem(session, school_id, clean))
     problems.raise_any()
     assert clean is not None and first is not None and last is not None
-    user = User(
+    user = await create_user(
+        session,
         school_id=school_id,
-        id=uuid.uuid4(),
         username=clean,
+        password_hash=await hash_password_async(password),
         type=type,
         first_name=first,
         surname=last,
@@ -132,9 +134,7 @@ async def add_user(
         must_change_password=must_change_password,
         external_id=external_id,
         email=address,
-        password_hash=await hash_password_async(password),
     )
-    await save_username(session, user, lambda: session.add(user))
     await place_new_user(
         session,
         school_id=school_id,

@@ -143,6 +143,40 @@ def no_such_user(user_id: uuid.UUID) -> Problem:
     return Problem(ErrorCode.NOT_FOUND, f"No user has the id {user_id}.", "userIds", user_id)
 
 
+async def create_user(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    username: str,
+    password_hash: str,
+    type: UserType,
+    first_name: str = "",
+    surname: str = "",
+    is_admin: bool = False,
+    must_change_password: bool = False,
+    external_id: str | None = None,
+    email: str | None = None,
+) -> User:
+    """Add one user whose every field is already validated: the one way a user row is made (a roster import
+    inserts its new users in bulk, from the same validated fields). A username or email that became taken
+    meanwhile is reported as USERNAME_TAKEN or EMAIL_TAKEN, not raised as a database error."""
+    user = User(
+        school_id=school_id,
+        id=uuid.uuid4(),
+        username=username,
+        type=type,
+        first_name=first_name,
+        surname=surname,
+        is_admin=is_admin,
+        must_change_password=must_change_password,
+        external_id=external_id,
+        email=email,
+        password_hash=password_hash,
+    )
+    await save_username(session, user, lambda: session.add(user))
+    return user
+
+
 async def insert_user(
     session: AsyncSession,
     *,
@@ -155,10 +189,12 @@ async def insert_user(
     is_admin: bool = False,
     must_change_password: bool = False,
 ) -> User:
-    """Insert one validated user; a username already in use is reported, not raised as a database error."""
+    """Insert one validated user (a new school's first admin, the demo seed); a username already in use is
+    reported, not raised as a database error."""
     if await username_taken(session, school_id, username):
         raise _taken(username)
-    user = User(
+    return await create_user(
+        session,
         school_id=school_id,
         username=username,
         password_hash=password_hash,
@@ -168,8 +204,6 @@ async def insert_user(
         is_admin=is_admin,
         must_change_password=must_change_password,
     )
-    await save_username(session, user, lambda: session.add(user))
-    return user
 
 
 class UserStatus(enum.StrEnum):
