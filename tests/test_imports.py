@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from db.embedded import EmbeddedServer
 from db.engine import Database
-from db.imports.jobs import jobs as imports
+from db.imports import jobs as imports
 from db.models import Provider, UserType
 from db.scope import bind_school, school_scope
 from tests.conftest import ADMIN_PASSWORD, SchoolFixture, graphql, make_school, make_user, sign_in_as
