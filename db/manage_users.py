@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Sequence
+from typing import Protocol
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,18 +24,32 @@ from db.passwords import hash_password_async, hash_passwords, weak_password
 from db.schools import require_manual_school
 from db.sessions import revoke_sessions
 from db.users import (
+    ONLY_TEACHERS_ARE_ADMINS,
     PUPILS_HAVE_NO_EMAIL,
     clean_email,
     clean_name,
     clean_username,
     create_user,
+    edited,
     email_taken,
     email_taken_problem,
     locked_users,
+    mark_edited,
     no_such_user,
+    require_an_admin_left,
     save_username,
     username_taken,
 )
+
+
+class SoftDeleted(Protocol):
+    """What soft_delete needs to know of each user: who, and whether they are a pupil with login cards."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def type(self) -> UserType: ...
 
 
 class UserField(enum.StrEnum):
@@ -65,7 +80,7 @@ async def _email_problem(
 
 def _admin_problem(type: UserType, is_admin: bool, field: str) -> list[Problem]:
     if is_admin and type != UserType.TEACHER:
-        return [Problem(ErrorCode.INVALID_INPUT, "Only teachers can be admins.", field)]
+        return [Problem(ErrorCode.INVALID_INPUT, ONLY_TEACHERS_ARE_ADMINS, field)]
     return []
 
 
@@ -169,24 +184,6 @@ async def lock_roster(session: AsyncSession, school_id: uuid.UUID) -> None:
     await session.execute(select(School.id).where(School.id == school_id).with_for_update(key_share=True))
 
 
-async def _admins_left(session: AsyncSession, school_id: uuid.UUID, without: set[uuid.UUID]) -> int:
-    return (
-        await session.execute(
-            select(func.count())
-            .select_from(User)
-            .where(
-                User.school_id == school_id,
-                User.is_admin,
-                User.deleted_at.is_(None),
-                User.id.not_in(without),
-            )
-        )
-    ).scalar_one()
-
-
-LAST_ADMIN = Problem(ErrorCode.LAST_ADMIN, "The school must keep at least one admin.")
-
-
 async def _locked_targets(
     session: AsyncSession, school_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
 ) -> list[User]:
@@ -237,8 +234,7 @@ async def update_user_field(
 
     def write() -> None:
         setattr(user, column, new)
-        user.version += 1
-        user.updated_at = func.now()
+        mark_edited(user)
 
     await save_username(session, user, write)
     await audit.record_by(
@@ -302,8 +298,8 @@ async def _field_change(
                 return None
             if problems := _admin_problem(user.type, flag, "value"):
                 raise DomainError(*problems)
-            if not flag and await _admins_left(session, user.school_id, {user.id}) == 0:
-                raise DomainError(LAST_ADMIN)
+            if not flag:
+                await require_an_admin_left(session, user.school_id, without={user.id})
             return "is_admin", flag
 
 
@@ -340,21 +336,11 @@ async def delete_users(
             Problem(ErrorCode.CANNOT_DELETE_SELF, "You cannot delete yourself.", "userIds", actor.id)
         )
     deleting = [user for user in targets if user.deleted_at is None]
-    if (
-        any(user.is_admin for user in deleting)
-        and await _admins_left(session, school_id, {user.id for user in deleting}) == 0
-    ):
-        raise DomainError(LAST_ADMIN)
+    if any(user.is_admin for user in deleting):
+        await require_an_admin_left(session, school_id, without={user.id for user in deleting})
     if deleting:
         ids = [user.id for user in deleting]
-        await session.execute(
-            update(User)
-            .where(User.school_id == school_id, User.id.in_(ids))
-            .values(
-                deleted_at=func.now(), deleted_by=actor.id, version=User.version + 1, updated_at=func.now()
-            )
-        )
-        await revoke_sessions(session, school_id=school_id, user_ids=ids)
+        await soft_delete(session, school_id=school_id, actor=actor, users=deleting)
         await audit.record_by(
             session,
             actor,
@@ -363,20 +349,26 @@ async def delete_users(
             targets=ids,
             summary={"count": len(ids)},
         )
-        await rotate_pupils_cards(
-            session, school_id=school_id, actor=actor, users=[(user.id, user.type) for user in deleting]
-        )
     for user in targets:
         await session.refresh(user)
     return targets
 
 
-async def rotate_pupils_cards(
-    session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, users: Sequence[tuple[uuid.UUID, UserType]]
+async def soft_delete(
+    session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, users: Sequence[SoftDeleted]
 ) -> None:
-    """Rotate the login codes of the pupils among users being deleted (teachers have no cards)."""
-    pupils = [user_id for user_id, type in users if type == UserType.PUPIL]
-    if pupils:
+    """Mark the users deleted (they can be restored until the retention purge) and end their sessions; a
+    pupil's login codes are rotated too, so a card lost before the deletion does not come back with a restore.
+    The caller holds lock_roster and writes its own audit event for the deletion."""
+    ids = [user.id for user in users]
+    await session.execute(
+        update(User)
+        .where(User.school_id == school_id, User.id.in_(ids))
+        .values(deleted_at=func.now(), deleted_by=actor.id, **edited())
+    )
+    await revoke_sessions(session, school_id=school_id, user_ids=ids)
+    # Teachers have no cards.
+    if pupils := [user.id for user in users if user.type == UserType.PUPIL]:
         await rotate_login_codes(
             session,
             school_id=school_id,
@@ -435,7 +427,7 @@ async def restore_users(
         await session.execute(
             update(User)
             .where(User.school_id == school_id, User.id.in_(ids))
-            .values(deleted_at=None, deleted_by=None, version=User.version + 1, updated_at=func.now())
+            .values(deleted_at=None, deleted_by=None, **edited())
         )
         await audit.record_by(
             session,
@@ -539,8 +531,7 @@ async def reset_passwords(
     for user, password_hash in zip(targets, hashes, strict=True):
         user.password_hash = password_hash
         user.must_change_password = must_change_password
-        user.version += 1
-        user.updated_at = func.now()
+        mark_edited(user)
     await session.flush()
     ids = [user.id for user in targets]
     await revoke_sessions(session, school_id=school_id, user_ids=ids, keep=keep_session)

@@ -27,6 +27,9 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+$")
 EMAIL_INDEX = "uq_users_school_id_email_active"
 USERNAME_INDEX = "uq_users_school_id_username_active"
 PUPILS_HAVE_NO_EMAIL = "Pupils have no email address in Rollcall: a child's data stays minimal."
+ONLY_TEACHERS_ARE_ADMINS = "Only teachers can be admins."
+ADMIN_NEEDED = "The school must keep at least one admin."
+LAST_ADMIN = Problem(ErrorCode.LAST_ADMIN, ADMIN_NEEDED)
 # What a roster file may not hold either (PostgreSQL's text cannot even store NUL); whitespace is normalised first.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -95,6 +98,34 @@ async def username_taken(
     if except_user is not None:
         query = query.where(User.id != except_user)
     return (await session.execute(query.limit(1))).first() is not None
+
+
+async def require_an_admin_left(
+    session: AsyncSession, school_id: uuid.UUID, *, without: set[uuid.UUID]
+) -> None:
+    """LAST_ADMIN unless an active admin other than the users `without` would remain (hold lock_roster)."""
+    left = (
+        await session.execute(
+            select(User.id)
+            .where(
+                User.school_id == school_id, User.is_admin, User.deleted_at.is_(None), User.id.not_in(without)
+            )
+            .limit(1)
+        )
+    ).first()
+    if left is None:
+        raise DomainError(LAST_ADMIN)
+
+
+def edited() -> dict[str, Any]:
+    """What every change to a user also sets in an UPDATE: the next version (the edit form's guard) and when."""
+    return {"version": User.version + 1, "updated_at": func.now()}
+
+
+def mark_edited(user: User) -> None:
+    """The same for a loaded user whose columns are being set."""
+    user.version += 1
+    user.updated_at = func.now()
 
 
 def _taken(username: str, user_id: uuid.UUID | None = None) -> DomainError:

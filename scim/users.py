@@ -37,7 +37,7 @@ from db.models import ClassMembership, School, SchoolClass, User, UserType
 from db.passwords import hash_password_async, password_problem
 from db.sessions import revoke_sessions
 from db.text import shown
-from db.users import clean_email, clean_name, clean_username
+from db.users import clean_email, clean_name, clean_username, mark_edited
 from scim.patch import document, patched
 from scim.protocol import (
     MISSING,
@@ -411,8 +411,7 @@ async def _deactivate(session: AsyncSession, actor: Actor, user: User) -> None:
 
 
 async def _changed(session: AsyncSession, user: User, external_id: str | None) -> None:
-    user.version += 1
-    user.updated_at = func.now()
+    mark_edited(user)
     try:
         async with session.begin_nested():
             await session.flush()
