@@ -18,7 +18,7 @@ from db.models import Provider, School, UserType
 from db.names import SCHOOL_NAME_MAX
 from db.passwords import hash_password_async, weak_password
 from db.scope import bind_school, bind_school_slug
-from db.users import clean_name, clean_username, insert_user
+from db.users import clean_name, clean_username, create_user
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 PUPIL_MIN_PASSWORD_LENGTHS = range(1, 65)
@@ -92,7 +92,7 @@ async def create_school(
     await bind_school(session, school_id)
     async with unique_or(session, {SLUG_INDEX: lambda: _slug_taken(slug)}):
         session.add(School(id=school_id, slug=slug, name=name, provider=provider))
-    admin = await insert_user(
+    admin = await create_user(
         session,
         school_id=school_id,
         username=username,

@@ -189,8 +189,8 @@ async def create_user(
     email: str | None = None,
 ) -> User:
     """Add one user whose every field is already validated: the one way a user row is made (a roster import
-    inserts its new users in bulk, from the same validated fields). A username or email that became taken
-    meanwhile is reported as USERNAME_TAKEN or EMAIL_TAKEN, not raised as a database error."""
+    inserts its new users in bulk, from the same validated fields). A username or email already in use (the
+    unique indexes decide) is reported as USERNAME_TAKEN or EMAIL_TAKEN, not raised as a database error."""
     user = User(
         school_id=school_id,
         id=uuid.uuid4(),
@@ -206,35 +206,6 @@ async def create_user(
     )
     await save_username(session, user, lambda: session.add(user))
     return user
-
-
-async def insert_user(
-    session: AsyncSession,
-    *,
-    school_id: uuid.UUID,
-    username: str,
-    password_hash: str,
-    type: UserType,
-    first_name: str = "",
-    surname: str = "",
-    is_admin: bool = False,
-    must_change_password: bool = False,
-) -> User:
-    """Insert one validated user (a new school's first admin, the demo seed); a username already in use is
-    reported, not raised as a database error."""
-    if await username_taken(session, school_id, username):
-        raise _taken(username)
-    return await create_user(
-        session,
-        school_id=school_id,
-        username=username,
-        password_hash=password_hash,
-        type=type,
-        first_name=first_name,
-        surname=surname,
-        is_admin=is_admin,
-        must_change_password=must_change_password,
-    )
 
 
 class UserStatus(enum.StrEnum):
