@@ -44,7 +44,7 @@ from db.passwords import hash_password_async
 from db.schools import create_school
 from db.scope import school_scope
 from db.sessions import SessionPolicy, start_session
-from db.users import insert_user
+from db.users import create_user
 
 CLIENTS = 40
 ALONE_SECONDS, ALONE_REQUESTS = 10, 120
@@ -161,7 +161,7 @@ async def seed(bench: Bench, clients: int, pupils: int) -> Setup:
             for i in range(REGISTRATION_CLASSES)
         ]
         rows = [
-            await insert_user(
+            await create_user(
                 session,
                 school_id=school.school_id,
                 username=f"pupil{i:04}",

@@ -14,10 +14,9 @@ from db import audit
 from db.audit import Actor
 from db.errors import DomainError, ErrorCode, Problem
 from db.models import ApiToken, Provider, School
+from db.names import TOKEN_NAME_MAX
 from db.sessions import API_TOKEN_PREFIX, new_secret
 from db.users import CONTROL_CHARACTERS
-
-NAME_MAX = 100
 
 
 class ApiScope(enum.StrEnum):
@@ -36,9 +35,9 @@ async def create_api_token(
 ) -> tuple[str, ApiToken]:
     """Issue a token; its secret is returned this once and only its hash is kept."""
     name = " ".join(name.split())
-    if not name or len(name) > NAME_MAX:
+    if not name or len(name) > TOKEN_NAME_MAX:
         raise DomainError(
-            Problem(ErrorCode.INVALID_INPUT, f"A token's name is 1 to {NAME_MAX} characters.", "name")
+            Problem(ErrorCode.INVALID_INPUT, f"A token's name is 1 to {TOKEN_NAME_MAX} characters.", "name")
         )
     if CONTROL_CHARACTERS.search(name):
         raise DomainError(

@@ -11,28 +11,26 @@ import asyncio
 import random
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypedDict, TypeVar
 
 from sqlalchemy import ColumnElement, Exists, delete, exists, func, insert, select
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.util import AliasedClass
 
 from db import audit
 from db.audit import Actor
-from db.errors import DomainError, ErrorCode, Problem, Problems
+from db.errors import DomainError, ErrorCode, Problem, Problems, require_batch_size, unique_or
 from db.models import ClassKind, ClassMembership, SchoolClass, User
-from db.names import class_name_key
+from db.names import CLASS_NAME_MAX, class_name_key
 from db.schools import require_manual_school
 from db.users import clean_name
 
 T = TypeVar("T")
 
-NAME_MAX = 100
-BATCH_LIMIT = 1000
 RETRY_ATTEMPTS = 5
 NAME_INDEX = "uq_classes_school_id_kind_name_key"
 # A collision with a concurrent transaction, not a mistake in the request: running it again succeeds.
@@ -139,17 +137,12 @@ async def member_counts(
 
 
 def clean_class_name(raw: str) -> str:
-    name = clean_name(raw, field="name", what="The class's name", most=NAME_MAX)
+    name = clean_name(raw, field="name", what="The class's name", most=CLASS_NAME_MAX)
     if not name:
         raise DomainError(
-            Problem(ErrorCode.INVALID_INPUT, f"A class's name is 1 to {NAME_MAX} characters.", "name")
+            Problem(ErrorCode.INVALID_INPUT, f"A class's name is 1 to {CLASS_NAME_MAX} characters.", "name")
         )
     return name
-
-
-def require_batch_size(count: int, *, field: str = "userIds") -> None:
-    if count > BATCH_LIMIT:
-        raise DomainError(Problem(ErrorCode.TOO_MANY, f"Choose at most {BATCH_LIMIT} at a time.", field))
 
 
 def _kind_word(kind: ClassKind) -> str:
@@ -194,22 +187,17 @@ async def _name_free(
         raise _name_taken(kind, name)
 
 
-@asynccontextmanager
-async def _unique_name(session: AsyncSession, kind: ClassKind, name: str) -> AsyncIterator[None]:
+def _unique_name(session: AsyncSession, kind: ClassKind, name: str) -> AbstractAsyncContextManager[None]:
     """Write a class's name in a savepoint; when two admins choose one name at once, the index decides."""
-    try:
-        async with session.begin_nested():
-            yield
-            await session.flush()
-    except IntegrityError as error:
-        if NAME_INDEX not in str(error.orig):
-            raise
-        raise _name_taken(kind, name) from None
+    return unique_or(session, {NAME_INDEX: lambda: _name_taken(kind, name)})
 
 
-async def _require_classes_here(session: AsyncSession, school_id: uuid.UUID, managed_ok: bool) -> None:
-    """A managed school's classes come from its provider: only the provider (`managed_ok`) changes them."""
-    if not managed_ok:
+async def _require_classes_here(
+    session: AsyncSession, school_id: uuid.UUID, allow_provider_managed: bool
+) -> None:
+    """A managed school's classes come from its provider: only the provider (`allow_provider_managed`)
+    changes them."""
+    if not allow_provider_managed:
         await require_manual_school(session, school_id)
 
 
@@ -220,9 +208,9 @@ async def create_class(
     actor: Actor,
     name: str,
     kind: ClassKind,
-    managed_ok: bool = False,
+    allow_provider_managed: bool = False,
 ) -> SchoolClass:
-    await _require_classes_here(session, school_id, managed_ok)
+    await _require_classes_here(session, school_id, allow_provider_managed)
     name = clean_class_name(name)
     await _name_free(session, school_id, kind, name)
     school_class = SchoolClass(school_id=school_id, id=uuid.uuid4(), name=name, kind=kind)
@@ -245,9 +233,9 @@ async def rename_class(
     actor: Actor,
     class_id: uuid.UUID,
     name: str,
-    managed_ok: bool = False,
+    allow_provider_managed: bool = False,
 ) -> SchoolClass:
-    await _require_classes_here(session, school_id, managed_ok)
+    await _require_classes_here(session, school_id, allow_provider_managed)
     problems = Problems()
     new_name = problems.check(lambda: clean_class_name(name))
     school_class = await get_class(session, school_id=school_id, class_id=class_id, lock=RENAMING)
@@ -282,10 +270,10 @@ async def delete_class(
     school_id: uuid.UUID,
     actor: Actor,
     class_id: uuid.UUID,
-    managed_ok: bool = False,
+    allow_provider_managed: bool = False,
 ) -> SchoolClass:
     """Delete a class: its memberships end, its users stay. Returns the class as it was."""
-    await _require_classes_here(session, school_id, managed_ok)
+    await _require_classes_here(session, school_id, allow_provider_managed)
     school_class = await get_class(session, school_id=school_id, class_id=class_id, lock=DELETING)
     if school_class is None:
         raise DomainError(_class_not_found(class_id))
@@ -318,12 +306,12 @@ async def _locked_class_and_users(
     class_id: uuid.UUID,
     user_ids: Sequence[uuid.UUID],
     *,
-    managed_ok: bool = False,
-    deleted_ok: bool = False,
+    allow_provider_managed: bool = False,
+    including_deleted: bool = False,
 ) -> tuple[SchoolClass, list[uuid.UUID]]:
-    """The class and the (distinct) users, locked; every unknown id (and deleted user, unless `deleted_ok`)
-    is reported."""
-    await _require_classes_here(session, school_id, managed_ok)
+    """The class and the (distinct) users, locked; every unknown id (and deleted user, unless
+    `including_deleted`) is reported."""
+    await _require_classes_here(session, school_id, allow_provider_managed)
     ids = list(dict.fromkeys(user_ids))
     require_batch_size(len(ids))
     school_class = await get_class(session, school_id=school_id, class_id=class_id, lock=MEMBERS_CHANGING)
@@ -344,7 +332,7 @@ async def _locked_class_and_users(
         user = users.get(user_id)
         if user is None:
             problems.add(Problem(ErrorCode.NOT_FOUND, f"No user has the id {user_id}.", "userIds", user_id))
-        elif user.deleted_at is not None and not deleted_ok:
+        elif user.deleted_at is not None and not including_deleted:
             problems.add(
                 Problem(
                     ErrorCode.USER_DELETED,
@@ -381,13 +369,18 @@ async def assign_to_class(
     actor: Actor,
     class_id: uuid.UUID,
     user_ids: Sequence[uuid.UUID],
-    managed_ok: bool = False,
-    deleted_ok: bool = False,
+    allow_provider_managed: bool = False,
+    including_deleted: bool = False,
 ) -> SchoolClass:
     """Put users in a class. A registration class MOVES each user out of their previous one; a teaching class
     adds. Users already in the class are left as they are."""
     school_class, ids = await _locked_class_and_users(
-        session, school_id, class_id, user_ids, managed_ok=managed_ok, deleted_ok=deleted_ok
+        session,
+        school_id,
+        class_id,
+        user_ids,
+        allow_provider_managed=allow_provider_managed,
+        including_deleted=including_deleted,
     )
     if school_class.kind == ClassKind.REGISTRATION:
         await _move_into(session, actor, school_class, ids)
@@ -472,12 +465,17 @@ async def remove_from_class(
     actor: Actor,
     class_id: uuid.UUID,
     user_ids: Sequence[uuid.UUID],
-    managed_ok: bool = False,
-    deleted_ok: bool = False,
+    allow_provider_managed: bool = False,
+    including_deleted: bool = False,
 ) -> SchoolClass:
     """Take users out of a class; users who are not in it are left as they are."""
     school_class, ids = await _locked_class_and_users(
-        session, school_id, class_id, user_ids, managed_ok=managed_ok, deleted_ok=deleted_ok
+        session,
+        school_id,
+        class_id,
+        user_ids,
+        allow_provider_managed=allow_provider_managed,
+        including_deleted=including_deleted,
     )
     removed = sorted(
         (
@@ -515,7 +513,7 @@ async def place_new_user(
     """Put a user being added into their classes; every unknown class and every class of the wrong kind is
     reported against its field. The caller's audit event for the new user names the classes."""
     teaching = list(dict.fromkeys(teaching_class_ids))
-    require_batch_size(len(teaching), field="teachingClassIds")
+    require_batch_size(len(teaching), field="teachingClassIds", things="classes")
     wanted = [*([registration_class_id] if registration_class_id else []), *teaching]
     if not wanted:
         return

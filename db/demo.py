@@ -12,7 +12,7 @@ from db.models import ClassKind, ClassMembership, SchoolClass, UserType
 from db.passwords import hash_password_async, memorable_password
 from db.schools import create_school, school_id_for_slug
 from db.scope import bind_school
-from db.users import insert_user
+from db.users import create_user
 
 SLUG = "demo"
 ADMIN = "admin"
@@ -70,7 +70,7 @@ async def seed_demo(session: AsyncSession, password_file: Path) -> DemoAdmin:
     pupil_hash = await hash_password_async(PUPIL_PASSWORD)
     users: dict[str, uuid.UUID] = {}
     for username, first, surname in TEACHERS:
-        user = await insert_user(
+        user = await create_user(
             session,
             school_id=school_id,
             username=username,
@@ -81,7 +81,7 @@ async def seed_demo(session: AsyncSession, password_file: Path) -> DemoAdmin:
         )
         users[username] = user.id
     for username, first, surname, registration in PUPILS:
-        user = await insert_user(
+        user = await create_user(
             session,
             school_id=school_id,
             username=username,

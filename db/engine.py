@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 T = TypeVar("T")
 
@@ -15,6 +16,23 @@ def owner_engine(owner_url: str) -> AsyncEngine:
     """An engine as the tables' owner (migrations, maintenance, the CLI); like the application's, it never
     shows statement parameters (hashes, typed passwords) in an error."""
     return create_async_engine(owner_url, hide_parameters=True)
+
+
+@asynccontextmanager
+async def owner_engine_in_use(owner_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions as the tables' owner, on an engine of their own that is disposed of afterwards."""
+    engine = owner_engine(owner_url)
+    try:
+        yield async_sessionmaker(engine)
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def owner_transaction(owner_url: str) -> AsyncIterator[AsyncSession]:
+    """One transaction as the tables' owner (a CLI command), committed when the block ends without error."""
+    async with owner_engine_in_use(owner_url) as sessions, sessions() as session, session.begin():
+        yield session
 
 
 class Database:

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
 T = TypeVar("T")
+
+# The most ids one request may name (users to delete, pupils whose cards to print, classes to join...).
+BATCH_LIMIT = 1000
 
 
 class ErrorCode(enum.StrEnum):
@@ -70,3 +77,33 @@ class Problems:
     def raise_any(self) -> None:
         if self.found:
             raise DomainError(*self.found)
+
+
+def require_batch_size(count: int, *, field: str = "userIds", things: str = "users") -> None:
+    """TOO_MANY, against `field`, when a request names more than BATCH_LIMIT `things`."""
+    if count > BATCH_LIMIT:
+        raise DomainError(
+            Problem(ErrorCode.TOO_MANY, f"Choose at most {BATCH_LIMIT} {things} at a time.", field)
+        )
+
+
+@asynccontextmanager
+async def unique_or(
+    session: AsyncSession, collisions: Mapping[str, Callable[[], Exception]]
+) -> AsyncIterator[None]:
+    """Run the block in a savepoint and flush it there; a collision on a unique index named in `collisions`
+    (two people choosing the same name at once: the index decides) raises that index's error instead, and any
+    other integrity error goes on as it is.
+
+    Whatever is already pending is flushed as the savepoint begins, outside it, where a collision would end
+    the whole transaction: the block makes the changes the indexes guard. The errors are built after the
+    savepoint's rollback has expired what it loaded, so they should quote values read inside the block."""
+    try:
+        async with session.begin_nested():
+            yield
+            await session.flush()
+    except IntegrityError as error:
+        for index, collided in collisions.items():
+            if index in str(error.orig):
+                raise collided() from None
+        raise

@@ -10,15 +10,18 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NamedTuple, TypeVar
 
 from sqlalchemy import delete, func, literal, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit
 from db.audit import Actor
-from db.engine import owner_engine
+from db.engine import owner_engine_in_use
 from db.models import ApiToken, AuditEvent, ImportJob, ImportStatus, School, User
 from db.scope import bind_school
+
+T = TypeVar("T")
 
 MAINTENANCE = Actor(id=None, label="rollcall maintenance")
 # An import that has not moved for this long has lost its worker (a running one reports every few seconds).
@@ -35,39 +38,43 @@ class Purged:
     import_passwords: int  # expired previews whose typed passwords were removed
 
 
-async def _schools(session: AsyncSession) -> list[tuple[uuid.UUID, str, int]]:
-    rows = await session.execute(
-        select(School.id, School.slug, School.deleted_user_retention_days).order_by(School.slug)
-    )
-    return [(school_id, slug, days) for school_id, slug, days in rows]
+class SchoolRow(NamedTuple):
+    id: uuid.UUID
+    slug: str
+    deleted_user_retention_days: int
 
 
-async def _in_every_school(owner_url: str, work: Callable[[AsyncSession, uuid.UUID], Awaitable[int]]) -> int:
-    """Run `work` for each school in turn, each in its own transaction with the school bound; its total."""
-    engine = owner_engine(owner_url)
-    total = 0
-    try:
-        async with async_sessionmaker(engine)() as session, session.begin():
-            schools = await _schools(session)
-        for school_id, _, _ in schools:
-            async with async_sessionmaker(engine)() as session, session.begin():
-                await bind_school(session, school_id)
-                total += await work(session, school_id)
-    finally:
-        await engine.dispose()
-    return total
+async def in_every_school(owner_url: str, work: Callable[[AsyncSession, SchoolRow], Awaitable[T]]) -> list[T]:
+    """Run `work` for each school in turn (by slug), each in its own transaction with the school bound; what
+    each returned. Only the list of schools is read as the owner sees it."""
+    async with owner_engine_in_use(owner_url) as sessions:
+        async with sessions() as session, session.begin():
+            rows = await session.execute(
+                select(School.id, School.slug, School.deleted_user_retention_days).order_by(School.slug)
+            )
+            schools = [SchoolRow(*row) for row in rows]
+        done = []
+        for school in schools:
+            async with sessions() as session, session.begin():
+                await bind_school(session, school.id)
+                done.append(await work(session, school))
+        return done
 
 
 async def fail_stale_imports(owner_url: str, *, older_than: timedelta = timedelta(0)) -> int:
     """Mark FAILED the imports left RUNNING by a worker that died (at start-up: all that are not moving)."""
-    return await _in_every_school(
-        owner_url, lambda session, school_id: fail_stale_imports_of(session, school_id, older_than=older_than)
+    counts = await in_every_school(
+        owner_url, lambda session, school: fail_stale_imports_of(session, school.id, older_than=older_than)
     )
+    return sum(counts)
 
 
 async def forget_expired_import_passwords(owner_url: str) -> int:
     """At start-up: remove the typed passwords of every expired import preview."""
-    return await _in_every_school(owner_url, forget_expired_import_passwords_of)
+    counts = await in_every_school(
+        owner_url, lambda session, school: forget_expired_import_passwords_of(session, school.id)
+    )
+    return sum(counts)
 
 
 async def forget_expired_import_passwords_of(session: AsyncSession, school_id: uuid.UUID) -> int:
@@ -105,22 +112,15 @@ async def fail_stale_imports_of(session: AsyncSession, school_id: uuid.UUID, *, 
 async def purge(owner_url: str, *, older_than: timedelta | None = None) -> list[Purged]:
     """Hard-delete users soft-deleted longer than each school's retention period (or `older_than`), and remove
     the typed passwords of expired import previews."""
-    engine = owner_engine(owner_url)
-    done: list[Purged] = []
-    try:
-        async with async_sessionmaker(engine)() as session, session.begin():
-            schools = await _schools(session)
-        for school_id, slug, days in schools:
-            async with async_sessionmaker(engine)() as session, session.begin():
-                await bind_school(session, school_id)
-                # `is None`, not `or`: a zero age ("0d", purge every deleted user now) is falsy.
-                age = timedelta(days=days) if older_than is None else older_than
-                count = await purge_school(session, school_id, age)
-                forgotten = await forget_expired_import_passwords_of(session, school_id)
-            done.append(Purged(slug, count, forgotten))
-    finally:
-        await engine.dispose()
-    return done
+
+    async def purge_one(session: AsyncSession, school: SchoolRow) -> Purged:
+        # `is None`, not `or`: a zero age ("0d", purge every deleted user now) is falsy.
+        age = timedelta(days=school.deleted_user_retention_days) if older_than is None else older_than
+        count = await purge_school(session, school.id, age)
+        forgotten = await forget_expired_import_passwords_of(session, school.id)
+        return Purged(school.slug, count, forgotten)
+
+    return await in_every_school(owner_url, purge_one)
 
 
 async def purge_school(session: AsyncSession, school_id: uuid.UUID, older_than: timedelta) -> int:

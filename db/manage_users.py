@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Sequence
+from typing import Protocol
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,21 +20,36 @@ from db.classes import place_new_user, shares_a_class
 from db.errors import DomainError, ErrorCode, Problem, Problems
 from db.login_cards.signin import rotate_login_codes
 from db.models import School, User, UserType
-from db.passwords import hash_password_async, hash_passwords, password_problem
+from db.passwords import hash_password_async, hash_passwords, weak_password
 from db.schools import require_manual_school
 from db.sessions import revoke_sessions
 from db.users import (
+    ONLY_TEACHERS_ARE_ADMINS,
     PUPILS_HAVE_NO_EMAIL,
     clean_email,
     clean_name,
     clean_username,
+    create_user,
+    edited,
     email_taken,
     email_taken_problem,
+    locked_users,
+    mark_edited,
+    no_such_user,
+    require_an_admin_left,
     save_username,
     username_taken,
 )
 
-BATCH_LIMIT = 1000
+
+class SoftDeleted(Protocol):
+    """What soft_delete needs to know of each user: who, and whether they are a pupil with login cards."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def type(self) -> UserType: ...
 
 
 class UserField(enum.StrEnum):
@@ -43,13 +59,6 @@ class UserField(enum.StrEnum):
     TYPE = "TYPE"
     IS_ADMIN = "IS_ADMIN"
     EMAIL = "EMAIL"
-
-
-def _password_problem(
-    password: str, *, staff: bool, school: School, field: str = "password", user_id: uuid.UUID | None = None
-) -> list[Problem]:
-    problem = password_problem(password, staff=staff, pupil_min_length=school.pupil_min_password_length)
-    return [Problem(ErrorCode.PASSWORD_TOO_WEAK, problem, field, user_id)] if problem else []
 
 
 async def _email_problem(
@@ -71,7 +80,7 @@ async def _email_problem(
 
 def _admin_problem(type: UserType, is_admin: bool, field: str) -> list[Problem]:
     if is_admin and type != UserType.TEACHER:
-        return [Problem(ErrorCode.INVALID_INPUT, "Only teachers can be admins.", field)]
+        return [Problem(ErrorCode.INVALID_INPUT, ONLY_TEACHERS_ARE_ADMINS, field)]
     return []
 
 
@@ -106,14 +115,21 @@ async def add_user(
     teaching_class_ids: Sequence[uuid.UUID] = (),
     external_id: str | None = None,
     email: str | None = None,
-    managed_ok: bool = False,
+    allow_provider_managed: bool = False,
 ) -> User:
-    school = await _school(session, school_id, managed_ok=managed_ok)
+    school = await _school(session, school_id, allow_provider_managed=allow_provider_managed)
     problems = Problems()
     clean = problems.check(lambda: clean_username(username))
     first = problems.check(lambda: clean_name(first_name, field="firstName"))
     last = problems.check(lambda: clean_name(surname, field="surname"))
-    problems.add(*_password_problem(password, staff=type == UserType.TEACHER, school=school))
+    problems.add(
+        *weak_password(
+            password,
+            staff=type == UserType.TEACHER,
+            pupil_min_length=school.pupil_min_password_length,
+            field="password",
+        )
+    )
     problems.add(*_admin_problem(type, is_admin, "isAdmin"))
     address = problems.check(lambda: clean_email(email))
     problems.add(*await _email_problem(session, school_id, address, type, "email"))
@@ -121,10 +137,11 @@ async def add_user(
         problems.add(*await _taken_problem(session, school_id, clean))
     problems.raise_any()
     assert clean is not None and first is not None and last is not None
-    user = User(
+    user = await create_user(
+        session,
         school_id=school_id,
-        id=uuid.uuid4(),
         username=clean,
+        password_hash=await hash_password_async(password),
         type=type,
         first_name=first,
         surname=last,
@@ -132,9 +149,7 @@ async def add_user(
         must_change_password=must_change_password,
         external_id=external_id,
         email=address,
-        password_hash=await hash_password_async(password),
     )
-    await save_username(session, user, lambda: session.add(user))
     await place_new_user(
         session,
         school_id=school_id,
@@ -154,11 +169,12 @@ async def add_user(
     return user
 
 
-async def _school(session: AsyncSession, school_id: uuid.UUID, *, managed_ok: bool) -> School:
-    """The bound school. Its users must be managed here, unless its provider is the one asking (`managed_ok`)."""
+async def _school(session: AsyncSession, school_id: uuid.UUID, *, allow_provider_managed: bool) -> School:
+    """The bound school. Its users must be managed here, unless its provider is the one asking
+    (`allow_provider_managed`)."""
     return (
         await session.get_one(School, school_id)
-        if managed_ok
+        if allow_provider_managed
         else await require_manual_school(session, school_id)
     )
 
@@ -168,49 +184,12 @@ async def lock_roster(session: AsyncSession, school_id: uuid.UUID) -> None:
     await session.execute(select(School.id).where(School.id == school_id).with_for_update(key_share=True))
 
 
-async def _admins_left(session: AsyncSession, school_id: uuid.UUID, without: set[uuid.UUID]) -> int:
-    return (
-        await session.execute(
-            select(func.count())
-            .select_from(User)
-            .where(
-                User.school_id == school_id,
-                User.is_admin,
-                User.deleted_at.is_(None),
-                User.id.not_in(without),
-            )
-        )
-    ).scalar_one()
-
-
-LAST_ADMIN = Problem(ErrorCode.LAST_ADMIN, "The school must keep at least one admin.")
-
-
 async def _locked_targets(
     session: AsyncSession, school_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
 ) -> list[User]:
     """The users named, locked in id order; unknown ids (another school's too) are reported by id."""
-    ids = sorted(set(user_ids))
-    if len(ids) > BATCH_LIMIT:
-        raise DomainError(
-            Problem(ErrorCode.TOO_MANY, f"Choose at most {BATCH_LIMIT} users at a time.", "userIds")
-        )
-    found = {
-        user.id: user
-        for user in (
-            await session.execute(
-                select(User)
-                .where(User.school_id == school_id, User.id.in_(ids))
-                .order_by(User.id)
-                .with_for_update()
-            )
-        ).scalars()
-    }
-    missing = [
-        Problem(ErrorCode.NOT_FOUND, f"No user has the id {user_id}.", "userIds", user_id)
-        for user_id in ids
-        if user_id not in found
-    ]
+    ids, found = await locked_users(session, school_id, user_ids)
+    missing = [no_such_user(user_id) for user_id in ids if user_id not in found]
     if missing:
         raise DomainError(*missing)
     return [found[user_id] for user_id in ids]
@@ -225,12 +204,12 @@ async def update_user_field(
     field: UserField,
     value: str,
     expected_version: int,
-    managed_ok: bool = False,
-    deleted_ok: bool = False,
+    allow_provider_managed: bool = False,
+    including_deleted: bool = False,
 ) -> User:
     """Change one cell of the users table, unless someone else changed the user since it was read. A deleted
-    user is edited only when `deleted_ok` (a provider keeps its suspended accounts up to date)."""
-    await _school(session, school_id, managed_ok=managed_ok)
+    user is edited only when `including_deleted` (a provider keeps its suspended accounts up to date)."""
+    await _school(session, school_id, allow_provider_managed=allow_provider_managed)
     if field in (UserField.TYPE, UserField.IS_ADMIN):
         await lock_roster(session, school_id)
     (user,) = await _locked_targets(session, school_id, [user_id])
@@ -243,7 +222,7 @@ async def update_user_field(
                 user_id,
             )
         )
-    if user.deleted_at is not None and not deleted_ok:
+    if user.deleted_at is not None and not including_deleted:
         raise DomainError(
             Problem(ErrorCode.USER_DELETED, "Restore this user before editing them.", None, user_id)
         )
@@ -255,8 +234,7 @@ async def update_user_field(
 
     def write() -> None:
         setattr(user, column, new)
-        user.version += 1
-        user.updated_at = func.now()
+        mark_edited(user)
 
     await save_username(session, user, write)
     await audit.record_by(
@@ -320,8 +298,8 @@ async def _field_change(
                 return None
             if problems := _admin_problem(user.type, flag, "value"):
                 raise DomainError(*problems)
-            if not flag and await _admins_left(session, user.school_id, {user.id}) == 0:
-                raise DomainError(LAST_ADMIN)
+            if not flag:
+                await require_an_admin_left(session, user.school_id, without={user.id})
             return "is_admin", flag
 
 
@@ -344,13 +322,13 @@ async def delete_users(
     school_id: uuid.UUID,
     actor: Actor,
     user_ids: Sequence[uuid.UUID],
-    managed_ok: bool = False,
+    allow_provider_managed: bool = False,
 ) -> list[User]:
     """Soft delete: they can no longer sign in and their sessions end now. Deleting again changes nothing.
 
     A pupil's login codes are rotated too, so a card lost before the deletion does not come back with a
     restore."""
-    await _school(session, school_id, managed_ok=managed_ok)
+    await _school(session, school_id, allow_provider_managed=allow_provider_managed)
     await lock_roster(session, school_id)
     targets = await _locked_targets(session, school_id, user_ids)
     if actor.id in {user.id for user in targets}:
@@ -358,21 +336,11 @@ async def delete_users(
             Problem(ErrorCode.CANNOT_DELETE_SELF, "You cannot delete yourself.", "userIds", actor.id)
         )
     deleting = [user for user in targets if user.deleted_at is None]
-    if (
-        any(user.is_admin for user in deleting)
-        and await _admins_left(session, school_id, {user.id for user in deleting}) == 0
-    ):
-        raise DomainError(LAST_ADMIN)
+    if any(user.is_admin for user in deleting):
+        await require_an_admin_left(session, school_id, without={user.id for user in deleting})
     if deleting:
         ids = [user.id for user in deleting]
-        await session.execute(
-            update(User)
-            .where(User.school_id == school_id, User.id.in_(ids))
-            .values(
-                deleted_at=func.now(), deleted_by=actor.id, version=User.version + 1, updated_at=func.now()
-            )
-        )
-        await revoke_sessions(session, school_id=school_id, user_ids=ids)
+        await soft_delete(session, school_id=school_id, actor=actor, users=deleting)
         await audit.record_by(
             session,
             actor,
@@ -381,20 +349,26 @@ async def delete_users(
             targets=ids,
             summary={"count": len(ids)},
         )
-        await rotate_pupils_cards(
-            session, school_id=school_id, actor=actor, users=[(user.id, user.type) for user in deleting]
-        )
     for user in targets:
         await session.refresh(user)
     return targets
 
 
-async def rotate_pupils_cards(
-    session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, users: Sequence[tuple[uuid.UUID, UserType]]
+async def soft_delete(
+    session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, users: Sequence[SoftDeleted]
 ) -> None:
-    """Rotate the login codes of the pupils among users being deleted (teachers have no cards)."""
-    pupils = [user_id for user_id, type in users if type == UserType.PUPIL]
-    if pupils:
+    """Mark the users deleted (they can be restored until the retention purge) and end their sessions; a
+    pupil's login codes are rotated too, so a card lost before the deletion does not come back with a restore.
+    The caller holds lock_roster and writes its own audit event for the deletion."""
+    ids = [user.id for user in users]
+    await session.execute(
+        update(User)
+        .where(User.school_id == school_id, User.id.in_(ids))
+        .values(deleted_at=func.now(), deleted_by=actor.id, **edited())
+    )
+    await revoke_sessions(session, school_id=school_id, user_ids=ids)
+    # Teachers have no cards.
+    if pupils := [user.id for user in users if user.type == UserType.PUPIL]:
         await rotate_login_codes(
             session,
             school_id=school_id,
@@ -409,10 +383,10 @@ async def restore_users(
     school_id: uuid.UUID,
     actor: Actor,
     user_ids: Sequence[uuid.UUID],
-    managed_ok: bool = False,
+    allow_provider_managed: bool = False,
 ) -> list[User]:
     """Bring deleted users back, with the classes they had; a username taken meanwhile stops the whole batch."""
-    await _school(session, school_id, managed_ok=managed_ok)
+    await _school(session, school_id, allow_provider_managed=allow_provider_managed)
     await lock_roster(session, school_id)
     targets = await _locked_targets(session, school_id, user_ids)
     restoring = [user for user in targets if user.deleted_at is not None]
@@ -451,7 +425,7 @@ async def restore_users(
         await session.execute(
             update(User)
             .where(User.school_id == school_id, User.id.in_(ids))
-            .values(deleted_at=None, deleted_by=None, version=User.version + 1, updated_at=func.now())
+            .values(deleted_at=None, deleted_by=None, **edited())
         )
         await audit.record_by(
             session,
@@ -541,10 +515,10 @@ async def reset_passwords(
             )
         else:
             problems.add(
-                *_password_problem(
+                *weak_password(
                     new_password,
                     staff=user.type == UserType.TEACHER,
-                    school=school,
+                    pupil_min_length=school.pupil_min_password_length,
                     field="newPassword",
                     user_id=user.id,
                 )
@@ -555,8 +529,7 @@ async def reset_passwords(
     for user, password_hash in zip(targets, hashes, strict=True):
         user.password_hash = password_hash
         user.must_change_password = must_change_password
-        user.version += 1
-        user.updated_at = func.now()
+        mark_edited(user)
     await session.flush()
     ids = [user.id for user in targets]
     await revoke_sessions(session, school_id=school_id, user_ids=ids, keep=keep_session)

@@ -16,6 +16,12 @@ from __future__ import annotations
 
 import unicodedata
 
+# The longest names, in characters, once tidied.
+PERSON_NAME_MAX = 100  # a first name or a surname
+CLASS_NAME_MAX = 100
+SCHOOL_NAME_MAX = 200
+TOKEN_NAME_MAX = 100  # an API token's label
+
 # Lower-case (case-folded) Cyrillic and Greek letters whose upper or lower case form looks like a Latin
 # letter or digit, after TR39's confusables list.
 _LOOK_ALIKES = str.maketrans(

@@ -4,12 +4,15 @@ import asyncio
 import functools
 import os
 import secrets
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from db.errors import ErrorCode, Problem
 
 MEMORY_COST_KIB = 19456  # 19 MiB
 TIME_COST = 2
@@ -97,6 +100,14 @@ def password_problem(password: str, *, staff: bool, pupil_min_length: int) -> st
     if staff and password.casefold() in _common_passwords():
         return "The password is too common and easy to guess; choose another."
     return None
+
+
+def weak_password(
+    password: str, *, staff: bool, pupil_min_length: int, field: str, user_id: uuid.UUID | None = None
+) -> list[Problem]:
+    """The PASSWORD_TOO_WEAK problem a new password has against the policy, reported against `field`, or none."""
+    problem = password_problem(password, staff=staff, pupil_min_length=pupil_min_length)
+    return [Problem(ErrorCode.PASSWORD_TOO_WEAK, problem, field, user_id)] if problem else []
 
 
 # Short, common, child-friendly words with one obvious spelling (no homophones).

@@ -8,21 +8,22 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit
 from db.audit import Actor
-from db.errors import DomainError, ErrorCode, Problem
+from db.errors import DomainError, ErrorCode, Problem, unique_or
 from db.login_cards.codes import is_day_of_year
 from db.models import Provider, School, UserType
-from db.passwords import hash_password_async, password_problem
+from db.names import SCHOOL_NAME_MAX
+from db.passwords import hash_password_async, weak_password
 from db.scope import bind_school, bind_school_slug
-from db.users import clean_name, clean_username, insert_user
+from db.users import clean_name, clean_username, create_user
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 PUPIL_MIN_PASSWORD_LENGTHS = range(1, 65)
 RETENTION_DAYS = range(1, 3651)
+SLUG_INDEX = "uq_schools_slug"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,12 @@ def clean_slug(raw: str) -> str:
             )
         )
     return slug
+
+
+def _slug_taken(slug: str) -> DomainError:
+    return DomainError(
+        Problem(ErrorCode.SLUG_TAKEN, f"A school with the slug '{slug}' already exists.", "slug")
+    )
 
 
 async def school_id_for_slug(session: AsyncSession, slug: str) -> uuid.UUID | None:
@@ -71,26 +78,21 @@ async def create_school(
     """Create a school and its first admin in the caller's (unbound) transaction; all or nothing."""
     slug = clean_slug(slug)
     name = name.strip()
-    if not name or len(name) > 200:
-        raise DomainError(Problem(ErrorCode.INVALID_INPUT, "A school's name is 1 to 200 characters.", "name"))
-    username = clean_username(admin_username, field="admin_username")
-    if problem := password_problem(admin_password, staff=True, pupil_min_length=4):
-        raise DomainError(Problem(ErrorCode.PASSWORD_TOO_WEAK, problem, "admin_password"))
-    if await school_id_for_slug(session, slug) is not None:
+    if not name or len(name) > SCHOOL_NAME_MAX:
         raise DomainError(
-            Problem(ErrorCode.SLUG_TAKEN, f"A school with the slug '{slug}' already exists.", "slug")
+            Problem(ErrorCode.INVALID_INPUT, f"A school's name is 1 to {SCHOOL_NAME_MAX} characters.", "name")
         )
+    username = clean_username(admin_username, field="admin_username")
+    if weak := weak_password(admin_password, staff=True, pupil_min_length=4, field="admin_password"):
+        raise DomainError(*weak)
+    if await school_id_for_slug(session, slug) is not None:
+        raise _slug_taken(slug)
 
     school_id = uuid.uuid4()
     await bind_school(session, school_id)
-    try:
-        async with session.begin_nested():
-            session.add(School(id=school_id, slug=slug, name=name, provider=provider))
-    except IntegrityError:
-        raise DomainError(
-            Problem(ErrorCode.SLUG_TAKEN, f"A school with the slug '{slug}' already exists.", "slug")
-        ) from None
-    admin = await insert_user(
+    async with unique_or(session, {SLUG_INDEX: lambda: _slug_taken(slug)}):
+        session.add(School(id=school_id, slug=slug, name=name, provider=provider))
+    admin = await create_user(
         session,
         school_id=school_id,
         username=username,

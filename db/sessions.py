@@ -15,6 +15,8 @@ from db.models import Session, SignInMethod
 
 SESSION_PREFIX = "rcs_"
 API_TOKEN_PREFIX = "rca_"
+# Every bearer secret Rollcall issues starts with one of these (provisioning tokens are API tokens).
+BEARER_PREFIXES = (SESSION_PREFIX, API_TOKEN_PREFIX)
 # Seen-at is refreshed at most this often, so reading a page does not write a row every time.
 TOUCH_EVERY = timedelta(minutes=1)
 

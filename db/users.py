@@ -5,28 +5,31 @@ from __future__ import annotations
 import enum
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, exists, func, literal, or_, select, tuple_
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.util import AliasedClass
 
-from db.errors import DomainError, ErrorCode, Problem
+from db.errors import DomainError, ErrorCode, Problem, require_batch_size, unique_or
 from db.models import ClassMembership, User, UserType
-from db.names import name_problem, tidy_name
+from db.names import PERSON_NAME_MAX, name_problem, tidy_name
 from db.pagination import decode_cursor, encode_cursor, page_size
 
-USERNAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+USERNAME_MAX = 64
+USERNAME = re.compile(rf"^[A-Za-z0-9._-]{{1,{USERNAME_MAX}}}$")
 EMAIL_MAX = 254  # RFC 5321's longest forward path, less its angle brackets
 # One "@", something either side, a dot in the domain, no spaces; whether mail arrives is the mail's business.
 EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+$")
 EMAIL_INDEX = "uq_users_school_id_email_active"
+USERNAME_INDEX = "uq_users_school_id_username_active"
 PUPILS_HAVE_NO_EMAIL = "Pupils have no email address in Rollcall: a child's data stays minimal."
-NAME_MAX = 100
+ONLY_TEACHERS_ARE_ADMINS = "Only teachers can be admins."
+ADMIN_NEEDED = "The school must keep at least one admin."
+LAST_ADMIN = Problem(ErrorCode.LAST_ADMIN, ADMIN_NEEDED)
 # What a roster file may not hold either (PostgreSQL's text cannot even store NUL); whitespace is normalised first.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -37,14 +40,14 @@ def clean_username(raw: str, *, field: str = "username") -> str:
         raise DomainError(
             Problem(
                 ErrorCode.INVALID_INPUT,
-                "A username is 1 to 64 characters: letters, digits, dots, dashes and underscores.",
+                f"A username is 1 to {USERNAME_MAX} characters: letters, digits, dots, dashes and underscores.",
                 field,
             )
         )
     return username
 
 
-def clean_name(raw: str, *, field: str, what: str = "The name", most: int = NAME_MAX) -> str:
+def clean_name(raw: str, *, field: str, what: str = "The name", most: int = PERSON_NAME_MAX) -> str:
     """A person's or a class's name, tidied, or INVALID_INPUT saying what is wrong with it (db.names)."""
     name = tidy_name(raw)
     if problem := name_problem(name, what=what, most=most):
@@ -97,6 +100,34 @@ async def username_taken(
     return (await session.execute(query.limit(1))).first() is not None
 
 
+async def require_an_admin_left(
+    session: AsyncSession, school_id: uuid.UUID, *, without: set[uuid.UUID]
+) -> None:
+    """LAST_ADMIN unless an active admin other than the users `without` would remain (hold lock_roster)."""
+    left = (
+        await session.execute(
+            select(User.id)
+            .where(
+                User.school_id == school_id, User.is_admin, User.deleted_at.is_(None), User.id.not_in(without)
+            )
+            .limit(1)
+        )
+    ).first()
+    if left is None:
+        raise DomainError(LAST_ADMIN)
+
+
+def edited() -> dict[str, Any]:
+    """What every change to a user also sets in an UPDATE: the next version (the edit form's guard) and when."""
+    return {"version": User.version + 1, "updated_at": func.now()}
+
+
+def mark_edited(user: User) -> None:
+    """The same for a loaded user whose columns are being set."""
+    user.version += 1
+    user.updated_at = func.now()
+
+
 def _taken(username: str, user_id: uuid.UUID | None = None) -> DomainError:
     return DomainError(
         Problem(ErrorCode.USERNAME_TAKEN, f"The username '{username}' is already taken.", "username", user_id)
@@ -107,23 +138,43 @@ async def save_username(session: AsyncSession, user: User, write: Callable[[], N
     """Run a write that sets a username or email; a unique-index collision (two admins at once) becomes
     USERNAME_TAKEN or EMAIL_TAKEN.
 
-    `write` makes every change to `user` itself: whatever is already pending is flushed before the savepoint
-    begins, outside it, where a collision would end the whole transaction."""
-    try:
-        async with session.begin_nested():
-            write()
-            # Read now: the savepoint's rollback expires the user, and reloading it would need another query.
-            username, user_id, email = user.username, user.id, user.email
-            await session.flush()
-    except IntegrityError as error:
-        if EMAIL_INDEX in str(error.orig) and email is not None:
-            raise DomainError(email_taken_problem(email, user_id)) from None
-        if "uq_users_school_id_username_active" not in str(error.orig):
-            raise
-        raise _taken(username, user_id) from None
+    `write` makes every change to `user` itself (see db.errors.unique_or)."""
+    username: str
+    user_id: uuid.UUID | None
+    email: str | None
+    collisions = {
+        EMAIL_INDEX: lambda: DomainError(email_taken_problem(email or "", user_id)),
+        USERNAME_INDEX: lambda: _taken(username, user_id),
+    }
+    async with unique_or(session, collisions):
+        write()
+        # Read now: the savepoint's rollback expires the user, and reloading it would need another query.
+        username, user_id, email = user.username, user.id, user.email
 
 
-async def insert_user(
+async def locked_users(
+    session: AsyncSession, school_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
+) -> tuple[list[uuid.UUID], dict[uuid.UUID, User]]:
+    """The distinct ids named, in id order, and those of the school's users found among them, each row locked
+    (in id order, so two batches over the same users queue rather than deadlock); at most BATCH_LIMIT ids."""
+    ids = sorted(set(user_ids))
+    require_batch_size(len(ids))
+    found = (
+        await session.execute(
+            select(User)
+            .where(User.school_id == school_id, User.id.in_(ids))
+            .order_by(User.id)
+            .with_for_update()
+        )
+    ).scalars()
+    return ids, {user.id: user for user in found}
+
+
+def no_such_user(user_id: uuid.UUID) -> Problem:
+    return Problem(ErrorCode.NOT_FOUND, f"No user has the id {user_id}.", "userIds", user_id)
+
+
+async def create_user(
     session: AsyncSession,
     *,
     school_id: uuid.UUID,
@@ -134,19 +185,24 @@ async def insert_user(
     surname: str = "",
     is_admin: bool = False,
     must_change_password: bool = False,
+    external_id: str | None = None,
+    email: str | None = None,
 ) -> User:
-    """Insert one validated user; a username already in use is reported, not raised as a database error."""
-    if await username_taken(session, school_id, username):
-        raise _taken(username)
+    """Add one user whose every field is already validated: the one way a user row is made (a roster import
+    inserts its new users in bulk, from the same validated fields). A username or email already in use (the
+    unique indexes decide) is reported as USERNAME_TAKEN or EMAIL_TAKEN, not raised as a database error."""
     user = User(
         school_id=school_id,
+        id=uuid.uuid4(),
         username=username,
-        password_hash=password_hash,
         type=type,
         first_name=first_name,
         surname=surname,
         is_admin=is_admin,
         must_change_password=must_change_password,
+        external_id=external_id,
+        email=email,
+        password_hash=password_hash,
     )
     await save_username(session, user, lambda: session.add(user))
     return user

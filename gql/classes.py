@@ -13,7 +13,7 @@ import strawberry
 
 from db import classes as domain
 from db import models
-from db.errors import DomainError, Problems
+from db.errors import DomainError, Problems, require_batch_size
 from gql.context import Info
 from gql.enums import ClassKind
 from gql.ids import parse_id
@@ -55,7 +55,7 @@ class ClassQueries:
 
 
 def _class_and_users(class_id: strawberry.ID, user_ids: list[strawberry.ID]) -> dict[str, Any]:
-    domain.require_batch_size(len(user_ids))
+    require_batch_size(len(user_ids))
     problems = Problems()
     target = problems.check(lambda: parse_id(class_id, field="classId"))
     members = [problems.check(partial(parse_id, user_id, field="userIds")) for user_id in user_ids]

@@ -6,7 +6,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,10 +37,7 @@ class Context:
 
     @property
     def session_policy(self) -> SessionPolicy:
-        return SessionPolicy(
-            idle=timedelta(minutes=self.settings.session_idle_minutes),
-            lifetime=timedelta(hours=self.settings.session_lifetime_hours),
-        )
+        return self.settings.session_policy
 
     @property
     def login_code_secret(self) -> bytes:

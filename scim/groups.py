@@ -272,7 +272,12 @@ async def create_group(
     wanted = _wanted(document(require_object(body, GROUP_SCHEMA), SHAPE))
     await _require_valid(session, school_id, wanted)
     school_class = await create_class(
-        session, school_id=school_id, actor=actor, name=wanted.name, kind=wanted.kind, managed_ok=True
+        session,
+        school_id=school_id,
+        actor=actor,
+        name=wanted.name,
+        kind=wanted.kind,
+        allow_provider_managed=True,
     )
     school_class.provisioned_at = func.now()
     await session.flush()
@@ -351,7 +356,9 @@ async def delete_group(
             "This group has members that are managed in Rollcall itself, so it cannot be deleted.",
             "mutability",
         )
-    await delete_class(session, school_id=school_id, actor=actor, class_id=school_class.id, managed_ok=True)
+    await delete_class(
+        session, school_id=school_id, actor=actor, class_id=school_class.id, allow_provider_managed=True
+    )
 
 
 async def _apply(
@@ -367,7 +374,12 @@ async def _apply(
         await _change_kind(session, actor, school_class, wanted.kind)
     if wanted.name != school_class.name:
         await rename_class(
-            session, school_id=school_id, actor=actor, class_id=class_id, name=wanted.name, managed_ok=True
+            session,
+            school_id=school_id,
+            actor=actor,
+            class_id=class_id,
+            name=wanted.name,
+            allow_provider_managed=True,
         )
     if wanted.external_id != school_class.external_id:
         before, school_class.external_id = school_class.external_id, wanted.external_id
@@ -400,8 +412,8 @@ async def _apply(
             actor=actor,
             class_id=class_id,
             user_ids=leaving,
-            managed_ok=True,
-            deleted_ok=True,
+            allow_provider_managed=True,
+            including_deleted=True,
         )
     if joining := [user_id for user_id in wanted.members if user_id not in current]:
         await assign_to_class(
@@ -410,8 +422,8 @@ async def _apply(
             actor=actor,
             class_id=class_id,
             user_ids=joining,
-            managed_ok=True,
-            deleted_ok=True,
+            allow_provider_managed=True,
+            including_deleted=True,
         )
 
 

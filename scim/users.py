@@ -1,8 +1,9 @@
 """SCIM Users: a managed school's pupils and teachers, as its provider creates, reads, changes and deletes
 them.
 
-Every change goes through the same domain functions as the admin's GraphQL mutations (with `managed_ok`), so
-the same rules hold and the same audit events are written, with the provisioning token as the actor.
+Every change goes through the same domain functions as the admin's GraphQL mutations (with
+`allow_provider_managed`), so the same rules hold and the same audit events are written, with the
+provisioning token as the actor.
 
 - A provider manages only the users it provisioned (`provider_may_manage` in scim/protocol.py, recorded in
   `provisioned_at` when it creates them), never an admin: every other user does not exist for it.
@@ -36,7 +37,7 @@ from db.models import ClassMembership, School, SchoolClass, User, UserType
 from db.passwords import hash_password_async, password_problem
 from db.sessions import revoke_sessions
 from db.text import shown
-from db.users import clean_email, clean_name, clean_username
+from db.users import clean_email, clean_name, clean_username, mark_edited
 from scim.patch import document, patched
 from scim.protocol import (
     MISSING,
@@ -300,7 +301,7 @@ async def create_user(
             surname=wanted.surname,
             external_id=wanted.external_id,
             email=wanted.email,
-            managed_ok=True,
+            allow_provider_managed=True,
         )
     except IntegrityError as error:
         raise _external_id_taken(error, wanted.external_id) from None
@@ -375,7 +376,9 @@ async def _apply(session: AsyncSession, actor: Actor, user: User, wanted: _Wante
     school_id = user.school_id
     await _require_unique(session, school_id, wanted, except_user=user.id)
     if wanted.active and user.deleted_at is not None:
-        await restore_users(session, school_id=school_id, actor=actor, user_ids=[user.id], managed_ok=True)
+        await restore_users(
+            session, school_id=school_id, actor=actor, user_ids=[user.id], allow_provider_managed=True
+        )
     # An address goes before a teacher becomes a pupil, and comes after a pupil becomes a teacher.
     if wanted.email is None and user.email is not None:
         await _change_field(session, actor, user, UserField.EMAIL, "")
@@ -394,8 +397,8 @@ async def _apply(session: AsyncSession, actor: Actor, user: User, wanted: _Wante
                 field=field,
                 value=value,
                 expected_version=user.version,
-                managed_ok=True,
-                deleted_ok=True,
+                allow_provider_managed=True,
+                including_deleted=True,
             )
     if wanted.email is not None and wanted.email != user.email:
         await _change_field(session, actor, user, UserField.EMAIL, wanted.email)
@@ -427,19 +430,20 @@ async def _change_field(
         field=field,
         value=value,
         expected_version=user.version,
-        managed_ok=True,
-        deleted_ok=True,
+        allow_provider_managed=True,
+        including_deleted=True,
     )
 
 
 async def _deactivate(session: AsyncSession, actor: Actor, user: User) -> None:
     # Deleting rotates a pupil's login codes, so old cards do not come back if the provider reactivates them.
-    await delete_users(session, school_id=user.school_id, actor=actor, user_ids=[user.id], managed_ok=True)
+    await delete_users(
+        session, school_id=user.school_id, actor=actor, user_ids=[user.id], allow_provider_managed=True
+    )
 
 
 async def _changed(session: AsyncSession, user: User, external_id: str | None) -> None:
-    user.version += 1
-    user.updated_at = func.now()
+    mark_edited(user)
     try:
         async with session.begin_nested():
             await session.flush()

@@ -30,7 +30,7 @@ from db.passwords import hash_password_async
 from db.schools import create_school
 from db.scope import school_scope
 from db.sessions import SessionPolicy, start_session
-from db.users import insert_user
+from db.users import create_user
 from web.app import create_app
 from web.settings import Settings
 
@@ -206,7 +206,7 @@ async def make_user(
     **fields: Any,
 ) -> uuid.UUID:
     async with school_scope(db, school.id) as session:
-        user = await insert_user(
+        user = await create_user(
             session,
             school_id=school.id,
             username=username or f"u{uuid.uuid4().hex[:10]}",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from typing import Any, cast
 
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
@@ -23,7 +22,6 @@ from strawberry.types import ExecutionResult
 
 from db.embedded import DatabaseUrls
 from db.engine import Database
-from db.sessions import SessionPolicy
 from gql.compiled import CompiledReads
 from gql.context import Context
 from gql.loaders import Loaders
@@ -77,10 +75,7 @@ class RollcallGraphQL(GraphQL[Context, None]):
         )
         self.db = db
         self.settings = settings
-        self.session_policy = SessionPolicy(
-            idle=timedelta(minutes=settings.session_idle_minutes),
-            lifetime=timedelta(hours=settings.session_lifetime_hours),
-        )
+        self.session_policy = settings.session_policy
 
     def decode_json(self, data: str | bytes) -> object:
         try:

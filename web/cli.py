@@ -10,13 +10,11 @@ import shutil
 import sys
 from collections.abc import Sequence
 
-from sqlalchemy.ext.asyncio import async_sessionmaker
-
 from db import demo, migrate
 from db.api_tokens import ApiScope, create_api_token
 from db.audit import Actor
 from db.embedded import DatabaseUrls, database_urls
-from db.engine import owner_engine
+from db.engine import owner_transaction
 from db.errors import DomainError, ErrorCode, Problem
 from db.maintenance import fail_stale_imports, forget_expired_import_passwords, parse_age, purge
 from db.models import Provider
@@ -34,54 +32,40 @@ def _urls(settings: Settings) -> DatabaseUrls:
 
 
 async def _school_create(urls: DatabaseUrls, args: argparse.Namespace) -> None:
-    engine = owner_engine(urls.owner)
-    try:
-        async with async_sessionmaker(engine)() as session, session.begin():
-            school = await create_school(
-                session,
-                slug=args.slug,
-                name=args.name,
-                provider=Provider(args.provider),
-                admin_username=args.admin_username,
-                admin_password=args.admin_password,
-                admin_first_name=args.admin_first_name,
-                admin_surname=args.admin_surname,
-            )
-        print(school.school_id)
-    finally:
-        await engine.dispose()
+    async with owner_transaction(urls.owner) as session:
+        school = await create_school(
+            session,
+            slug=args.slug,
+            name=args.name,
+            provider=Provider(args.provider),
+            admin_username=args.admin_username,
+            admin_password=args.admin_password,
+            admin_first_name=args.admin_first_name,
+            admin_surname=args.admin_surname,
+        )
+    print(school.school_id)
 
 
 async def _provisioning_token(urls: DatabaseUrls, args: argparse.Namespace) -> None:
-    engine = owner_engine(urls.owner)
-    try:
-        async with async_sessionmaker(engine)() as session, session.begin():
-            school_id = await school_id_for_slug(session, args.slug)
-            if school_id is None:
-                raise DomainError(
-                    Problem(ErrorCode.NOT_FOUND, f"No school has the slug '{args.slug}'.", "slug")
-                )
-            await bind_school(session, school_id)
-            secret, _ = await create_api_token(
-                session,
-                school_id=school_id,
-                actor=Actor(id=None, label="rollcall school provisioning-token"),
-                name=args.name,
-                scopes=[ApiScope.PROVISION],
-            )
-    finally:
-        await engine.dispose()
+    async with owner_transaction(urls.owner) as session:
+        school_id = await school_id_for_slug(session, args.slug)
+        if school_id is None:
+            raise DomainError(Problem(ErrorCode.NOT_FOUND, f"No school has the slug '{args.slug}'.", "slug"))
+        await bind_school(session, school_id)
+        secret, _ = await create_api_token(
+            session,
+            school_id=school_id,
+            actor=Actor(id=None, label="rollcall school provisioning-token"),
+            name=args.name,
+            scopes=[ApiScope.PROVISION],
+        )
     print(secret)
 
 
 async def _demo(urls: DatabaseUrls, settings: Settings) -> None:
-    engine = owner_engine(urls.owner)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        async with async_sessionmaker(engine)() as session, session.begin():
-            admin = await demo.seed_demo(session, settings.data_dir / "demo-admin-password")
-    finally:
-        await engine.dispose()
+    async with owner_transaction(urls.owner) as session:
+        admin = await demo.seed_demo(session, settings.data_dir / "demo-admin-password")
     print(f"Demo school: {admin.school}")
     print(f"Admin username: {admin.username}")
     print(f"Admin password: {admin.password or '(set when the demo was first seeded; not kept here)'}")

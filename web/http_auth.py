@@ -9,7 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 
 from db.engine import Database
-from db.sessions import SessionPolicy
+from db.sessions import BEARER_PREFIXES, SessionPolicy
 from tenants.callers import Caller, caller_for_secret
 
 log = logging.getLogger("rollcall.auth")
@@ -29,7 +29,7 @@ def refuse_secrets_in_url(request: Request) -> None:
     # URLs end up in logs, proxies and browser history.
     for name, value in request.query_params.multi_items():
         if name.lower() in {"token", "access_token", "api_token", "apitoken"} or value.startswith(
-            ("rcs_", "rca_")
+            BEARER_PREFIXES
         ):
             raise HTTPException(400, "Send tokens in the Authorization header, never in the URL.")
 

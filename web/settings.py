@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from db.login_cards.codes import load_or_create_secret, secret_from_env
+from db.sessions import SessionPolicy
 
 
 def _flag(name: str, default: bool) -> bool:
@@ -73,6 +75,14 @@ class Settings:
     # The URL clients use to reach this server (behind a proxy); links such as SCIM's `location` start with
     # it. Unset, they start with the address the server itself listens on, never with a client's Host header.
     public_url: str | None = None
+
+    @property
+    def session_policy(self) -> SessionPolicy:
+        """How long a session lasts, idle and at most."""
+        return SessionPolicy(
+            idle=timedelta(minutes=self.session_idle_minutes),
+            lifetime=timedelta(hours=self.session_lifetime_hours),
+        )
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -26,17 +26,23 @@ from db.imports.plan import ExistingUser, ImportAction, Plan, PlannedRow, Roster
 from db.imports.roster_csv import CsvError, ExportRow, RosterRow, RowProblem, decode_upload, parse_roster
 from db.imports.sealed_passwords import SealBroken, seal, unseal
 from db.maintenance import STALE_IMPORT, fail_stale_imports_of
-from db.manage_users import lock_roster, rotate_pupils_cards
+from db.manage_users import lock_roster, soft_delete
 from db.models import ClassKind, ClassMembership, ImportJob, ImportStatus, School, SchoolClass, User, UserType
 from db.names import class_name_key
 from db.passwords import hash_password_async, memorable_password
 from db.schools import require_manual_school
 from db.scope import school_scope
-from db.sessions import revoke_sessions
+from db.users import edited
 
 log = logging.getLogger("rollcall.imports")
 PROGRESS_EVERY = 64
 Progress = Callable[[int], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class RemovedPupil:
+    id: uuid.UUID
+    type: UserType = UserType.PUPIL
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,7 +454,7 @@ async def _apply(
             await session.execute(
                 update(User)
                 .where(User.school_id == school_id, User.id == user_id)
-                .values(**values, version=User.version + 1, updated_at=func.now())
+                .values(**values, **edited())
             )
             updated.append(user_id)
             existing = roster.users[row.username.lower()]
@@ -480,19 +486,12 @@ async def _apply(
         await session.execute(insert(ClassMembership), memberships_in)
     removed = [row.user_id for row in plan.rows if row.action == ImportAction.REMOVE and row.user_id]
     if removed:
-        await session.execute(
-            update(User)
-            .where(User.school_id == school_id, User.id.in_(removed))
-            .values(
-                deleted_at=func.now(), deleted_by=actor.id, version=User.version + 1, updated_at=func.now()
-            )
-        )
-        await revoke_sessions(session, school_id=school_id, user_ids=removed)
-        await rotate_pupils_cards(
+        # Only pupils are removed by a roster file.
+        await soft_delete(
             session,
             school_id=school_id,
             actor=actor,
-            users=[(user_id, UserType.PUPIL) for user_id in removed],
+            users=[RemovedPupil(user_id) for user_id in removed],
         )
     for action, targets in (
         ("users.created", created),

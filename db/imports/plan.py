@@ -15,9 +15,7 @@ from db.imports.roster_csv import RosterRow, RowProblem
 from db.models import ClassKind, UserType
 from db.names import class_name_key
 from db.passwords import password_problem
-from db.users import PUPILS_HAVE_NO_EMAIL
-
-ADMIN_NEEDED = "The school must keep at least one admin."
+from db.users import ADMIN_NEEDED, ONLY_TEACHERS_ARE_ADMINS, PUPILS_HAVE_NO_EMAIL
 
 
 class ImportAction(enum.StrEnum):
@@ -152,7 +150,7 @@ def _changes(existing: ExistingUser, target: Target) -> dict[str, tuple[str, str
 def _problems(row_number: int, target: Target, roster: Roster) -> list[RowProblem]:
     problems = []
     if target.is_admin and target.type != UserType.TEACHER:
-        problems.append(RowProblem(row_number, "is_admin", "Only teachers can be admins."))
+        problems.append(RowProblem(row_number, "is_admin", ONLY_TEACHERS_ARE_ADMINS))
     if target.email is not None and target.type != UserType.TEACHER:
         problems.append(RowProblem(row_number, "email", PUPILS_HAVE_NO_EMAIL))
     if target.password is not None:

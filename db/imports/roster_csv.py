@@ -14,9 +14,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from db.models import UserType
-from db.names import class_name_key, name_problem, tidy_name, visible
+from db.names import CLASS_NAME_MAX, PERSON_NAME_MAX, class_name_key, name_problem, tidy_name, visible
 from db.passwords import MAX_LENGTH as PASSWORD_MAX
-from db.users import EMAIL, EMAIL_MAX, NAME_MAX, USERNAME
+from db.users import EMAIL, EMAIL_MAX, USERNAME, USERNAME_MAX
 
 COLUMNS = (
     "username",
@@ -29,8 +29,6 @@ COLUMNS = (
     "email",
     "password",
 )
-USERNAME_MAX = 64
-CLASS_NAME_MAX = 100
 DELIMITERS = (",", ";", "\t")
 
 # Keys are headings with case, spaces and punctuation removed, so "First Name", "first-name" and
@@ -388,8 +386,8 @@ class _RowReader:
 
         first_name = _name(cell("first_name"))
         surname = _name(cell("surname"))
-        problem("first_name", name_problem(first_name, what="The first name", most=NAME_MAX))
-        problem("surname", name_problem(surname, what="The surname", most=NAME_MAX))
+        problem("first_name", name_problem(first_name, what="The first name", most=PERSON_NAME_MAX))
+        problem("surname", name_problem(surname, what="The surname", most=PERSON_NAME_MAX))
 
         raw_type = _unescape(cell("type")).strip()
         type_, admin_by_type = _TYPES.get(raw_type.casefold(), (None, False))

@@ -19,16 +19,14 @@ from db import audit, throttle
 from db.audit import Actor
 from db.classes import shares_a_class
 from db.engine import Database
-from db.errors import DomainError, ErrorCode, Problem
+from db.errors import DomainError, ErrorCode, Problem, require_batch_size
 from db.login_cards.codes import LoginCode, decode_login_code, default_expiry, encode_login_code
 from db.login_cards.sheet import CardView
 from db.models import ClassKind, ClassMembership, School, SchoolClass, SignInMethod, User, UserType
 from db.scope import bind_school, unbound_scope
 from db.sessions import SessionPolicy, revoke_sessions
 from db.signin import INVALID, RATE_LIMITED, SignedIn, open_session
-
-BATCH_LIMIT = 1000
-TOO_MANY = Problem(ErrorCode.TOO_MANY, f"Choose at most {BATCH_LIMIT} users at a time.", "userIds")
+from db.users import locked_users, no_such_user
 
 
 def _throttle_account(code: LoginCode | None, client: str) -> str:
@@ -96,24 +94,11 @@ async def rotate_login_codes(
     actor: Actor,
 ) -> list[User]:
     """Make every card printed so far for these pupils useless; new cards print with new codes."""
-    ids = sorted(set(user_ids))
-    if not ids:
+    if not user_ids:
         raise DomainError(Problem(ErrorCode.INVALID_INPUT, "Choose at least one pupil.", "userIds"))
-    if len(ids) > BATCH_LIMIT:
-        raise DomainError(TOO_MANY)
-    found = {
-        user.id: user
-        for user in (
-            await session.execute(
-                select(User)
-                .where(User.school_id == school_id, User.id.in_(ids))
-                .order_by(User.id)
-                .with_for_update()
-            )
-        ).scalars()
-    }
+    ids, found = await locked_users(session, school_id, user_ids)
     problems = [
-        Problem(ErrorCode.NOT_FOUND, f"No user has the id {user_id}.", "userIds", user_id)
+        no_such_user(user_id)
         if user is None
         else Problem(
             ErrorCode.INVALID_INPUT,
@@ -259,8 +244,7 @@ async def login_cards(
     else:
         assert user_ids is not None
         ids = set(user_ids)
-        if len(ids) > BATCH_LIMIT:
-            raise DomainError(TOO_MANY)
+        require_batch_size(len(ids))
         chosen = User.id.in_(ids)
         if teacher is not None:
             outside = (
