@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from db.api_tokens import ApiScope
 from db.engine import Database, retry_if_disconnected
 from db.models import UserType
-from db.sessions import API_TOKEN_PREFIX, SESSION_PREFIX, TOUCH_EVERY, SessionPolicy, hash_secret
+from db.sessions import BEARER_PREFIXES, TOUCH_EVERY, SessionPolicy, hash_secret
 
 # Checks the token, its expiry, idle time, revocation and the user, every time: nothing is cached, so a
 # logout, a deleted user or a revoked token ends access on the very next request, on every worker.
@@ -60,7 +60,7 @@ async def resolve_caller(connection: AsyncConnection, secret: str, policy: Sessi
     """The caller a bearer secret stands for, or None when it is unknown, expired or revoked, in ONE round trip
     (db migration 0011's `rollcall_caller`). On a connection in a transaction, the caller's school is bound
     to that transaction too, so the request's own work can follow on the same connection."""
-    if not secret.startswith((SESSION_PREFIX, API_TOKEN_PREFIX)):
+    if not secret.startswith(BEARER_PREFIXES):
         return None
     row = (await connection.exec_driver_sql(_CALLER, (hash_secret(secret), policy.idle, TOUCH_EVERY))).first()
     if row is None:
