@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit, throttle
@@ -22,9 +23,9 @@ from db.passwords import (
     verify_against_dummy_async,
     verify_password_async,
 )
-from db.schools import school_id_for_slug
+from db.schools import bind_school_for_slug
 from db.scope import bind_school, unbound_scope
-from db.sessions import SessionPolicy, revoke_sessions, start_session
+from db.sessions import SESSION_PREFIX, SessionPolicy, new_secret, revoke_sessions
 
 INVALID = Problem(
     ErrorCode.INVALID_CREDENTIALS, "That school, username and password do not match an account."
@@ -58,42 +59,37 @@ async def sign_in(
 
     The attempt is counted before the password is checked: from a browser holding a device cookie for this
     user, in that browser's own bucket; from anywhere else, in the account's public ones (db/throttle.py).
+    No connection is held while the password is checked; the session opens only if the account is still
+    active with the very hash that was checked.
     """
     slug, name, now = school.strip().lower(), username.strip(), now or datetime.now(UTC)
-    async with unbound_scope(db) as session:
-        found = await _find(session, slug, name)
-        account = (found.school_id, found.id) if found is not None else None
+    user = await _find(db, slug, name)
     device = (
         None
-        if account is None
-        else trusted_device(device_cookie, secret=secret, school_id=account[0], user_id=account[1], now=now)
+        if user is None
+        else trusted_device(device_cookie, secret=secret, school_id=user.school_id, user_id=user.id, now=now)
     )
-    attempt = await throttle.count_attempt(db, account=f"{slug}:{name}", client=client, device=device)
+    attempt = await throttle.count_attempt(
+        db, account=f"{slug}:{name}", client=client, known=user is not None, device=device
+    )
     if attempt.refused:
         raise DomainError(RATE_LIMITED)
     await throttle.slow_down(attempt)
+    if user is None:
+        # Verify against a dummy hash when the user is unknown, so timing does not reveal who exists.
+        await verify_against_dummy_async(password)
+        raise DomainError(INVALID)
+    checked = user.password_hash
+    if not await verify_password_async(checked, password):
+        raise DomainError(INVALID)
+    rehashed = await hash_password_async(password) if needs_rehash(checked) else None
     async with unbound_scope(db) as session:
-        user = None
-        if account is not None:
-            await bind_school(session, account[0])
-            user = (
-                await session.execute(
-                    select(User).where(
-                        User.school_id == account[0],
-                        User.id == account[1],
-                        User.deleted_at.is_(None),
-                    )
-                )
-            ).scalar_one_or_none()
-        if user is None:
-            # Verify against a dummy hash when the user is unknown, so timing does not reveal who exists.
-            await verify_against_dummy_async(password)
-            raise DomainError(INVALID)
-        if not await verify_password_async(user.password_hash, password):
-            raise DomainError(INVALID)
-        if needs_rehash(user.password_hash):
-            user.password_hash = await hash_password_async(password)
-        signed_in = await open_session(session, user, policy=policy, how=SignInMethod.PASSWORD)
+        await bind_school(session, user.school_id)
+        if rehashed is not None:
+            await _replace_hash(session, user, checked, rehashed)
+        signed_in = await open_session(
+            session, user, policy=policy, how=SignInMethod.PASSWORD, password_hash=rehashed or checked
+        )
     await throttle.succeeded(db, attempt)
     return replace(
         signed_in,
@@ -101,39 +97,86 @@ async def sign_in(
     )
 
 
-async def _find(session: AsyncSession, slug: str, name: str) -> User | None:
-    """The account a school's slug and a username name, if any (not deleted)."""
-    school_id = await school_id_for_slug(session, slug)
+async def _find(db: Database, slug: str, name: str) -> User | None:
+    """The account a school's slug and a username name, if any (not deleted), in a transaction of its own."""
     # Usernames never hold NUL, which PostgreSQL text cannot even compare.
-    if school_id is None or "\x00" in name:
+    if "\x00" in name:
         return None
-    await bind_school(session, school_id)
-    found: User | None = (
-        await session.execute(
-            select(User).where(
-                User.school_id == school_id,
-                func.lower(User.username) == name.lower(),
-                User.deleted_at.is_(None),
+    async with unbound_scope(db) as session:
+        school_id = await bind_school_for_slug(session, slug)
+        if school_id is None:
+            return None
+        found: User | None = (
+            await session.execute(
+                select(User).where(
+                    User.school_id == school_id,
+                    func.lower(User.username) == name.lower(),
+                    User.deleted_at.is_(None),
+                )
             )
-        )
-    ).scalar_one_or_none()
-    return found
+        ).scalar_one_or_none()
+        return found
+
+
+async def _replace_hash(session: AsyncSession, user: User, checked: str, rehashed: str) -> None:
+    """An old hash upgraded to the current parameters, unless it has changed since it was checked."""
+    replaced = await session.execute(
+        update(User)
+        .where(User.school_id == user.school_id, User.id == user.id, User.password_hash == checked)
+        .values(password_hash=rehashed)
+    )
+    if not replaced.rowcount:  # type: ignore[attr-defined]
+        raise DomainError(INVALID)
+    user.password_hash = rehashed
+
+
+# The session and its audit event in one statement, for an account that is still active (and, for a password
+# sign-in, still has the hash that was checked).
+_OPEN_SESSION = text("""
+with opened as (
+    insert into sessions (school_id, user_id, token_hash, expires_at, sign_in_method)
+    select u.school_id, u.id, :token_hash, now() + :lifetime, :method
+    from users u
+    where u.school_id = :school_id and u.id = :user_id and u.deleted_at is null
+      and u.password_hash = :password_hash
+    returning school_id, user_id
+), recorded as (
+    insert into audit_events (school_id, actor_id, actor_label, action, target_user_ids, summary)
+    select school_id, user_id, :label, 'user.signed_in', array[user_id], cast(:summary as jsonb) from opened
+    returning 1
+)
+select count(*) from recorded
+""")
 
 
 async def open_session(
-    session: AsyncSession, user: User, *, policy: SessionPolicy, how: SignInMethod
+    session: AsyncSession,
+    user: User,
+    *,
+    policy: SessionPolicy,
+    how: SignInMethod,
+    password_hash: str | None = None,
 ) -> SignedIn:
-    token, _ = await start_session(
-        session, school_id=user.school_id, user_id=user.id, policy=policy, method=how
-    )
-    await audit.record_by(
-        session,
-        Actor(id=user.id, label=user.username),
-        school_id=user.school_id,
-        action="user.signed_in",
-        targets=[user.id],
-        summary={"method": how.value},
-    )
+    """A new session for `user`, and its audit event; the answer for a wrong password when the account is no
+    longer active or no longer has `password_hash` (its own hash when not given)."""
+    token, token_hash = new_secret(SESSION_PREFIX)
+    opened = (
+        await session.execute(
+            _OPEN_SESSION,
+            {
+                "token_hash": token_hash,
+                "lifetime": policy.lifetime,
+                "method": how.value,
+                "school_id": user.school_id,
+                "user_id": user.id,
+                "password_hash": user.password_hash if password_hash is None else password_hash,
+                "label": user.username,
+                "summary": json.dumps({"method": how.value}),
+            },
+        )
+    ).scalar_one()
+    if not opened:
+        raise DomainError(INVALID)
     return SignedIn(token=token, user=user)
 
 

@@ -1,7 +1,7 @@
 """Throttling of sign-in attempts, counted in PostgreSQL so it holds across workers.
 
-Every attempt is counted *before* the password is checked, each in its own committed statement, so
-attempts packed into one request (aliases) or spread over workers all count.
+Every attempt is counted *before* the password is checked, in one autocommitted statement, so attempts packed
+into one request (aliases) or spread over workers all count.
 
 No one may keep an account's owner out by failing on purpose, so an attempt counts in several buckets:
 
@@ -9,11 +9,19 @@ No one may keep an account's owner out by failing on purpose, so an attempt coun
   signing in from anywhere else is untouched;
 - the account from everywhere (ACCOUNT_WIDE_LIMIT, ten times higher): slows guessing spread over many
   addresses, then stops it;
-- the address, where each account failing from it counts once (CLIENT_LIMIT): a school behind one address
-  (its NAT) is not refused for one pupil's mistakes, yet one address cannot go through the whole school;
+- the address, where each existing account failing from it counts once (CLIENT_LIMIT): a school behind one
+  address (its NAT) is not refused for one pupil's mistakes, yet one address cannot go through the whole
+  school. A name that is no account does not count there, so made-up names cannot use the address up and
+  keep out everyone behind it; once the address is refused, every attempt from it is, whatever the name;
 - a trusted browser (a device cookie for the account, db/device_cookies.py) counts only in its own bucket,
   so the owner's own browser still gets in while the account is under attack from anywhere, even behind the
   attacker's address.
+
+The first two buckets are keyed by the name as typed, whether it is an account or not, so an unknown name is
+throttled exactly as an existing one and its answers (and their timing) tell nothing. Unknown names are
+deliberately not given a bucket of their own that refuses them: a name refused while real ones are still
+let through would say which names exist. What the address bucket can tell is when it fills up, that is, at
+most that one attempt was the limit's worth of existing accounts from that address in the window.
 """
 
 from __future__ import annotations
@@ -24,7 +32,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.engine import Database
 
@@ -37,17 +44,36 @@ ACCOUNT_WIDE_LIMIT = 100
 CLIENT_LIMIT = 100
 MAX_DELAY_SECONDS = 2.0
 
-_COUNT = text("""
+# One bucket's upsert: the count starts afresh once its window has passed.
+_UPSERT = """
 insert into sign_in_throttle as t (key, attempts, window_ends_at)
-values (:key, 1, now() + :window)
+{rows}
 on conflict (key) do update set
     attempts = case when t.window_ends_at <= now() then 1 else t.attempts + 1 end,
     window_ends_at = case when t.window_ends_at <= now() then now() + :window else t.window_ends_at end
 returning attempts
+"""
+_COUNT_ONE = text(_UPSERT.format(rows="values (:key, 1, now() + :window)"))
+# The account from this address, the account everywhere and, at the account's first attempt from this
+# address in the window (and only for an existing account), the address: one statement, one round trip.
+# The address's count is read as it stood before this statement when this attempt does not add to it.
+_FIRST_FROM_ADDRESS = "select cast(:address as bytea), 1, now() + :window from own where own.attempts = 1 and cast(:known as boolean)"
+_COUNT_PUBLIC = text(f"""
+with own as ({_UPSERT.format(rows="values (:own, 1, now() + :window)")}),
+everywhere as ({_UPSERT.format(rows="values (:everywhere, 1, now() + :window)")}),
+address as ({_UPSERT.format(rows=_FIRST_FROM_ADDRESS)})
+select own.attempts, everywhere.attempts, coalesce(
+    (select attempts from address),
+    (select attempts from sign_in_throttle where key = :address and window_ends_at > now()),
+    0
+)
+from own, everywhere
 """)
-_PEEK = text("select attempts from sign_in_throttle where key = :key and window_ends_at > now()")
-_FORGIVE = text("update sign_in_throttle set attempts = greatest(attempts - 1, 0) where key = :key")
-_CLEAR = text("delete from sign_in_throttle where key = :key")
+# A correct password: its own bucket starts afresh and the shared ones forget one attempt, in one statement.
+_FORGIVE = text("""
+with cleared as (delete from sign_in_throttle where key = :own)
+update sign_in_throttle set attempts = greatest(attempts - 1, 0) where key = any(:shared)
+""")
 
 
 def _key(kind: str, *parts: str) -> bytes:
@@ -65,11 +91,6 @@ class Attempt:
     delay: float
 
 
-async def _count(connection: AsyncConnection, key: bytes) -> int:
-    attempts: int = (await connection.execute(_COUNT, {"key": key, "window": WINDOW})).scalar_one()
-    return attempts
-
-
 def _delay(slow: int) -> float:
     return 0.0 if slow <= 0 else min(MAX_DELAY_SECONDS, 0.1 * 2 ** (slow - 1))
 
@@ -79,18 +100,22 @@ async def count_attempt(
     *,
     account: str,
     client: str,
+    known: bool,
     device: bytes | None = None,
     account_limit: int = ACCOUNT_LIMIT,
     account_wide_limit: int = ACCOUNT_WIDE_LIMIT,
     client_limit: int = CLIENT_LIMIT,
 ) -> Attempt:
     """Count an attempt for `account` (e.g. "school-slug:username") from `client` (an address), or from the
-    trusted browser `device` (the id in a genuine device cookie for this account)."""
+    trusted browser `device` (the id in a genuine device cookie for this account). `known` says whether the
+    account exists: only existing accounts count towards the address's limit."""
     account = account.lower()
-    async with db.engine.begin() as connection:
+    async with db.autocommit.connect() as connection:
         if device is not None:
             own_key = _key("device", account, device.hex())
-            attempts = await _count(connection, own_key)
+            attempts: int = (
+                await connection.execute(_COUNT_ONE, {"key": own_key, "window": WINDOW})
+            ).scalar_one()
             return Attempt(
                 own_key=own_key,
                 shared_keys=(),
@@ -99,20 +124,26 @@ async def count_attempt(
             )
         own_key, wide_key = _key("account-client", account, client), _key("account", account)
         client_key = _key("client", client)
-        attempts = await _count(connection, own_key)
-        everywhere = await _count(connection, wide_key)
-        # An account counts once for its address, at its first attempt from there in the window.
-        accounts_from_client = (
-            await _count(connection, client_key)
-            if attempts == 1
-            else (await connection.execute(_PEEK, {"key": client_key})).scalar_one_or_none() or 0
-        )
+        counted = (
+            await connection.execute(
+                _COUNT_PUBLIC,
+                {
+                    "own": own_key,
+                    "everywhere": wide_key,
+                    "address": client_key,
+                    "known": known,
+                    "window": WINDOW,
+                },
+            )
+        ).one()
+    attempts, everywhere, accounts_from_client = counted
     refused = (
         attempts > account_limit or everywhere > account_wide_limit or accounts_from_client > client_limit
     )
     slow = max(attempts - ACCOUNT_SLOW_AFTER, everywhere - ACCOUNT_WIDE_SLOW_AFTER)
     delay = 0.0 if refused else _delay(slow)
-    return Attempt(own_key=own_key, shared_keys=(wide_key, client_key), refused=refused, delay=delay)
+    shared_keys = (wide_key, client_key) if known else (wide_key,)
+    return Attempt(own_key=own_key, shared_keys=shared_keys, refused=refused, delay=delay)
 
 
 async def slow_down(attempt: Attempt) -> None:
@@ -122,7 +153,5 @@ async def slow_down(attempt: Attempt) -> None:
 
 async def succeeded(db: Database, attempt: Attempt) -> None:
     """A correct password: its own bucket starts afresh, and the shared counts forget this attempt."""
-    async with db.engine.begin() as connection:
-        await connection.execute(_CLEAR, {"key": attempt.own_key})
-        for key in attempt.shared_keys:
-            await connection.execute(_FORGIVE, {"key": key})
+    async with db.autocommit.connect() as connection:
+        await connection.execute(_FORGIVE, {"own": attempt.own_key, "shared": list(attempt.shared_keys)})

@@ -20,8 +20,10 @@ from db.engine import Database
 from db.models import UserType
 from db.passwords import hash_password_async
 from db.scope import school_scope
+from db.users import create_user
 from tests.conftest import ADMIN_PASSWORD, SchoolFixture, graphql, make_user, sign_in_as
 from web.http_auth import DEVICE_COOKIE
+from web.settings import Settings
 
 LOGIN = """
 mutation ($school: String!, $username: String!, $password: String!) {
@@ -374,11 +376,13 @@ async def test_failures_slow_sign_in_down(
 async def test_sign_in_is_throttled_per_client_address(db: Database) -> None:
     client = "198.51.100.7"
     results = [
-        await throttle.count_attempt(db, account=f"school:user{i}", client=client, client_limit=5)
+        await throttle.count_attempt(db, account=f"school:user{i}", client=client, known=True, client_limit=5)
         for i in range(7)
     ]
     assert [r.refused for r in results] == [False] * 5 + [True] * 2
-    other = await throttle.count_attempt(db, account="school:someone", client="198.51.100.8", client_limit=5)
+    other = await throttle.count_attempt(
+        db, account="school:someone", client="198.51.100.8", known=True, client_limit=5
+    )
     assert not other.refused
 
 
@@ -447,17 +451,179 @@ async def test_one_pupils_failures_do_not_refuse_the_others_behind_the_schools_a
     assert (await login_from(http, school_nat, school.slug, "eve", "eve-pass"))[0] is None
 
 
+async def fail_names_from(
+    http: httpx.AsyncClient, client: str, school: str, usernames: list[str]
+) -> list[str]:
+    """One wrong password for each of `usernames` from `client`, packed fifteen to a request; the codes."""
+    codes: list[str] = []
+    for start in range(0, len(usernames), 15):
+        aliased = (
+            "mutation {"
+            + " ".join(
+                f'a{i}: login(school: "{school}", username: "{name}", password: "guess") {{ errors {{ code }} }}'
+                for i, name in enumerate(usernames[start : start + 15])
+            )
+            + "}"
+        )
+        response = await http.post("/graphql", json={"query": aliased}, headers=from_browser(client, None))
+        http.cookies.clear()
+        codes += [payload["errors"][0]["code"] for payload in response.json()["data"].values()]
+    return codes
+
+
+async def make_pupils(db: Database, school: SchoolFixture, count: int, password: str) -> list[str]:
+    """`count` pupils sharing one password (hashed once); their usernames."""
+    password_hash = await hash_password_async(password)
+    usernames = [f"p{n}-{uuid.uuid4().hex[:6]}" for n in range(count)]
+    async with school_scope(db, school.id) as session:
+        for username in usernames:
+            await create_user(
+                session,
+                school_id=school.id,
+                username=username,
+                password_hash=password_hash,
+                type=UserType.PUPIL,
+            )
+    return usernames
+
+
+async def test_made_up_usernames_from_a_schools_address_do_not_keep_its_pupils_out(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
+    # given a pupil who has never signed in from this browser, behind a school's one address
+    await make_user(db, school, username="fay", password="fay-pass")
+    school_nat = new_client()
+
+    # when someone behind that address tries more made-up usernames than the address limit
+    made_up = [f"nobody-{n}-{uuid.uuid4().hex[:6]}" for n in range(throttle.CLIENT_LIMIT + 5)]
+    codes = await fail_names_from(http, school_nat, school.slug, made_up)
+
+    # then every one is answered as a wrong password would be, and the pupil still signs in from there
+    assert set(codes) == {"INVALID_CREDENTIALS"}
+    assert (await login_from(http, school_nat, school.slug, "nobody-else", "guess"))[
+        0
+    ] == "INVALID_CREDENTIALS"
+    assert (await login_from(http, school_nat, school.slug, "fay", "wrong"))[0] == "INVALID_CREDENTIALS"
+    assert (await login_from(http, school_nat, school.slug, "fay", "fay-pass"))[0] is None
+
+
+async def test_spraying_many_real_accounts_from_one_address_is_stopped(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
+    # given more pupils than the address limit, and one more pupil who knows her password
+    sprayed = await make_pupils(db, school, throttle.CLIENT_LIMIT + 3, "shared-pass")
+    await make_user(db, school, username="gus", password="gus-pass")
+    attacker = new_client()
+
+    # when one address tries one password on each of them
+    codes = await fail_names_from(http, attacker, school.slug, sprayed)
+
+    # then the address is refused once it has failed on the limit's worth of accounts
+    assert codes == ["INVALID_CREDENTIALS"] * throttle.CLIENT_LIMIT + ["RATE_LIMITED"] * 3
+    # and from then on every attempt from it is refused alike, whether the name is real or not
+    assert [
+        (await login_from(http, attacker, school.slug, name, password))[0]
+        for name, password in (("gus", "gus-pass"), ("gus", "wrong"), ("nobody-at-all", "wrong"))
+    ] == ["RATE_LIMITED"] * 3
+    assert (await login_from(http, new_client(), school.slug, "gus", "gus-pass"))[0] is None
+
+
+async def test_a_browser_holds_one_device_cookie_naming_whoever_signed_in_last(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture, settings: Settings
+) -> None:
+    # given two pupils sharing one classroom computer
+    hal = await make_user(db, school, username="hal", password="hal-pass")
+    ivy = await make_user(db, school, username="ivy", password="ivy-pass")
+    classroom = new_client()
+
+    async def sign_in(username: str, password: str, device: str | None) -> tuple[str | None, list[str]]:
+        response = await http.post(
+            "/graphql",
+            json={
+                "query": LOGIN,
+                "variables": {"school": school.slug, "username": username, "password": password},
+            },
+            headers=from_browser(classroom, device),
+        )
+        http.cookies.clear()
+        errors = response.json()["data"]["login"]["errors"]
+        headers = [h for h in response.headers.get_list("set-cookie") if h.startswith(f"{DEVICE_COOKIE}=")]
+        return (errors[0]["code"] if errors else None), headers
+
+    def names(header: str, user: uuid.UUID) -> bool:
+        value = header.split(";", 1)[0].split("=", 1)[1]
+        now = datetime.now(UTC)
+        found = trusted_device(
+            value, secret=settings.login_code_secret, school_id=school.id, user_id=user, now=now
+        )
+        return found is not None
+
+    def value(header: str) -> str:
+        return header.split(";", 1)[0].split("=", 1)[1]
+
+    # when Hal signs in twice, then Ivy on the same browser, then someone fails as Ivy
+    first = await sign_in("hal", "hal-pass", None)
+    again = await sign_in("hal", "hal-pass", value(first[1][0]))
+    ivys = await sign_in("ivy", "ivy-pass", value(again[1][0]))
+    failed = await sign_in("ivy", "wrong", value(ivys[1][0]))
+
+    # then each sign-in sets the one cookie afresh, under one name and path, naming that user only
+    for code, headers in (first, again, ivys):
+        assert code is None and len(headers) == 1 and "Path=/graphql" in headers[0]
+    assert len({value(first[1][0]), value(again[1][0]), value(ivys[1][0])}) == 3
+    assert names(first[1][0], hal) and names(again[1][0], hal) and not names(again[1][0], ivy)
+    assert names(ivys[1][0], ivy) and not names(ivys[1][0], hal)
+    # and a failed attempt leaves the browser's cookie as it was
+    assert failed == ("INVALID_CREDENTIALS", [])
+
+
 async def test_an_address_is_refused_after_failing_on_many_different_accounts(db: Database) -> None:
     client = new_client()
     same = [
-        await throttle.count_attempt(db, account="school:amy", client=client, client_limit=2)
+        await throttle.count_attempt(db, account="school:amy", client=client, known=True, client_limit=2)
         for _ in range(5)
     ]
     others = [
-        await throttle.count_attempt(db, account=f"school:user{i}", client=client, client_limit=2)
+        await throttle.count_attempt(db, account=f"school:user{i}", client=client, known=True, client_limit=2)
         for i in range(3)
     ]
     assert [a.refused for a in same + others] == [False] * 5 + [False, True, True]
+
+
+async def test_unknown_names_do_not_use_up_an_address_but_are_refused_once_it_is_full(db: Database) -> None:
+    client = new_client()
+    unknown = [
+        await throttle.count_attempt(
+            db, account=f"school:nobody{i}", client=client, known=False, client_limit=2
+        )
+        for i in range(5)
+    ]
+    known = [
+        await throttle.count_attempt(db, account=f"school:user{i}", client=client, known=True, client_limit=2)
+        for i in range(3)
+    ]
+    after = await throttle.count_attempt(
+        db, account="school:nobody-else", client=client, known=False, client_limit=2
+    )
+    assert [a.refused for a in unknown + known + [after]] == [False] * 5 + [False, False, True, True]
+
+
+async def test_a_correct_password_forgives_its_attempt_in_the_shared_buckets(db: Database) -> None:
+    client, account = new_client(), f"school:{uuid.uuid4().hex}"
+    for _ in range(3):
+        attempt = await throttle.count_attempt(
+            db, account=account, client=client, known=True, account_wide_limit=2, client_limit=1
+        )
+        assert not attempt.refused
+        await throttle.succeeded(db, attempt)
+    # the address forgot each of them, so one more account still fits, and a second does not
+    first = await throttle.count_attempt(
+        db, account="school:other", client=client, known=True, client_limit=1
+    )
+    second = await throttle.count_attempt(
+        db, account="school:third", client=client, known=True, client_limit=1
+    )
+    assert (first.refused, second.refused) == (False, True)
 
 
 async def test_guessing_from_many_addresses_stops_account_wide_but_not_for_a_trusted_browser(
@@ -465,12 +631,14 @@ async def test_guessing_from_many_addresses_stops_account_wide_but_not_for_a_tru
 ) -> None:
     account = f"school:{uuid.uuid4().hex}"
     spread = [
-        await throttle.count_attempt(db, account=account, client=new_client(), account_wide_limit=5)
+        await throttle.count_attempt(
+            db, account=account, client=new_client(), known=True, account_wide_limit=5
+        )
         for _ in range(7)
     ]
     assert [a.refused for a in spread] == [False] * 5 + [True] * 2
     trusted = await throttle.count_attempt(
-        db, account=account, client=new_client(), device=b"d" * 16, account_wide_limit=5
+        db, account=account, client=new_client(), known=True, device=b"d" * 16, account_wide_limit=5
     )
     assert not trusted.refused
 

@@ -68,7 +68,9 @@ async def sign_in_with_code(
             await bind_school(session, found.school_id)
             if (await session.execute(_card_holder(found))).scalar_one_or_none() is None:
                 found = None
-    attempt = await throttle.count_attempt(db, account=_throttle_account(found, client), client=client)
+    attempt = await throttle.count_attempt(
+        db, account=_throttle_account(found, client), client=client, known=found is not None
+    )
     if attempt.refused:
         raise DomainError(RATE_LIMITED)
     await throttle.slow_down(attempt)
