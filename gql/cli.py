@@ -180,7 +180,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as error:
+        raise SystemExit(f"rollcall: {error}") from None
     urls = _urls(settings)
     asyncio.run(migrate.upgrade(urls.owner, urls.app))
     try:
