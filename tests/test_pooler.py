@@ -1,12 +1,18 @@
-"""Rollcall behind PgBouncer in transaction mode, with fewer server connections than clients, as deployed."""
+"""Past one machine, as deployed: Rollcall behind PgBouncer in transaction mode, with fewer server connections
+than clients, and two `rollcall serve` processes on one database."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -16,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.api_tokens import ApiScope
-from db.embedded import DatabaseUrls, EmbeddedServer
+from db.embedded import OWNER_ROLE, DatabaseUrls, EmbeddedServer
 from db.engine import Database
 from db.models import Provider, User
 from db.settings import Settings
@@ -25,6 +31,7 @@ from tenants.scope import school_scope
 from tests.conftest import (
     ADMIN_PASSWORD,
     SchoolFixture,
+    free_port,
     graphql,
     make_api_token,
     make_school,
@@ -32,6 +39,7 @@ from tests.conftest import (
     serving,
 )
 from tests.pgbouncer import PgBouncer, pgbouncer
+from tests.test_cli import ROLLCALL, rollcall
 
 pytestmark = pytest.mark.slow
 
@@ -327,3 +335,170 @@ async def server_connections_are_clean(bouncer: PgBouncer) -> None:
             "temporary": 0,
             "changed_settings": None,
         }
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+def start_server(env: dict[str, str], log: Path) -> Server:
+    """`rollcall serve` with two workers, as an operator starts it, until it answers."""
+    port = free_port()
+    with log.open("ab") as stderr:
+        process = subprocess.Popen(
+            [ROLLCALL, "serve", "--port", str(port), "--workers", "2"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return Server(url, process)
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+
+
+def operation_count(metrics: str, operation: str) -> float:
+    """How many times /metrics says the operation ran."""
+    found = re.search(
+        rf'^rollcall_graphql_operation_seconds_count\{{operation="{operation}",type="query"\}} (\S+)$',
+        metrics,
+        re.MULTILINE,
+    )
+    return float(found.group(1)) if found else 0.0
+
+
+async def test_two_servers_on_one_database_behave_as_one(
+    migrated: EmbeddedServer, bouncer: PgBouncer, tmp_path: Path
+) -> None:
+    # given a new database, and two servers started at once on it (each applying the migrations at start-up),
+    # through one PgBouncer, sharing one data directory and one secret key, as two units on one machine may
+    database = f"two_{uuid.uuid4().hex[:10]}"
+    migrated.psql(f"CREATE DATABASE {database} OWNER {OWNER_ROLE}")
+    env = {
+        **os.environ,
+        "DATABASE_URL": migrated.url(OWNER_ROLE, database),
+        "APP_DATABASE_URL": bouncer.app_url(database),
+        "ROLLCALL_DB_POOLER": "pgbouncer",
+        "ROLLCALL_POOL_SIZE": "3",
+        "ROLLCALL_DATA_DIR": str(tmp_path / "data"),
+        "ROLLCALL_SECRET_KEY": uuid.uuid4().hex + uuid.uuid4().hex,
+    }
+    log = tmp_path / "servers.log"
+    one, other = await asyncio.gather(
+        asyncio.to_thread(start_server, env, log), asyncio.to_thread(start_server, env, log)
+    )
+    try:
+        created = await asyncio.to_thread(
+            rollcall,
+            env,
+            "school",
+            "create",
+            "--slug",
+            "twin",
+            "--name",
+            "Twin Oaks",
+            "--admin-username",
+            "admin",
+            "--admin-password",
+            ADMIN_PASSWORD,
+        )
+        assert created.returncode == 0, created.stderr
+        async with (
+            httpx.AsyncClient(base_url=one.url, timeout=60) as a,
+            httpx.AsyncClient(base_url=other.url, timeout=60) as b,
+        ):
+            await signed_out_on_one_is_refused_on_the_other(a, b)
+            token = await signed_in(a, "admin", ADMIN_PASSWORD)
+            await throttling_counts_across_both(a, b, token)
+            await an_import_on_one_shows_its_progress_on_the_other(a, b, token)
+            await each_counts_its_own_metrics(a, b)
+    finally:
+        for server in (one, other):
+            server.process.terminate()
+        for server in (one, other):
+            server.process.wait(timeout=30)
+    assert "Traceback" not in log.read_text()
+
+
+async def signed_in(client: httpx.AsyncClient, username: str, password: str) -> str:
+    answer = (await graphql(client, LOGIN, {"s": "twin", "u": username, "p": password}))["data"]["login"]
+    assert answer["errors"] == [], answer
+    token: str = answer["token"]
+    return token
+
+
+async def signed_out_on_one_is_refused_on_the_other(a: httpx.AsyncClient, b: httpx.AsyncClient) -> None:
+    token = await signed_in(a, "admin", ADMIN_PASSWORD)
+    assert (await graphql(b, "{ me { username } }", token=token))["data"]["me"] == {"username": "admin"}
+    assert (await graphql(a, "mutation { logout { errors { code } } }", token=token))["data"]["logout"] == {
+        "errors": []
+    }
+    assert (await graphql(b, "{ me { username } }", token=token))["data"]["me"] is None
+    refused = await graphql(b, "{ users { totalCount } }", token=token)
+    assert refused["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED", refused
+
+
+async def throttling_counts_across_both(a: httpx.AsyncClient, b: httpx.AsyncClient, token: str) -> None:
+    added = await graphql(
+        a,
+        'mutation { addUser(input: {username: "guessed", type: PUPIL, password: "right-one"}) '
+        "{ user { id } errors { code } } }",
+        token=token,
+    )
+    assert added["data"]["addUser"]["errors"] == [], added
+    # five wrong passwords on each server, at once: ten for the account from this address in all...
+    answers = await asyncio.gather(
+        *(
+            graphql(client, LOGIN, {"s": "twin", "u": "guessed", "p": f"wrong-{n}"})
+            for n in range(5)
+            for client in (a, b)
+        )
+    )
+    assert {a["data"]["login"]["errors"][0]["code"] for a in answers} == {"INVALID_CREDENTIALS"}
+    # ...so the right password is refused on either, as neither server alone has seen ten
+    for client in (a, b):
+        refused = (await graphql(client, LOGIN, {"s": "twin", "u": "guessed", "p": "right-one"}))["data"][
+            "login"
+        ]
+        assert refused["token"] is None and refused["errors"][0]["code"] == "RATE_LIMITED", refused
+
+
+async def an_import_on_one_shows_its_progress_on_the_other(
+    a: httpx.AsyncClient, b: httpx.AsyncClient, token: str
+) -> None:
+    rows = 200
+    roster = "username,type\r\n" + "".join(f"twin-{n:03},PUPIL\r\n" for n in range(rows))
+    job = (await upload(a, token, roster.encode()))["data"]["bulkImport"]["job"]
+    confirm = asyncio.create_task(graphql(a, CONFIRM, {"id": job["id"], "p": ADMIN_PASSWORD}, token))
+    states: list[tuple[str, int]] = []
+    while not confirm.done():
+        state = (await graphql(b, JOB, {"id": job["id"]}, token))["data"]["importJob"]
+        states.append((state["status"], state["processed"]))
+        await asyncio.sleep(0.02)
+    assert (await confirm)["data"]["confirmImport"]["job"] == {
+        "status": "SUCCEEDED",
+        "processed": rows,
+        "total": rows,
+    }
+    assert any(status == "RUNNING" and 0 < processed < rows for status, processed in states), states
+    final = (await graphql(b, JOB, {"id": job["id"]}, token))["data"]["importJob"]
+    assert final == {"status": "SUCCEEDED", "processed": rows, "total": rows}
+
+
+async def each_counts_its_own_metrics(a: httpx.AsyncClient, b: httpx.AsyncClient) -> None:
+    for _ in range(3):
+        await graphql(a, "query OnlyOnOne { __typename }")
+    for _ in range(2):
+        await graphql(b, "query OnlyOnTheOther { __typename }")
+    for _ in range(4):  # whichever of its two workers answers, a server shows the same counts: its own
+        one, other = (await a.get("/metrics")).text, (await b.get("/metrics")).text
+        assert (operation_count(one, "OnlyOnOne"), operation_count(one, "OnlyOnTheOther")) == (3, 0)
+        assert (operation_count(other, "OnlyOnOne"), operation_count(other, "OnlyOnTheOther")) == (0, 2)
