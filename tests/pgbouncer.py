@@ -1,4 +1,5 @@
-"""PgBouncer in transaction mode in front of the test PostgreSQL, as an operator runs it (Debian's package)."""
+"""PgBouncer in transaction mode in front of the embedded PostgreSQL, as an operator runs it (Debian's package);
+the tests and the benchmarks start it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from db.embedded import APP_ROLE, OWNER_ROLE, EmbeddedServer
-from tests.conftest import free_port
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def pgbouncer_binary() -> str:
@@ -29,6 +35,7 @@ class PgBouncer:
     port: int
     embedded: EmbeddedServer
     log: Path
+    pid: int
 
     def app_url(self, database: str = "rollcall") -> str:
         """The application role's URL through the pooler."""
@@ -106,7 +113,7 @@ query_wait_timeout = 15
             except OSError:
                 assert time.monotonic() < deadline, "pgbouncer did not start:\n" + log.read_text()
                 time.sleep(0.05)
-        yield PgBouncer(port=port, embedded=embedded, log=log)
+        yield PgBouncer(port=port, embedded=embedded, log=log, pid=process.pid)
     finally:
         process.terminate()
         process.wait(timeout=15)
