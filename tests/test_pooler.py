@@ -361,7 +361,10 @@ def start_server(env: dict[str, str], log: Path) -> Server:
                 return Server(url, process)
         except httpx.TransportError:
             pass
-        assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.terminate()
+            process.wait(timeout=30)
+            raise AssertionError(log.read_text())
         time.sleep(0.1)
 
 
@@ -392,10 +395,15 @@ async def test_two_servers_on_one_database_behave_as_one(
         "ROLLCALL_SECRET_KEY": uuid.uuid4().hex + uuid.uuid4().hex,
     }
     log = tmp_path / "servers.log"
-    one, other = await asyncio.gather(
-        asyncio.to_thread(start_server, env, log), asyncio.to_thread(start_server, env, log)
+    started = await asyncio.gather(
+        asyncio.to_thread(start_server, env, log),
+        asyncio.to_thread(start_server, env, log),
+        return_exceptions=True,
     )
+    servers = [s for s in started if isinstance(s, Server)]
     try:
+        assert len(servers) == 2, started  # both started, each past its migrations
+        one, other = servers
         created = await asyncio.to_thread(
             rollcall,
             env,
@@ -421,9 +429,9 @@ async def test_two_servers_on_one_database_behave_as_one(
             await an_import_on_one_shows_its_progress_on_the_other(a, b, token)
             await each_counts_its_own_metrics(a, b)
     finally:
-        for server in (one, other):
+        for server in servers:
             server.process.terminate()
-        for server in (one, other):
+        for server in servers:
             server.process.wait(timeout=30)
     assert "Traceback" not in log.read_text()
 
