@@ -7,8 +7,14 @@ another checkout (e.g. `git archive <commit> | tar -x -C DIR`), so before and af
 wrk drives every row, 20 connections, with Lua scripts for the bodies and headers; the rows are measured in
 turns, each round starting one further along, so a busy moment on the machine weighs on all alike.
 
+Past one machine, the roster page is also measured through PgBouncer in transaction mode (Debian's, started
+on a free port, 20 server connections, and 4) with ROLLCALL_DB_POOLER=pgbouncer, with that setting straight to
+PostgreSQL (the setting's own cost), and on two servers at once (10 connections each): each beside the
+roster page on one server straight to PostgreSQL, in the same run.
+
 Each row gives requests/s, p50 and p99, each as a ratio to the floor's, and CPU per request (the server's
-process and its PostgreSQL backends, from /proc) as the floor's CPU over the row's. The floor of the rows
+process and its PostgreSQL backends, and PgBouncer where it is on the path, from /proc) as the floor's CPU
+over the row's. The floor of the rows
 on the roster school is the roster floor; the 500-user page has a floor written for it; sign-in is set
 beside argon2 verifications per second on all cores, measured in the same run.
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -53,9 +60,20 @@ from db.passwords import (
 )
 from db.scope import school_scope
 from db.sessions import SessionPolicy, start_session
+from tests.pgbouncer import PgBouncer, pgbouncer
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = 20
+ROSTER_ROW = "roster page, session token"
+POOLED_ROW = "roster page, through PgBouncer (transaction mode)"
+SMALL_POOL_ROW = "roster page, through PgBouncer, 4 server connections"
+UNNAMED_ROW = "roster page, ROLLCALL_DB_POOLER=pgbouncer, no PgBouncer"
+TWO_SERVERS_ROW = "roster page, two servers (10 connections each)"
+# PgBouncer's server connections: as many as the one server's pool may ask for, so the pooler itself is
+# measured rather than a queue in front of it.
+PGBOUNCER_POOL = 20
+# ...and a pool of a fifth of that, as a busy deployment shares it: what a worker loses with fewer.
+SMALL_POOL = 4
 ROSTER_SCHOOL, WRITE_SCHOOL, LOGIN_SCHOOL, SCIM_SCHOOL = 3, 4, 5, 6
 POLICY = SessionPolicy(idle=timedelta(hours=1), lifetime=timedelta(hours=12))
 
@@ -204,6 +222,7 @@ class Server:
     pid: int
     postmaster: int
     role: str
+    helpers: tuple[int, ...] = ()  # processes on the request path whose CPU counts too (PgBouncer)
 
     def cpu_seconds(self) -> float:
         """CPU used so far by this server and by the PostgreSQL backends of its role (background work, such as
@@ -219,9 +238,14 @@ class Server:
             backend = int(fields[1]) == self.postmaster and title.startswith(
                 f"postgres: {self.role} ".encode()
             )
-            if int(pid) == self.pid or backend:
+            if int(pid) == self.pid or int(pid) in self.helpers or backend:
                 ticks += int(fields[11]) + int(fields[12])
         return ticks / os.sysconf("SC_CLK_TCK")
+
+    def cpu_seconds_own(self) -> float:
+        """CPU used so far by this server's process alone."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -231,9 +255,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(factory: str, bench: Bench, data_dir: str, source: Path = ROOT, **env: str) -> Iterator[Server]:
+def served(
+    factory: str, bench: Bench, data_dir: str, source: Path = ROOT, helpers: tuple[int, ...] = (), **env: str
+) -> Iterator[Server]:
     """`factory` under uvicorn as `rollcall serve` runs it: one worker on loopback, access log off; the code
-    from `source`."""
+    from `source`; `env` on top of the database URLs."""
     port = free_port()
     urls = bench.server.urls()
     with open(Path(data_dir) / f"{port}.log", "wb") as log:
@@ -243,6 +269,7 @@ def served(factory: str, bench: Bench, data_dir: str, source: Path = ROOT, **env
             port,
             log,
             source,
+            helpers,
             {
                 "DATABASE_URL": urls.owner,
                 "APP_DATABASE_URL": urls.app,
@@ -255,7 +282,13 @@ def served(factory: str, bench: Bench, data_dir: str, source: Path = ROOT, **env
 
 
 def _serve(
-    factory: str, bench: Bench, port: int, log: IO[bytes], source: Path, env: dict[str, str]
+    factory: str,
+    bench: Bench,
+    port: int,
+    log: IO[bytes],
+    source: Path,
+    helpers: tuple[int, ...],
+    env: dict[str, str],
 ) -> Iterator[Server]:
     process = subprocess.Popen(
         [
@@ -296,6 +329,7 @@ def _serve(
             process.pid,
             postmaster,
             make_url(bench.server.urls().app).username or "",
+            helpers,
         )
     finally:
         process.terminate()
@@ -316,43 +350,59 @@ def wrk() -> str:
 def drive(server: Server, load: Load, seconds: int, script_dir: Path) -> Figures:
     """wrk against `server` for `seconds` with the load's connections: its figures, and the CPU the server and
     its backends spent per request."""
+    return drive_together([server], load, seconds, script_dir)
+
+
+def drive_together(servers: list[Server], load: Load, seconds: int, script_dir: Path) -> Figures:
+    """One wrk for each server, all at once, each with the load's connections: the requests/s of them all,
+    p50 and p99 weighted by each one's requests, and the CPU all the servers and their backends spent per
+    request. (The servers share one role, so each one's backends count once: the first server's.)"""
     script = script_dir / f"{abs(hash(load.script))}.lua"
     script.write_text(load.script)
-    cpu = server.cpu_seconds()
-    run = subprocess.run(
-        [
-            wrk(),
-            "-t",
-            "2",
-            "-c",
-            str(load.connections),
-            "-d",
-            f"{seconds}s",
-            "--timeout",
-            "10s",
-            "-s",
-            str(script),
-            server.url + load.path,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    cpu = server.cpu_seconds() - cpu
-    found = re.search(r"^BENCH (\d+) (\d+) (\d+) (\d+) (\d+)$", run.stdout, re.MULTILINE)
-    assert run.returncode == 0 and found, run.stdout + run.stderr
-    requests, failed, p50_us, p99_us, duration_us = map(int, found.groups())
-    if failed:
-        print(
-            f"{failed} of {requests} answers to {load.path} were not clean, such as:",
-            re.findall(r"^FAILED .*$", run.stdout, re.MULTILINE)[:1],
+    cpu = servers[0].cpu_seconds() + sum(server.cpu_seconds_own() for server in servers[1:])
+    runs = [
+        subprocess.Popen(
+            [
+                wrk(),
+                "-t",
+                "2",
+                "-c",
+                str(load.connections),
+                "-d",
+                f"{seconds}s",
+                "--timeout",
+                "10s",
+                "-s",
+                str(script),
+                server.url + load.path,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
+        for server in servers
+    ]
+    outputs = [run.communicate() for run in runs]
+    cpu = servers[0].cpu_seconds() + sum(server.cpu_seconds_own() for server in servers[1:]) - cpu
+    figures: list[tuple[int, int, int, int, int]] = []
+    for run, (stdout, stderr) in zip(runs, outputs, strict=True):
+        found = re.search(r"^BENCH (\d+) (\d+) (\d+) (\d+) (\d+)$", stdout, re.MULTILINE)
+        assert run.returncode == 0 and found, stdout + stderr
+        requests, failed, p50_us, p99_us, duration_us = map(int, found.groups())
+        if failed:
+            print(
+                f"{failed} of {requests} answers to {load.path} were not clean, such as:",
+                re.findall(r"^FAILED .*$", stdout, re.MULTILINE)[:1],
+            )
+        figures.append((requests, failed, p50_us, p99_us, duration_us))
+    requests = sum(f[0] for f in figures)
+    weight = max(requests, 1)
     return Figures(
-        rate=requests / (duration_us / 1e6),
-        p50_ms=p50_us / 1000,
-        p99_ms=p99_us / 1000,
-        cpu_ms=1000 * cpu / max(requests, 1),
-        failed=failed,
+        rate=sum(f[0] / (f[4] / 1e6) for f in figures),
+        p50_ms=sum(f[0] * f[2] for f in figures) / weight / 1000,
+        p99_ms=sum(f[0] * f[3] for f in figures) / weight / 1000,
+        cpu_ms=1000 * cpu / weight,
+        failed=sum(f[1] for f in figures),
     )
 
 
@@ -454,7 +504,7 @@ def rows(tokens: Tokens) -> dict[str, Load]:
     """Each row of the table but the edits (which need the versions of the moment): what wrk sends."""
     session = {"Authorization": f"Bearer {tokens.admin_session}"}
     return {
-        "roster page, session token": Load.fixed("/graphql", graphql_body(ROSTER), session),
+        ROSTER_ROW: Load.fixed("/graphql", graphql_body(ROSTER), session),
         "{ __typename }, session token": Load.fixed("/graphql", graphql_body(TYPENAME), session),
         "{ __typename }, API token": Load.fixed(
             "/graphql", graphql_body(TYPENAME), {"Authorization": f"Bearer {tokens.api_token}"}
@@ -502,6 +552,12 @@ def same_answers(rollcall: Server, floor: Server, tokens: Tokens) -> None:
             assert ours == bare, f"the floor's {path} differs from what /graphql answers"
 
 
+def pooler_stats(bouncer: PgBouncer) -> tuple[int, int]:
+    """PgBouncer's totals for the Rollcall database: microseconds spent in transactions, transactions."""
+    stats = next(row for row in bouncer.admin("SHOW STATS") if row["database"] == "rollcall")
+    return int(stats["total_xact_time"]), int(stats["total_xact_count"])
+
+
 def verify_floor(password_hash: str, seconds: float) -> float:
     """argon2 verifications per second with every core busy: one thread per core, each verifying without a
     pause (not through the product's pool, whose size is part of what `login` measures), with the product's
@@ -546,6 +602,9 @@ def markdown(results: dict[str, Any], servers: list[str]) -> str:
             + (f", CPU {floor['cpu_ms']:.2f} ms" if floor.get("cpu_ms") else ""),
         ]
         for name in servers:
+            if name not in measured:
+                cells += ["-", "-"]
+                continue
             mine = measured[name]
             cells.append(
                 f"{mine['rate']:.0f}/s, p50 {mine['p50_ms']:.1f}, p99 {mine['p99_ms']:.1f} ms, "
@@ -556,6 +615,13 @@ def markdown(results: dict[str, Any], servers: list[str]) -> str:
                 f"{mine.get('p99_ratio', '-')}, CPU {mine.get('cpu_ratio', '-')})"
             )
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| row | over the roster page on one server, straight to PostgreSQL |", "| --- | --- |"]
+    for row, measured in results["rows"].items():
+        if over := measured.get("rollcall", {}).get("over_one_server_direct"):
+            lines.append(
+                f"| {row} | **{over['rate_ratio']}** (p50 {over['p50_ratio']}, p99 {over['p99_ratio']}, "
+                f"CPU {over['cpu_ratio']}) |"
+            )
     return "\n".join(lines)
 
 
@@ -585,33 +651,83 @@ async def main(full: bool, baseline: Path | None = None, schools: int | None = N
                     servers["before"] = stack.enter_context(
                         served("web.app:app_from_env", bench, data_dir, source=baseline.resolve())
                     )
-                for server in servers.values():
+                # Past one machine: this checkout through PgBouncer (transaction mode) with the setting it
+                # needs; the same setting straight to PostgreSQL (what the setting costs, without the hop);
+                # and a second server beside the first, the load split between them.
+                bouncer = stack.enter_context(pgbouncer(bench.server, pool_size=PGBOUNCER_POOL))
+                pooled = stack.enter_context(
+                    served(
+                        "web.app:app_from_env",
+                        bench,
+                        data_dir,
+                        helpers=(bouncer.pid,),
+                        APP_DATABASE_URL=bouncer.app_url(),
+                        ROLLCALL_DB_POOLER="pgbouncer",
+                    )
+                )
+                small = stack.enter_context(pgbouncer(bench.server, pool_size=SMALL_POOL))
+                pooled_small = stack.enter_context(
+                    served(
+                        "web.app:app_from_env",
+                        bench,
+                        data_dir,
+                        helpers=(small.pid,),
+                        APP_DATABASE_URL=small.app_url(),
+                        ROLLCALL_DB_POOLER="pgbouncer",
+                    )
+                )
+                unnamed = stack.enter_context(
+                    served("web.app:app_from_env", bench, data_dir, ROLLCALL_DB_POOLER="pgbouncer")
+                )
+                second = stack.enter_context(served("web.app:app_from_env", bench, data_dir))
+                for server in [*servers.values(), pooled, pooled_small, unnamed, second]:
                     same_answers(server, floor, tokens)
                 scripts = Path(data_dir)
                 loads, floor_loads = rows(tokens), floors(tokens)
-                turns: list[tuple[str, str, Server]] = [
-                    ("roster", "floor", floor),
-                    ("500-user page", "floor", floor),
+                roster = loads[ROSTER_ROW]
+                loads |= {
+                    POOLED_ROW: roster,
+                    SMALL_POOL_ROW: roster,
+                    UNNAMED_ROW: roster,
+                    TWO_SERVERS_ROW: dataclasses.replace(roster, connections=CONNECTIONS // 2),
+                }
+                turns: list[tuple[str, str, list[Server]]] = [
+                    ("roster", "floor", [floor]),
+                    ("500-user page", "floor", [floor]),
                 ]
                 turns += [
-                    (row, name, server)
-                    for row in [*loads, "updateUserField (surname)"]
+                    (row, name, [server])
+                    for row in [*rows(tokens), "updateUserField (surname)"]
                     if row != "login"
                     for name, server in servers.items()
                 ]
-                for row, name, server in turns[:2] + [t for t in turns if t[0].startswith("roster")]:
+                turns += [
+                    (POOLED_ROW, "rollcall", [pooled]),
+                    (SMALL_POOL_ROW, "rollcall", [pooled_small]),
+                    (UNNAMED_ROW, "rollcall", [unnamed]),
+                    (TWO_SERVERS_ROW, "rollcall", [servers["rollcall"], second]),
+                ]
+                busy: list[float] = []  # PgBouncer's server connections in a transaction at once, on average
+                per_request: list[float] = []  # transactions per request through PgBouncer
+                for row, name, on in turns[:2] + [t for t in turns if t[0].startswith("roster")]:
                     load = floor_loads[row] if name == "floor" else loads[row]
-                    drive(server, load, 1, scripts)  # warm: plans compiled, pools filled
+                    drive_together(on, load, 1, scripts)  # warm: plans compiled, pools filled
                 for number in range(rounds):
                     shift = number * len(turns) // rounds
-                    for row, name, server in turns[shift:] + turns[:shift]:
+                    for row, name, on in turns[shift:] + turns[:shift]:
                         if name == "floor":
                             load = floor_loads[row]
                         elif row.startswith("updateUserField"):
                             load = await edits_load(bench, tokens)
                         else:
                             load = loads[row]
-                        measured.setdefault((row, name), []).append(drive(server, load, seconds, scripts))
+                        before = pooler_stats(bouncer) if row == POOLED_ROW else None
+                        found = drive_together(on, load, seconds, scripts)
+                        measured.setdefault((row, name), []).append(found)
+                        if before is not None:
+                            after = pooler_stats(bouncer)
+                            busy.append((after[0] - before[0]) / 1e6 / seconds)
+                            per_request.append((after[1] - before[1]) / max(found.rate * seconds, 1))
                 password_hash = hash_password(dataset.PASSWORD)
                 hashing: list[float] = []
                 for _ in range(rounds):
@@ -622,6 +738,10 @@ async def main(full: bool, baseline: Path | None = None, schools: int | None = N
                         )
                 hashing.append(verify_floor(password_hash, seconds))
     results["load_average_1m_after"] = round(os.getloadavg()[0], 2)
+    # Sizing: the server connections one worker keeps in a transaction at full load, 20 requests at once
+    # (PgBouncer's transaction time over the wall time), and the transactions each roster page takes.
+    results["pgbouncer_server_connections_in_transaction_per_worker"] = round(statistics.fmean(busy), 2)
+    results["pgbouncer_transactions_per_roster_page"] = round(statistics.fmean(per_request), 2)
     print(table([(f"{row} / {name}", repr(found)) for (row, name), found in measured.items()]))
     means = {key: Figures.mean(found) for key, found in measured.items()}
     table_rows: dict[str, dict[str, Any]] = {}
@@ -662,6 +782,24 @@ async def main(full: bool, baseline: Path | None = None, schools: int | None = N
                 else ratios(mine, floor_figures)
             )
         table_rows[row] = shown
+    direct = means[ROSTER_ROW, "rollcall"]
+    roster_floor = means["roster", "floor"]
+    for row in (POOLED_ROW, SMALL_POOL_ROW, UNNAMED_ROW, TWO_SERVERS_ROW):
+        mine = means[row, "rollcall"]
+        table_rows[row] = {
+            "floor": table_rows[ROSTER_ROW]["floor"],
+            "rollcall": {
+                "rate": round(mine.rate, 1),
+                "p50_ms": round(mine.p50_ms, 2),
+                "p99_ms": round(mine.p99_ms, 2),
+                "cpu_ms": round(mine.cpu_ms, 3),
+                "failed": mine.failed,
+                "p99_over_p50": round(mine.p99_ms / max(mine.p50_ms, 0.001), 2),
+                **ratios(mine, roster_floor),
+                # beside the roster page on one server, straight to PostgreSQL, in the same run
+                "over_one_server_direct": ratios(mine, direct),
+            },
+        }
     results["rows"] = table_rows
     for name in servers:
         session, none = (

@@ -11,6 +11,32 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 T = TypeVar("T")
 
+# Connection poolers Rollcall can run behind, by the value of ROLLCALL_DB_POOLER.
+POOLERS = ("pgbouncer",)
+
+
+def _unnamed_statement() -> str:
+    return ""
+
+
+def pooler_connect_args(pooler: str | None) -> dict[str, object]:
+    """What asyncpg needs behind a transaction-mode pooler (PgBouncer with `pool_mode = transaction`), which
+    hands each transaction, even each lone statement, whichever server connection is free: nothing may
+    outlive the statement that made it. So no statement cache (SQLAlchemy's or asyncpg's), and every
+    statement the unnamed one: it is parsed again, with its Bind and Execute, in the same round trip (asyncpg
+    does so when its cache is off), and replaced by the next, so no named prepared statement piles up on a
+    server connection or clashes with another client's of the same name. The cost: two round trips a
+    statement instead of one, and PostgreSQL plans every statement afresh."""
+    if pooler is None:
+        return {}
+    if pooler not in POOLERS:
+        raise ValueError(f"unknown connection pooler {pooler!r}; known: {', '.join(POOLERS)}")
+    return {
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": _unnamed_statement,
+    }
+
 
 def owner_engine(owner_url: str) -> AsyncEngine:
     """An engine as the tables' owner (migrations, maintenance, the CLI); like the application's, it never
@@ -38,17 +64,21 @@ async def owner_transaction(owner_url: str) -> AsyncIterator[AsyncSession]:
 class Database:
     """One engine and session factory per process, connected as the application role."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, pooler: str | None = None) -> None:
         # No pre-ping: it would cost a round trip on every checkout. A connection that has gone (a database
         # restart) is found when it fails; the pool is then renewed, and retry_if_disconnected tries again.
         # Statement parameters hold password hashes, passwords from uploaded files and tokens: errors and
-        # statement logging never show them.
+        # statement logging never show them. Behind a transaction-mode pooler (`pooler`), no statement outlives
+        # its round trip (pooler_connect_args); everything else already holds there: the school is bound with
+        # set_config(..., true), local to the transaction, and nothing takes a session-level lock, LISTENs,
+        # makes a temporary table or SETs anything for the session.
         self.engine: AsyncEngine = create_async_engine(
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_recycle=1800,
             hide_parameters=True,
+            connect_args=pooler_connect_args(pooler),
         )
         # The same pool, for single statements that need no transaction around them (no BEGIN, no COMMIT).
         self.autocommit: AsyncEngine = self.engine.execution_options(isolation_level="AUTOCOMMIT")

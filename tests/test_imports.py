@@ -17,6 +17,7 @@ from db.embedded import EmbeddedServer
 from db.engine import Database
 from db.imports import jobs as imports
 from db.models import Provider, UserType
+from db.passwords import verify_password
 from db.scope import bind_school, school_scope
 from tests.conftest import ADMIN_PASSWORD, SchoolFixture, graphql, make_school, make_user, sign_in_as
 from tests.test_cli import rollcall, serving
@@ -680,3 +681,28 @@ async def test_a_pupil_the_file_removes_loses_their_login_cards(
             await session.execute(text("select login_code_version from users where id = :id"), {"id": amy})
         ).scalar_one()
     assert version == 2
+
+
+async def test_hashes_made_before_the_apply_are_used_only_where_the_row_still_wants_them() -> None:
+    """The passwords are hashed before the apply's transaction, against a draft plan; under the roster's lock
+    the plan is made again, and the roster may have changed in between."""
+    # given a draft that hashed Amy's typed password and generated one for Ben, a new pupil then
+    draft = [imports._Password(2, "amy", "amy-typed-pass"), imports._Password(3, "ben", None)]
+    done = await imports._hash_all(draft, imports._no_progress)
+    assert set(done.hashes) == {2, 3} and [g.username for g in done.generated.values()] == ["ben"]
+
+    # when, under the lock, Ben exists already (no password wanted) and Cat has become new
+    locked = [imports._Password(2, "amy", "amy-typed-pass"), imports._Password(4, "cat", None)]
+    applied = await imports._hash_all(locked, imports._no_progress, done)
+
+    # then Amy's hash is the draft's, Ben's generated password is dropped, and Cat gets one of her own
+    assert applied.hashes[2] == done.hashes[2]
+    assert set(applied.hashes) == {2, 4} and [g.username for g in applied.generated.values()] == ["cat"]
+    assert verify_password(applied.hashes[4], applied.generated[4].password)
+    assert verify_password(applied.hashes[2], "amy-typed-pass")
+
+    # and a row that wants another kind of password than the draft hashed is hashed afresh
+    retyped = await imports._hash_all(
+        [imports._Password(3, "ben", "ben-typed-pass")], imports._no_progress, done
+    )
+    assert verify_password(retyped.hashes[3], "ben-typed-pass") and retyped.generated == {}

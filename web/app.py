@@ -136,7 +136,7 @@ class RollcallGraphQL(GraphQL[Context, None]):
 
 
 def create_app(settings: Settings, urls: DatabaseUrls) -> Starlette:
-    db = Database(urls.app, pool_size=settings.pool_size)
+    db = Database(urls.app, pool_size=settings.pool_size, pooler=settings.db_pooler)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})

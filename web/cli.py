@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from db import demo, migrate
 from db.api_tokens import ApiScope, create_api_token
@@ -77,11 +78,12 @@ def _serve(urls: DatabaseUrls, settings: Settings, args: argparse.Namespace) -> 
     # Workers build the app from the environment (web.app.app_from_env), so hand them both URLs.
     os.environ["DATABASE_URL"] = urls.owner
     os.environ["APP_DATABASE_URL"] = urls.app
+    metrics_dir: Path | None = None
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Each worker counts into files here, and /metrics adds them up, whichever worker answers.
-        metrics_dir = settings.data_dir / "metrics"
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir(parents=True)
+        # Each worker counts into files here, and /metrics adds them up, whichever worker answers. The
+        # directory is this server's own (by process id), so two servers sharing a data directory each count
+        # their own requests.
+        metrics_dir = _own_metrics_dir(settings.data_dir / "metrics")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     configure_logging(json_lines=settings.json_logs)
     failed = asyncio.run(fail_stale_imports(urls.owner))
@@ -94,17 +96,47 @@ def _serve(urls: DatabaseUrls, settings: Settings, args: argparse.Namespace) -> 
             "removed the typed passwords of %d expired import previews", forgotten
         )
     print(f"Rollcall: GraphQL at http://{args.host}:{args.port}/graphql", flush=True)
-    uvicorn.run(
-        "web.app:app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_config=None,
-        access_log=False,
-        proxy_headers=bool(settings.trusted_proxies),
-        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
-    )
+    try:
+        uvicorn.run(
+            "web.app:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=None,
+            access_log=False,
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _own_metrics_dir(root: Path) -> Path:
+    """A fresh metrics directory for this server under `root`, after removing those of servers that have
+    stopped (and the files of the older layout, one directory for all)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for entry in root.iterdir():
+        if entry.is_dir() and entry.name.isdigit() and _running(int(entry.name)):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    own = root / str(os.getpid())
+    own.mkdir()
+    return own
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _purge(urls: DatabaseUrls, args: argparse.Namespace) -> None:
@@ -164,7 +196,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as error:
+        raise SystemExit(f"rollcall: {error}") from None
     urls = _urls(settings)
     asyncio.run(migrate.upgrade(urls.owner, urls.app))
     try:

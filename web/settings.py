@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from db.engine import POOLERS
 from db.login_cards.codes import load_or_create_secret, secret_from_env
 from db.sessions import SessionPolicy
 
@@ -34,6 +35,18 @@ def parse_public_url(value: str | None) -> str | None:
             "ROLLCALL_PUBLIC_URL must be an http or https URL, like https://rollcall.example.org"
         )
     return url
+
+
+def parse_pooler(value: str | None) -> str | None:
+    """ROLLCALL_DB_POOLER: the transaction-mode connection pooler between the server and PostgreSQL, if any."""
+    name = (value or "").strip().lower()
+    if name in {"", "none"}:
+        return None
+    if name not in POOLERS:
+        raise ValueError(
+            f"ROLLCALL_DB_POOLER must be {' or '.join(POOLERS)} (behind a transaction-mode pooler), or unset"
+        )
+    return name
 
 
 def _login_code_secret(data_dir: Path) -> bytes:
@@ -75,6 +88,8 @@ class Settings:
     # The URL clients use to reach this server (behind a proxy); links such as SCIM's `location` start with
     # it. Unset, they start with the address the server itself listens on, never with a client's Host header.
     public_url: str | None = None
+    # A transaction-mode pooler (PgBouncer) between the application role's connections and PostgreSQL.
+    db_pooler: str | None = None
 
     @property
     def session_policy(self) -> SessionPolicy:
@@ -110,4 +125,5 @@ class Settings:
             metrics=_flag("ROLLCALL_METRICS", True),
             metrics_token=os.environ.get("ROLLCALL_METRICS_TOKEN") or None,
             public_url=parse_public_url(os.environ.get("ROLLCALL_PUBLIC_URL")),
+            db_pooler=parse_pooler(os.environ.get("ROLLCALL_DB_POOLER")),
         )

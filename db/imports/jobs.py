@@ -1,7 +1,12 @@
 """Bulk upload: preview a roster file as an import job, then apply it, whole, once it is confirmed.
 
-The apply runs in ONE transaction. Progress (`processed` of `total`) is written from separate short
-transactions, so another connection can draw a progress bar while the apply is still uncommitted.
+The apply runs in ONE transaction. The passwords are hashed before it opens (the slow part: seconds for
+a big file), against a draft plan of the roster as it is then; the transaction plans again under the roster's
+lock, uses the hashes that still fit and hashes only what the roster's changes in between call for. So the
+transaction holds its connection and the lock for the writes alone, and never waits for a second connection
+while it holds one (behind a pooler with few server connections, that wait could be forever). Progress
+(`processed` of `total`) is written from separate short transactions while hashing, so another connection
+can draw a progress bar.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -316,6 +321,12 @@ async def confirm_import(
     try:
         async with school_scope(db, school_id) as session:
             await require_manual_school(session, school_id)
+            draft = plan_import(
+                rows, columns, await load_roster(session, school_id), remove_missing_pupils=remove_missing
+            )
+        hashed = await _hash_all(_passwords_wanted(draft), progress) if not draft.has_errors else _Hashed()
+        async with school_scope(db, school_id) as session:
+            await require_manual_school(session, school_id)
             await lock_roster(session, school_id)
             roster = await load_roster(session, school_id)
             plan = plan_import(rows, columns, roster, remove_missing_pupils=remove_missing)
@@ -328,7 +339,10 @@ async def confirm_import(
                         "jobId",
                     )
                 )
-            generated = await _apply(session, school_id, actor, plan, roster, progress)
+            # What the roster's changes since the draft call for, if anything, is hashed here, without progress:
+            # a progress write would wait for a second connection while this transaction holds one.
+            hashed = await _hash_all(_passwords_wanted(plan), _no_progress, hashed)
+            generated = await _apply(session, school_id, actor, plan, roster, hashed)
             job = (
                 await session.execute(
                     update(ImportJob)
@@ -372,10 +386,25 @@ async def _fail(db: Database, school_id: uuid.UUID, job_id: uuid.UUID, reason: s
         log.warning("could not mark import %s FAILED", job_id, exc_info=True)
 
 
-async def _hash_all(plan: Plan, progress: Progress) -> tuple[dict[int, str], list[GeneratedPassword]]:
-    """Hash every new password in parallel threads, a chunk at a time, reporting progress after each chunk."""
-    generated: list[GeneratedPassword] = []
-    wanted: list[tuple[int, str]] = []
+@dataclass(frozen=True, slots=True)
+class _Password:
+    """A password a row of the plan needs hashed: the one typed into the file, or else (None) a generated one."""
+
+    row_number: int
+    username: str
+    typed: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Hashed:
+    hashes: dict[int, str] = field(default_factory=dict)  # by row number
+    generated: dict[int, GeneratedPassword] = field(
+        default_factory=dict
+    )  # by row number, in the plan's order
+
+
+def _passwords_wanted(plan: Plan) -> list[_Password]:
+    wanted: list[_Password] = []
     for row in plan.rows:
         if (
             row.target is None
@@ -383,35 +412,59 @@ async def _hash_all(plan: Plan, progress: Progress) -> tuple[dict[int, str], lis
             or row.action not in (ImportAction.CREATE, ImportAction.UPDATE)
         ):
             continue
-        password = row.target.password
-        if password is None and row.action == ImportAction.CREATE:
-            password = memorable_password()
-            generated.append(GeneratedPassword(row.username, password))
-        if password is not None:
-            wanted.append((row.row_number, password))
+        if row.target.password is not None:
+            wanted.append(_Password(row.row_number, row.username, row.target.password))
+        elif row.action == ImportAction.CREATE:
+            wanted.append(_Password(row.row_number, row.username, None))
+    return wanted
+
+
+async def _no_progress(done: int) -> None:
+    return None
+
+
+async def _hash_all(wanted: list[_Password], progress: Progress, done: _Hashed | None = None) -> _Hashed:
+    """Every wanted password hashed in parallel threads, reporting progress as they land; those `done` has
+    hashed already for the same row, and the same kind (typed, or generated), are kept as they are."""
+    done = done or _Hashed()
+    hashes: dict[int, str] = {}
+    generated: dict[int, GeneratedPassword] = {}
+    queued: list[tuple[int, str]] = []
+    for password in wanted:
+        row = password.row_number
+        if row in done.hashes and (row in done.generated) == (password.typed is None):
+            hashes[row] = done.hashes[row]
+            if row in done.generated:
+                generated[row] = GeneratedPassword(password.username, done.generated[row].password)
+            continue
+        plain = password.typed
+        if plain is None:
+            plain = memorable_password()
+            generated[row] = GeneratedPassword(password.username, plain)
+        queued.append((row, plain))
 
     # Every hash is queued at once so the threads never wait on a chunk boundary; progress is written as they land.
     async def hashed(row_number: int, password: str) -> tuple[int, str]:
         return row_number, await hash_password_async(password)
 
-    tasks = [asyncio.ensure_future(hashed(row_number, password)) for row_number, password in wanted]
-    hashes: dict[int, str] = {}
+    tasks = [asyncio.ensure_future(hashed(row_number, password)) for row_number, password in queued]
     try:
-        for done, next_hash in enumerate(asyncio.as_completed(tasks), start=1):
+        for count, next_hash in enumerate(asyncio.as_completed(tasks), start=1):
             row_number, password_hash = await next_hash
             hashes[row_number] = password_hash
-            if done % PROGRESS_EVERY == 0:
-                await progress(done)
+            if count % PROGRESS_EVERY == 0:
+                await progress(count)
     finally:
         for task in tasks:
             task.cancel()
-    return hashes, generated
+    order = [password.row_number for password in wanted]
+    return _Hashed(hashes, {row: generated[row] for row in order if row in generated})
 
 
 async def _apply(
-    session: AsyncSession, school_id: uuid.UUID, actor: Actor, plan: Plan, roster: Roster, progress: Progress
+    session: AsyncSession, school_id: uuid.UUID, actor: Actor, plan: Plan, roster: Roster, hashed: _Hashed
 ) -> list[GeneratedPassword]:
-    hashes, generated = await _hash_all(plan, progress)
+    hashes = hashed.hashes
     class_ids = {key: class_id for key, class_id in await _class_ids(session, school_id, plan)}
     created: list[uuid.UUID] = []
     updated: list[uuid.UUID] = []
@@ -507,8 +560,7 @@ async def _apply(
                 targets=targets,
                 summary={"count": len(targets), "via": "import"},
             )
-    await progress(len(plan.rows))
-    return generated
+    return list(hashed.generated.values())
 
 
 async def _class_ids(
