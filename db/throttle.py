@@ -70,9 +70,12 @@ select own.attempts, everywhere.attempts, coalesce(
 from own, everywhere
 """)
 # A correct password: its own bucket starts afresh and the shared ones forget one attempt, in one statement.
+# The shared keys are bound one by one, not as an array: asyncpg looks an array type up (a few statements of
+# its own) the first time a connection meets it, and behind a transaction-mode pooler those statements of an
+# autocommitted one can land on different server connections and leave a setting changed on one.
 _FORGIVE = text("""
 with cleared as (delete from sign_in_throttle where key = :own)
-update sign_in_throttle set attempts = greatest(attempts - 1, 0) where key = any(:shared)
+update sign_in_throttle set attempts = greatest(attempts - 1, 0) where key = :wide or key = :client
 """)
 
 
@@ -154,4 +157,5 @@ async def slow_down(attempt: Attempt) -> None:
 async def succeeded(db: Database, attempt: Attempt) -> None:
     """A correct password: its own bucket starts afresh, and the shared counts forget this attempt."""
     async with db.autocommit.connect() as connection:
-        await connection.execute(_FORGIVE, {"own": attempt.own_key, "shared": list(attempt.shared_keys)})
+        wide, client = (*attempt.shared_keys, None, None)[:2]
+        await connection.execute(_FORGIVE, {"own": attempt.own_key, "wide": wide, "client": client})
