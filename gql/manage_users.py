@@ -155,7 +155,7 @@ class ManageUserMutations:
                     viewer_is_admin=caller.is_admin,
                     user_ids=targets,
                 )
-            await reauthenticate(context.db, caller, current_password)
+            await reauthenticate(await context.database(), caller, current_password)
             async with context.scope() as session:
                 rows = await manage_users.reset_passwords(
                     session,

@@ -62,7 +62,7 @@ class AuthMutations:
         context = info.context
         try:
             signed_in = await sign_in(
-                context.db,
+                await context.database(),
                 school=school,
                 username=username,
                 password=password,
@@ -97,7 +97,7 @@ class AuthMutations:
         context, caller = info.context, info.context.signed_in()
         assert caller.user_id is not None, "MayChangeOwnPassword lets only signed-in people through"
         try:
-            await reauthenticate(context.db, caller, current_password)
+            await reauthenticate(await context.database(), caller, current_password)
             async with context.scope() as session:
                 row = await set_own_password(
                     session,
