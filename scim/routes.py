@@ -28,7 +28,7 @@ from db.engine import Database
 from db.errors import DomainError
 from db.models import Provider
 from db.schools import get_school
-from db.scope import school_scope
+from db.scope import SchoolTransactions
 from db.sessions import SessionPolicy
 from db.text import shown
 from scim import discovery as scim_discovery
@@ -44,7 +44,7 @@ from scim.protocol import (
     unchanged,
 )
 from scim.query import attribute_names, list_query, projected
-from tenants.callers import CallerKind, caller_for_secret
+from tenants.callers import CallerKind, caller_and_transaction
 from web.bodies import BadBody, read_json
 from web.http_auth import bearer_secret, refuse_secrets_in_url
 
@@ -72,6 +72,8 @@ class ProvisioningCaller:
     school_id: uuid.UUID
     actor: Actor
     base_url: str
+    # The school's transactions for this request, the first of them the one the token was checked in.
+    transactions: SchoolTransactions
 
 
 Handler = Callable[[Request, ProvisioningCaller], Awaitable[Response]]
@@ -156,27 +158,37 @@ class Scim:
         secret = bearer_secret(request)
         if secret is None:
             raise ScimError(401, "Send the school's provisioning token: Authorization: Bearer <token>.")
-        caller = await caller_for_secret(self.db, secret, self.policy)
+        caller, first = await caller_and_transaction(self.db, secret, self.policy)
         if caller is None:
             raise ScimError(401, "This token is unknown, expired or revoked.")
-        if caller.kind != CallerKind.API_TOKEN or ApiScope.PROVISION not in caller.scopes:
-            raise ScimError(403, "Only a provisioning token (scope PROVISION) may use SCIM.")
-        async with school_scope(self.db, caller.school_id) as session:
-            school = await get_school(session, caller.school_id)
-        if school is None or school.provider == Provider.MANUAL:
-            raise ScimError(403, "This school's users are managed by hand in Rollcall; provisioning is off.")
+        # The provider is read in the transaction the token was checked in, which the handler then uses.
+        transactions = SchoolTransactions(self.db, caller.school_id, first)
+        try:
+            if caller.kind != CallerKind.API_TOKEN or ApiScope.PROVISION not in caller.scopes:
+                raise ScimError(403, "Only a provisioning token (scope PROVISION) may use SCIM.")
+            async with transactions.borrow() as session:
+                school = await get_school(session, caller.school_id)
+            if school is None or school.provider == Provider.MANUAL:
+                raise ScimError(
+                    403, "This school's users are managed by hand in Rollcall; provisioning is off."
+                )
+        except BaseException:
+            await transactions.finish()
+            raise
         return ProvisioningCaller(
             school_id=caller.school_id,
             base_url=public_base_url(request, self.public_url) + PREFIX,
             actor=Actor(
                 id=None, label=f"provisioning-token:{caller.token_id}", request_id=request.state.request_id
             ),
+            transactions=transactions,
         )
 
     def endpoint(self, **handlers: Handler) -> Callable[[Request], Awaitable[Response]]:
         """One URL: the caller checked, then the handler for the method, every failure a SCIM error."""
 
         async def endpoint(request: Request) -> Response:
+            caller: ProvisioningCaller | None = None
             try:
                 caller = await self.provider(request)
                 method = "get" if request.method == "HEAD" else request.method.lower()
@@ -197,15 +209,19 @@ class Scim:
                 request_id = request.state.request_id
                 log.exception("SCIM request failed (request %s)", request_id)
                 return error_response(ScimError(500, f"Internal server error (request {request_id})."))
+            finally:
+                if caller is not None:
+                    # The token's transaction ends with the handler (discovery reads nothing), before the answer.
+                    await caller.transactions.finish()
 
         return endpoint
 
     def transaction(self, caller: ProvisioningCaller) -> Transaction:
-        return lambda: school_scope(self.db, caller.school_id)
+        return caller.transactions.scope
 
     async def page(self, kind: _Resources, caller: ProvisioningCaller, params: Any) -> Response:
         asked = list_query(params)
-        async with school_scope(self.db, caller.school_id) as session:
+        async with caller.transactions.scope() as session:
             found = await kind.list(
                 session, school_id=caller.school_id, asked=asked, base_url=caller.base_url
             )
@@ -246,7 +262,7 @@ class Scim:
             return {kind.id_name: request.path_params["id"]}
 
         async def read(request: Request, caller: ProvisioningCaller) -> Response:
-            async with school_scope(self.db, caller.school_id) as session:
+            async with caller.transactions.scope() as session:
                 resource = await kind.get(
                     session, school_id=caller.school_id, base_url=caller.base_url, **named(request)
                 )
