@@ -57,6 +57,7 @@ from db.sessions import SessionPolicy
 from db.users import UserFilter, UserOrder, UserOrderField, UserStatus
 from gql import compiled_sql as sql
 from gql.cost import FragmentExpansionLimiter, QueryCostLimiter, query_cost, too_complex, too_costly
+from gql.documents import CachedDocuments
 from gql.ids import parse_id
 from tenants import policies
 from tenants.callers import Caller, resolve_caller
@@ -110,6 +111,7 @@ _ENUM_VALUES: dict[str, frozenset[str]] = {
 # Schema extensions whose work the compiled path does too (or that only act on errors, which it never has).
 _KNOWN_EXTENSIONS = (
     AddValidationRules,
+    CachedDocuments,
     MaxTokensLimiter,
     MaskErrors,
     OperationMetrics,

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from db.audit import Actor
 from db.device_cookies import LIFETIME as DEVICE_COOKIE_LIFETIME
 from db.engine import Database
-from db.scope import school_scope
+from db.scope import SchoolTransactions, school_scope
 from db.sessions import SessionPolicy
 from gql.loaders import Loaders
 from tenants.callers import Caller, Person
@@ -34,6 +34,8 @@ class Context:
     client: str
     caller: Caller | None
     loaders: Loaders
+    # The caller's school's transactions, the first of them the one the caller was found in (db.scope).
+    transactions: SchoolTransactions | None = None
 
     @property
     def session_policy(self) -> SessionPolicy:
@@ -60,9 +62,25 @@ class Context:
 
     @asynccontextmanager
     async def scope(self) -> AsyncIterator[AsyncSession]:
-        """A transaction bound to the caller's school."""
-        async with school_scope(self.db, self.signed_in().school_id) as session:
+        """A transaction bound to the caller's school; the request's first runs in the caller's own."""
+        school_id = self.signed_in().school_id
+        if self.transactions is not None and self.transactions.school_id == school_id:
+            async with self.transactions.scope() as session:
+                yield session
+            return
+        async with school_scope(self.db, school_id) as session:
             yield session
+
+    async def database(self) -> Database:
+        """The pool, for work outside `scope()` (sign-in, re-authentication): the caller's own transaction
+        ends first, so this request never holds a connection idle while it waits for another."""
+        await self.finish()
+        return self.db
+
+    async def finish(self) -> None:
+        """Ends the caller's own transaction if no `scope()` took it (the request's work is done)."""
+        if self.transactions is not None:
+            await self.transactions.finish()
 
     def signed_in_now(self, token: str, school_id: uuid.UUID) -> None:
         """A sign-in in this request: the browser gets its session cookie, and the user the payload returns

@@ -207,9 +207,9 @@ class ImportMutations:
         context = info.context
         try:
             target = parse_id(job_id, field="jobId")
-            await reauthenticate(context.db, context.signed_in(), current_password)
+            await reauthenticate(await context.database(), context.signed_in(), current_password)
             applied = await imports.confirm_import(
-                context.db,
+                await context.database(),
                 school_id=context.signed_in().school_id,
                 actor=context.actor(),
                 job_id=target,

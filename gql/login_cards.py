@@ -89,7 +89,7 @@ class LoginCardMutations:
         context = info.context
         try:
             signed_in = await qr_signin.sign_in_with_code(
-                context.db,
+                await context.database(),
                 code=code,
                 secret=context.login_code_secret,
                 client=context.client,

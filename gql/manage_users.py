@@ -150,7 +150,7 @@ class ManageUserMutations:
                     sees_every_pupil=policies.sees_every_pupil(caller),
                     user_ids=targets,
                 )
-            await reauthenticate(context.db, caller, current_password)
+            await reauthenticate(await context.database(), caller, current_password)
             async with context.scope() as session:
                 rows = await manage_users.reset_passwords(
                     session,

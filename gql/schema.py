@@ -34,6 +34,7 @@ from gql.audit import AuditEventQueries
 from gql.classes import ClassMutations, ClassQueries
 from gql.context import Info
 from gql.cost import FragmentExpansionLimiter, QueryCostLimiter
+from gql.documents import CachedDocuments, DocumentCache
 from gql.errors import MaskInternalErrors, log_errors
 from gql.imports import ImportMutations, ImportQueries
 from gql.login_cards import LoginCardMutations, LoginCardQueries
@@ -122,10 +123,12 @@ class SignInAlone(ASTValidationRule):
 
 
 def safety_extensions(*, introspection: bool = True) -> list[Callable[[], SchemaExtension]]:
+    documents = DocumentCache()  # this schema's own: its validation rules are fixed here
     extensions: list[Callable[[], SchemaExtension]] = [
         MaskInternalErrors,
         OperationMetrics,
         FragmentExpansionLimiter,
+        lambda: CachedDocuments(documents),
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),

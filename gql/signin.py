@@ -62,7 +62,7 @@ class AuthMutations:
         context = info.context
         try:
             signed_in = await sign_in(
-                context.db,
+                await context.database(),
                 school=school,
                 username=username,
                 password=password,
@@ -96,7 +96,7 @@ class AuthMutations:
     ) -> ChangeMyPasswordPayload:
         context, caller = info.context, info.context.person()
         try:
-            await reauthenticate(context.db, caller, current_password)
+            await reauthenticate(await context.database(), caller, current_password)
             async with context.scope() as session:
                 row = await set_own_password(
                     session,

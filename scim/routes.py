@@ -26,7 +26,7 @@ from db.classes import with_retries
 from db.engine import Database
 from db.errors import DomainError
 from db.schools import get_school
-from db.scope import school_scope
+from db.scope import SchoolTransactions
 from db.sessions import SessionPolicy
 from db.text import shown
 from scim import discovery as scim_discovery
@@ -43,7 +43,7 @@ from scim.protocol import (
 )
 from scim.query import attribute_names, list_query, projected
 from tenants import policies
-from tenants.callers import caller_for_secret
+from tenants.callers import caller_and_transaction
 from web.bodies import BadBody, read_json
 from web.http_auth import bearer_secret, refuse_secrets_in_url
 
@@ -71,6 +71,8 @@ class ProvisioningCaller:
     school_id: uuid.UUID
     actor: Actor
     base_url: str
+    # The school's transactions for this request, the first of them the one the token was checked in.
+    transactions: SchoolTransactions
 
 
 Handler = Callable[[Request, ProvisioningCaller], Awaitable[Response]]
@@ -155,23 +157,33 @@ class Scim:
         secret = bearer_secret(request)
         if secret is None:
             raise ScimError(401, "Send the school's provisioning token: Authorization: Bearer <token>.")
+        caller, first = await caller_and_transaction(self.db, secret, self.policy)
+        transactions = SchoolTransactions(self.db, caller.school_id, first) if caller is not None else None
+        # The provider is read in the transaction the token was checked in, which the handler then uses.
         try:
-            app = policies.require_provider(await caller_for_secret(self.db, secret, self.policy))
-            async with school_scope(self.db, app.school_id) as session:
+            app = policies.require_provider(caller)
+            assert transactions is not None, "a provider is a caller"
+            async with transactions.borrow() as session:
                 school = await get_school(session, app.school_id)
             policies.require_provisioned(school)
-        except policies.Denied as error:
-            raise ScimError(error.status, error.message) from None
+        except BaseException as error:
+            if transactions is not None:
+                await transactions.finish()
+            if isinstance(error, policies.Denied):
+                raise ScimError(error.status, error.message) from None
+            raise
         return ProvisioningCaller(
             school_id=app.school_id,
             base_url=public_base_url(request, self.public_url) + PREFIX,
             actor=policies.actor_of(app, request.state.request_id),
+            transactions=transactions,
         )
 
     def endpoint(self, **handlers: Handler) -> Callable[[Request], Awaitable[Response]]:
         """One URL: the caller checked, then the handler for the method, every failure a SCIM error."""
 
         async def endpoint(request: Request) -> Response:
+            caller: ProvisioningCaller | None = None
             try:
                 caller = await self.provider(request)
                 method = "get" if request.method == "HEAD" else request.method.lower()
@@ -192,15 +204,19 @@ class Scim:
                 request_id = request.state.request_id
                 log.exception("SCIM request failed (request %s)", request_id)
                 return error_response(ScimError(500, f"Internal server error (request {request_id})."))
+            finally:
+                if caller is not None:
+                    # The token's transaction ends with the handler (discovery reads nothing), before the answer.
+                    await caller.transactions.finish()
 
         return endpoint
 
     def transaction(self, caller: ProvisioningCaller) -> Transaction:
-        return lambda: school_scope(self.db, caller.school_id)
+        return caller.transactions.scope
 
     async def page(self, kind: _Resources, caller: ProvisioningCaller, params: Any) -> Response:
         asked = list_query(params)
-        async with school_scope(self.db, caller.school_id) as session:
+        async with caller.transactions.scope() as session:
             found = await kind.list(
                 session, school_id=caller.school_id, asked=asked, base_url=caller.base_url
             )
@@ -241,7 +257,7 @@ class Scim:
             return {kind.id_name: request.path_params["id"]}
 
         async def read(request: Request, caller: ProvisioningCaller) -> Response:
-            async with school_scope(self.db, caller.school_id) as session:
+            async with caller.transactions.scope() as session:
                 resource = await kind.get(
                     session, school_id=caller.school_id, base_url=caller.base_url, **named(request)
                 )

@@ -19,9 +19,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET
 
 from db.embedded import DatabaseUrls
 from db.engine import Database
+from db.scope import SchoolTransactions
 from gql.compiled import CompiledReads
 from gql.context import Context
 from gql.loaders import Loaders
@@ -30,7 +32,7 @@ from scim.routes import scim_routes
 from tenants import policies
 from web.bodies import BadBody, place_files, read_json
 from web.exports import users_csv
-from web.http_auth import CSRF_HEADER, bearer_secret, request_caller
+from web.http_auth import CSRF_HEADER, bearer_secret, request_caller_and_transaction
 from web.login_card_sheet import sheet_endpoint
 from web.settings import Settings
 from web.telemetry import RequestId, configure_logging, metrics_endpoint
@@ -117,13 +119,15 @@ class RollcallGraphQL(GraphQL[Context, None]):
             and not request.headers.get(CSRF_HEADER)
         ):
             raise HTTPException(403, f"File uploads need a bearer token or the {CSRF_HEADER} header.")
+        caller, first = await request_caller_and_transaction(request, self.db, self.session_policy)
+        transactions = SchoolTransactions(self.db, caller.school_id, first) if caller is not None else None
         try:
-            caller = policies.require_not_provider(
-                await request_caller(request, self.db, self.session_policy)
-            )
+            policies.require_not_provider(caller)
         except policies.Denied as error:
+            if transactions is not None:
+                await transactions.finish()
             raise HTTPException(error.status, error.message) from None
-        return Context(
+        context = Context(
             request=request,
             response=response,
             db=self.db,
@@ -131,8 +135,20 @@ class RollcallGraphQL(GraphQL[Context, None]):
             request_id=request.state.request_id,
             client=request.client.host if request.client else "",
             caller=caller,
-            loaders=Loaders(self.db, caller.school_id if caller else None),
+            loaders=Loaders(self.db, caller.school_id if caller else None, transactions),
+            transactions=transactions,
         )
+        request.state.graphql_context = context
+        return context
+
+    async def run(self, request: Request, context: Any = UNSET, root_value: Any = UNSET) -> Any:  # type: ignore[override]
+        try:
+            return await super().run(request, context, root_value)
+        finally:
+            # The caller's own transaction ends with the operation, before the response is sent.
+            made: Context | None = getattr(request.state, "graphql_context", None)
+            if made is not None:
+                await made.finish()
 
 
 def create_app(settings: Settings, urls: DatabaseUrls) -> Starlette:

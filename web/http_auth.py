@@ -6,11 +6,12 @@ import logging
 
 from cross_web import HTTPException
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
 from db.engine import Database
 from db.sessions import BEARER_PREFIXES, SessionPolicy
-from tenants.callers import Caller, caller_for_secret
+from tenants.callers import Caller, caller_and_transaction, caller_for_secret
 
 log = logging.getLogger("rollcall.auth")
 
@@ -56,6 +57,26 @@ async def request_caller(request: Request, db: Database, policy: SessionPolicy) 
         return await caller_for_secret(db, secret, policy)
     except (SQLAlchemyError, OSError):
         log.warning("could not check a token: the database is not answering", exc_info=True)
-        raise HTTPException(
-            503, f"The database is not answering; try again in a moment. (request {request.state.request_id})"
-        ) from None
+        raise _not_answering(request) from None
+
+
+async def request_caller_and_transaction(
+    request: Request, db: Database, policy: SessionPolicy
+) -> tuple[Caller | None, AsyncSession | None]:
+    """Who is asking, and the open transaction they were found in (tenants.callers.caller_and_transaction):
+    the caller's owner must end it."""
+    refuse_secrets_in_url(request)
+    secret = session_secret(request)
+    if not secret:
+        return None, None
+    try:
+        return await caller_and_transaction(db, secret, policy)
+    except (SQLAlchemyError, OSError):
+        log.warning("could not check a token: the database is not answering", exc_info=True)
+        raise _not_answering(request) from None
+
+
+def _not_answering(request: Request) -> HTTPException:
+    return HTTPException(
+        503, f"The database is not answering; try again in a moment. (request {request.state.request_id})"
+    )
