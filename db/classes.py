@@ -300,6 +300,63 @@ async def delete_class(
     return school_class
 
 
+async def change_class_kind(
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    school_class: SchoolClass,
+    kind: ClassKind,
+    allow_provider_managed: bool = False,
+) -> None:
+    """Make a class (held with the DELETING lock) the other kind. Its memberships follow the kind through
+    their foreign key: a teaching class becoming a registration class moves its members out of their
+    registration classes, and the `class.kind_changed` audit event says where each one was."""
+    await _require_classes_here(session, school_class.school_id, allow_provider_managed)
+    school_id, class_id = school_class.school_id, school_class.id
+    await _name_free(session, school_id, kind, school_class.name)
+    moved: dict[str, str] = {}
+    if kind == ClassKind.REGISTRATION:
+        members = select(ClassMembership.user_id).where(
+            ClassMembership.school_id == school_id, ClassMembership.class_id == class_id
+        )
+        # In id order, as every membership change locks its users, so none of them can deadlock.
+        await session.execute(
+            select(User.id)
+            .where(User.school_id == school_id, User.id.in_(members))
+            .order_by(User.id)
+            .with_for_update(key_share=True)
+        )
+        moved = {
+            str(user_id): str(previous)
+            for user_id, previous in await session.execute(
+                delete(ClassMembership)
+                .where(
+                    ClassMembership.school_id == school_id,
+                    ClassMembership.kind == ClassKind.REGISTRATION,
+                    ClassMembership.user_id.in_(members),
+                )
+                .returning(ClassMembership.user_id, ClassMembership.class_id)
+            )
+        }
+    before, name = school_class.kind, school_class.name
+    async with _unique_name(session, kind, name):
+        school_class.kind = kind
+    await audit.record_by(
+        session,
+        actor,
+        school_id=school_id,
+        action="class.kind_changed",
+        targets=[uuid.UUID(user_id) for user_id in sorted(moved)],
+        summary={
+            "class_id": str(class_id),
+            "name": name,
+            "from": before.value,
+            "to": kind.value,
+            "previous_class_ids": moved,
+        },
+    )
+
+
 async def _locked_class_and_users(
     session: AsyncSession,
     school_id: uuid.UUID,
