@@ -23,7 +23,7 @@ from sqlalchemy.orm.util import AliasedClass
 
 from db import audit
 from db.audit import Actor
-from db.errors import DomainError, ErrorCode, Problem, Problems, require_batch_size, unique_or
+from db.errors import DomainError, ErrorCode, Problem, Problems, on_collision, require_batch_size, unique_or
 from db.models import ClassKind, ClassMembership, SchoolClass, User
 from db.names import CLASS_NAME_MAX, class_name_key
 from db.schools import require_manual_school
@@ -339,8 +339,9 @@ async def change_class_kind(
             )
         }
     before, name = school_class.kind, school_class.name
-    async with _unique_name(session, kind, name):
-        school_class.kind = kind
+    school_class.kind = kind
+    with on_collision({NAME_INDEX: lambda: _name_taken(kind, name)}):
+        await session.flush()
     await audit.record_by(
         session,
         actor,

@@ -32,7 +32,7 @@ from db.classes import (
     remove_from_class,
     rename_class,
 )
-from db.errors import DomainError, ErrorCode, Problem, unique_or
+from db.errors import DomainError, ErrorCode, Problem, on_collision
 from db.models import ClassKind, ClassMembership, SchoolClass, User
 from db.provisioning.provenance import kept_from_provider, provider_may_manage, provider_may_manage_class
 from db.text import shown
@@ -243,9 +243,9 @@ async def _apply(
             allow_provider_managed=True,
         )
     if wanted.external_id != school_class.external_id:
-        before = school_class.external_id
-        async with unique_or(session, {EXTERNAL_ID_INDEX: lambda: _external_id_taken(wanted.external_id)}):
-            school_class.external_id = wanted.external_id
+        before, school_class.external_id = school_class.external_id, wanted.external_id
+        with on_collision({EXTERNAL_ID_INDEX: lambda: _external_id_taken(wanted.external_id)}):
+            await session.flush()
         await audit.record_by(
             session,
             actor,

@@ -17,16 +17,14 @@ import secrets
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Select, func, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit
 from db.audit import Actor
 from db.classes import classes_of_users
-from db.errors import DomainError, ErrorCode, Problem, unique_or
+from db.errors import DomainError, ErrorCode, Problem, on_collision
 from db.manage_users import UserField, add_user, delete_users, lock_roster, restore_users, update_user_field
 from db.models import School, SchoolClass, User, UserType
 from db.passwords import hash_password_async, weak_password
@@ -101,6 +99,10 @@ async def reloaded(session: AsyncSession, user: User) -> list[SchoolClass]:
     return (await classes_shown(session, user.school_id, [user.id])).get(user.id, [])
 
 
+def _external_id_index(external_id: str | None) -> dict[str, Callable[[], Exception]]:
+    return {EXTERNAL_ID_INDEX: lambda: _external_id_taken(external_id)}
+
+
 def _external_id_taken(external_id: str | None) -> DomainError:
     return DomainError(
         Problem(
@@ -149,7 +151,7 @@ async def create_provisioned_user(
     session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, wanted: WantedUser
 ) -> User:
     await _require_unique(session, school_id, wanted)
-    try:
+    with on_collision(_external_id_index(wanted.external_id)):
         user = await add_user(
             session,
             school_id=school_id,
@@ -163,10 +165,6 @@ async def create_provisioned_user(
             email=wanted.email,
             allow_provider_managed=True,
         )
-    except IntegrityError as error:
-        if EXTERNAL_ID_INDEX not in str(error.orig):
-            raise
-        raise _external_id_taken(wanted.external_id) from None
     user.provisioned_at = func.now()
     await session.flush()
     if wanted.active is False:
@@ -199,12 +197,8 @@ async def update_provisioned_user(
     if wanted.email is not None and wanted.email != user.email:
         await _change_field(session, actor, user, UserField.EMAIL, wanted.email)
     if wanted.external_id != user.external_id:
-        before = user.external_id
-
-        def write() -> None:
-            user.external_id = wanted.external_id
-
-        await _save(session, user, wanted.external_id, write)
+        before, user.external_id = user.external_id, wanted.external_id
+        await _save(session, user, wanted.external_id)
         await audit.record_by(
             session,
             actor,
@@ -260,12 +254,12 @@ async def _deactivate(session: AsyncSession, actor: Actor, user: User) -> None:
     )
 
 
-async def _save(session: AsyncSession, user: User, external_id: str | None, write: Callable[[], Any]) -> None:
-    """Write columns of the user as an edit; a clash of external ids (the unique index decides) is
-    EXTERNAL_ID_TAKEN, quoting `external_id`."""
-    async with unique_or(session, {EXTERNAL_ID_INDEX: lambda: _external_id_taken(external_id)}):
-        write()
-        mark_edited(user)
+async def _save(session: AsyncSession, user: User, external_id: str | None) -> None:
+    """Write the columns of the user that were set, as an edit; a clash of external ids (the unique index
+    decides) is EXTERNAL_ID_TAKEN, quoting `external_id`."""
+    mark_edited(user)
+    with on_collision(_external_id_index(external_id)):
+        await session.flush()
     await session.refresh(user)
 
 
@@ -280,13 +274,9 @@ async def _set_password(session: AsyncSession, actor: Actor, user: User, passwor
             field="password",
         ):
             raise DomainError(*problems)
-    password_hash = await hash_password_async(password or secrets.token_urlsafe(32))
-
-    def write() -> None:
-        user.password_hash = password_hash
-        user.must_change_password = False
-
-    await _save(session, user, user.external_id, write)
+    user.password_hash = await hash_password_async(password or secrets.token_urlsafe(32))
+    user.must_change_password = False
+    await _save(session, user, user.external_id)
     await revoke_sessions(session, school_id=user.school_id, user_ids=[user.id])
     await audit.record_by(
         session,
