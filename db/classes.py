@@ -23,7 +23,7 @@ from sqlalchemy.orm.util import AliasedClass
 
 from db import audit
 from db.audit import Actor
-from db.errors import DomainError, ErrorCode, Problem, Problems, require_batch_size, unique_or
+from db.errors import DomainError, ErrorCode, Problem, Problems, on_collision, require_batch_size, unique_or
 from db.models import ClassKind, ClassMembership, SchoolClass, User
 from db.names import CLASS_NAME_MAX, class_name_key
 from db.schools import require_manual_school
@@ -298,6 +298,64 @@ async def delete_class(
         summary=_summary(school_class),
     )
     return school_class
+
+
+async def change_class_kind(
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    school_class: SchoolClass,
+    kind: ClassKind,
+    allow_provider_managed: bool = False,
+) -> None:
+    """Make a class (held with the DELETING lock) the other kind. Its memberships follow the kind through
+    their foreign key: a teaching class becoming a registration class moves its members out of their
+    registration classes, and the `class.kind_changed` audit event says where each one was."""
+    await _require_classes_here(session, school_class.school_id, allow_provider_managed)
+    school_id, class_id = school_class.school_id, school_class.id
+    await _name_free(session, school_id, kind, school_class.name)
+    moved: dict[str, str] = {}
+    if kind == ClassKind.REGISTRATION:
+        members = select(ClassMembership.user_id).where(
+            ClassMembership.school_id == school_id, ClassMembership.class_id == class_id
+        )
+        # In id order, as every membership change locks its users, so none of them can deadlock.
+        await session.execute(
+            select(User.id)
+            .where(User.school_id == school_id, User.id.in_(members))
+            .order_by(User.id)
+            .with_for_update(key_share=True)
+        )
+        moved = {
+            str(user_id): str(previous)
+            for user_id, previous in await session.execute(
+                delete(ClassMembership)
+                .where(
+                    ClassMembership.school_id == school_id,
+                    ClassMembership.kind == ClassKind.REGISTRATION,
+                    ClassMembership.user_id.in_(members),
+                )
+                .returning(ClassMembership.user_id, ClassMembership.class_id)
+            )
+        }
+    before, name = school_class.kind, school_class.name
+    school_class.kind = kind
+    with on_collision({NAME_INDEX: lambda: _name_taken(kind, name)}):
+        await session.flush()
+    await audit.record_by(
+        session,
+        actor,
+        school_id=school_id,
+        action="class.kind_changed",
+        targets=[uuid.UUID(user_id) for user_id in sorted(moved)],
+        summary={
+            "class_id": str(class_id),
+            "name": name,
+            "from": before.value,
+            "to": kind.value,
+            "previous_class_ids": moved,
+        },
+    )
 
 
 async def _locked_class_and_users(

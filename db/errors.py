@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -24,12 +24,14 @@ class ErrorCode(enum.StrEnum):
     SLUG_TAKEN = "SLUG_TAKEN"
     USERNAME_TAKEN = "USERNAME_TAKEN"
     EMAIL_TAKEN = "EMAIL_TAKEN"
+    EXTERNAL_ID_TAKEN = "EXTERNAL_ID_TAKEN"
     PASSWORD_TOO_WEAK = "PASSWORD_TOO_WEAK"
     PASSWORDS_DO_NOT_MATCH = "PASSWORDS_DO_NOT_MATCH"
     INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
     RATE_LIMITED = "RATE_LIMITED"
     REAUTH_FAILED = "REAUTH_FAILED"
     MANAGED_BY_PROVIDER = "MANAGED_BY_PROVIDER"
+    MANAGED_IN_ROLLCALL = "MANAGED_IN_ROLLCALL"
     VERSION_CONFLICT = "VERSION_CONFLICT"
     CANNOT_DELETE_SELF = "CANNOT_DELETE_SELF"
     LAST_ADMIN = "LAST_ADMIN"
@@ -87,6 +89,20 @@ def require_batch_size(count: int, *, field: str = "userIds", things: str = "use
         )
 
 
+@contextmanager
+def on_collision(collisions: Mapping[str, Callable[[], Exception]]) -> Iterator[None]:
+    """A collision on a unique index named in `collisions`, in the block, raises that index's error instead;
+    any other integrity error goes on as it is. With no savepoint around the block, the collision has ended
+    the transaction, and the error rolls it back whole."""
+    try:
+        yield
+    except IntegrityError as error:
+        for index, collided in collisions.items():
+            if index in str(error.orig):
+                raise collided() from None
+        raise
+
+
 @asynccontextmanager
 async def unique_or(
     session: AsyncSession, collisions: Mapping[str, Callable[[], Exception]]
@@ -98,12 +114,7 @@ async def unique_or(
     Whatever is already pending is flushed as the savepoint begins, outside it, where a collision would end
     the whole transaction: the block makes the changes the indexes guard. The errors are built after the
     savepoint's rollback has expired what it loaded, so they should quote values read inside the block."""
-    try:
+    with on_collision(collisions):
         async with session.begin_nested():
             yield
             await session.flush()
-    except IntegrityError as error:
-        for index, collided in collisions.items():
-            if index in str(error.orig):
-                raise collided() from None
-        raise

@@ -1,6 +1,7 @@
-"""SCIM 2.0 (RFC 7643, RFC 7644) as Rollcall speaks it: errors, request bodies, the attributes of a resource
-type, and versions. PATCH is in scim/patch.py, filters and paging in scim/query.py, the operations on
-users and classes in scim/users.py and scim/groups.py; HTTP is in scim/routes.py.
+"""SCIM 2.0 (RFC 7643, RFC 7644) as Rollcall speaks it: errors (and the domain's errors as SCIM's), request
+bodies, the attributes of a resource type, and versions. PATCH is in scim/patch.py, filters and paging in
+scim/query.py, the User and Group resources in scim/users.py and scim/groups.py (what a provider may do to
+users and classes is the domain's: db/provisioning/); HTTP is in scim/routes.py.
 """
 
 from __future__ import annotations
@@ -9,10 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_
-
 from db.errors import DomainError, ErrorCode
-from db.models import SchoolClass, User
 from db.text import storable
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -43,9 +41,12 @@ class ScimError(Exception):
         return body
 
 
+# The one mapping of the domain's errors to SCIM's: any code not here is a 400 with "invalidValue" (the request
+# asks for something the domain refuses, such as a password too weak or a name too long).
 _STATUS: dict[ErrorCode, tuple[int, str | None]] = {
     ErrorCode.USERNAME_TAKEN: (409, "uniqueness"),
     ErrorCode.EMAIL_TAKEN: (409, "uniqueness"),
+    ErrorCode.EXTERNAL_ID_TAKEN: (409, "uniqueness"),
     ErrorCode.CLASS_NAME_TAKEN: (409, "uniqueness"),
     ErrorCode.NOT_FOUND: (404, None),
     ErrorCode.VERSION_CONFLICT: (412, None),
@@ -54,39 +55,13 @@ _STATUS: dict[ErrorCode, tuple[int, str | None]] = {
     ErrorCode.LAST_ADMIN: (400, "mutability"),
     ErrorCode.USER_DELETED: (400, "mutability"),
     ErrorCode.CANNOT_DELETE_SELF: (400, "mutability"),
+    ErrorCode.MANAGED_IN_ROLLCALL: (400, "mutability"),
     ErrorCode.MANAGED_BY_PROVIDER: (403, None),
 }
 
 
-def provider_may_manage() -> ColumnElement[bool]:
-    """Whom a provider sees and may change over SCIM: the users it provisioned, until it deletes them, and
-    never an admin. Everyone else (the admin made with the command line, users made in Rollcall itself) does
-    not exist for it: 404 by id, absent from lists and filters, no member of any group it reads or writes."""
-    return and_(User.provisioned_at.is_not(None), User.deprovisioned_at.is_(None), User.is_admin.is_(False))
-
-
-def provider_may_manage_class() -> ColumnElement[bool]:
-    """Which classes a provider sees and may change over SCIM: the ones it created (`provisioned_at`). Classes
-    made in Rollcall itself do not exist for it, exactly as users made there do not: 404 by id, absent from
-    lists, filters and its users' `groups`.
-
-    Within its own classes, it adds and removes only the users it may manage (provider_may_manage): the other
-    members are hidden from it and stay, whatever a PUT or PATCH of `members` says. It may not delete a class
-    while one of them uses it (kept_from_provider)."""
-    return SchoolClass.provisioned_at.is_not(None)
-
-
-def kept_from_provider() -> ColumnElement[bool]:
-    """A member of a provider's class whose membership no change of the provider ends, not even deleting the
-    class: a user it does not manage who is not deleted (a teacher the school made an admin, say). Deleting
-    the class is refused instead, with a SCIM error that says why. A deleted member's membership ends with the
-    class, as with every class deleted in Rollcall, and the `class.deleted` audit event names them; otherwise
-    every pupil the provider deprovisioned would keep their old class from ever being deleted."""
-    return and_(~provider_may_manage(), User.deleted_at.is_(None))
-
-
 def scim_error(error: DomainError) -> ScimError:
-    """The SCIM answer to a business error of the domain functions SCIM shares with GraphQL."""
+    """The SCIM answer to a business error of the domain (db/provisioning and what it shares with GraphQL)."""
     status, scim_type = _STATUS.get(error.problems[0].code, (400, "invalidValue"))
     return ScimError(status, " ".join(problem.message for problem in error.problems), scim_type)
 

@@ -1,43 +1,32 @@
-"""SCIM Users: a managed school's pupils and teachers, as its provider creates, reads, changes and deletes
-them.
+"""SCIM Users: a managed school's pupils and teachers as resources, and the operations on them.
 
-Every change goes through the same domain functions as the admin's GraphQL mutations (with
-`allow_provider_managed`), so the same rules hold and the same audit events are written, with the
-provisioning token as the actor.
-
-- A provider manages only the users it provisioned (`provider_may_manage` in scim/protocol.py, recorded in
-  `provisioned_at` when it creates them), never an admin: every other user does not exist for it.
+What a provider may do to a user, and what each change does, is the domain's (db/provisioning/users.py): here
+a User resource becomes a WantedUser, and a user becomes a User resource.
 
 - `userType` is "Pupil" or "Teacher" (case-insensitive). Left out, as the default mappings of Microsoft Entra
   ID and Google send it, the user is a pupil: the least privileged guess.
-- `active: false` is a soft delete: sessions end, and a pupil's login cards stop working for good (they are
-  rotated). `active: true` restores. DELETE is a soft delete too, after which the user no longer exists for
-  SCIM (404) and their userName and externalId are free again.
+- `active: false` deactivates (a soft delete), `active: true` restores; DELETE deprovisions, after which the
+  user no longer exists for SCIM (404).
 - A `password`, when given, must meet the school's policy and is never returned; without one, the user gets an
   unusable random one and signs in through the provider.
+- A pupil's `emails` are not read: a child's data stays minimal.
 """
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, func, literal, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import case, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db import audit
 from db.audit import Actor
-from db.classes import classes_of_users
-from db.manage_users import UserField, add_user, delete_users, lock_roster, restore_users, update_user_field
-from db.models import ClassMembership, School, SchoolClass, User, UserType
-from db.passwords import hash_password_async, password_problem
-from db.sessions import revoke_sessions
-from db.text import shown
-from db.users import clean_email, clean_name, clean_username, mark_edited
+from db.models import ClassMembership, SchoolClass, User, UserType
+from db.provisioning import users as provisioning
+from db.provisioning.provenance import provider_may_manage_class
+from db.provisioning.users import WantedUser
+from db.users import clean_email, clean_name, clean_username
 from scim.patch import document, patched
 from scim.protocol import (
     MISSING,
@@ -47,8 +36,6 @@ from scim.protocol import (
     external_id_of,
     field_of,
     flag_of,
-    provider_may_manage,
-    provider_may_manage_class,
     require_object,
     require_version,
     text_of,
@@ -64,7 +51,6 @@ SHAPE = Shape(
     read_only=("id", "meta", "schemas", "groups"),
 )
 USER_TYPES = {UserType.PUPIL: "Pupil", UserType.TEACHER: "Teacher"}
-EXTERNAL_ID_INDEX = "uq_users_school_id_external_id"
 
 TABLE = Table(
     SHAPE,
@@ -163,20 +149,8 @@ def _email_of(emails: Any, type: UserType) -> str | None:
     return None if chosen is None else clean_email(text_of(field_of(chosen, "value"), "emails.value"))
 
 
-@dataclass(frozen=True, slots=True)
-class _Wanted:
-    username: str
-    first_name: str
-    surname: str
-    type: UserType
-    active: bool | None
-    external_id: str | None
-    password_given: bool
-    password: str | None
-    email: str | None
-
-
-def _wanted(found: Mapping[str, Any]) -> _Wanted:
+def _wanted(found: Mapping[str, Any]) -> WantedUser:
+    """What a User resource (or the document after a PATCH) asks for, its names cleaned."""
     username = text_of(found.get("userName"), "userName")
     if username is None:
         raise ScimError(400, "userName is required.", "invalidValue")
@@ -188,7 +162,7 @@ def _wanted(found: Mapping[str, Any]) -> _Wanted:
     name = found.get("name") or {}
     password = found.get("password", MISSING)
     type = types[kind.strip().lower()]
-    return _Wanted(
+    return WantedUser(
         username=clean_username(username, field="userName"),
         first_name=clean_name(text_of(name.get("givenName"), "name.givenName") or "", field="name.givenName"),
         surname=clean_name(text_of(name.get("familyName"), "name.familyName") or "", field="name.familyName"),
@@ -201,78 +175,16 @@ def _wanted(found: Mapping[str, Any]) -> _Wanted:
     )
 
 
-async def _require_unique(
-    session: AsyncSession, school_id: uuid.UUID, wanted: _Wanted, except_user: uuid.UUID | None = None
-) -> None:
-    """userName, externalId and a teacher's email address are unique among the users the provider knows,
-    deactivated ones included (so that reactivating them cannot clash), and among every active user.
-
-    The database keeps an address unique among a school's active users, whoever made them, so a clash with a
-    user the provider does not know cannot pass. It gets the ordinary 409 instead, word for word the answer for
-    a clash with one of the provider's own users, and never says whose the address is: the same rule as for
-    userName, so the answer tells a provider no more than that the value is taken."""
-    others = select(User.id).where(
-        User.school_id == school_id, or_(provider_may_manage(), User.deleted_at.is_(None))
-    )
-    if except_user is not None:
-        others = others.where(User.id != except_user)
-    if (await session.execute(others.where(func.lower(User.username) == wanted.username.lower()))).first():
-        raise ScimError(409, f"The userName '{wanted.username}' is already taken.", "uniqueness")
-    if (
-        wanted.external_id is not None
-        and (await session.execute(others.where(User.external_id == wanted.external_id))).first()
-    ):
-        raise ScimError(
-            409, f"The externalId '{shown(wanted.external_id)}' belongs to another user.", "uniqueness"
-        )
-    if (
-        wanted.email is not None
-        and (await session.execute(others.where(func.lower(User.email) == wanted.email.lower()))).first()
-    ):
-        # The words of email_taken_problem, which a concurrent clash on the unique index answers with.
-        raise ScimError(409, f"The email address '{wanted.email}' belongs to another user.", "uniqueness")
-
-
-def _external_id_taken(error: IntegrityError, external_id: str | None) -> ScimError:
-    if EXTERNAL_ID_INDEX not in str(error.orig):
-        raise error
-    return ScimError(409, f"The externalId '{shown(external_id)}' belongs to another user.", "uniqueness")
-
-
-async def _visible(session: AsyncSession, school_id: uuid.UUID, user_id: str, *, lock: bool = False) -> User:
-    """A user the provider may manage, or 404 (the same for every other user: see provider_may_manage)."""
-    try:
-        wanted = uuid.UUID(user_id)
-    except ValueError:
-        raise ScimError(404, f"No user has the id {user_id}.") from None
-    query = select(User).where(User.school_id == school_id, User.id == wanted, provider_may_manage())
-    user = (await session.execute(query.with_for_update() if lock else query)).scalar_one_or_none()
-    if user is None:
-        raise ScimError(404, f"No user has the id {user_id}.")
-    return user
-
-
-async def _groups_of(
-    session: AsyncSession, school_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, list[SchoolClass]]:
-    """The classes a user's `groups` shows: the provider's own (provider_may_manage_class)."""
-    return await classes_of_users(
-        session, school_id=school_id, user_ids=user_ids, among=provider_may_manage_class()
-    )
-
-
 async def _resource(session: AsyncSession, user: User, base_url: str) -> dict[str, Any]:
-    await session.refresh(user)
-    classes = await _groups_of(session, user.school_id, [user.id])
-    return user_resource(user, classes.get(user.id, []), base_url)
+    return user_resource(user, await provisioning.reloaded(session, user), base_url)
 
 
 async def list_users(
     session: AsyncSession, *, school_id: uuid.UUID, asked: ListQuery, base_url: str
 ) -> dict[str, Any]:
-    query = select(User).where(User.school_id == school_id, provider_may_manage())
+    query = provisioning.provisioned_users(school_id)
     total, users = await page_of(session, query, TABLE, asked, order=(User.created_at, User.id))
-    classes = await _groups_of(session, school_id, [user.id for user in users])
+    classes = await provisioning.classes_shown(session, school_id, [user.id for user in users])
     return list_response(
         total, asked, [user_resource(user, classes.get(user.id, []), base_url) for user in users]
     )
@@ -281,41 +193,23 @@ async def list_users(
 async def get_user(
     session: AsyncSession, *, school_id: uuid.UUID, user_id: str, base_url: str
 ) -> dict[str, Any]:
-    return await _resource(session, await _visible(session, school_id, user_id), base_url)
+    return await _resource(
+        session, await provisioning.provisioned_user(session, school_id, user_id), base_url
+    )
 
 
 async def create_user(
     session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, body: Any, base_url: str
 ) -> dict[str, Any]:
     wanted = _wanted(document(require_object(body, USER_SCHEMA), SHAPE))
-    await _require_unique(session, school_id, wanted)
-    try:
-        user = await add_user(
-            session,
-            school_id=school_id,
-            actor=actor,
-            username=wanted.username,
-            password=wanted.password or secrets.token_urlsafe(32),
-            type=wanted.type,
-            first_name=wanted.first_name,
-            surname=wanted.surname,
-            external_id=wanted.external_id,
-            email=wanted.email,
-            allow_provider_managed=True,
-        )
-    except IntegrityError as error:
-        raise _external_id_taken(error, wanted.external_id) from None
-    user.provisioned_at = func.now()
-    await session.flush()
-    if wanted.active is False:
-        await _deactivate(session, actor, user)
+    user = await provisioning.create_provisioned_user(
+        session, school_id=school_id, actor=actor, wanted=wanted
+    )
     return await _resource(session, user, base_url)
 
 
 async def _locked(session: AsyncSession, school_id: uuid.UUID, user_id: str, if_match: str | None) -> User:
-    # The school first, then the user: the order the admin's own changes take their locks in.
-    await lock_roster(session, school_id)
-    user = await _visible(session, school_id, user_id, lock=True)
+    user = await provisioning.locked_user(session, school_id, user_id)
     require_version(version_of(user), if_match)
     return user
 
@@ -332,7 +226,8 @@ async def replace_user(
 ) -> dict[str, Any]:
     """PUT: the user becomes what the body says; `active` and `password`, when left out, stay as they are."""
     user = await _locked(session, school_id, user_id, if_match)
-    await _apply(session, actor, user, _wanted(document(require_object(body, USER_SCHEMA), SHAPE)))
+    wanted = _wanted(document(require_object(body, USER_SCHEMA), SHAPE))
+    await provisioning.update_provisioned_user(session, actor=actor, user=user, wanted=wanted)
     return await _resource(session, user, base_url)
 
 
@@ -347,128 +242,14 @@ async def patch_user(
     base_url: str,
 ) -> dict[str, Any]:
     user = await _locked(session, school_id, user_id, if_match)
-    await _apply(session, actor, user, _wanted(patched(_document(user), body, SHAPE)))
+    wanted = _wanted(patched(_document(user), body, SHAPE))
+    await provisioning.update_provisioned_user(session, actor=actor, user=user, wanted=wanted)
     return await _resource(session, user, base_url)
 
 
 async def delete_user(
     session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, user_id: str, if_match: str | None
 ) -> None:
-    """A soft delete, after which the user is gone for SCIM; admins still see them among deleted users."""
+    """Deprovisions: the user is gone for SCIM; admins still see them among deleted users."""
     user = await _locked(session, school_id, user_id, if_match)
-    if user.deleted_at is None:
-        await _deactivate(session, actor, user)
-    user.deprovisioned_at = func.now()
-    user.version += 1
-    await session.flush()
-    await audit.record_by(
-        session,
-        actor,
-        school_id=school_id,
-        action="user.deprovisioned",
-        targets=[user.id],
-        summary={"username": user.username, "external_id": user.external_id},
-    )
-
-
-async def _apply(session: AsyncSession, actor: Actor, user: User, wanted: _Wanted) -> None:
-    """Make the user what the provider wants, one domain change at a time: restore first, deactivate last."""
-    school_id = user.school_id
-    await _require_unique(session, school_id, wanted, except_user=user.id)
-    if wanted.active and user.deleted_at is not None:
-        await restore_users(
-            session, school_id=school_id, actor=actor, user_ids=[user.id], allow_provider_managed=True
-        )
-    # An address goes before a teacher becomes a pupil, and comes after a pupil becomes a teacher.
-    if wanted.email is None and user.email is not None:
-        await _change_field(session, actor, user, UserField.EMAIL, "")
-    for field, value, current in (
-        (UserField.USERNAME, wanted.username, user.username),
-        (UserField.FIRST_NAME, wanted.first_name, user.first_name),
-        (UserField.SURNAME, wanted.surname, user.surname),
-        (UserField.TYPE, wanted.type.value, user.type.value),
-    ):
-        if value != current:
-            await update_user_field(
-                session,
-                school_id=school_id,
-                actor=actor,
-                user_id=user.id,
-                field=field,
-                value=value,
-                expected_version=user.version,
-                allow_provider_managed=True,
-                including_deleted=True,
-            )
-    if wanted.email is not None and wanted.email != user.email:
-        await _change_field(session, actor, user, UserField.EMAIL, wanted.email)
-    if wanted.external_id != user.external_id:
-        before, user.external_id = user.external_id, wanted.external_id
-        await _changed(session, user, wanted.external_id)
-        await audit.record_by(
-            session,
-            actor,
-            school_id=school_id,
-            action="user.updated",
-            targets=[user.id],
-            summary={"field": "EXTERNAL_ID", "from": before, "to": wanted.external_id},
-        )
-    if wanted.password_given:
-        await _set_password(session, actor, user, wanted.password)
-    if wanted.active is False and user.deleted_at is None:
-        await _deactivate(session, actor, user)
-
-
-async def _change_field(
-    session: AsyncSession, actor: Actor, user: User, field: UserField, value: str
-) -> None:
-    await update_user_field(
-        session,
-        school_id=user.school_id,
-        actor=actor,
-        user_id=user.id,
-        field=field,
-        value=value,
-        expected_version=user.version,
-        allow_provider_managed=True,
-        including_deleted=True,
-    )
-
-
-async def _deactivate(session: AsyncSession, actor: Actor, user: User) -> None:
-    # Deleting rotates a pupil's login codes, so old cards do not come back if the provider reactivates them.
-    await delete_users(
-        session, school_id=user.school_id, actor=actor, user_ids=[user.id], allow_provider_managed=True
-    )
-
-
-async def _changed(session: AsyncSession, user: User, external_id: str | None) -> None:
-    mark_edited(user)
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError as error:
-        raise _external_id_taken(error, external_id) from None
-    await session.refresh(user)
-
-
-async def _set_password(session: AsyncSession, actor: Actor, user: User, password: str | None) -> None:
-    """The provider's password for the user (the school's policy applies); without one, an unusable one."""
-    if password is not None:
-        school = await session.get_one(School, user.school_id)
-        if problem := password_problem(
-            password, staff=user.type == UserType.TEACHER, pupil_min_length=school.pupil_min_password_length
-        ):
-            raise ScimError(400, problem, "invalidValue")
-    user.password_hash = await hash_password_async(password or secrets.token_urlsafe(32))
-    user.must_change_password = False
-    await _changed(session, user, user.external_id)
-    await revoke_sessions(session, school_id=user.school_id, user_ids=[user.id])
-    await audit.record_by(
-        session,
-        actor,
-        school_id=user.school_id,
-        action="user.password_set",
-        targets=[user.id],
-        summary={"by": "provider", "removed": password is None},
-    )
+    await provisioning.deprovision_user(session, actor=actor, user=user)
