@@ -191,7 +191,7 @@ DESCRIPTIONS: dict[str, str] = {
     "Mutation.updateUserField(userId:)": "The user to change.",
     "Mutation.updateUserField(field:)": "The field (the table's cell) to change.",
     "Mutation.updateUserField(value:)": "Its new value, as text (`true`/`false` for isAdmin).",
-    "Mutation.updateUserField(expectedVersion:)": "The user's `updatedAt` as you read it: if someone changed the user since, nothing changes and the error is VERSION_CONFLICT.",
+    "Mutation.updateUserField(expectedVersion:)": "The user's `version` as you read it: if someone changed the user since, nothing changes and the error is VERSION_CONFLICT.",
     "Mutation.deleteUsers(userIds:)": "The users to delete (they can be restored).",
     "Mutation.restoreUsers(userIds:)": "The deleted users to restore.",
     "Mutation.resetPasswords(userIds:)": "The users whose password to set.",

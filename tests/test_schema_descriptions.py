@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from graphql import GraphQLSchema
+import json
+import re
+from pathlib import Path
+
+from graphql import GraphQLSchema, parse, validate
 
 import gql.descriptions
 from gql.descriptions import DESCRIPTIONS, coordinates
@@ -39,3 +43,12 @@ def test_each_entry_of_the_table_describes_a_part_its_module_leaves_undescribed(
 def test_a_deprecation_gives_its_reason() -> None:
     reasons = [getattr(part, "deprecation_reason", None) for part in coordinates(served()).values()]
     assert all(reason.strip() for reason in reasons if reason is not None)
+
+
+def test_the_readme_examples_are_valid_against_the_schema() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```graphql\n(.*?)```", readme, re.DOTALL)
+    blocks += [json.loads(op)["query"] for op in re.findall(r"-F operations='([^']*)'", readme)]
+    assert len(blocks) >= 4
+    for block in blocks:
+        assert validate(served(), parse(block)) == [], block
