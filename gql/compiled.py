@@ -61,6 +61,7 @@ from gql.documents import CachedDocuments
 from gql.ids import parse_id
 from tenants import policies
 from tenants.callers import Caller, resolve_caller
+from web.graphql_http import response_media_type
 from web.http_auth import refuse_secrets_in_url, session_secret
 from web.telemetry import OperationMetrics, observe_operation
 
@@ -260,7 +261,8 @@ class CompiledReads:
         if text is None:
             return None
         observe_operation(plan.name, "query", time.perf_counter() - started)
-        return Response(text.encode(), media_type="application/json")
+        # A compiled read always ran: 200, in the media type the client asked for.
+        return Response(text.encode(), media_type=response_media_type(request.headers.get("accept")))
 
     def _statement(self, plan: Plan, variables: dict[str, Any]) -> tuple[str, list[Any]]:
         """The statement and its parameters but the school ($1)."""

@@ -34,6 +34,7 @@ from gql.audit import AuditEventQueries
 from gql.classes import ClassMutations, ClassQueries
 from gql.context import Info
 from gql.cost import FragmentExpansionLimiter, QueryCostLimiter
+from gql.descriptions import describe
 from gql.documents import CachedDocuments, DocumentCache
 from gql.errors import MaskInternalErrors, log_errors
 from gql.imports import ImportMutations, ImportQueries
@@ -149,9 +150,11 @@ class RollcallSchema(strawberry.Schema):
 
 
 def build_schema(*, introspection: bool = True) -> strawberry.Schema:
-    return RollcallSchema(
+    schema = RollcallSchema(
         query=Query, mutation=Mutation, extensions=safety_extensions(introspection=introspection)
     )
+    describe(schema._schema)
+    return schema
 
 
 def sdl(schema: strawberry.Schema) -> str:

@@ -139,9 +139,11 @@ async def test_introspection_and_graphiql_are_settings(settings: Settings, migra
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         body = (await client.post("/graphql", json={"query": INTROSPECTION})).json()
         page = await client.get("/graphql", headers={"accept": "text/html"})
+        script = await client.get("/static/graphiql/graphiql.bundle.js")
     await app.state.db.dispose()
     assert "introspection has been disabled" in body["errors"][0]["message"]
     assert page.status_code == 404
+    assert script.status_code == 404
 
 
 async def test_introspection_is_on_in_development(http: httpx.AsyncClient) -> None:

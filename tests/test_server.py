@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 
 from tests.conftest import SchoolFixture, graphql
@@ -57,3 +59,12 @@ async def test_graphiql_is_served_to_browsers(http: httpx.AsyncClient) -> None:
     response = await http.get("/graphql", headers={"accept": "text/html"})
     assert response.status_code == 200
     assert "graphiql" in response.text.lower()
+    # everything it loads is Rollcall's own, and nothing else may run
+    sources = re.findall(r'(?:src|href)="([^"]*)"', response.text)
+    assert sources and all(source.startswith(("/static/graphiql/", "data:")) for source in sources)
+    assert "<script>" not in response.text
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src 'self';" in policy
+    for source in sources:
+        if source.startswith("/"):
+            assert (await http.get(source)).status_code == 200, source

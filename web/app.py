@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
@@ -32,6 +32,8 @@ from scim.routes import scim_routes
 from tenants import policies
 from web.bodies import BadBody, place_files, read_json
 from web.exports import users_csv
+from web.graphiql import STATIC_PATH, ServedGraphiQL, graphiql_static
+from web.graphql_http import GraphQLOverHTTP
 from web.http_auth import CSRF_HEADER, bearer_secret, request_caller_and_transaction
 from web.login_card_sheet import sheet_endpoint
 from web.settings import Settings
@@ -67,7 +69,7 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-class RollcallGraphQL(GraphQL[Context, None]):
+class RollcallGraphQL(GraphQLOverHTTP, ServedGraphiQL, GraphQL[Context, None]):
     def __init__(self, db: Database, settings: Settings) -> None:
         super().__init__(
             build_schema(introspection=settings.introspection),
@@ -184,6 +186,7 @@ def create_app(settings: Settings, urls: DatabaseUrls) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *([Route("/metrics", metrics_endpoint(settings.metrics_token))] if settings.metrics else []),
+            *([Mount(STATIC_PATH, graphiql_static())] if settings.graphiql else []),
             scim_routes(db, graphql.session_policy, settings.public_url),
         ],
         lifespan=lifespan,

@@ -70,7 +70,7 @@ body { margin: 0; font-family: Verdana, Arial, sans-serif; color: #000; }
 .card:nth-child(odd) { border-left: 0.3mm dashed #777; }
 .card:nth-child(-n+2) { border-top: 0.3mm dashed #777; }
 .card-text { flex: 1; min-width: 0; overflow-wrap: anywhere; }
-.name { margin: 0 0 3mm; font-size: 18pt; font-weight: bold; line-height: 1.15; }
+.card-text .name { margin: 0 0 3mm; font-size: 18pt; font-weight: bold; line-height: 1.15; }
 .card-text p { margin: 0 0 1.5mm; font-size: 10pt; }
 .username { font-family: "Courier New", monospace; font-size: 12pt; font-weight: bold; }
 .card-text .school { margin-top: 3mm; font-size: 8pt; color: #444; }
