@@ -182,6 +182,13 @@ class _Cost:
                 first = None
             size = max(DEFAULT_PAGE_SIZE if first is None else int(first), 0)
             return size * (1 + self.selection(inner, node.selection_set, paged=not is_list))
+        if is_list and "ids" in field.args:
+            # A list of objects asked for by id (`nodes`): one for each id.
+            try:
+                ids = get_argument_values(field, node, self.variables).get("ids") or ()
+            except GraphQLError:
+                ids = ()
+            return len(ids) * (1 + self.selection(inner, node.selection_set, paged=False))
         if is_list and not paged:
             # Its own items are few (a user's classes, a row's errors); what it multiplies are the pages below it.
             return DEFAULT_PAGE_SIZE * self.selection(inner, node.selection_set, paged=False)

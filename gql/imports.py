@@ -15,7 +15,7 @@ from db.imports.plan import ImportAction as DomainImportAction
 from db.users import CONTROL_CHARACTERS
 from gql.context import Info
 from gql.errors import client_error
-from gql.ids import parse_id
+from gql.ids import Node, parse_id
 from gql.payloads import UserError, user_errors
 from gql.permissions import IsAdmin
 from tenants.reauth import reauthenticate
@@ -80,7 +80,7 @@ class NewClass:
 @strawberry.type(
     description="An uploaded roster file: PREVIEW until confirmed, then RUNNING, SUCCEEDED or FAILED."
 )
-class ImportJob:
+class ImportJob(Node):
     id: strawberry.ID
     status: ImportStatus
     file_name: str

@@ -38,6 +38,7 @@ from gql.errors import MaskInternalErrors, log_errors
 from gql.imports import ImportMutations, ImportQueries
 from gql.login_cards import LoginCardMutations, LoginCardQueries
 from gql.manage_users import ManageUserMutations
+from gql.nodes import NodeQueries
 from gql.permissions import IsSignedIn
 from gql.schools import School, SchoolSettingsMutations
 from gql.signin import AuthMutations, AuthQueries
@@ -71,6 +72,7 @@ Query = merge_types(
         ClassQueries,
         ImportQueries,
         LoginCardQueries,
+        NodeQueries,
     ),
 )
 Mutation = merge_types(

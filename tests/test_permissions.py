@@ -110,6 +110,16 @@ OPERATIONS: dict[str, Operation] = {
         ADMINS, "query ($id: ID!) { importJob(id: $id) { id } }", lambda world: {"id": world.ids["nobody"]}
     ),
     "loginCards": op(STAFF, "{ loginCards(userIds: []) { code } }"),
+    "node": op(
+        PEOPLE | {API_TOKEN},
+        "query ($id: ID!) { node(id: $id) { id } }",
+        lambda world: {"id": world.ids["class"]},
+    ),
+    "nodes": op(
+        PEOPLE | {API_TOKEN},
+        "query ($ids: [ID!]!) { nodes(ids: $ids) { id } }",
+        lambda world: {"ids": [world.ids["class"], world.ids["api_token"]]},
+    ),
     # mutations
     "bulkImport": op(
         ADMINS,
@@ -286,7 +296,7 @@ async def test_who_is_let_through(
         assert not {"UNAUTHENTICATED", "FORBIDDEN"} & set(codes), body
         # Fields that look one thing up by id answer null for an id they cannot see.
         (answer,) = body["data"].values()
-        assert answer is not None or field in {"me", "user", "schoolClass", "importJob"}, body
+        assert answer is not None or field in {"me", "user", "schoolClass", "importJob", "node"}, body
     else:
         assert codes == ["UNAUTHENTICATED" if role == ANONYMOUS else "FORBIDDEN"], body
 
