@@ -33,6 +33,7 @@ from graphql import (
 )
 from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
 from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
 from db.pagination import DEFAULT_PAGE_SIZE
 
@@ -134,6 +135,9 @@ class QueryCostLimiter(SchemaExtension):
                 context.schema._schema, context.graphql_document, context.operation_name, context.variables
             )
             if error := too_costly(cost):
+                if context.operation_type == OperationType.SUBSCRIPTION:
+                    # A subscription ignores a result set here; an error raised here is what it sends instead.
+                    raise error
                 # A result already there is what Strawberry returns instead of executing.
                 context.result = ExecutionResult(data=None, errors=[error])
         yield

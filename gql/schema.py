@@ -35,7 +35,7 @@ from gql.classes import ClassMutations, ClassQueries
 from gql.context import Info
 from gql.cost import FragmentExpansionLimiter, QueryCostLimiter
 from gql.errors import MaskInternalErrors, log_errors
-from gql.imports import ImportMutations, ImportQueries
+from gql.imports import ImportMutations, ImportQueries, ImportSubscriptions
 from gql.login_cards import LoginCardMutations, LoginCardQueries
 from gql.manage_users import ManageUserMutations
 from gql.nodes import NodeQueries
@@ -87,6 +87,8 @@ Mutation = merge_types(
         SchoolSettingsMutations,
     ),
 )
+
+Subscription = merge_types("Subscription", (ImportSubscriptions,))
 
 
 class SignInAlone(ASTValidationRule):
@@ -149,7 +151,10 @@ class RollcallSchema(strawberry.Schema):
 
 def build_schema(*, introspection: bool = True) -> strawberry.Schema:
     return RollcallSchema(
-        query=Query, mutation=Mutation, extensions=safety_extensions(introspection=introspection)
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=safety_extensions(introspection=introspection),
     )
 
 

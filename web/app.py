@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -14,11 +15,17 @@ from starlette.applications import Starlette
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET, UnsetType
 
 from db.embedded import DatabaseUrls
 from db.engine import Database
@@ -30,7 +37,7 @@ from scim.routes import scim_routes
 from tenants import policies
 from web.bodies import BadBody, place_files, read_json
 from web.exports import users_csv
-from web.http_auth import CSRF_HEADER, bearer_secret, request_caller
+from web.http_auth import CSRF_HEADER, NotSignedIn, bearer_secret, request_caller, websocket_secret
 from web.login_card_sheet import sheet_endpoint
 from web.settings import Settings
 from web.telemetry import RequestId, configure_logging, metrics_endpoint
@@ -65,13 +72,33 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
+class LiveConnection(BaseGraphQLTransportWSHandler[Context, None]):
+    """A graphql-transport-ws connection that looks its caller up again for every operation it starts."""
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        if self.connection_acknowledged:
+            try:
+                await self.context.recheck_caller()
+            except Exception:
+                log.warning("could not check a WebSocket's caller", exc_info=True)
+                await self.websocket.close(code=1011, reason="The database is not answering; try again.")
+                return
+        await super().handle_subscribe(message)
+
+
 class RollcallGraphQL(GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = LiveConnection
+
     def __init__(self, db: Database, settings: Settings) -> None:
         super().__init__(
             build_schema(introspection=settings.introspection),
             graphql_ide="graphiql" if settings.graphiql else None,
             allow_queries_via_get=True,
             multipart_uploads_enabled=True,
+            subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
+            # Any page may open the socket; only a bearer token, or the cookie from this server's own pages,
+            # signs it in (on_ws_connect).
+            allowed_origins=["*"],
         )
         self.db = db
         self.settings = settings
@@ -110,7 +137,19 @@ class RollcallGraphQL(GraphQL[Context, None]):
             await (await request.form()).close()
         return await super().process_result(request, result)
 
-    async def get_context(self, request: Request, response: Response) -> Context:  # type: ignore[override]
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+        if isinstance(request, WebSocket):
+            # Nobody yet: connection_init says who (on_ws_connect).
+            return Context(
+                request=request,
+                response=Response(),
+                db=self.db,
+                settings=self.settings,
+                request_id=uuid.uuid4().hex,
+                client=request.client.host if request.client else "",
+                caller=None,
+                loaders=Loaders(self.db, None),
+            )
         if (
             request.headers.get("content-type", "").startswith("multipart/")
             and not bearer_secret(request)
@@ -123,6 +162,7 @@ class RollcallGraphQL(GraphQL[Context, None]):
             )
         except policies.Denied as error:
             raise HTTPException(error.status, error.message) from None
+        assert isinstance(response, Response)
         return Context(
             request=request,
             response=response,
@@ -133,6 +173,22 @@ class RollcallGraphQL(GraphQL[Context, None]):
             caller=caller,
             loaders=Loaders(self.db, caller.school_id if caller else None),
         )
+
+    async def on_ws_connect(self, context: Context) -> UnsetType:
+        """connection_init: a bearer token in its payload, or the session cookie from this server's own pages;
+        anything else closes the socket (4403)."""
+        try:
+            secret = websocket_secret(context.request, context.connection_params, self.settings.public_url)
+            context.secret = secret
+            caller = policies.require_caller(policies.require_not_provider(await context.recheck_caller()))
+        except (NotSignedIn, policies.Denied) as error:
+            log.info("WebSocket refused: %s", error)
+            raise ConnectionRejectionError from None
+        except Exception:
+            log.warning("could not check a WebSocket's caller", exc_info=True)
+            raise ConnectionRejectionError from None
+        context.loaders = Loaders(self.db, caller.school_id)
+        return cast(UnsetType, UNSET)  # the plain connection_ack
 
 
 def create_app(settings: Settings, urls: DatabaseUrls) -> Starlette:
@@ -161,6 +217,7 @@ def create_app(settings: Settings, urls: DatabaseUrls) -> Starlette:
     app = Starlette(
         routes=[
             Route("/graphql", endpoint, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
             Route("/users.csv", users_csv(db, graphql.session_policy)),
             Route(
                 "/login-cards", sheet_endpoint(db, graphql.session_policy, secret=settings.login_code_secret)
