@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -20,7 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.base import BaseRequestProtocol
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
@@ -32,6 +34,7 @@ from db.engine import Database
 from gql.compiled import CompiledReads
 from gql.context import Context
 from gql.loaders import Loaders
+from gql.persisted import PersistedQueries, Refused
 from gql.schema import build_schema
 from scim.routes import scim_routes
 from tenants import policies
@@ -103,6 +106,7 @@ class RollcallGraphQL(GraphQL[Context, None]):
         self.db = db
         self.settings = settings
         self.session_policy = settings.session_policy
+        self.persisted = PersistedQueries()
 
     def decode_json(self, data: str | bytes) -> object:
         try:
@@ -130,6 +134,32 @@ class RollcallGraphQL(GraphQL[Context, None]):
             # process_result, which closes the uploaded files, is never reached.
             await form.close()
             raise HTTPException(400, str(error) if isinstance(error, BadBody) else error.reason) from None
+
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        # A GET with only a persisted query's hash is a query, not a visit to GraphiQL.
+        return super().should_render_graphql_ide(request) and "extensions" not in request.query_params
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        # Automatic persisted queries (gql.persisted), on GET and POST alike.
+        query = self.persisted.resolve(request_data.query, request_data.extensions)
+        if isinstance(query, Refused):
+            return ExecutionResult(data=None, errors=[query.error])
+        return await super().execute_single(
+            request,
+            request_adapter,
+            sub_response,
+            context,
+            root_value,
+            dataclasses.replace(request_data, query=query),
+        )
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         if request.headers.get("content-type", "").startswith("multipart/"):
