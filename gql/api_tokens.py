@@ -9,7 +9,7 @@ import strawberry
 from db import api_tokens, models
 from db.errors import DomainError
 from gql.context import Info
-from gql.ids import parse_id
+from gql.ids import Node, parse_id
 from gql.payloads import UserError, user_errors
 from gql.permissions import IsAdmin
 
@@ -24,7 +24,7 @@ strawberry.enum(
 
 
 @strawberry.type(description="An app's access to the school. Its secret is never shown again after creation.")
-class ApiToken:
+class ApiToken(Node):
     id: strawberry.ID
     name: str
     scopes: list[ApiScope]

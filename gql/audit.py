@@ -11,12 +11,12 @@ from db import audit, models
 from db.errors import DomainError
 from gql.connections import Connection, Edge, PageInfo, bad_page_request
 from gql.context import Info
-from gql.ids import parse_id
+from gql.ids import Node, parse_id
 from gql.permissions import IsAdmin
 
 
 @strawberry.type(description="One change: who did what to whom, and when.")
-class AuditEvent:
+class AuditEvent(Node):
     id: strawberry.ID
     action: str
     actor_id: strawberry.ID | None

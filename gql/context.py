@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from db.audit import Actor
@@ -18,7 +18,7 @@ from db.engine import Database
 from db.scope import SchoolTransactions, school_scope
 from db.sessions import SessionPolicy
 from gql.loaders import Loaders
-from tenants.callers import Caller, Person
+from tenants.callers import Caller, Person, caller_for_secret
 from tenants.policies import actor_of
 from web.http_auth import DEVICE_COOKIE, SESSION_COOKIE
 from web.settings import Settings
@@ -26,7 +26,8 @@ from web.settings import Settings
 
 @dataclass(slots=True)
 class Context:
-    request: Request
+    # The HTTP request, or the WebSocket upgrade request of a graphql-transport-ws connection.
+    request: HTTPConnection
     response: Response
     db: Database
     settings: Settings
@@ -36,6 +37,10 @@ class Context:
     loaders: Loaders
     # The caller's school's transactions, the first of them the one the caller was found in (db.scope).
     transactions: SchoolTransactions | None = None
+    # Over a WebSocket: the secret the connection signed in with, looked up again for each operation and
+    # while a subscription runs (`recheck_caller`), and the `connection_init` payload (Strawberry sets it).
+    secret: str | None = None
+    connection_params: dict[str, object] | None = None
 
     @property
     def session_policy(self) -> SessionPolicy:
@@ -59,6 +64,14 @@ class Context:
     def actor(self) -> Actor:
         """Who the audit log says made this request's changes."""
         return actor_of(self.signed_in(), self.request_id)
+
+    async def recheck_caller(self) -> Caller | None:
+        """Who is asking now, on a connection that lasts (a WebSocket): its secret looked up again, so a logout,
+        a revoked token or a lost admin flag ends what it may do. Over HTTP the caller is the request's."""
+        if self.secret is not None:
+            # The same secret: a provisioning token was refused at connection_init and stays one.
+            self.caller = await caller_for_secret(self.db, self.secret, self.session_policy)
+        return self.caller
 
     @asynccontextmanager
     async def scope(self) -> AsyncIterator[AsyncSession]:

@@ -33,6 +33,7 @@ from graphql import (
 )
 from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
 from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
 from db.pagination import DEFAULT_PAGE_SIZE
 
@@ -134,6 +135,9 @@ class QueryCostLimiter(SchemaExtension):
                 context.schema._schema, context.graphql_document, context.operation_name, context.variables
             )
             if error := too_costly(cost):
+                if context.operation_type == OperationType.SUBSCRIPTION:
+                    # A subscription ignores a result set here; an error raised here is what it sends instead.
+                    raise error
                 # A result already there is what Strawberry returns instead of executing.
                 context.result = ExecutionResult(data=None, errors=[error])
         yield
@@ -182,6 +186,13 @@ class _Cost:
                 first = None
             size = max(DEFAULT_PAGE_SIZE if first is None else int(first), 0)
             return size * (1 + self.selection(inner, node.selection_set, paged=not is_list))
+        if is_list and "ids" in field.args:
+            # A list of objects asked for by id (`nodes`): one for each id.
+            try:
+                ids = get_argument_values(field, node, self.variables).get("ids") or ()
+            except GraphQLError:
+                ids = ()
+            return len(ids) * (1 + self.selection(inner, node.selection_set, paged=False))
         if is_list and not paged:
             # Its own items are few (a user's classes, a row's errors); what it multiplies are the pages below it.
             return DEFAULT_PAGE_SIZE * self.selection(inner, node.selection_set, paged=False)

@@ -1,11 +1,22 @@
-"""IDs are UUID strings; a malformed one is a business error naming the field, never a 500."""
+"""IDs are UUID strings, unique across every type (so a client's cache may key objects by id alone); a
+malformed one is a business error naming the field, never a 500."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
 
+import strawberry
+
 from db.errors import DomainError, ErrorCode, Problem
+
+
+@strawberry.interface(
+    description="An object with an id no other object has; `node(id)` finds it again (Relay's object "
+    "identification)."
+)
+class Node:
+    id: strawberry.ID
 
 
 def parse_id(value: str, *, field: str) -> uuid.UUID:

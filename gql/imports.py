@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Any
 
 import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.file_uploads import Upload
 
 from db import models
@@ -15,9 +17,11 @@ from db.imports.plan import ImportAction as DomainImportAction
 from db.users import CONTROL_CHARACTERS
 from gql.context import Info
 from gql.errors import client_error
-from gql.ids import parse_id
+from gql.ids import Node, parse_id
 from gql.payloads import UserError, user_errors
 from gql.permissions import IsAdmin
+from gql.progress import Progress, follow
+from tenants import policies
 from tenants.reauth import reauthenticate
 from web.telemetry import IMPORT_JOBS
 
@@ -80,7 +84,7 @@ class NewClass:
 @strawberry.type(
     description="An uploaded roster file: PREVIEW until confirmed, then RUNNING, SUCCEEDED or FAILED."
 )
-class ImportJob:
+class ImportJob(Node):
     id: strawberry.ID
     status: ImportStatus
     file_name: str
@@ -151,6 +155,50 @@ class ImportQueries:
         async with info.context.scope() as session:
             job = await imports.get_job(session, school_id=info.context.signed_in().school_id, job_id=job_id)
         return ImportJob.from_row(job) if job else None
+
+
+@strawberry.type(description="An import job's progress, as `importJobProgress` sends it.")
+class ImportJobProgress(Progress):
+    job_id: strawberry.ID
+    status: ImportStatus
+    failure_reason: str | None = strawberry.field(description="Why it FAILED, once it has.")
+
+
+_ENDED = frozenset({models.ImportStatus.SUCCEEDED, models.ImportStatus.FAILED})
+
+
+@strawberry.type
+class ImportSubscriptions:
+    @strawberry.subscription(
+        permission_classes=[IsAdmin],
+        description="An import job's status, processed and total: now, then each time they change, until the "
+        "job has SUCCEEDED or FAILED (a PREVIEW is followed until it is confirmed and ends). Over WebSocket "
+        "(graphql-transport-ws); `importJob` answers the same by polling.",
+    )
+    async def import_job_progress(
+        self, info: Info, id: strawberry.ID
+    ) -> AsyncGenerator[ImportJobProgress, None]:
+        try:
+            job_id = parse_id(id, field="id")
+        except DomainError as error:
+            raise client_error(error.problems[0].message, ErrorCode.NOT_FOUND.value) from None
+        school_id = info.context.signed_in().school_id
+
+        async def read(session: AsyncSession) -> ImportJobProgress:
+            job = await imports.get_job(session, school_id=school_id, job_id=job_id)
+            if job is None:
+                raise client_error(f"No import job has the id {job_id}.", ErrorCode.NOT_FOUND.value)
+            return ImportJobProgress(
+                job_id=strawberry.ID(str(job.id)),
+                status=job.status,
+                processed=job.processed,
+                total=job.total,
+                finished=job.status in _ENDED,
+                failure_reason=job.failure_reason,
+            )
+
+        async for progress in follow(info, policies.require_admin, read):
+            yield progress
 
 
 @strawberry.type

@@ -67,3 +67,10 @@ class CanReadRoster(BasePermission):
 
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
         return _let_through(policies.require_roster_reader, info)
+
+
+class AnyCaller(BasePermission):
+    """Anyone signed in, person or app; what they then see is narrowed by the field itself."""
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        return _let_through(policies.require_caller, info)

@@ -18,7 +18,7 @@ from db.errors import DomainError
 from gql.connections import Connection, Edge, PageInfo, bad_page_request
 from gql.context import Info
 from gql.enums import ClassKind, UserType
-from gql.ids import parse_id
+from gql.ids import Node, parse_id
 from gql.permissions import CanReadRoster
 
 # Marked as GraphQL enums in place, as in gql.enums.
@@ -29,7 +29,7 @@ strawberry.enum(UserOrderField)
 
 
 @strawberry.type(description="A registration class (a user has at most one) or a teaching class.")
-class SchoolClass:
+class SchoolClass(Node):
     id: strawberry.ID
     name: str
     kind: ClassKind
@@ -53,7 +53,7 @@ class SchoolClass:
 
 
 @strawberry.type(description="A pupil or a teacher of the school.")
-class User:
+class User(Node):
     id: strawberry.ID
     username: str
     first_name: str

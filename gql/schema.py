@@ -37,9 +37,10 @@ from gql.cost import FragmentExpansionLimiter, QueryCostLimiter
 from gql.descriptions import describe
 from gql.documents import CachedDocuments, DocumentCache
 from gql.errors import MaskInternalErrors, log_errors
-from gql.imports import ImportMutations, ImportQueries
+from gql.imports import ImportMutations, ImportQueries, ImportSubscriptions
 from gql.login_cards import LoginCardMutations, LoginCardQueries
 from gql.manage_users import ManageUserMutations
+from gql.nodes import NodeQueries
 from gql.permissions import IsSignedIn
 from gql.schools import School, SchoolSettingsMutations
 from gql.signin import AuthMutations, AuthQueries
@@ -73,6 +74,7 @@ Query = merge_types(
         ClassQueries,
         ImportQueries,
         LoginCardQueries,
+        NodeQueries,
     ),
 )
 Mutation = merge_types(
@@ -87,6 +89,8 @@ Mutation = merge_types(
         SchoolSettingsMutations,
     ),
 )
+
+Subscription = merge_types("Subscription", (ImportSubscriptions,))
 
 
 class SignInAlone(ASTValidationRule):
@@ -151,7 +155,10 @@ class RollcallSchema(strawberry.Schema):
 
 def build_schema(*, introspection: bool = True) -> strawberry.Schema:
     schema = RollcallSchema(
-        query=Query, mutation=Mutation, extensions=safety_extensions(introspection=introspection)
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=safety_extensions(introspection=introspection),
     )
     describe(schema._schema)
     return schema

@@ -7,6 +7,7 @@ denial to its own error (a GraphQL error code, an HTTP 401 or 403, a SCIM error)
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
 from db.api_tokens import ApiScope
 from db.audit import Actor
@@ -54,6 +55,25 @@ def require_person(caller: Caller | None, *, password_change_allowed: bool = Fal
             if person.must_change_password and not password_change_allowed:
                 raise Denied(Refusal.PASSWORD_CHANGE_REQUIRED, CHANGE_PASSWORD_FIRST)
             return person
+
+
+def require_caller(caller: Caller | None) -> Caller:
+    """Anyone signed in: a person (who has changed their password when they had to), or an app."""
+    match _signed_in(caller):
+        case App() as app:
+            return app
+        case Person():
+            return require_person(caller)
+
+
+def allows(policy: Callable[[Caller | None], object], caller: Caller | None) -> bool:
+    """Whether a policy lets the caller through, for a surface that answers "nothing here" rather than an
+    error (an object looked up by id alone, whose type the caller did not name)."""
+    try:
+        policy(caller)
+    except Denied:
+        return False
+    return True
 
 
 def is_staff(person: Person) -> bool:

@@ -26,6 +26,7 @@ from db.models import ClassKind, Provider, UserType
 from db.scope import school_scope
 from gql.schema import build_schema
 from tests.conftest import SchoolFixture, graphql, make_api_token, make_school, make_user, sign_in_as
+from tests.test_live_progress import bearer, codes, collect, refused, signed_in, socket
 
 ANONYMOUS, PUPIL, TEACHER, ADMIN, API_TOKEN, OTHER_ADMIN = (
     "anonymous",
@@ -110,6 +111,16 @@ OPERATIONS: dict[str, Operation] = {
         ADMINS, "query ($id: ID!) { importJob(id: $id) { id } }", lambda world: {"id": world.ids["nobody"]}
     ),
     "loginCards": op(STAFF, "{ loginCards(userIds: []) { code } }"),
+    "node": op(
+        PEOPLE | {API_TOKEN},
+        "query ($id: ID!) { node(id: $id) { id } }",
+        lambda world: {"id": world.ids["class"]},
+    ),
+    "nodes": op(
+        PEOPLE | {API_TOKEN},
+        "query ($ids: [ID!]!) { nodes(ids: $ids) { id } }",
+        lambda world: {"ids": [world.ids["class"], world.ids["api_token"]]},
+    ),
     # mutations
     "bulkImport": op(
         ADMINS,
@@ -220,11 +231,39 @@ def test_every_field_has_a_row() -> None:
     restricted = {
         f"{name}.{field_name}"
         for name, graphql_type in schema._schema.type_map.items()
-        if isinstance(graphql_type, GraphQLObjectType) and name not in {"Query", "Mutation"}
+        if isinstance(graphql_type, GraphQLObjectType) and name not in {"Query", "Mutation", "Subscription"}
         for field_name, field in graphql_type.fields.items()
         if getattr(field.extensions.get("strawberry-definition"), "permission_classes", None)
     }
     assert restricted == set(RESTRICTED_FIELDS)
+    assert set(schema._schema.subscription_type.fields) == set(SUBSCRIPTIONS)  # type: ignore[union-attr]
+
+
+# Subscriptions, over a WebSocket: nobody is refused at connection_init (4403), the rest by the field.
+SUBSCRIPTIONS: dict[str, Operation] = {
+    "importJobProgress": op(
+        ADMINS,
+        "subscription ($id: ID!) { importJobProgress(id: $id) { status } }",
+        lambda world: {"id": world.ids["nobody"]},
+    ),
+}
+
+
+@pytest.mark.parametrize("field", sorted(SUBSCRIPTIONS))
+@pytest.mark.parametrize("role", ROLES)
+async def test_who_may_subscribe(server_url: str, db: Database, world: World, field: str, role: str) -> None:
+    token = await token_for(role, world, db)
+    query, variables = SUBSCRIPTIONS[field].build(world)
+    async with socket(server_url, bearer(token) if token else {}) as ws:
+        if role == ANONYMOUS:
+            assert await refused(ws) == 4403
+            return
+        await signed_in(ws)
+        found = codes((await collect(ws, query, variables))[0])
+    if role in SUBSCRIPTIONS[field].allowed:
+        assert found == ["NOT_FOUND"]  # let through, to an id that is not there
+    else:
+        assert found == ["FORBIDDEN"]
 
 
 @pytest.fixture(scope="module")
@@ -286,7 +325,7 @@ async def test_who_is_let_through(
         assert not {"UNAUTHENTICATED", "FORBIDDEN"} & set(codes), body
         # Fields that look one thing up by id answer null for an id they cannot see.
         (answer,) = body["data"].values()
-        assert answer is not None or field in {"me", "user", "schoolClass", "importJob"}, body
+        assert answer is not None or field in {"me", "user", "schoolClass", "importJob", "node"}, body
     else:
         assert codes == ["UNAUTHENTICATED" if role == ANONYMOUS else "FORBIDDEN"], body
 

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -14,12 +16,18 @@ from starlette.applications import Starlette
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.base import BaseRequestProtocol
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
 from strawberry.types import ExecutionResult
-from strawberry.types.unset import UNSET
+from strawberry.types.unset import UNSET, UnsetType
 
 from db.embedded import DatabaseUrls
 from db.engine import Database
@@ -27,6 +35,7 @@ from db.scope import SchoolTransactions
 from gql.compiled import CompiledReads
 from gql.context import Context
 from gql.loaders import Loaders
+from gql.persisted import PersistedQueries, Refused
 from gql.schema import build_schema
 from scim.routes import scim_routes
 from tenants import policies
@@ -34,7 +43,13 @@ from web.bodies import BadBody, place_files, read_json
 from web.exports import users_csv
 from web.graphiql import STATIC_PATH, ServedGraphiQL, graphiql_static
 from web.graphql_http import GraphQLOverHTTP
-from web.http_auth import CSRF_HEADER, bearer_secret, request_caller_and_transaction
+from web.http_auth import (
+    CSRF_HEADER,
+    NotSignedIn,
+    bearer_secret,
+    request_caller_and_transaction,
+    websocket_secret,
+)
 from web.login_card_sheet import sheet_endpoint
 from web.settings import Settings
 from web.telemetry import RequestId, configure_logging, metrics_endpoint
@@ -69,17 +84,38 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
+class LiveConnection(BaseGraphQLTransportWSHandler[Context, None]):
+    """A graphql-transport-ws connection that looks its caller up again for every operation it starts."""
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        if self.connection_acknowledged:
+            try:
+                await self.context.recheck_caller()
+            except Exception:
+                log.warning("could not check a WebSocket's caller", exc_info=True)
+                await self.websocket.close(code=1011, reason="The database is not answering; try again.")
+                return
+        await super().handle_subscribe(message)
+
+
 class RollcallGraphQL(GraphQLOverHTTP, ServedGraphiQL, GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = LiveConnection
+
     def __init__(self, db: Database, settings: Settings) -> None:
         super().__init__(
             build_schema(introspection=settings.introspection),
             graphql_ide="graphiql" if settings.graphiql else None,
             allow_queries_via_get=True,
             multipart_uploads_enabled=True,
+            subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
+            # Any page may open the socket; only a bearer token, or the cookie from this server's own pages,
+            # signs it in (on_ws_connect).
+            allowed_origins=["*"],
         )
         self.db = db
         self.settings = settings
         self.session_policy = settings.session_policy
+        self.persisted = PersistedQueries()
 
     def decode_json(self, data: str | bytes) -> object:
         try:
@@ -108,13 +144,51 @@ class RollcallGraphQL(GraphQLOverHTTP, ServedGraphiQL, GraphQL[Context, None]):
             await form.close()
             raise HTTPException(400, str(error) if isinstance(error, BadBody) else error.reason) from None
 
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        # A GET with only a persisted query's hash is a query, not a visit to GraphiQL.
+        return super().should_render_graphql_ide(request) and "extensions" not in request.query_params
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        # Automatic persisted queries (gql.persisted), on GET and POST alike.
+        query = self.persisted.resolve(request_data.query, request_data.extensions)
+        if isinstance(query, Refused):
+            return ExecutionResult(data=None, errors=[query.error])
+        return await super().execute_single(
+            request,
+            request_adapter,
+            sub_response,
+            context,
+            root_value,
+            dataclasses.replace(request_data, query=query),
+        )
+
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         if request.headers.get("content-type", "").startswith("multipart/"):
             # Uploaded files are closed here, also when a permission check kept the resolver from reading them.
             await (await request.form()).close()
         return await super().process_result(request, result)
 
-    async def get_context(self, request: Request, response: Response) -> Context:  # type: ignore[override]
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+        if isinstance(request, WebSocket):
+            # Nobody yet: connection_init says who (on_ws_connect).
+            return Context(
+                request=request,
+                response=Response(),
+                db=self.db,
+                settings=self.settings,
+                request_id=uuid.uuid4().hex,
+                client=request.client.host if request.client else "",
+                caller=None,
+                loaders=Loaders(self.db, None),
+            )
         if (
             request.headers.get("content-type", "").startswith("multipart/")
             and not bearer_secret(request)
@@ -129,6 +203,7 @@ class RollcallGraphQL(GraphQLOverHTTP, ServedGraphiQL, GraphQL[Context, None]):
             if transactions is not None:
                 await transactions.finish()
             raise HTTPException(error.status, error.message) from None
+        assert isinstance(response, Response)
         context = Context(
             request=request,
             response=response,
@@ -151,6 +226,22 @@ class RollcallGraphQL(GraphQLOverHTTP, ServedGraphiQL, GraphQL[Context, None]):
             made: Context | None = getattr(request.state, "graphql_context", None)
             if made is not None:
                 await made.finish()
+
+    async def on_ws_connect(self, context: Context) -> UnsetType:
+        """connection_init: a bearer token in its payload, or the session cookie from this server's own pages;
+        anything else closes the socket (4403)."""
+        try:
+            secret = websocket_secret(context.request, context.connection_params, self.settings.public_url)
+            context.secret = secret
+            caller = policies.require_caller(policies.require_not_provider(await context.recheck_caller()))
+        except (NotSignedIn, policies.Denied) as error:
+            log.info("WebSocket refused: %s", error)
+            raise ConnectionRejectionError from None
+        except Exception:
+            log.warning("could not check a WebSocket's caller", exc_info=True)
+            raise ConnectionRejectionError from None
+        context.loaders = Loaders(self.db, caller.school_id)
+        return cast(UnsetType, UNSET)  # the plain connection_ack
 
 
 def create_app(settings: Settings, urls: DatabaseUrls) -> Starlette:
@@ -179,6 +270,7 @@ def create_app(settings: Settings, urls: DatabaseUrls) -> Starlette:
     app = Starlette(
         routes=[
             Route("/graphql", endpoint, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
             Route("/users.csv", users_csv(db, graphql.session_policy)),
             Route(
                 "/login-cards", sheet_endpoint(db, graphql.session_policy, secret=settings.login_code_secret)

@@ -1,4 +1,6 @@
-"""Who is asking over HTTP: the bearer token, or the web front end's session cookie (with its CSRF header)."""
+"""Who is asking over HTTP: the bearer token, or the web front end's session cookie (with its CSRF header);
+over a WebSocket, the bearer token in `connection_init`, or the session cookie from a page of this server's
+own origin."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ import logging
 from cross_web import HTTPException
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
+from strawberry.http.websocket_origin import is_same_origin, normalize_origin
 
 from db.engine import Database
 from db.sessions import BEARER_PREFIXES, SessionPolicy
@@ -80,3 +83,33 @@ def _not_answering(request: Request) -> HTTPException:
     return HTTPException(
         503, f"The database is not answering; try again in a moment. (request {request.state.request_id})"
     )
+
+
+class NotSignedIn(Exception):
+    """A WebSocket's `connection_init` that names nobody, or a cookie sent from a page of another origin."""
+
+
+def websocket_secret(websocket: HTTPConnection, params: object, public_url: str | None) -> str:
+    """The secret a WebSocket signs in with: `{"authorization": "Bearer ..."}` in `connection_init`, or else
+    the session cookie of the upgrade request, but only from a page of this server's own origin (browsers send
+    the cookie whatever page opens the socket: that would be cross-site WebSocket hijacking)."""
+    if isinstance(params, dict):
+        value = params.get("authorization", params.get("Authorization"))
+        if isinstance(value, str) and value:
+            scheme, _, secret = value.partition(" ")
+            if scheme.lower() != "bearer" or not secret.strip():
+                raise NotSignedIn("connection_init's authorization must be `Bearer <token>`.")
+            return secret.strip()
+    cookie = websocket.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        raise NotSignedIn('Send {"authorization": "Bearer <token>"} in connection_init.')
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        raise NotSignedIn("A WebSocket signed in with the session cookie must come from a page (Origin).")
+    if public_url is not None:
+        same = normalize_origin(origin) == normalize_origin(public_url)
+    else:
+        same = is_same_origin(origin, websocket.headers.get("host"))
+    if not same:
+        raise NotSignedIn("The session cookie is accepted only from this server's own pages.")
+    return cookie
