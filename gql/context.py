@@ -60,8 +60,8 @@ class Context:
 
     @asynccontextmanager
     async def scope(self) -> AsyncIterator[AsyncSession]:
-        """A transaction bound to the caller's school."""
-        async with school_scope(self.db, self.signed_in().school_id) as session:
+        """A transaction bound to the caller's school, its changes made by the caller (for the change feed)."""
+        async with school_scope(self.db, self.signed_in().school_id, self.actor()) as session:
             yield session
 
     def signed_in_now(self, token: str, school_id: uuid.UUID) -> None:

@@ -196,7 +196,7 @@ class Scim:
         return endpoint
 
     def transaction(self, caller: ProvisioningCaller) -> Transaction:
-        return lambda: school_scope(self.db, caller.school_id)
+        return lambda: school_scope(self.db, caller.school_id, caller.actor)
 
     async def page(self, kind: _Resources, caller: ProvisioningCaller, params: Any) -> Response:
         asked = list_query(params)

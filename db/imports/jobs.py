@@ -314,7 +314,7 @@ async def confirm_import(
             )
 
     try:
-        async with school_scope(db, school_id) as session:
+        async with school_scope(db, school_id, actor) as session:
             await require_manual_school(session, school_id)
             await lock_roster(session, school_id)
             roster = await load_roster(session, school_id)
