@@ -24,6 +24,11 @@ class Actor:
     label: str
     request_id: str | None = None
 
+    @property
+    def feed_label(self) -> str:
+        """How the change feed names this actor: ids only (a person's label is their username)."""
+        return f"user:{self.id}" if self.id is not None else self.label
+
 
 async def record_by(
     session: AsyncSession,

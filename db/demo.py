@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.audit import Actor
 from db.models import ClassKind, ClassMembership, SchoolClass, UserType
 from db.passwords import hash_password_async, memorable_password
 from db.schools import create_school, school_id_for_slug
@@ -55,7 +56,7 @@ async def seed_demo(session: AsyncSession, password_file: Path) -> DemoAdmin:
         admin_surname="Admin",
     )
     school_id = school.school_id
-    await bind_school(session, school_id)
+    await bind_school(session, school_id, Actor(id=None, label="rollcall demo"))
     classes: dict[str, SchoolClass] = {}
     for name, kind in [
         ("P3", ClassKind.REGISTRATION),

@@ -1,5 +1,5 @@
-"""Maintenance run by the owner role across every school: the retention purge, failing stale imports, and
-forgetting the typed passwords of import previews that have expired.
+"""Maintenance run by the owner role across every school: the retention purge (deleted users, and change feed
+records), failing stale imports, and forgetting the typed passwords of import previews that have expired.
 
 RLS stays on: each school is bound in turn, as for any request; only the list of schools is the owner's.
 """
@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit
 from db.audit import Actor
+from db.changes import purge_changes
 from db.engine import owner_engine_in_use
 from db.models import ApiToken, AuditEvent, ImportJob, ImportStatus, School, User
 from db.scope import bind_school
@@ -36,12 +37,14 @@ class Purged:
     school_slug: str
     users: int
     import_passwords: int  # expired previews whose typed passwords were removed
+    changes: int = 0  # change feed records older than the school's feed retention
 
 
 class SchoolRow(NamedTuple):
     id: uuid.UUID
     slug: str
     deleted_user_retention_days: int
+    feed_retention_days: int
 
 
 async def in_every_school(owner_url: str, work: Callable[[AsyncSession, SchoolRow], Awaitable[T]]) -> list[T]:
@@ -50,13 +53,15 @@ async def in_every_school(owner_url: str, work: Callable[[AsyncSession, SchoolRo
     async with owner_engine_in_use(owner_url) as sessions:
         async with sessions() as session, session.begin():
             rows = await session.execute(
-                select(School.id, School.slug, School.deleted_user_retention_days).order_by(School.slug)
+                select(
+                    School.id, School.slug, School.deleted_user_retention_days, School.feed_retention_days
+                ).order_by(School.slug)
             )
             schools = [SchoolRow(*row) for row in rows]
         done = []
         for school in schools:
             async with sessions() as session, session.begin():
-                await bind_school(session, school.id)
+                await bind_school(session, school.id, MAINTENANCE)
                 done.append(await work(session, school))
         return done
 
@@ -110,15 +115,18 @@ async def fail_stale_imports_of(session: AsyncSession, school_id: uuid.UUID, *, 
 
 
 async def purge(owner_url: str, *, older_than: timedelta | None = None) -> list[Purged]:
-    """Hard-delete users soft-deleted longer than each school's retention period (or `older_than`), and remove
-    the typed passwords of expired import previews."""
+    """Hard-delete users soft-deleted longer than each school's retention period (or `older_than`), remove the
+    change feed's records older than the school's feed retention, and the typed passwords of expired import
+    previews."""
 
     async def purge_one(session: AsyncSession, school: SchoolRow) -> Purged:
         # `is None`, not `or`: a zero age ("0d", purge every deleted user now) is falsy.
         age = timedelta(days=school.deleted_user_retention_days) if older_than is None else older_than
         count = await purge_school(session, school.id, age)
         forgotten = await forget_expired_import_passwords_of(session, school.id)
-        return Purged(school.slug, count, forgotten)
+        # After the users: the purge's own records (their DELETEs) are new, and stay.
+        changes = await purge_changes(session, school.id, timedelta(days=school.feed_retention_days))
+        return Purged(school.slug, count, forgotten, changes)
 
     return await in_every_school(owner_url, purge_one)
 

@@ -8,11 +8,13 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
     Enum,
     ForeignKeyConstraint,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -106,6 +108,10 @@ class School(Base):
         Boolean, default=False, server_default="false"
     )
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # How long the change feed keeps its records, and the last record `rollcall purge` removed (db/changes.py).
+    feed_retention_days: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
+    feed_purged_xid: Mapped[int | None] = mapped_column(BigInteger)
+    feed_purged_position: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         CheckConstraint("slug ~ '^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$'", name="slug_format"),
@@ -117,6 +123,7 @@ class School(Base):
             name="school_year_ends",
         ),
         CheckConstraint("deleted_user_retention_days BETWEEN 1 AND 3650", name="deleted_user_retention_days"),
+        CheckConstraint("feed_retention_days BETWEEN 1 AND 3650", name="feed_retention_days"),
     )
 
 
@@ -404,6 +411,41 @@ class SignInThrottle(Base):
     window_ends_at: Mapped[datetime] = mapped_column(index=True)
 
 
+class Change(Base):
+    """One record of the change feed, written by triggers (migration 0016) in the transaction of the change it
+    records; read through db/changes.py. Ids only."""
+
+    __tablename__ = "changes"
+
+    school_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    # The writing transaction (pg_current_xact_id()); the feed's order is (xid, position).
+    xid: Mapped[int] = mapped_column(
+        BigInteger, primary_key=True, server_default=text("(pg_current_xact_id()::text)::bigint")
+    )
+    position: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    # The user's or class's id; a membership's user.
+    entity_id: Mapped[uuid.UUID]
+    # A membership's class and kind.
+    class_id: Mapped[uuid.UUID | None]
+    membership_kind: Mapped[str | None] = mapped_column(String(16))
+    operation: Mapped[str] = mapped_column(String(8))
+    at: Mapped[datetime] = mapped_column(server_default=func.now())
+    actor: Mapped[str] = mapped_column(
+        String(200), server_default=text("COALESCE(current_setting('app.actor', true), '')")
+    )
+
+    __table_args__ = (
+        ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),
+        CheckConstraint("kind IN ('USER', 'CLASS', 'MEMBERSHIP')", name="kind"),
+        CheckConstraint("operation IN ('UPSERT', 'DELETE')", name="operation"),
+        CheckConstraint("membership_kind IN ('REGISTRATION', 'TEACHING')", name="membership_kind"),
+        CheckConstraint(
+            "(kind = 'MEMBERSHIP') = (class_id IS NOT NULL)", name="memberships_name_their_class"
+        ),
+    )
+
+
 TENANT_TABLES = (
     "users",
     "classes",
@@ -412,4 +454,5 @@ TENANT_TABLES = (
     "api_tokens",
     "audit_events",
     "import_jobs",
+    "changes",
 )

@@ -24,6 +24,7 @@ SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 PUPIL_MIN_PASSWORD_LENGTHS = range(1, 65)
 RETENTION_DAYS = range(1, 3651)
 SLUG_INDEX = "uq_schools_slug"
+CREATED_BY = Actor(id=None, label="rollcall school create")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +102,7 @@ async def create_school(
         raise _slug_taken(slug)
 
     school_id = uuid.uuid4()
-    await bind_school(session, school_id)
+    await bind_school(session, school_id, CREATED_BY)
     async with unique_or(session, {SLUG_INDEX: lambda: _slug_taken(slug)}):
         session.add(School(id=school_id, slug=slug, name=name, provider=provider))
     admin = await create_user(
@@ -116,7 +117,7 @@ async def create_school(
     )
     await audit.record_by(
         session,
-        Actor(id=None, label="rollcall school create"),
+        CREATED_BY,
         school_id=school_id,
         action="school.created",
         targets=[admin.id],
@@ -148,6 +149,7 @@ class SettingsChange:
     school_year_end_day: int | None = None
     deleted_user_retention_days: int | None = None
     teachers_can_reset_pupil_passwords: bool | None = None
+    feed_retention_days: int | None = None
 
 
 def _out_of(allowed: range, value: int | None, what: str, field: str) -> list[Problem]:
@@ -180,6 +182,12 @@ async def update_settings(
             change.deleted_user_retention_days,
             "How many days deleted users are kept",
             "deletedUserRetentionDays",
+        ),
+        *_out_of(
+            RETENTION_DAYS,
+            change.feed_retention_days,
+            "How many days the change feed is kept",
+            "feedRetentionDays",
         ),
     ]
     if change.school_year_end_month is not None or change.school_year_end_day is not None:

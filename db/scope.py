@@ -13,14 +13,24 @@ from contextlib import asynccontextmanager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.audit import Actor
 from db.engine import Database
 
 _BIND = text("select set_config('app.school_id', :school_id, true)")
+# The actor names whoever makes this transaction's changes in the change feed (migration 0016's triggers read
+# it): set with the school, in the same statement, for the transaction only.
+_BIND_ACTING = text(
+    "select set_config('app.school_id', :school_id, true), set_config('app.actor', :actor, true)"
+)
 _BIND_SLUG = text("select set_config('app.school_slug', :slug, true)")
 
 
-async def bind_school(session: AsyncSession, school_id: uuid.UUID) -> None:
-    await session.execute(_BIND, {"school_id": str(school_id)})
+async def bind_school(session: AsyncSession, school_id: uuid.UUID, actor: Actor | None = None) -> None:
+    """Bind the school to the transaction; `actor`, when given, is who the change feed says made its changes."""
+    if actor is None:
+        await session.execute(_BIND, {"school_id": str(school_id)})
+    else:
+        await session.execute(_BIND_ACTING, {"school_id": str(school_id), "actor": actor.feed_label[:200]})
 
 
 async def bind_school_slug(session: AsyncSession, slug: str) -> None:
@@ -29,10 +39,13 @@ async def bind_school_slug(session: AsyncSession, slug: str) -> None:
 
 
 @asynccontextmanager
-async def school_scope(db: Database, school_id: uuid.UUID) -> AsyncIterator[AsyncSession]:
-    """One transaction bound to `school_id`; committed on success, rolled back on any error."""
+async def school_scope(
+    db: Database, school_id: uuid.UUID, actor: Actor | None = None
+) -> AsyncIterator[AsyncSession]:
+    """One transaction bound to `school_id` (and, for one that writes, to its `actor`); committed on success,
+    rolled back on any error."""
     async with db.sessionmaker() as session, session.begin():
-        await bind_school(session, school_id)
+        await bind_school(session, school_id, actor)
         yield session
 
 
@@ -52,15 +65,23 @@ class SchoolTransactions:
     `school_scope`. `finish()` ends the first if nothing took it: call it when the request's work is done.
     """
 
-    def __init__(self, db: Database, school_id: uuid.UUID, first: AsyncSession | None = None) -> None:
-        self.db, self.school_id, self.first = db, school_id, first
+    def __init__(
+        self,
+        db: Database,
+        school_id: uuid.UUID,
+        first: AsyncSession | None = None,
+        actor: Actor | None = None,
+    ) -> None:
+        # The first transaction has its actor bound already, by the caller lookup (rollcall_caller); later
+        # ones bind `actor` with the school, for the change feed.
+        self.db, self.school_id, self.first, self.actor = db, school_id, first, actor
 
     @asynccontextmanager
     async def scope(self) -> AsyncIterator[AsyncSession]:
         """A transaction bound to the school; committed on success, rolled back on any error."""
         first, self.first = self.first, None
         if first is None:
-            async with school_scope(self.db, self.school_id) as session:
+            async with school_scope(self.db, self.school_id, self.actor) as session:
                 yield session
             return
         try:

@@ -228,6 +228,8 @@ class UserFilter:
     type: UserType | None = None
     class_id: uuid.UUID | None = None
     status: UserStatus = UserStatus.ACTIVE
+    # Users whose own row changed at or after this time (a change's time is its transaction's).
+    updated_since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +282,12 @@ def after_position(
 
 def filter_values(where: UserFilter) -> dict[str, Any]:
     """What user_conditions compares with for a filter, by name: only the parts given."""
-    values = {"type": where.type, "search": search_pattern(where.search), "class_id": where.class_id}
+    values = {
+        "type": where.type,
+        "search": search_pattern(where.search),
+        "class_id": where.class_id,
+        "updated_since": where.updated_since,
+    }
     return {name: value for name, value in values.items() if value is not None}
 
 
@@ -292,6 +299,7 @@ def user_conditions(
     type: Any = None,
     search: Any = None,
     class_id: Any = None,
+    updated_since: Any = None,
 ) -> list[ColumnElement[bool]]:
     """Which users a filter keeps: `search` is search_pattern's ILIKE pattern; a part left None keeps all."""
     conditions = [users.school_id == school_id]
@@ -305,6 +313,8 @@ def user_conditions(
         conditions.append(
             or_(users.username.ilike(search), users.first_name.ilike(search), users.surname.ilike(search))
         )
+    if updated_since is not None:
+        conditions.append(users.updated_at >= updated_since)
     if class_id is not None:
         conditions.append(
             exists().where(

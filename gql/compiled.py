@@ -100,7 +100,13 @@ _ARGUMENTS: dict[tuple[str, str], dict[str, str]] = {
     ("SchoolClass", "members"): {"type": "UserType", "first": "Int", "after": "String"},
 }
 _INPUT_FIELDS: dict[str, dict[str, str]] = {
-    "UserFilter": {"search": "String", "type": "UserType", "classId": "ID", "status": "UserStatus!"},
+    "UserFilter": {
+        "search": "String",
+        "type": "UserType",
+        "classId": "ID",
+        "status": "UserStatus!",
+        "updatedSince": "DateTime",
+    },
     "UserOrder": {"field": "UserOrderField!", "descending": "Boolean!"},
 }
 _ENUM_VALUES: dict[str, frozenset[str]] = {
@@ -418,6 +424,7 @@ class _Translator:
             type=_user_type(given.get("type")),
             status=UserStatus(given.get("status") or UserStatus.ACTIVE),
             class_id=parse_id(class_id, field="classId") if class_id is not None else None,
+            updated_since=given.get("updatedSince"),
         )
         return sql.users_page(
             where,

@@ -75,13 +75,14 @@ class Context:
 
     @asynccontextmanager
     async def scope(self) -> AsyncIterator[AsyncSession]:
-        """A transaction bound to the caller's school; the request's first runs in the caller's own."""
+        """A transaction bound to the caller's school, its changes made by the caller (for the change feed); the
+        request's first runs in the transaction the caller was found in."""
         school_id = self.signed_in().school_id
         if self.transactions is not None and self.transactions.school_id == school_id:
             async with self.transactions.scope() as session:
                 yield session
             return
-        async with school_scope(self.db, school_id) as session:
+        async with school_scope(self.db, school_id, self.actor()) as session:
             yield session
 
     async def database(self) -> Database:

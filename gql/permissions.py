@@ -62,6 +62,13 @@ class IsAdmin(BasePermission):
         return _let_through(policies.require_admin, info)
 
 
+class CanFollowChanges(BasePermission):
+    """Admins, or an app whose API token has the ROSTER_READ scope: the change feed."""
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        return _let_through(policies.require_feed_reader, info)
+
+
 class CanReadRoster(BasePermission):
     """Teachers, or an app whose API token has the ROSTER_READ scope."""
 

@@ -114,12 +114,18 @@ class UserFilter:
     type: UserType | None = None
     class_id: strawberry.ID | None = None
     status: UserStatus = domain.UserStatus.ACTIVE
+    updated_since: datetime | None = strawberry.field(
+        default=None,
+        description="Users whose own fields changed at or after this time (deletions too, with status ALL). "
+        "Class moves and purges are only in the change feed (`changes`), which never misses a change.",
+    )
 
     def to_domain(self) -> domain.UserFilter:
         return domain.UserFilter(
             search=self.search,
             type=self.type,
             status=self.status,
+            updated_since=self.updated_since,
             class_id=parse_id(self.class_id, field="classId") if self.class_id is not None else None,
         )
 

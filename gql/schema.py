@@ -31,6 +31,7 @@ from strawberry.types import ExecutionContext
 from db.schools import get_school
 from gql.api_tokens import ApiTokenMutations, ApiTokenQueries
 from gql.audit import AuditEventQueries
+from gql.changes import ChangeQueries
 from gql.classes import ClassMutations, ClassQueries
 from gql.context import Info
 from gql.cost import FragmentExpansionLimiter, QueryCostLimiter
@@ -75,6 +76,7 @@ Query = merge_types(
         ImportQueries,
         LoginCardQueries,
         NodeQueries,
+        ChangeQueries,
     ),
 )
 Mutation = merge_types(

@@ -33,6 +33,10 @@ class School:
         permission_classes=[IsStaff],
         description="Whether teachers may reset the passwords of the pupils in their classes.",
     )
+    feed_retention_days: int = strawberry.field(
+        permission_classes=[IsAdmin],
+        description="How long the change feed keeps its records; an older cursor must resync.",
+    )
 
     @classmethod
     def from_row(cls, row: models.School) -> School:
@@ -47,6 +51,7 @@ class School:
             school_year_end_day=row.school_year_end_day,
             deleted_user_retention_days=row.deleted_user_retention_days,
             teachers_can_reset_pupil_passwords=row.teachers_can_reset_pupil_passwords,
+            feed_retention_days=row.feed_retention_days,
         )
 
 
@@ -64,6 +69,9 @@ class SchoolSettingsInput:
     teachers_can_reset_pupil_passwords: strawberry.Maybe[bool] = strawberry.field(
         description="Let teachers reset the passwords of the pupils in their classes."
     )
+    feed_retention_days: strawberry.Maybe[int] = strawberry.field(
+        description="1 to 3650: how many days the change feed keeps its records."
+    )
 
     def to_domain(self) -> schools.SettingsChange:
         given_values: dict[str, Any] = {
@@ -75,6 +83,7 @@ class SchoolSettingsInput:
                 ("school_year_end_day", self.school_year_end_day),
                 ("deleted_user_retention_days", self.deleted_user_retention_days),
                 ("teachers_can_reset_pupil_passwords", self.teachers_can_reset_pupil_passwords),
+                ("feed_retention_days", self.feed_retention_days),
             )
             if given is not None
         }

@@ -158,7 +158,13 @@ class Scim:
         if secret is None:
             raise ScimError(401, "Send the school's provisioning token: Authorization: Bearer <token>.")
         caller, first = await caller_and_transaction(self.db, secret, self.policy)
-        transactions = SchoolTransactions(self.db, caller.school_id, first) if caller is not None else None
+        transactions = (
+            SchoolTransactions(
+                self.db, caller.school_id, first, policies.actor_of(caller, request.state.request_id)
+            )
+            if caller is not None
+            else None
+        )
         # The provider is read in the transaction the token was checked in, which the handler then uses.
         try:
             app = policies.require_provider(caller)

@@ -110,6 +110,17 @@ def require_roster_reader(caller: Caller | None) -> Caller:
             return person
 
 
+def require_feed_reader(caller: Caller | None) -> Caller:
+    """Who may follow the change feed: a school admin, or an app whose API token has the ROSTER_READ scope."""
+    match _signed_in(caller):
+        case App() as app:
+            if ApiScope.ROSTER_READ not in app.scopes:
+                raise Denied(Refusal.FORBIDDEN, "This API token may not read the roster.")
+            return app
+        case Person():
+            return require_admin(caller)
+
+
 def require_roster_exporter(caller: Caller | None) -> Person:
     """Who may download the school's users as a CSV file: a school admin, and nobody else."""
     match _signed_in(caller):

@@ -326,6 +326,41 @@ async def test_filters_answer_the_same_both_ways(
     assert_in_order(usernames, ORDERS["SURNAME"], descending=True)
 
 
+@pytest.mark.parametrize(
+    "since, status, expected",
+    [
+        ("2025-01-01T00:00:00+00:00", "ACTIVE", {"amy.b", "ben.c"}),
+        ("2025-01-01T00:00:00Z", "ALL", {"amy.b", "ben.c", "zed"}),
+        ("2025-06-01T12:00:00+02:00", "ACTIVE", {"ben.c"}),
+        ("2030-01-01T00:00:00+00:00", "ALL", set()),
+    ],
+)
+async def test_updated_since_answers_the_same_both_ways(
+    both: Both,
+    db: Database,
+    school: SchoolFixture,
+    roster: dict[str, str],
+    since: str,
+    status: str,
+    expected: set[str],
+) -> None:
+    async with school_scope(db, school.id) as session:
+        await session.execute(text("update users set updated_at = '2024-09-01 08:30:00+00'"))
+        await session.execute(
+            text("update users set updated_at = '2025-03-01 10:00:00+00' where username in ('amy.b', 'zed')")
+        )
+        await session.execute(
+            text("update users set updated_at = '2025-06-01 10:00:00+00' where username = 'ben.c'")
+        )
+    usernames = await page_through(
+        both, school.admin_token, {"filter": {"updatedSince": since, "status": status}}
+    )
+    assert sorted(usernames) == sorted(expected)
+    literal = f'{{ users(filter: {{updatedSince: "{since}", status: {status}}}) {{ totalCount }} }}'
+    body = await both.ask(literal, token=school.admin_token)
+    assert body["data"]["users"]["totalCount"] == len(expected)
+
+
 async def test_ties_page_one_at_a_time(both: Both, db: Database, school: SchoolFixture) -> None:
     await add_roster(db, school, [(f"twin{i}", "Sam", "Smith", "PUPIL") for i in range(7)])
     for field in ("SURNAME", "FIRST_NAME", "TYPE", "CREATED_AT"):

@@ -42,6 +42,7 @@ PEOPLE = frozenset({PUPIL, TEACHER, ADMIN, OTHER_ADMIN})
 STAFF = frozenset({TEACHER, ADMIN, OTHER_ADMIN})
 ADMINS = frozenset({ADMIN, OTHER_ADMIN})
 ROSTER_READERS = STAFF | {API_TOKEN}
+FEED_READERS = ADMINS | {API_TOKEN}
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,11 @@ OPERATIONS: dict[str, Operation] = {
         lambda world: {"id": world.ids["class"]},
     ),
     "auditEvents": op(ADMINS, "{ auditEvents { edges { node { action } } } }"),
+    "changes": op(
+        FEED_READERS,
+        "{ changes { pageInfo { endCursor } edges { node { kind operation user { id email } schoolClass { id } } } } }",
+    ),
+    "changesCursor": op(FEED_READERS, "{ changesCursor }"),
     "importJob": op(
         ADMINS, "query ($id: ID!) { importJob(id: $id) { id } }", lambda world: {"id": world.ids["nobody"]}
     ),
@@ -217,6 +223,7 @@ RESTRICTED_FIELDS: dict[str, Operation] = {
     "School.schoolYearEndMonth": op(ADMINS, "{ school { schoolYearEndMonth } }"),
     "School.schoolYearEndDay": op(ADMINS, "{ school { schoolYearEndDay } }"),
     "School.deletedUserRetentionDays": op(ADMINS, "{ school { deletedUserRetentionDays } }"),
+    "School.feedRetentionDays": op(ADMINS, "{ school { feedRetentionDays } }"),
     "School.teachersCanResetPupilPasswords": op(STAFF, "{ school { teachersCanResetPupilPasswords } }"),
     "User.email": op(ROSTER_READERS, "{ users { edges { node { email } } } }"),
     "SchoolClass.memberCount": op(ROSTER_READERS, "{ classes { memberCount } }"),

@@ -196,7 +196,13 @@ class RollcallGraphQL(GraphQLOverHTTP, ServedGraphiQL, GraphQL[Context, None]):
         ):
             raise HTTPException(403, f"File uploads need a bearer token or the {CSRF_HEADER} header.")
         caller, first = await request_caller_and_transaction(request, self.db, self.session_policy)
-        transactions = SchoolTransactions(self.db, caller.school_id, first) if caller is not None else None
+        transactions = (
+            SchoolTransactions(
+                self.db, caller.school_id, first, policies.actor_of(caller, request.state.request_id)
+            )
+            if caller is not None
+            else None
+        )
         try:
             policies.require_not_provider(caller)
         except policies.Denied as error:

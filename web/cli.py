@@ -147,7 +147,8 @@ def _purge(urls: DatabaseUrls, args: argparse.Namespace) -> None:
     for school in asyncio.run(purge(urls.owner, older_than=older_than)):
         print(
             f"{school.school_slug}: {school.users} users purged, "
-            f"typed passwords removed from {school.import_passwords} expired import previews"
+            f"typed passwords removed from {school.import_passwords} expired import previews, "
+            f"{school.changes} change feed records removed"
         )
 
 

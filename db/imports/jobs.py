@@ -319,7 +319,7 @@ async def confirm_import(
             )
 
     try:
-        async with school_scope(db, school_id) as session:
+        async with school_scope(db, school_id, actor) as session:
             await require_manual_school(session, school_id)
             draft = plan_import(
                 rows, columns, await load_roster(session, school_id), remove_missing_pupils=remove_missing
