@@ -319,13 +319,13 @@ async def confirm_import(
             )
 
     try:
-        async with school_scope(db, school_id, actor) as session:
+        async with school_scope(db, school_id) as session:
             await require_manual_school(session, school_id)
             draft = plan_import(
                 rows, columns, await load_roster(session, school_id), remove_missing_pupils=remove_missing
             )
         hashed = await _hash_all(_passwords_wanted(draft), progress) if not draft.has_errors else _Hashed()
-        async with school_scope(db, school_id) as session:
+        async with school_scope(db, school_id, actor) as session:
             await require_manual_school(session, school_id)
             await lock_roster(session, school_id)
             roster = await load_roster(session, school_id)
