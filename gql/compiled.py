@@ -172,8 +172,8 @@ class Plan:
     # With no variables the statement is fixed, bar the school ($1): its text and its other parameters.
     fixed: tuple[str, list[Any]] | None
     fragments: dict[str, FragmentDefinitionNode]
-    # Whether root fields of BESIDE may be asked for (then the root is collected anew per request).
-    beside: bool
+    # With no variables and root fields of BESIDE asked for: the root, collected once.
+    fixed_root: Root | None
 
 
 class CompiledReads:
@@ -366,7 +366,7 @@ class CompiledReads:
     def _statement(self, plan: Plan, variables: dict[str, Any]) -> tuple[str, list[Any], Root | None]:
         """The statement and its parameters but the school ($1); the root, unless the statement is fixed."""
         if plan.fixed is not None:
-            return (*plan.fixed, None)
+            return (*plan.fixed, plan.fixed_root)
         coerced = get_variable_values(
             self.graphql_schema, plan.operation.variable_definitions or (), variables
         )
@@ -413,14 +413,15 @@ class CompiledReads:
             )
             if not checked.selection:
                 return None  # nothing here for this path: the view answers the whole of it
-            fixed = None
-            if not operation.variable_definitions and not checked.beside:
+            fixed, fixed_root = None, None
+            if not operation.variable_definitions:
                 root = _Translator(self.graphql_schema, self.permissions, None, fragments, fixed=True).root(
                     operation.selection_set
                 )
                 # The school is always $1: kept apart, it is filled in per request.
                 statement, params = sql.statement(uuid.UUID(int=0), root.selection)
                 fixed = (statement, params[1:])
+                fixed_root = root if root.beside else None
         except (Unsupported, DomainError, GraphQLError, ValueError):
             return None
         name = operation.name.value if operation.name else None
@@ -431,7 +432,7 @@ class CompiledReads:
             permissions=tuple(dict.fromkeys(used)),
             fixed=fixed,
             fragments=fragments,
-            beside=bool(checked.beside),
+            fixed_root=fixed_root,
         )
 
 

@@ -1,8 +1,9 @@
 """The compiled read path answers exactly as Strawberry does, in one SQL statement, for the same callers only.
 
 Every query here is sent twice: to the app under test (compiled reads on) and to a second app over the same
-database with them off. The answers must be the same JSON; and the compiled one must have been one statement
-after the school was bound (or, for what the compiled path does not answer, none).
+database with them off. The answers must be the same JSON, keys in the same order; and the compiled one must
+have been one statement after the school was bound (then, with `me` or `school` beside, Strawberry's own), or,
+for what the compiled path does not answer, none.
 """
 
 from __future__ import annotations
