@@ -47,6 +47,7 @@ from graphql import (
     InlineFragmentNode,
     OperationDefinitionNode,
     OperationType,
+    SelectionNode,
     SelectionSetNode,
     get_named_type,
     get_operation_ast,
@@ -532,8 +533,9 @@ class _Translator:
         if condition != parent.name:
             raise Unsupported(f"a fragment on {condition} in {parent.name}")
 
-    def included(self, node: FieldNode | InlineFragmentNode | FragmentSpreadNode | Any) -> bool:
-        directives = getattr(node, "directives", None) or ()
+    def included(self, node: SelectionNode) -> bool:
+        """Whether @skip and @include leave the selection in (while checking, every selection is in)."""
+        directives = node.directives or ()
         if not directives:
             return True
         if any(directive.name.value not in ("skip", "include") for directive in directives):
