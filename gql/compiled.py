@@ -79,7 +79,7 @@ from gql import compiled_sql as sql
 from gql.cost import FragmentExpansionLimiter, QueryCostLimiter, query_cost, too_complex, too_costly
 from gql.ids import parse_id
 from tenants import policies
-from tenants.callers import Caller, resolve_caller
+from tenants.callers import Caller, Person, resolve_caller
 from web.http_auth import refuse_secrets_in_url, session_secret
 from web.telemetry import OperationMetrics, observe_operation
 
@@ -93,6 +93,8 @@ MAX_QUERY_BYTES = 16 * 1024
 _FIELDS: dict[tuple[str, str], str] = {
     ("Query", "users"): "users",
     ("Query", "classes"): "classes",
+    ("Query", "me"): "me",
+    ("Query", "school"): "school",
     ("UserConnection", "edges"): "edges",
     ("UserConnection", "pageInfo"): "pageInfo",
     ("UserConnection", "totalCount"): "totalCount",
@@ -106,6 +108,7 @@ _FIELDS: dict[tuple[str, str], str] = {
     ("SchoolClass", "members"): "members",
     **{("User", name): "column" for name in sql.USER_COLUMNS},
     **{("SchoolClass", name): "column" for name in sql.CLASS_COLUMNS},
+    **{("School", name): "column" for name in sql.SCHOOL_COLUMNS},
 }
 # What the translator reads besides fields: each field's arguments, each input type's fields (by name, with
 # their types as the schema prints them) and each enum's values. At start-up a field whose arguments, input
@@ -126,10 +129,11 @@ _ENUM_VALUES: dict[str, frozenset[str]] = {
     "ClassKind": frozenset({"REGISTRATION", "TEACHING"}),
     "UserStatus": frozenset({"ACTIVE", "DELETED", "ALL"}),
     "UserOrderField": frozenset({"USERNAME", "FIRST_NAME", "SURNAME", "TYPE", "CREATED_AT"}),
+    "Provider": frozenset({"MANUAL", "C2K", "HWB", "GLOW"}),
 }
-# Root fields Strawberry answers beside compiled ones in the same request, through their own resolvers and
-# permission classes; their answers are merged into `data` in document order. Small reads only: each is run
-# after the compiled statement, with the same caller.
+# Small root fields that, when the statement cannot answer them (say, `me { email }`), Strawberry answers
+# beside the compiled ones in the same request, through their own resolvers and permission classes; their
+# answers are merged into `data` in document order. Each is run after the statement, for the same caller.
 BESIDE = frozenset({"me", "school"})
 # Schema extensions whose work the compiled path does too (or that only act on errors, which it never has).
 _KNOWN_EXTENSIONS = (
@@ -297,7 +301,9 @@ class CompiledReads:
                     return None
                 # A statement that reads no table (`{ __typename }`) takes no school either.
                 school = (caller.school_id,) if "$1" in statement else ()
-                result = await connection.exec_driver_sql(statement, (*school, *params))
+                user_id = caller.user_id if isinstance(caller, Person) else None
+                given = (user_id if param is sql.CALLER else param for param in params)
+                result = await connection.exec_driver_sql(statement, (*school, *given))
                 return cast(str, result.scalar_one())
 
         try:
@@ -474,10 +480,15 @@ class _Translator:
         beside: list[FieldNode] = []
         collected = self.collect(query, [selection_set])
         for key, nodes in collected.items():
-            if nodes[0].name.value in BESIDE:
-                beside += nodes
-            else:
+            if nodes[0].name.value not in BESIDE:
                 chosen.append((key, self.field(query, nodes)))
+                continue
+            asked = len(self.used)
+            try:
+                chosen.append((key, self.field(query, nodes)))
+            except Unsupported:
+                del self.used[asked:]  # Strawberry applies its permission classes
+                beside += nodes
         return Root(keys=tuple(collected), selection=tuple(chosen), beside=tuple(beside))
 
     def selection(
@@ -570,6 +581,10 @@ class _Translator:
                 return sql.Users(self.users_page(definition, node), below())
             case "members":
                 return sql.Users(self.members_page(definition, node), below(), of_class=True)
+            case "me":
+                return sql.Me(below())
+            case "school":
+                return sql.School(below())
             case "classes":
                 kind = self.arguments(definition, node).get("kind")
                 return sql.Classes(ClassKind(kind) if kind is not None else None, below())

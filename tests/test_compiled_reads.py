@@ -445,7 +445,7 @@ async def test_what_it_does_not_answer_goes_to_strawberry(
 ) -> None:
     token = school.admin_token
     asked: list[tuple[str, dict[str, Any]]] = [
-        ("{ school { name } me { id } }", {}),
+        ("{ me { email } }", {}),
         ("query ($id: ID!) { users { totalCount } user(id: $id) { username } }", {"id": roster["amy.b"]}),
         ("{ users { totalCount } __schema { queryType { name } } }", {}),
         ("{ __schema { queryType { name } } }", {}),
@@ -552,7 +552,7 @@ async def test_the_plan_cache_is_bounded(db: Database) -> None:
     reads = CompiledReads(GraphQL(build_schema()), db, POLICY)
     for i in range(PLAN_CACHE_SIZE + 10):
         assert reads.plan(f"{{ users(first: {i % 500 + 1}) {{ totalCount }} }}", None) is not None
-    assert reads.plan("{ school { name } }", None) is None
+    assert reads.plan("{ me { email } }", None) is None
     assert len(reads.plans) == PLAN_CACHE_SIZE
 
 
@@ -717,7 +717,13 @@ async def test_skip_and_include(
       school @include(if: $more) { name }
     }
     fragment Rows on UserConnection { edges { node { id @skip(if: $more) surname } } }"""
-    await both.ask(query, variables, token=school.admin_token, beside=variables["more"])
+    await both.ask(query, variables, token=school.admin_token)
+    await both.ask(
+        query.replace("school @include", "me @include(if: $more) { email } school @include"),
+        variables,
+        token=school.admin_token,
+        beside=variables["more"],
+    )
     await both.ask(
         "{ users { totalCount @skip(if: true) edges @include(if: false) { cursor } } }",
         token=school.admin_token,
@@ -726,57 +732,76 @@ async def test_skip_and_include(
 
 ME = "me { ...Me } "
 ME_FRAGMENT = " fragment Me on User { __typename id username isAdmin registrationClass { name } }"
+# A field of the user's the statement does not read: `me` is then answered by Strawberry, beside.
+ME_BESIDE = " fragment Me on User { __typename id username email isAdmin registrationClass { name } }"
 
 
+@pytest.mark.parametrize("me", [ME_FRAGMENT, ME_BESIDE], ids=["compiled", "beside"])
 async def test_me_and_school_beside_the_users_table(
-    both: Both, db: Database, school: SchoolFixture, roster: dict[str, str]
+    both: Both, db: Database, school: SchoolFixture, roster: dict[str, str], me: str
 ) -> None:
     page = "users(first: 50, orderBy: {field: SURNAME}) { ...UsersTable }"
     table = SCREEN.split("\n}\n", 1)[1]
+    beside = me == ME_BESIDE
+    everything = """school { __typename id slug name provider pupilMinPasswordLength qrSignInEnabled
+                             schoolYearEndMonth schoolYearEndDay deletedUserRetentionDays
+                             teachersCanResetPupilPasswords }"""
     for query in (
-        f"{{ {ME} school {{ id name slug __typename }} {page} }}{table}{ME_FRAGMENT}",
-        f"{{ {page} {ME} }}{table}{ME_FRAGMENT}",
-        f"{{ school {{ name }} {page} who: {ME} classes {{ name }} __typename }}{table}{ME_FRAGMENT}",
+        f"{{ {ME} school {{ id name slug __typename }} {page} }}{table}{me}",
+        f"{{ {page} {ME} }}{table}{me}",
+        f"{{ school {{ name }} {page} who: {ME} classes {{ name }} __typename }}{table}{me}",
         (
             f"query Launchpad {{ ...Screen }} fragment Screen on Query {{ {ME} school {{ name }} {page} }}"
-            f"{table}{ME_FRAGMENT}"
+            f"{table}{me}"
         ),
-        f"{{ school {{ name }} {page} school {{ slug }} }}{table}",
+        f"{{ {everything} {page} {ME} }}{table}{me}",
     ):
-        body = await both.ask(query, token=school.admin_token, beside=True)
+        body = await both.ask(query, token=school.admin_token, beside=beside)
         assert body["data"]["users"]["totalCount"] == len(PEOPLE)
+    assert body["data"]["school"]["slug"] == school.slug and body["data"]["school"]["provider"] == "MANUAL"
+    body = await both.ask(
+        f"{{ school {{ name }} {page} school {{ slug }} }}{table}", token=school.admin_token
+    )
     assert body["data"]["school"] == {"name": f"School {school.slug}", "slug": school.slug}
     order = await both.ask(
-        f"{{ school {{ name }} {page} {ME} }}{table}{ME_FRAGMENT}", token=school.admin_token, beside=True
+        f"{{ school {{ name }} {page} {ME} }}{table}{me}", token=school.admin_token, beside=beside
     )
     assert list(order["data"]) == ["school", "users", "me"]
     assert order["data"]["me"]["id"] == str(school.admin_id)
     teacher = await sign_in_as(db, school, uuid.UUID(roster["dev.p"]))
-    mine = await both.ask(f"{{ {ME} {page} }}{table}{ME_FRAGMENT}", token=teacher, beside=True)
+    mine = await both.ask(f"{{ {ME} {page} }}{table}{me}", token=teacher, beside=beside)
     assert mine["data"]["me"]["username"] == "dev.p"
+    # `me` on its own, for anyone signed in.
+    pupil = await sign_in_as(db, school, uuid.UUID(roster["amy.b"]))
+    body = await both.ask(
+        "{ me { id username teachingClasses { name } registrationClass { name } } }", token=pupil
+    )
+    assert body["data"]["me"]["username"] == "amy.b"
 
 
-async def test_errors_beside_are_strawberry_s_own(
+async def test_refusals_beside_are_strawberry_s_own(
     both: Both, db: Database, school: SchoolFixture, roster: dict[str, str]
 ) -> None:
     teacher = await sign_in_as(db, school, uuid.UUID(roster["dev.p"]))
     app = await make_api_token(db, school)
     # A field only admins may read: school is non-null, so data is null, as Strawberry says.
     refused = await both.ask(
-        "{ users { totalCount }\n  school { name schoolYearEndMonth } }", token=teacher, beside=True
+        "{ users { totalCount }\n  school { name schoolYearEndMonth } }", token=teacher, compiled=False
     )
     assert refused["data"] is None
     [error] = refused["errors"]
     assert error["path"] == ["school", "schoolYearEndMonth"] and error["extensions"]["code"] == "FORBIDDEN"
     assert error["locations"] == [{"line": 2, "column": 17}]
-    # An app is no person: `me` is null, and `school` is refused.
-    body = await both.ask("{ me { id } users { totalCount } }", token=app, beside=True)
+    # An app is no person: `me` is null (in the statement, or beside), and `school` is refused.
+    body = await both.ask("{ me { id } users { totalCount } }", token=app)
+    assert body["data"] == {"me": None, "users": {"totalCount": len(PEOPLE)}}
+    body = await both.ask("{ me { email } users { totalCount } }", token=app, beside=True)
     assert body["data"] == {"me": None, "users": {"totalCount": len(PEOPLE)}}
     body = await both.ask(
         "query ($first: Int) { users(first: $first) { totalCount } ...S } fragment S on Query { school { name } }",
         {"first": 2},
         token=app,
-        beside=True,
+        compiled=False,
     )
     assert body["data"] is None and body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
     assert body["errors"][0]["locations"] == [{"line": 1, "column": 88}]
@@ -787,12 +812,16 @@ async def test_a_school_beside_is_the_caller_s_own(
 ) -> None:
     other = await make_school(owner_engine, db)
     query = "{ school { id slug } users(first: 100) { totalCount edges { node { id } } } me { id } }"
-    ours = await both.ask(query, token=school.admin_token, beside=True)
-    theirs = await both.ask(query, token=other.admin_token, beside=True)
-    assert ours["data"]["school"]["id"] == str(school.id) and theirs["data"]["school"]["id"] == str(other.id)
-    assert theirs["data"]["me"]["id"] == str(other.admin_id)
-    assert [edge["node"]["id"] for edge in theirs["data"]["users"]["edges"]] == [str(other.admin_id)]
-    assert ours["data"]["users"]["totalCount"] == len(PEOPLE)
+    for beside in (False, True):
+        if beside:
+            query = query.replace("me { id }", "me { id email }")
+        ours = await both.ask(query, token=school.admin_token, beside=beside)
+        theirs = await both.ask(query, token=other.admin_token, beside=beside)
+        assert ours["data"]["school"]["id"] == str(school.id)
+        assert theirs["data"]["school"]["id"] == str(other.id)
+        assert theirs["data"]["me"]["id"] == str(other.admin_id)
+        assert [edge["node"]["id"] for edge in theirs["data"]["users"]["edges"]] == [str(other.admin_id)]
+        assert ours["data"]["users"]["totalCount"] == len(PEOPLE)
     # Whoever the compiled fields refuse gets the whole answer from Strawberry.
     pupil = await sign_in_as(db, school, uuid.UUID(roster["amy.b"]))
     with counting_statements(both.engine) as statements:
