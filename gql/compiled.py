@@ -5,9 +5,9 @@ table and classes, see gql.compiled_sql) is parsed and validated as Strawberry w
 into one statement, and run in the caller's school scope; the text PostgreSQL returns is the response body.
 Fragments (named and inline, on the type they are spread in), @skip and @include, and the same response key
 asked for more than once are collected as GraphQL's CollectFields collects them, so the statement's keys
-come in the order Strawberry gives them. The small root fields beside (`me`, `school`) are answered by
-Strawberry itself, their resolvers and permission classes and errors as always, and merged in document
-order. Anything else (mutations, other fields, fragments on an interface or union, other directives, bad
+come in the order Strawberry gives them. `me` and `school` are read by the statement too; one whose
+selection it cannot read (`me { email }`) is answered by Strawberry itself, its resolvers, permission
+classes and errors as always, and merged in document order. Anything else (mutations, other fields, fragments on an interface or union, other directives, bad
 arguments or cursors, callers the fields' own permission classes turn away, any failure at all) goes to the
 Strawberry view untouched, which answers it exactly as it would have without this module.
 """
