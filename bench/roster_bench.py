@@ -79,6 +79,18 @@ POLICY = SessionPolicy(idle=timedelta(hours=1), lifetime=timedelta(hours=12))
 
 ROSTER = """{ users(first: 50, orderBy: {field: SURNAME}) { totalCount
   edges { node { id username firstName surname type registrationClass { name } } } } }"""
+# The same page as a front end writes it: colocated fragments (the same JSON as ROSTER), and with the signed-in
+# user and their school beside it.
+ROSTER_FRAGMENTS = """
+fragment UsersTable on UserConnection { totalCount edges { node { ...UserRow } } }
+fragment UserRow on User { id username firstName surname type registrationClass { name } }"""
+ROSTER_FRAGMENT = (
+    "query Roster { users(first: 50, orderBy: {field: SURNAME}) { ...UsersTable } }" + ROSTER_FRAGMENTS
+)
+ROSTER_SCREEN = (
+    "query Launchpad { me { id username firstName surname type isAdmin } school { id name slug }\n"
+    "  users(first: 50, orderBy: {field: SURNAME}) { ...UsersTable } }" + ROSTER_FRAGMENTS
+)
 PAGE_500 = """{ users(first: 500, orderBy: {field: SURNAME}) { pageInfo { hasNextPage endCursor }
   edges { node { id username firstName surname type teachingClasses { name } } } } }"""
 TYPENAME = "{ __typename }"
@@ -505,6 +517,12 @@ def rows(tokens: Tokens) -> dict[str, Load]:
     session = {"Authorization": f"Bearer {tokens.admin_session}"}
     return {
         ROSTER_ROW: Load.fixed("/graphql", graphql_body(ROSTER), session),
+        "roster page with fragments, session token": Load.fixed(
+            "/graphql", graphql_body(ROSTER_FRAGMENT), session
+        ),
+        "roster page with fragments, me and school beside, session token": Load.fixed(
+            "/graphql", graphql_body(ROSTER_SCREEN), session
+        ),
         "{ __typename }, session token": Load.fixed("/graphql", graphql_body(TYPENAME), session),
         "{ __typename }, API token": Load.fixed(
             "/graphql", graphql_body(TYPENAME), {"Authorization": f"Bearer {tokens.api_token}"}
@@ -550,6 +568,16 @@ def same_answers(rollcall: Server, floor: Server, tokens: Tokens) -> None:
                 floor.url + path, json={}, headers={"X-Bench-School": tokens.roster_school}
             ).json()
             assert ours == bare, f"the floor's {path} differs from what /graphql answers"
+        headers = {"Authorization": f"Bearer {tokens.admin_session}"}
+        bare = http.post(
+            floor.url + "/roster", json={}, headers={"X-Bench-School": tokens.roster_school}
+        ).json()
+        written = http.post(
+            rollcall.url + "/graphql", json={"query": ROSTER_FRAGMENT}, headers=headers
+        ).json()
+        assert written == bare, "the page written with fragments differs from the floor's"
+        screen = http.post(rollcall.url + "/graphql", json={"query": ROSTER_SCREEN}, headers=headers).json()
+        assert "errors" not in screen and screen["data"]["users"] == bare["data"]["users"], screen
 
 
 def pooler_stats(bouncer: PgBouncer) -> tuple[int, int]:

@@ -1,20 +1,28 @@
 """The compiled read path: roster queries answered by ONE SQL statement whose JSON PostgreSQL builds.
 
-Every POST to /graphql passes through here first. A query made only of fields this module knows (the users
+Every POST to /graphql passes through here first. A query made of fields this module knows (the users
 table and classes, see gql.compiled_sql) is parsed and validated as Strawberry would (same limits), translated
 into one statement, and run in the caller's school scope; the text PostgreSQL returns is the response body.
-Anything else (mutations, other fields, fragments, directives, bad arguments or cursors, callers the
-fields' own permission classes turn away, any failure at all) goes to the Strawberry view untouched, which
-answers it exactly as it would have without this module.
+Fragments (named and inline, on the type they are spread in), @skip and @include, and the same response key
+asked for more than once are collected as GraphQL's CollectFields collects them, so the statement's keys
+come in the order Strawberry gives them. `me` and `school` are read by the statement too; one whose
+selection it cannot read (`me { email }`) is answered by Strawberry itself, its resolvers, permission
+classes and errors as always, and merged in document order. Anything else (mutations, other fields, fragments on an interface or union, other directives, bad
+arguments or cursors, callers the fields' own permission classes turn away, any failure at all) goes to the
+Strawberry view untouched, which answers it exactly as it would have without this module.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
+import json
 import logging
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, cast
@@ -24,31 +32,43 @@ from cross_web import HTTPException
 from graphql import (
     DocumentNode,
     FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
     GraphQLEnumType,
     GraphQLError,
     GraphQLField,
+    GraphQLIncludeDirective,
     GraphQLInputObjectType,
     GraphQLInputType,
     GraphQLObjectType,
     GraphQLOutputType,
     GraphQLSchema,
+    GraphQLSkipDirective,
+    InlineFragmentNode,
     OperationDefinitionNode,
     OperationType,
+    SelectionNode,
     SelectionSetNode,
     get_named_type,
     get_operation_ast,
     parse,
 )
-from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
+from graphql.execution.values import (
+    VariableValues,
+    get_argument_values,
+    get_directive_values,
+    get_variable_values,
+)
 from graphql.validation import ASTValidationRule, specified_rules
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
-from strawberry.extensions import AddValidationRules, MaskErrors, MaxTokensLimiter
+from strawberry.extensions import AddValidationRules, MaskErrors, MaxTokensLimiter, SchemaExtension
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.schema.schema import validate_document
+from strawberry.types.graphql import OperationType as StrawberryOperationType
 
 from db.engine import Database, retry_if_disconnected
 from db.errors import DomainError
@@ -60,7 +80,7 @@ from gql.cost import FragmentExpansionLimiter, QueryCostLimiter, query_cost, too
 from gql.documents import CachedDocuments
 from gql.ids import parse_id
 from tenants import policies
-from tenants.callers import Caller, resolve_caller
+from tenants.callers import Caller, Person, resolve_caller
 from web.graphql_http import response_media_type
 from web.http_auth import refuse_secrets_in_url, session_secret
 from web.telemetry import OperationMetrics, observe_operation
@@ -75,6 +95,8 @@ MAX_QUERY_BYTES = 16 * 1024
 _FIELDS: dict[tuple[str, str], str] = {
     ("Query", "users"): "users",
     ("Query", "classes"): "classes",
+    ("Query", "me"): "me",
+    ("Query", "school"): "school",
     ("UserConnection", "edges"): "edges",
     ("UserConnection", "pageInfo"): "pageInfo",
     ("UserConnection", "totalCount"): "totalCount",
@@ -88,6 +110,7 @@ _FIELDS: dict[tuple[str, str], str] = {
     ("SchoolClass", "members"): "members",
     **{("User", name): "column" for name in sql.USER_COLUMNS},
     **{("SchoolClass", name): "column" for name in sql.CLASS_COLUMNS},
+    **{("School", name): "column" for name in sql.SCHOOL_COLUMNS},
 }
 # What the translator reads besides fields: each field's arguments, each input type's fields (by name, with
 # their types as the schema prints them) and each enum's values. At start-up a field whose arguments, input
@@ -114,7 +137,12 @@ _ENUM_VALUES: dict[str, frozenset[str]] = {
     "ClassKind": frozenset({"REGISTRATION", "TEACHING"}),
     "UserStatus": frozenset({"ACTIVE", "DELETED", "ALL"}),
     "UserOrderField": frozenset({"USERNAME", "FIRST_NAME", "SURNAME", "TYPE", "CREATED_AT"}),
+    "Provider": frozenset({"MANUAL", "C2K", "HWB", "GLOW"}),
 }
+# Small root fields that, when the statement cannot answer them (say, `me { email }`), Strawberry answers
+# beside the compiled ones in the same request, through their own resolvers and permission classes; their
+# answers are merged into `data` in document order. Each is run after the statement, for the same caller.
+BESIDE = frozenset({"me", "school"})
 # Schema extensions whose work the compiled path does too (or that only act on errors, which it never has).
 _KNOWN_EXTENSIONS = (
     AddValidationRules,
@@ -131,6 +159,23 @@ class Unsupported(Exception):
     """Not something this path answers: the Strawberry view does."""
 
 
+# The document of the root fields answered beside a compiled read, for the execution under way in this task.
+_preset: ContextVar[DocumentNode | None] = ContextVar("rollcall_beside_document", default=None)
+
+
+class _PresetDocument(SchemaExtension):
+    """Gives Strawberry the root fields beside a compiled read as a document already parsed (its nodes are the
+    request's own, so errors point at the request's lines and columns) and already validated (as part of the
+    whole document, with every rule and limit)."""
+
+    def on_operation(self) -> Iterator[None]:
+        document = _preset.get()
+        if document is not None:
+            self.execution_context.graphql_document = document
+            self.execution_context.pre_execution_errors = []  # validated: nothing to add
+        yield
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     document: DocumentNode
@@ -140,6 +185,9 @@ class Plan:
     permissions: tuple[type[BasePermission], ...]
     # With no variables the statement is fixed, bar the school ($1): its text and its other parameters.
     fixed: tuple[str, list[Any]] | None
+    fragments: dict[str, FragmentDefinitionNode]
+    # With no variables and root fields of BESIDE asked for: the root, collected once.
+    fixed_root: Root | None
 
 
 class CompiledReads:
@@ -165,6 +213,13 @@ class CompiledReads:
                 )
                 self.enabled = False
         self.permissions = self._field_permissions()
+        # The same schema for the fields beside a compiled read, with the document preset; the operation is
+        # timed as a whole here, not once more by Strawberry.
+        self.beside_schema = copy.copy(schema)
+        self.beside_schema.extensions = (
+            *(extension for extension in schema.extensions if extension is not OperationMetrics),
+            _PresetDocument,
+        )
 
     def _field_permissions(self) -> dict[tuple[str, str], tuple[type[BasePermission], ...]]:
         """The permission classes of each field this path knows; a field with any other extension, or with an
@@ -239,7 +294,7 @@ class CompiledReads:
             refuse_secrets_in_url(request)
             secret = session_secret(request)
             # The school is always $1, filled in once the caller is known.
-            statement, params = self._statement(plan, variables or {})
+            statement, params, root = self._statement(plan, variables or {})
         except (HTTPException, Unsupported, DomainError, GraphQLError, ValueError):
             return None
         if not secret:
@@ -255,7 +310,9 @@ class CompiledReads:
                     return None
                 # A statement that reads no table (`{ __typename }`) takes no school either.
                 school = (caller.school_id,) if "$1" in statement else ()
-                result = await connection.exec_driver_sql(statement, (*school, *params))
+                user_id = caller.user_id if isinstance(caller, Person) else None
+                given = (user_id if param is sql.CALLER else param for param in params)
+                result = await connection.exec_driver_sql(statement, (*school, *given))
                 return cast(str, result.scalar_one())
 
         try:
@@ -266,24 +323,79 @@ class CompiledReads:
             return None
         if text is None:
             return None
-        observe_operation(plan.name, "query", time.perf_counter() - started)
-        # A compiled read always ran: 200, in the media type the client asked for.
-        return Response(text.encode(), media_type=response_media_type(request.headers.get("accept")))
+        if root is not None and root.beside:
+            try:
+                response = await self._beside(request, plan, root, variables, text)
+            except Exception:
+                log.warning(
+                    "the fields beside a compiled read failed; the general path answers", exc_info=True
+                )
+                return None
+        else:
+            # A compiled read always ran: 200, in the media type the client asked for.
+            response = Response(text.encode(), media_type=response_media_type(request.headers.get("accept")))
+        if response is not None:
+            observe_operation(plan.name, "query", time.perf_counter() - started)
+        return response
 
-    def _statement(self, plan: Plan, variables: dict[str, Any]) -> tuple[str, list[Any]]:
-        """The statement and its parameters but the school ($1)."""
+    async def _beside(
+        self, request: Request, plan: Plan, root: Root, variables: dict[str, Any] | None, text: str
+    ) -> Response | None:
+        """The compiled answer with the root fields beside it answered by Strawberry, as the view answers them:
+        its context (the caller found anew), its execution of just those fields (their resolvers, permission
+        classes, masking and logging of errors), its response (headers and cookies the resolvers set)."""
+        operation = OperationDefinitionNode(
+            operation=OperationType.QUERY,
+            name=plan.operation.name,
+            variable_definitions=plan.operation.variable_definitions,
+            directives=(),
+            selection_set=SelectionSetNode(selections=root.beside),
+            loc=plan.operation.loc,
+        )
+        document = DocumentNode(definitions=(operation, *plan.fragments.values()), loc=plan.document.loc)
+        try:
+            sub_response = await self.view.get_sub_response(request)
+            context = await self.view.get_context(request, response=sub_response)
+        except HTTPException:
+            return None  # the view refuses the request as it would have anyway
+        token = _preset.set(document)
+        try:
+            result = await self.beside_schema.execute(
+                None,
+                variable_values=variables,
+                context_value=context,
+                operation_name=plan.name,
+                allowed_operation_types=(StrawberryOperationType.QUERY,),
+            )
+        finally:
+            _preset.reset(token)
+            # The caller's own transaction ends with these fields, as the view's run ends it.
+            await context.finish()
+        response_data = await self.view.process_result(request, result)
+        if result.errors:
+            self.view._handle_errors(result.errors, response_data)
+        data = response_data["data"]
+        if data is not None:
+            compiled = json.loads(text)["data"]
+            response_data["data"] = {
+                key: compiled[key] if key in compiled else data[key] for key in root.keys
+            }
+        return self.view.create_response(response_data=response_data, sub_response=sub_response)
+
+    def _statement(self, plan: Plan, variables: dict[str, Any]) -> tuple[str, list[Any], Root | None]:
+        """The statement and its parameters but the school ($1); the root, unless the statement is fixed."""
         if plan.fixed is not None:
-            return plan.fixed
+            return (*plan.fixed, plan.fixed_root)
         coerced = get_variable_values(
             self.graphql_schema, plan.operation.variable_definitions or (), variables
         )
         if isinstance(coerced, list):
             raise Unsupported("the variables do not fit their definitions")
-        statement, params = sql.statement(
-            uuid.UUID(int=0),
-            _Translator(self.graphql_schema, self.permissions, coerced).root(plan.operation.selection_set),
+        root = _Translator(self.graphql_schema, self.permissions, coerced, plan.fragments).root(
+            plan.operation.selection_set
         )
-        return statement, params[1:]
+        statement, params = sql.statement(uuid.UUID(int=0), root.selection)
+        return statement, params[1:], root
 
     def plan(self, query: str, operation_name: str | None) -> Plan | None:
         """The plan for a document, from a bounded cache; None when the view must answer it."""
@@ -308,17 +420,27 @@ class CompiledReads:
         if operation is None or operation.operation != OperationType.QUERY or operation.directives:
             return None
         used: list[type[BasePermission]] = []
+        fragments = {
+            definition.name.value: definition
+            for definition in document.definitions
+            if isinstance(definition, FragmentDefinitionNode)
+        }
         try:
-            if operation.variable_definitions:
-                _Translator(self.graphql_schema, self.permissions, None, used).root(operation.selection_set)
-                fixed = None
-            else:
-                selection = _Translator(self.graphql_schema, self.permissions, None, used, fixed=True).root(
+            # Every branch, whatever the variables: each field must be known, and something must be compiled.
+            checked = _Translator(self.graphql_schema, self.permissions, None, fragments, used).root(
+                operation.selection_set
+            )
+            if not checked.selection:
+                return None  # nothing here for this path: the view answers the whole of it
+            fixed, fixed_root = None, None
+            if not operation.variable_definitions:
+                root = _Translator(self.graphql_schema, self.permissions, None, fragments, fixed=True).root(
                     operation.selection_set
                 )
                 # The school is always $1: kept apart, it is filled in per request.
-                statement, params = sql.statement(uuid.UUID(int=0), selection)
+                statement, params = sql.statement(uuid.UUID(int=0), root.selection)
                 fixed = (statement, params[1:])
+                fixed_root = root if root.beside else None
         except (Unsupported, DomainError, GraphQLError, ValueError):
             return None
         name = operation.name.value if operation.name else None
@@ -328,44 +450,130 @@ class CompiledReads:
             name=name,
             permissions=tuple(dict.fromkeys(used)),
             fixed=fixed,
+            fragments=fragments,
+            fixed_root=fixed_root,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Root:
+    """An operation's root, collected: every response key in order, the compiled ones' selection, and the
+    field nodes of the ones Strawberry answers beside them (BESIDE)."""
+
+    keys: tuple[str, ...]
+    selection: sql.Selection
+    beside: tuple[FieldNode, ...]
 
 
 class _Translator:
     """Turns a validated selection into gql.compiled_sql's tree. With no variables and not `fixed`, it only checks
-    that every field is one this path knows (the arguments are read per request)."""
+    that every field is one this path knows (the arguments are read per request, and every branch a @skip or
+    @include could leave out is checked)."""
 
     def __init__(
         self,
         schema: GraphQLSchema,
         permissions: dict[tuple[str, str], tuple[type[BasePermission], ...]],
         variables: VariableValues | None,
+        fragments: dict[str, FragmentDefinitionNode],
         used: list[type[BasePermission]] | None = None,
         *,
         fixed: bool = False,
     ) -> None:
         self.schema, self.permissions, self.variables = schema, permissions, variables
+        self.fragments = fragments
         self.used = used if used is not None else []
         self.read_arguments = fixed or variables is not None
 
-    def root(self, selection_set: SelectionSetNode) -> sql.Selection:
-        assert self.schema.query_type is not None, "the schema has queries"
-        return self.selection(self.schema.query_type, selection_set)
-
-    def selection(self, parent: GraphQLObjectType, selection_set: SelectionSetNode | None) -> sql.Selection:
-        if selection_set is None:
-            raise Unsupported("an object without a selection")
+    def root(self, selection_set: SelectionSetNode) -> Root:
+        query = self.schema.query_type
+        assert query is not None, "the schema has queries"
         chosen: list[tuple[str, sql.Selected]] = []
-        for node in selection_set.selections:
-            if not isinstance(node, FieldNode) or node.directives:
-                raise Unsupported("fragments and directives")
-            key = node.alias.value if node.alias else node.name.value
-            if any(key == seen for seen, _ in chosen):
-                raise Unsupported("a response key asked for twice")
-            chosen.append((key, self.field(parent, node)))
-        return tuple(chosen)
+        beside: list[FieldNode] = []
+        collected = self.collect(query, [selection_set])
+        for key, nodes in collected.items():
+            if nodes[0].name.value not in BESIDE:
+                chosen.append((key, self.field(query, nodes)))
+                continue
+            asked = len(self.used)
+            try:
+                chosen.append((key, self.field(query, nodes)))
+            except Unsupported:
+                del self.used[asked:]  # Strawberry applies its permission classes
+                beside += nodes
+        return Root(keys=tuple(collected), selection=tuple(chosen), beside=tuple(beside))
 
-    def field(self, parent: GraphQLObjectType, node: FieldNode) -> sql.Selected:
+    def selection(
+        self, parent: GraphQLObjectType, selection_sets: list[SelectionSetNode | None]
+    ) -> sql.Selection:
+        return tuple(
+            (key, self.field(parent, nodes)) for key, nodes in self.collect(parent, selection_sets).items()
+        )
+
+    def collect(
+        self, parent: GraphQLObjectType, selection_sets: list[SelectionSetNode | None]
+    ) -> dict[str, list[FieldNode]]:
+        """GraphQL's CollectFields over the selection sets of one response key's field nodes: each response key
+        once, in the order it first appears, with every field node that asks for it (their selections are
+        merged below). Fragments count where they apply, @skip and @include where they say so."""
+        found: dict[str, list[FieldNode]] = {}
+        visited: set[str] = set()
+
+        def walk(selection_set: SelectionSetNode) -> None:
+            for node in selection_set.selections:
+                if not self.included(node):
+                    continue
+                if isinstance(node, FieldNode):
+                    found.setdefault(node.alias.value if node.alias else node.name.value, []).append(node)
+                elif isinstance(node, InlineFragmentNode):
+                    if node.type_condition is not None:
+                        self.applies(parent, node.type_condition.name.value)
+                    walk(node.selection_set)
+                elif isinstance(node, FragmentSpreadNode):
+                    if getattr(node, "arguments", None):
+                        raise Unsupported("a fragment with arguments")
+                    name = node.name.value
+                    if name in visited:
+                        continue
+                    visited.add(name)
+                    fragment = self.fragments.get(name)
+                    if fragment is None or fragment.directives or fragment.variable_definitions:
+                        raise Unsupported(f"the fragment {name}")
+                    self.applies(parent, fragment.type_condition.name.value)
+                    walk(fragment.selection_set)
+                else:
+                    raise Unsupported(type(node).__name__)
+
+        for selection_set in selection_sets:
+            if selection_set is None:
+                raise Unsupported("an object without a selection")
+            walk(selection_set)
+        return found
+
+    def applies(self, parent: GraphQLObjectType, condition: str) -> None:
+        """A fragment on the type it is spread in applies; one on an interface or a union is left to Strawberry
+        (validation has already refused any other)."""
+        if condition != parent.name:
+            raise Unsupported(f"a fragment on {condition} in {parent.name}")
+
+    def included(self, node: SelectionNode) -> bool:
+        """Whether @skip and @include leave the selection in (while checking, every selection is in)."""
+        directives = node.directives or ()
+        if not directives:
+            return True
+        if any(directive.name.value not in ("skip", "include") for directive in directives):
+            raise Unsupported("a directive other than @skip and @include")
+        if not self.read_arguments:
+            return True  # every branch is checked
+        skip = get_directive_values(GraphQLSkipDirective, node, self.variables)
+        if skip is not None and skip["if"] is True:
+            return False
+        include = get_directive_values(GraphQLIncludeDirective, node, self.variables)
+        return not (include is not None and include["if"] is False)
+
+    def field(self, parent: GraphQLObjectType, nodes: list[FieldNode]) -> sql.Selected:
+        """One response key; its field nodes have the same name and arguments (validation says so)."""
+        node = nodes[0]
         name = node.name.value
         if name == "__typename":
             return sql.Typename(parent.name)
@@ -376,7 +584,7 @@ class _Translator:
         inner = get_named_type(definition.type)
 
         def below() -> sql.Selection:
-            return self.selection(cast(GraphQLObjectType, inner), node.selection_set)
+            return self.selection(cast(GraphQLObjectType, inner), [each.selection_set for each in nodes])
 
         match _FIELDS[parent.name, name]:
             case "column":
@@ -385,6 +593,10 @@ class _Translator:
                 return sql.Users(self.users_page(definition, node), below())
             case "members":
                 return sql.Users(self.members_page(definition, node), below(), of_class=True)
+            case "me":
+                return sql.Me(below())
+            case "school":
+                return sql.School(below())
             case "classes":
                 kind = self.arguments(definition, node).get("kind")
                 return sql.Classes(ClassKind(kind) if kind is not None else None, below())

@@ -107,6 +107,30 @@ class TeachingClasses:
 
 
 @dataclass(frozen=True, slots=True)
+class Me:
+    """The signed-in user (null for an app): the row whose id is the parameter CALLER."""
+
+    selection: Selection
+
+
+@dataclass(frozen=True, slots=True)
+class School:
+    """The caller's school: the school of the statement ($1)."""
+
+    selection: Selection
+
+
+class _CallerId:
+    """Stands for the caller's user id among a statement's parameters; each request puts its own in its place."""
+
+    def __repr__(self) -> str:
+        return "CALLER"
+
+
+CALLER = _CallerId()
+
+
+@dataclass(frozen=True, slots=True)
 class UsersPage:
     """Which users, in which order, from where: as list_users reads them."""
 
@@ -146,6 +170,8 @@ Selected: TypeAlias = (
     | TeachingClasses
     | Users
     | Classes
+    | Me
+    | School
 )
 Selection: TypeAlias = tuple[tuple[str, Selected], ...]
 
@@ -164,6 +190,18 @@ USER_COLUMNS = {
     "externalId": "external_id",
 }
 CLASS_COLUMNS = {"id": "id", "name": "name", "kind": "kind"}
+SCHOOL_COLUMNS = {
+    "id": "id",
+    "slug": "slug",
+    "name": "name",
+    "provider": "provider",
+    "pupilMinPasswordLength": "pupil_min_password_length",
+    "qrSignInEnabled": "qr_sign_in_enabled",
+    "schoolYearEndMonth": "school_year_end_month",
+    "schoolYearEndDay": "school_year_end_day",
+    "deletedUserRetentionDays": "deleted_user_retention_days",
+    "teachersCanResetPupilPasswords": "teachers_can_reset_pupil_passwords",
+}
 _TIMES = {"created_at", "updated_at", "deleted_at"}
 
 
@@ -194,6 +232,8 @@ class _Rows:
     numbered: bool
     way: str  # " desc" for a descending page
     teaching: tuple[str, str] | None = None
+    # Whether one teachingClasses is gathered for all the rows at once (a page), or read user by user.
+    gathers: bool = True
 
     def order(self, p: str = "") -> str:
         """The page's order: over its rows' sort key `k`, then `id` (of the rows named `p`, if given)."""
@@ -239,6 +279,26 @@ class _Builder:
                     f"order by {_class_order(c)}) from classes {c} "
                     f"where {c}.school_id = $1{kind_condition}), '[]'::json)"
                 )
+            case Me(selection):
+                p = self.alias("p")
+                held = _Rows(numbered=False, way="", gathers=False)
+                user = self.object(selection, lambda part: self.user_part(part, p, held))
+                return (
+                    f"(select {user} from users {p} "
+                    f"where {p}.school_id = $1 and {p}.id = {self.param(CALLER)})"
+                )
+            case School(selection):
+                s = self.alias("s")
+                school = self.object(selection, lambda part: self.school_part(part, s))
+                return f"(select {school} from schools {s} where {s}.id = $1)"
+        raise TypeError(node)
+
+    def school_part(self, node: Selected, s: str) -> str:
+        match node:
+            case Typename(name):
+                return _literal(name)
+            case Column(name):
+                return f"{s}.{SCHOOL_COLUMNS[name]}"
         raise TypeError(node)
 
     # --- a connection of users ----------------------------------------------------------------------------
@@ -351,7 +411,7 @@ class _Builder:
             case TeachingClasses(selection):
                 m, c = self.alias("m"), self.alias("c")
                 classes = f"json_agg({self.school_class(c, selection)} order by {c}.name, {c}.id)"
-                if held.teaching is None:
+                if held.gathers and held.teaching is None:
                     held.teaching = (c, f"{classes} filter (where {c}.id is not null)")
                     return f"{p}.teaching"
                 # Asked for twice (with aliases): the second one user by user.

@@ -1,13 +1,15 @@
 """The compiled read path answers exactly as Strawberry does, in one SQL statement, for the same callers only.
 
 Every query here is sent twice: to the app under test (compiled reads on) and to a second app over the same
-database with them off. The answers must be the same JSON; and the compiled one must have been one statement
-after the school was bound (or, for what the compiled path does not answer, none).
+database with them off. The answers must be the same JSON, keys in the same order; and the compiled one must
+have been one statement after the school was bound (then, with `me` or `school` beside, Strawberry's own), or,
+for what the compiled path does not answer, none.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -18,11 +20,17 @@ from graphql import (
     GraphQLArgument,
     GraphQLEnumType,
     GraphQLEnumValue,
+    GraphQLField,
+    GraphQLID,
     GraphQLInputField,
     GraphQLInputObjectType,
+    GraphQLInterfaceType,
+    GraphQLNonNull,
+    GraphQLObjectType,
     GraphQLSchema,
     GraphQLString,
 )
+from graphql.type.schema import InterfaceImplementations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
@@ -93,12 +101,20 @@ class Both:
     engine: AsyncEngine
 
     async def ask(
-        self, query: str, variables: dict[str, Any] | None = None, *, token: str | None, compiled: bool = True
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        token: str | None,
+        compiled: bool = True,
+        beside: bool = False,
     ) -> dict[str, Any]:
+        """`beside`: root fields Strawberry answers are asked for beside the compiled ones."""
         with counting_statements(self.engine) as statements:
             fast = await graphql(self.fast, query, variables, token=token)
         plain = await graphql(self.plain, query, variables, token=token)
-        assert without_request_ids(fast) == without_request_ids(plain)
+        # The same JSON, keys in the same order.
+        assert json.dumps(without_request_ids(fast)) == json.dumps(without_request_ids(plain))
         # rollcall_caller finds the caller and binds their school, in one statement.
         bound = [
             i
@@ -106,7 +122,11 @@ class Both:
             if "set_config('app.school_id'" in s or "rollcall_caller(" in s
         ]
         after_binding = statements[bound[-1] + 1 :] if bound else statements
-        if compiled:
+        if beside:
+            # The caller, then the read, in one transaction; then Strawberry for the fields beside.
+            assert [s for s in statements if MARK in s] == statements[1:2], statements
+            assert "rollcall_caller(" in statements[0] and len(statements) > 2, statements
+        elif compiled:
             assert len(after_binding) == 1 and after_binding[0].startswith(MARK), statements
             assert len(statements) == 2, statements  # the caller, then the read: nothing else
         else:
@@ -460,11 +480,9 @@ async def test_what_it_does_not_answer_goes_to_strawberry(
 ) -> None:
     token = school.admin_token
     asked: list[tuple[str, dict[str, Any]]] = [
-        ("{ users { ...Rows } } fragment Rows on UserConnection { totalCount }", {}),
-        ("{ users { edges { node { ... on User { id } } } } }", {}),
-        ("query ($no: Boolean!) { users { totalCount @skip(if: $no) } }", {"no": False}),
-        ("{ users { totalCount totalCount } }", {}),
-        ("{ school { name } users { totalCount } }", {}),
+        ("{ me { email } }", {}),
+        ("query ($id: ID!) { users { totalCount } user(id: $id) { username } }", {"id": roster["amy.b"]}),
+        ("{ users { totalCount } __schema { queryType { name } } }", {}),
         ("{ __schema { queryType { name } } }", {}),
         ("query ($id: ID!) { user(id: $id) { username } }", {"id": roster["amy.b"]}),
         ('mutation { createClass(name: "", kind: TEACHING) { errors { code } } }', {}),
@@ -569,7 +587,7 @@ async def test_the_plan_cache_is_bounded(db: Database) -> None:
     reads = CompiledReads(GraphQL(build_schema()), db, POLICY)
     for i in range(PLAN_CACHE_SIZE + 10):
         assert reads.plan(f"{{ users(first: {i % 500 + 1}) {{ totalCount }} }}", None) is not None
-    assert reads.plan("{ school { name } }", None) is None
+    assert reads.plan("{ me { email } }", None) is None
     assert len(reads.plans) == PLAN_CACHE_SIZE
 
 
@@ -612,3 +630,261 @@ def test_a_schema_grown_past_the_translator_is_answered_by_strawberry(
     assert reads.plan(USERS, None) is None
     assert reads.plan(CLASSES, None) is not None
     assert "leave Query.users to Strawberry" in caplog.text
+
+
+# The users table as a front end writes it: colocated fragments, named and inline, with aliases and
+# __typename at every level.
+SCREEN = """
+query Screen($first: Int = 50, $order: UserOrder = {field: SURNAME}) {
+  users(first: $first, orderBy: $order) { ...UsersTable }
+}
+fragment UsersTable on UserConnection {
+  __typename totalCount
+  pageInfo { ...Page }
+  edges { __typename cursor node { ...UserRow } }
+}
+fragment Page on PageInfo { __typename hasNextPage endCursor }
+fragment UserRow on User {
+  __typename id login: username firstName surname type
+  ... on User { isAdmin version }
+  ... { createdAt }
+  registrationClass { ...ClassName }
+  teachingClasses { ...ClassName kind }
+}
+fragment ClassName on SchoolClass { __typename id name }
+"""
+CLASS_CARDS = """
+{ classes { ...ClassCard } }
+fragment ClassCard on SchoolClass {
+  __typename id name
+  ... on SchoolClass { memberCount kind }
+  members(first: 3) { ...Members }
+}
+fragment Members on UserConnection {
+  __typename totalCount pageInfo { ...Page }
+  edges { cursor node { ...Member } }
+}
+fragment Member on User { username registrationClass { name members(type: PUPIL) { totalCount } } }
+fragment Page on PageInfo { hasNextPage endCursor __typename }
+"""
+
+
+async def test_fragments_are_answered_as_strawberry_answers_them(
+    both: Both, school: SchoolFixture, roster: dict[str, str]
+) -> None:
+    body = await both.ask(SCREEN, token=school.admin_token)
+    users = body["data"]["users"]
+    assert users["__typename"] == "UserConnection" and users["totalCount"] == len(PEOPLE)
+    first = users["edges"][0]["node"]
+    assert list(first)[:3] == ["__typename", "id", "login"] and "createdAt" in first
+    await both.ask(
+        SCREEN, {"first": 3, "order": {"field": "USERNAME", "descending": True}}, token=school.admin_token
+    )
+    classes = await both.ask(CLASS_CARDS, token=school.admin_token)
+    assert [c["name"] for c in classes["data"]["classes"]] == ["P1", "P2", "Art", "Choir"]
+    assert classes["data"]["classes"][0]["members"]["totalCount"] == 4
+    # Fragments spread at the root, in lists of classes and in a class's members.
+    await both.ask(
+        """query { ...Everything }
+           fragment Everything on Query { __typename everyone: users { totalCount } classes { ...ClassCard } }
+        """
+        + CLASS_CARDS.split("{ classes { ...ClassCard } }", 1)[1],
+        token=school.admin_token,
+    )
+    await both.ask(
+        """{ users(first: 8) { edges { node { ... on User { teachingClasses { ... on SchoolClass { name }
+             members(first: 2) { edges { node { ...Row } } } } } registrationClass { ...Class } } } } }
+           fragment Row on User { username __typename }
+           fragment Class on SchoolClass { name members { totalCount } }""",
+        token=school.admin_token,
+    )
+
+
+async def test_a_key_asked_for_twice_is_merged_as_strawberry_merges_it(
+    both: Both, school: SchoolFixture, roster: dict[str, str]
+) -> None:
+    body = await both.ask(
+        """{ users(first: 5) { totalCount ...Rows edges { node { username surname } }
+                               totalCount pageInfo { hasNextPage } ...Rows }
+             users(first: 5) { pageInfo { endCursor } } }
+           fragment Rows on UserConnection {
+             edges { cursor node { id username registrationClass { name } } }
+             pageInfo { endCursor } }""",
+        token=school.admin_token,
+    )
+    users = body["data"]["users"]
+    assert list(users) == ["totalCount", "edges", "pageInfo"]
+    assert list(users["pageInfo"]) == ["endCursor", "hasNextPage"]
+    assert list(users["edges"][0]["node"]) == ["id", "username", "registrationClass", "surname"]
+    await both.ask("{ users { totalCount totalCount } }", token=school.admin_token)
+    body = await both.ask(
+        """{ users(orderBy: {field: USERNAME}) { edges { node { username teachingClasses { name }
+                               ...Teaching mine: teachingClasses { id } } } } }
+           fragment Teaching on User { teachingClasses { id kind name } }""",
+        token=school.admin_token,
+    )
+    assert any(len(edge["node"]["teachingClasses"]) == 2 for edge in body["data"]["users"]["edges"])
+    # Aliases through fragments.
+    await both.ask(
+        """{ rows: users(first: 3) { more: pageInfo { ...More } list: edges { ...Edge } }
+             rows: users(first: 3) { list: edges { at: cursor } } }
+           fragment More on PageInfo { next: hasNextPage }
+           fragment Edge on UserEdge { who: node { name: firstName login: username reg: registrationClass { n: name } } }""",
+        token=school.admin_token,
+    )
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [{"more": True, "quiet": False}, {"more": False, "quiet": True}, {"more": True, "quiet": True}],
+)
+async def test_skip_and_include(
+    both: Both, school: SchoolFixture, roster: dict[str, str], variables: dict[str, Any]
+) -> None:
+    query = """query ($more: Boolean!, $quiet: Boolean!) {
+      users(first: 4) {
+        totalCount @skip(if: $quiet)
+        ... @include(if: $more) { edges { cursor } }
+        ...Rows @skip(if: $quiet)
+        pageInfo @include(if: false) { hasNextPage }
+        edges { node { username @include(if: true) firstName @skip(if: true) } }
+      }
+      school @include(if: $more) { name }
+    }
+    fragment Rows on UserConnection { edges { node { id @skip(if: $more) surname } } }"""
+    await both.ask(query, variables, token=school.admin_token)
+    await both.ask(
+        query.replace("school @include", "me @include(if: $more) { email } school @include"),
+        variables,
+        token=school.admin_token,
+        beside=variables["more"],
+    )
+    await both.ask(
+        "{ users { totalCount @skip(if: true) edges @include(if: false) { cursor } } }",
+        token=school.admin_token,
+    )
+
+
+ME = "me { ...Me } "
+ME_FRAGMENT = " fragment Me on User { __typename id username isAdmin registrationClass { name } }"
+# A field of the user's the statement does not read: `me` is then answered by Strawberry, beside.
+ME_BESIDE = " fragment Me on User { __typename id username email isAdmin registrationClass { name } }"
+
+
+@pytest.mark.parametrize("me", [ME_FRAGMENT, ME_BESIDE], ids=["compiled", "beside"])
+async def test_me_and_school_beside_the_users_table(
+    both: Both, db: Database, school: SchoolFixture, roster: dict[str, str], me: str
+) -> None:
+    page = "users(first: 50, orderBy: {field: SURNAME}) { ...UsersTable }"
+    table = SCREEN.split("\n}\n", 1)[1]
+    beside = me == ME_BESIDE
+    everything = """school { __typename id slug name provider pupilMinPasswordLength qrSignInEnabled
+                             schoolYearEndMonth schoolYearEndDay deletedUserRetentionDays
+                             teachersCanResetPupilPasswords }"""
+    for query in (
+        f"{{ {ME} school {{ id name slug __typename }} {page} }}{table}{me}",
+        f"{{ {page} {ME} }}{table}{me}",
+        f"{{ school {{ name }} {page} who: {ME} classes {{ name }} __typename }}{table}{me}",
+        (
+            f"query Launchpad {{ ...Screen }} fragment Screen on Query {{ {ME} school {{ name }} {page} }}"
+            f"{table}{me}"
+        ),
+        f"{{ {everything} {page} {ME} }}{table}{me}",
+    ):
+        body = await both.ask(query, token=school.admin_token, beside=beside)
+        assert body["data"]["users"]["totalCount"] == len(PEOPLE)
+    assert body["data"]["school"]["slug"] == school.slug and body["data"]["school"]["provider"] == "MANUAL"
+    body = await both.ask(
+        f"{{ school {{ name }} {page} school {{ slug }} }}{table}", token=school.admin_token
+    )
+    assert body["data"]["school"] == {"name": f"School {school.slug}", "slug": school.slug}
+    order = await both.ask(
+        f"{{ school {{ name }} {page} {ME} }}{table}{me}", token=school.admin_token, beside=beside
+    )
+    assert list(order["data"]) == ["school", "users", "me"]
+    assert order["data"]["me"]["id"] == str(school.admin_id)
+    teacher = await sign_in_as(db, school, uuid.UUID(roster["dev.p"]))
+    mine = await both.ask(f"{{ {ME} {page} }}{table}{me}", token=teacher, beside=beside)
+    assert mine["data"]["me"]["username"] == "dev.p"
+    # `me` on its own, for anyone signed in.
+    pupil = await sign_in_as(db, school, uuid.UUID(roster["amy.b"]))
+    body = await both.ask(
+        "{ me { id username teachingClasses { name } registrationClass { name } } }", token=pupil
+    )
+    assert body["data"]["me"]["username"] == "amy.b"
+
+
+async def test_refusals_beside_are_strawberry_s_own(
+    both: Both, db: Database, school: SchoolFixture, roster: dict[str, str]
+) -> None:
+    teacher = await sign_in_as(db, school, uuid.UUID(roster["dev.p"]))
+    app = await make_api_token(db, school)
+    # A field only admins may read: school is non-null, so data is null, as Strawberry says.
+    refused = await both.ask(
+        "{ users { totalCount }\n  school { name schoolYearEndMonth } }", token=teacher, compiled=False
+    )
+    assert refused["data"] is None
+    [error] = refused["errors"]
+    assert error["path"] == ["school", "schoolYearEndMonth"] and error["extensions"]["code"] == "FORBIDDEN"
+    assert error["locations"] == [{"line": 2, "column": 17}]
+    # An app is no person: `me` is null (in the statement, or beside), and `school` is refused.
+    body = await both.ask("{ me { id } users { totalCount } }", token=app)
+    assert body["data"] == {"me": None, "users": {"totalCount": len(PEOPLE)}}
+    body = await both.ask("{ me { email } users { totalCount } }", token=app, beside=True)
+    assert body["data"] == {"me": None, "users": {"totalCount": len(PEOPLE)}}
+    body = await both.ask(
+        "query ($first: Int) { users(first: $first) { totalCount } ...S } fragment S on Query { school { name } }",
+        {"first": 2},
+        token=app,
+        compiled=False,
+    )
+    assert body["data"] is None and body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert body["errors"][0]["locations"] == [{"line": 1, "column": 88}]
+
+
+async def test_a_school_beside_is_the_caller_s_own(
+    both: Both, owner_engine: AsyncEngine, db: Database, school: SchoolFixture, roster: dict[str, str]
+) -> None:
+    other = await make_school(owner_engine, db)
+    query = "{ school { id slug } users(first: 100) { totalCount edges { node { id } } } me { id } }"
+    for beside in (False, True):
+        if beside:
+            query = query.replace("me { id }", "me { id email }")
+        ours = await both.ask(query, token=school.admin_token, beside=beside)
+        theirs = await both.ask(query, token=other.admin_token, beside=beside)
+        assert ours["data"]["school"]["id"] == str(school.id)
+        assert theirs["data"]["school"]["id"] == str(other.id)
+        assert theirs["data"]["me"]["id"] == str(other.admin_id)
+        assert [edge["node"]["id"] for edge in theirs["data"]["users"]["edges"]] == [str(other.admin_id)]
+        assert ours["data"]["users"]["totalCount"] == len(PEOPLE)
+    # Whoever the compiled fields refuse gets the whole answer from Strawberry.
+    pupil = await sign_in_as(db, school, uuid.UUID(roster["amy.b"]))
+    with counting_statements(both.engine) as statements:
+        fast = await both.fast.post(
+            "/graphql", json={"query": query}, headers={"Authorization": f"Bearer {pupil}"}
+        )
+    plain = await both.plain.post(
+        "/graphql", json={"query": query}, headers={"Authorization": f"Bearer {pupil}"}
+    )
+    assert without_request_ids(fast.json()) == without_request_ids(plain.json())
+    assert fast.json()["data"] is None and not any(MARK in s for s in statements)
+
+
+def a_node_interface(schema: GraphQLSchema) -> None:
+    """User implements an interface, as a Relay schema has it."""
+    node = GraphQLInterfaceType("Node", {"id": GraphQLField(GraphQLNonNull(GraphQLID))})
+    user = schema.get_type("User")
+    assert isinstance(user, GraphQLObjectType)
+    user.interfaces = (*user.interfaces, node)
+    schema.type_map["Node"] = node
+    schema._implementations_map["Node"] = InterfaceImplementations(objects=[user], interfaces=[])
+    schema._sub_type_map.clear()
+
+
+def test_a_fragment_on_an_interface_is_answered_by_strawberry(db: Database) -> None:
+    schema = build_schema()
+    a_node_interface(schema._schema)
+    reads = CompiledReads(GraphQL(schema), db, POLICY)
+    assert reads.plan("{ users { edges { node { ... on User { id } } } } }", None) is not None
+    assert reads.plan("{ users { edges { node { ... on Node { id } } } } }", None) is None
+    assert reads.plan("{ users { edges { node { ...N } } } } fragment N on Node { id }", None) is None
