@@ -76,6 +76,11 @@ CONFIRM = (
     "{ job { status processed total } errors { code message } } }"
 )
 JOB = "query ($id: ID!) { importJob(id: $id) { status processed total } }"
+FEED_CURSOR = "{ changesCursor }"
+FEED = (
+    "query ($after: String) { changes(after: $after, first: 1000) { edges { node { kind operation userId "
+    "classId user { username } schoolClass { name } } } pageInfo { hasNextPage endCursor } } }"
+)
 SCIM_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 
 
@@ -134,6 +139,8 @@ async def school_day(seen: Seen, compiled: httpx.AsyncClient, strawberry: httpx.
     signed_in = await graphql(compiled, LOGIN, {"s": school.slug, "u": "admin", "p": ADMIN_PASSWORD})
     assert signed_in["data"]["login"]["errors"] == [], signed_in
     token = signed_in["data"]["login"]["token"]
+    # a roster app's place in the change feed, taken before the day's work
+    cursor = (await graphql(compiled, FEED_CURSOR, token=token))["data"]["changesCursor"]
 
     users = await graphql(compiled, USERS, token=token)
     seen.own(users)
@@ -191,6 +198,18 @@ async def school_day(seen: Seen, compiled: httpx.AsyncClient, strawberry: httpx.
         after = await graphql(client, USERS, token=token)
         seen.own(after)
         assert after["data"]["users"]["totalCount"] == PUPILS + 1 + IMPORTED
+
+    # the change feed, followed through the pooler, tells this school's day and nothing of another's
+    feed = await graphql(compiled, FEED, {"after": cursor}, token)
+    seen.own(feed)
+    changes = [edge["node"] for edge in feed["data"]["changes"]["edges"]]
+    assert not feed["data"]["changes"]["pageInfo"]["hasNextPage"]
+    everyone = {edge["node"]["id"] for edge in after["data"]["users"]["edges"]}
+    assert {c["userId"] for c in changes if c["userId"]} == {first["id"]} | {
+        edge["node"]["id"] for edge in after["data"]["users"]["edges"] if "-i" in edge["node"]["username"]
+    } | {p["id"] for p in pupils}
+    assert {c["userId"] for c in changes if c["userId"]} <= everyone
+    assert {c["classId"] for c in changes if c["classId"]} == {seven_a, seven_b}
 
 
 async def keep_reading(seen: Seen, client: httpx.AsyncClient, token: str, stop: asyncio.Event) -> None:
