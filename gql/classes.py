@@ -17,13 +17,13 @@ from db.errors import DomainError, Problems, require_batch_size
 from gql.context import Info
 from gql.enums import ClassKind
 from gql.ids import parse_id
-from gql.payloads import UserError, user_errors
+from gql.payloads import Payload, UserError, user_errors
 from gql.permissions import CanReadRoster, IsAdmin
 from gql.roster import SchoolClass
 
 
 @strawberry.type
-class ClassPayload:
+class ClassPayload(Payload):
     school_class: SchoolClass | None = strawberry.field(
         default=None, description="The class changed; for deleteClass, the class as it was."
     )

@@ -132,8 +132,9 @@ class Plan:
     name: str | None
     # Every permission class on the fields used: each must let the caller through, or the view answers.
     permissions: tuple[type[BasePermission], ...]
-    # With no variables the statement is fixed, bar the school ($1): its text and its other parameters.
-    fixed: tuple[str, list[Any]] | None
+    # With no variables the statement is fixed, bar the school ($1): its text, its other parameters, and
+    # whether it lists deleted users.
+    fixed: tuple[str, list[Any], bool] | None
 
 
 class CompiledReads:
@@ -233,7 +234,7 @@ class CompiledReads:
             refuse_secrets_in_url(request)
             secret = session_secret(request)
             # The school is always $1, filled in once the caller is known.
-            statement, params = self._statement(plan, variables or {})
+            statement, params, reads_deleted = self._statement(plan, variables or {})
         except (HTTPException, Unsupported, DomainError, GraphQLError, ValueError):
             return None
         if not secret:
@@ -247,6 +248,8 @@ class CompiledReads:
                 caller = await resolve_caller(connection, secret, self.policy)
                 if caller is None or not await _allowed(caller, plan.permissions):
                     return None
+                if reads_deleted and not policies.may_list_deleted_users(caller):
+                    return None  # the view refuses it
                 # A statement that reads no table (`{ __typename }`) takes no school either.
                 school = (caller.school_id,) if "$1" in statement else ()
                 result = await connection.exec_driver_sql(statement, (*school, *params))
@@ -264,8 +267,8 @@ class CompiledReads:
         # A compiled read always ran: 200, in the media type the client asked for.
         return Response(text.encode(), media_type=response_media_type(request.headers.get("accept")))
 
-    def _statement(self, plan: Plan, variables: dict[str, Any]) -> tuple[str, list[Any]]:
-        """The statement and its parameters but the school ($1)."""
+    def _statement(self, plan: Plan, variables: dict[str, Any]) -> tuple[str, list[Any], bool]:
+        """The statement, its parameters but the school ($1), and whether it lists deleted users."""
         if plan.fixed is not None:
             return plan.fixed
         coerced = get_variable_values(
@@ -273,11 +276,9 @@ class CompiledReads:
         )
         if isinstance(coerced, list):
             raise Unsupported("the variables do not fit their definitions")
-        statement, params = sql.statement(
-            uuid.UUID(int=0),
-            _Translator(self.graphql_schema, self.permissions, coerced).root(plan.operation.selection_set),
-        )
-        return statement, params[1:]
+        translator = _Translator(self.graphql_schema, self.permissions, coerced)
+        statement, params = sql.statement(uuid.UUID(int=0), translator.root(plan.operation.selection_set))
+        return statement, params[1:], translator.reads_deleted
 
     def plan(self, query: str, operation_name: str | None) -> Plan | None:
         """The plan for a document, from a bounded cache; None when the view must answer it."""
@@ -307,12 +308,11 @@ class CompiledReads:
                 _Translator(self.graphql_schema, self.permissions, None, used).root(operation.selection_set)
                 fixed = None
             else:
-                selection = _Translator(self.graphql_schema, self.permissions, None, used, fixed=True).root(
-                    operation.selection_set
-                )
+                translator = _Translator(self.graphql_schema, self.permissions, None, used, fixed=True)
+                selection = translator.root(operation.selection_set)
                 # The school is always $1: kept apart, it is filled in per request.
                 statement, params = sql.statement(uuid.UUID(int=0), selection)
-                fixed = (statement, params[1:])
+                fixed = (statement, params[1:], translator.reads_deleted)
         except (Unsupported, DomainError, GraphQLError, ValueError):
             return None
         name = operation.name.value if operation.name else None
@@ -341,6 +341,7 @@ class _Translator:
         self.schema, self.permissions, self.variables = schema, permissions, variables
         self.used = used if used is not None else []
         self.read_arguments = fixed or variables is not None
+        self.reads_deleted = False  # a users page with status DELETED or ALL
 
     def root(self, selection_set: SelectionSetNode) -> sql.Selection:
         assert self.schema.query_type is not None, "the schema has queries"
@@ -419,6 +420,7 @@ class _Translator:
             status=UserStatus(given.get("status") or UserStatus.ACTIVE),
             class_id=parse_id(class_id, field="classId") if class_id is not None else None,
         )
+        self.reads_deleted |= where.status != UserStatus.ACTIVE
         return sql.users_page(
             where,
             UserOrder(

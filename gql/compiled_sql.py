@@ -162,9 +162,10 @@ USER_COLUMNS = {
     "deletedAt": "deleted_at",
     "version": "version",
     "externalId": "external_id",
+    "lastSignInAt": "last_sign_in_at",
 }
 CLASS_COLUMNS = {"id": "id", "name": "name", "kind": "kind"}
-_TIMES = {"created_at", "updated_at", "deleted_at"}
+_TIMES = {"created_at", "updated_at", "deleted_at", "last_sign_in_at"}
 
 
 def users_page(where: UserFilter, order: UserOrder, first: int | None, after: str | None) -> UsersPage:

@@ -12,7 +12,7 @@ from db.login_cards.sheet import qr_svg as draw_qr
 from gql.context import Info
 from gql.errors import client_error
 from gql.ids import parse_id, parse_ids
-from gql.payloads import UserError, user_errors
+from gql.payloads import Payload, UserError, user_errors
 from gql.permissions import IsAdmin, IsStaff
 from gql.roster import User
 from gql.signin import LoginPayload
@@ -39,7 +39,7 @@ class LoginCard:
 
 
 @strawberry.type
-class RotateLoginCodesPayload:
+class RotateLoginCodesPayload(Payload):
     users: list[User] = strawberry.field(
         default_factory=list, description="The pupils whose cards were rotated."
     )

@@ -10,7 +10,7 @@ from db import models, schools
 from db.errors import DomainError
 from gql.context import Info
 from gql.enums import Provider
-from gql.payloads import UserError, user_errors
+from gql.payloads import Payload, UserError, user_errors
 from gql.permissions import IsAdmin, IsStaff
 
 
@@ -82,7 +82,7 @@ class SchoolSettingsInput:
 
 
 @strawberry.type
-class SchoolPayload:
+class SchoolPayload(Payload):
     school: School | None = None
     errors: list[UserError] = strawberry.field(default_factory=list)
 

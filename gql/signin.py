@@ -10,7 +10,7 @@ from db.models import User as UserRow
 from db.sessions import revoke_session
 from db.signin import set_own_password, sign_in
 from gql.context import Info
-from gql.payloads import UserError, user_errors
+from gql.payloads import Payload, UserError, user_errors
 from gql.permissions import MayChangeOwnPassword
 from gql.roster import User
 from tenants.callers import Person
@@ -19,7 +19,7 @@ from web.telemetry import count_refused_sign_in
 
 
 @strawberry.type
-class LoginPayload:
+class LoginPayload(Payload):
     token: str | None = strawberry.field(
         default=None,
         description="The session's bearer token, shown once. Browsers get it as an HttpOnly cookie.",
@@ -29,12 +29,12 @@ class LoginPayload:
 
 
 @strawberry.type
-class LogoutPayload:
+class LogoutPayload(Payload):
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
-class ChangeMyPasswordPayload:
+class ChangeMyPasswordPayload(Payload):
     user: User | None = None
     errors: list[UserError] = strawberry.field(default_factory=list)
 

@@ -30,6 +30,7 @@ from gql.loaders import Loaders
 from gql.schema import build_schema
 from scim.routes import scim_routes
 from tenants import policies
+from tenants.callers import Person
 from web.bodies import BadBody, place_files, read_json
 from web.exports import users_csv
 from web.graphiql import STATIC_PATH, ServedGraphiQL, graphiql_static
@@ -137,7 +138,12 @@ class RollcallGraphQL(GraphQLOverHTTP, ServedGraphiQL, GraphQL[Context, None]):
             request_id=request.state.request_id,
             client=request.client.host if request.client else "",
             caller=caller,
-            loaders=Loaders(self.db, caller.school_id if caller else None, transactions),
+            loaders=Loaders(
+                self.db,
+                caller.school_id if caller else None,
+                transactions,
+                viewer_id=caller.user_id if isinstance(caller, Person) else None,
+            ),
             transactions=transactions,
         )
         request.state.graphql_context = context

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from db import audit, throttle
-from db.audit import Actor
+from db.audit import Actor, AuditAction
 from db.classes import shares_a_class
 from db.engine import Database
 from db.errors import DomainError, ErrorCode, Problem, require_batch_size
@@ -177,7 +177,12 @@ async def _rotate(
     # A card that no longer works must not leave open what it opened; their password sessions stay.
     await revoke_sessions(session, school_id=school_id, user_ids=user_ids, method=SignInMethod.QR)
     await audit.record_by(
-        session, actor, school_id=school_id, action="login_codes.rotated", targets=user_ids, summary=summary
+        session,
+        actor,
+        school_id=school_id,
+        action=AuditAction.LOGIN_CODE_ROTATED,
+        targets=user_ids,
+        summary=summary,
     )
     return sorted(users, key=lambda user: user.id)
 
@@ -286,7 +291,7 @@ async def login_cards(
             session,
             actor,
             school_id=school_id,
-            action="login_cards.printed",
+            action=AuditAction.LOGIN_CARD_PRINTED,
             targets=[card.user.id for card in cards],
             summary=summary,
         )
