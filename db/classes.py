@@ -577,7 +577,41 @@ async def remove_from_class(
     allow_provider_managed: bool = False,
     including_deleted: bool = False,
 ) -> SchoolClass:
-    """Take users out of a class; users who are not in it are left as they are."""
+    """Take users out of a class (see remove_users); the class."""
+    removed = await remove_users(
+        session,
+        school_id=school_id,
+        actor=actor,
+        class_id=class_id,
+        user_ids=user_ids,
+        allow_provider_managed=allow_provider_managed,
+        including_deleted=including_deleted,
+    )
+    return removed.school_class
+
+
+async def classes_by_id(
+    session: AsyncSession, *, school_id: uuid.UUID, class_ids: Sequence[uuid.UUID]
+) -> list[SchoolClass]:
+    """The classes of these ids, in the order given; ids of no class of the school are left out."""
+    rows = await session.execute(
+        select(SchoolClass).where(SchoolClass.school_id == school_id, SchoolClass.id.in_(class_ids))
+    )
+    found = {row.id: row for row in rows.scalars()}
+    return [found[class_id] for class_id in class_ids if class_id in found]
+
+
+async def remove_users(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    actor: Actor,
+    class_id: uuid.UUID,
+    user_ids: Sequence[uuid.UUID],
+    allow_provider_managed: bool = False,
+    including_deleted: bool = False,
+) -> Assigned:
+    """Take users out of a class; users who are not in it are left as they are, those taken out are edited."""
     school_class, ids = await _locked_class_and_users(
         session,
         school_id,
@@ -609,7 +643,7 @@ async def remove_from_class(
             targets=removed,
             summary=_summary(school_class),
         )
-    return school_class
+    return Assigned(school_class=school_class, user_ids=ids, left_class_ids=[])
 
 
 async def place_new_user(

@@ -584,19 +584,18 @@ async def reset_passwords(
                 )
             )
     # One password, so one problem with it however many users share it: its problem for staff, for pupils,
-    # or both when they differ and both are chosen.
+    # or both when they differ and both are chosen; naming the user when it is one user's.
     weak: dict[str, Problem] = {}
-    for staff in sorted({user.type == UserType.TEACHER for user in targets}):
+    for staff in (False, True):
+        kind = [user for user in targets if (user.type == UserType.TEACHER) == staff]
+        if not kind:
+            continue
         for problem in weak_password(
             new_password, staff=staff, pupil_min_length=school.pupil_min_password_length, field="newPassword"
         ):
-            weak.setdefault(problem.message, problem)
-    problems.add(
-        *(
-            dataclasses.replace(problem, user_id=targets[0].id) if len(targets) == 1 else problem
-            for problem in weak.values()
-        )
-    )
+            one = kind[0].id if len(kind) == 1 else None
+            weak.setdefault(problem.message, dataclasses.replace(problem, user_id=one))
+    problems.add(*weak.values())
     problems.raise_any()
     # One salt (and hash) per user, computed in parallel threads.
     hashes = await hash_passwords([new_password] * len(targets))

@@ -44,6 +44,13 @@ DESCRIPTIONS: dict[str, str] = {
     "Query.importJob(id:)": "The id bulkImport answered with.",
     "Query.loginCards(classId:)": "The cards of every pupil in this class (give this or userIds).",
     "Query.loginCards(userIds:)": "The cards of these pupils (give this or classId).",
+    "Query.loginCardSheet(classId:)": "The cards of every pupil in this class (give this or userIds).",
+    "Query.loginCardSheet(userIds:)": "The cards of these users; those who get none are in `refused` (give this or classId).",
+    "Mutation.recordLoginCardsPrinted(userIds:)": "The pupils whose cards you printed.",
+    "CardRefusal.NOT_FOUND": "No user of your school has this id (or it is not an id).",
+    "CardRefusal.DELETED": "The user is deleted: restore them first.",
+    "CardRefusal.NOT_A_PUPIL": "The user is a teacher: only pupils have login cards.",
+    "CardRefusal.NOT_IN_YOUR_CLASSES": "A teacher gets the cards of the pupils of the classes they are in only.",
     # School
     "School.id": "The school's id.",
     "School.slug": "The short name pupils and teachers type when they sign in.",

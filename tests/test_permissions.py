@@ -110,6 +110,7 @@ OPERATIONS: dict[str, Operation] = {
         ADMINS, "query ($id: ID!) { importJob(id: $id) { id } }", lambda world: {"id": world.ids["nobody"]}
     ),
     "loginCards": op(STAFF, "{ loginCards(userIds: []) { code } }"),
+    "loginCardSheet": op(STAFF, "{ loginCardSheet(userIds: []) { cards { code } refused { reason } } }"),
     # mutations
     "bulkImport": op(
         ADMINS,
@@ -149,7 +150,13 @@ OPERATIONS: dict[str, Operation] = {
     "login": op(
         EVERYONE, 'mutation { login(school: "x", username: "y", password: "z") { errors { code } } }'
     ),
-    "logout": op(PEOPLE, "mutation { logout { errors { code } } }"),
+    # Without a session, signing out does nothing, and says nothing is wrong.
+    "logout": op(EVERYONE, "mutation { logout { errors { code } } }"),
+    "recordLoginCardsPrinted": op(
+        STAFF,
+        "mutation ($ids: [ID!]!) { recordLoginCardsPrinted(userIds: $ids) { errors { code } } }",
+        lambda world: {"ids": [world.ids["nobody"]]},
+    ),
     "changeMyPassword": op(
         PEOPLE,
         'mutation { changeMyPassword(currentPassword: "wrong", newPassword: "a", '
@@ -208,6 +215,8 @@ RESTRICTED_FIELDS: dict[str, Operation] = {
     "School.deletedUserRetentionDays": op(ADMINS, "{ school { deletedUserRetentionDays } }"),
     "School.teachersCanResetPupilPasswords": op(STAFF, "{ school { teachersCanResetPupilPasswords } }"),
     "User.email": op(ROSTER_READERS, "{ users { edges { node { email } } } }"),
+    "User.lastSignInAt": op(ROSTER_READERS, "{ users { edges { node { lastSignInAt } } } }"),
+    "User.deletedBy": op(ROSTER_READERS, "{ users { edges { node { deletedBy { id } } } } }"),
     "SchoolClass.memberCount": op(ROSTER_READERS, "{ classes { memberCount } }"),
     "SchoolClass.members": op(ROSTER_READERS, "{ classes { members { totalCount } } }"),
 }

@@ -34,7 +34,7 @@ from tenants.callers import Person
 from web.bodies import BadBody, place_files, read_json
 from web.exports import users_csv
 from web.graphiql import STATIC_PATH, ServedGraphiQL, graphiql_static
-from web.graphql_http import GraphQLOverHTTP
+from web.graphql_http import GraphQLOverHTTP, refusal_response
 from web.http_auth import CSRF_HEADER, bearer_secret, request_caller_and_transaction
 from web.login_card_sheet import sheet_endpoint
 from web.settings import Settings
@@ -152,6 +152,9 @@ class RollcallGraphQL(GraphQLOverHTTP, ServedGraphiQL, GraphQL[Context, None]):
     async def run(self, request: Request, context: Any = UNSET, root_value: Any = UNSET) -> Any:  # type: ignore[override]
         try:
             return await super().run(request, context, root_value)
+        except HTTPException as error:
+            # Refused before any GraphQL ran: said as a GraphQL error, so GraphQL clients show it.
+            return refusal_response(error.status_code, error.reason, accept=request.headers.get("accept"))
         finally:
             # The caller's own transaction ends with the operation, before the response is sent.
             made: Context | None = getattr(request.state, "graphql_context", None)

@@ -227,8 +227,10 @@ async def login_cards(
     user_ids: Sequence[uuid.UUID] | None = None,
     today: date | None = None,
     via: str,
+    printed: bool = True,
 ) -> LoginCards:
-    """The cards of a class's pupils, or of the pupils among `user_ids`; an audit event says who got them.
+    """The cards of a class's pupils, or of the pupils among `user_ids`. When they are `printed` (the sheet),
+    an audit event says who got them; a front end that prints them itself says so with record_printed.
 
     A viewer who `sees_every_pupil` (an admin) may have any cards; a teacher only a class they are in
     (registration or teaching) or pupils of such classes. Teachers, deleted users and unknown ids get no
@@ -285,17 +287,36 @@ async def login_cards(
         )
         for user, class_name in await session.execute(_pupils(school_id).where(chosen))
     ]
-    if cards:
-        summary = {"via": via, **({"class_id": str(class_id)} if class_id else {})}
-        await audit.record_by(
+    if cards and printed:
+        await record_printed(
             session,
-            actor,
             school_id=school_id,
-            action=AuditAction.LOGIN_CARD_PRINTED,
-            targets=[card.user.id for card in cards],
-            summary=summary,
+            actor=actor,
+            user_ids=[card.user.id for card in cards],
+            via=via,
+            class_id=class_id,
         )
     return LoginCards(school_name=school.name, title=title, cards=cards)
+
+
+async def record_printed(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    actor: Actor,
+    user_ids: Sequence[uuid.UUID],
+    via: str,
+    class_id: uuid.UUID | None = None,
+) -> None:
+    """The audit event for printed cards: who printed whose, and how."""
+    await audit.record_by(
+        session,
+        actor,
+        school_id=school_id,
+        action=AuditAction.LOGIN_CARD_PRINTED,
+        targets=list(user_ids),
+        summary={"via": via, **({"class_id": str(class_id)} if class_id else {})},
+    )
 
 
 def _pupils(school_id: uuid.UUID) -> Select[User, str]:
