@@ -192,11 +192,11 @@ def may_edit_user(caller: Caller | None, school: SchoolFacts, user: UserFacts) -
 
 
 def may_delete_user(caller: Caller | None, school: SchoolFacts, user: UserFacts) -> bool:
-    """deleteUsers: an admin, in a school whose users are managed here, on another user not yet deleted."""
+    """deleteUsers: an admin, in a school whose users are managed here, on another user (deleting a deleted
+    user again succeeds and changes nothing)."""
     return (
         allows(require_admin, caller)
         and school.managed_here
-        and not user.deleted
         and isinstance(caller, Person)
         and caller.user_id != user.id
     )
