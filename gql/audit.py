@@ -12,7 +12,7 @@ from db.audit import action_of, summary_of
 from db.errors import DomainError
 from gql.connections import Connection, Edge, PageInfo, bad_page_request
 from gql.context import Info
-from gql.ids import parse_id
+from gql.ids import lookup_id
 from gql.permissions import IsAdmin
 
 AuditAction = audit.AuditAction  # marked as a GraphQL enum in place, as in gql.enums
@@ -69,7 +69,7 @@ class AuditEventQueries:
     ) -> Connection[AuditEvent]:
         where = filter or AuditEventFilter()
         try:
-            user_id = parse_id(where.user_id, field="userId") if where.user_id else None
+            user_id = lookup_id(where.user_id) if where.user_id else None
             async with info.context.scope() as session:
                 page = await audit.list_events(
                     session,

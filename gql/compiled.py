@@ -58,7 +58,7 @@ from db.users import UserFilter, UserOrder, UserOrderField, UserStatus
 from gql import compiled_sql as sql
 from gql.cost import FragmentExpansionLimiter, QueryCostLimiter, query_cost, too_complex, too_costly
 from gql.documents import CachedDocuments
-from gql.ids import parse_id
+from gql.ids import lookup_id
 from tenants import policies
 from tenants.callers import Caller, resolve_caller
 from web.graphql_http import response_media_type
@@ -418,7 +418,7 @@ class _Translator:
             search=given.get("search"),
             type=_user_type(given.get("type")),
             status=UserStatus(given.get("status") or UserStatus.ACTIVE),
-            class_id=parse_id(class_id, field="classId") if class_id is not None else None,
+            class_id=lookup_id(class_id) if class_id is not None else None,
         )
         self.reads_deleted |= where.status != UserStatus.ACTIVE
         return sql.users_page(

@@ -19,7 +19,7 @@ from gql.connections import Connection, Edge, PageInfo, bad_page_request
 from gql.context import Info
 from gql.enums import ClassKind, UserType
 from gql.errors import client_error
-from gql.ids import parse_id
+from gql.ids import lookup_id
 from gql.permissions import CanReadRoster
 from tenants import policies
 from tenants.callers import Person
@@ -188,7 +188,7 @@ class UserFilter:
             search=self.search,
             type=self.type,
             status=self.status,
-            class_id=parse_id(self.class_id, field="classId") if self.class_id is not None else None,
+            class_id=lookup_id(self.class_id) if self.class_id is not None else None,
         )
 
 

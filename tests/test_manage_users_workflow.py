@@ -73,15 +73,15 @@ query ($id: ID!) {
   pupils: users(first: 50, filter: { type: PUPIL }) { edges { node { id username registrationClass { id } } } }
 }
 """
-ASSIGN = f"""
-mutation ($id: ID!, $ids: [ID!]!) {{
-  assignClass(classId: $id, userIds: $ids) {{
-    users {{ id version registrationClass {{ name }} }}
-    affectedClasses {{ id name memberCount }}
-    errors {{ code }}
-    query {{ schoolClass(id: $id) {{ members(first: 50) {{ totalCount }} }} }}
-  }}
-}}
+ASSIGN = """
+mutation ($id: ID!, $ids: [ID!]!) {
+  assignClass(classId: $id, userIds: $ids) {
+    users { id version registrationClass { name } }
+    affectedClasses { id name memberCount }
+    errors { code }
+    query { schoolClass(id: $id) { members(first: 50) { totalCount } } }
+  }
+}
 """
 UPLOAD = """
 mutation ($file: Upload!) {
@@ -247,7 +247,7 @@ async def test_the_manage_users_workflow_in_at_most_31_requests(
 
         # download the CSV, change it, upload it, preview, confirm, follow progress
         exported = (await tab.get("/users.csv")).content
-        changed_file = exported + "csv.pupil,Cee,Ess,PUPIL,3B,,false,,kite-and-string\r\n".encode()
+        changed_file = exported + b"csv.pupil,Cee,Ess,PUPIL,3B,,false,,kite-and-string\r\n"
         preview = (await tab.upload(UPLOAD, changed_file))["bulkImport"]
         assert preview["errors"] == [] and preview["job"]["totals"]["create"] == 1
         confirmed = (await tab.ask(CONFIRM, id=preview["job"]["id"], password=ADMIN_PASSWORD))[
