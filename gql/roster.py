@@ -120,8 +120,10 @@ class User:
             caller, await info.context.loaders.school(), await self._facts(info)
         )
 
-    @strawberry.field(description="Whether you may delete this user (deleteUsers; for a user deleted already, "
-        "deleting again changes nothing: offer restoreUsers by deletedAt).")
+    @strawberry.field(
+        description="Whether you may delete this user (deleteUsers; for a user deleted already, "
+        "deleting again changes nothing: offer restoreUsers by deletedAt)."
+    )
     async def viewer_can_delete(self, info: Info) -> bool:
         caller = info.context.caller
         return caller is not None and policies.may_delete_user(
