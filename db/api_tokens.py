@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit
-from db.audit import Actor
+from db.audit import Actor, AuditAction
 from db.errors import DomainError, ErrorCode, Problem
 from db.models import ApiToken, Provider, School
 from db.names import TOKEN_NAME_MAX
@@ -61,7 +61,7 @@ async def create_api_token(
         session,
         actor,
         school_id=school_id,
-        action="api_token.created",
+        action=AuditAction.API_TOKEN_CREATED,
         summary={"token_id": str(token.id), "name": name, "scopes": token.scopes},
     )
     await session.refresh(token)
@@ -106,7 +106,7 @@ async def revoke_api_token(
             session,
             actor,
             school_id=school_id,
-            action="api_token.revoked",
+            action=AuditAction.API_TOKEN_REVOKED,
             summary={"token_id": str(token_id), "name": token.name},
         )
         await session.refresh(token)

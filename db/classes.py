@@ -13,16 +13,17 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any, TypedDict, TypeVar
 
-from sqlalchemy import ColumnElement, Exists, delete, exists, func, insert, select
+from sqlalchemy import ColumnElement, Exists, delete, exists, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.util import AliasedClass
 
 from db import audit
-from db.audit import Actor
+from db.audit import Actor, AuditAction
 from db.errors import DomainError, ErrorCode, Problem, Problems, on_collision, require_batch_size, unique_or
 from db.models import ClassKind, ClassMembership, SchoolClass, User
 from db.names import CLASS_NAME_MAX, class_name_key
@@ -220,7 +221,7 @@ async def create_class(
         session,
         actor,
         school_id=school_id,
-        action="class.created",
+        action=AuditAction.CLASS_CREATED,
         summary={"class_id": str(school_class.id), "name": name, "kind": kind.value},
     )
     return school_class
@@ -253,7 +254,7 @@ async def rename_class(
         session,
         actor,
         school_id=school_id,
-        action="class.renamed",
+        action=AuditAction.CLASS_RENAMED,
         summary={
             "class_id": str(class_id),
             "kind": school_class.kind.value,
@@ -293,7 +294,7 @@ async def delete_class(
         session,
         actor,
         school_id=school_id,
-        action="class.deleted",
+        action=AuditAction.CLASS_DELETED,
         targets=members,
         summary=_summary(school_class),
     )
@@ -346,7 +347,7 @@ async def change_class_kind(
         session,
         actor,
         school_id=school_id,
-        action="class.kind_changed",
+        action=AuditAction.CLASS_KIND_CHANGED,
         targets=[uuid.UUID(user_id) for user_id in sorted(moved)],
         summary={
             "class_id": str(class_id),
@@ -420,6 +421,16 @@ def _summary(school_class: SchoolClass) -> dict[str, object]:
     return {"class_id": str(school_class.id), "name": school_class.name, "kind": school_class.kind.value}
 
 
+@dataclass(frozen=True, slots=True)
+class Assigned:
+    """What `assign_users` did: the class, the users named (in the order given, once each) and the
+    registration classes the users moved out of."""
+
+    school_class: SchoolClass
+    user_ids: list[uuid.UUID]
+    left_class_ids: list[uuid.UUID]
+
+
 async def assign_to_class(
     session: AsyncSession,
     *,
@@ -430,8 +441,32 @@ async def assign_to_class(
     allow_provider_managed: bool = False,
     including_deleted: bool = False,
 ) -> SchoolClass:
+    """Put users in a class (see assign_users); the class."""
+    assigned = await assign_users(
+        session,
+        school_id=school_id,
+        actor=actor,
+        class_id=class_id,
+        user_ids=user_ids,
+        allow_provider_managed=allow_provider_managed,
+        including_deleted=including_deleted,
+    )
+    return assigned.school_class
+
+
+async def assign_users(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    actor: Actor,
+    class_id: uuid.UUID,
+    user_ids: Sequence[uuid.UUID],
+    allow_provider_managed: bool = False,
+    including_deleted: bool = False,
+) -> Assigned:
     """Put users in a class. A registration class MOVES each user out of their previous one; a teaching class
-    adds. Users already in the class are left as they are."""
+    adds. Users already in the class are left as they are; those whose classes change are edited (their
+    version and updated time move on)."""
     school_class, ids = await _locked_class_and_users(
         session,
         school_id,
@@ -441,15 +476,28 @@ async def assign_to_class(
         including_deleted=including_deleted,
     )
     if school_class.kind == ClassKind.REGISTRATION:
-        await _move_into(session, actor, school_class, ids)
+        left = await _move_into(session, actor, school_class, ids)
     else:
+        left = []
         await _add_to(session, actor, school_class, ids)
-    return school_class
+    return Assigned(school_class=school_class, user_ids=ids, left_class_ids=left)
+
+
+async def _members_changed(
+    session: AsyncSession, school_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
+) -> None:
+    """A user's classes are part of the row the users table shows: a change to them is an edit of the user."""
+    await session.execute(
+        update(User)
+        .where(User.school_id == school_id, User.id.in_(user_ids))
+        .values(version=User.version + 1, updated_at=func.now())
+    )
 
 
 async def _move_into(
     session: AsyncSession, actor: Actor, school_class: SchoolClass, user_ids: Sequence[uuid.UUID]
-) -> None:
+) -> list[uuid.UUID]:
+    """Move the users into the registration class; the classes they left, in the order first left."""
     school_id = school_class.school_id
     previous = {
         user_id: class_id
@@ -463,7 +511,7 @@ async def _move_into(
     }
     moving = [user_id for user_id in user_ids if previous.get(user_id) != school_class.id]
     if not moving:
-        return
+        return []
     await session.execute(
         delete(ClassMembership).where(
             ClassMembership.school_id == school_id,
@@ -472,11 +520,12 @@ async def _move_into(
         )
     )
     await session.execute(insert(ClassMembership), _memberships(school_class, moving))
+    await _members_changed(session, school_id, moving)
     await audit.record_by(
         session,
         actor,
         school_id=school_id,
-        action="class.members_moved",
+        action=AuditAction.CLASS_MEMBERS_MOVED,
         targets=sorted(moving),
         summary={
             **_summary(school_class),
@@ -485,6 +534,7 @@ async def _move_into(
             },
         },
     )
+    return list(dict.fromkeys(previous[user_id] for user_id in moving if user_id in previous))
 
 
 async def _add_to(
@@ -506,11 +556,12 @@ async def _add_to(
     if not adding:
         return
     await session.execute(insert(ClassMembership), _memberships(school_class, adding))
+    await _members_changed(session, school_id, adding)
     await audit.record_by(
         session,
         actor,
         school_id=school_id,
-        action="class.members_added",
+        action=AuditAction.CLASS_MEMBERS_ADDED,
         targets=sorted(adding),
         summary=_summary(school_class),
     )
@@ -526,7 +577,41 @@ async def remove_from_class(
     allow_provider_managed: bool = False,
     including_deleted: bool = False,
 ) -> SchoolClass:
-    """Take users out of a class; users who are not in it are left as they are."""
+    """Take users out of a class (see remove_users); the class."""
+    removed = await remove_users(
+        session,
+        school_id=school_id,
+        actor=actor,
+        class_id=class_id,
+        user_ids=user_ids,
+        allow_provider_managed=allow_provider_managed,
+        including_deleted=including_deleted,
+    )
+    return removed.school_class
+
+
+async def classes_by_id(
+    session: AsyncSession, *, school_id: uuid.UUID, class_ids: Sequence[uuid.UUID]
+) -> list[SchoolClass]:
+    """The classes of these ids, in the order given; ids of no class of the school are left out."""
+    rows = await session.execute(
+        select(SchoolClass).where(SchoolClass.school_id == school_id, SchoolClass.id.in_(class_ids))
+    )
+    found = {row.id: row for row in rows.scalars()}
+    return [found[class_id] for class_id in class_ids if class_id in found]
+
+
+async def remove_users(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    actor: Actor,
+    class_id: uuid.UUID,
+    user_ids: Sequence[uuid.UUID],
+    allow_provider_managed: bool = False,
+    including_deleted: bool = False,
+) -> Assigned:
+    """Take users out of a class; users who are not in it are left as they are, those taken out are edited."""
     school_class, ids = await _locked_class_and_users(
         session,
         school_id,
@@ -549,15 +634,16 @@ async def remove_from_class(
         ).scalars()
     )
     if removed:
+        await _members_changed(session, school_id, removed)
         await audit.record_by(
             session,
             actor,
             school_id=school_id,
-            action="class.members_removed",
+            action=AuditAction.CLASS_MEMBERS_REMOVED,
             targets=removed,
             summary=_summary(school_class),
         )
-    return school_class
+    return Assigned(school_class=school_class, user_ids=ids, left_class_ids=[])
 
 
 async def place_new_user(

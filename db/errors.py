@@ -51,6 +51,8 @@ class Problem:
     message: str
     field: str | None = None
     user_id: uuid.UUID | None = None
+    # Re-authentication: how many more wrong passwords the session may take before it is signed out.
+    attempts_remaining: int | None = None
 
 
 class DomainError(Exception):

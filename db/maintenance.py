@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit
-from db.audit import Actor
+from db.audit import Actor, AuditAction
 from db.changes import purge_changes
 from db.engine import owner_engine_in_use
 from db.models import ApiToken, AuditEvent, ImportJob, ImportStatus, School, User
@@ -170,7 +170,7 @@ async def purge_school(session: AsyncSession, school_id: uuid.UUID, older_than: 
         session,
         MAINTENANCE,
         school_id=school_id,
-        action="users.purged",
+        action=AuditAction.USER_PURGED,
         summary={"count": len(doomed), "older_than_days": older_than.days},
     )
     return len(doomed)

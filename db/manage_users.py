@@ -6,20 +6,22 @@ batch either applies whole or changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit
-from db.audit import Actor
+from db.audit import Actor, AuditAction
 from db.classes import place_new_user, shares_a_class
 from db.errors import DomainError, ErrorCode, Problem, Problems
 from db.login_cards.signin import rotate_login_codes
-from db.models import School, User, UserType
+from db.models import ClassKind, ClassMembership, School, SchoolClass, User, UserType
 from db.passwords import hash_password_async, hash_passwords, weak_password
 from db.schools import require_manual_school
 from db.sessions import revoke_sessions
@@ -161,7 +163,7 @@ async def add_user(
         session,
         actor,
         school_id=school_id,
-        action="user.created",
+        action=AuditAction.USER_CREATED,
         targets=[user.id],
         summary={"username": user.username, "type": type.value, "is_admin": is_admin},
     )
@@ -187,12 +189,23 @@ async def lock_roster(session: AsyncSession, school_id: uuid.UUID) -> None:
 async def _locked_targets(
     session: AsyncSession, school_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
 ) -> list[User]:
-    """The users named, locked in id order; unknown ids (another school's too) are reported by id."""
-    ids, found = await locked_users(session, school_id, user_ids)
-    missing = [no_such_user(user_id) for user_id in ids if user_id not in found]
+    """The users named, once each in the order named (locked in id order); unknown ids (another school's
+    too) are reported by id."""
+    _, found = await locked_users(session, school_id, user_ids)
+    named = list(dict.fromkeys(user_ids))
+    missing = [no_such_user(user_id) for user_id in named if user_id not in found]
     if missing:
         raise DomainError(*missing)
-    return [found[user_id] for user_id in ids]
+    return [found[user_id] for user_id in named]
+
+
+@dataclass(frozen=True, slots=True)
+class Edited:
+    """What one edited cell did: the user as now, and the registration class they left (a pupil who became
+    a teacher), if any."""
+
+    user: User
+    left_class: SchoolClass | None = None
 
 
 async def update_user_field(
@@ -207,8 +220,38 @@ async def update_user_field(
     allow_provider_managed: bool = False,
     including_deleted: bool = False,
 ) -> User:
+    """Change one cell of the users table (see edit_user_field); the user as now."""
+    edited = await edit_user_field(
+        session,
+        school_id=school_id,
+        actor=actor,
+        user_id=user_id,
+        field=field,
+        value=value,
+        expected_version=expected_version,
+        allow_provider_managed=allow_provider_managed,
+        including_deleted=including_deleted,
+    )
+    return edited.user
+
+
+async def edit_user_field(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    actor: Actor,
+    user_id: uuid.UUID,
+    field: UserField,
+    value: str,
+    expected_version: int,
+    allow_provider_managed: bool = False,
+    including_deleted: bool = False,
+) -> Edited:
     """Change one cell of the users table, unless someone else changed the user since it was read. A deleted
-    user is edited only when `including_deleted` (a provider keeps its suspended accounts up to date)."""
+    user is edited only when `including_deleted` (a provider keeps its suspended accounts up to date).
+
+    A pupil made a teacher by hand leaves their registration class (a registration class is a pupil's form);
+    a provider, whose groups say where its users are, keeps them in it (`allow_provider_managed`)."""
     await _school(session, school_id, allow_provider_managed=allow_provider_managed)
     if field in (UserField.TYPE, UserField.IS_ADMIN):
         await lock_roster(session, school_id)
@@ -228,7 +271,7 @@ async def update_user_field(
         )
     change = await _field_change(session, user, field, value)
     if change is None:
-        return user
+        return Edited(user)
     column, new = change
     before = getattr(user, column)
 
@@ -237,16 +280,44 @@ async def update_user_field(
         mark_edited(user)
 
     await save_username(session, user, write)
+    left = None
+    if column == "type" and new == UserType.TEACHER and not allow_provider_managed:
+        left = await _leave_registration_class(session, school_id, user_id)
     await audit.record_by(
         session,
         actor,
         school_id=school_id,
-        action="user.updated",
+        action=AuditAction.USER_UPDATED,
         targets=[user_id],
-        summary={"field": field.value, "from": _shown(before), "to": _shown(new)},
+        summary={
+            "field": field.value,
+            "from": _shown(before),
+            "to": _shown(new),
+            **({"left_class_id": str(left.id), "left_class_name": left.name} if left else {}),
+        },
     )
     await session.refresh(user)
-    return user
+    return Edited(user, left)
+
+
+async def _leave_registration_class(
+    session: AsyncSession, school_id: uuid.UUID, user_id: uuid.UUID
+) -> SchoolClass | None:
+    """Take the user out of their registration class; the class they left, if any."""
+    left = (
+        await session.execute(
+            delete(ClassMembership)
+            .where(
+                ClassMembership.school_id == school_id,
+                ClassMembership.user_id == user_id,
+                ClassMembership.kind == ClassKind.REGISTRATION,
+            )
+            .returning(ClassMembership.class_id)
+        )
+    ).scalar_one_or_none()
+    if left is None:
+        return None
+    return await session.get_one(SchoolClass, (school_id, left))
 
 
 async def _field_change(
@@ -267,10 +338,10 @@ async def _field_change(
             return None if name == getattr(user, column) else (column, name)
         case UserField.TYPE:
             try:
-                new_type = UserType(value.strip().upper())
+                new_type = UserType(value)
             except ValueError:
                 raise DomainError(
-                    Problem(ErrorCode.INVALID_INPUT, "A type is PUPIL or TEACHER.", "value")
+                    Problem(ErrorCode.INVALID_INPUT, "A type is PUPIL or TEACHER, in capitals.", "value")
                 ) from None
             if new_type == user.type:
                 return None
@@ -308,12 +379,11 @@ def _shown(value: object) -> str:
 
 
 def _parse_flag(value: str) -> bool:
-    normal = value.strip().lower()
-    if normal in {"true", "yes", "1"}:
-        return True
-    if normal in {"false", "no", "0"}:
-        return False
-    raise DomainError(Problem(ErrorCode.INVALID_INPUT, "IS_ADMIN takes true or false.", "value"))
+    if value in {"true", "false"}:
+        return value == "true"
+    raise DomainError(
+        Problem(ErrorCode.INVALID_INPUT, "IS_ADMIN takes true or false, in lower case.", "value")
+    )
 
 
 async def delete_users(
@@ -345,7 +415,7 @@ async def delete_users(
             session,
             actor,
             school_id=school_id,
-            action="users.deleted",
+            action=AuditAction.USER_DELETED,
             targets=ids,
             summary={"count": len(ids)},
         )
@@ -431,7 +501,7 @@ async def restore_users(
             session,
             actor,
             school_id=school_id,
-            action="users.restored",
+            action=AuditAction.USER_RESTORED,
             targets=ids,
             summary={"count": len(ids)},
         )
@@ -513,16 +583,19 @@ async def reset_passwords(
                     user.id,
                 )
             )
-        else:
-            problems.add(
-                *weak_password(
-                    new_password,
-                    staff=user.type == UserType.TEACHER,
-                    pupil_min_length=school.pupil_min_password_length,
-                    field="newPassword",
-                    user_id=user.id,
-                )
-            )
+    # One password, so one problem with it however many users share it: its problem for staff, for pupils,
+    # or both when they differ and both are chosen; naming the user when it is one user's.
+    weak: dict[str, Problem] = {}
+    for staff in (False, True):
+        kind = [user for user in targets if (user.type == UserType.TEACHER) == staff]
+        if not kind:
+            continue
+        for problem in weak_password(
+            new_password, staff=staff, pupil_min_length=school.pupil_min_password_length, field="newPassword"
+        ):
+            one = kind[0].id if len(kind) == 1 else None
+            weak.setdefault(problem.message, dataclasses.replace(problem, user_id=one))
+    problems.add(*weak.values())
     problems.raise_any()
     # One salt (and hash) per user, computed in parallel threads.
     hashes = await hash_passwords([new_password] * len(targets))
@@ -537,7 +610,7 @@ async def reset_passwords(
         session,
         actor,
         school_id=school_id,
-        action="passwords.reset",
+        action=AuditAction.USER_PASSWORD_RESET,
         targets=ids,
         summary={"count": len(ids), "must_change_password": must_change_password},
     )

@@ -154,6 +154,8 @@ class User(Base):
     provisioned_at: Mapped[datetime | None]
     # Staff only: a pupil's data stays minimal.
     email: Mapped[str | None] = mapped_column(String(254))
+    # Set by the statement that opens a session (db/signin.py), with a password or a login card.
+    last_sign_in_at: Mapped[datetime | None]
 
     __table_args__ = (
         ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),

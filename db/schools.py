@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit
-from db.audit import Actor
+from db.audit import Actor, AuditAction
 from db.errors import DomainError, ErrorCode, Problem, unique_or
 from db.login_cards.codes import is_day_of_year
 from db.models import Provider, School, UserType
@@ -119,7 +119,7 @@ async def create_school(
         session,
         CREATED_BY,
         school_id=school_id,
-        action="school.created",
+        action=AuditAction.SCHOOL_CREATED,
         targets=[admin.id],
         summary={"slug": slug, "name": name},
     )
@@ -220,7 +220,7 @@ async def update_settings(
             session,
             actor,
             school_id=school_id,
-            action="school.settings_changed",
+            action=AuditAction.SCHOOL_SETTINGS_CHANGED,
             summary={"changes": changes},
         )
     return school

@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from db import audit, throttle
-from db.audit import Actor
+from db.audit import Actor, AuditAction
 from db.device_cookies import issue_device_cookie, trusted_device
 from db.engine import Database
 from db.errors import DomainError, ErrorCode, Problem
@@ -130,7 +131,7 @@ async def _replace_hash(session: AsyncSession, user: User, checked: str, rehashe
     user.password_hash = rehashed
 
 
-# The session and its audit event in one statement, for an account that is still active (and, for a password
+# The session, the user's last sign-in time and its audit event in one statement, for an account that is still active (and, for a password
 # sign-in, still has the hash that was checked).
 _OPEN_SESSION = text("""
 with opened as (
@@ -140,12 +141,16 @@ with opened as (
     where u.school_id = :school_id and u.id = :user_id and u.deleted_at is null
       and u.password_hash = :password_hash
     returning school_id, user_id
+), seen as (
+    update users u set last_sign_in_at = now()
+    from opened o where u.school_id = o.school_id and u.id = o.user_id
+    returning u.last_sign_in_at
 ), recorded as (
     insert into audit_events (school_id, actor_id, actor_label, action, target_user_ids, summary)
-    select school_id, user_id, :label, 'user.signed_in', array[user_id], cast(:summary as jsonb) from opened
+    select school_id, user_id, :label, :action, array[user_id], cast(:summary as jsonb) from opened
     returning 1
 )
-select count(*) from recorded
+select (select count(*) from recorded), (select last_sign_in_at from seen)
 """)
 
 
@@ -160,7 +165,7 @@ async def open_session(
     """A new session for `user`, and its audit event; the answer for a wrong password when the account is no
     longer active or no longer has `password_hash` (its own hash when not given)."""
     token, token_hash = new_secret(SESSION_PREFIX)
-    opened = (
+    opened, signed_in_at = (
         await session.execute(
             _OPEN_SESSION,
             {
@@ -171,12 +176,15 @@ async def open_session(
                 "user_id": user.id,
                 "password_hash": user.password_hash if password_hash is None else password_hash,
                 "label": user.username,
+                "action": AuditAction.USER_SIGNED_IN.value,
                 "summary": json.dumps({"method": how.value}),
             },
         )
-    ).scalar_one()
+    ).one()
     if not opened:
         raise DomainError(INVALID)
+    # As the row now is, without making the loaded user dirty.
+    set_committed_value(user, "last_sign_in_at", signed_in_at)
     return SignedIn(token=token, user=user)
 
 
@@ -246,7 +254,7 @@ async def set_own_password(
         session,
         Actor(id=user_id, label=user.username),
         school_id=school_id,
-        action="user.password_changed",
+        action=AuditAction.USER_PASSWORD_CHANGED,
         targets=[user_id],
     )
     await session.refresh(user)

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, exists, func, literal, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlalchemy.orm.util import AliasedClass
 
 from db.errors import DomainError, ErrorCode, Problem, require_batch_size, unique_or
@@ -396,3 +397,25 @@ async def get_user(session: AsyncSession, *, school_id: uuid.UUID, user_id: uuid
     return (
         await session.execute(select(User).where(User.school_id == school_id, User.id == user_id))
     ).scalar_one_or_none()
+
+
+async def users_by_id(
+    session: AsyncSession, *, school_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, User]:
+    """The users of these ids, deleted or not; ids of no user of the school are left out."""
+    rows = await session.execute(select(User).where(User.school_id == school_id, User.id.in_(user_ids)))
+    return {user.id: user for user in rows.scalars()}
+
+
+async def sharing_a_class(
+    session: AsyncSession, *, school_id: uuid.UUID, viewer_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Which of these users are in a class the viewer is in too (registration or teaching)."""
+    mine, theirs = aliased(ClassMembership), aliased(ClassMembership)
+    rows = await session.execute(
+        select(theirs.user_id)
+        .join(mine, (mine.school_id == theirs.school_id) & (mine.class_id == theirs.class_id))
+        .where(theirs.school_id == school_id, mine.user_id == viewer_id, theirs.user_id.in_(user_ids))
+        .distinct()
+    )
+    return set(rows.scalars())

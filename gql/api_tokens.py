@@ -10,7 +10,7 @@ from db import api_tokens, models
 from db.errors import DomainError
 from gql.context import Info
 from gql.ids import Node, parse_id
-from gql.payloads import UserError, user_errors
+from gql.payloads import Payload, UserError, user_errors
 from gql.permissions import IsAdmin
 
 ApiScope = api_tokens.ApiScope  # marked as a GraphQL enum in place, as in gql.enums
@@ -45,7 +45,7 @@ class ApiToken(Node):
 
 
 @strawberry.type
-class CreateApiTokenPayload:
+class CreateApiTokenPayload(Payload):
     token: str | None = strawberry.field(
         default=None, description="The secret: shown this once, store it now."
     )
@@ -54,7 +54,7 @@ class CreateApiTokenPayload:
 
 
 @strawberry.type
-class RevokeApiTokenPayload:
+class RevokeApiTokenPayload(Payload):
     api_token: ApiToken | None = None
     errors: list[UserError] = strawberry.field(default_factory=list)
 

@@ -8,21 +8,30 @@ import strawberry
 from strawberry.scalars import JSON
 
 from db import audit, models
+from db.audit import action_of, summary_of
 from db.errors import DomainError
 from gql.connections import Connection, Edge, PageInfo, bad_page_request
 from gql.context import Info
-from gql.ids import Node, parse_id
+from gql.ids import Node, lookup_id
 from gql.permissions import IsAdmin
+
+AuditAction = audit.AuditAction  # marked as a GraphQL enum in place, as in gql.enums
+strawberry.enum(AuditAction, description="What an audit event records: the thing, then what happened to it.")
 
 
 @strawberry.type(description="One change: who did what to whom, and when.")
 class AuditEvent(Node):
     id: strawberry.ID
-    action: str
+    action: AuditAction = strawberry.field(
+        description="What was done. Events written under an older name are shown under the current one."
+    )
     actor_id: strawberry.ID | None
     actor_label: str
     target_user_ids: list[strawberry.ID]
-    summary: JSON
+    summary: JSON = strawberry.field(
+        description="The details of the change (never a password or a login code): a JSON object "
+        "whose keys are in camelCase, whenever the event was written."
+    )
     request_id: str | None
     created_at: datetime
 
@@ -30,11 +39,11 @@ class AuditEvent(Node):
     def from_row(cls, row: models.AuditEvent) -> AuditEvent:
         return cls(
             id=strawberry.ID(str(row.id)),
-            action=row.action,
+            action=action_of(row.action),
             actor_id=strawberry.ID(str(row.actor_id)) if row.actor_id else None,
             actor_label=row.actor_label,
             target_user_ids=[strawberry.ID(str(t)) for t in row.target_user_ids],
-            summary=JSON(row.summary),
+            summary=JSON(summary_of(row.summary)),
             request_id=row.request_id,
             created_at=row.created_at,
         )
@@ -42,7 +51,9 @@ class AuditEvent(Node):
 
 @strawberry.input
 class AuditEventFilter:
-    action: str | None = None
+    action: AuditAction | None = strawberry.field(
+        default=None, description="Only events of this action, whatever name they were written under."
+    )
     user_id: strawberry.ID | None = strawberry.field(default=None, description="As the actor or a target.")
 
 
@@ -58,7 +69,7 @@ class AuditEventQueries:
     ) -> Connection[AuditEvent]:
         where = filter or AuditEventFilter()
         try:
-            user_id = parse_id(where.user_id, field="userId") if where.user_id else None
+            user_id = lookup_id(where.user_id) if where.user_id else None
             async with info.context.scope() as session:
                 page = await audit.list_events(
                     session,

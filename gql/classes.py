@@ -14,20 +14,31 @@ import strawberry
 from db import classes as domain
 from db import models
 from db.errors import DomainError, Problems, require_batch_size
+from db.users import users_by_id
 from gql.context import Info
 from gql.enums import ClassKind
 from gql.ids import parse_id
-from gql.payloads import UserError, user_errors
+from gql.payloads import Payload, UserError, user_errors
 from gql.permissions import CanReadRoster, IsAdmin
-from gql.roster import SchoolClass
+from gql.roster import SchoolClass, User
 
 
 @strawberry.type
-class ClassPayload:
+class ClassPayload(Payload):
     school_class: SchoolClass | None = strawberry.field(
         default=None, description="The class changed; for deleteClass, the class as it was."
     )
     errors: list[UserError] = strawberry.field(default_factory=list)
+    users: list[User] = strawberry.field(
+        default_factory=list,
+        description="For assignClass and removeFromClass: the users named, as they are now, in the order "
+        "given.",
+    )
+    affected_classes: list[SchoolClass] = strawberry.field(
+        default_factory=list,
+        description="For assignClass and removeFromClass: the class, then every registration class the "
+        "users moved out of; ask for their memberCount to show the new sizes.",
+    )
 
 
 @strawberry.type
@@ -65,7 +76,7 @@ def _class_and_users(class_id: strawberry.ID, user_ids: list[strawberry.ID]) -> 
 
 async def _change(
     info: Info,
-    operation: Callable[..., Awaitable[models.SchoolClass]],
+    operation: Callable[..., Awaitable[models.SchoolClass | domain.Assigned]],
     arguments: Callable[[], dict[str, Any]],
 ) -> ClassPayload:
     """Run one class change in its own transaction, run again if it collides with a concurrent one."""
@@ -80,8 +91,18 @@ async def _change(
     except DomainError as error:
         return ClassPayload(errors=user_errors(error))
     # Later fields of the same request must see the change.
-    context.loaders.class_member_counts.clear_all()
-    context.loaders.user_classes.clear_all()
+    context.loaders.clear()
+    if isinstance(row, domain.Assigned):
+        async with context.scope() as session:
+            found = await users_by_id(session, school_id=caller.school_id, user_ids=row.user_ids)
+            left = await domain.classes_by_id(
+                session, school_id=caller.school_id, class_ids=row.left_class_ids
+            )
+        return ClassPayload(
+            school_class=SchoolClass.from_row(row.school_class),
+            users=[User.from_row(found[user_id]) for user_id in row.user_ids if user_id in found],
+            affected_classes=[SchoolClass.from_row(c) for c in (row.school_class, *left)],
+        )
     return ClassPayload(school_class=SchoolClass.from_row(row))
 
 
@@ -114,7 +135,7 @@ class ClassMutations:
     async def assign_class(
         self, info: Info, class_id: strawberry.ID, user_ids: list[strawberry.ID]
     ) -> ClassPayload:
-        return await _change(info, domain.assign_to_class, lambda: _class_and_users(class_id, user_ids))
+        return await _change(info, domain.assign_users, lambda: _class_and_users(class_id, user_ids))
 
     @strawberry.mutation(
         permission_classes=[IsAdmin], description="Take users out of a class. All of them, or none."
@@ -122,4 +143,4 @@ class ClassMutations:
     async def remove_from_class(
         self, info: Info, class_id: strawberry.ID, user_ids: list[strawberry.ID]
     ) -> ClassPayload:
-        return await _change(info, domain.remove_from_class, lambda: _class_and_users(class_id, user_ids))
+        return await _change(info, domain.remove_users, lambda: _class_and_users(class_id, user_ids))

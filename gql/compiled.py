@@ -78,7 +78,7 @@ from db.users import UserFilter, UserOrder, UserOrderField, UserStatus
 from gql import compiled_sql as sql
 from gql.cost import FragmentExpansionLimiter, QueryCostLimiter, query_cost, too_complex, too_costly
 from gql.documents import CachedDocuments
-from gql.ids import parse_id
+from gql.ids import lookup_id
 from tenants import policies
 from tenants.callers import Caller, Person, resolve_caller
 from web.graphql_http import response_media_type
@@ -183,8 +183,9 @@ class Plan:
     name: str | None
     # Every permission class on the fields used: each must let the caller through, or the view answers.
     permissions: tuple[type[BasePermission], ...]
-    # With no variables the statement is fixed, bar the school ($1): its text and its other parameters.
-    fixed: tuple[str, list[Any]] | None
+    # With no variables the statement is fixed, bar the school ($1): its text, its other parameters, and
+    # whether it lists deleted users.
+    fixed: tuple[str, list[Any], bool] | None
     fragments: dict[str, FragmentDefinitionNode]
     # With no variables and root fields of BESIDE asked for: the root, collected once.
     fixed_root: Root | None
@@ -294,7 +295,7 @@ class CompiledReads:
             refuse_secrets_in_url(request)
             secret = session_secret(request)
             # The school is always $1, filled in once the caller is known.
-            statement, params, root = self._statement(plan, variables or {})
+            statement, params, reads_deleted, root = self._statement(plan, variables or {})
         except (HTTPException, Unsupported, DomainError, GraphQLError, ValueError):
             return None
         if not secret:
@@ -308,6 +309,8 @@ class CompiledReads:
                 caller = await resolve_caller(connection, secret, self.policy)
                 if caller is None or not await _allowed(caller, plan.permissions):
                     return None
+                if reads_deleted and not policies.may_list_deleted_users(caller):
+                    return None  # the view refuses it
                 # A statement that reads no table (`{ __typename }`) takes no school either.
                 school = (caller.school_id,) if "$1" in statement else ()
                 user_id = caller.user_id if isinstance(caller, Person) else None
@@ -382,8 +385,9 @@ class CompiledReads:
             }
         return self.view.create_response(response_data=response_data, sub_response=sub_response)
 
-    def _statement(self, plan: Plan, variables: dict[str, Any]) -> tuple[str, list[Any], Root | None]:
-        """The statement and its parameters but the school ($1); the root, unless the statement is fixed."""
+    def _statement(self, plan: Plan, variables: dict[str, Any]) -> tuple[str, list[Any], bool, Root | None]:
+        """The statement, its parameters but the school ($1), whether it lists deleted users, and the root
+        (unless the statement is fixed)."""
         if plan.fixed is not None:
             return (*plan.fixed, plan.fixed_root)
         coerced = get_variable_values(
@@ -391,11 +395,10 @@ class CompiledReads:
         )
         if isinstance(coerced, list):
             raise Unsupported("the variables do not fit their definitions")
-        root = _Translator(self.graphql_schema, self.permissions, coerced, plan.fragments).root(
-            plan.operation.selection_set
-        )
+        translator = _Translator(self.graphql_schema, self.permissions, coerced, plan.fragments)
+        root = translator.root(plan.operation.selection_set)
         statement, params = sql.statement(uuid.UUID(int=0), root.selection)
-        return statement, params[1:], root
+        return statement, params[1:], translator.reads_deleted, root
 
     def plan(self, query: str, operation_name: str | None) -> Plan | None:
         """The plan for a document, from a bounded cache; None when the view must answer it."""
@@ -434,12 +437,11 @@ class CompiledReads:
                 return None  # nothing here for this path: the view answers the whole of it
             fixed, fixed_root = None, None
             if not operation.variable_definitions:
-                root = _Translator(self.graphql_schema, self.permissions, None, fragments, fixed=True).root(
-                    operation.selection_set
-                )
+                translator = _Translator(self.graphql_schema, self.permissions, None, fragments, fixed=True)
+                root = translator.root(operation.selection_set)
                 # The school is always $1: kept apart, it is filled in per request.
                 statement, params = sql.statement(uuid.UUID(int=0), root.selection)
-                fixed = (statement, params[1:])
+                fixed = (statement, params[1:], translator.reads_deleted)
                 fixed_root = root if root.beside else None
         except (Unsupported, DomainError, GraphQLError, ValueError):
             return None
@@ -484,6 +486,7 @@ class _Translator:
         self.fragments = fragments
         self.used = used if used is not None else []
         self.read_arguments = fixed or variables is not None
+        self.reads_deleted = False  # a users page with status DELETED or ALL
 
     def root(self, selection_set: SelectionSetNode) -> Root:
         query = self.schema.query_type
@@ -635,9 +638,10 @@ class _Translator:
             search=given.get("search"),
             type=_user_type(given.get("type")),
             status=UserStatus(given.get("status") or UserStatus.ACTIVE),
-            class_id=parse_id(class_id, field="classId") if class_id is not None else None,
+            class_id=lookup_id(class_id) if class_id is not None else None,
             updated_since=given.get("updatedSince"),
         )
+        self.reads_deleted |= where.status != UserStatus.ACTIVE
         return sql.users_page(
             where,
             UserOrder(

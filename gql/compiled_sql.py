@@ -188,6 +188,7 @@ USER_COLUMNS = {
     "deletedAt": "deleted_at",
     "version": "version",
     "externalId": "external_id",
+    "lastSignInAt": "last_sign_in_at",
 }
 CLASS_COLUMNS = {"id": "id", "name": "name", "kind": "kind"}
 SCHOOL_COLUMNS = {
@@ -202,7 +203,7 @@ SCHOOL_COLUMNS = {
     "deletedUserRetentionDays": "deleted_user_retention_days",
     "teachersCanResetPupilPasswords": "teachers_can_reset_pupil_passwords",
 }
-_TIMES = {"created_at", "updated_at", "deleted_at"}
+_TIMES = {"created_at", "updated_at", "deleted_at", "last_sign_in_at"}
 
 
 def users_page(where: UserFilter, order: UserOrder, first: int | None, after: str | None) -> UsersPage:

@@ -20,7 +20,7 @@ from db.sessions import SessionPolicy
 from gql.loaders import Loaders
 from tenants.callers import Caller, Person, caller_for_secret
 from tenants.policies import actor_of
-from web.http_auth import DEVICE_COOKIE, SESSION_COOKIE
+from web.http_auth import CSRF_HEADER, DEVICE_COOKIE, SESSION_COOKIE
 from web.settings import Settings
 
 
@@ -102,6 +102,16 @@ class Context:
         self.set_session_cookie(token)
         if self.loaders.school_id != school_id:
             self.loaders = Loaders(self.db, school_id)
+
+    @property
+    def from_browser(self) -> bool:
+        """A browser's request: it sends the CSRF header with every POST, or holds a session cookie."""
+        return bool(self.request.headers.get(CSRF_HEADER)) or SESSION_COOKIE in self.request.cookies
+
+    def token_for_body(self, token: str) -> str | None:
+        """The new session's token as the response body may show it: never to a browser, which has it as an
+        HttpOnly cookie (a script of the page could read it from the body)."""
+        return None if self.from_browser else token
 
     def set_session_cookie(self, token: str) -> None:
         self.response.set_cookie(

@@ -30,3 +30,16 @@ def parse_id(value: str, *, field: str) -> uuid.UUID:
 
 def parse_ids(values: Iterable[str], *, field: str) -> list[uuid.UUID]:
     return [parse_id(value, field=field) for value in values]
+
+
+# No row has it: every id is a random (version 4) UUID.
+NO_ID = uuid.UUID(int=0)
+
+
+def lookup_id(value: str) -> uuid.UUID:
+    """An id a read looks something up by: a malformed one finds nothing, as an unknown one does (a read
+    answers both with null or an empty list; a mutation with NOT_FOUND, through parse_id)."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return NO_ID

@@ -18,7 +18,7 @@ from db.users import CONTROL_CHARACTERS
 from gql.context import Info
 from gql.errors import client_error
 from gql.ids import Node, parse_id
-from gql.payloads import UserError, user_errors
+from gql.payloads import Payload, UserError, user_errors
 from gql.permissions import IsAdmin
 from gql.progress import Progress, follow
 from tenants import policies
@@ -136,7 +136,7 @@ class GeneratedPassword:
 
 
 @strawberry.type
-class ImportJobPayload:
+class ImportJobPayload(Payload):
     job: ImportJob | None = None
     generated_passwords: list[GeneratedPassword] = strawberry.field(
         default_factory=list, description="New users' generated passwords: shown this once, never stored."

@@ -9,15 +9,16 @@ import strawberry
 
 from db import manage_users
 from db.errors import DomainError
-from db.users import get_user
+from db.users import get_user, sharing_a_class, users_by_id
 from gql.context import Info
 from gql.enums import UserType
 from gql.errors import client_error
 from gql.ids import parse_id, parse_ids
-from gql.payloads import UserError, user_errors
+from gql.payloads import Payload, UserError, user_errors
 from gql.permissions import IsAdmin, IsStaff
-from gql.roster import User
+from gql.roster import SchoolClass, User
 from tenants import policies
+from tenants.callers import Person
 from tenants.reauth import reauthenticate
 
 UserField = manage_users.UserField  # marked as a GraphQL enum in place, as in gql.enums
@@ -39,13 +40,17 @@ class AddUserInput:
 
 
 @strawberry.type
-class UserPayload:
+class UserPayload(Payload):
     user: User | None = None
     errors: list[UserError] = strawberry.field(default_factory=list)
+    left_class: SchoolClass | None = strawberry.field(
+        default=None,
+        description="The registration class the user left: a pupil made a teacher leaves their form.",
+    )
 
 
 @strawberry.type
-class UsersPayload:
+class UsersPayload(Payload):
     users: list[User] = strawberry.field(default_factory=list)
     errors: list[UserError] = strawberry.field(default_factory=list)
 
@@ -80,7 +85,7 @@ class ManageUserMutations:
                     email=input.email,
                 )
         except DomainError as error:
-            return UserPayload(errors=user_errors(error))
+            return UserPayload(errors=user_errors(error, under="input"))
         return UserPayload(user=User.from_row(row))
 
     @strawberry.mutation(
@@ -97,7 +102,7 @@ class ManageUserMutations:
             return UserPayload(errors=user_errors(error))
         try:
             async with info.context.scope() as session:
-                row = await manage_users.update_user_field(
+                edited = await manage_users.edit_user_field(
                     session,
                     school_id=info.context.signed_in().school_id,
                     actor=info.context.actor(),
@@ -107,8 +112,13 @@ class ManageUserMutations:
                     expected_version=expected_version,
                 )
         except DomainError as error:
-            return UserPayload(user=await _current_user(info, target), errors=user_errors(error))
-        return UserPayload(user=User.from_row(row))
+            return UserPayload(
+                user=await _current_user(info, target), errors=user_errors(error, user_id=target)
+            )
+        return UserPayload(
+            user=User.from_row(edited.user),
+            left_class=SchoolClass.from_row(edited.left_class) if edited.left_class else None,
+        )
 
     @strawberry.mutation(
         permission_classes=[IsAdmin],
@@ -142,14 +152,7 @@ class ManageUserMutations:
         try:
             targets = parse_ids(user_ids, field="userIds")
             # Before the password is checked, so a teacher who may not is told so without spending an attempt.
-            async with context.scope() as session:
-                await manage_users.require_may_reset(
-                    session,
-                    school_id=caller.school_id,
-                    viewer_id=caller.user_id,
-                    sees_every_pupil=policies.sees_every_pupil(caller),
-                    user_ids=targets,
-                )
+            await _require_may_reset(info, caller, targets)
             await reauthenticate(await context.database(), caller, current_password)
             async with context.scope() as session:
                 rows = await manage_users.reset_passwords(
@@ -168,6 +171,38 @@ class ManageUserMutations:
         except manage_users.ResetForbidden as error:
             raise client_error(str(error), "FORBIDDEN") from None
         return UsersPayload(users=[User.from_row(row) for row in rows])
+
+
+async def _require_may_reset(info: Info, caller: Person, user_ids: list[uuid.UUID]) -> None:
+    """The rule viewerCanResetPassword shows (tenants.policies), for every user of the batch: FORBIDDEN for
+    the whole batch otherwise."""
+    if policies.sees_every_pupil(caller):
+        return  # an admin may reset anyone's; unknown and deleted users are the domain's errors
+    school = await info.context.loaders.school()
+    async with info.context.scope() as session:
+        found = await users_by_id(session, school_id=caller.school_id, user_ids=user_ids)
+        mine = await sharing_a_class(
+            session, school_id=caller.school_id, viewer_id=caller.user_id, user_ids=user_ids
+        )
+    for user_id in user_ids:
+        row = found.get(user_id)
+        facts = (
+            None
+            if row is None
+            else policies.UserFacts(
+                id=row.id,
+                type=row.type,
+                deleted=row.deleted_at is not None,
+                shares_a_class_with_caller=row.id in mine,
+            )
+        )
+        if facts is None or not policies.may_reset_password_of(caller, school, facts):
+            message = (
+                "You can reset the passwords only of the pupils in the classes you are in."
+                if school.teachers_can_reset_pupil_passwords
+                else "Only a school admin can reset passwords in this school."
+            )
+            raise client_error(message, "FORBIDDEN")
 
 
 async def _batch(info: Info, operation: Any, user_ids: list[strawberry.ID]) -> UsersPayload:

@@ -81,3 +81,10 @@ class AnyCaller(BasePermission):
 
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
         return _let_through(policies.require_caller, info)
+
+
+class CanPrintCards(BasePermission):
+    """Teachers (admins too), never an app: the cards' codes are secrets."""
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        return _let_through(policies.require_card_printer, info)

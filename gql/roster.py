@@ -18,8 +18,11 @@ from db.errors import DomainError
 from gql.connections import Connection, Edge, PageInfo, bad_page_request
 from gql.context import Info
 from gql.enums import ClassKind, UserType
-from gql.ids import Node, parse_id
+from gql.errors import client_error
+from gql.ids import Node, lookup_id
 from gql.permissions import CanReadRoster
+from tenants import policies
+from tenants.callers import Person
 
 # Marked as GraphQL enums in place, as in gql.enums.
 UserStatus = domain.UserStatus
@@ -47,6 +50,14 @@ class SchoolClass(Node):
     ) -> UserConnection:
         return await users_page(info, UserFilter(type=type), None, first, after, class_id=self.class_id)
 
+    @strawberry.field(
+        description="Whether you may rename or delete this class and move users into or out of it "
+        "(renameClass, deleteClass, assignClass, removeFromClass)."
+    )
+    async def viewer_can_edit(self, info: Info) -> bool:
+        caller = info.context.caller
+        return caller is not None and policies.may_edit_class(caller, await info.context.loaders.school())
+
     @classmethod
     def from_row(cls, row: models.SchoolClass) -> SchoolClass:
         return cls(id=strawberry.ID(str(row.id)), name=row.name, kind=row.kind, class_id=row.id)
@@ -72,7 +83,64 @@ class User(Node):
         permission_classes=[CanReadRoster],
         description="A teacher's email address; pupils have none. Staff and ROSTER_READ tokens may read it.",
     )
+    last_sign_in_at: datetime | None = strawberry.field(
+        permission_classes=[CanReadRoster],
+        description="When the user last signed in (with a password or a login card); null if never.",
+    )
     user_id: strawberry.Private[uuid.UUID]
+    deleted_by_id: strawberry.Private[uuid.UUID | None] = None
+
+    @strawberry.field(
+        permission_classes=[CanReadRoster],
+        description="Who deleted the user, beside deletedAt; null when not deleted, or when no user "
+        "did (the school's provider).",
+    )
+    async def deleted_by(self, info: Info) -> User | None:
+        if self.deleted_at is None or self.deleted_by_id is None:
+            return None
+        row = await info.context.loaders.users.load(self.deleted_by_id)
+        return User.from_row(row) if row else None
+
+    async def _facts(self, info: Info) -> policies.UserFacts:
+        caller = info.context.caller
+        # Only a teacher's rules ask about shared classes; an admin's never do.
+        teacher = isinstance(caller, Person) and not caller.is_admin and policies.is_staff(caller)
+        return policies.UserFacts(
+            id=self.user_id,
+            type=self.type,
+            deleted=self.deleted_at is not None,
+            shares_a_class_with_caller=teacher
+            and await info.context.loaders.shares_a_class.load(self.user_id),
+        )
+
+    @strawberry.field(description="Whether you may edit this user's cells (updateUserField).")
+    async def viewer_can_edit(self, info: Info) -> bool:
+        caller = info.context.caller
+        return caller is not None and policies.may_edit_user(
+            caller, await info.context.loaders.school(), await self._facts(info)
+        )
+
+    @strawberry.field(
+        description="Whether you may delete this user (deleteUsers; for a user deleted already, "
+        "deleting again changes nothing: offer restoreUsers by deletedAt)."
+    )
+    async def viewer_can_delete(self, info: Info) -> bool:
+        caller = info.context.caller
+        return caller is not None and policies.may_delete_user(
+            caller, await info.context.loaders.school(), await self._facts(info)
+        )
+
+    @strawberry.field(description="Whether you may set a new password for this user (resetPasswords).")
+    async def viewer_can_reset_password(self, info: Info) -> bool:
+        caller = info.context.caller
+        return caller is not None and policies.may_reset_password(
+            caller, await info.context.loaders.school(), await self._facts(info)
+        )
+
+    @strawberry.field(description="Whether you may print this user's login card (loginCards, /login-cards).")
+    async def viewer_can_print_login_card(self, info: Info) -> bool:
+        caller = info.context.caller
+        return caller is not None and policies.may_print_login_card(caller, await self._facts(info))
 
     @strawberry.field(description="The user's one registration class, if any.")
     async def registration_class(self, info: Info) -> SchoolClass | None:
@@ -102,7 +170,9 @@ class User(Node):
             version=row.version,
             external_id=row.external_id,
             email=row.email,
+            last_sign_in_at=row.last_sign_in_at,
             user_id=row.id,
+            deleted_by_id=row.deleted_by,
         )
 
 
@@ -126,7 +196,7 @@ class UserFilter:
             type=self.type,
             status=self.status,
             updated_since=self.updated_since,
-            class_id=parse_id(self.class_id, field="classId") if self.class_id is not None else None,
+            class_id=lookup_id(self.class_id) if self.class_id is not None else None,
         )
 
 
@@ -159,6 +229,10 @@ async def users_page(
 ) -> UserConnection:
     """A page of users; `class_id` narrows it to one class's members (a class roster)."""
     order = order_by or UserOrder()
+    if (filter or UserFilter()).status != domain.UserStatus.ACTIVE and not policies.may_list_deleted_users(
+        info.context.caller
+    ):
+        raise client_error("Only a school admin can list deleted users.", "FORBIDDEN")
     try:
         where = (filter or UserFilter()).to_domain()
         if class_id is not None:

@@ -64,21 +64,22 @@ class SchoolQueries:
             return School.from_row(row)
 
 
-Query = merge_types(
-    "Query",
-    (
-        SchoolQueries,
-        AuthQueries,
-        ApiTokenQueries,
-        UserQueries,
-        AuditEventQueries,
-        ClassQueries,
-        ImportQueries,
-        LoginCardQueries,
-        NodeQueries,
-        ChangeQueries,
-    ),
-)
+@strawberry.type
+class Query(
+    SchoolQueries,
+    AuthQueries,
+    ApiTokenQueries,
+    UserQueries,
+    AuditEventQueries,
+    ClassQueries,
+    ImportQueries,
+    LoginCardQueries,
+    NodeQueries,
+    ChangeQueries,
+):
+    """The query root (its description is in gql.descriptions); every mutation's payload returns it too."""
+
+
 Mutation = merge_types(
     "Mutation",
     (

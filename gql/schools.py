@@ -8,10 +8,23 @@ import strawberry
 
 from db import models, schools
 from db.errors import DomainError
+from db.passwords import MAX_LENGTH, STAFF_MIN_LENGTH
 from gql.context import Info
 from gql.enums import Provider
-from gql.payloads import UserError, user_errors
+from gql.payloads import Payload, UserError, user_errors
 from gql.permissions import IsAdmin, IsStaff
+
+
+@strawberry.type(description="What a new password needs, so a form can say so before it is sent.")
+class PasswordPolicy:
+    staff_min_length: int = strawberry.field(
+        description="The shortest password a teacher (or admin) may have; staff passwords must not be "
+        "common ones either."
+    )
+    pupil_min_length: int = strawberry.field(
+        description="The shortest password a pupil may have (the school's pupilMinPasswordLength)."
+    )
+    max_length: int = strawberry.field(description="The longest password anyone may have.")
 
 
 @strawberry.type(description="A school: the tenant every user, class and login card belongs to.")
@@ -37,6 +50,14 @@ class School:
         permission_classes=[IsAdmin],
         description="How long the change feed keeps its records; an older cursor must resync.",
     )
+
+    @strawberry.field(description="What a new password needs, for staff and for pupils.")
+    def password_policy(self) -> PasswordPolicy:
+        return PasswordPolicy(
+            staff_min_length=STAFF_MIN_LENGTH,
+            pupil_min_length=self.pupil_min_password_length,
+            max_length=MAX_LENGTH,
+        )
 
     @classmethod
     def from_row(cls, row: models.School) -> School:
@@ -91,7 +112,7 @@ class SchoolSettingsInput:
 
 
 @strawberry.type
-class SchoolPayload:
+class SchoolPayload(Payload):
     school: School | None = None
     errors: list[UserError] = strawberry.field(default_factory=list)
 
@@ -115,4 +136,6 @@ class SchoolSettingsMutations:
             async with info.context.scope() as session:
                 current = await schools.get_school(session, school_id)
                 assert current is not None, "a signed-in caller's school exists"
-                return SchoolPayload(school=School.from_row(current), errors=user_errors(error))
+                return SchoolPayload(
+                    school=School.from_row(current), errors=user_errors(error, under="input")
+                )

@@ -10,7 +10,7 @@ from db.models import User as UserRow
 from db.sessions import revoke_session
 from db.signin import set_own_password, sign_in
 from gql.context import Info
-from gql.payloads import UserError, user_errors
+from gql.payloads import Payload, UserError, user_errors
 from gql.permissions import MayChangeOwnPassword
 from gql.roster import User
 from tenants.callers import Person
@@ -19,22 +19,24 @@ from web.telemetry import count_refused_sign_in
 
 
 @strawberry.type
-class LoginPayload:
+class LoginPayload(Payload):
     token: str | None = strawberry.field(
         default=None,
-        description="The session's bearer token, shown once. Browsers get it as an HttpOnly cookie.",
+        description="The session's bearer token, shown once, for API clients. Null for a browser (a "
+        "request carrying the x-rollcall-csrf header or a session cookie): it gets the session as an "
+        "HttpOnly cookie only, which no script of the page can read.",
     )
     user: User | None = None
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
-class LogoutPayload:
+class LogoutPayload(Payload):
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
-class ChangeMyPasswordPayload:
+class ChangeMyPasswordPayload(Payload):
     user: User | None = None
     errors: list[UserError] = strawberry.field(default_factory=list)
 
@@ -77,13 +79,17 @@ class AuthMutations:
         context.signed_in_now(signed_in.token, signed_in.user.school_id)
         if signed_in.device_cookie is not None:
             context.set_device_cookie(signed_in.device_cookie)
-        return LoginPayload(token=signed_in.token, user=User.from_row(signed_in.user))
+        return LoginPayload(token=context.token_for_body(signed_in.token), user=User.from_row(signed_in.user))
 
-    @strawberry.mutation(permission_classes=[MayChangeOwnPassword], description="End this session.")
+    @strawberry.mutation(
+        description="End this session and clear its cookie. Without a session (signed out already, or an "
+        "API token) it does nothing, and says nothing is wrong."
+    )
     async def logout(self, info: Info) -> LogoutPayload:
-        caller = info.context.person()
-        async with info.context.scope() as session:
-            await revoke_session(session, school_id=caller.school_id, session_id=caller.session_id)
+        caller = info.context.caller
+        if isinstance(caller, Person):
+            async with info.context.scope() as session:
+                await revoke_session(session, school_id=caller.school_id, session_id=caller.session_id)
         info.context.clear_session_cookie()
         return LogoutPayload()
 

@@ -7,7 +7,9 @@ denial to its own error (a GraphQL error code, an HTTP 401 or 403, a SCIM error)
 from __future__ import annotations
 
 import enum
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from db.api_tokens import ApiScope
 from db.audit import Actor
@@ -67,8 +69,8 @@ def require_caller(caller: Caller | None) -> Caller:
 
 
 def allows(policy: Callable[[Caller | None], object], caller: Caller | None) -> bool:
-    """Whether a policy lets the caller through, for a surface that answers "nothing here" rather than an
-    error (an object looked up by id alone, whose type the caller did not name)."""
+    """Whether a policy lets the caller through: its predicate form, for a surface that answers "nothing here"
+    rather than an error (an object looked up by id alone) and for what the UI may offer."""
     try:
         policy(caller)
     except Denied:
@@ -174,6 +176,122 @@ def require_not_provider(caller: Caller | None) -> Caller | None:
     if isinstance(caller, App) and caller.provisions:
         raise Denied(Refusal.FORBIDDEN, "A provisioning token works only on SCIM, at /scim/v2.")
     return caller
+
+
+# What the UI may offer on a row. Each predicate is the rule its mutation enforces, given what the domain
+# knows of the school and of the user concerned; tests/test_capabilities.py holds each one to the mutation.
+
+
+@dataclass(frozen=True, slots=True)
+class SchoolFacts:
+    """What the user-management rules need to know of the caller's school."""
+
+    managed_here: bool  # its users are managed in Rollcall, not by a provider
+    teachers_can_reset_pupil_passwords: bool
+
+    @classmethod
+    def of(cls, school: School) -> SchoolFacts:
+        return cls(
+            managed_here=school.provider == Provider.MANUAL,
+            teachers_can_reset_pupil_passwords=school.teachers_can_reset_pupil_passwords,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UserFacts:
+    """What the rules need to know of the user acted on."""
+
+    id: uuid.UUID
+    type: UserType
+    deleted: bool
+    shares_a_class_with_caller: bool  # is in a class the caller is in (registration or teaching)
+
+
+def may_edit_user(caller: Caller | None, school: SchoolFacts, user: UserFacts) -> bool:
+    """updateUserField: an admin, in a school whose users are managed here, on a user not deleted."""
+    return allows(require_admin, caller) and school.managed_here and not user.deleted
+
+
+def may_delete_user(caller: Caller | None, school: SchoolFacts, user: UserFacts) -> bool:
+    """deleteUsers: an admin, in a school whose users are managed here, on another user (deleting a deleted
+    user again succeeds and changes nothing)."""
+    return (
+        allows(require_admin, caller)
+        and school.managed_here
+        and isinstance(caller, Person)
+        and caller.user_id != user.id
+    )
+
+
+def may_reset_password_of(caller: Person, school: SchoolFacts, user: UserFacts) -> bool:
+    """Whether this person may reset this user's password, whoever they are (resetPasswords refuses the whole
+    batch with FORBIDDEN otherwise): an admin anyone's; a teacher, when the school allows it, a pupil's of a
+    class they are in."""
+    if sees_every_pupil(caller):
+        return True
+    return (
+        is_staff(caller)
+        and school.teachers_can_reset_pupil_passwords
+        and user.type == UserType.PUPIL
+        and user.shares_a_class_with_caller
+    )
+
+
+def may_reset_password(caller: Caller | None, school: SchoolFacts, user: UserFacts) -> bool:
+    """resetPasswords succeeds: a staff member allowed this user's, in a school whose users are managed here,
+    on a user not deleted."""
+    return (
+        allows(require_staff, caller)
+        and isinstance(caller, Person)
+        and may_reset_password_of(caller, school, user)
+        and school.managed_here
+        and not user.deleted
+    )
+
+
+class CardRefusal(enum.StrEnum):
+    """Why a user named gets no login card."""
+
+    NOT_FOUND = "NOT_FOUND"  # no such user in the school (or not an id at all)
+    DELETED = "DELETED"
+    NOT_A_PUPIL = "NOT_A_PUPIL"  # teachers have no cards
+    NOT_IN_YOUR_CLASSES = "NOT_IN_YOUR_CLASSES"  # a teacher gets the cards of their classes' pupils only
+
+
+def card_refusal(caller: Person, user: UserFacts | None) -> CardRefusal | None:
+    """Why a card printer (require_card_printer let them through) gets no card for this user; None: they do."""
+    if user is None:
+        return CardRefusal.NOT_FOUND
+    if user.deleted:
+        return CardRefusal.DELETED
+    if user.type != UserType.PUPIL:
+        return CardRefusal.NOT_A_PUPIL
+    if not sees_every_pupil(caller) and not user.shares_a_class_with_caller:
+        return CardRefusal.NOT_IN_YOUR_CLASSES
+    return None
+
+
+def may_print_login_card(caller: Caller | None, user: UserFacts) -> bool:
+    """loginCards gives this user's card."""
+    if not allows(require_card_printer, caller):
+        return False
+    assert isinstance(caller, Person)
+    return card_refusal(caller, user) is None
+
+
+def may_edit_class(caller: Caller | None, school: SchoolFacts) -> bool:
+    """renameClass, deleteClass, assignClass, removeFromClass: an admin, in a school managed here."""
+    return allows(require_admin, caller) and school.managed_here
+
+
+def may_list_deleted_users(caller: Caller | None) -> bool:
+    """Deleted users are listed (users with status DELETED or ALL) for admins and roster-reading apps; a
+    teacher sees the users who are in school."""
+    match caller:
+        case Person() as person:
+            return person.is_admin
+        case _:
+            return allows(require_roster_reader, caller)
 
 
 def actor_of(caller: Caller, request_id: str | None) -> Actor:

@@ -58,12 +58,15 @@ async def reauthenticate(
             await session.execute(
                 update(Session).where(*where, Session.revoked_at.is_(None)).values(revoked_at=func.now())
             )
+    remaining = 0 if signed_out or attempts is None else MAX_FAILURES - attempts
     raise DomainError(
         Problem(
             ErrorCode.REAUTH_FAILED,
             "Your password is not right. You have been signed out; sign in again."
             if signed_out
-            else "Your password is not right.",
+            else f"Your password is not right. {remaining} more "
+            f"{'try' if remaining == 1 else 'tries'} and you will be signed out.",
             field,
+            attempts_remaining=remaining,
         )
     )

@@ -242,7 +242,7 @@ async def test_confirm_applies_everything_once(
             .all()
         )
     assert stored is None
-    assert "users.created" in actions and "import.previewed" in actions
+    assert "user.created" in actions and "import.previewed" in actions
 
 
 async def test_an_update_moves_a_pupil_and_keeps_an_untouched_password(

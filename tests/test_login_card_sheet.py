@@ -127,7 +127,7 @@ async def test_printing_the_sheet_is_audited(
         (printed,) = (
             await session.execute(
                 select(AuditEvent).where(
-                    AuditEvent.school_id == school.id, AuditEvent.action == "login_cards.printed"
+                    AuditEvent.school_id == school.id, AuditEvent.action == "login_card.printed"
                 )
             )
         ).scalars()
@@ -154,19 +154,31 @@ async def test_the_sheet_refuses_whoever_may_not_have_it(
         "a teacher choosing other pupils": await sheet(http, other_teacher, userIds=str(room["amy"])),
     }
 
-    assert {who: (r.status_code, r.text) for who, r in refusals.items()} == {
-        "nobody": (401, "Sign in first."),
-        "a stale token": (401, "Sign in first."),
-        "an API token": (403, "An API token cannot print login cards: their codes are secrets."),
-        "a pupil": (403, "Only teachers can print login cards."),
-        "a teacher of other classes": (403, "You can print login cards only for the classes you are in."),
+    assert {who: said(r) for who, r in refusals.items()} == {
+        "nobody": (401, "UNAUTHENTICATED", "Sign in first."),
+        "a stale token": (401, "UNAUTHENTICATED", "Sign in first."),
+        "an API token": (403, "FORBIDDEN", "An API token cannot print login cards: their codes are secrets."),
+        "a pupil": (403, "FORBIDDEN", "Only teachers can print login cards."),
+        "a teacher of other classes": (
+            403,
+            "FORBIDDEN",
+            "You can print login cards only for the classes you are in.",
+        ),
         "a teacher choosing other pupils": (
             403,
+            "FORBIDDEN",
             "You can print login cards only for pupils in the classes you are in.",
         ),
     }
     assert all(r.headers["cache-control"] == "no-store" for r in refusals.values())
-    assert all(r.headers["content-type"].startswith("text/plain") for r in refusals.values())
+    # said as GraphQL errors are, so a GraphQL client shows them like any other
+    assert all(r.headers["content-type"].startswith("application/json") for r in refusals.values())
+
+
+def said(response: httpx.Response) -> tuple[int, str, str]:
+    """A refusal's status, and the code and message of its one GraphQL-shaped error."""
+    (error,) = response.json()["errors"]
+    return response.status_code, error["extensions"]["code"], error["message"]
 
 
 async def test_the_sheet_says_what_is_wrong_with_a_bad_request(
@@ -183,13 +195,14 @@ async def test_the_sheet_says_what_is_wrong_with_a_bad_request(
         await http.get("/login-cards", params={"classId": str(missing), "token": admin}),
     ]
 
-    assert [(r.status_code, r.text) for r in answers] == [
-        (400, "Say which cards to print: ?classId=<class id> or ?userIds=<id>,<id>,… (not both)."),
-        (400, "Say which cards to print: ?classId=<class id> or ?userIds=<id>,<id>,… (not both)."),
-        (400, "'3B' is not a class id."),
-        (400, "'nope' is not a user id."),
-        (404, f"No class has the id {missing}."),
-        (400, "Send tokens in the Authorization header, never in the URL."),
+    which = "Say which cards to print: ?classId=<class id> or ?userIds=<id>,<id>,… (not both)."
+    assert [said(r) for r in answers] == [
+        (400, "BAD_REQUEST", which),
+        (400, "BAD_REQUEST", which),
+        (400, "BAD_REQUEST", "'3B' is not a class id."),
+        (400, "BAD_REQUEST", "'nope' is not a user id."),
+        (404, "NOT_FOUND", f"No class has the id {missing}."),
+        (400, "BAD_REQUEST", "Send tokens in the Authorization header, never in the URL."),
     ]
 
 

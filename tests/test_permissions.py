@@ -127,6 +127,7 @@ OPERATIONS: dict[str, Operation] = {
         "query ($ids: [ID!]!) { nodes(ids: $ids) { id } }",
         lambda world: {"ids": [world.ids["class"], world.ids["api_token"]]},
     ),
+    "loginCardSheet": op(STAFF, "{ loginCardSheet(userIds: []) { cards { code } refused { reason } } }"),
     # mutations
     "bulkImport": op(
         ADMINS,
@@ -166,7 +167,13 @@ OPERATIONS: dict[str, Operation] = {
     "login": op(
         EVERYONE, 'mutation { login(school: "x", username: "y", password: "z") { errors { code } } }'
     ),
-    "logout": op(PEOPLE, "mutation { logout { errors { code } } }"),
+    # Without a session, signing out does nothing, and says nothing is wrong.
+    "logout": op(EVERYONE, "mutation { logout { errors { code } } }"),
+    "recordLoginCardsPrinted": op(
+        STAFF,
+        "mutation ($ids: [ID!]!) { recordLoginCardsPrinted(userIds: $ids) { errors { code } } }",
+        lambda world: {"ids": [world.ids["nobody"]]},
+    ),
     "changeMyPassword": op(
         PEOPLE,
         'mutation { changeMyPassword(currentPassword: "wrong", newPassword: "a", '
@@ -226,6 +233,8 @@ RESTRICTED_FIELDS: dict[str, Operation] = {
     "School.feedRetentionDays": op(ADMINS, "{ school { feedRetentionDays } }"),
     "School.teachersCanResetPupilPasswords": op(STAFF, "{ school { teachersCanResetPupilPasswords } }"),
     "User.email": op(ROSTER_READERS, "{ users { edges { node { email } } } }"),
+    "User.lastSignInAt": op(ROSTER_READERS, "{ users { edges { node { lastSignInAt } } } }"),
+    "User.deletedBy": op(ROSTER_READERS, "{ users { edges { node { deletedBy { id } } } } }"),
     "SchoolClass.memberCount": op(ROSTER_READERS, "{ classes { memberCount } }"),
     "SchoolClass.members": op(ROSTER_READERS, "{ classes { members { totalCount } } }"),
 }

@@ -287,7 +287,7 @@ async def test_rotating_stops_old_cards_at_once_and_new_cards_work(
     assert new_amy != old_amy
     assert (await login_with_qr(http, new_amy, client))["user"]["id"] == str(amy)
     assert (await login_with_qr(http, old_ben, client))["user"]["id"] == str(ben)
-    (rotated,) = await audit_events(db, school, "login_codes.rotated")
+    (rotated,) = await audit_events(db, school, "login_code.rotated")
     assert (rotated.actor_id, rotated.target_user_ids) == (school.admin_id, [amy])
 
 
@@ -308,7 +308,7 @@ async def test_a_card_printed_before_a_delete_does_not_work_after_restore(
     client = new_client()
     assert await login_with_qr(http, lost, client) == WRONG
     assert (await login_with_qr(http, await card_code(http, school, amy), client))["user"]["id"] == str(amy)
-    (rotated,) = await audit_events(db, school, "login_codes.rotated")
+    (rotated,) = await audit_events(db, school, "login_code.rotated")
     assert (rotated.actor_id, rotated.target_user_ids) == (school.admin_id, [amy])
 
 
@@ -371,7 +371,7 @@ async def test_rotating_a_class_rotates_its_pupils_only(
     assert await login_with_qr(http, old[room.amy], client) == WRONG
     assert await login_with_qr(http, old[room.ben], client) == WRONG
     assert (await login_with_qr(http, old[room.dan], client))["errors"] == []
-    (rotated,) = await audit_events(db, school, "login_codes.rotated")
+    (rotated,) = await audit_events(db, school, "login_code.rotated")
     assert sorted(rotated.target_user_ids) == sorted([room.amy, room.ben, room.cal])
     assert rotated.summary == {"class_id": str(room.registration), "class_name": "3B"}
 
@@ -403,7 +403,7 @@ async def test_rotation_reports_every_wrong_id_and_changes_nothing(
         {"code": "NOT_FOUND", "message": f"No class has the id {unknown}.", "field": "classId"}
     ]
     assert (await login_with_qr(http, code, new_client()))["errors"] == []
-    assert await audit_events(db, school, "login_codes.rotated") == []
+    assert await audit_events(db, school, "login_code.rotated") == []
 
 
 async def test_rotation_is_allowed_in_a_managed_school(
@@ -504,14 +504,29 @@ async def test_a_teacher_gets_no_cards_of_other_classes(
     tutor = await sign_in_as(db, school, room.tutor)
 
     other_class = await login_cards_error(http, tutor, classId=str(room.other_registration))
-    other_pupil = await login_cards_error(http, tutor, userIds=[str(room.amy), str(room.dan)])
+    sheet = await graphql(
+        http,
+        "query ($ids: [ID!]!) { loginCardSheet(userIds: $ids) { cards { user { username } } "
+        "refused { userId reason message } } }",
+        {"ids": [str(room.amy), str(room.dan), str(room.tutor), "nope"]},
+        token=tutor,
+    )
 
     assert other_class == ("FORBIDDEN", "You can print login cards only for the classes you are in.")
-    assert other_pupil == (
-        "FORBIDDEN",
-        "You can print login cards only for pupils in the classes you are in.",
-    )
-    assert await audit_events(db, school, "login_cards.printed") == []
+    # a pupil of another class, a teacher and a bad id are each said, not dropped
+    assert sheet["data"]["loginCardSheet"] == {
+        "cards": [{"user": {"username": "amy.o"}}],
+        "refused": [
+            {
+                "userId": str(room.dan),
+                "reason": "NOT_IN_YOUR_CLASSES",
+                "message": "You can print login cards only for pupils in the classes you are in.",
+            },
+            {"userId": str(room.tutor), "reason": "NOT_A_PUPIL", "message": "Only pupils have login cards."},
+            {"userId": "nope", "reason": "NOT_FOUND", "message": "No user has this id in your school."},
+        ],
+    }
+    assert await audit_events(db, school, "login_card.printed") == []
 
 
 async def test_admins_get_any_cards(http: httpx.AsyncClient, db: Database, school: SchoolFixture) -> None:
@@ -532,12 +547,27 @@ async def test_printing_cards_is_audited(
     room = await classroom(db, school)
     tutor = await sign_in_as(db, school, room.tutor)
 
-    await login_cards(http, tutor, classId=str(room.registration))
+    # reading the cards is not printing them
+    cards = await login_cards(http, tutor, classId=str(room.registration))
+    assert await audit_events(db, school, "login_card.printed") == []
 
-    (printed,) = await audit_events(db, school, "login_cards.printed")
+    record = (
+        "mutation ($ids: [ID!]!) { recordLoginCardsPrinted(userIds: $ids) { users { id } "
+        "errors { code path userId } } }"
+    )
+    ids = [card["user"]["id"] for card in cards]
+    refused = await graphql(http, record, {"ids": [*ids, str(room.dan)]}, token=tutor)
+    done = await graphql(http, record, {"ids": ids}, token=tutor)
+
+    assert refused["data"]["recordLoginCardsPrinted"] == {
+        "users": [],
+        "errors": [{"code": "INVALID_INPUT", "path": ["userIds"], "userId": str(room.dan)}],
+    }
+    assert done["data"]["recordLoginCardsPrinted"] == {"users": [{"id": i} for i in ids], "errors": []}
+    (printed,) = await audit_events(db, school, "login_card.printed")
     assert printed.actor_id == room.tutor
     assert sorted(printed.target_user_ids) == sorted([room.amy, room.ben])
-    assert printed.summary == {"via": "graphql", "class_id": str(room.registration)}
+    assert printed.summary == {"via": "graphql"}
 
 
 async def test_cards_are_refused_to_tokens_pupils_and_bad_requests(

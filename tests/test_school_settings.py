@@ -39,9 +39,7 @@ LOGIN = (
 )
 CARDS = "query ($ids: [ID!]) { loginCards(userIds: $ids) { code expiresAt } }"
 LOGIN_WITH_QR = "mutation ($code: String!) { loginWithQr(code: $code) { token errors { code } } }"
-AUDIT = (
-    '{ auditEvents(filter: {action: "school.settings_changed"}) { edges { node { actorLabel summary } } } }'
-)
+AUDIT = "{ auditEvents(filter: {action: SCHOOL_SETTINGS_CHANGED}) { edges { node { actorLabel summary } } } }"
 DEFAULTS = {
     "pupilMinPasswordLength": 4,
     "qrSignInEnabled": True,
@@ -144,8 +142,8 @@ async def test_every_change_is_audited_with_old_and_new_values(
             "actorLabel": "admin",
             "summary": {
                 "changes": {
-                    "pupil_min_password_length": {"from": 4, "to": 3},
-                    "school_year_end_day": {"from": 31, "to": 30},
+                    "pupilMinPasswordLength": {"from": 4, "to": 3},
+                    "schoolYearEndDay": {"from": 31, "to": 30},
                 }
             },
         }

@@ -248,12 +248,12 @@ async def test_every_change_is_audited_with_the_provisioning_token_as_actor(
     ]
     by_provider = [event for event in events if event["actorLabel"] == f"provisioning-token:{token.id}"]
     assert {event["action"] for event in by_provider} == {
-        "user.created",
-        "class.created",
-        "class.members_moved",
-        "users.deleted",
-        "login_codes.rotated",
-        "class.deleted",
+        "USER_CREATED",
+        "CLASS_CREATED",
+        "CLASS_MEMBERS_MOVED",
+        "USER_DELETED",
+        "LOGIN_CODE_ROTATED",
+        "CLASS_DELETED",
     }
     assert all(event["actorId"] is None for event in by_provider)
 

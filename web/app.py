@@ -39,10 +39,11 @@ from gql.persisted import PersistedQueries, Refused
 from gql.schema import build_schema
 from scim.routes import scim_routes
 from tenants import policies
+from tenants.callers import Person
 from web.bodies import BadBody, place_files, read_json
 from web.exports import users_csv
 from web.graphiql import STATIC_PATH, ServedGraphiQL, graphiql_static
-from web.graphql_http import GraphQLOverHTTP
+from web.graphql_http import GraphQLOverHTTP, refusal_response
 from web.http_auth import (
     CSRF_HEADER,
     NotSignedIn,
@@ -218,7 +219,12 @@ class RollcallGraphQL(GraphQLOverHTTP, ServedGraphiQL, GraphQL[Context, None]):
             request_id=request.state.request_id,
             client=request.client.host if request.client else "",
             caller=caller,
-            loaders=Loaders(self.db, caller.school_id if caller else None, transactions),
+            loaders=Loaders(
+                self.db,
+                caller.school_id if caller else None,
+                transactions,
+                viewer_id=caller.user_id if isinstance(caller, Person) else None,
+            ),
             transactions=transactions,
         )
         request.state.graphql_context = context
@@ -227,6 +233,9 @@ class RollcallGraphQL(GraphQLOverHTTP, ServedGraphiQL, GraphQL[Context, None]):
     async def run(self, request: Request, context: Any = UNSET, root_value: Any = UNSET) -> Any:  # type: ignore[override]
         try:
             return await super().run(request, context, root_value)
+        except HTTPException as error:
+            # Refused before any GraphQL ran: said as a GraphQL error, so GraphQL clients show it.
+            return refusal_response(error.status_code, error.reason, accept=request.headers.get("accept"))
         finally:
             # The caller's own transaction ends with the operation, before the response is sent.
             made: Context | None = getattr(request.state, "graphql_context", None)

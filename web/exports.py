@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from cross_web import HTTPException
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from db.engine import Database
 from db.imports.jobs import export_rows
@@ -15,6 +15,7 @@ from db.schools import get_school
 from db.scope import school_scope
 from db.sessions import SessionPolicy
 from tenants import policies
+from web.graphql_http import refusal_response
 from web.http_auth import request_caller
 
 
@@ -23,9 +24,9 @@ def users_csv(db: Database, policy: SessionPolicy) -> Callable[[Request], Awaita
         try:
             caller = policies.require_roster_exporter(await request_caller(request, db, policy))
         except HTTPException as error:
-            return PlainTextResponse(error.reason, status_code=error.status_code)
+            return refusal_response(error.status_code, error.reason)
         except policies.Denied as error:
-            return PlainTextResponse(error.message, status_code=error.status)
+            return refusal_response(error.status, error.message)
         async with school_scope(db, caller.school_id) as session:
             school = await get_school(session, caller.school_id)
             rows = await export_rows(session, school_id=caller.school_id)

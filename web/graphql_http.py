@@ -10,13 +10,36 @@ sends no Accept header gets `application/json` as before: 200 with `"data": null
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
+
+
+# The code an HTTP-level refusal carries in `extensions.code`, by its status.
+_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "REQUEST_TOO_LARGE",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+
+def refusal_response(
+    status: int, message: str, *, accept: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
+    """A request refused before any GraphQL ran (no CSRF header, an upload without a token, a mutation over
+    GET, a bad id in a page's query string), answered as a GraphQL error would be: `{"errors": [{"message",
+    "extensions": {"code"}}]}`, with the HTTP status, so a GraphQL client shows it like any other error."""
+    body = {"errors": [{"message": message, "extensions": {"code": _CODES.get(status, "BAD_REQUEST")}}]}
+    media_type = response_media_type(accept) if accept is not None else JSON
+    return JSONResponse(body, status_code=status, headers=headers, media_type=media_type)
 
 
 def _quality(parameters: list[str]) -> float:

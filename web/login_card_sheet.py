@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from cross_web import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, Response
 
 from db.engine import Database
 from db.errors import DomainError, ErrorCode
@@ -20,6 +20,7 @@ from db.login_cards.sheet import login_card_sheet
 from db.scope import school_scope
 from db.sessions import SessionPolicy
 from tenants import policies
+from web.graphql_http import refusal_response
 from web.http_auth import request_caller
 
 HEADERS = {
@@ -35,7 +36,8 @@ class BadSelection(Exception):
 
 
 def _plain(status: int, message: str, **headers: str) -> Response:
-    return PlainTextResponse(message, status_code=status, headers={**HEADERS, **headers})
+    """A refusal, in the shape a GraphQL error has (the front end shows it as it shows those)."""
+    return refusal_response(status, message, headers={**HEADERS, **headers})
 
 
 def _id(value: str, what: str) -> uuid.UUID:

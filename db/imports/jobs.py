@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit
-from db.audit import Actor
+from db.audit import Actor, AuditAction
 from db.engine import Database
 from db.errors import DomainError, ErrorCode, Problem
 from db.imports.plan import ExistingUser, ImportAction, Plan, PlannedRow, Roster, plan_import
@@ -242,7 +242,7 @@ async def preview_import(
         session,
         actor,
         school_id=school_id,
-        action="import.previewed",
+        action=AuditAction.IMPORT_PREVIEWED,
         summary={"job_id": str(job.id), "file_name": job.file_name, **plan.totals()},
     )
     await session.refresh(job)
@@ -547,9 +547,9 @@ async def _apply(
             users=[RemovedPupil(user_id) for user_id in removed],
         )
     for action, targets in (
-        ("users.created", created),
-        ("users.updated", updated),
-        ("users.deleted", removed),
+        (AuditAction.USER_CREATED, created),
+        (AuditAction.USER_UPDATED, updated),
+        (AuditAction.USER_DELETED, removed),
     ):
         if targets:
             await audit.record_by(

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from db import audit, throttle
-from db.audit import Actor
+from db.audit import Actor, AuditAction
 from db.classes import shares_a_class
 from db.engine import Database
 from db.errors import DomainError, ErrorCode, Problem, require_batch_size
@@ -177,7 +177,12 @@ async def _rotate(
     # A card that no longer works must not leave open what it opened; their password sessions stay.
     await revoke_sessions(session, school_id=school_id, user_ids=user_ids, method=SignInMethod.QR)
     await audit.record_by(
-        session, actor, school_id=school_id, action="login_codes.rotated", targets=user_ids, summary=summary
+        session,
+        actor,
+        school_id=school_id,
+        action=AuditAction.LOGIN_CODE_ROTATED,
+        targets=user_ids,
+        summary=summary,
     )
     return sorted(users, key=lambda user: user.id)
 
@@ -222,8 +227,10 @@ async def login_cards(
     user_ids: Sequence[uuid.UUID] | None = None,
     today: date | None = None,
     via: str,
+    printed: bool = True,
 ) -> LoginCards:
-    """The cards of a class's pupils, or of the pupils among `user_ids`; an audit event says who got them.
+    """The cards of a class's pupils, or of the pupils among `user_ids`. When they are `printed` (the sheet),
+    an audit event says who got them; a front end that prints them itself says so with record_printed.
 
     A viewer who `sees_every_pupil` (an admin) may have any cards; a teacher only a class they are in
     (registration or teaching) or pupils of such classes. Teachers, deleted users and unknown ids get no
@@ -280,17 +287,36 @@ async def login_cards(
         )
         for user, class_name in await session.execute(_pupils(school_id).where(chosen))
     ]
-    if cards:
-        summary = {"via": via, **({"class_id": str(class_id)} if class_id else {})}
-        await audit.record_by(
+    if cards and printed:
+        await record_printed(
             session,
-            actor,
             school_id=school_id,
-            action="login_cards.printed",
-            targets=[card.user.id for card in cards],
-            summary=summary,
+            actor=actor,
+            user_ids=[card.user.id for card in cards],
+            via=via,
+            class_id=class_id,
         )
     return LoginCards(school_name=school.name, title=title, cards=cards)
+
+
+async def record_printed(
+    session: AsyncSession,
+    *,
+    school_id: uuid.UUID,
+    actor: Actor,
+    user_ids: Sequence[uuid.UUID],
+    via: str,
+    class_id: uuid.UUID | None = None,
+) -> None:
+    """The audit event for printed cards: who printed whose, and how."""
+    await audit.record_by(
+        session,
+        actor,
+        school_id=school_id,
+        action=AuditAction.LOGIN_CARD_PRINTED,
+        targets=list(user_ids),
+        summary={"via": via, **({"class_id": str(class_id)} if class_id else {})},
+    )
 
 
 def _pupils(school_id: uuid.UUID) -> Select[User, str]:

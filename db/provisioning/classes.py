@@ -22,7 +22,7 @@ from sqlalchemy import Select, and_, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit
-from db.audit import Actor
+from db.audit import Actor, AuditAction
 from db.classes import (
     DELETING,
     assign_to_class,
@@ -250,7 +250,7 @@ async def _apply(
             session,
             actor,
             school_id=school_id,
-            action="class.updated",
+            action=AuditAction.CLASS_UPDATED,
             summary={
                 "class_id": str(class_id),
                 "field": "EXTERNAL_ID",

@@ -22,7 +22,7 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit
-from db.audit import Actor
+from db.audit import Actor, AuditAction
 from db.classes import classes_of_users
 from db.errors import DomainError, ErrorCode, Problem, on_collision
 from db.manage_users import UserField, add_user, delete_users, lock_roster, restore_users, update_user_field
@@ -203,7 +203,7 @@ async def update_provisioned_user(
             session,
             actor,
             school_id=school_id,
-            action="user.updated",
+            action=AuditAction.USER_UPDATED,
             targets=[user.id],
             summary={"field": "EXTERNAL_ID", "from": before, "to": wanted.external_id},
         )
@@ -225,7 +225,7 @@ async def deprovision_user(session: AsyncSession, *, actor: Actor, user: User) -
         session,
         actor,
         school_id=user.school_id,
-        action="user.deprovisioned",
+        action=AuditAction.USER_DEPROVISIONED,
         targets=[user.id],
         summary={"username": user.username, "external_id": user.external_id},
     )
@@ -282,7 +282,7 @@ async def _set_password(session: AsyncSession, actor: Actor, user: User, passwor
         session,
         actor,
         school_id=user.school_id,
-        action="user.password_set",
+        action=AuditAction.USER_PASSWORD_SET,
         targets=[user.id],
         summary={"by": "provider", "removed": password is None},
     )
