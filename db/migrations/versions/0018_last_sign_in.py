@@ -1,5 +1,8 @@
 """When each user last signed in: `users.last_sign_in_at`, set by the statement that opens the session.
 
+Signing in is not a change the change feed reports (a roster app reads who is in the school, not who signed
+in when): the feed's trigger on users leaves the new column out, as it leaves out password hashes.
+
 Users who signed in before this column existed get the time of their latest `user.signed_in` audit event
 (the audit log itself is not changed).
 
@@ -17,6 +20,55 @@ down_revision = "0017"
 branch_labels = None
 depends_on = None
 
+# The change feed's trigger on users (migration 0016), with the new column among those it does not report.
+USER_CHANGES = """
+CREATE OR REPLACE FUNCTION rollcall_record_user_changes() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO changes (school_id, kind, entity_id, operation)
+        SELECT n.school_id, 'USER', n.id, CASE WHEN n.deleted_at IS NULL THEN 'UPSERT' ELSE 'DELETE' END
+        FROM new_rows n;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO changes (school_id, kind, entity_id, operation)
+        SELECT n.school_id, 'USER', n.id, CASE WHEN n.deleted_at IS NULL THEN 'UPSERT' ELSE 'DELETE' END
+        FROM new_rows n LEFT JOIN old_rows o ON o.school_id = n.school_id AND o.id = n.id
+        WHERE o.id IS NULL
+           OR to_jsonb(n) - '{password_hash,login_code_version,deleted_by,last_sign_in_at}'::text[] IS DISTINCT FROM to_jsonb(o) - '{password_hash,login_code_version,deleted_by,last_sign_in_at}'::text[];
+    ELSE
+        INSERT INTO changes (school_id, kind, entity_id, operation)
+        SELECT o.school_id, 'USER', o.id, 'DELETE' FROM old_rows o
+        WHERE EXISTS (SELECT FROM schools s WHERE s.id = o.school_id);
+    END IF;
+    RETURN NULL;
+END
+$$
+"""
+
+PREVIOUS_USER_CHANGES = """
+CREATE OR REPLACE FUNCTION rollcall_record_user_changes() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO changes (school_id, kind, entity_id, operation)
+        SELECT n.school_id, 'USER', n.id, CASE WHEN n.deleted_at IS NULL THEN 'UPSERT' ELSE 'DELETE' END
+        FROM new_rows n;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO changes (school_id, kind, entity_id, operation)
+        SELECT n.school_id, 'USER', n.id, CASE WHEN n.deleted_at IS NULL THEN 'UPSERT' ELSE 'DELETE' END
+        FROM new_rows n LEFT JOIN old_rows o ON o.school_id = n.school_id AND o.id = n.id
+        WHERE o.id IS NULL
+           OR to_jsonb(n) - '{password_hash,login_code_version,deleted_by}'::text[] IS DISTINCT FROM to_jsonb(o) - '{password_hash,login_code_version,deleted_by}'::text[];
+    ELSE
+        INSERT INTO changes (school_id, kind, entity_id, operation)
+        SELECT o.school_id, 'USER', o.id, 'DELETE' FROM old_rows o
+        WHERE EXISTS (SELECT FROM schools s WHERE s.id = o.school_id);
+    END IF;
+    RETURN NULL;
+END
+$$
+"""
+
 # Row-level security is forced on users and audit_events, even for their owner: lifted for this one
 # statement, inside the migration's transaction, so that it sees every school.
 BACKFILL = """
@@ -32,6 +84,7 @@ WHERE users.school_id = signed_in.school_id AND users.id = signed_in.user_id
 
 def upgrade() -> None:
     op.execute("ALTER TABLE users ADD COLUMN last_sign_in_at timestamptz")
+    op.execute(USER_CHANGES)
     execute_script("""
     ALTER TABLE users NO FORCE ROW LEVEL SECURITY;
     ALTER TABLE audit_events NO FORCE ROW LEVEL SECURITY
@@ -44,4 +97,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute(PREVIOUS_USER_CHANGES)
     op.execute("ALTER TABLE users DROP COLUMN last_sign_in_at")
