@@ -214,7 +214,7 @@ async def test_malformed_token_requests_get_the_rfc_errors(
 async def test_token_attempts_are_throttled_like_sign_in(
     http: httpx.AsyncClient, db: Database, school: SchoolFixture
 ) -> None:
-    client_id, secret = await make_client(db, school)
+    client_id, _ = await make_client(db, school)
     address = {"X-Forwarded-For": "2001:db8:0a11::1"}
     statuses = []
     for _ in range(12):
@@ -375,10 +375,10 @@ async def test_paging_headers_and_large_limits(http: httpx.AsyncClient, world: R
     response = await get(http, world.token, "/users", limit=2, offset=2)
     assert response.status_code == 200
     assert response.headers["x-total-count"] == "5"
-    links = dict(
-        (part.split(";")[1].strip().removeprefix('rel="').removesuffix('"'), part.split(";")[0].strip("<> "))
+    links = {
+        part.split(";")[1].strip().removeprefix('rel="').removesuffix('"'): part.split(";")[0].strip("<> ")
         for part in response.headers["link"].split(", ")
-    )
+    }
     assert set(links) == {"next", "prev", "first", "last"}
     assert "offset=4" in links["next"] and "offset=0" in links["prev"] and "offset=4" in links["last"]
     assert "limit=2" in links["next"]
