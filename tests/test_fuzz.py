@@ -360,7 +360,9 @@ def fuzz_oneroster(schema: Any, base_url: str, token: str) -> tuple[Counter[str]
                 found.append("answered as if signed out")
             return [*found, response.text[:2000]] if found else []
 
-        for result, (mode, examples) in itertools.product(list(schema.get_all_operations()), ONEROSTER_EXAMPLES):
+        for result, (mode, examples) in itertools.product(
+            list(schema.get_all_operations()), ONEROSTER_EXAMPLES
+        ):
             operation = result.ok()
             if mode == GenerationMode.NEGATIVE and operation.path.endswith("{id}"):
                 continue  # only an id, and any text is an id: nothing to break but the paging parameters
