@@ -340,6 +340,33 @@ class ApiToken(Base):
     )
 
 
+class OAuthAccessToken(Base):
+    """A short-lived OAuth 2.0 access token (OneRoster), issued to an API token (its client) at /oauth/token.
+    Only the SHA-256 of the token is stored; it works while its client does (migration 0019)."""
+
+    __tablename__ = "oauth_access_tokens"
+
+    school_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    client_id: Mapped[uuid.UUID]
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[datetime]
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["school_id", "client_id"],
+            ["api_tokens.school_id", "api_tokens.id"],
+            name="fk_oauth_access_tokens_client",
+            ondelete="CASCADE",
+        ),
+        UniqueConstraint("school_id", "token_hash", name="uq_oauth_access_tokens_school_id_token_hash"),
+        Index("ix_oauth_access_tokens_token_hash", "token_hash"),
+        Index("ix_oauth_access_tokens_expires_at", "school_id", "expires_at"),
+    )
+
+
 class AuditEvent(Base):
     """Who did what to whom, and when. Append-only for the application role."""
 
@@ -445,6 +472,8 @@ class Change(Base):
         CheckConstraint(
             "(kind = 'MEMBERSHIP') = (class_id IS NOT NULL)", name="memberships_name_their_class"
         ),
+        # An entity's latest record: OneRoster's dateLastModified and removed enrollments (migration 0019).
+        Index("ix_changes_school_id_kind_entity", "school_id", "kind", "entity_id", "at"),
     )
 
 
@@ -457,4 +486,5 @@ TENANT_TABLES = (
     "audit_events",
     "import_jobs",
     "changes",
+    "oauth_access_tokens",
 )

@@ -15,8 +15,10 @@ from db.models import Session, SignInMethod
 
 SESSION_PREFIX = "rcs_"
 API_TOKEN_PREFIX = "rca_"
+# A short-lived OAuth 2.0 access token for OneRoster, issued to an API token (db/oauth.py).
+ACCESS_TOKEN_PREFIX = "rco_"
 # Every bearer secret Rollcall issues starts with one of these (provisioning tokens are API tokens).
-BEARER_PREFIXES = (SESSION_PREFIX, API_TOKEN_PREFIX)
+BEARER_PREFIXES = (SESSION_PREFIX, API_TOKEN_PREFIX, ACCESS_TOKEN_PREFIX)
 # Seen-at is refreshed at most this often, so reading a page does not write a row every time.
 TOUCH_EVERY = timedelta(minutes=1)
 

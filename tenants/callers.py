@@ -44,11 +44,14 @@ class Person:
 
 @dataclass(frozen=True, slots=True)
 class App:
-    """An app with an API token: a read-only roster token, or the school provider's provisioning token."""
+    """An app with an API token: a read-only roster token, or the school provider's provisioning token; or an
+    app with an OAuth access token (`access_token`) issued to its API token, whose scopes are the OneRoster
+    scopes it was granted (db/oauth.py)."""
 
     school_id: uuid.UUID
     token_id: uuid.UUID
     scopes: frozenset[str]
+    access_token: bool = False
 
     @property
     def provisions(self) -> bool:
@@ -74,8 +77,13 @@ async def resolve_caller(connection: AsyncConnection, secret: str, policy: Sessi
 
 
 def _caller(row: Row[Any]) -> Caller:
-    if row.kind == "API_TOKEN":
-        return App(school_id=row.school_id, token_id=row.token_id, scopes=frozenset(row.scopes))
+    if row.kind in ("API_TOKEN", "OAUTH"):
+        return App(
+            school_id=row.school_id,
+            token_id=row.token_id,
+            scopes=frozenset(row.scopes),
+            access_token=row.kind == "OAUTH",
+        )
     return Person(
         school_id=row.school_id,
         user_id=row.user_id,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from db.api_tokens import ApiScope
 from db.audit import Actor
 from db.models import Provider, School, UserType
+from db.oauth import ROSTER_SCOPES
 from tenants.callers import App, Caller, Person
 
 
@@ -121,6 +122,37 @@ def require_feed_reader(caller: Caller | None) -> Caller:
             return app
         case Person():
             return require_admin(caller)
+
+
+def require_oneroster_reader(caller: Caller | None) -> App:
+    """Who may read OneRoster: an app with an OAuth access token (from /oauth/token) granted a roster scope.
+    Its client, an API token with ROSTER_READ, was checked when the token was issued and is checked again on
+    every request (rollcall_caller); people sign in to Rollcall itself, not to OneRoster."""
+    match _signed_in(caller):
+        case App(access_token=True) as app:
+            if not app.scopes & set(ROSTER_SCOPES):
+                raise Denied(Refusal.FORBIDDEN, "This access token was granted no roster scope.")
+            return app
+        case App():
+            raise Denied(
+                Refusal.FORBIDDEN,
+                "OneRoster takes an OAuth access token: exchange the API token's client id and secret for one "
+                "at POST /oauth/token.",
+            )
+        case _:
+            raise Denied(Refusal.FORBIDDEN, "OneRoster is for apps, with an OAuth access token.")
+
+
+def require_oauth_client(caller: Caller | None, client_id: str) -> App:
+    """Who may be issued a OneRoster access token: the read-only API token whose id is `client_id`, found by
+    its own secret (never an access token, a session or a provisioning token)."""
+    match caller:
+        case App(access_token=False, provisions=False) as app if (
+            str(app.token_id) == client_id and ApiScope.ROSTER_READ in app.scopes
+        ):
+            return app
+        case _:
+            raise Denied(Refusal.UNAUTHENTICATED, "The client id and secret are not a roster API token's.")
 
 
 def require_roster_exporter(caller: Caller | None) -> Person:

@@ -36,6 +36,9 @@ from db.models import Provider, UserType
 from db.pagination import encode_cursor
 from tests.conftest import SchoolFixture, make_api_token, make_school, make_user, sign_in_as
 from tests.conftest import graphql as post
+from tests.oneroster_spec import spec as oneroster_spec
+from tests.oneroster_spec import violations as oneroster_violations
+from tests.test_oneroster import make_client as oneroster_client
 
 # Per operation: valid documents with generated values, then documents that break the schema (wrong types,
 # missing arguments), which must be refused as such.
@@ -334,3 +337,64 @@ async def test_a_body_that_is_not_a_json_object_of_text_is_refused(
     )
     assert response.status_code == 400, response.text
     assert problems_in(response.status_code, response.headers["content-type"], response.text) == []
+
+
+ONEROSTER_EXAMPLES = ((GenerationMode.POSITIVE, 6), (GenerationMode.NEGATIVE, 3))
+
+
+def fuzz_oneroster(schema: Any, base_url: str, token: str) -> tuple[Counter[str], dict[str, str]]:
+    """Fuzz every OneRoster operation (in a worker thread): none may answer with a 5xx or leak internals, a
+    success must conform to the OpenAPI description, and every refusal is OneRoster's status-info JSON."""
+    counts: Counter[str] = Counter()
+    failures: dict[str, str] = {}
+    with requests.Session() as session:
+
+        def send(case: Case[Any]) -> list[str]:
+            counts[case.operation.label] += 1
+            response = case.call(
+                base_url=base_url, session=session, timeout=60, headers={"Authorization": f"Bearer {token}"}
+            )
+            content_type = (response.headers.get("content-type") or [""])[0]
+            found = [f"status {response.status_code}"] if response.status_code >= 500 else []
+            leak = LEAKS.search(response.text)
+            found += [f"leaks internals: {leak.group(0)!r}"] if leak else []
+            if content_type != "application/json":
+                found.append(f"a {response.status_code} answer that is not application/json")
+            elif response.status_code == 200:
+                found += oneroster_violations(case.operation.path, response.json())
+            elif "imsx_codeMajor" not in response.json():
+                found.append(f"a {response.status_code} answer that is not status-info")
+            if response.status_code == 401:
+                found.append("answered as if signed out")
+            return [*found, response.text[:2000]] if found else []
+
+        for result, (mode, examples) in itertools.product(
+            list(schema.get_all_operations()), ONEROSTER_EXAMPLES
+        ):
+            operation = result.ok()
+            if mode == GenerationMode.NEGATIVE and operation.path.endswith("{id}"):
+                continue  # only an id, and any text is an id: nothing to break but the paging parameters
+            try:
+                fuzz_operation(operation, mode, examples, send)
+            except (AssertionError, ExceptionGroup) as error:
+                failures[f"{operation.label} ({mode})"] = str(error)
+    return counts, failures
+
+
+async def test_fuzzing_oneroster_finds_no_server_error(
+    server_url: str, owner_engine: AsyncEngine, db: Database, http: httpx.AsyncClient
+) -> None:
+    # given a school with pupils, a teacher and classes, and an access token
+    school = await seeded_school(owner_engine, db, http)
+    client_id, secret = await oneroster_client(db, school)
+    response = await http.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
+    )
+    token = response.json()["access_token"]
+    schema = schemathesis.openapi.from_dict(oneroster_spec())
+    # when every OneRoster operation (the description's and the nested ones) is fuzzed
+    counts, failures = await asyncio.to_thread(fuzz_oneroster, schema, server_url, token)
+    # then nothing failed, and every operation was tried
+    assert not failures, "\n\n".join(failures.values())
+    assert len(counts) == 34 and sum(counts.values()) >= 250, counts

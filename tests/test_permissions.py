@@ -27,6 +27,7 @@ from db.scope import school_scope
 from gql.schema import build_schema
 from tests.conftest import SchoolFixture, graphql, make_api_token, make_school, make_user, sign_in_as
 from tests.test_live_progress import bearer, codes, collect, refused, signed_in, socket
+from tests.test_oneroster import make_client as oneroster_client
 
 ANONYMOUS, PUPIL, TEACHER, ADMIN, API_TOKEN, OTHER_ADMIN = (
     "anonymous",
@@ -404,9 +405,10 @@ async def test_who_a_teacher_may_reset(
 
 
 # The plain-HTTP pages and SCIM, tried as every kind of caller: the status each gets.
-PROVISIONING, MANAGED_API = "provisioning", "managed-api"
-# A provider's school has read-only tokens too: only the scope, not the school, keeps them out of SCIM.
-HTTP_ROLES = (*ROLES, PROVISIONING, MANAGED_API)
+PROVISIONING, MANAGED_API, ONEROSTER_APP = "provisioning", "managed-api", "oneroster-app"
+# A provider's school has read-only tokens too: only the scope, not the school, keeps them out of SCIM. A
+# OneRoster app holds an OAuth access token, exchanged for its API token at /oauth/token.
+HTTP_ROLES = (*ROLES, PROVISIONING, MANAGED_API, ONEROSTER_APP)
 
 
 @dataclass(frozen=True)
@@ -420,10 +422,11 @@ class Pages:
     pupil_username: str
     provider_token: str
     managed_api_token: str
+    access_token: str
 
 
 @pytest.fixture(scope="module")
-async def pages(world: World, owner_engine: AsyncEngine, db: Database) -> Pages:
+async def pages(world: World, owner_engine: AsyncEngine, db: Database, server_url: str) -> Pages:
     username = f"p{uuid.uuid4().hex[:10]}"
     pupil = await make_user(db, world.school, username=username)
     async with school_scope(db, world.school.id) as session:
@@ -439,6 +442,12 @@ async def pages(world: World, owner_engine: AsyncEngine, db: Database) -> Pages:
             user_ids=[world.teacher_id, world.pupil_id, pupil],
         )
     managed = await make_school(owner_engine, db, provider=Provider.C2K)
+    client_id, secret = await oneroster_client(db, world.school)
+    async with httpx.AsyncClient(base_url=server_url) as http:
+        exchanged = await http.post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
+        )
     return Pages(
         world=world,
         class_id=str(room.id),
@@ -446,6 +455,7 @@ async def pages(world: World, owner_engine: AsyncEngine, db: Database) -> Pages:
         pupil_username=username,
         provider_token=await make_api_token(db, managed, [ApiScope.PROVISION]),
         managed_api_token=await make_api_token(db, managed, [ApiScope.ROSTER_READ]),
+        access_token=exchanged.json()["access_token"],
     )
 
 
@@ -454,6 +464,8 @@ def statuses(default: int, **by_role: int) -> dict[str, int]:
 
 
 SCIM_STATUSES = statuses(403, anonymous=401, provisioning=200)
+ONEROSTER_STATUSES = statuses(403, anonymous=401, **{ONEROSTER_APP: 200})
+ONEROSTER = "/ims/oneroster/rostering/v1p2"
 PAGES: dict[str, tuple[Callable[[Pages], str], dict[str, int]]] = {
     "users.csv": (lambda pages: "/users.csv", statuses(403, anonymous=401, admin=200, other=200)),
     "login-cards by class": (
@@ -467,6 +479,12 @@ PAGES: dict[str, tuple[Callable[[Pages], str], dict[str, int]]] = {
     "scim Users": (lambda pages: "/scim/v2/Users", SCIM_STATUSES),
     "scim Groups": (lambda pages: "/scim/v2/Groups", SCIM_STATUSES),
     "scim ServiceProviderConfig": (lambda pages: "/scim/v2/ServiceProviderConfig", SCIM_STATUSES),
+    "oneroster users": (lambda pages: f"{ONEROSTER}/users?limit=10000", ONEROSTER_STATUSES),
+    "oneroster class students": (
+        lambda pages: f"{ONEROSTER}/classes/{pages.class_id}/students",
+        ONEROSTER_STATUSES,
+    ),
+    "oneroster student": (lambda pages: f"{ONEROSTER}/students/{pages.pupil_id}", ONEROSTER_STATUSES),
 }
 
 
@@ -476,7 +494,11 @@ async def test_who_gets_each_page(
     http: httpx.AsyncClient, db: Database, pages: Pages, page: str, role: str
 ) -> None:
     path, expected = PAGES[page]
-    tokens = {PROVISIONING: pages.provider_token, MANAGED_API: pages.managed_api_token}
+    tokens = {
+        PROVISIONING: pages.provider_token,
+        MANAGED_API: pages.managed_api_token,
+        ONEROSTER_APP: pages.access_token,
+    }
     token = tokens[role] if role in tokens else await token_for(role, pages.world, db)
     response = await http.get(path(pages), headers={"Authorization": f"Bearer {token}"} if token else {})
     assert response.status_code == expected[role], response.text

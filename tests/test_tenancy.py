@@ -39,11 +39,21 @@ async def fill_every_table(db: Database, school: SchoolFixture) -> None:
             ),
             {"s": school.id, "c": class_id, "u": pupil},
         )
+        client = (
+            await session.execute(
+                text(
+                    "insert into api_tokens (school_id, name, token_hash, scopes) "
+                    "values (:s, 'app', :h, '{ROSTER_READ}') returning id"
+                ),
+                {"s": school.id, "h": uuid.uuid4().bytes},
+            )
+        ).scalar_one()
         await session.execute(
             text(
-                "insert into api_tokens (school_id, name, token_hash, scopes) values (:s, 'app', :h, '{ROSTER_READ}')"
+                "insert into oauth_access_tokens (school_id, client_id, token_hash, scopes, expires_at) "
+                "values (:s, :c, :h, '{}', now() + interval '1 hour')"
             ),
-            {"s": school.id, "h": uuid.uuid4().bytes},
+            {"s": school.id, "c": client, "h": uuid.uuid4().bytes},
         )
         await session.execute(
             text("insert into import_jobs (school_id, file_name) values (:s, 'roster.csv')"), {"s": school.id}

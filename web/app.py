@@ -37,6 +37,7 @@ from gql.context import Context
 from gql.loaders import Loaders
 from gql.persisted import PersistedQueries, Refused
 from gql.schema import build_schema
+from oneroster.routes import oneroster_routes
 from scim.routes import scim_routes
 from tenants import policies
 from tenants.callers import Person
@@ -295,6 +296,7 @@ def create_app(settings: Settings, urls: DatabaseUrls) -> Starlette:
             *([Route("/metrics", metrics_endpoint(settings.metrics_token))] if settings.metrics else []),
             *([Mount(STATIC_PATH, graphiql_static())] if settings.graphiql else []),
             scim_routes(db, graphql.session_policy, settings.public_url),
+            *oneroster_routes(db, graphql.session_policy, settings.public_url),
         ],
         lifespan=lifespan,
     )
