@@ -8,7 +8,7 @@ ends its access tokens on the very next request. The change feed gets an index b
 `dateLastModified` reads.
 
 Revision ID: 0019
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-04
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 from db.migrations.rls import execute_script, protect_tenant_table
 
 revision = "0019"
-down_revision = "0017"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
