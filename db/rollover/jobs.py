@@ -569,7 +569,7 @@ _AUDIT_MOVES = text("""
 INSERT INTO audit_events (school_id, actor_id, actor_label, action, target_user_ids, summary, request_id)
 SELECT p.school_id, :actor_id, :actor_label, 'class.members_moved', array_agg(p.user_id ORDER BY p.user_id),
        jsonb_build_object('class_id', p.to_class_id, 'name', max(p.to_class_name), 'kind', 'REGISTRATION',
-                          'via', 'rollover', 'job_id', CAST(:job AS text),
+                          'via', 'rollover', 'job_id', CAST(:job_text AS text),
                           'previous_class_ids', jsonb_object_agg(p.user_id, p.from_class_id)),
        :request_id
 FROM rollover_pupils p WHERE p.school_id = :school AND p.job_id = :job AND p.outcome = 'MOVED'
@@ -736,7 +736,7 @@ async def _apply(
     # Memberships in: the movers, into their new classes.
     await session.execute(_ADD_MEMBERSHIPS, params)
     await session.execute(_INSERT_ADDED, params)
-    await session.execute(_AUDIT_MOVES, {**params, **_actor_params(actor), "job": job_id})
+    await session.execute(_AUDIT_MOVES, {**params, **_actor_params(actor), "job_text": str(job_id)})
     # The leavers leave (soft-deleted, as deleteUsers does), then the cards rotate.
     leaving = totals["leaving"]
     if leaving:
