@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any
 
 import strawberry
@@ -264,14 +265,10 @@ def _steps(given: RolloverInput) -> list[Step]:
     steps = []
     for index, step in enumerate(given.registration_classes):
         at = f"registrationClasses[{index}]"
-        class_id = problems.check(lambda step=step, at=at: parse_id(step.class_id, field=f"{at}.classId"))
-        target = (
-            problems.check(
-                lambda step=step, at=at: parse_id(step.target_class_id or "", field=f"{at}.targetClassId")
-            )
-            if step.target_class_id is not None
-            else None
-        )
+        class_id = problems.check(partial(parse_id, step.class_id, field=f"{at}.classId"))
+        target = None
+        if step.target_class_id is not None:
+            target = problems.check(partial(parse_id, step.target_class_id, field=f"{at}.targetClassId"))
         if class_id is not None:
             steps.append(Step(class_id, step.action, step.new_name, target, step.target_class_name))
     problems.raise_any()

@@ -18,6 +18,7 @@ from db.models import ClassKind, Provider, TeachingAction, UserType
 from db.rollover.plan import ExistingClass, RolloverAction, Step, plan_rollover
 from db.scope import school_scope
 from tests.conftest import ADMIN_PASSWORD, SchoolFixture, graphql, make_school, make_user
+from tests.test_live_progress import bearer, messages, signed_in, socket
 
 JOB = """
   id status processed total failureReason leaversToConfirm schoolPupils
@@ -399,7 +400,7 @@ async def test_a_failure_on_the_last_row_leaves_the_roster_byte_for_byte_untouch
     http: httpx.AsyncClient, db: Database, owner_engine: AsyncEngine, school: SchoolFixture
 ) -> None:
     made = await build(db, school, {f"P{y}": 3 for y in range(1, 4)})
-    last = sorted(pupil for _, pupils in made.values() for pupil in pupils)[-1]
+    last = max(pupil for _, pupils in made.values() for pupil in pupils)
     job = (
         await plan(
             http,
@@ -535,3 +536,33 @@ async def test_the_tenth_leaving_is_the_line(
     applied = await confirm(http, school, job["id"])
     codes = [e["code"] for e in applied["errors"]]
     assert codes == ([] if leaving == 1 else ["LEAVERS_NOT_CONFIRMED"]), applied
+
+
+async def test_a_rollover_is_followed_live_until_it_succeeds(
+    http: httpx.AsyncClient, server_url: str, db: Database, school: SchoolFixture
+) -> None:
+    made = await build(db, school, {"P1": 3, "P2": 3})
+    steps = [
+        {"classId": made["P2"][0], "action": "RENAME", "newName": "P3"},
+        {"classId": made["P1"][0], "action": "RENAME", "newName": "P2"},
+    ]
+    job = (await plan(http, school, registrationClasses=steps))["job"]
+    query = (
+        "subscription ($id: ID!) { rolloverJobProgress(id: $id) { jobId status processed total finished } }"
+    )
+    async with socket(server_url, bearer(school.admin_token)) as ws:
+        await signed_in(ws)
+        following = messages(ws, query, {"id": job["id"]})
+        first = await anext(following)
+        assert first["payload"]["data"]["rolloverJobProgress"]["status"] == "PREVIEW"
+        assert (await confirm(http, school, job["id"]))["errors"] == []
+        rest = [message async for message in following]
+    sent = [m["payload"]["data"]["rolloverJobProgress"] for m in rest if m["type"] == "next"]
+    assert sent[-1] == {
+        "jobId": job["id"],
+        "status": "SUCCEEDED",
+        "processed": 6,
+        "total": 6,
+        "finished": True,
+    }
+    assert rest[-1]["type"] == "complete"

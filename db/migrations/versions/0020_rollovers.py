@@ -13,8 +13,6 @@ Revises: 0017
 Create Date: 2026-12-08
 """
 
-from alembic import op
-
 from db.migrations.rls import execute_script, protect_tenant_table
 
 revision = "0020"
