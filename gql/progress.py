@@ -7,8 +7,8 @@ the caller is looked up again and the field's policy asked again, so a logout, a
 admin flag ends the subscription with the same error the field would give.
 
 Each job kind (an import, gql/imports.py; a school-year rollover, gql/rollover.py) adds a type implementing
-`Progress`, a function that reads
-its snapshot in a session, and a subscription field that returns `follow(info, policy, read)`.
+`Progress`, a function that reads its snapshot in a session, and a subscription field that returns
+`follow(info, policy, read)`.
 """
 
 from __future__ import annotations
