@@ -50,6 +50,9 @@ class AuditAction(enum.StrEnum):
     API_TOKEN_CREATED = "api_token.created"
     API_TOKEN_REVOKED = "api_token.revoked"
     IMPORT_PREVIEWED = "import.previewed"
+    ROLLOVER_PLANNED = "rollover.planned"
+    ROLLOVER_APPLIED = "rollover.applied"
+    ROLLOVER_REVERTED = "rollover.reverted"
 
 
 # Names written before every action followed one scheme; such events keep them and are read as these.

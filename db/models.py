@@ -430,6 +430,122 @@ class ImportJob(Base):
     )
 
 
+class RolloverStatus(enum.StrEnum):
+    PREVIEW = "PREVIEW"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    REVERTED = "REVERTED"
+
+
+class TeachingAction(enum.StrEnum):
+    """What a rollover does to every teaching class."""
+
+    KEEP = "KEEP"
+    EMPTY = "EMPTY"  # its pupils' memberships end; its teachers stay
+    DELETE = "DELETE"
+
+
+class RolloverOutcome(enum.StrEnum):
+    """Where a rollover takes one pupil."""
+
+    MOVED = "MOVED"  # into another registration class
+    RENAMED = "RENAMED"  # stays in their class, which is renamed
+    LEAVING = "LEAVING"  # leaves the school (soft-deleted)
+    UNCHANGED = "UNCHANGED"
+
+
+class RolloverJob(Base):
+    """A school-year rollover: its preview, then its application, then maybe its revert (db/rollover/)."""
+
+    __tablename__ = "rollover_jobs"
+
+    school_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    created_by: Mapped[uuid.UUID | None]
+    status: Mapped[RolloverStatus] = mapped_column(
+        _enum(RolloverStatus, "status"), default=RolloverStatus.PREVIEW, server_default="PREVIEW"
+    )
+    teaching_action: Mapped[TeachingAction] = mapped_column(
+        _enum(TeachingAction, "teaching_action"), default=TeachingAction.KEEP, server_default="KEEP"
+    )
+    rotate_login_codes: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    # The registration classes' steps as asked (db.rollover.plan.Step, as JSON).
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default="[]")
+    # What happens to each class, with its pupils before and after.
+    classes: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default="[]")
+    totals: Mapped[dict[str, int]] = mapped_column(JSONB, default=dict, server_default="{}")
+    leaving: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    pupils: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    processed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Once applied: the classes renamed (names before and after), created, and deleted (their rows).
+    undo: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    # What a revert with skipConflicts left as it was, and why.
+    conflicts: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default="[]")
+    failure_reason: Mapped[str | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(server_default=text("now() + interval '24 hours'"))
+    applied_at: Mapped[datetime | None]
+    reverted_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),
+        Index("ix_rollover_jobs_status", "status", postgresql_where=text("status = 'RUNNING'")),
+    )
+
+
+class RolloverPupil(Base):
+    """Where a rollover takes one pupil: in the preview, then as applied. Ids only."""
+
+    __tablename__ = "rollover_pupils"
+
+    school_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    outcome: Mapped[RolloverOutcome] = mapped_column(_enum(RolloverOutcome, "outcome"))
+    from_class_id: Mapped[uuid.UUID | None]
+    from_class_name: Mapped[str | None] = mapped_column(String(100))
+    to_class_id: Mapped[uuid.UUID | None]
+    to_class_name: Mapped[str | None] = mapped_column(String(100))
+    # A leaver's version once the apply deleted them: a revert finds whether anything changed them since.
+    version_after: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["school_id", "job_id"],
+            ["rollover_jobs.school_id", "rollover_jobs.id"],
+            name="fk_rollover_pupils_job",
+            ondelete="CASCADE",
+        ),
+    )
+
+
+class RolloverMembership(Base):
+    """A membership a rollover's apply ADDED, or REMOVED (as its row was), for its revert."""
+
+    __tablename__ = "rollover_memberships"
+
+    school_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    change: Mapped[str] = mapped_column(String(8), primary_key=True)
+    class_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    kind: Mapped[ClassKind] = mapped_column(_enum(ClassKind, "kind"))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["school_id", "job_id"],
+            ["rollover_jobs.school_id", "rollover_jobs.id"],
+            name="fk_rollover_memberships_job",
+            ondelete="CASCADE",
+        ),
+        CheckConstraint("change IN ('ADDED', 'REMOVED')", name="change"),
+    )
+
+
 class SignInThrottle(Base):
     """Recent failed attempts per account and per client (db/throttle.py), for all workers; no tenant's."""
 
@@ -487,4 +603,7 @@ TENANT_TABLES = (
     "import_jobs",
     "changes",
     "oauth_access_tokens",
+    "rollover_jobs",
+    "rollover_pupils",
+    "rollover_memberships",
 )

@@ -6,8 +6,9 @@ works through a transaction-mode pooler and on every worker, whichever one runs 
 the caller is looked up again and the field's policy asked again, so a logout, a revoked token or a lost
 admin flag ends the subscription with the same error the field would give.
 
-Another job kind (say, a school-year rollover) adds a type implementing `Progress`, a function that reads
-its snapshot in a session, and a subscription field that returns `follow(info, policy, read)`.
+Each job kind (an import, gql/imports.py; a school-year rollover, gql/rollover.py) adds a type implementing
+`Progress`, a function that reads its snapshot in a session, and a subscription field that returns
+`follow(info, policy, read)`.
 """
 
 from __future__ import annotations

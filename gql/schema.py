@@ -43,6 +43,7 @@ from gql.login_cards import LoginCardMutations, LoginCardQueries
 from gql.manage_users import ManageUserMutations
 from gql.nodes import NodeQueries
 from gql.permissions import IsSignedIn
+from gql.rollover import RolloverMutations, RolloverQueries, RolloverSubscriptions
 from gql.schools import School, SchoolSettingsMutations
 from gql.signin import AuthMutations, AuthQueries
 from gql.users import UserQueries
@@ -76,6 +77,7 @@ class Query(
     LoginCardQueries,
     NodeQueries,
     ChangeQueries,
+    RolloverQueries,
 ):
     """The query root (its description is in gql.descriptions); every mutation's payload returns it too."""
 
@@ -90,10 +92,11 @@ Mutation = merge_types(
         ImportMutations,
         LoginCardMutations,
         SchoolSettingsMutations,
+        RolloverMutations,
     ),
 )
 
-Subscription = merge_types("Subscription", (ImportSubscriptions,))
+Subscription = merge_types("Subscription", (ImportSubscriptions, RolloverSubscriptions))
 
 
 class SignInAlone(ASTValidationRule):

@@ -117,6 +117,9 @@ OPERATIONS: dict[str, Operation] = {
     "importJob": op(
         ADMINS, "query ($id: ID!) { importJob(id: $id) { id } }", lambda world: {"id": world.ids["nobody"]}
     ),
+    "rolloverJob": op(
+        ADMINS, "query ($id: ID!) { rolloverJob(id: $id) { id } }", lambda world: {"id": world.ids["nobody"]}
+    ),
     "loginCards": op(STAFF, "{ loginCards(userIds: []) { code } }"),
     "node": op(
         PEOPLE | {API_TOKEN},
@@ -138,6 +141,19 @@ OPERATIONS: dict[str, Operation] = {
     "confirmImport": op(
         ADMINS,
         'mutation ($id: ID!) { confirmImport(jobId: $id, currentPassword: "wrong") { errors { code } } }',
+        lambda world: {"id": world.ids["nobody"]},
+    ),
+    "planRollover": op(
+        ADMINS, "mutation { planRollover(input: {registrationClasses: []}) { errors { code } } }"
+    ),
+    "confirmRollover": op(
+        ADMINS,
+        'mutation ($id: ID!) { confirmRollover(jobId: $id, currentPassword: "wrong") { errors { code } } }',
+        lambda world: {"id": world.ids["nobody"]},
+    ),
+    "revertRollover": op(
+        ADMINS,
+        'mutation ($id: ID!) { revertRollover(jobId: $id, currentPassword: "wrong") { errors { code } } }',
         lambda world: {"id": world.ids["nobody"]},
     ),
     "addUser": op(
@@ -263,6 +279,11 @@ SUBSCRIPTIONS: dict[str, Operation] = {
         "subscription ($id: ID!) { importJobProgress(id: $id) { status } }",
         lambda world: {"id": world.ids["nobody"]},
     ),
+    "rolloverJobProgress": op(
+        ADMINS,
+        "subscription ($id: ID!) { rolloverJobProgress(id: $id) { status } }",
+        lambda world: {"id": world.ids["nobody"]},
+    ),
 }
 
 
@@ -342,7 +363,14 @@ async def test_who_is_let_through(
         assert not {"UNAUTHENTICATED", "FORBIDDEN"} & set(codes), body
         # Fields that look one thing up by id answer null for an id they cannot see.
         (answer,) = body["data"].values()
-        assert answer is not None or field in {"me", "user", "schoolClass", "importJob", "node"}, body
+        assert answer is not None or field in {
+            "me",
+            "user",
+            "schoolClass",
+            "importJob",
+            "rolloverJob",
+            "node",
+        }, body
     else:
         assert codes == ["UNAUTHENTICATED" if role == ANONYMOUS else "FORBIDDEN"], body
 

@@ -58,6 +58,23 @@ async def fill_every_table(db: Database, school: SchoolFixture) -> None:
         await session.execute(
             text("insert into import_jobs (school_id, file_name) values (:s, 'roster.csv')"), {"s": school.id}
         )
+        job_id = uuid.uuid4()
+        await session.execute(
+            text("insert into rollover_jobs (school_id, id) values (:s, :j)"), {"s": school.id, "j": job_id}
+        )
+        await session.execute(
+            text(
+                "insert into rollover_pupils (school_id, job_id, user_id, outcome) values (:s, :j, :u, 'UNCHANGED')"
+            ),
+            {"s": school.id, "j": job_id, "u": pupil},
+        )
+        await session.execute(
+            text(
+                "insert into rollover_memberships (school_id, job_id, change, class_id, user_id, kind, created_at) "
+                "values (:s, :j, 'ADDED', :c, :u, 'REGISTRATION', now())"
+            ),
+            {"s": school.id, "j": job_id, "c": class_id, "u": pupil},
+        )
 
 
 @pytest.fixture

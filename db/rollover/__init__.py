@@ -1,0 +1,1 @@
+"""The new school year: a rollover of every class at once, previewed, applied whole, and undone whole."""
