@@ -545,10 +545,15 @@ async def test_a_consumer_walks_the_chain_and_syncs_deltas(
     assert (await read(http, token, "/enrollments", filter=delta))["enrollments"] == []
     # then the school edits a name, moves a pupil, removes one from a class and deletes a pupil
     admin = world.school.admin_token
-    edit = 'mutation ($id: ID!) { updateUserField(userId: $id, field: FIRST_NAME, value: "Anne", expectedVersion: 1) { errors { code } } }'
-    assert (await graphql(http, edit, {"id": world.pupils[0]}, token=admin))["data"]["updateUserField"][
-        "errors"
-    ] == []
+    edit = 'mutation ($id: ID!, $v: Int!) { updateUserField(userId: $id, field: FIRST_NAME, value: "Anne", expectedVersion: $v) { errors { code } } }'
+    version = (
+        await graphql(
+            http, "query ($id: ID!) { user(id: $id) { version } }", {"id": world.pupils[0]}, token=admin
+        )
+    )["data"]["user"]["version"]
+    assert (await graphql(http, edit, {"id": world.pupils[0], "v": version}, token=admin))["data"][
+        "updateUserField"
+    ]["errors"] == []
     async with school_scope(db, world.school.id) as session:
         actor = Actor(id=world.school.admin_id, label="admin")
         other_room = await create_class(
