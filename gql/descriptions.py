@@ -174,7 +174,7 @@ DESCRIPTIONS: dict[str, str] = {
     "ImportTotals.remove": "Pupils the file leaves out, deleted when removeMissingPupils is on.",
     "NewClass": "A class the upload creates, because a row names a class the school does not have yet.",
     "NewClass.name": "The class's name.",
-    "NewClass.kind": "REGISTRATION or TEACHING.",
+    "NewClass.kind": "A registration class or a teaching class.",
     "ImportRow.username": "The username the row is about.",
     "ImportRow.action": "What confirming the upload does with the row.",
     "ImportRow.userId": "The user the row changes; null for a new user.",
