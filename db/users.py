@@ -3,22 +3,38 @@
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, exists, func, literal, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Exists,
+    Select,
+    String,
+    and_,
+    exists,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.util import AliasedClass
 
 from db.errors import DomainError, ErrorCode, Problem, require_batch_size, unique_or
-from db.models import ClassMembership, User, UserType
+from db.models import ClassMembership, SchoolClass, User, UserType
 from db.names import PERSON_NAME_MAX, name_problem, tidy_name
-from db.pagination import decode_cursor, encode_cursor, page_size
+from db.pagination import cursor_values, encode_cursor, page_size, read_values
 
 USERNAME_MAX = 64
 USERNAME = re.compile(rf"^[A-Za-z0-9._-]{{1,{USERNAME_MAX}}}$")
@@ -220,7 +236,10 @@ class UserOrderField(enum.StrEnum):
     FIRST_NAME = "FIRST_NAME"
     SURNAME = "SURNAME"
     TYPE = "TYPE"
+    REGISTRATION_CLASS = "REGISTRATION_CLASS"
     CREATED_AT = "CREATED_AT"
+    UPDATED_AT = "UPDATED_AT"
+    DELETED_AT = "DELETED_AT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +250,10 @@ class UserFilter:
     status: UserStatus = UserStatus.ACTIVE
     # Users whose own row changed at or after this time (a change's time is its transaction's).
     updated_since: datetime | None = None
+    # Users who are not members of this class (the picker of pupils to add to it).
+    not_in_class_id: uuid.UUID | None = None
+    # True: users with a registration class; False: users without one.
+    has_registration_class: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,41 +267,100 @@ class UserPage:
     users: list[User]
     cursors: list[str]
     has_next_page: bool
+    has_previous_page: bool = False
 
 
 # The users table's one filter, orderings and keyset condition. list_users and count_users build their
 # queries from them, and gql.compiled_sql renders the same expressions into the compiled read path's statement.
 # `users` is the User entity or an alias of it; a value is a plain value or an SQL expression (the compiled
-# path passes placeholders, and a class's own id for its roster).
+# path passes placeholders, and a class's own id for its roster). None of them holds a bound value of its
+# own, so the compiled path can render them once as templates.
+
+Users = type[User] | AliasedClass[User]
 
 
-def sort_key(users: type[User] | AliasedClass[User], field: UserOrderField) -> ColumnElement[Any]:
-    match field:
-        case UserOrderField.USERNAME:
-            return func.lower(users.username)
-        case UserOrderField.FIRST_NAME:
-            return func.lower(users.first_name)
-        case UserOrderField.SURNAME:
-            return func.lower(users.surname)
-        case UserOrderField.TYPE:
-            return users.type.expression
-        case UserOrderField.CREATED_AT:
-            return users.created_at.expression
+class KeyKind(enum.Enum):
+    """How a sort key's value is written in a cursor and read back from one."""
+
+    TEXT = "text"
+    TIME = "time"  # ISO 8601 with its offset
+    TYPE = "type"  # a UserType's value
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    expression: Callable[[Users], ColumnElement[Any]]
+    kind: KeyKind = KeyKind.TEXT
+
+
+def _registration_class_name(users: Users) -> ColumnElement[Any]:
+    """The name of the user's registration class whatever its case; '' (first) for a user without one."""
+    name = (
+        select(func.min(func.lower(SchoolClass.name)))
+        .select_from(ClassMembership)
+        .join(
+            SchoolClass,
+            and_(
+                SchoolClass.school_id == ClassMembership.school_id, SchoolClass.id == ClassMembership.class_id
+            ),
+        )
+        .where(
+            ClassMembership.school_id == users.school_id,
+            ClassMembership.user_id == users.id,
+            ClassMembership.kind == literal_column("'REGISTRATION'"),
+        )
+        .scalar_subquery()
+    )
+    return func.coalesce(name, literal_column("''"))
+
+
+_SURNAME = SortKey(lambda users: func.lower(users.surname))
+_FIRST_NAME = SortKey(lambda users: func.lower(users.first_name))
+_NAME = (_SURNAME, _FIRST_NAME)  # what breaks most orderings' ties
+# Not deleted sorts as the earliest time: first ascending, last descending.
+_NEVER = literal_column("'epoch'::timestamptz", type_=DateTime(timezone=True))
+# Each ordering's sort keys: the first leads and the others break its ties, then the user's id breaks any left.
+# Adding an ordering is its value in UserOrderField and one line here; both read paths and the cursors follow.
+ORDERINGS: dict[UserOrderField, tuple[SortKey, ...]] = {
+    UserOrderField.USERNAME: (SortKey(lambda users: func.lower(users.username)),),
+    UserOrderField.FIRST_NAME: (_FIRST_NAME, _SURNAME),
+    UserOrderField.SURNAME: _NAME,
+    UserOrderField.TYPE: (SortKey(lambda users: users.type.expression, KeyKind.TYPE), *_NAME),
+    UserOrderField.REGISTRATION_CLASS: (SortKey(_registration_class_name), *_NAME),
+    UserOrderField.CREATED_AT: (SortKey(lambda users: users.created_at.expression, KeyKind.TIME), *_NAME),
+    UserOrderField.UPDATED_AT: (SortKey(lambda users: users.updated_at.expression, KeyKind.TIME), *_NAME),
+    UserOrderField.DELETED_AT: (
+        SortKey(lambda users: func.coalesce(users.deleted_at, _NEVER), KeyKind.TIME),
+        *_NAME,
+    ),
+}
+
+
+def sort_keys(users: Users, field: UserOrderField) -> list[ColumnElement[Any]]:
+    """An ordering's sort keys over `users`, leading key first (the id comes after them)."""
+    return [key.expression(users) for key in ORDERINGS[field]]
 
 
 def in_order(
-    key: ColumnElement[Any], row_id: ColumnElement[Any], *, descending: bool
+    keys: Sequence[ColumnElement[Any]], row_id: ColumnElement[Any], *, descending: bool
 ) -> list[ColumnElement[Any]]:
-    """A page's order: by its sort key, ties broken by id, both the same way."""
-    return [key.desc(), row_id.desc()] if descending else [key, row_id]
+    """A page's order: by its sort keys, ties broken by id, all the same way."""
+    return [part.desc() for part in (*keys, row_id)] if descending else [*keys, row_id]
 
 
-def after_position(
-    key: ColumnElement[Any], row_id: ColumnElement[Any], value: Any, last_id: Any, *, descending: bool
+def past_position(
+    keys: Sequence[ColumnElement[Any]],
+    row_id: ColumnElement[Any],
+    values: Sequence[Any],
+    last_id: Any,
+    *,
+    descending: bool,
+    after: bool = True,
 ) -> ColumnElement[bool]:
-    """The keyset condition: the rows after (sort value, id) in the page's order."""
-    position, bound = tuple_(key, row_id), tuple_(value, last_id)
-    return position < bound if descending else position > bound
+    """The keyset condition: the rows after (or, not `after`, before) the position (sort values, id) in the
+    page's order."""
+    position, bound = tuple_(*keys, row_id), tuple_(*values, last_id)
+    return position < bound if descending == after else position > bound
 
 
 def filter_values(where: UserFilter) -> dict[str, Any]:
@@ -288,12 +370,22 @@ def filter_values(where: UserFilter) -> dict[str, Any]:
         "search": search_pattern(where.search),
         "class_id": where.class_id,
         "updated_since": where.updated_since,
+        "not_in_class_id": where.not_in_class_id,
+        "has_registration_class": where.has_registration_class,
     }
     return {name: value for name, value in values.items() if value is not None}
 
 
+def _member_of(users: Users, school_id: Any, class_id: Any) -> Exists:
+    return exists().where(
+        ClassMembership.school_id == school_id,
+        ClassMembership.class_id == class_id,
+        ClassMembership.user_id == users.id,
+    )
+
+
 def user_conditions(
-    users: type[User] | AliasedClass[User],
+    users: Users,
     *,
     school_id: Any,
     status: UserStatus,
@@ -301,8 +393,11 @@ def user_conditions(
     search: Any = None,
     class_id: Any = None,
     updated_since: Any = None,
+    not_in_class_id: Any = None,
+    has_registration_class: Any = None,
 ) -> list[ColumnElement[bool]]:
-    """Which users a filter keeps: `search` is search_pattern's ILIKE pattern; a part left None keeps all."""
+    """Which users a filter keeps: `search` is search_pattern's ILIKE pattern, matched against the username,
+    each name and the full name either way round; a part left None keeps all."""
     conditions = [users.school_id == school_id]
     if status == UserStatus.ACTIVE:
         conditions.append(users.deleted_at.is_(None))
@@ -311,19 +406,27 @@ def user_conditions(
     if type is not None:
         conditions.append(users.type == type)
     if search is not None:
+        space: ColumnElement[str] = literal_column("' '", type_=String)
         conditions.append(
-            or_(users.username.ilike(search), users.first_name.ilike(search), users.surname.ilike(search))
+            or_(
+                users.username.ilike(search),
+                users.first_name.op("||")(space).op("||")(users.surname).ilike(search),
+                users.surname.op("||")(space).op("||")(users.first_name).ilike(search),
+            )
         )
     if updated_since is not None:
         conditions.append(users.updated_at >= updated_since)
     if class_id is not None:
-        conditions.append(
-            exists().where(
-                ClassMembership.school_id == school_id,
-                ClassMembership.class_id == class_id,
-                ClassMembership.user_id == users.id,
-            )
+        conditions.append(_member_of(users, school_id, class_id))
+    if not_in_class_id is not None:
+        conditions.append(~_member_of(users, school_id, not_in_class_id))
+    if has_registration_class is not None:
+        registered = exists().where(
+            ClassMembership.school_id == school_id,
+            ClassMembership.user_id == users.id,
+            ClassMembership.kind == literal_column("'REGISTRATION'"),
         )
+        conditions.append(registered == has_registration_class)
     return conditions
 
 
@@ -336,14 +439,124 @@ def _cursor_value(key: Any) -> str:
 
 
 def search_pattern(search: str | None) -> str | None:
-    """The ILIKE pattern for a search: the text anywhere, with LIKE's own characters taken literally."""
+    """The ILIKE pattern for a search: the text anywhere (runs of spaces as one), with LIKE's own characters
+    taken literally."""
     if not search or not search.strip():
         return None
     if "\x00" in search:
         raise DomainError(
             Problem(ErrorCode.INVALID_INPUT, "A search cannot contain a NUL character.", "search")
         )
-    return "%" + re.sub(r"([\\%_])", r"\\\1", search.strip()) + "%"
+    return "%" + re.sub(r"([\\%_])", r"\\\1", " ".join(search.split())) + "%"
+
+
+# --- cursors and pages --------------------------------------------------------------------------------------
+
+
+def cursor_scope(order: UserOrder, where: UserFilter) -> str:
+    """What a cursor is good for, as text: the ordering and the filter (a class's roster is its class id,
+    last, so the compiled path can append each class's own). A cursor holds its hash (cursor_tag)."""
+    since = where.updated_since.astimezone(UTC).isoformat() if where.updated_since is not None else None
+    parts = [
+        order.field.value,
+        order.descending,
+        where.status.value,
+        where.type.value if where.type is not None else None,
+        search_pattern(where.search),
+        since,
+        str(where.not_in_class_id) if where.not_in_class_id is not None else None,
+        where.has_registration_class,
+    ]
+    return json.dumps(parts, separators=(",", ":")) + "|" + (str(where.class_id) if where.class_id else "")
+
+
+def cursor_tag(scope: str) -> str:
+    """The first value of every cursor: 16 hex digits of the SHA-256 of its cursor_scope."""
+    return hashlib.sha256(scope.encode()).hexdigest()[:CURSOR_TAG_LENGTH]
+
+
+CURSOR_TAG_LENGTH = 16
+OTHER_LIST = (
+    "That cursor was given out for another ordering or filter of this list: start again from the first page."
+)
+
+
+def _aware_time(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError("a cursor's time has its offset")
+    return value
+
+
+_READ: dict[KeyKind, Callable[[str], Any]] = {
+    KeyKind.TEXT: str,
+    KeyKind.TIME: _aware_time,
+    KeyKind.TYPE: UserType,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A row's place in an ordering, read from a cursor: its sort values and its id."""
+
+    values: tuple[Any, ...]
+    id: uuid.UUID
+
+
+def read_cursor(cursor: str, order: UserOrder, where: UserFilter, *, argument: str) -> Position:
+    """The position a cursor holds, or INVALID_INPUT (on `argument`) for a cursor this list did not give out,
+    or gave out for another ordering or filter."""
+    given = cursor_values(cursor, argument=argument)
+    if given and len(given[0]) == CURSOR_TAG_LENGTH and given[0] != cursor_tag(cursor_scope(order, where)):
+        raise DomainError(Problem(ErrorCode.INVALID_INPUT, OTHER_LIST, argument))
+    keys = ORDERINGS[order.field]
+    _, *values, last_id = read_values(
+        given, parse=(_tag_of(order, where), *(_READ[key.kind] for key in keys), uuid.UUID), argument=argument
+    )
+    return Position(values=tuple(values), id=last_id)
+
+
+def _tag_of(order: UserOrder, where: UserFilter) -> Callable[[str], str]:
+    def tag(text: str) -> str:
+        if text != cursor_tag(cursor_scope(order, where)):
+            raise ValueError("not this list's cursor")
+        return text
+
+    return tag
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """Which page: `size` rows after `after` and before `before`, the first ones or (`backward`) the last."""
+
+    size: int
+    backward: bool
+    after: Position | None
+    before: Position | None
+
+
+def page_request(
+    order: UserOrder,
+    where: UserFilter,
+    *,
+    first: int | None,
+    after: str | None,
+    last: int | None = None,
+    before: str | None = None,
+) -> PageRequest:
+    """A page of the users table, as both read paths read it, or INVALID_INPUT for its arguments."""
+    if first is not None and last is not None:
+        raise DomainError(
+            Problem(ErrorCode.INVALID_INPUT, "Give first or last, not both: a page is read one way.", "last")
+        )
+    backward = last is not None
+    size = page_size(last if backward else first, least=0, argument="last" if backward else "first")
+    return PageRequest(
+        size=size,
+        backward=backward,
+        after=read_cursor(after, order, where, argument="after") if after is not None else None,
+        before=read_cursor(before, order, where, argument="before") if before is not None else None,
+    )
 
 
 def _filtered(school_id: uuid.UUID, where: UserFilter) -> Select[User]:
@@ -360,30 +573,44 @@ async def list_users(
     order: UserOrder,
     first: int | None,
     after: str | None,
+    last: int | None = None,
+    before: str | None = None,
 ) -> UserPage:
-    """One page of the users table, in a stable order (ties broken by id)."""
-    size = page_size(first)
-    key = sort_key(User, order.field)
+    """One page of the users table, in a stable order (ties broken by the ordering's other keys, then id):
+    the first `first` after `after`, or the last `last` before `before`."""
+    request = page_request(order, where, first=first, after=after, last=last, before=before)
+    keys = sort_keys(User, order.field)
     query = _filtered(school_id, where)
-    if after is not None:
-        read_value = datetime.fromisoformat if order.field == UserOrderField.CREATED_AT else str
-        value, last_id = decode_cursor(after, parse=(read_value, uuid.UUID))
-        query = query.where(
-            after_position(
-                key,
-                User.id.expression,
-                literal(value, key.type),
-                literal(last_id),
-                descending=order.descending,
+    for position, is_after in ((request.after, True), (request.before, False)):
+        if position is not None:
+            values = [literal(value, key.type) for value, key in zip(position.values, keys, strict=True)]
+            query = query.where(
+                past_position(
+                    keys,
+                    User.id.expression,
+                    values,
+                    literal(position.id),
+                    descending=order.descending,
+                    after=is_after,
+                )
             )
-        )
-    query = query.order_by(*in_order(key, User.id.expression, descending=order.descending))
-    rows = (await session.execute(query.add_columns(key).limit(size + 1))).all()
-    page = rows[:size]
+    # A page from the end is read from the end, then put back in the page's order.
+    query = query.order_by(
+        *in_order(keys, User.id.expression, descending=order.descending != request.backward)
+    )
+    rows = (await session.execute(query.add_columns(*keys).limit(request.size + 1))).all()
+    page = list(rows[: request.size])
+    if request.backward:
+        page.reverse()
+    more = len(rows) > request.size
+    tag = cursor_tag(cursor_scope(order, where))
     return UserPage(
-        users=[user for user, _ in page],
-        cursors=[encode_cursor([_cursor_value(value), str(user.id)]) for user, value in page],
-        has_next_page=len(rows) > size,
+        users=[row[0] for row in page],
+        cursors=[
+            encode_cursor([tag, *(_cursor_value(value) for value in row[1:]), str(row[0].id)]) for row in page
+        ],
+        has_next_page=request.before is not None if request.backward else more,
+        has_previous_page=more if request.backward else request.after is not None,
     )
 
 

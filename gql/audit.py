@@ -87,6 +87,9 @@ class AuditEventQueries:
                 for e, c in zip(page.events, page.cursors, strict=True)
             ],
             page_info=PageInfo(
-                has_next_page=page.has_next_page, end_cursor=page.cursors[-1] if page.cursors else None
+                has_next_page=page.has_next_page,
+                end_cursor=page.cursors[-1] if page.cursors else None,
+                has_previous_page=after is not None,
+                start_cursor=page.cursors[0] if page.cursors else None,
             ),
         )

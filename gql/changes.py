@@ -164,7 +164,12 @@ class ChangeQueries:
         )
         return ChangeConnection(
             edges=[Edge(cursor=r.cursor, node=Change.from_record(r, current)) for r in page.changes],
-            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
+            page_info=PageInfo(
+                has_next_page=page.has_next_page,
+                end_cursor=page.end_cursor,
+                has_previous_page=after is not None,
+                start_cursor=page.changes[0].cursor if page.changes else None,
+            ),
         )
 
     @strawberry.field(

@@ -8,7 +8,7 @@ asked for more than once are collected as GraphQL's CollectFields collects them,
 come in the order Strawberry gives them. `me` and `school` are read by the statement too; one whose
 selection it cannot read (`me { email }`) is answered by Strawberry itself, its resolvers, permission
 classes and errors as always, and merged in document order. Anything else (mutations, other fields, fragments on an interface or union, other directives, bad
-arguments or cursors, callers the fields' own permission classes turn away, any failure at all) goes to the
+arguments or cursors, a class's `members` read from a cursor (which names its class), callers the fields' own permission classes turn away, any failure at all) goes to the
 Strawberry view untouched, which answers it exactly as it would have without this module.
 """
 
@@ -74,7 +74,7 @@ from db.engine import Database, retry_if_disconnected
 from db.errors import DomainError
 from db.models import ClassKind, UserType
 from db.sessions import SessionPolicy
-from db.users import UserFilter, UserOrder, UserOrderField, UserStatus
+from db.users import ORDERINGS, UserFilter, UserOrder, UserOrderField, UserStatus
 from gql import compiled_sql as sql
 from gql.cost import FragmentExpansionLimiter, QueryCostLimiter, query_cost, too_complex, too_costly
 from gql.documents import CachedDocuments
@@ -104,6 +104,8 @@ _FIELDS: dict[tuple[str, str], str] = {
     ("UserEdge", "node"): "node",
     ("PageInfo", "hasNextPage"): "hasNextPage",
     ("PageInfo", "endCursor"): "endCursor",
+    ("PageInfo", "hasPreviousPage"): "hasPreviousPage",
+    ("PageInfo", "startCursor"): "startCursor",
     ("User", "registrationClass"): "registrationClass",
     ("User", "teachingClasses"): "teachingClasses",
     ("SchoolClass", "memberCount"): "memberCount",
@@ -118,9 +120,22 @@ _FIELDS: dict[tuple[str, str], str] = {
 # past this path is answered by Strawberry, never by a statement that ignores the new part. Add a name here
 # only once the translator reads it.
 _ARGUMENTS: dict[tuple[str, str], dict[str, str]] = {
-    ("Query", "users"): {"filter": "UserFilter", "orderBy": "UserOrder", "first": "Int", "after": "String"},
+    ("Query", "users"): {
+        "filter": "UserFilter",
+        "orderBy": "UserOrder",
+        "first": "Int",
+        "after": "String",
+        "last": "Int",
+        "before": "String",
+    },
     ("Query", "classes"): {"kind": "ClassKind"},
-    ("SchoolClass", "members"): {"type": "UserType", "first": "Int", "after": "String"},
+    ("SchoolClass", "members"): {
+        "type": "UserType",
+        "first": "Int",
+        "after": "String",
+        "last": "Int",
+        "before": "String",
+    },
 }
 _INPUT_FIELDS: dict[str, dict[str, str]] = {
     "UserFilter": {
@@ -129,6 +144,8 @@ _INPUT_FIELDS: dict[str, dict[str, str]] = {
         "classId": "ID",
         "status": "UserStatus!",
         "updatedSince": "DateTime",
+        "notInClassId": "ID",
+        "hasRegistrationClass": "Boolean",
     },
     "UserOrder": {"field": "UserOrderField!", "descending": "Boolean!"},
 }
@@ -136,7 +153,8 @@ _ENUM_VALUES: dict[str, frozenset[str]] = {
     "UserType": frozenset({"PUPIL", "TEACHER"}),
     "ClassKind": frozenset({"REGISTRATION", "TEACHING"}),
     "UserStatus": frozenset({"ACTIVE", "DELETED", "ALL"}),
-    "UserOrderField": frozenset({"USERNAME", "FIRST_NAME", "SURNAME", "TYPE", "CREATED_AT"}),
+    # Every ordering db.users.ORDERINGS defines: the statement renders its sort keys whatever they are.
+    "UserOrderField": frozenset(ORDERINGS),
     "Provider": frozenset({"MANUAL", "C2K", "HWB", "GLOW"}),
 }
 # Small root fields that, when the statement cannot answer them (say, `me { email }`), Strawberry answers
@@ -619,6 +637,10 @@ class _Translator:
                 return sql.Cursor()
             case "hasNextPage":
                 return sql.HasNextPage()
+            case "hasPreviousPage":
+                return sql.HasPreviousPage()
+            case "startCursor":
+                return sql.StartCursor()
             case "endCursor":
                 return sql.EndCursor()
             case "memberCount":
@@ -633,13 +655,15 @@ class _Translator:
     def users_page(self, definition: GraphQLField, node: FieldNode) -> sql.UsersPage:
         arguments = self.arguments(definition, node)
         given, order = arguments.get("filter") or {}, arguments.get("orderBy") or {}
-        class_id = given.get("classId")
+        class_id, not_in_class_id = given.get("classId"), given.get("notInClassId")
         where = UserFilter(
             search=given.get("search"),
             type=_user_type(given.get("type")),
             status=UserStatus(given.get("status") or UserStatus.ACTIVE),
             class_id=lookup_id(class_id) if class_id is not None else None,
             updated_since=given.get("updatedSince"),
+            not_in_class_id=lookup_id(not_in_class_id) if not_in_class_id is not None else None,
+            has_registration_class=given.get("hasRegistrationClass"),
         )
         self.reads_deleted |= where.status != UserStatus.ACTIVE
         return sql.users_page(
@@ -650,15 +674,21 @@ class _Translator:
             ),
             arguments.get("first"),
             arguments.get("after"),
+            arguments.get("last"),
+            arguments.get("before"),
         )
 
     def members_page(self, definition: GraphQLField, node: FieldNode) -> sql.UsersPage:
         arguments = self.arguments(definition, node)
+        if arguments.get("after") is not None or arguments.get("before") is not None:
+            # A roster's cursor names its class, which only the statement knows: Strawberry checks it.
+            raise Unsupported("a class roster read from a cursor")
         return sql.users_page(
             UserFilter(type=_user_type(arguments.get("type"))),
             UserOrder(),
             arguments.get("first"),
-            arguments.get("after"),
+            None,
+            arguments.get("last"),
         )
 
 

@@ -13,7 +13,6 @@ import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeAlias
 
 from sqlalchemy import ClauseElement, bindparam, func, literal_column, select
@@ -22,16 +21,22 @@ from sqlalchemy.orm import aliased
 
 from db.classes import class_order
 from db.models import ClassKind, SchoolClass, User, UserType
-from db.pagination import decode_cursor, page_size
 from db.users import (
+    CURSOR_TAG_LENGTH,
+    ORDERINGS,
+    KeyKind,
+    Position,
     UserFilter,
     UserOrder,
     UserOrderField,
     UserStatus,
-    after_position,
+    cursor_scope,
+    cursor_tag,
     filter_values,
     in_order,
-    sort_key,
+    page_request,
+    past_position,
+    sort_keys,
     user_conditions,
 )
 
@@ -68,6 +73,16 @@ class Cursor:
 
 @dataclass(frozen=True, slots=True)
 class HasNextPage:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class HasPreviousPage:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class StartCursor:
     pass
 
 
@@ -132,12 +147,14 @@ CALLER = _CallerId()
 
 @dataclass(frozen=True, slots=True)
 class UsersPage:
-    """Which users, in which order, from where: as list_users reads them."""
+    """Which users, in which order, from where: as list_users reads them (db.users.page_request)."""
 
     where: UserFilter
     order: UserOrder
     size: int
-    after: tuple[Any, uuid.UUID] | None
+    backward: bool = False
+    after: Position | None = None
+    before: Position | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +178,8 @@ Selected: TypeAlias = (
     | TotalCount
     | Cursor
     | HasNextPage
+    | HasPreviousPage
+    | StartCursor
     | EndCursor
     | MemberCount
     | Edges
@@ -206,22 +225,25 @@ SCHOOL_COLUMNS = {
 _TIMES = {"created_at", "updated_at", "deleted_at", "last_sign_in_at"}
 
 
-def users_page(where: UserFilter, order: UserOrder, first: int | None, after: str | None) -> UsersPage:
-    """The page list_users would read, or the DomainError it would raise for `first` or `after`."""
-    size = page_size(first)
-    if after is None:
-        return UsersPage(where=where, order=order, size=size, after=None)
-    match order.field:
-        case UserOrderField.CREATED_AT:
-            value, last_id = decode_cursor(after, parse=(datetime.fromisoformat, uuid.UUID))
-            if value.tzinfo is None:
-                raise ValueError("a cursor this path does not read the way list_users does")
-        case UserOrderField.TYPE:
-            value, last_id = decode_cursor(after, parse=(UserType, uuid.UUID))
-            value = value.value
-        case _:
-            value, last_id = decode_cursor(after, parse=(str, uuid.UUID))
-    return UsersPage(where=where, order=order, size=size, after=(value, last_id))
+def users_page(
+    where: UserFilter,
+    order: UserOrder,
+    first: int | None,
+    after: str | None,
+    last: int | None = None,
+    before: str | None = None,
+) -> UsersPage:
+    """The page list_users would read, or the DomainError it would raise for its arguments. A class roster's
+    cursors name their class, which only the statement knows: the general path reads a roster from a cursor."""
+    request = page_request(order, where, first=first, after=after, last=last, before=before)
+    return UsersPage(
+        where=where,
+        order=order,
+        size=request.size,
+        backward=request.backward,
+        after=request.after,
+        before=request.before,
+    )
 
 
 @dataclass
@@ -231,14 +253,19 @@ class _Rows:
     class alias and aggregate of one teachingClasses)."""
 
     numbered: bool
-    way: str  # " desc" for a descending page
+    # The page's own order, and whether it is read from the end (the rows are then read the other way).
+    descending: bool = False
+    backward: bool = False
+    keys: int = 1
     teaching: tuple[str, str] | None = None
     # Whether one teachingClasses is gathered for all the rows at once (a page), or read user by user.
     gathers: bool = True
 
-    def order(self, p: str = "") -> str:
-        """The page's order: over its rows' sort key `k`, then `id` (of the rows named `p`, if given)."""
-        return _rows_order(f"{p}." if p else "", self.way == " desc")
+    def order(self, p: str = "", *, fetched: bool = True) -> str:
+        """The order the rows are read in, or (not `fetched`) the page's own: over their sort keys `k0`, ...,
+        then `id` (of the rows named `p`, if given)."""
+        descending = self.descending != (fetched and self.backward)
+        return _rows_order(f"{p}." if p else "", self.keys, descending)
 
 
 class TooBig(ValueError):
@@ -282,7 +309,7 @@ class _Builder:
                 )
             case Me(selection):
                 p = self.alias("p")
-                held = _Rows(numbered=False, way="", gathers=False)
+                held = _Rows(numbered=False, gathers=False)
                 user = self.object(selection, lambda part: self.user_part(part, p, held))
                 return (
                     f"(select {user} from users {p} "
@@ -314,19 +341,31 @@ class _Builder:
         if class_ref is not None:
             given.pop("class_id", None)
         shown = _columns_shown(selection)
+        bounds = tuple(side for side in ("after", "before") if getattr(page, side) is not None)
         rows_sql, count_sql = _users_sql(
-            u, class_ref, page.where.status, tuple(given), page.order, page.after is not None, shown
+            u, class_ref, page.where.status, tuple(given), page.order, bounds, page.backward, shown
         )
         slots = {"school": "$1", **{name: self.param(value) for name, value in given.items()}}
         total = f"({count_sql % slots})"
-        way = " desc" if page.order.descending else ""
-        held = _Rows(numbered=any(isinstance(node, PageInfo) for _, node in selection), way=way)
-        body = self.object(selection, lambda node: self.connection_part(node, p, page, total, held))
+        held = _Rows(
+            numbered=any(isinstance(node, PageInfo) for _, node in selection),
+            descending=page.order.descending,
+            backward=page.backward,
+            keys=len(ORDERINGS[page.order.field]),
+        )
+        tag = _literal(cursor_tag(cursor_scope(page.order, page.where)))
+        if class_ref is not None:
+            # A roster's cursors name its class: the hash of the scope with the class's own id.
+            scope = _literal(cursor_scope(page.order, page.where))
+            tag = f"left(encode(sha256(convert_to({scope} || {class_ref}::text, 'UTF8')), 'hex'), {CURSOR_TAG_LENGTH})"
+        body = self.object(selection, lambda node: self.connection_part(node, p, page, total, held, tag))
         if not any(isinstance(node, Edges | PageInfo) for _, node in selection):
             return body
-        if page.after is not None:
-            value, last_id = page.after
-            slots |= {"after_value": self.param(value), "after_id": self.param(last_id)}
+        for side in bounds:
+            position: Position = getattr(page, side)
+            slots[f"{side}_id"] = self.param(position.id)
+            for i, value in enumerate(position.values):
+                slots[f"{side}_{i}"] = self.param(value.value if isinstance(value, UserType) else value)
         rows = f"{r} {p}"
         if held.numbered:
             rows = (
@@ -336,8 +375,9 @@ class _Builder:
         if held.teaching is not None:
             c, classes = held.teaching
             m = self.alias("m")
+            keys = tuple(f"k{i}" for i in range(held.keys))
             grouped = ", ".join(
-                f"{p}.{column}" for column in (*(("n", "rows") if held.numbered else ()), "k", *shown)
+                f"{p}.{column}" for column in (*(("n", "rows") if held.numbered else ()), *keys, *shown)
             )
             # Each membership's class is looked up on its own (offset 0 keeps the planner from turning the
             # lookup into a join, whose size it underestimates: it does not know memberships and classes
@@ -352,7 +392,9 @@ class _Builder:
         limit = page.size + 1 if held.numbered else page.size
         return f"(with {r} as ({rows_sql % slots} limit {limit}) select {body} from {rows})"
 
-    def connection_part(self, node: Selected, p: str, page: UsersPage, total: str, held: _Rows) -> str:
+    def connection_part(
+        self, node: Selected, p: str, page: UsersPage, total: str, held: _Rows, tag: str
+    ) -> str:
         size = page.size
         match node:
             case Typename(name):
@@ -360,36 +402,48 @@ class _Builder:
             case TotalCount():
                 return total
             case Edges(selection):
-                edge = self.object(selection, lambda part: self.edge_part(part, p, page, held))
+                edge = self.object(selection, lambda part: self.edge_part(part, p, page, held, tag))
                 if held.numbered:
-                    return f"coalesce(json_agg({edge} order by {p}.n) filter (where {p}.n <= {size}), '[]'::json)"
-                return f"coalesce(json_agg({edge} order by {held.order(p)}), '[]'::json)"
+                    # Rows are numbered in the order read: a page from the end is put back in its own order.
+                    way = " desc" if page.backward else ""
+                    return (
+                        f"coalesce(json_agg({edge} order by {p}.n{way}) filter (where {p}.n <= {size}), "
+                        "'[]'::json)"
+                    )
+                return f"coalesce(json_agg({edge} order by {held.order(p, fetched=False)}), '[]'::json)"
             case PageInfo(selection):
-                return self.object(selection, lambda part: self.page_info_part(part, p, page))
+                return self.object(selection, lambda part: self.page_info_part(part, p, page, tag))
         raise TypeError(node)
 
-    def edge_part(self, node: Selected, p: str, page: UsersPage, held: _Rows) -> str:
+    def edge_part(self, node: Selected, p: str, page: UsersPage, held: _Rows, tag: str) -> str:
         match node:
             case Typename(name):
                 return _literal(name)
             case Cursor():
-                return cursor(p, page.order.field)
+                return cursor(p, page.order.field, tag)
             case Node(selection):
                 return self.object(selection, lambda part: self.user_part(part, p, held))
         raise TypeError(node)
 
-    def page_info_part(self, node: Selected, p: str, page: UsersPage) -> str:
+    def page_info_part(self, node: Selected, p: str, page: UsersPage, tag: str) -> str:
+        # The rows read are numbered from 1 in the order read; one more than the page says there is more.
+        more = f"count({p}.n) > {page.size}"
+        read_first = f"(array_agg({cursor(p, page.order.field, tag)}) filter (where {p}.n = 1 and {p}.n <= {page.size}))[1]"
+        read_last = (
+            f"(array_agg({cursor(p, page.order.field, tag)}) "
+            f"filter (where {p}.n = least({p}.rows, {page.size})))[1]"
+        )
         match node:
             case Typename(name):
                 return _literal(name)
             case HasNextPage():
-                return f"count({p}.n) > {page.size}"
+                return ("true" if page.before is not None else "false") if page.backward else more
+            case HasPreviousPage():
+                return more if page.backward else ("true" if page.after is not None else "false")
+            case StartCursor():
+                return read_last if page.backward else read_first
             case EndCursor():
-                # Only the last row of the page is encoded.
-                return (
-                    f"(array_agg({cursor(p, page.order.field)}) "
-                    f"filter (where {p}.n = least({p}.rows, {page.size})))[1]"
-                )
+                return read_first if page.backward else read_last
         raise TypeError(node)
 
     # --- users and classes ----------------------------------------------------------------------------------
@@ -475,13 +529,15 @@ def _users_sql(
     status: UserStatus,
     given: tuple[str, ...],
     order: UserOrder,
-    after: bool,
+    bounds: tuple[str, ...],
+    backward: bool,
     shown: tuple[str, ...],
 ) -> tuple[str, str]:
-    """Templates of a page's rows (its `shown` columns and sort key `k`, in order, not yet limited) and of
-    its count, from db.users' filter over the users named `u`: `%(school)s`, `%(NAME)s` for each part of the
-    filter `given`, and `%(after_value)s`, `%(after_id)s` for the keyset when `after`. A class roster's
-    class is `class_ref`, an SQL expression."""
+    """Templates of a page's rows (its `shown` columns and sort keys `k0`, ..., in the order read, not yet
+    limited) and of its count, from db.users' filter over the users named `u`: `%(school)s`, `%(NAME)s` for
+    each part of the filter `given`, and `%(after_0)s`, ..., `%(after_id)s` (and `before_...`) for the keyset
+    condition on each side in `bounds`. A page from the end (`backward`) is read from the end. A class
+    roster's class is `class_ref`, an SQL expression."""
     users = aliased(User, name=u)
     values: dict[str, Any] = {name: bindparam(name) for name in given}
     if class_ref is not None:
@@ -489,26 +545,39 @@ def _users_sql(
     school = bindparam("school", type_=User.school_id.type)
     conditions = user_conditions(users, school_id=school, status=status, **values)
     count = select(func.count()).select_from(users).where(*conditions)
-    key = sort_key(users, order.field)
-    if after:
-        value, last_id = bindparam("after_value", type_=key.type), bindparam("after_id", type_=User.id.type)
+    keys = sort_keys(users, order.field)
+    for side in bounds:
+        at = [bindparam(f"{side}_{i}", type_=key.type) for i, key in enumerate(keys)]
         conditions.append(
-            after_position(key, users.id.expression, value, last_id, descending=order.descending)
+            past_position(
+                keys,
+                users.id.expression,
+                at,
+                bindparam(f"{side}_id", type_=User.id.type),
+                descending=order.descending,
+                after=side == "after",
+            )
         )
     rows = (
-        select(*(getattr(users, column) for column in shown), key.label("k"))
+        select(
+            *(getattr(users, column) for column in shown), *(key.label(f"k{i}") for i, key in enumerate(keys))
+        )
         .where(*conditions)
-        .order_by(*in_order(key, users.id.expression, descending=order.descending))
+        .order_by(*in_order(keys, users.id.expression, descending=order.descending != backward))
     )
     return _render(rows), _render(count)
 
 
 @functools.lru_cache(maxsize=256)
-def _rows_order(of: str, descending: bool) -> str:
-    """db.users.in_order over a page's rows (`of` is "p." for the rows named p): sort key `k`, then id."""
+def _rows_order(of: str, keys: int, descending: bool) -> str:
+    """db.users.in_order over a page's rows (`of` is "p." for the rows named p): sort keys `k0`, ..., then id."""
     return ", ".join(
         _render(part)
-        for part in in_order(literal_column(f"{of}k"), literal_column(f"{of}id"), descending=descending)
+        for part in in_order(
+            [literal_column(f"{of}k{i}") for i in range(keys)],
+            literal_column(f"{of}id"),
+            descending=descending,
+        )
     )
 
 
@@ -550,13 +619,14 @@ def _json_string(expression: str) -> str:
     return f"(case when {expression} ~ '^[ -~]*$' then to_json({expression})::text else {slow} end)"
 
 
-def cursor(p: str, order_field: UserOrderField) -> str:
-    """db.pagination.encode_cursor([sort value, id]) of row `p` (its sort key `k`, its `id`): URL-safe base64,
-    unpadded, of compact JSON."""
-    value = (
-        _json_string(f"{p}.k")
-        if order_field != UserOrderField.CREATED_AT
-        else f"('\"' || {_isoformat(f'{p}.k')} || '\"')"
-    )
-    text = f"('[' || {value} || ',\"' || {p}.id::text || '\"]')"
+def cursor(p: str, order_field: UserOrderField, tag: str) -> str:
+    """db.pagination.encode_cursor([tag, sort values..., id]) of row `p` (its sort keys `k0`, ..., its `id`),
+    `tag` an SQL expression for the cursor's tag: URL-safe base64, unpadded, of compact JSON."""
+    values = [
+        f"('\"' || {_isoformat(f'{p}.k{i}')} || '\"')"
+        if key.kind == KeyKind.TIME
+        else _json_string(f"{p}.k{i}")
+        for i, key in enumerate(ORDERINGS[order_field])
+    ]
+    text = f"""('["' || {tag} || '",' || {" || ',' || ".join(values)} || ',"' || {p}.id::text || '"]')"""
     return f"rtrim(translate(encode(convert_to({text}, 'UTF8'), 'base64'), E'+/\\n', '-_'), '=')"

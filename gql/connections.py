@@ -1,4 +1,4 @@
-"""Relay connections: `edges { cursor node }` and `pageInfo`; each concrete one adds its `totalCount`."""
+"""Relay connections: `edges { cursor node }` and `pageInfo` (both ways); each concrete one adds its `totalCount`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,14 @@ Node = TypeVar("Node")
 class PageInfo:
     has_next_page: bool
     end_cursor: str | None
+    has_previous_page: bool = strawberry.field(
+        description="Whether more come before this page: with `last`, whether there were more than `last`; "
+        "with `after`, true (the page starts after an item); otherwise false."
+    )
+    start_cursor: str | None = strawberry.field(
+        description="The cursor of the page's first item: pass it as `before` (with `last`) for the page "
+        "before, where the list takes `before`."
+    )
 
 
 @strawberry.type

@@ -1,6 +1,6 @@
 """The cost limit: how many objects a query may return, worked out before anything runs.
 
-Each page size (`first`, or its default when not given) is multiplied through the nesting below it and the
+Each page size (`first` or `last`, or its default when neither is given) is multiplied through the nesting below it and the
 results are summed over every field and alias, as GitHub and Shopify count. A list that is not paged
 multiplies what is paged below it by a default page size. Both the Strawberry path (QueryCostLimiter) and the compiled read path call `query_cost`.
 """
@@ -180,11 +180,13 @@ class _Cost:
             return 0
         is_list = isinstance(get_nullable_type(field.type), GraphQLList)
         if "first" in field.args:
+            # A page read from the end (`last`) costs as one read from the start; with both, the larger.
             try:
-                first = get_argument_values(field, node, self.variables).get("first")
+                given = get_argument_values(field, node, self.variables)
             except GraphQLError:
-                first = None
-            size = max(DEFAULT_PAGE_SIZE if first is None else int(first), 0)
+                given = {}
+            sizes = [int(given[name]) for name in ("first", "last") if given.get(name) is not None]
+            size = max(max(sizes) if sizes else DEFAULT_PAGE_SIZE, 0)
             return size * (1 + self.selection(inner, node.selection_set, paged=not is_list))
         if is_list and "ids" in field.args:
             # A list of objects asked for by id (`nodes`): one for each id.

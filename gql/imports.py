@@ -16,6 +16,7 @@ from db.imports import jobs as imports
 from db.imports.plan import ImportAction as DomainImportAction
 from db.users import CONTROL_CHARACTERS
 from gql.context import Info
+from gql.enums import ClassKind
 from gql.errors import client_error
 from gql.ids import Node, parse_id
 from gql.payloads import Payload, UserError, user_errors
@@ -78,7 +79,7 @@ class ImportTotals:
 @strawberry.type
 class NewClass:
     name: str
-    kind: str
+    kind: ClassKind
 
 
 @strawberry.type(
@@ -95,6 +96,10 @@ class ImportJob(Node):
         description="Classes the file names that applying creates."
     )
     warnings: list[str]
+    remove_missing_pupils: bool = strawberry.field(
+        description="Whether applying deletes the school's pupils the file leaves out (the REMOVE rows), as "
+        "asked when the file was uploaded."
+    )
     failure_reason: str | None
     created_at: datetime
     expires_at: datetime
@@ -120,8 +125,9 @@ class ImportJob(Node):
             processed=job.processed,
             total=job.total,
             totals=ImportTotals(**{k.lower(): v for k, v in totals.items()}),
-            new_classes=[NewClass(name=c["name"], kind=c["kind"]) for c in job.new_classes],
+            new_classes=[NewClass(name=c["name"], kind=models.ClassKind(c["kind"])) for c in job.new_classes],
             warnings=job.warnings,
+            remove_missing_pupils=job.remove_missing_pupils,
             failure_reason=job.failure_reason,
             created_at=job.created_at,
             expires_at=job.expires_at,

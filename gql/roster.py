@@ -9,12 +9,14 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 import strawberry
 
 from db import models
 from db import users as domain
 from db.errors import DomainError
+from db.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from gql.connections import Connection, Edge, PageInfo, bad_page_request
 from gql.context import Info
 from gql.enums import ClassKind, UserType
@@ -29,6 +31,37 @@ UserStatus = domain.UserStatus
 strawberry.enum(UserStatus, description="ACTIVE by default; DELETED shows deleted users.")
 UserOrderField = domain.UserOrderField
 strawberry.enum(UserOrderField)
+
+
+# The paging arguments of `users` and `members`, described once.
+First = Annotated[
+    int | None,
+    strawberry.argument(
+        description=f"How many to return from the start (a page): {DEFAULT_PAGE_SIZE} when neither `first` nor "
+        f"`last` is given, at most {MAX_PAGE_SIZE}; 0 returns no users, for `totalCount` or `pageInfo` alone."
+    ),
+]
+After = Annotated[
+    str | None,
+    strawberry.argument(
+        description="The `endCursor` of the page before, to read the next page. A cursor is good only for "
+        "the ordering and filter it was given out with; with another it is refused (BAD_REQUEST)."
+    ),
+]
+Last = Annotated[
+    int | None,
+    strawberry.argument(
+        description=f"How many to return from the end instead (a page read backwards, at most {MAX_PAGE_SIZE}); "
+        "not with `first`."
+    ),
+]
+Before = Annotated[
+    str | None,
+    strawberry.argument(
+        description="The `startCursor` of the page after, to read the page before it (with `last`). Good only "
+        "for the ordering and filter it was given out with, as `after`."
+    ),
+]
 
 
 @strawberry.type(description="A registration class (a user has at most one) or a teaching class.")
@@ -46,9 +79,17 @@ class SchoolClass(Node):
         permission_classes=[CanReadRoster], description="The class roster, by surname, paged like `users`."
     )
     async def members(
-        self, info: Info, type: UserType | None = None, first: int | None = None, after: str | None = None
+        self,
+        info: Info,
+        type: UserType | None = None,
+        first: First = None,
+        after: After = None,
+        last: Last = None,
+        before: Before = None,
     ) -> UserConnection:
-        return await users_page(info, UserFilter(type=type), None, first, after, class_id=self.class_id)
+        return await users_page(
+            info, UserFilter(type=type), None, first, after, last, before, class_id=self.class_id
+        )
 
     @strawberry.field(
         description="Whether you may rename or delete this class and move users into or out of it "
@@ -179,7 +220,9 @@ class User(Node):
 @strawberry.input(description="Narrow the users table; every part is optional.")
 class UserFilter:
     search: str | None = strawberry.field(
-        default=None, description="Part of a username, first name or surname."
+        default=None,
+        description="Part of a username, first name, surname or full name either way round ('Amy Brown' and "
+        "'Brown Amy' both find Amy Brown); any case.",
     )
     type: UserType | None = None
     class_id: strawberry.ID | None = None
@@ -189,6 +232,13 @@ class UserFilter:
         description="Users whose own fields changed at or after this time (deletions too, with status ALL). "
         "Class moves and purges are only in the change feed (`changes`), which never misses a change.",
     )
+    not_in_class_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Only users who are not members of this class (those who could be added)."
+    )
+    has_registration_class: bool | None = strawberry.field(
+        default=None,
+        description="true: only users in a registration class; false: only those in none. Both when not given.",
+    )
 
     def to_domain(self) -> domain.UserFilter:
         return domain.UserFilter(
@@ -197,6 +247,8 @@ class UserFilter:
             status=self.status,
             updated_since=self.updated_since,
             class_id=lookup_id(self.class_id) if self.class_id is not None else None,
+            not_in_class_id=lookup_id(self.not_in_class_id) if self.not_in_class_id is not None else None,
+            has_registration_class=self.has_registration_class,
         )
 
 
@@ -224,6 +276,8 @@ async def users_page(
     order_by: UserOrder | None,
     first: int | None,
     after: str | None,
+    last: int | None = None,
+    before: str | None = None,
     *,
     class_id: uuid.UUID | None = None,
 ) -> UserConnection:
@@ -244,6 +298,8 @@ async def users_page(
                 where=where,
                 first=first,
                 after=after,
+                last=last,
+                before=before,
                 order=domain.UserOrder(field=order.field, descending=order.descending),
             )
     except DomainError as error:
@@ -254,7 +310,10 @@ async def users_page(
             for user, cursor in zip(page.users, page.cursors, strict=True)
         ],
         page_info=PageInfo(
-            has_next_page=page.has_next_page, end_cursor=page.cursors[-1] if page.cursors else None
+            has_next_page=page.has_next_page,
+            end_cursor=page.cursors[-1] if page.cursors else None,
+            has_previous_page=page.has_previous_page,
+            start_cursor=page.cursors[0] if page.cursors else None,
         ),
         where=where,
     )

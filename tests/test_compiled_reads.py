@@ -40,6 +40,7 @@ from db.api_tokens import ApiScope
 from db.engine import Database
 from db.models import Provider
 from db.scope import school_scope
+from db.users import UserOrderField
 from gql.compiled import PLAN_CACHE_SIZE, CompiledReads
 from gql.compiled_sql import MARK
 from gql.schema import build_schema
@@ -56,10 +57,10 @@ from tests.conftest import (
 FIELDS = """id username firstName surname type isAdmin mustChangePassword createdAt updatedAt deletedAt version
             externalId __typename registrationClass { id name kind __typename } teachingClasses { id name kind }"""
 USERS = f"""
-query Users($filter: UserFilter, $orderBy: UserOrder, $first: Int, $after: String) {{
-  users(filter: $filter, orderBy: $orderBy, first: $first, after: $after) {{
+query Users($filter: UserFilter, $orderBy: UserOrder, $first: Int, $after: String, $last: Int, $before: String) {{
+  users(filter: $filter, orderBy: $orderBy, first: $first, after: $after, last: $last, before: $before) {{
     __typename totalCount
-    pageInfo {{ hasNextPage endCursor __typename }}
+    pageInfo {{ hasNextPage endCursor __typename hasPreviousPage startCursor }}
     edges {{ __typename cursor node {{ {FIELDS} }} }}
   }}
 }}
@@ -186,6 +187,16 @@ ORDERS: dict[str, list[set[str]]] = {
     ],
     "SURNAME": [{"admin"}, {"amy.b", "ben.c", "cara.b"}, {"finn.o"}, {"dev.p"}, {"emoji"}, {"odysseus"}],
     "TYPE": [ACTIVE_PUPILS, {"admin", "aero", "dev.p"}],
+    # None (first), then P1, then P2 (add_roster's classes).
+    "REGISTRATION_CLASS": [
+        {"admin", "amy.b", "dev.p", "ipek", "aero", "emoji"},
+        {"ben.c", "finn.o", "tab", "eve"},
+        {"cara.b", "odysseus", "quote", "dora", "del"},
+    ],
+    # The admin (made with the school), then the roster (added in one transaction).
+    "UPDATED_AT": [{"admin"}, {p[0] for p in PEOPLE} - {"zed"}],
+    # Nobody shown is deleted.
+    "DELETED_AT": [{"admin", *(p[0] for p in PEOPLE)} - {"zed"}],
     # Three back-dated, then the admin (made with the school), then the roster (added in one transaction).
     "CREATED_AT": [
         {"amy.b", "ben.c", "cara.b"},
@@ -293,6 +304,20 @@ async def page_through(both: Both, token: str, variables: dict[str, Any], first:
         after = connection["pageInfo"]["endCursor"]
 
 
+async def page_back(both: Both, token: str, variables: dict[str, Any], last: int = 4) -> list[str]:
+    """Every page from the end, following startCursor; each page compared on both paths."""
+    usernames: list[str] = []
+    before = None
+    while True:
+        body = await both.ask(USERS, {**variables, "last": last, "before": before}, token=token)
+        connection = body["data"]["users"]
+        usernames = [edge["node"]["username"] for edge in connection["edges"]] + usernames
+        assert connection["pageInfo"]["hasNextPage"] is (before is not None)
+        if not connection["pageInfo"]["hasPreviousPage"]:
+            return usernames
+        before = connection["pageInfo"]["startCursor"]
+
+
 async def test_the_roster_page_is_one_statement(
     both: Both, school: SchoolFixture, roster: dict[str, str]
 ) -> None:
@@ -301,15 +326,115 @@ async def test_the_roster_page_is_one_statement(
 
 
 @pytest.mark.parametrize("descending", [False, True])
-@pytest.mark.parametrize("field", ["USERNAME", "FIRST_NAME", "SURNAME", "TYPE", "CREATED_AT"])
+@pytest.mark.parametrize("field", list(ORDERS))
 async def test_every_ordering_pages_the_same_both_ways(
     both: Both, school: SchoolFixture, roster: dict[str, str], field: str, descending: bool
 ) -> None:
-    usernames = await page_through(
-        both, school.admin_token, {"orderBy": {"field": field, "descending": descending}}
-    )
+    order = {"orderBy": {"field": field, "descending": descending}}
+    usernames = await page_through(both, school.admin_token, order)
     assert sorted(usernames) == sorted(["admin", *(p[0] for p in PEOPLE if p[0] != "zed")])
     assert_in_order(usernames, ORDERS[field], descending=descending)
+    # From the end, page by page, the very same order (ties and all).
+    assert await page_back(both, school.admin_token, order, last=3) == usernames
+
+
+def test_every_ordering_is_tested() -> None:
+    assert sorted(ORDERS) == sorted(UserOrderField)
+
+
+@pytest.mark.parametrize("descending", [False, True])
+async def test_deleted_users_by_when(
+    both: Both, db: Database, school: SchoolFixture, roster: dict[str, str], descending: bool
+) -> None:
+    async with school_scope(db, school.id) as session:
+        await session.execute(
+            text("update users set deleted_at = now() - interval '1 day' where username = 'eve'")
+        )
+    order = {"orderBy": {"field": "DELETED_AT", "descending": descending}, "filter": {"status": "ALL"}}
+    usernames = await page_through(both, school.admin_token, order, first=5)
+    assert_in_order(usernames, [EVERYONE - {"eve"}, {"eve"}, {"zed"}], descending=descending)
+    assert await page_back(both, school.admin_token, order, last=5) == usernames
+
+
+async def test_a_cursor_is_good_only_for_its_ordering_and_filter(
+    both: Both, school: SchoolFixture, roster: dict[str, str]
+) -> None:
+    token = school.admin_token
+    page = (await both.ask(USERS, {"first": 3, "filter": {"search": " b "}}, token=token))["data"]["users"]
+    end, start = page["pageInfo"]["endCursor"], page["pageInfo"]["startCursor"]
+    # The same ordering and filter (written another way) reads on.
+    again = await both.ask(USERS, {"first": 3, "after": end, "filter": {"search": "b"}}, token=token)
+    assert again["data"]["users"]["pageInfo"]["hasPreviousPage"] is True
+    others: list[dict[str, Any]] = [
+        {"orderBy": {"field": "USERNAME"}},
+        {"orderBy": {"field": "SURNAME", "descending": True}},
+        {"orderBy": {"field": "FIRST_NAME"}},
+        {},
+        {"filter": {"search": "br"}},
+        {"filter": {"search": "b", "type": "PUPIL"}},
+        {"filter": {"search": "b", "status": "ALL"}},
+        {"filter": {"search": "b", "hasRegistrationClass": True}},
+        {"filter": {"search": "b", "notInClassId": roster["P1"]}},
+        {"filter": {"search": "b", "classId": roster["P1"]}},
+    ]
+    for variables in others:
+        for paging in ({"first": 3, "after": end}, {"last": 3, "before": start}):
+            body = await both.ask(USERS, {**variables, **paging}, token=token, compiled=False)
+            assert body["data"] is None, (variables, paging)
+            (error,) = body["errors"]
+            assert error["extensions"]["code"] == "BAD_REQUEST"
+            assert error["message"] == (
+                "That cursor was given out for another ordering or filter of this list: start again from the "
+                "first page."
+            )
+
+
+async def test_counts_without_rows(both: Both, school: SchoolFixture, roster: dict[str, str]) -> None:
+    for paging in ("first: 0", "last: 0"):
+        body = await both.ask(
+            f"""{{ users({paging}) {{ totalCount edges {{ cursor }}
+                   pageInfo {{ hasNextPage hasPreviousPage startCursor endCursor }} }} }}""",
+            token=school.admin_token,
+        )
+        more = {"hasNextPage": paging == "first: 0", "hasPreviousPage": paging == "last: 0"}
+        assert body["data"]["users"] == {
+            "totalCount": len(PEOPLE),
+            "edges": [],
+            "pageInfo": {**more, "startCursor": None, "endCursor": None},
+        }
+
+
+async def test_first_and_last_together_are_refused(both: Both, school: SchoolFixture) -> None:
+    for paging in ("first: 1, last: 1", "last: 501", "last: -1"):
+        body = await both.ask(
+            f"{{ users({paging}) {{ totalCount }} }}", token=school.admin_token, compiled=False
+        )
+        assert body["errors"][0]["extensions"]["code"] == "BAD_REQUEST", body
+
+
+async def test_a_class_roster_pages_from_the_end(
+    both: Both, school: SchoolFixture, roster: dict[str, str]
+) -> None:
+    query = """query ($before: String) { classes(kind: REGISTRATION) { name
+      members(last: 2, before: $before) { pageInfo { hasPreviousPage hasNextPage startCursor endCursor }
+        edges { cursor node { username } } } } }"""
+    body = await both.ask(query, token=school.admin_token)
+    p1 = body["data"]["classes"][0]["members"]
+    assert p1["pageInfo"]["hasPreviousPage"] is True and len(p1["edges"]) == 2
+    # A roster's cursor names its class: the general path reads on from it (and refuses it for another class).
+    before = await both.ask(
+        query, {"before": p1["pageInfo"]["startCursor"]}, token=school.admin_token, compiled=False
+    )
+    assert before["data"] is None and before["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+    single = """query ($id: ID!, $before: String) { node(id: $id) { ... on SchoolClass {
+      members(last: 2, before: $before) { edges { node { username } } } } } }"""
+    earlier = await both.ask(
+        single,
+        {"id": roster["P1"], "before": p1["pageInfo"]["startCursor"]},
+        token=school.admin_token,
+        compiled=False,
+    )
+    assert len(earlier["data"]["node"]["members"]["edges"]) == 2
 
 
 EVERYONE = {"admin", *(p[0] for p in PEOPLE)} - {"zed"}
@@ -333,13 +458,27 @@ EVERYONE = {"admin", *(p[0] for p in PEOPLE)} - {"zed"}
         ({"classId": "P1"}, {"ben.c", "eve", "finn.o", "tab"}),
         ({"classId": "Choir", "search": "a"}, {"cara.b", "eve", "quote"}),
         ({"classId": str(uuid.UUID(int=7))}, set()),
+        # Full names, either way round, any case and spacing.
+        ({"search": "Amy Brown"}, {"amy.b"}),
+        ({"search": " brown   AMY "}, {"amy.b"}),
+        ({"search": "n brow"}, {"ben.c"}),
+        ({"search": "Brown Cara"}, {"cara.b"}),
+        ({"search": "Amy Clarke"}, set()),
+        # The add-pupils picker.
+        ({"hasRegistrationClass": False}, {"admin", "amy.b", "dev.p", "ipek", "aero", "emoji"}),
+        ({"hasRegistrationClass": True, "type": "TEACHER"}, set()),
+        ({"hasRegistrationClass": False, "type": "PUPIL", "status": "ALL"}, {"amy.b", "ipek", "emoji"}),
+        ({"notInClassId": "P1"}, EVERYONE - {"ben.c", "eve", "finn.o", "tab"}),
+        ({"notInClassId": "Choir", "classId": "P1"}, {"tab"}),
+        ({"notInClassId": "P2", "hasRegistrationClass": True}, {"ben.c", "eve", "finn.o", "tab"}),
     ],
 )
 async def test_filters_answer_the_same_both_ways(
     both: Both, school: SchoolFixture, roster: dict[str, str], filter: dict[str, Any], expected: set[str]
 ) -> None:
-    if "classId" in filter:
-        filter = {**filter, "classId": roster.get(filter["classId"], filter["classId"])}
+    for name in ("classId", "notInClassId"):
+        if name in filter:
+            filter = {**filter, name: roster.get(filter[name], filter[name])}
     order = {"field": "SURNAME", "descending": True}
     usernames = await page_through(both, school.admin_token, {"filter": filter, "orderBy": order})
     assert sorted(usernames) == sorted(expected)
@@ -488,7 +627,8 @@ async def test_what_it_does_not_answer_goes_to_strawberry(
         ('mutation { createClass(name: "", kind: TEACHING) { errors { code } } }', {}),
         ('{ schoolClass(id: "nope") { name } }', {}),
         ("{ users(first: 501) { totalCount } }", {}),
-        ("{ users(first: 0) { totalCount } }", {}),
+        ('{ users(before: "bm90LWEtY3Vyc29y") { totalCount } }', {}),
+        ('{ users(filter: {notInClassId: "nope"}) { totalCount } }', {}),
         ('{ users(after: "bm90LWEtY3Vyc29y") { totalCount } }', {}),
         ("query ($first: Int) { users(first: $first) { totalCount } }", {"first": "ten"}),
         ("{ users { nope } }", {}),
@@ -604,7 +744,7 @@ def an_argument(schema: GraphQLSchema) -> None:
 def an_enum_value(schema: GraphQLSchema) -> None:
     order_field = schema.get_type("UserOrderField")
     assert isinstance(order_field, GraphQLEnumType)
-    order_field.values["UPDATED_AT"] = GraphQLEnumValue("UPDATED_AT")
+    order_field.values["LAST_SIGN_IN_AT"] = GraphQLEnumValue("LAST_SIGN_IN_AT")
 
 
 @pytest.mark.parametrize(
@@ -612,7 +752,7 @@ def an_enum_value(schema: GraphQLSchema) -> None:
     [
         (a_filter_field, '{ users(filter: {createdAfter: "2024-09-01"}) { totalCount } }'),
         (an_argument, '{ users(createdAfter: "2024-09-01") { totalCount } }'),
-        (an_enum_value, "{ users(orderBy: {field: UPDATED_AT}) { totalCount } }"),
+        (an_enum_value, "{ users(orderBy: {field: LAST_SIGN_IN_AT}) { totalCount } }"),
     ],
 )
 def test_a_schema_grown_past_the_translator_is_answered_by_strawberry(

@@ -164,6 +164,19 @@ async def test_a_too_costly_query_is_refused_before_it_runs(
     assert result.errors and result.errors[0].extensions == error["extensions"]
 
 
+async def test_a_page_from_the_end_costs_as_one_from_the_start(
+    http: httpx.AsyncClient, school: SchoolFixture
+) -> None:
+    backwards = MEMBERS_OF_EVERY_CLASS.replace("first", "last")
+    body = await graphql(http, backwards, {"n": 500}, token=school.admin_token)
+    assert body["data"] is None
+    assert body["errors"][0]["extensions"] == {
+        "code": "QUERY_TOO_COSTLY",
+        "cost": 12_500_500,
+        "limit": MAX_COST,
+    }
+
+
 async def test_the_cost_sums_over_aliases(http: httpx.AsyncClient, school: SchoolFixture) -> None:
     assert "errors" not in await graphql(http, PAGE_WITH_CLASSES, token=school.admin_token)
     body = await graphql(http, TWO_PAGES_WITH_CLASS_MEMBERS, token=school.admin_token)

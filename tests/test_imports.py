@@ -26,7 +26,7 @@ DATA = Path(__file__).parent / "data"
 JOB = """
   id status fileName processed total failureReason warnings
   totals { create update unchanged error remove }
-  newClasses { name kind }
+  newClasses { name kind } removeMissingPupils
   rows { row username action userId changes { field from to } errors { column message } }
 """
 UPLOAD = f"""
@@ -274,7 +274,10 @@ async def test_remove_missing_pupils_deletes_them_on_apply(
     http: httpx.AsyncClient, db: Database, school: SchoolFixture, loaded: dict[str, Any]
 ) -> None:
     only_amy = b"username,type\r\namy.b,PUPIL\r\njones.m,TEACHER\r\n"
+    kept = (await preview(http, school, only_amy))["job"]
+    assert kept["removeMissingPupils"] is False and kept["totals"]["remove"] == 0
     job = (await preview(http, school, only_amy, remove=True))["job"]
+    assert job["removeMissingPupils"] is True
     assert job["totals"] == {"create": 0, "update": 0, "unchanged": 2, "error": 0, "remove": 2}
     assert (await confirm(http, school, job["id"]))["errors"] == []
     body = await graphql(

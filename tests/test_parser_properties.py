@@ -28,7 +28,16 @@ from db.imports.roster_csv import CsvError, decode_upload, parse_roster
 from db.models import UserType
 from db.pagination import decode_cursor
 from db.text import ECHO_LIMIT, storable
-from db.users import UserFilter, UserOrder, UserOrderField
+from db.users import (
+    ORDERINGS,
+    OTHER_LIST,
+    KeyKind,
+    UserFilter,
+    UserOrder,
+    UserOrderField,
+    cursor_scope,
+    cursor_tag,
+)
 from gql import compiled_sql as roster_sql
 from oneroster import resources as oneroster_resources
 from oneroster.filter import OPERATORS as ONEROSTER_OPERATORS
@@ -110,14 +119,67 @@ def test_a_cursor_is_read_or_refused_as_invalid_input(cursor: str, index: int) -
     assert not isinstance(values[0], str) or storable(values[0])
 
 
+def tagged(field: UserOrderField) -> st.SearchStrategy[str]:
+    """Cursors that carry the tag of the users table in `field` order (with its default filter), whatever else
+    they hold: past the tag, the values themselves are read or refused. Half of them have one value of the
+    right kind for each sort key (text that may not be storable, a time with or without its offset)."""
+    tag = cursor_tag(cursor_scope(UserOrder(field=field), UserFilter()))
+    times = st.sampled_from(["2024-09-01T08:30:00+00:00", "2024-09-01T08:30:00.123456-05:00", "2024-09-01"])
+    kinds = {
+        KeyKind.TEXT: st.one_of(TEXT, st.just("brown")),
+        KeyKind.TIME: times,
+        KeyKind.TYPE: st.just("PUPIL"),
+    }
+    shaped = st.tuples(*(kinds[key.kind] for key in ORDERINGS[field])).map(list)
+    keys = len(ORDERINGS[field])
+    anything = st.integers(keys - 1, keys + 1).flatmap(lambda n: st.lists(SCALARS, min_size=n, max_size=n))
+    ids = st.one_of(st.uuids().map(str), SCALARS)
+    values = st.one_of(shaped, anything)
+    return st.tuples(values, ids).map(lambda parts: json.dumps([tag, *parts[0], parts[1]])).map(as_cursor)
+
+
 @FAST
-@given(cursor=CURSOR_TEXT.map(as_cursor), field=st.sampled_from(list(UserOrderField)))
-def test_the_compiled_read_path_reads_a_cursor_or_hands_it_back(cursor: str, field: UserOrderField) -> None:
+@given(data=st.data(), field=st.sampled_from(list(UserOrderField)), backward=st.booleans())
+def test_the_compiled_read_path_reads_a_cursor_or_hands_it_back(
+    data: st.DataObject, field: UserOrderField, backward: bool
+) -> None:
+    cursor = data.draw(st.one_of(CURSOR_TEXT.map(as_cursor), tagged(field)))
+    paging: dict[str, Any] = (
+        {"first": None, "after": None, "last": 1, "before": cursor}
+        if backward
+        else {"first": 1, "after": cursor}
+    )
     try:
-        page = roster_sql.users_page(UserFilter(), UserOrder(field=field), None, cursor)
-    except (DomainError, ValueError):  # the compiled path hands both to the general one, which refuses them
+        page = roster_sql.users_page(UserFilter(), UserOrder(field=field), **paging)
+    except DomainError as error:  # the compiled path hands it to the general one, which refuses it
+        assert [problem.field for problem in error.problems] == ["before" if backward else "after"]
         return
-    assert page.after is not None and isinstance(page.after[1], uuid.UUID)
+    position = page.before if backward else page.after
+    assert position is not None and isinstance(position.id, uuid.UUID)
+    assert len(position.values) == len(ORDERINGS[field])
+    for value in position.values:
+        assert isinstance(value, str | UserType) and storable(value) or isinstance(value, datetime)
+        assert not isinstance(value, datetime) or value.tzinfo is not None
+
+
+@FAST
+@given(field=st.sampled_from(list(UserOrderField)), other=st.sampled_from(list(UserOrderField)))
+def test_a_cursor_is_refused_by_any_other_ordering(field: UserOrderField, other: UserOrderField) -> None:
+    values = [
+        "PUPIL" if key.kind == KeyKind.TYPE else "2024-09-01T08:30:00+00:00" for key in ORDERINGS[field]
+    ]
+    tag = cursor_tag(cursor_scope(UserOrder(field=field), UserFilter()))
+    cursor = as_cursor(json.dumps([tag, *values, str(uuid.uuid4())]))
+    for order in (UserOrder(field=other), UserOrder(field=other, descending=True)):
+        if order == UserOrder(field=field):
+            assert roster_sql.users_page(UserFilter(), order, 1, cursor).after is not None
+            continue
+        try:
+            roster_sql.users_page(UserFilter(), order, 1, cursor)
+        except DomainError as error:
+            assert error.problems[0].message == OTHER_LIST
+        else:
+            raise AssertionError(f"a {field} cursor was read in {order}")
 
 
 # JSON bodies (/graphql and /scim/v2)

@@ -106,9 +106,9 @@ def expected(key: Any, descending: bool = False, rows: list[tuple[str, str, str,
     "field,key",
     [
         ("USERNAME", lambda r: r[0].lower()),
-        ("FIRST_NAME", lambda r: r[1].lower()),
-        ("SURNAME", lambda r: r[2].lower()),
-        ("TYPE", lambda r: r[3]),
+        ("FIRST_NAME", lambda r: (r[1].lower(), r[2].lower())),
+        ("SURNAME", lambda r: (r[2].lower(), r[1].lower())),
+        ("TYPE", lambda r: (r[3], r[2].lower(), r[1].lower())),
     ],
 )
 async def test_every_ordering_pages_through_everyone_once_in_order(
@@ -122,7 +122,7 @@ async def test_every_ordering_pages_through_everyone_once_in_order(
     nodes = await read_all(reader, school.admin_token, orderBy={"field": field, "descending": descending})
     usernames = [node["username"] for node in nodes]
     assert sorted(usernames) == sorted(expected(lambda r: r[0]))
-    # Ties are broken by id, so compare the sort keys; and ids must be in order within each tie.
+    # Ties are broken by the names, then by id: compare the sort keys; ids must be in order within each tie.
     assert [
         key(next(r for r in [*PEOPLE, ("admin", "", "", "TEACHER")] if r[0] == u)) for u in usernames
     ] == [key(r) for r in sorted([*PEOPLE, ("admin", "", "", "TEACHER")], key=key, reverse=descending)]
@@ -196,9 +196,12 @@ async def test_a_user_shows_its_classes(
 async def test_page_size_is_capped_and_cursors_are_checked(
     reader: httpx.AsyncClient, school: SchoolFixture
 ) -> None:
-    for variables in ({"first": 501}, {"first": 0}, {"after": "bm90LWEtY3Vyc29y"}, {"after": "!!"}):
+    for variables in ({"first": 501}, {"first": -1}, {"after": "bm90LWEtY3Vyc29y"}, {"after": "!!"}):
         body = await graphql(reader, USERS, variables, token=school.admin_token)
         assert body["errors"][0]["extensions"]["code"] == "BAD_REQUEST", body
+    # No rows, only the count.
+    body = await graphql(reader, USERS, {"first": 0}, token=school.admin_token)
+    assert body["data"]["users"]["edges"] == [] and body["data"]["users"]["totalCount"] == 1
 
 
 async def test_an_api_token_reads_the_roster(
