@@ -1,11 +1,20 @@
-"""Password hashing (argon2id) and the password policy for staff and pupils."""
+"""Password hashing (argon2id) and the password policy for staff and pupils.
+
+Hashing runs in threads, off the event loop, on two pools. Checking a password as someone signs in (and
+hashing one password at a time) runs on one thread per core; hashing many at once (an import, a reset of
+many users) runs on its own smaller pool, one core short of the machine, and keeps only a few hashes queued
+at a time. So sign-in never waits in line behind a large import, and concurrent bulk jobs share the bulk
+threads instead of the second waiting for the whole of the first.
+"""
 
 import asyncio
+import contextlib
 import functools
+import itertools
 import os
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,6 +32,10 @@ MAX_LENGTH = 128
 DEFAULT_PUPIL_MIN_LENGTH = 4
 
 HASHING_THREADS = os.cpu_count() or 1
+# At least one core's worth is left to interactive hashing, whatever the bulk jobs.
+BULK_HASHING_THREADS = max(1, HASHING_THREADS - 1)
+# Each bulk job keeps this many hashes queued or running at once.
+BULK_IN_FLIGHT = 2 * BULK_HASHING_THREADS
 
 _hasher = PasswordHasher(
     time_cost=TIME_COST,
@@ -32,6 +45,9 @@ _hasher = PasswordHasher(
 )
 # argon2-cffi releases the GIL while hashing, so these threads hash in parallel.
 _executor = ThreadPoolExecutor(max_workers=HASHING_THREADS, thread_name_prefix="password-hashing")
+_bulk_executor = ThreadPoolExecutor(
+    max_workers=BULK_HASHING_THREADS, thread_name_prefix="bulk-password-hashing"
+)
 
 
 def hash_password(password: str) -> str:
@@ -74,10 +90,43 @@ async def verify_against_dummy_async(password: str) -> None:
     await loop.run_in_executor(_executor, verify_against_dummy, password)
 
 
-async def hash_passwords(passwords: Sequence[str]) -> list[str]:
+async def hash_password_in_bulk(password: str) -> str:
+    """One password of many, hashed on the bulk threads; callers go through `hash_in_bulk`."""
     loop = asyncio.get_running_loop()
-    futures = [loop.run_in_executor(_executor, hash_password, p) for p in passwords]
-    return list(await asyncio.gather(*futures))
+    return await loop.run_in_executor(_bulk_executor, hash_password, password)
+
+
+async def hash_in_bulk(passwords: Sequence[str]) -> AsyncGenerator[tuple[int, str]]:
+    """Each password's position and hash, as they land, hashed on the bulk threads with at most
+    BULK_IN_FLIGHT of them queued at once. Use it under `contextlib.aclosing`: what is queued is cancelled
+    when the caller stops early."""
+
+    async def one(index: int, password: str) -> tuple[int, str]:
+        return index, await hash_password_in_bulk(password)
+
+    waiting = iter(enumerate(passwords))
+    pending: set[asyncio.Future[tuple[int, str]]] = set()
+    try:
+        while True:
+            for index, password in itertools.islice(waiting, BULK_IN_FLIGHT - len(pending)):
+                pending.add(asyncio.ensure_future(one(index, password)))
+            if not pending:
+                return
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for landed in done:
+                yield landed.result()
+    finally:
+        for task in pending:
+            task.cancel()
+
+
+async def hash_passwords(passwords: Sequence[str]) -> list[str]:
+    """Many passwords hashed on the bulk threads, in their order."""
+    hashes: list[str] = [""] * len(passwords)
+    async with contextlib.aclosing(hash_in_bulk(passwords)) as landing:
+        async for index, password_hash in landing:
+            hashes[index] = password_hash
+    return hashes
 
 
 @functools.cache

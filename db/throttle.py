@@ -8,14 +8,27 @@ No one may keep an account's owner out by failing on purpose, so an attempt coun
 - the account from this address (ACCOUNT_LIMIT): guessing from one place stops there, while the owner
   signing in from anywhere else is untouched;
 - the account from everywhere (ACCOUNT_WIDE_LIMIT, ten times higher): slows guessing spread over many
-  addresses, then stops it;
+  addresses, then stops it. An attempt its own (account, address) bucket refuses does not count here: each
+  address adds at most ACCOUNT_LIMIT, so one address, however many attempts it packs into its requests,
+  cannot fill this bucket and keep the owner out from everywhere else;
 - the address, where each existing account failing from it counts once (CLIENT_LIMIT): a school behind one
   address (its NAT) is not refused for one pupil's mistakes, yet one address cannot go through the whole
   school. A name that is no account does not count there, so made-up names cannot use the address up and
-  keep out everyone behind it; once the address is refused, every attempt from it is, whatever the name;
+  keep out everyone behind it; once the address is refused, every attempt from it is, whatever the name.
+  It needs no cap of its own: only an account's first attempt from the address (in its window) counts
+  there, and a first attempt is never one its own bucket refuses;
 - a trusted browser (a device cookie for the account, db/device_cookies.py) counts only in its own bucket,
   so the owner's own browser still gets in while the account is under attack from anywhere, even behind the
   attacker's address.
+
+What many addresses can still do: the account-wide bucket is there to stop guessing spread over addresses,
+so it also refuses the owner. With ACCOUNT_WIDE_LIMIT // ACCOUNT_LIMIT + 1 addresses (11) making their
+ACCOUNT_LIMIT attempts each, an attacker refuses the account from every address without a device cookie
+for the rest of that 15-minute window, and keeps it so by doing the same in every window (then about 400
+guesses an hour against the account, each costing the server one argon2 check). The owner's browsers that
+signed in before still get in; a browser the owner never used waits. Addresses are counted as the server
+sees them (behind ROLLCALL_TRUSTED_PROXIES, the forwarded one), so one host holding a block of IPv6
+addresses has as many addresses as it cares to use.
 
 The first two buckets are keyed by the name as typed, whether it is an account or not, so an unknown name is
 throttled exactly as an existing one and its answers (and their timing) tell nothing. Unknown names are
@@ -54,20 +67,28 @@ on conflict (key) do update set
 returning attempts
 """
 _COUNT_ONE = text(_UPSERT.format(rows="values (:key, 1, now() + :window)"))
-# The account from this address, the account everywhere and, at the account's first attempt from this
+# The account from this address; the account everywhere, unless this address has used up its own limit for
+# the account (so one address adds at most that many there); and, at the account's first attempt from this
 # address in the window (and only for an existing account), the address: one statement, one round trip.
-# The address's count is read as it stood before this statement when this attempt does not add to it.
+# A count this attempt does not add to is read as it stood before this statement.
+_WITHIN_OWN_LIMIT = (
+    "select cast(:everywhere as bytea), 1, now() + :window from own where own.attempts <= :account_limit"
+)
 _FIRST_FROM_ADDRESS = "select cast(:address as bytea), 1, now() + :window from own where own.attempts = 1 and cast(:known as boolean)"
 _COUNT_PUBLIC = text(f"""
 with own as ({_UPSERT.format(rows="values (:own, 1, now() + :window)")}),
-everywhere as ({_UPSERT.format(rows="values (:everywhere, 1, now() + :window)")}),
+everywhere as ({_UPSERT.format(rows=_WITHIN_OWN_LIMIT)}),
 address as ({_UPSERT.format(rows=_FIRST_FROM_ADDRESS)})
-select own.attempts, everywhere.attempts, coalesce(
+select own.attempts, coalesce(
+    (select attempts from everywhere),
+    (select attempts from sign_in_throttle where key = :everywhere and window_ends_at > now()),
+    0
+), coalesce(
     (select attempts from address),
     (select attempts from sign_in_throttle where key = :address and window_ends_at > now()),
     0
 )
-from own, everywhere
+from own
 """)
 # A correct password: its own bucket starts afresh and the shared ones forget one attempt, in one statement.
 # The shared keys are bound one by one, not as an array: asyncpg looks an array type up (a few statements of
@@ -135,6 +156,7 @@ async def count_attempt(
                     "everywhere": wide_key,
                     "address": client_key,
                     "known": known,
+                    "account_limit": account_limit,
                     "window": WINDOW,
                 },
             )

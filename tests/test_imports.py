@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from db import passwords
 from db.embedded import EmbeddedServer
 from db.engine import Database
 from db.imports import jobs as imports
@@ -345,7 +346,7 @@ async def test_progress_is_visible_from_a_second_connection(
     seen: list[tuple[str, int]] = []
     # Half the passwords wait until the watcher has seen the import part way, on a machine fast or slow.
     seen_part_way, started = asyncio.Event(), 0
-    real_hash = imports.hash_password_async
+    real_hash = passwords.hash_password_in_bulk
 
     async def hash_half_then_wait(password: str) -> str:
         nonlocal started
@@ -354,7 +355,7 @@ async def test_progress_is_visible_from_a_second_connection(
             await asyncio.wait_for(seen_part_way.wait(), timeout=60)
         return await real_hash(password)
 
-    monkeypatch.setattr(imports, "hash_password_async", hash_half_then_wait)
+    monkeypatch.setattr(passwords, "hash_password_in_bulk", hash_half_then_wait)
 
     async def watch() -> None:
         async with httpx.AsyncClient(base_url=server_url, timeout=120) as second:
@@ -376,6 +377,42 @@ async def test_progress_is_visible_from_a_second_connection(
     assert any(0 < processed < job["total"] for processed in running), seen
     assert running == sorted(running)
     assert seen[-1] == ("SUCCEEDED", job["total"])
+
+
+async def test_sign_in_elsewhere_does_not_wait_behind_a_large_import(
+    http: httpx.AsyncClient, server_url: str, owner_engine: AsyncEngine, db: Database, school: SchoolFixture
+) -> None:
+    # given an import generating passwords for enough pupils that hashing them takes seconds
+    rows = 6 * imports.PROGRESS_EVERY
+    big = "username,first_name,surname,type,registration_class\r\n" + "".join(
+        f"pupil{i:04},First{i},Last{i},PUPIL,P{i % 7}\r\n" for i in range(rows)
+    )
+    job = (await preview(http, school, big.encode()))["job"]
+    other = await make_school(owner_engine, db)
+
+    async with httpx.AsyncClient(base_url=server_url, timeout=300) as patient:
+        importing = asyncio.create_task(confirm(patient, school, job["id"]))
+        # when, once the import is hashing, an admin of another school signs in
+        while True:
+            state = (await graphql(http, PROGRESS, {"id": job["id"]}, token=school.admin_token))["data"]
+            assert not importing.done()
+            if state["importJob"]["processed"] >= imports.PROGRESS_EVERY:
+                break
+            await asyncio.sleep(0.02)
+        login = await graphql(
+            http,
+            LOGIN,
+            {"s": other.slug, "u": "admin", "p": ADMIN_PASSWORD},
+            headers={"X-Forwarded-For": "2001:db8::1:5e"},
+        )
+        state = (await graphql(http, PROGRESS, {"id": job["id"]}, token=school.admin_token))["data"]
+        applied = await importing
+
+    # then the sign-in was answered while the import had most of its hashing still to do
+    assert login["data"]["login"]["errors"] == []
+    assert state["importJob"]["status"] == "RUNNING"
+    assert state["importJob"]["processed"] < rows // 2, state
+    assert applied["errors"] == [] and len(applied["generatedPasswords"]) == rows
 
 
 async def test_managed_schools_refuse_imports(

@@ -1,3 +1,4 @@
+import asyncio
 import os
 import threading
 
@@ -80,7 +81,7 @@ async def test_hash_passwords_hashes_each_password() -> None:
     assert all(verify_password(h, p) for h, p in zip(hashes, plain, strict=True))
 
 
-@pytest.mark.skipif(passwords.HASHING_THREADS < 2, reason="needs more than one CPU")
+@pytest.mark.skipif(passwords.BULK_HASHING_THREADS < 2, reason="needs more than two CPUs")
 async def test_hash_passwords_runs_in_parallel_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     # given a hash function that only returns once two calls are running at the same time
     both_running = threading.Barrier(2, timeout=10)
@@ -103,13 +104,17 @@ async def test_hash_passwords_runs_in_parallel_threads(monkeypatch: pytest.Monke
     assert threading.get_ident() not in thread_ids
 
 
-async def test_a_batch_is_hashed_on_every_core_at_once_and_no_more(monkeypatch: pytest.MonkeyPatch) -> None:
-    # given a hash function that returns only once one call per core is running, counting how many run at once
-    cores = os.cpu_count() or 1
-    every_core_busy = threading.Barrier(cores, timeout=10)
+async def test_a_batch_is_hashed_on_every_bulk_thread_at_once_and_no_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a hash function that returns only once one call per bulk thread is running, counting how many run
+    # at once and how many are queued
+    threads = passwords.BULK_HASHING_THREADS
+    every_thread_busy = threading.Barrier(threads, timeout=10)
     lock = threading.Lock()
-    running, most_at_once = 0, 0
+    running, most_at_once, queued, most_queued = 0, 0, 0, 0
     real_hash_password = passwords.hash_password
+    real_in_bulk = passwords.hash_password_in_bulk
 
     def hash_counting(password: str) -> str:
         nonlocal running, most_at_once
@@ -117,20 +122,61 @@ async def test_a_batch_is_hashed_on_every_core_at_once_and_no_more(monkeypatch: 
             running += 1
             most_at_once = max(most_at_once, running)
         try:
-            every_core_busy.wait()
+            every_thread_busy.wait()
             return real_hash_password(password)
         finally:
             with lock:
                 running -= 1
 
+    async def in_bulk_counting(password: str) -> str:
+        nonlocal queued, most_queued
+        queued += 1
+        most_queued = max(most_queued, queued)
+        try:
+            return await real_in_bulk(password)
+        finally:
+            queued -= 1
+
     monkeypatch.setattr(passwords, "hash_password", hash_counting)
+    monkeypatch.setattr(passwords, "hash_password_in_bulk", in_bulk_counting)
 
-    # when a batch three times the size of the machine is hashed
-    hashes = await hash_passwords([f"password number {i}" for i in range(3 * cores)])
+    # when a batch five times the size of the bulk pool is hashed
+    plain = [f"password number {i}" for i in range(5 * threads)]
+    hashes = await hash_passwords(plain)
 
-    # then every core worked at once (else the barrier breaks), and never more hashes ran than there are cores
-    assert len(hashes) == 3 * cores
-    assert most_at_once == cores
+    # then every bulk thread worked at once (else the barrier breaks), never more, a few queued at a time,
+    # and each hash is its own password's, in order
+    assert most_at_once == threads
+    assert most_queued == passwords.BULK_IN_FLIGHT
+    assert all(verify_password(h, p) for h, p in zip(hashes, plain, strict=True))
+
+
+def test_bulk_hashing_leaves_a_core_for_signing_in() -> None:
+    cores = os.cpu_count() or 1
+    assert passwords.BULK_HASHING_THREADS == max(1, cores - 1)
+    assert passwords.HASHING_THREADS == cores
+
+
+async def test_a_password_is_checked_while_a_batch_holds_every_bulk_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a batch whose hashes only finish once a password has been checked meanwhile
+    checked = threading.Event()
+    real_hash_password = passwords.hash_password
+
+    def hash_after_a_check(password: str) -> str:
+        assert checked.wait(timeout=10), "the check waited behind the batch"
+        return real_hash_password(password)
+
+    password_hash = hash_password("correct horse")
+    monkeypatch.setattr(passwords, "hash_password", hash_after_a_check)
+    batch = asyncio.ensure_future(hash_passwords(["pupil password"] * (4 * passwords.BULK_IN_FLIGHT)))
+    await asyncio.sleep(0.05)
+
+    # when someone signs in, then the check does not queue behind the batch
+    assert await verify_password_async(password_hash, "correct horse")
+    checked.set()
+    assert len(await batch) == 4 * passwords.BULK_IN_FLIGHT
 
 
 @pytest.mark.parametrize(

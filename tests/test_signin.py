@@ -399,6 +399,20 @@ async def test_failures_from_one_address_do_not_keep_the_owner_out_from_another(
     assert (await login_from(http, new_client(), school.slug, "amy", "amy-pass"))[0] is None
 
 
+async def test_one_address_failing_far_past_its_limit_does_not_keep_the_owner_out_from_another(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
+    # given more wrong passwords for the admin from one address than the account-wide limit
+    attacker = new_client()
+    codes = await fail_from(http, attacker, school.slug, "admin", throttle.ACCOUNT_WIDE_LIMIT + 20)
+    assert codes.count("INVALID_CREDENTIALS") == throttle.ACCOUNT_LIMIT
+
+    # then only the attempts that address was let make count everywhere: the admin still signs in from
+    # another address, with no device cookie
+    assert (await login_from(http, attacker, school.slug, "admin", ADMIN_PASSWORD))[0] == "RATE_LIMITED"
+    assert (await login_from(http, new_client(), school.slug, "admin", ADMIN_PASSWORD))[0] is None
+
+
 async def test_a_browser_that_signed_in_before_gets_in_while_its_own_address_is_under_attack(
     http: httpx.AsyncClient, db: Database, school: SchoolFixture
 ) -> None:
@@ -624,6 +638,22 @@ async def test_a_correct_password_forgives_its_attempt_in_the_shared_buckets(db:
         db, account="school:third", client=client, known=True, client_limit=1
     )
     assert (first.refused, second.refused) == (False, True)
+
+
+async def test_an_address_adds_at_most_its_own_limit_to_the_account_wide_count(db: Database) -> None:
+    account, attacker = f"school:{uuid.uuid4().hex}", new_client()
+    limits = {"account_limit": 3, "account_wide_limit": 5}
+    flood = [
+        await throttle.count_attempt(db, account=account, client=attacker, known=True, **limits)
+        for _ in range(20)
+    ]
+    assert [a.refused for a in flood] == [False] * 3 + [True] * 17
+    # the account-wide count holds the three the address was let make, so two more addresses fit
+    others = [
+        await throttle.count_attempt(db, account=account, client=new_client(), known=True, **limits)
+        for _ in range(3)
+    ]
+    assert [a.refused for a in others] == [False, False, True]
 
 
 async def test_guessing_from_many_addresses_stops_account_wide_but_not_for_a_trusted_browser(

@@ -11,7 +11,7 @@ can draw a progress bar.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 import uuid
 from collections import defaultdict
@@ -34,7 +34,7 @@ from db.maintenance import STALE_IMPORT, fail_stale_imports_of
 from db.manage_users import lock_roster, soft_delete
 from db.models import ClassKind, ClassMembership, ImportJob, ImportStatus, School, SchoolClass, User, UserType
 from db.names import class_name_key
-from db.passwords import hash_password_async, memorable_password
+from db.passwords import hash_in_bulk, memorable_password
 from db.schools import require_manual_school
 from db.scope import school_scope
 from db.users import edited
@@ -443,20 +443,14 @@ async def _hash_all(wanted: list[_Password], progress: Progress, done: _Hashed |
             generated[row] = GeneratedPassword(password.username, plain)
         queued.append((row, plain))
 
-    # Every hash is queued at once so the threads never wait on a chunk boundary; progress is written as they land.
-    async def hashed(row_number: int, password: str) -> tuple[int, str]:
-        return row_number, await hash_password_async(password)
-
-    tasks = [asyncio.ensure_future(hashed(row_number, password)) for row_number, password in queued]
-    try:
-        for count, next_hash in enumerate(asyncio.as_completed(tasks), start=1):
-            row_number, password_hash = await next_hash
-            hashes[row_number] = password_hash
+    # Hashed on the bulk threads, a few queued at a time, so sign-in does not wait behind the import.
+    async with contextlib.aclosing(hash_in_bulk([password for _, password in queued])) as landing:
+        count = 0
+        async for index, password_hash in landing:
+            hashes[queued[index][0]] = password_hash
+            count += 1
             if count % PROGRESS_EVERY == 0:
                 await progress(count)
-    finally:
-        for task in tasks:
-            task.cancel()
     order = [password.row_number for password in wanted]
     return _Hashed(hashes, {row: generated[row] for row in order if row in generated})
 
