@@ -1,8 +1,14 @@
-"""Text from callers: whether PostgreSQL can store it, and how much of it an error message may quote."""
+"""Text from callers: whether PostgreSQL can store it, and how much of it an error message may quote; the
+numbers and times read from it, refused here when PostgreSQL could not take them."""
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
+
 ECHO_LIMIT = 40
+BIGINT_MAX = 2**63 - 1
+_PLAIN_NUMBER = re.compile(r"0|[1-9][0-9]{0,18}")
 
 
 def storable(text: str) -> bool:
@@ -21,3 +27,30 @@ def shown(text: object) -> str:
     whole document (or a secret pasted into the wrong field) back."""
     quoted = str(text)
     return quoted if len(quoted) <= ECHO_LIMIT else quoted[:ECHO_LIMIT] + "…"
+
+
+def plain_bigint(text: str) -> int:
+    """A number as the server writes one: ASCII digits only, no sign, space, `_` or leading zero (all of which
+    `int` takes, with other scripts' digits too), and no more than PostgreSQL's bigint holds."""
+    if not _PLAIN_NUMBER.fullmatch(text) or int(text) > BIGINT_MAX:
+        raise ValueError(f"{shown(text)!r} is not a whole number from 0 to {BIGINT_MAX}.")
+    return int(text)
+
+
+def storable_time(value: datetime) -> datetime:
+    """A time PostgreSQL's timestamptz can take: the driver moves it to UTC, so it must stay within the years 1
+    to 9999 there (0001-01-01T00:00:00+14:00 is in year 0 in UTC). A time without an offset is the server's
+    local time, moved the same way."""
+    try:
+        value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("That time is outside the years 1 to 9999 once moved to UTC.") from None
+    return value
+
+
+def offset_time(text: str) -> datetime:
+    """A time as the server writes one in a cursor: ISO 8601 with its UTC offset, and storable."""
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError("A time needs its UTC offset.")
+    return storable_time(value)

@@ -19,6 +19,7 @@ from db.errors import DomainError, ErrorCode, Problem, require_batch_size, uniqu
 from db.models import ClassMembership, User, UserType
 from db.names import PERSON_NAME_MAX, name_problem, tidy_name
 from db.pagination import decode_cursor, encode_cursor, page_size
+from db.text import offset_time
 
 USERNAME_MAX = 64
 USERNAME = re.compile(rf"^[A-Za-z0-9._-]{{1,{USERNAME_MAX}}}$")
@@ -366,7 +367,7 @@ async def list_users(
     key = sort_key(User, order.field)
     query = _filtered(school_id, where)
     if after is not None:
-        read_value = datetime.fromisoformat if order.field == UserOrderField.CREATED_AT else str
+        read_value = offset_time if order.field == UserOrderField.CREATED_AT else str
         value, last_id = decode_cursor(after, parse=(read_value, uuid.UUID))
         query = query.where(
             after_position(

@@ -13,7 +13,6 @@ import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeAlias
 
 from sqlalchemy import ClauseElement, bindparam, func, literal_column, select
@@ -23,6 +22,7 @@ from sqlalchemy.orm import aliased
 from db.classes import class_order
 from db.models import ClassKind, SchoolClass, User, UserType
 from db.pagination import decode_cursor, page_size
+from db.text import offset_time
 from db.users import (
     UserFilter,
     UserOrder,
@@ -213,9 +213,7 @@ def users_page(where: UserFilter, order: UserOrder, first: int | None, after: st
         return UsersPage(where=where, order=order, size=size, after=None)
     match order.field:
         case UserOrderField.CREATED_AT:
-            value, last_id = decode_cursor(after, parse=(datetime.fromisoformat, uuid.UUID))
-            if value.tzinfo is None:
-                raise ValueError("a cursor this path does not read the way list_users does")
+            value, last_id = decode_cursor(after, parse=(offset_time, uuid.UUID))
         case UserOrderField.TYPE:
             value, last_id = decode_cursor(after, parse=(UserType, uuid.UUID))
             value = value.value
