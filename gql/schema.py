@@ -163,7 +163,7 @@ def _read_time(value: object) -> datetime:
         return storable_time(time)
     except ValueError as error:
         raise StrawberryInputCoercionError(
-            f"Value cannot represent a DateTime: {shown(value)!r}. {error}"
+            f"Value cannot represent a DateTime: '{shown(value)}'. {error}"
         ) from None
 
 

@@ -499,3 +499,18 @@ async def test_an_audit_or_feed_cursor_beyond_the_calendar_in_utc_is_a_bad_reque
     ]
     for body in refused:
         assert error_codes(body) == ["BAD_REQUEST"], body
+
+
+@pytest.mark.parametrize("query", ["classId=%00%1B[31m", "userIds=%E2%80%AEabc,%0Aforged"])
+async def test_a_login_card_selection_is_quoted_back_escaped(
+    http: httpx.AsyncClient, school: SchoolFixture, query: str
+) -> None:
+    response = await http.get(
+        f"/login-cards?{query}", headers={"Authorization": f"Bearer {school.admin_token}"}
+    )
+    assert response.status_code == 400, response.text
+    (error,) = response.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_REQUEST", error
+    message = error["message"]
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c == "\u202e" for c in message), repr(message)
+    assert "\\x00\\x1b[31m" in message or "\\u202eabc" in message, message

@@ -28,7 +28,7 @@ from db.errors import DomainError
 from db.imports.roster_csv import CsvError, decode_upload, parse_roster
 from db.models import UserType
 from db.pagination import decode_cursor
-from db.text import BIGINT_MAX, ECHO_LIMIT, offset_time, plain_bigint, storable
+from db.text import BIGINT_MAX, ECHO_LIMIT, offset_time, plain_bigint, shown, storable
 from db.users import UserFilter, UserOrder, UserOrderField
 from gql import compiled_sql as roster_sql
 from gql.schema import DATE_TIME
@@ -195,6 +195,20 @@ def test_the_compiled_read_path_reads_a_cursor_or_hands_it_back(cursor: str, fie
     except (DomainError, ValueError):  # the compiled path hands both to the general one, which refuses them
         return
     assert page.after is not None and isinstance(page.after[1], uuid.UUID) and fits_postgres(page.after[0])
+
+
+# Echoing input: every error message quotes it through shown
+
+UNSAFE = {*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+
+
+@FAST
+@given(text=st.one_of(TEXT, st.text(st.characters(codec=None), max_size=200)))
+def test_input_is_shown_short_and_without_a_control_character(text: str) -> None:
+    quoted = shown(text)
+    assert len(quoted) <= ECHO_LIMIT + 1
+    assert not any(ord(c) in UNSAFE or 0xD800 <= ord(c) <= 0xDFFF for c in quoted), repr(quoted)
+    assert quoted == text or "\\" in quoted or quoted.endswith("…")
 
 
 # JSON bodies (/graphql and /scim/v2)
