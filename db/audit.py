@@ -12,7 +12,6 @@ import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import literal, or_, select, tuple_
@@ -20,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import AuditEvent
 from db.pagination import decode_cursor, encode_cursor, page_size
+from db.text import offset_time
 
 
 class AuditAction(enum.StrEnum):
@@ -155,7 +155,7 @@ async def list_events(
             or_(AuditEvent.actor_id == user_id, AuditEvent.target_user_ids.contains([user_id]))
         )
     if after is not None:
-        created, last_id = decode_cursor(after, parse=(datetime.fromisoformat, uuid.UUID))
+        created, last_id = decode_cursor(after, parse=(offset_time, uuid.UUID))
         query = query.where(
             tuple_(AuditEvent.created_at, AuditEvent.id) < tuple_(literal(created), literal(last_id))
         )

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.errors import DomainError, ErrorCode, Problem
 from db.models import Change, School
 from db.pagination import decode_cursor, encode_cursor
+from db.text import offset_time, plain_bigint
 
 DEFAULT_FIRST = 100
 MAX_FIRST = 1000
@@ -98,11 +99,9 @@ def _bad_cursor() -> DomainError:
 
 def _decode(cursor: str) -> tuple[_Point, datetime]:
     try:
-        xid, position, issued = decode_cursor(cursor, parse=(int, int, datetime.fromisoformat))
+        xid, position, issued = decode_cursor(cursor, parse=(plain_bigint, plain_bigint, offset_time))
     except DomainError:
         raise _bad_cursor() from None
-    if xid < 0 or position < 0 or issued.tzinfo is None:
-        raise _bad_cursor()
     return _Point(xid, position), issued
 
 

@@ -18,6 +18,7 @@ from db.models import Provider, School, UserType
 from db.names import SCHOOL_NAME_MAX
 from db.passwords import hash_password_async, weak_password
 from db.scope import bind_school, bind_school_slug
+from db.text import shown
 from db.users import clean_name, clean_username, create_user
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -39,7 +40,7 @@ def clean_slug(raw: str) -> str:
         raise DomainError(
             Problem(
                 ErrorCode.INVALID_INPUT,
-                f"'{raw}' is not a valid slug: use 1 to 63 lowercase letters, digits and dashes, "
+                f"'{shown(raw)}' is not a valid slug: use 1 to 63 lowercase letters, digits and dashes, "
                 "starting and ending with a letter or digit.",
                 "slug",
             )

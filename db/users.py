@@ -35,6 +35,7 @@ from db.errors import DomainError, ErrorCode, Problem, require_batch_size, uniqu
 from db.models import ClassMembership, SchoolClass, User, UserType
 from db.names import PERSON_NAME_MAX, name_problem, tidy_name
 from db.pagination import cursor_values, encode_cursor, page_size, read_values
+from db.text import offset_time
 
 USERNAME_MAX = 64
 USERNAME = re.compile(rf"^[A-Za-z0-9._-]{{1,{USERNAME_MAX}}}$")
@@ -481,16 +482,9 @@ OTHER_LIST = (
 )
 
 
-def _aware_time(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        raise ValueError("a cursor's time has its offset")
-    return value
-
-
 _READ: dict[KeyKind, Callable[[str], Any]] = {
     KeyKind.TEXT: str,
-    KeyKind.TIME: _aware_time,
+    KeyKind.TIME: offset_time,
     KeyKind.TYPE: UserType,
 }
 

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 import strawberry
 
 from db.errors import DomainError, ErrorCode, Problem
+from db.text import shown
 
 
 @strawberry.interface(
@@ -24,7 +25,7 @@ def parse_id(value: str, *, field: str) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise DomainError(
-            Problem(ErrorCode.NOT_FOUND, f"'{value}' is not an id that exists here.", field)
+            Problem(ErrorCode.NOT_FOUND, f"'{shown(value)}' is not an id that exists here.", field)
         ) from None
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from datetime import datetime
 
 import strawberry
 from graphql import (
@@ -17,6 +19,7 @@ from graphql import (
     print_schema,
 )
 from graphql.validation import ASTValidationRule
+from strawberry.exceptions import StrawberryInputCoercionError
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
@@ -25,10 +28,12 @@ from strawberry.extensions import (
     QueryDepthLimiter,
     SchemaExtension,
 )
+from strawberry.schema.types.base_scalars import DateTimeDefinition
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from db.schools import get_school
+from db.text import shown, storable_time
 from gql.api_tokens import ApiTokenMutations, ApiTokenQueries
 from gql.audit import AuditEventQueries
 from gql.changes import ChangeQueries
@@ -151,6 +156,23 @@ def safety_extensions(*, introspection: bool = True) -> list[Callable[[], Schema
     return extensions
 
 
+def _read_time(value: object) -> datetime:
+    """A DateTime read as Strawberry reads it, then refused when PostgreSQL could not take it: a time outside
+    the calendar once moved to UTC is a bad value like any other, not a failure of the server."""
+    read = DateTimeDefinition.parse_value
+    assert read is not None
+    time = read(value)
+    try:
+        return storable_time(time)
+    except ValueError as error:
+        raise StrawberryInputCoercionError(
+            f"Value cannot represent a DateTime: '{shown(value)}'. {error}"
+        ) from None
+
+
+DATE_TIME = dataclasses.replace(DateTimeDefinition, parse_value=_read_time)
+
+
 class RollcallSchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -165,6 +187,7 @@ def build_schema(*, introspection: bool = True) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         extensions=safety_extensions(introspection=introspection),
+        scalar_overrides={datetime: DATE_TIME},
     )
     describe(schema._schema)
     return schema

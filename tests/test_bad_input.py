@@ -423,3 +423,94 @@ def test_links_start_with_the_configuredparse_public_url() -> None:
         with pytest.raises(ValueError, match="ROLLCALL_PUBLIC_URL"):
             parse_public_url(bad)
     assert parse_public_url("https://rollcall.example.org/") == "https://rollcall.example.org"
+
+
+# Values that parse but that PostgreSQL cannot take: a number beyond bigint, a time that leaves the calendar
+# when it is moved to UTC. Each is refused where it is read, as any other bad cursor or input.
+OVERFLOWING_TIMES = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]
+FEED_QUERY = "query ($after: String) { changes(after: $after) { edges { cursor } } }"
+ISSUED = "2026-12-02T02:09:12+00:00"
+
+
+@pytest.mark.parametrize(
+    "xid, position",
+    [
+        ("99999999999999999999999", "0"),
+        ("9223372036854775808", "0"),
+        ("1", "9223372036854775808"),
+        ("1_0", "0"),
+        ("\u0661\u0660", "0"),  # Arabic-Indic digits, which int() reads
+        ("+1", "0"),
+        (" 1", "0"),
+        ("01", "0"),
+    ],
+)
+async def test_a_feed_cursor_with_a_number_postgres_cannot_take_or_not_written_plainly_is_a_bad_request(
+    http: httpx.AsyncClient, school: SchoolFixture, xid: str, position: str
+) -> None:
+    cursor = encode_cursor([xid, position, ISSUED])
+    body = await graphql(http, FEED_QUERY, {"after": cursor}, token=school.admin_token)
+    assert error_codes(body) == ["BAD_REQUEST"], body
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("value", OVERFLOWING_TIMES)
+async def test_an_updated_since_beyond_the_calendar_in_utc_is_a_bad_value(
+    http: httpx.AsyncClient, school: SchoolFixture, path: str, value: str
+) -> None:
+    # as a variable and as a literal, the time is refused as a DateTime that does not parse is
+    by_variable = (
+        "query ($v: DateTime) { users(filter: {updatedSince: $v}) { totalCount } " + PATHS[path] + " }"
+    )
+    inline = '{ users(filter: {updatedSince: "' + value + '"}) { totalCount } ' + PATHS[path] + " }"
+    headers = {"Authorization": f"Bearer {school.admin_token}", "Accept": "application/graphql-response+json"}
+    for query, variables in ((by_variable, {"v": value}), (inline, {})):
+        body = await graphql(http, query, variables, token=school.admin_token)
+        assert body["data"] is None and len(body["errors"]) == 1, body
+        (error,) = body["errors"]
+        assert "extensions" not in error and "UTC" in error["message"], body
+        strict = await http.post("/graphql", json={"query": query, "variables": variables}, headers=headers)
+        assert strict.status_code == 400 and "UTC" in strict.text, strict.text
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("value", OVERFLOWING_TIMES)
+async def test_a_created_at_cursor_beyond_the_calendar_in_utc_is_a_bad_request(
+    http: httpx.AsyncClient, school: SchoolFixture, path: str, value: str
+) -> None:
+    cursor = encode_cursor([value, str(uuid.uuid4())])
+    query = USERS_AFTER.format(extra=PATHS[path])
+    body = await graphql(http, query, {"after": cursor, "field": "CREATED_AT"}, token=school.admin_token)
+    assert error_codes(body) == ["BAD_REQUEST"], body
+
+
+@pytest.mark.parametrize("value", OVERFLOWING_TIMES)
+async def test_an_audit_or_feed_cursor_beyond_the_calendar_in_utc_is_a_bad_request(
+    http: httpx.AsyncClient, school: SchoolFixture, value: str
+) -> None:
+    audit = "query ($after: String) { auditEvents(after: $after) { edges { cursor } } }"
+    refused = [
+        await graphql(
+            http, audit, {"after": encode_cursor([value, str(uuid.uuid4())])}, token=school.admin_token
+        ),
+        await graphql(
+            http, FEED_QUERY, {"after": encode_cursor(["1", "0", value])}, token=school.admin_token
+        ),
+    ]
+    for body in refused:
+        assert error_codes(body) == ["BAD_REQUEST"], body
+
+
+@pytest.mark.parametrize("query", ["classId=%00%1B[31m", "userIds=%E2%80%AEabc,%0Aforged"])
+async def test_a_login_card_selection_is_quoted_back_escaped(
+    http: httpx.AsyncClient, school: SchoolFixture, query: str
+) -> None:
+    response = await http.get(
+        f"/login-cards?{query}", headers={"Authorization": f"Bearer {school.admin_token}"}
+    )
+    assert response.status_code == 400, response.text
+    (error,) = response.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_REQUEST", error
+    message = error["message"]
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c == "\u202e" for c in message), repr(message)
+    assert "\\x00\\x1b[31m" in message or "\\u202eabc" in message, message

@@ -125,6 +125,55 @@ async def test_graphiql_works_with_a_pasted_bearer_token(
     assert_nothing_failed(page, server_url)
 
 
+async def open_editor_tab(page: Page, name: str) -> str:
+    """Opens GraphiQL's Variables or Headers tab; the expression of its editor."""
+    await page.evaluate(
+        "[...document.querySelectorAll('.graphiql-editor-tools button')]"
+        f".find(b => b.textContent.trim() == {json.dumps(name)}).click()"
+    )
+    editor = "document.querySelector('.graphiql-editor-tool .graphiql-editor:not(.hidden) .CodeMirror')"
+    await page.wait_for(f"!!{editor}")
+    return editor
+
+
+async def test_graphiql_keeps_nothing_typed_in_the_browsers_storage(
+    server_url: str, school: SchoolFixture, tmp_path: Path
+) -> None:
+    # given a browser signed in as the admin
+    secret = "Typed-Password-8642"
+    async with browser(tmp_path / "profile") as page:
+        await page.send(
+            "Network.setCookie",
+            name="rollcall_session",
+            value=school.admin_token,
+            url=server_url,
+            httpOnly=True,
+        )
+        await page.navigate(f"{server_url}/graphql")
+        await page.wait_for(f"{QUERY_EDITOR} && {RUN} && !{RUN}.disabled")
+
+        # when a query is run with a password typed into its variables (and into the query itself)
+        variables = await open_editor_tab(page, "Variables")
+        await page.evaluate(f"{variables}.CodeMirror.setValue({json.dumps(json.dumps({'s': secret}))})")
+        answer = await run_in_graphiql(
+            page, f"query Typed($s: String) {{ users(filter: {{search: $s}}) {{ totalCount }} }} # {secret}"
+        )
+        assert answer == {"data": {"users": {"totalCount": 0}}}
+        await asyncio.sleep(1)  # GraphiQL writes its tabs and history a moment after a change
+
+        # then the browser's storage holds nothing of it, nor anything at all of GraphiQL's
+        stored = await page.evaluate(
+            "JSON.stringify({local: {...localStorage}, session: {...sessionStorage}})"
+        )
+        assert json.loads(stored) == {"local": {}, "session": {}}, stored
+        # and a fresh visit starts from the default query
+        await page.navigate(f"{server_url}/graphql")
+        await page.wait_for(f"{QUERY_EDITOR} && {RUN} && !{RUN}.disabled")
+        shown = await page.evaluate(f"{QUERY_EDITOR}.CodeMirror.getValue()")
+        assert secret not in shown and "me {" in shown, shown
+    assert_nothing_failed(page, server_url)
+
+
 # Each pupil's name as printed, and a hard one: long, hyphenated, accented.
 PUPILS = [
     ("Amy", "Okafor"),

@@ -23,6 +23,7 @@ from db.models import Provider, UserType
 from gql.schema import MAX_ALIASES
 from tests.conftest import SchoolFixture, graphql, make_api_token, make_school, make_user, sign_in_as
 from tests.test_imports import confirm, preview
+from web.app import MAX_OPERATIONS
 
 FOLLOW = "subscription ($id: ID!) { importJobProgress(id: $id) { jobId status processed total finished } }"
 PROTOCOL = Subprotocol("graphql-transport-ws")
@@ -258,3 +259,88 @@ async def test_every_operation_on_a_socket_looks_its_caller_up_again(
         await graphql(http, "mutation { logout { errors { code } } }", token=token)
         (answer, _) = await collect(ws, "query { school { slug } }", {})
         assert codes(answer) == ["UNAUTHENTICATED"]
+
+
+@pytest.mark.parametrize("accept", ["application/json", "application/graphql-response+json"])
+async def test_a_subscription_over_http_is_told_to_use_the_websocket(
+    http: httpx.AsyncClient, school: SchoolFixture, waiting_job: str, accept: str
+) -> None:
+    headers = {**bearer(school.admin_token), "Accept": accept}
+    request = {"query": FOLLOW, "variables": json.dumps({"id": waiting_job})}
+    answers = [
+        await http.post("/graphql", json={**request, "variables": {"id": waiting_job}}, headers=headers),
+        await http.get("/graphql", params=request, headers=headers),
+    ]
+    for response in answers:
+        assert response.status_code == 400, response.text
+        (error,) = response.json()["errors"]
+        assert error["extensions"]["code"] == "BAD_REQUEST", error
+        assert "WebSocket" in error["message"] and "graphql-transport-ws" in error["message"], error
+
+
+@pytest.mark.parametrize("frame", ["{not json", "[1]", '"connection_init"', "1", '{"type": 1}', "[" * 5000])
+async def test_a_frame_that_is_not_a_message_closes_the_socket_with_4400(
+    server_url: str, school: SchoolFixture, frame: str
+) -> None:
+    async with socket(server_url, bearer(school.admin_token)) as ws:
+        await signed_in(ws)
+        await ws.send(frame)
+        assert await refused(ws) == 4400
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "subscribe", "id": "1", "payload": "query { me { id } }"},
+        {"type": "subscribe", "id": "1", "payload": {"query": 1}},
+        {"type": "subscribe", "id": "1", "payload": {"query": "{ me { id } }", "variables": [1]}},
+        {"type": "subscribe", "id": "1", "payload": {"query": "{ me { id } }", "operationName": 1}},
+        {"type": "subscribe", "id": 1, "payload": {"query": "{ me { id } }"}},
+        {"type": "subscribe", "payload": {"query": "{ me { id } }"}},
+        {"type": "complete", "id": ["1"]},
+    ],
+)
+async def test_a_message_of_the_wrong_shape_closes_the_socket_with_4400(
+    server_url: str, school: SchoolFixture, message: dict[str, Any]
+) -> None:
+    async with socket(server_url, bearer(school.admin_token)) as ws:
+        await signed_in(ws)
+        await ws.send(json.dumps(message))
+        assert await refused(ws) == 4400
+
+
+async def test_a_socket_runs_a_limited_number_of_operations_at_once(
+    server_url: str, school: SchoolFixture, waiting_job: str
+) -> None:
+    async with socket(server_url, bearer(school.admin_token)) as ws:
+        await signed_in(ws)
+        streams = [messages(ws, FOLLOW, {"id": waiting_job}, id_=str(n)) for n in range(MAX_OPERATIONS)]
+        for stream in streams:  # each has started (its first state is sent) before the next is sent
+            assert (await anext(stream))["type"] == "next"
+        # the next one is refused on its own, and says why
+        (over,) = await collect_as(ws, FOLLOW, {"id": waiting_job}, "over")
+        assert over["type"] == "error" and codes(over) == ["BAD_REQUEST"], over
+        assert f"at most {MAX_OPERATIONS}" in over["payload"][0]["message"], over
+        # once one is completed, another may start, and the socket still answers
+        await ws.send(json.dumps({"id": "0", "type": "complete"}))
+        first = await anext(messages(ws, FOLLOW, {"id": waiting_job}, id_="again"))
+        assert first["type"] == "next", first
+        ping = json.dumps({"type": "ping"})
+        await ws.send(ping)
+        while (message := json.loads(await asyncio.wait_for(ws.recv(), 10)))["type"] != "pong":
+            assert message["type"] == "next", message
+
+
+async def collect_as(
+    ws: ClientConnection, query: str, variables: dict[str, Any], id_: str
+) -> list[dict[str, Any]]:
+    """One operation's messages, skipping those of the others running on the socket."""
+    await ws.send(
+        json.dumps({"id": id_, "type": "subscribe", "payload": {"query": query, "variables": variables}})
+    )
+    found: list[dict[str, Any]] = []
+    while not found or found[-1]["type"] not in ("complete", "error"):
+        message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if message.get("id") == id_:
+            found.append(message)
+    return found

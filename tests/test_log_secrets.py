@@ -203,3 +203,36 @@ async def test_a_failed_statement_names_no_parameter(db: Database, caplog: pytes
     logging.getLogger("rollcall").error("import failed", exc_info=failed.value)
     # then neither the message nor the log holds the parameters
     assert_no_secrets(str(failed.value) + caplog.text)
+
+
+FORGED = "2026-01-01 00:00:00,000 INFO    rollcall.access [-] GET /admin 200 1.0ms"
+
+
+async def test_what_a_client_sends_cannot_forge_a_log_line_or_reach_the_terminal(
+    migrated: EmbeddedServer, tmp_path: Path
+) -> None:
+    # given a real server writing its readable text lines
+    urls = migrated.urls()
+    env = {
+        **os.environ,
+        "DATABASE_URL": urls.owner,
+        "APP_DATABASE_URL": urls.app,
+        "ROLLCALL_DATA_DIR": str(tmp_path / "data"),
+        "ROLLCALL_LOG_FORMAT": "text",
+    }
+    served = serve(env, tmp_path / "server.log")
+    try:
+        async with httpx.AsyncClient(base_url=served.url, timeout=60) as http:
+            # when paths carry a newline and a forged line, ESC, NUL, DEL, C1 and a line separator
+            for path in ("/healthz%0A" + FORGED.replace(" ", "%20"), "/nothing%1B[2J%00%7F%C2%85%E2%80%A8x"):
+                await http.get(path)
+    finally:
+        stop(served)
+    logged = served.log.read_text(errors="surrogateescape")
+    # then every record is one line that starts as a record does, and no control character is written
+    lines = logged.splitlines()
+    assert not any(line.startswith(FORGED[:10]) and "/admin" in line for line in lines), logged
+    assert "GET /healthz\\x0a2026-01-01" in logged, logged
+    assert "GET /nothing\\x1b[2J\\x00\\x7f\\x85\\u2028x 404" in logged, logged
+    for character in ("\x1b", "\x00", "\x7f", "\x85", "\u2028", "\r"):
+        assert character not in logged, repr(character)

@@ -15,19 +15,21 @@ import json
 import uuid
 from base64 import urlsafe_b64encode
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.dialects import postgresql
+from strawberry.exceptions import StrawberryInputCoercionError
 
 from db import rostering
+from db.changes import _decode as decode_feed_cursor
 from db.errors import DomainError
 from db.imports.roster_csv import CsvError, decode_upload, parse_roster
 from db.models import UserType
 from db.pagination import decode_cursor
-from db.text import ECHO_LIMIT, storable
+from db.text import BIGINT_MAX, ECHO_LIMIT, offset_time, plain_bigint, shown, storable
 from db.users import (
     ORDERINGS,
     OTHER_LIST,
@@ -39,6 +41,7 @@ from db.users import (
     cursor_tag,
 )
 from gql import compiled_sql as roster_sql
+from gql.schema import DATE_TIME
 from oneroster import resources as oneroster_resources
 from oneroster.filter import OPERATORS as ONEROSTER_OPERATORS
 from oneroster.filter import Comparison as OneRosterComparison
@@ -92,15 +95,63 @@ def nested_list(depth: int) -> str:
 
 CURSOR_PARSERS: Sequence[tuple[Callable[[Any], Any], ...]] = (
     (str, uuid.UUID),
-    (datetime.fromisoformat, uuid.UUID),
+    (offset_time, uuid.UUID),
     (UserType, uuid.UUID),
+)
+
+
+# Times at the calendar's edges with every offset: some leave it once moved to UTC (0001-01-01T00:00+14:00).
+def hours_minutes(minutes: int) -> str:
+    return f"{minutes // 60:02}:{minutes % 60:02}"
+
+
+MINUTES = st.integers(0, 1439)
+CLOCKS = st.sampled_from(["00:00:00", "00:30", "13:59:59", "23:59:59.999999", "10:00"])
+TIMES = st.one_of(
+    st.builds(lambda clock, minutes: f"0001-01-01T{clock}+{hours_minutes(minutes)}", CLOCKS, MINUTES),
+    st.builds(lambda clock, minutes: f"9999-12-31T{clock}-{hours_minutes(minutes)}", CLOCKS, MINUTES),
+    st.builds(
+        lambda day, clock, offset: f"{day}T{clock}{offset}",
+        st.sampled_from(["0001-01-01", "0001-01-02", "9999-12-31", "9999-12-30", "2026-12-02"]),
+        CLOCKS,
+        st.sampled_from(["", "Z", "+00:00", "+24:00", "-14:00", "+14:00", "-23:59"]),
+    ),
+)
+# Numbers as int() reads them but the server never writes them, and beyond bigint.
+NUMBERS = st.one_of(
+    st.integers(-(2**70), 2**70).map(str),
+    st.integers(0, 2**64).map(lambda n: f"{n:_}"),
+    st.integers(0, 99).map(
+        lambda n: str(n).translate(
+            str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669")
+        )
+    ),
+    st.sampled_from([" 1", "1 ", "+1", "01", "00", "-0", "1\n", str(BIGINT_MAX), str(BIGINT_MAX + 1)]),
+    DIGITS,
 )
 CURSOR_TEXT = st.one_of(
     JSON.map(json.dumps),
     st.lists(SCALARS, min_size=2, max_size=2).map(json.dumps),
     DEPTHS.map(nested_list),
     DIGITS.map(lambda digits: f'["{uuid.uuid4()}", {digits}]'),
+    TIMES.map(lambda time: json.dumps([time, str(uuid.uuid4())])),
 )
+FEED_CURSOR_TEXT = st.one_of(
+    st.builds(lambda xid, position, issued: json.dumps([xid, position, issued]), NUMBERS, NUMBERS, TIMES),
+    CURSOR_TEXT,
+)
+
+
+def fits_postgres(value: Any) -> bool:
+    """What a parser accepted is something asyncpg can send: text PostgreSQL stores, a bigint, a time that
+    stays in the calendar once moved to UTC."""
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, int):
+        return 0 <= value <= BIGINT_MAX
+    if isinstance(value, datetime):
+        value.astimezone(UTC)  # raises when it leaves the calendar
+    return True
 
 
 def as_cursor(text: str) -> str:
@@ -116,7 +167,42 @@ def test_a_cursor_is_read_or_refused_as_invalid_input(cursor: str, index: int) -
         assert [problem.field for problem in error.problems] == ["after"]
         return
     assert len(values) == 2 and isinstance(values[1], uuid.UUID)
-    assert not isinstance(values[0], str) or storable(values[0])
+    assert fits_postgres(values[0])
+
+
+@FAST
+@given(cursor=FEED_CURSOR_TEXT.map(as_cursor))
+def test_a_change_feed_cursor_is_read_or_refused_as_invalid_input(cursor: str) -> None:
+    try:
+        point, issued = decode_feed_cursor(cursor)
+    except DomainError as error:
+        assert [problem.field for problem in error.problems] == ["after"]
+        return
+    assert fits_postgres(point.xid) and fits_postgres(point.position) and fits_postgres(issued)
+    assert issued.tzinfo is not None
+
+
+@FAST
+@given(text=NUMBERS)
+def test_a_number_is_read_only_as_the_server_writes_it(text: str) -> None:
+    try:
+        number = plain_bigint(text)
+    except ValueError as error:
+        assert len(str(error)) <= MESSAGE_MAX
+        return
+    assert str(number) == text and fits_postgres(number)
+
+
+@FAST
+@given(value=st.one_of(TIMES, TEXT, SCALARS))
+def test_a_date_time_variable_is_read_or_refused_as_a_bad_value(value: Any) -> None:
+    read = DATE_TIME.parse_value
+    assert read is not None
+    try:
+        time = read(value)
+    except StrawberryInputCoercionError:
+        return
+    assert isinstance(time, datetime) and fits_postgres(time)
 
 
 def tagged(field: UserOrderField) -> st.SearchStrategy[str]:
@@ -180,6 +266,20 @@ def test_a_cursor_is_refused_by_any_other_ordering(field: UserOrderField, other:
             assert error.problems[0].message == OTHER_LIST
         else:
             raise AssertionError(f"a {field} cursor was read in {order}")
+
+
+# Echoing input: every error message quotes it through shown
+
+UNSAFE = {*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+
+
+@FAST
+@given(text=st.one_of(TEXT, st.text(st.characters(codec=None), max_size=200)))
+def test_input_is_shown_short_and_without_a_control_character(text: str) -> None:
+    quoted = shown(text)
+    assert len(quoted) <= ECHO_LIMIT + 1
+    assert not any(ord(c) in UNSAFE or 0xD800 <= ord(c) <= 0xDFFF for c in quoted), repr(quoted)
+    assert quoted == text or "\\" in quoted or quoted.endswith("…")
 
 
 # JSON bodies (/graphql and /scim/v2)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -20,13 +19,16 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.base import BaseRequestProtocol
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws import types as transport_ws
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
 from db.embedded import DatabaseUrls
@@ -34,6 +36,7 @@ from db.engine import Database
 from db.scope import SchoolTransactions
 from gql.compiled import CompiledReads
 from gql.context import Context
+from gql.errors import client_error
 from gql.loaders import Loaders
 from gql.persisted import PersistedQueries, Refused
 from gql.schema import build_schema
@@ -57,6 +60,9 @@ from web.settings import Settings
 from web.telemetry import RequestId, configure_logging, metrics_endpoint
 
 log = logging.getLogger("rollcall")
+# Operations one WebSocket may run at once (each subscription polls the database until it ends).
+MAX_OPERATIONS = 16
+SUBSCRIPTIONS_OVER_HTTP = "Subscriptions are answered over a WebSocket only: connect to /graphql with the graphql-transport-ws protocol."
 
 
 class BodyLimit:
@@ -86,10 +92,62 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
+def _message_problem(message: object) -> str | None:
+    """What makes a graphql-transport-ws message one the protocol does not define (the socket is then closed
+    with 4400), or None. Unknown types and missing keys Strawberry's handler refuses itself."""
+    if not isinstance(message, dict):
+        return "A message must be a JSON object."
+    kind = message.get("type")
+    if not isinstance(kind, str):
+        return "A message's type must be a string."
+    if kind in ("subscribe", "complete") and not isinstance(message.get("id", ""), str):
+        return f"The id of a {kind} message must be a string."
+    if kind != "subscribe":
+        return None
+    payload = message.get("payload")
+    if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
+        return "A subscribe message's payload must be an object with the query as a string."
+    for key, kinds in (("variables", dict), ("operationName", str), ("extensions", dict)):
+        if not isinstance(payload.get(key), kinds | None):
+            return f"A subscribe message's {key} must be {'an object' if kinds is dict else 'a string'}."
+    return None
+
+
 class LiveConnection(BaseGraphQLTransportWSHandler[Context, None]):
-    """A graphql-transport-ws connection that looks its caller up again for every operation it starts."""
+    """A graphql-transport-ws connection that looks its caller up again for every operation it starts, runs at
+    most MAX_OPERATIONS at once, and closes with 4400 on any message the protocol does not define."""
+
+    async def handle(self) -> None:
+        try:
+            await super().handle()
+        except HTTPException as error:
+            # decode_json refuses the frame as it refuses such a request body (not JSON, nested too deep, not an
+            # object or list); the handler has already ended every operation of the socket.
+            await self.handle_invalid_message(
+                f"The message is not JSON that can be read: {error.reason}"[:120]
+            )
+
+    async def handle_message(self, message: transport_ws.Message) -> None:
+        problem = _message_problem(message)
+        if problem is not None:
+            await self.handle_invalid_message(problem)
+            return
+        await super().handle_message(message)
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        if (
+            self.connection_acknowledged
+            and message["id"] not in self.operations
+            and len(self.operations) >= MAX_OPERATIONS
+        ):
+            # Refused on its own: the operations already running go on.
+            refusal = client_error(
+                f"A connection runs at most {MAX_OPERATIONS} operations at once: complete one before starting "
+                "another.",
+                "BAD_REQUEST",
+            )
+            await self.send_message({"id": message["id"], "type": "error", "payload": [refusal.formatted]})
+            return
         if self.connection_acknowledged:
             try:
                 await self.context.recheck_caller()
@@ -113,6 +171,8 @@ class RollcallGraphQL(GraphQLOverHTTP, ServedGraphiQL, GraphQL[Context, None]):
             # Any page may open the socket; only a bearer token, or the cookie from this server's own pages,
             # signs it in (on_ws_connect).
             allowed_origins=["*"],
+            # LiveConnection refuses one more with its own message before Strawberry's limit is reached.
+            max_subscriptions_per_connection=MAX_OPERATIONS,
         )
         self.db = db
         self.settings = settings
@@ -163,14 +223,27 @@ class RollcallGraphQL(GraphQLOverHTTP, ServedGraphiQL, GraphQL[Context, None]):
         query = self.persisted.resolve(request_data.query, request_data.extensions)
         if isinstance(query, Refused):
             return ExecutionResult(data=None, errors=[query.error])
-        return await super().execute_single(
-            request,
-            request_adapter,
-            sub_response,
-            context,
-            root_value,
-            dataclasses.replace(request_data, query=query),
-        )
+        # Strawberry's own execute_single, but a subscription is never run over HTTP (it would be run as a
+        # query, and its field cannot answer one): it is refused, pointing at the WebSocket.
+        method = request_adapter.method
+        try:
+            return await self.schema.execute(
+                query,
+                root_value=root_value,
+                variable_values=request_data.variables,
+                context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types=OperationType.from_http(method) - {OperationType.SUBSCRIPTION},
+                operation_extensions=request_data.extensions,
+            )
+        except CannotGetOperationTypeError as error:
+            raise HTTPException(400, error.as_http_error_reason()) from None
+        except InvalidOperationTypeError as error:
+            if error.operation_type == OperationType.SUBSCRIPTION:
+                raise HTTPException(400, SUBSCRIPTIONS_OVER_HTTP) from None
+            raise HTTPException(400, error.as_http_error_reason(method)) from None
+        except MissingQueryError:
+            raise HTTPException(400, "No GraphQL query found in the request") from None
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         if request.headers.get("content-type", "").startswith("multipart/"):

@@ -4,7 +4,8 @@ sheet from the package's own files under /static/graphiql/, so it works with no 
 The page runs no inline script and nothing from elsewhere (`script-src 'self'`). The bundle is GraphiQL and
 React, built from pinned npm packages by tools/graphiql/ (their licences are in LICENSES.txt beside it);
 `rollcall-graphiql.js` starts it: it sends the CSRF header, so the session cookie of a signed-in browser
-works, and a bearer token pasted into the Headers tab works too.
+works, and a bearer token pasted into the Headers tab works too; and it gives GraphiQL a storage of the page's
+own, so nothing typed (a password in a query or its variables) is left in localStorage.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from db.login_cards import signin as qr_signin
 from db.login_cards.sheet import login_card_sheet
 from db.scope import school_scope
 from db.sessions import SessionPolicy
+from db.text import shown
 from tenants import policies
 from web.graphql_http import refusal_response
 from web.http_auth import request_caller
@@ -44,7 +45,7 @@ def _id(value: str, what: str) -> uuid.UUID:
     try:
         return uuid.UUID(value.strip())
     except ValueError:
-        raise BadSelection(f"'{value}' is not {what} id.") from None
+        raise BadSelection(f"'{shown(value)}' is not {what} id.") from None
 
 
 def _selection(request: Request) -> tuple[uuid.UUID | None, list[uuid.UUID] | None]:

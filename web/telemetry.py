@@ -26,6 +26,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
 
+from db.text import escaped
+
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 access = logging.getLogger("rollcall.access")
 
@@ -160,15 +162,34 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
 
+class TextFormatter(logging.Formatter):
+    """Readable lines, one per record. What a client sent reaches the message (a request's path, decoded; an
+    error's text), so the line is escaped (db.text.escaped): a newline, ESC or NUL in it is shown as \\x0a,
+    \\x1b or \\x00 and cannot forge a line or drive a terminal. A traceback keeps its own lines, each escaped
+    and indented, so none of them can pass for a record either. (JSON lines escape control characters
+    already.)"""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        line = escaped(self.formatMessage(record))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        for block in (record.exc_text, self.formatStack(record.stack_info) if record.stack_info else None):
+            if block:
+                line += "".join(f"\n    {escaped(part)}" for part in block.splitlines())
+        return line
+
+
 def configure_logging(*, json_lines: bool, level: str = "INFO") -> None:
     """JSON lines in production, readable lines in development; the request id on every line."""
     handler = logging.StreamHandler()
     handler.addFilter(_RequestIdFilter())
-    handler.setFormatter(
-        JsonFormatter()
-        if json_lines
-        else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s")
-    )
+    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -37,13 +37,39 @@
     "",
   ].join("\n");
 
+  // GraphiQL keeps its tabs (query, variables), its history and its settings in a storage; given none, it
+  // uses localStorage, where a password typed into a query or its variables would stay after the page is
+  // closed. This one lives in the page alone: a visit starts afresh and leaves nothing behind.
+  var kept = new Map();
+  var pageStorage = {
+    getItem: function (key) {
+      return kept.has(String(key)) ? kept.get(String(key)) : null;
+    },
+    setItem: function (key, value) {
+      kept.set(String(key), String(value));
+    },
+    removeItem: function (key) {
+      kept.delete(String(key));
+    },
+    clear: function () {
+      kept.clear();
+    },
+    key: function (index) {
+      return Array.from(kept.keys())[index] ?? null;
+    },
+    get length() {
+      return kept.size;
+    },
+  };
+
   parts.createRoot(container).render(
     parts.React.createElement(parts.GraphiQL, {
       fetcher: fetcher,
       defaultQuery: defaultQuery,
       defaultEditorToolsVisibility: true,
       isHeadersEditorEnabled: true,
-      // A pasted token stays in this tab only, never in the browser's storage.
+      storage: pageStorage,
+      // A pasted token stays in this tab only, never in any storage.
       shouldPersistHeaders: false,
       inputValueDeprecation: true,
     }),
