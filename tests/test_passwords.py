@@ -81,29 +81,6 @@ async def test_hash_passwords_hashes_each_password() -> None:
     assert all(verify_password(h, p) for h, p in zip(hashes, plain, strict=True))
 
 
-@pytest.mark.skipif(passwords.BULK_HASHING_THREADS < 2, reason="needs more than two CPUs")
-async def test_hash_passwords_runs_in_parallel_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    # given a hash function that only returns once two calls are running at the same time
-    both_running = threading.Barrier(2, timeout=10)
-    thread_ids: set[int] = set()
-    real_hash_password = passwords.hash_password
-
-    def hash_in_pairs(password: str) -> str:
-        thread_ids.add(threading.get_ident())
-        both_running.wait()
-        return real_hash_password(password)
-
-    monkeypatch.setattr(passwords, "hash_password", hash_in_pairs)
-
-    # when
-    hashes = await hash_passwords([f"password number {i}" for i in range(8)])
-
-    # then
-    assert len(hashes) == 8
-    assert len(thread_ids) > 1
-    assert threading.get_ident() not in thread_ids
-
-
 async def test_a_batch_is_hashed_on_every_bulk_thread_at_once_and_no_more(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
