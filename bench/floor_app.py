@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from db.users import UserOrderField
+from db.users import UserFilter, UserOrder, UserOrderField, cursor_scope, cursor_tag
 from gql.compiled_sql import cursor
 
 ROSTER = """
@@ -38,27 +38,28 @@ select json_build_object('data', json_build_object('users', json_build_object(
                                    from class_memberships m join classes c on c.school_id = m.school_id
                                                                          and c.id = m.class_id
                                    where m.school_id = $1 and m.user_id = u.id and m.kind = 'REGISTRATION')))
-           order by u.k, u.id)
-    from (select id, username, first_name, surname, type, lower(surname) as k from users
-          where school_id = $1 and deleted_at is null order by lower(surname), id limit 50) u), '[]'::json))))::text
+           order by u.k0, u.k1, u.id)
+    from (select id, username, first_name, surname, type, lower(surname) as k0, lower(first_name) as k1 from users
+          where school_id = $1 and deleted_at is null order by lower(surname), lower(first_name), id limit 50) u),
+    '[]'::json))))::text
 """
 
 SYNC = """
 with page as (
-  select id, username, first_name, surname, type, lower(surname) as k from users
+  select id, username, first_name, surname, type, lower(surname) as k0, lower(first_name) as k1 from users
   where school_id = $1 and deleted_at is null
-  order by lower(surname), id limit 501
+  order by lower(surname), lower(first_name), id limit 501
 ), numbered as (
-  select page.*, row_number() over (order by k, id) as n, count(*) over () as rows from page
+  select page.*, row_number() over (order by k0, k1, id) as n, count(*) over () as rows from page
 ), shown as (
-  select s.n, s.rows, s.k, s.id, s.username, s.first_name, s.surname, s.type,
+  select s.n, s.rows, s.k0, s.k1, s.id, s.username, s.first_name, s.surname, s.type,
          coalesce(json_agg(json_build_object('name', c.name) order by c.name, c.id) filter (where c.id is not null),
                   '[]'::json) as teaching
   from numbered s
   left join class_memberships m on m.school_id = $1 and m.user_id = s.id and m.kind = 'TEACHING'
   left join lateral (select name, id from classes where school_id = $1 and id = m.class_id offset 0) c on true
   where s.n <= 500
-  group by s.n, s.rows, s.k, s.id, s.username, s.first_name, s.surname, s.type
+  group by s.n, s.rows, s.k0, s.k1, s.id, s.username, s.first_name, s.surname, s.type
 )
 select json_build_object('data', json_build_object('users', json_build_object(
   'pageInfo', json_build_object(
@@ -69,7 +70,10 @@ select json_build_object('data', json_build_object('users', json_build_object(
              'id', id, 'username', username, 'firstName', first_name, 'surname', surname, 'type', type,
              'teachingClasses', teaching)) order by n)
     from shown), '[]'::json))))::text
-""".format(cursor=cursor("shown", UserOrderField.SURNAME))  # the server's own cursors, so pages compare
+""".format(
+    # the server's own cursors (their tag names the ordering and the filter), so pages compare
+    cursor=cursor("shown", UserOrderField.SURNAME, f"'{cursor_tag(cursor_scope(UserOrder(), UserFilter()))}'")
+)
 _BIND = "select set_config('app.school_id', $1, true)"
 
 
