@@ -145,7 +145,9 @@ class User(Node):
     async def _facts(self, info: Info) -> policies.UserFacts:
         caller = info.context.caller
         # Only a teacher's rules ask about shared classes; an admin's never do.
-        teacher = isinstance(caller, Person) and not caller.is_admin and policies.is_staff(caller)
+        teacher = (
+            isinstance(caller, Person) and policies.is_staff(caller) and not policies.sees_every_pupil(caller)
+        )
         return policies.UserFacts(
             id=self.user_id,
             type=self.type,
