@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import rostering
-from db.text import shown
+from db.text import shown, storable_time
 from oneroster.filter import Comparison, Filter
 from oneroster.protocol import ListQuery, bad_request
 from oneroster.resources import Kind, Resource
@@ -53,12 +53,13 @@ def _moment(value: str, kind: Kind, path: str) -> date | datetime:
         if len(value) == 10:
             return datetime.combine(date.fromisoformat(value), time(), UTC)
         moment = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+        moment = storable_time(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
     except ValueError:
         raise bad_request(
             f"'{shown(value)}' is not a date for {path} (use 2026-09-01 or 2026-09-01T08:00:00Z).",
             "invalid_filter_field",
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment
 
 
 def _compare(column: ColumnElement[Any], comparison: Comparison, kind: Kind) -> ColumnElement[bool]:

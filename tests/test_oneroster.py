@@ -412,6 +412,8 @@ async def test_sort_order_and_fields(http: httpx.AsyncClient, world: Roster) -> 
         ({"filter": "givenName=='Ann'"}, "invalid_filter_field"),
         ({"filter": "givenName='Ann' AND"}, "invalid_filter_field"),
         ({"filter": "dateLastModified>'yesterday'"}, "invalid_filter_field"),
+        ({"filter": "dateLastModified>'9999-12-31T23:59:59-14:00'"}, "invalid_filter_field"),
+        ({"filter": "dateLastModified>'0001-01-01T00:00:00+14:00'"}, "invalid_filter_field"),
         ({"filter": "enabledUser>'true'"}, "invalid_filter_field"),
         ({"limit": "0"}, "invalid_selection_field"),
         ({"limit": "ten"}, "invalid_selection_field"),
