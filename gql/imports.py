@@ -21,7 +21,7 @@ from gql.errors import client_error
 from gql.ids import Node, parse_id
 from gql.payloads import Payload, UserError, user_errors
 from gql.permissions import IsAdmin
-from gql.progress import Progress, follow
+from gql.progress import Progress, follow, followed_job_id
 from tenants import policies
 from tenants.reauth import reauthenticate
 from web.telemetry import IMPORT_JOBS
@@ -184,10 +184,7 @@ class ImportSubscriptions:
     async def import_job_progress(
         self, info: Info, id: strawberry.ID
     ) -> AsyncGenerator[ImportJobProgress, None]:
-        try:
-            job_id = parse_id(id, field="id")
-        except DomainError as error:
-            raise client_error(error.problems[0].message, ErrorCode.NOT_FOUND.value) from None
+        job_id = followed_job_id(id)
         school_id = info.context.signed_in().school_id
 
         async def read(session: AsyncSession) -> ImportJobProgress:

@@ -14,13 +14,17 @@ Each job kind (an import, gql/imports.py; a school-year rollover, gql/rollover.p
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.errors import DomainError, ErrorCode
 from gql.context import Info
+from gql.errors import client_error
+from gql.ids import parse_id
 from gql.permissions import denial
 from tenants import policies
 from tenants.callers import Caller
@@ -41,6 +45,14 @@ class Snapshot(Protocol):
 
 
 S = TypeVar("S", bound=Snapshot)
+
+
+def followed_job_id(id: strawberry.ID) -> uuid.UUID:
+    """The id of the job a subscription follows; a malformed one is NOT_FOUND, as an unknown one is."""
+    try:
+        return parse_id(id, field="id")
+    except DomainError as error:
+        raise client_error(error.problems[0].message, ErrorCode.NOT_FOUND.value) from None
 
 
 async def follow(

@@ -23,7 +23,7 @@ from gql.errors import client_error
 from gql.ids import parse_id
 from gql.payloads import UserError, user_errors
 from gql.permissions import IsAdmin
-from gql.progress import Progress, follow
+from gql.progress import Progress, follow, followed_job_id
 from tenants import policies
 from tenants.reauth import reauthenticate
 
@@ -323,10 +323,7 @@ class RolloverSubscriptions:
             strawberry.ID, strawberry.argument(description="The rollover's id, from planRollover.")
         ],
     ) -> AsyncGenerator[RolloverJobProgress, None]:
-        try:
-            job_id = parse_id(id, field="id")
-        except DomainError as error:
-            raise client_error(error.problems[0].message, ErrorCode.NOT_FOUND.value) from None
+        job_id = followed_job_id(id)
         school_id = info.context.signed_in().school_id
 
         async def read(session: AsyncSession) -> RolloverJobProgress:
