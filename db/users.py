@@ -241,6 +241,7 @@ class UserOrderField(enum.StrEnum):
     CREATED_AT = "CREATED_AT"
     UPDATED_AT = "UPDATED_AT"
     DELETED_AT = "DELETED_AT"
+    LAST_SIGN_IN_AT = "LAST_SIGN_IN_AT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +333,10 @@ ORDERINGS: dict[UserOrderField, tuple[SortKey, ...]] = {
     UserOrderField.UPDATED_AT: (SortKey(lambda users: users.updated_at.expression, KeyKind.TIME), *_NAME),
     UserOrderField.DELETED_AT: (
         SortKey(lambda users: func.coalesce(users.deleted_at, _NEVER), KeyKind.TIME),
+        *_NAME,
+    ),
+    UserOrderField.LAST_SIGN_IN_AT: (
+        SortKey(lambda users: func.coalesce(users.last_sign_in_at, _NEVER), KeyKind.TIME),
         *_NAME,
     ),
 }

@@ -158,6 +158,8 @@ DESCRIPTIONS: dict[str, str] = {
     "UserOrderField.CREATED_AT": "By when the user was added, then surname and first name.",
     "UserOrderField.UPDATED_AT": "By when the user's own fields last changed, then surname and first name.",
     "UserOrderField.DELETED_AT": "By when the user was deleted (users not deleted first), then surname and first name.",
+    "UserOrderField.LAST_SIGN_IN_AT": "By when the user last signed in (users who never have first), then surname "
+    "and first name.",
     # API tokens
     "ApiToken.id": "The token's id (not its secret, which is shown once, when it is created).",
     "ApiToken.name": "What the token is for, as its creator named it.",

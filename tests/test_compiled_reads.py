@@ -195,6 +195,8 @@ ORDERS: dict[str, list[set[str]]] = {
     ],
     # The admin (made with the school), then the roster (added in one transaction).
     "UPDATED_AT": [{"admin"}, {p[0] for p in PEOPLE} - {"zed"}],
+    # Nobody has signed in (the fixture's session is not a sign-in): names break the tie.
+    "LAST_SIGN_IN_AT": [{"admin", *(p[0] for p in PEOPLE)} - {"zed"}],
     # Nobody shown is deleted.
     "DELETED_AT": [{"admin", *(p[0] for p in PEOPLE)} - {"zed"}],
     # Three back-dated, then the admin (made with the school), then the roster (added in one transaction).
@@ -353,6 +355,25 @@ async def test_deleted_users_by_when(
     order = {"orderBy": {"field": "DELETED_AT", "descending": descending}, "filter": {"status": "ALL"}}
     usernames = await page_through(both, school.admin_token, order, first=5)
     assert_in_order(usernames, [EVERYONE - {"eve"}, {"eve"}, {"zed"}], descending=descending)
+    assert await page_back(both, school.admin_token, order, last=5) == usernames
+
+
+@pytest.mark.parametrize("descending", [False, True])
+async def test_users_by_when_they_last_signed_in(
+    both: Both, db: Database, school: SchoolFixture, roster: dict[str, str], descending: bool
+) -> None:
+    async with school_scope(db, school.id) as session:
+        await session.execute(
+            text(
+                "update users set last_sign_in_at = now() - case username when 'eve' then interval '1 day' "
+                "else interval '0' end where username in ('eve', 'admin')"
+            )
+        )
+    order = {"orderBy": {"field": "LAST_SIGN_IN_AT", "descending": descending}}
+    usernames = await page_through(both, school.admin_token, order, first=5)
+    assert_in_order(
+        usernames, [EVERYONE - {"eve", "admin", "zed"}, {"eve"}, {"admin"}], descending=descending
+    )
     assert await page_back(both, school.admin_token, order, last=5) == usernames
 
 
@@ -746,7 +767,7 @@ def an_argument(schema: GraphQLSchema) -> None:
 def an_enum_value(schema: GraphQLSchema) -> None:
     order_field = schema.get_type("UserOrderField")
     assert isinstance(order_field, GraphQLEnumType)
-    order_field.values["LAST_SIGN_IN_AT"] = GraphQLEnumValue("LAST_SIGN_IN_AT")
+    order_field.values["BIRTHDAY"] = GraphQLEnumValue("BIRTHDAY")
 
 
 @pytest.mark.parametrize(
@@ -754,7 +775,7 @@ def an_enum_value(schema: GraphQLSchema) -> None:
     [
         (a_filter_field, '{ users(filter: {createdAfter: "2024-09-01"}) { totalCount } }'),
         (an_argument, '{ users(createdAfter: "2024-09-01") { totalCount } }'),
-        (an_enum_value, "{ users(orderBy: {field: LAST_SIGN_IN_AT}) { totalCount } }"),
+        (an_enum_value, "{ users(orderBy: {field: BIRTHDAY}) { totalCount } }"),
     ],
 )
 def test_a_schema_grown_past_the_translator_is_answered_by_strawberry(
