@@ -118,6 +118,6 @@ def create_floor(dsn: str, *, pool_size: int, default_school: str | None) -> Sta
 def app_from_env() -> Starlette:
     return create_floor(
         asyncpg_dsn(os.environ["APP_DATABASE_URL"]),
-        pool_size=int(os.environ.get("ROLLCALL_POOL_SIZE", "10")),
+        pool_size=2 * int(os.environ.get("ROLLCALL_POOL_SIZE", "10")),  # as many as a worker keeps
         default_school=os.environ.get("BENCH_SCHOOL_ID"),
     )

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -350,6 +351,11 @@ def create_app(settings: Settings, urls: DatabaseUrls) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Everything built at start-up (the schema, the ORM's mappers, compiled statements) lives as long as the
+        # worker: moved out of the collector's sight, so a full collection no longer walks it in the middle of
+        # requests (it made the roster page's p99 over three times its p50 under load).
+        gc.collect()
+        gc.freeze()
         yield
         await db.dispose()
 
