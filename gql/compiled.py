@@ -320,17 +320,21 @@ class CompiledReads:
             return None
         started = time.perf_counter()
 
+        # A statement that reads no table (`{ __typename }`) takes no school, and so no transaction either: the
+        # lookup and the statement commit by themselves, two round trips instead of four.
+        reads_tables = "$1" in statement
+
         async def read() -> str | None:
             # One checkout, one transaction: the caller is found (and their school bound) by one statement,
             # then the read runs in the same transaction.
-            async with self.db.engine.connect() as connection, connection.begin():
+            engine = self.db.engine if reads_tables else self.db.autocommit
+            async with engine.connect() as connection, connection.begin():
                 caller = await resolve_caller(connection, secret, self.policy)
                 if caller is None or not await _allowed(caller, plan.permissions):
                     return None
                 if reads_deleted and not policies.may_list_deleted_users(caller):
                     return None  # the view refuses it
-                # A statement that reads no table (`{ __typename }`) takes no school either.
-                school = (caller.school_id,) if "$1" in statement else ()
+                school = (caller.school_id,) if reads_tables else ()
                 user_id = caller.user_id if isinstance(caller, Person) else None
                 given = (user_id if param is sql.CALLER else param for param in params)
                 result = await connection.exec_driver_sql(statement, (*school, *given))
