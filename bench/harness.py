@@ -30,6 +30,11 @@ class Bench:
 async def bench_database(pool_size: int = 10) -> AsyncIterator[Bench]:
     with tempfile.TemporaryDirectory(prefix="rollcall-bench-") as tmp:
         server = start_embedded(Path(tmp), throwaway=True)
+        # Sized as docs/deployment.md says (servers x workers x 2 x ROLLCALL_POOL_SIZE, and more): a benchmark
+        # serves several Rollcalls and PgBouncers from this one PostgreSQL at once.
+        server.psql("alter system set max_connections = 400")
+        server.stop()
+        server.start()
         urls = server.urls()
         await migrate.upgrade(urls.owner, urls.app)
         db, owner = Database(urls.app, pool_size=pool_size), create_async_engine(urls.owner)
