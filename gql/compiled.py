@@ -325,8 +325,8 @@ class CompiledReads:
         reads_tables = "$1" in statement
 
         async def read() -> str | None:
-            # One checkout, one transaction: the caller is found (and their school bound) by one statement,
-            # then the read runs in the same transaction.
+            # One checkout and, for a read of tables, one transaction: the caller is found (and their school
+            # bound) by one statement, then the read runs in the same transaction.
             engine = self.db.engine if reads_tables else self.db.autocommit
             async with engine.connect() as connection, connection.begin():
                 caller = await resolve_caller(connection, secret, self.policy)

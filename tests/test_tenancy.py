@@ -231,15 +231,18 @@ async def test_a_pooled_connection_carries_no_school_into_the_next_transaction(
 ) -> None:
     a, b = two_schools
     single = Database(migrated.urls().app, pool_size=1)  # type: ignore[attr-defined]
-    single.engine.pool._max_overflow = 0  # type: ignore[attr-defined]
+    backend = text("select pg_backend_pid()")
     try:
         async with school_scope(single, a.id) as session:
             assert (await session.execute(text("select count(*) from users"))).scalar_one() > 0
+            first = (await session.execute(backend)).scalar_one()
         async with school_scope(single, b.id) as session:
             seen = set((await session.execute(text("select school_id from users"))).scalars())
+            assert (await session.execute(backend)).scalar_one() == first  # the very same connection
         assert seen == {b.id}
         async with unbound_scope(single) as session:
             assert (await session.execute(text("select count(*) from users"))).scalar_one() == 0
+            assert (await session.execute(backend)).scalar_one() == first
     finally:
         await single.dispose()
 

@@ -358,6 +358,7 @@ def create_app(settings: Settings, urls: DatabaseUrls) -> Starlette:
         gc.freeze()
         yield
         await db.dispose()
+        gc.unfreeze()
 
     graphql = RollcallGraphQL(db, settings)
     # Roster reads it can compile into one SQL statement are answered in front of Strawberry.
