@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from db.engine import connections_kept
 from db.users import UserFilter, UserOrder, UserOrderField, cursor_scope, cursor_tag
 from gql.compiled_sql import cursor
 
@@ -118,6 +119,6 @@ def create_floor(dsn: str, *, pool_size: int, default_school: str | None) -> Sta
 def app_from_env() -> Starlette:
     return create_floor(
         asyncpg_dsn(os.environ["APP_DATABASE_URL"]),
-        pool_size=2 * int(os.environ.get("ROLLCALL_POOL_SIZE", "10")),  # as many as a worker keeps
+        pool_size=connections_kept(int(os.environ.get("ROLLCALL_POOL_SIZE", "10"))),  # as many as a worker
         default_school=os.environ.get("BENCH_SCHOOL_ID"),
     )

@@ -61,6 +61,11 @@ async def owner_transaction(owner_url: str) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+def connections_kept(pool_size: int) -> int:
+    """The most connections one worker's pool opens, and keeps open once made, for ROLLCALL_POOL_SIZE."""
+    return 2 * pool_size
+
+
 class Database:
     """One engine and session factory per process, connected as the application role."""
 
@@ -72,12 +77,12 @@ class Database:
         # its round trip (pooler_connect_args); everything else already holds there: the school is bound with
         # set_config(..., true), local to the transaction, and nothing takes a session-level lock, LISTENs,
         # makes a temporary table or SETs anything for the session.
-        # Up to twice `pool_size` connections, every one kept open once made: a pool that closed its overflow as
+        # Up to connections_kept(pool_size), every one kept open once made: a pool that closed its overflow as
         # it came back opened and closed a PostgreSQL backend every few requests under load (a fork and an
         # authentication each; 67 in 4 s of the roster page at 20 connections), a tail on p99 and CPU lost.
         self.engine: AsyncEngine = create_async_engine(
             url,
-            pool_size=2 * pool_size,
+            pool_size=connections_kept(pool_size),
             max_overflow=0,
             pool_recycle=1800,
             hide_parameters=True,
