@@ -17,6 +17,7 @@ import hmac
 import secrets
 import struct
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 PREFIX = "RD1."
@@ -43,10 +44,17 @@ def issue_device_cookie(*, secret: bytes, school_id: uuid.UUID, user_id: uuid.UU
     return PREFIX + base64.urlsafe_b64encode(payload + _tag(payload, secret)).decode("ascii").rstrip("=")
 
 
-def trusted_device(
-    cookie: str | None, *, secret: bytes, school_id: uuid.UUID, user_id: uuid.UUID, now: datetime
-) -> bytes | None:
-    """The device id of a genuine, unexpired cookie naming this user; None for anything else."""
+@dataclass(frozen=True, slots=True)
+class DeviceClaim:
+    """What a genuine, unexpired device cookie says: the browser has signed in as this user before."""
+
+    school_id: uuid.UUID
+    user_id: uuid.UUID
+    device: bytes
+
+
+def device_claim(cookie: str | None, *, secret: bytes, now: datetime) -> DeviceClaim | None:
+    """The user and device a genuine, unexpired cookie names; None for anything else."""
     if not cookie or not cookie.isascii() or not cookie.startswith(PREFIX):
         return None
     body = cookie[len(PREFIX) :]
@@ -60,8 +68,18 @@ def trusted_device(
     if not hmac.compare_digest(tag, _tag(payload, secret)):
         return None
     fmt, school, user, device, issued = _PAYLOAD.unpack(payload)
-    if fmt != _FORMAT or school != school_id.bytes or user != user_id.bytes:
+    if fmt != _FORMAT:
         return None
     if not now.timestamp() - LIFETIME.total_seconds() <= issued <= now.timestamp() + 60:
         return None
-    return bytes(device)
+    return DeviceClaim(uuid.UUID(bytes=school), uuid.UUID(bytes=user), bytes(device))
+
+
+def trusted_device(
+    cookie: str | None, *, secret: bytes, school_id: uuid.UUID, user_id: uuid.UUID, now: datetime
+) -> bytes | None:
+    """The device id of a genuine, unexpired cookie naming this user; None for anything else."""
+    claim = device_claim(cookie, secret=secret, now=now)
+    if claim is None or claim.school_id != school_id or claim.user_id != user_id:
+        return None
+    return claim.device

@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Computed,
     DateTime,
     Enum,
     ForeignKeyConstraint,
@@ -156,6 +157,9 @@ class User(Base):
     email: Mapped[str | None] = mapped_column(String(254))
     # Set by the statement that opens a session (db/signin.py), with a password or a login card.
     last_sign_in_at: Mapped[datetime | None]
+    # The username as sign-in looks it up, kept by PostgreSQL (migration 0022): an index under row-level
+    # security is used for a column, not for an expression with a function that is not leakproof.
+    username_key: Mapped[str] = mapped_column(Text, Computed("lower(username)", persisted=True))
 
     __table_args__ = (
         ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),
@@ -165,7 +169,7 @@ class User(Base):
         Index(
             "uq_users_school_id_username_active",
             "school_id",
-            func.lower(text("username")),
+            "username_key",
             unique=True,
             postgresql_where=text("deleted_at IS NULL"),
         ),

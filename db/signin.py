@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import func, select, text, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from db import audit, throttle
 from db.audit import Actor, AuditAction
-from db.device_cookies import issue_device_cookie, trusted_device
+from db.device_cookies import device_claim, issue_device_cookie
 from db.engine import Database
 from db.errors import DomainError, ErrorCode, Problem
 from db.models import School, SignInMethod, User, UserType
@@ -24,8 +27,7 @@ from db.passwords import (
     verify_against_dummy_async,
     verify_password_async,
 )
-from db.schools import bind_school_for_slug
-from db.scope import bind_school, unbound_scope
+from db.schools import SLUG
 from db.sessions import SESSION_PREFIX, SessionPolicy, new_secret, revoke_sessions
 
 INVALID = Problem(
@@ -42,6 +44,16 @@ class SignedIn:
     user: User
     # For the browser to keep: its later attempts for this user are counted apart (db/device_cookies.py).
     device_cookie: str | None = None
+
+
+# Before the password is checked, ONE statement (migration 0022): the school found by its exact slug and bound,
+# the active user found by name, and the attempt counted in its throttle buckets; it returns the hash to check.
+_ATTEMPT = "select * from rollcall_sign_in_attempt($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+# After a correct password, ONE statement: the session opened for an account still active with the hash that
+# was checked (upgraded to the new hash when given), the last sign-in time, the audit event, and the attempt
+# forgiven in the throttle; it returns the user's row, or nothing (then the answer is a wrong password).
+_OPEN = "select * from rollcall_open_session($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+_SIGNED_IN_SUMMARY = json.dumps({"method": SignInMethod.PASSWORD.value})
 
 
 async def sign_in(
@@ -61,74 +73,78 @@ async def sign_in(
     The attempt is counted before the password is checked: from a browser holding a device cookie for this
     user, in that browser's own bucket; from anywhere else, in the account's public ones (db/throttle.py).
     No connection is held while the password is checked; the session opens only if the account is still
-    active with the very hash that was checked.
+    active with the very hash that was checked. Two statements in all, each its own transaction.
     """
     slug, name, now = school.strip().lower(), username.strip(), now or datetime.now(UTC)
-    user = await _find(db, slug, name)
-    device = (
-        None
-        if user is None
-        else trusted_device(device_cookie, secret=secret, school_id=user.school_id, user_id=user.id, now=now)
+    claim = device_claim(device_cookie, secret=secret, now=now)
+    buckets = throttle.keys(f"{slug}:{name}", client, None if claim is None else claim.device)
+    # Usernames never hold NUL, which PostgreSQL text cannot even compare; a slug of another form is no school's.
+    findable = "\x00" not in name and SLUG.fullmatch(slug) is not None
+    ((school_id, user_id, checked, device, attempts, everywhere, from_client),) = await db.statement(
+        _ATTEMPT,
+        slug if findable else None,
+        name.lower() if findable else None,
+        buckets.own,
+        buckets.wide,
+        buckets.client,
+        None if claim is None else claim.school_id,
+        None if claim is None else claim.user_id,
+        buckets.device,
+        throttle.WINDOW,
+        throttle.ACCOUNT_LIMIT,
     )
-    attempt = await throttle.count_attempt(
-        db, account=f"{slug}:{name}", client=client, known=user is not None, device=device
+    attempt = throttle.counted(
+        buckets,
+        known=user_id is not None,
+        device=device,
+        attempts=attempts,
+        everywhere=everywhere,
+        from_client=from_client,
     )
     if attempt.refused:
         raise DomainError(RATE_LIMITED)
     await throttle.slow_down(attempt)
-    if user is None:
+    if user_id is None:
         # Verify against a dummy hash when the user is unknown, so timing does not reveal who exists.
         await verify_against_dummy_async(password)
         raise DomainError(INVALID)
-    checked = user.password_hash
     if not await verify_password_async(checked, password):
         raise DomainError(INVALID)
     rehashed = await hash_password_async(password) if needs_rehash(checked) else None
-    async with unbound_scope(db) as session:
-        await bind_school(session, user.school_id)
-        if rehashed is not None:
-            await _replace_hash(session, user, checked, rehashed)
-        signed_in = await open_session(
-            session, user, policy=policy, how=SignInMethod.PASSWORD, password_hash=rehashed or checked
-        )
-    await throttle.succeeded(db, attempt)
-    return replace(
-        signed_in,
-        device_cookie=issue_device_cookie(secret=secret, school_id=user.school_id, user_id=user.id, now=now),
+    token, token_hash = new_secret(SESSION_PREFIX)
+    wide, shared_client = (*attempt.shared_keys, None, None)[:2]
+    rows = await db.statement(
+        _OPEN,
+        school_id,
+        user_id,
+        checked,
+        rehashed,
+        token_hash,
+        policy.lifetime,
+        SignInMethod.PASSWORD.value,
+        AuditAction.USER_SIGNED_IN.value,
+        _SIGNED_IN_SUMMARY,
+        attempt.own_key,
+        wide,
+        shared_client,
     )
-
-
-async def _find(db: Database, slug: str, name: str) -> User | None:
-    """The account a school's slug and a username name, if any (not deleted), in a transaction of its own."""
-    # Usernames never hold NUL, which PostgreSQL text cannot even compare.
-    if "\x00" in name:
-        return None
-    async with unbound_scope(db) as session:
-        school_id = await bind_school_for_slug(session, slug)
-        if school_id is None:
-            return None
-        found: User | None = (
-            await session.execute(
-                select(User).where(
-                    User.school_id == school_id,
-                    func.lower(User.username) == name.lower(),
-                    User.deleted_at.is_(None),
-                )
-            )
-        ).scalar_one_or_none()
-        return found
-
-
-async def _replace_hash(session: AsyncSession, user: User, checked: str, rehashed: str) -> None:
-    """An old hash upgraded to the current parameters, unless it has changed since it was checked."""
-    replaced = await session.execute(
-        update(User)
-        .where(User.school_id == user.school_id, User.id == user.id, User.password_hash == checked)
-        .values(password_hash=rehashed)
-    )
-    if not replaced.rowcount:  # type: ignore[attr-defined]
+    if not rows:
         raise DomainError(INVALID)
-    user.password_hash = rehashed
+    return SignedIn(
+        token=token,
+        user=_user(rows[0]),
+        device_cookie=issue_device_cookie(secret=secret, school_id=school_id, user_id=user_id, now=now),
+    )
+
+
+def _user(row: Mapping[str, Any]) -> User:
+    """A user's row as a statement returned it, as the model (in no ORM session)."""
+    user = User(**{key: row[key] for key in _USER_COLUMNS if key != "type"})
+    user.type = UserType(row["type"])
+    return user
+
+
+_USER_COLUMNS = tuple(attribute.key for attribute in sa_inspect(User).column_attrs)
 
 
 # The session, the user's last sign-in time and its audit event in one statement, for an account that is still active (and, for a password

@@ -44,8 +44,6 @@ import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import text
-
 from db.engine import Database
 
 WINDOW = timedelta(minutes=15)
@@ -57,47 +55,20 @@ ACCOUNT_WIDE_LIMIT = 100
 CLIENT_LIMIT = 100
 MAX_DELAY_SECONDS = 2.0
 
-# One bucket's upsert: the count starts afresh once its window has passed.
-_UPSERT = """
-insert into sign_in_throttle as t (key, attempts, window_ends_at)
-{rows}
-on conflict (key) do update set
-    attempts = case when t.window_ends_at <= now() then 1 else t.attempts + 1 end,
-    window_ends_at = case when t.window_ends_at <= now() then now() + :window else t.window_ends_at end
-returning attempts
-"""
-_COUNT_ONE = text(_UPSERT.format(rows="values (:key, 1, now() + :window)"))
-# The account from this address; the account everywhere, unless this address has used up its own limit for
-# the account (so one address adds at most that many there); and, at the account's first attempt from this
-# address in the window (and only for an existing account), the address: one statement, one round trip.
-# A count this attempt does not add to is read as it stood before this statement.
-_WITHIN_OWN_LIMIT = (
-    "select cast(:everywhere as bytea), 1, now() + :window from own where own.attempts <= :account_limit"
-)
-_FIRST_FROM_ADDRESS = "select cast(:address as bytea), 1, now() + :window from own where own.attempts = 1 and cast(:known as boolean)"
-_COUNT_PUBLIC = text(f"""
-with own as ({_UPSERT.format(rows="values (:own, 1, now() + :window)")}),
-everywhere as ({_UPSERT.format(rows=_WITHIN_OWN_LIMIT)}),
-address as ({_UPSERT.format(rows=_FIRST_FROM_ADDRESS)})
-select own.attempts, coalesce(
-    (select attempts from everywhere),
-    (select attempts from sign_in_throttle where key = :everywhere and window_ends_at > now()),
-    0
-), coalesce(
-    (select attempts from address),
-    (select attempts from sign_in_throttle where key = :address and window_ends_at > now()),
-    0
-)
-from own
-""")
+# An attempt counted in its buckets, one statement (migration 0022's `rollcall_count_attempt`; the buckets as
+# above): the account from this address; the account everywhere, unless this address has used up its own limit
+# for the account (so one address adds at most that many there); and, at the account's first attempt from this
+# address in the window (and only for an existing account), the address. A count this attempt does not add to
+# is read as it stood before the statement. A trusted browser's attempt counts in its own bucket alone.
+_COUNT = "select * from rollcall_count_attempt($1, $2, $3, $4, $5, $6, $7)"
 # A correct password: its own bucket starts afresh and the shared ones forget one attempt, in one statement.
 # The shared keys are bound one by one, not as an array: asyncpg looks an array type up (a few statements of
 # its own) the first time a connection meets it, and behind a transaction-mode pooler those statements of an
 # autocommitted one can land on different server connections and leave a setting changed on one.
-_FORGIVE = text("""
-with cleared as (delete from sign_in_throttle where key = :own)
-update sign_in_throttle set attempts = greatest(attempts - 1, 0) where key = :wide or key = :client
-""")
+_FORGIVE = """
+with cleared as (delete from sign_in_throttle where key = $1)
+update sign_in_throttle set attempts = greatest(attempts - 1, 0) where key = $2 or key = $3
+"""
 
 
 def _key(kind: str, *parts: str) -> bytes:
@@ -119,6 +90,55 @@ def _delay(slow: int) -> float:
     return 0.0 if slow <= 0 else min(MAX_DELAY_SECONDS, 0.1 * 2 ** (slow - 1))
 
 
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The buckets an attempt at `account` from `client` may count in; `device`, a trusted browser's own."""
+
+    own: bytes
+    wide: bytes
+    client: bytes
+    device: bytes | None
+
+
+def keys(account: str, client: str, device: bytes | None = None) -> Keys:
+    account = account.lower()
+    return Keys(
+        own=_key("account-client", account, client),
+        wide=_key("account", account),
+        client=_key("client", client),
+        device=None if device is None else _key("device", account, device.hex()),
+    )
+
+
+def counted(
+    buckets: Keys,
+    *,
+    known: bool,
+    device: bool,
+    attempts: int,
+    everywhere: int,
+    from_client: int,
+    account_limit: int = ACCOUNT_LIMIT,
+    account_wide_limit: int = ACCOUNT_WIDE_LIMIT,
+    client_limit: int = CLIENT_LIMIT,
+) -> Attempt:
+    """The attempt as its buckets counted it (`device`: in the trusted browser's own bucket alone)."""
+    if device:
+        assert buckets.device is not None
+        return Attempt(
+            own_key=buckets.device,
+            shared_keys=(),
+            refused=attempts > account_limit,
+            delay=0.0 if attempts > account_limit else _delay(attempts - ACCOUNT_SLOW_AFTER),
+        )
+    refused = attempts > account_limit or everywhere > account_wide_limit or from_client > client_limit
+    slow = max(attempts - ACCOUNT_SLOW_AFTER, everywhere - ACCOUNT_WIDE_SLOW_AFTER)
+    shared_keys = (buckets.wide, buckets.client) if known else (buckets.wide,)
+    return Attempt(
+        own_key=buckets.own, shared_keys=shared_keys, refused=refused, delay=0.0 if refused else _delay(slow)
+    )
+
+
 async def count_attempt(
     db: Database,
     *,
@@ -133,42 +153,29 @@ async def count_attempt(
     """Count an attempt for `account` (e.g. "school-slug:username") from `client` (an address), or from the
     trusted browser `device` (the id in a genuine device cookie for this account). `known` says whether the
     account exists: only existing accounts count towards the address's limit."""
-    account = account.lower()
-    async with db.autocommit.connect() as connection:
-        if device is not None:
-            own_key = _key("device", account, device.hex())
-            attempts: int = (
-                await connection.execute(_COUNT_ONE, {"key": own_key, "window": WINDOW})
-            ).scalar_one()
-            return Attempt(
-                own_key=own_key,
-                shared_keys=(),
-                refused=attempts > account_limit,
-                delay=0.0 if attempts > account_limit else _delay(attempts - ACCOUNT_SLOW_AFTER),
-            )
-        own_key, wide_key = _key("account-client", account, client), _key("account", account)
-        client_key = _key("client", client)
-        counted = (
-            await connection.execute(
-                _COUNT_PUBLIC,
-                {
-                    "own": own_key,
-                    "everywhere": wide_key,
-                    "address": client_key,
-                    "known": known,
-                    "account_limit": account_limit,
-                    "window": WINDOW,
-                },
-            )
-        ).one()
-    attempts, everywhere, accounts_from_client = counted
-    refused = (
-        attempts > account_limit or everywhere > account_wide_limit or accounts_from_client > client_limit
+    buckets = keys(account, client, device)
+    trusted = buckets.device is not None
+    ((attempts, everywhere, from_client),) = await db.statement(
+        _COUNT,
+        buckets.device if buckets.device is not None else buckets.own,
+        buckets.wide,
+        buckets.client,
+        known,
+        trusted,
+        WINDOW,
+        account_limit,
     )
-    slow = max(attempts - ACCOUNT_SLOW_AFTER, everywhere - ACCOUNT_WIDE_SLOW_AFTER)
-    delay = 0.0 if refused else _delay(slow)
-    shared_keys = (wide_key, client_key) if known else (wide_key,)
-    return Attempt(own_key=own_key, shared_keys=shared_keys, refused=refused, delay=delay)
+    return counted(
+        buckets,
+        known=known,
+        device=trusted,
+        attempts=attempts,
+        everywhere=everywhere,
+        from_client=from_client,
+        account_limit=account_limit,
+        account_wide_limit=account_wide_limit,
+        client_limit=client_limit,
+    )
 
 
 async def slow_down(attempt: Attempt) -> None:
@@ -178,6 +185,5 @@ async def slow_down(attempt: Attempt) -> None:
 
 async def succeeded(db: Database, attempt: Attempt) -> None:
     """A correct password: its own bucket starts afresh, and the shared counts forget this attempt."""
-    async with db.autocommit.connect() as connection:
-        wide, client = (*attempt.shared_keys, None, None)[:2]
-        await connection.execute(_FORGIVE, {"own": attempt.own_key, "wide": wide, "client": client})
+    wide, client = (*attempt.shared_keys, None, None)[:2]
+    await db.statement(_FORGIVE, attempt.own_key, wide, client)
