@@ -76,6 +76,7 @@ from db.models import ClassKind, UserType
 from db.sessions import SessionPolicy
 from db.users import ORDERINGS, UserFilter, UserOrder, UserOrderField, UserStatus
 from gql import compiled_sql as sql
+from gql.compiled_signin import CompiledSignIn
 from gql.cost import FragmentExpansionLimiter, QueryCostLimiter, query_cost, too_complex, too_costly
 from gql.documents import CachedDocuments
 from gql.ids import lookup_id
@@ -83,6 +84,7 @@ from tenants import policies
 from tenants.callers import Caller, Person, resolve_caller
 from web.graphql_http import response_media_type
 from web.http_auth import refuse_secrets_in_url, session_secret
+from web.settings import Settings
 from web.telemetry import OperationMetrics, observe_operation
 
 log = logging.getLogger("rollcall.compiled")
@@ -212,7 +214,9 @@ class Plan:
 class CompiledReads:
     """ASGI app in front of the Strawberry view at /graphql."""
 
-    def __init__(self, view: GraphQL[Any, Any], db: Database, policy: SessionPolicy) -> None:
+    def __init__(
+        self, view: GraphQL[Any, Any], db: Database, policy: SessionPolicy, settings: Settings | None = None
+    ) -> None:
         self.view, self.db, self.policy = view, db, policy
         schema = cast(strawberry.Schema, view.schema)
         self.graphql_schema = schema._schema
@@ -232,6 +236,12 @@ class CompiledReads:
                 )
                 self.enabled = False
         self.permissions = self._field_permissions()
+        # With the settings, plain sign-ins are answered here too (gql.compiled_signin), validated alike.
+        self.sign_in = (
+            CompiledSignIn(view, db, settings, self.graphql_schema, self.rules, self.max_tokens)
+            if settings is not None and self.enabled
+            else None
+        )
         # The same schema for the fields beside a compiled read, with the document preset; the operation is
         # timed as a whole here, not once more by Strawberry.
         self.beside_schema = copy.copy(schema)
@@ -304,6 +314,8 @@ class CompiledReads:
             or not isinstance(operation_name, str | None)
         ):
             return None
+        if self.sign_in is not None and (signing_in := self.sign_in.plan(query, operation_name)) is not None:
+            return await self.sign_in.answer(request, signing_in, variables)
         plan = self.plan(query, operation_name)
         if plan is None or too_costly(
             query_cost(self.graphql_schema, plan.document, operation_name, variables)

@@ -106,23 +106,15 @@ class Context:
     @property
     def from_browser(self) -> bool:
         """A browser's request: it sends the CSRF header with every POST, or holds a session cookie."""
-        return bool(self.request.headers.get(CSRF_HEADER)) or SESSION_COOKIE in self.request.cookies
+        return from_browser(self.request)
 
     def token_for_body(self, token: str) -> str | None:
         """The new session's token as the response body may show it: never to a browser, which has it as an
         HttpOnly cookie (a script of the page could read it from the body)."""
-        return None if self.from_browser else token
+        return token_for_body(self.request, token)
 
     def set_session_cookie(self, token: str) -> None:
-        self.response.set_cookie(
-            SESSION_COOKIE,
-            token,
-            max_age=self.settings.session_lifetime_hours * 3600,
-            httponly=True,
-            samesite="strict",
-            secure=self.request.url.scheme == "https",
-            path="/",
-        )
+        set_session_cookie(self.response, self.request, self.settings, token)
 
     @property
     def device_cookie(self) -> str | None:
@@ -130,18 +122,49 @@ class Context:
 
     def set_device_cookie(self, value: str) -> None:
         """Kept across sessions (signing out leaves it): this browser has signed in as the user before."""
-        self.response.set_cookie(
-            DEVICE_COOKIE,
-            value,
-            max_age=int(DEVICE_COOKIE_LIFETIME.total_seconds()),
-            httponly=True,
-            samesite="strict",
-            secure=self.request.url.scheme == "https",
-            path="/graphql",
-        )
+        set_device_cookie(self.response, self.request, value)
 
     def clear_session_cookie(self) -> None:
         self.response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
 
 
 Info = strawberry.Info[Context, None]
+
+
+# What a sign-in gives the response, for the resolvers above and for the compiled sign-in (gql.compiled_signin).
+
+
+def from_browser(request: HTTPConnection) -> bool:
+    """A browser's request: it sends the CSRF header with every POST, or holds a session cookie."""
+    return bool(request.headers.get(CSRF_HEADER)) or SESSION_COOKIE in request.cookies
+
+
+def token_for_body(request: HTTPConnection, token: str) -> str | None:
+    """The new session's token as the response body may show it: never to a browser, which has it as an
+    HttpOnly cookie (a script of the page could read it from the body)."""
+    return None if from_browser(request) else token
+
+
+def set_session_cookie(response: Response, request: HTTPConnection, settings: Settings, token: str) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=settings.session_lifetime_hours * 3600,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+
+
+def set_device_cookie(response: Response, request: HTTPConnection, value: str) -> None:
+    """Kept across sessions (signing out leaves it): this browser has signed in as the user before."""
+    response.set_cookie(
+        DEVICE_COOKIE,
+        value,
+        max_age=int(DEVICE_COOKIE_LIFETIME.total_seconds()),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/graphql",
+    )

@@ -361,8 +361,10 @@ def create_app(settings: Settings, urls: DatabaseUrls) -> Starlette:
         gc.unfreeze()
 
     graphql = RollcallGraphQL(db, settings)
-    # Roster reads it can compile into one SQL statement are answered in front of Strawberry.
-    endpoint = CompiledReads(graphql, db, graphql.session_policy) if settings.compiled_reads else graphql
+    # Roster reads it can compile into one SQL statement, and plain sign-ins, are answered in front of Strawberry.
+    endpoint = (
+        CompiledReads(graphql, db, graphql.session_policy, settings) if settings.compiled_reads else graphql
+    )
     app = Starlette(
         routes=[
             Route("/graphql", endpoint, methods=["GET", "POST"]),
