@@ -660,7 +660,20 @@ def markdown(results: dict[str, Any], servers: list[str]) -> str:
     return "\n".join(lines)
 
 
-async def main(full: bool, baseline: Path | None = None, schools: int | None = None) -> dict[str, Any]:
+PAST_ONE_MACHINE = (POOLED_ROW, SMALL_POOL_ROW, UNNAMED_ROW, TWO_SERVERS_ROW)
+
+
+async def main(
+    full: bool,
+    baseline: Path | None = None,
+    schools: int | None = None,
+    only: frozenset[str] | None = None,
+) -> dict[str, Any]:
+    """Every row, or with `only` the rows it names (each exactly as the table names it)."""
+
+    def wanted(row: str) -> bool:
+        return only is None or row in only
+
     schools = schools or (1000 if full else 200)
     seconds, rounds = (5, 3) if full else (3, 2)
     results: dict[str, Any] = {
@@ -689,35 +702,14 @@ async def main(full: bool, baseline: Path | None = None, schools: int | None = N
                 # Past one machine: this checkout through PgBouncer (transaction mode) with the setting it
                 # needs; the same setting straight to PostgreSQL (what the setting costs, without the hop);
                 # and a second server beside the first, the load split between them.
-                bouncer = stack.enter_context(pgbouncer(bench.server, pool_size=PGBOUNCER_POOL))
-                pooled = stack.enter_context(
-                    served(
-                        "web.app:app_from_env",
-                        bench,
-                        data_dir,
-                        helpers=(bouncer.pid,),
-                        APP_DATABASE_URL=bouncer.app_url(),
-                        ROLLCALL_DB_POOLER="pgbouncer",
-                    )
-                )
-                small = stack.enter_context(pgbouncer(bench.server, pool_size=SMALL_POOL))
-                pooled_small = stack.enter_context(
-                    served(
-                        "web.app:app_from_env",
-                        bench,
-                        data_dir,
-                        helpers=(small.pid,),
-                        APP_DATABASE_URL=small.app_url(),
-                        ROLLCALL_DB_POOLER="pgbouncer",
-                    )
-                )
-                unnamed = stack.enter_context(
-                    served("web.app:app_from_env", bench, data_dir, ROLLCALL_DB_POOLER="pgbouncer")
-                )
-                second = stack.enter_context(served("web.app:app_from_env", bench, data_dir))
+                past_one_machine = any(wanted(row) for row in PAST_ONE_MACHINE)
+                past: list[Server] = []
+                if past_one_machine:
+                    bouncer, pooled, pooled_small, unnamed, second = _past_one_machine(stack, bench, data_dir)
+                    past = [pooled, pooled_small, unnamed, second]
                 # The floor answers as this checkout does; a baseline may order ties otherwise (it is the
                 # product as it was), so it is measured beside, not held to the floor's answer.
-                for server in [servers["rollcall"], pooled, pooled_small, unnamed, second]:
+                for server in [servers["rollcall"], *past]:
                     same_answers(server, floor, tokens)
                 scripts = Path(data_dir)
                 loads, floor_loads = rows(tokens), floors(tokens)
@@ -729,21 +721,24 @@ async def main(full: bool, baseline: Path | None = None, schools: int | None = N
                     TWO_SERVERS_ROW: dataclasses.replace(roster, connections=CONNECTIONS // 2),
                 }
                 turns: list[tuple[str, str, list[Server]]] = [
-                    ("roster", "floor", [floor]),
-                    ("500-user page", "floor", [floor]),
-                ]
-                turns += [
                     (row, name, [server])
                     for row in [*rows(tokens), "updateUserField (surname)"]
-                    if row != "login"
+                    if row != "login" and wanted(row)
                     for name, server in servers.items()
                 ]
-                turns += [
-                    (POOLED_ROW, "rollcall", [pooled]),
-                    (SMALL_POOL_ROW, "rollcall", [pooled_small]),
-                    (UNNAMED_ROW, "rollcall", [unnamed]),
-                    (TWO_SERVERS_ROW, "rollcall", [servers["rollcall"], second]),
-                ]
+                if past_one_machine:
+                    turns += [
+                        (row, "rollcall", on)
+                        for row, on in (
+                            (POOLED_ROW, [pooled]),
+                            (SMALL_POOL_ROW, [pooled_small]),
+                            (UNNAMED_ROW, [unnamed]),
+                            (TWO_SERVERS_ROW, [servers["rollcall"], second]),
+                        )
+                        if wanted(row)
+                    ]
+                if turns:
+                    turns = [("roster", "floor", [floor]), ("500-user page", "floor", [floor]), *turns]
                 busy: list[float] = []  # PgBouncer's server connections in a transaction at once, on average
                 per_request: list[float] = []  # transactions per request through PgBouncer
                 for row, name, on in turns[:2] + [t for t in turns if t[0].startswith("roster")]:
@@ -767,42 +762,46 @@ async def main(full: bool, baseline: Path | None = None, schools: int | None = N
                             per_request.append((after[1] - before[1]) / max(found.rate * seconds, 1))
                 password_hash = hash_password(dataset.PASSWORD)
                 hashing: list[float] = []
-                for _ in range(rounds):
+                if wanted("login"):
+                    for _ in range(rounds):
+                        hashing.append(verify_floor(password_hash, seconds))
+                        for name, server in servers.items():
+                            measured.setdefault(("login", name), []).append(
+                                drive(server, loads["login"], 2 * seconds, scripts)
+                            )
                     hashing.append(verify_floor(password_hash, seconds))
-                    for name, server in servers.items():
-                        measured.setdefault(("login", name), []).append(
-                            drive(server, loads["login"], 2 * seconds, scripts)
-                        )
-                hashing.append(verify_floor(password_hash, seconds))
     results["load_average_1m_after"] = round(os.getloadavg()[0], 2)
     # Sizing: the server connections one worker keeps in a transaction at full load, 20 requests at once
     # (PgBouncer's transaction time over the wall time), and the transactions each roster page takes.
-    results["pgbouncer_server_connections_in_transaction_per_worker"] = round(statistics.fmean(busy), 2)
-    results["pgbouncer_transactions_per_roster_page"] = round(statistics.fmean(per_request), 2)
+    if busy:
+        results["pgbouncer_server_connections_in_transaction_per_worker"] = round(statistics.fmean(busy), 2)
+        results["pgbouncer_transactions_per_roster_page"] = round(statistics.fmean(per_request), 2)
     print(table([(f"{row} / {name}", repr(found)) for (row, name), found in measured.items()]))
     means = {key: Figures.mean(found) for key, found in measured.items()}
     table_rows: dict[str, dict[str, Any]] = {}
-    argon2 = statistics.fmean(hashing)
+    argon2 = statistics.fmean(hashing) if hashing else 0.0
     for row in [*rows(tokens), "updateUserField (surname)"]:
-        floor_key = "500-user page" if row.startswith("500") else "roster"
-        floor_figures = means[floor_key, "floor"]
-        shown: dict[str, Any] = {
-            "floor": {
-                "name": floor_key,
-                "rate": round(floor_figures.rate, 1),
-                "p50_ms": round(floor_figures.p50_ms, 2),
-                "p99_ms": round(floor_figures.p99_ms, 2),
-                "cpu_ms": round(floor_figures.cpu_ms, 3),
-            }
-        }
+        if not wanted(row):
+            continue
         if row == "login":
-            shown["floor"] = {
+            floor_shown = {
                 "name": "argon2 verifications/s, all cores",
                 "rate": round(argon2, 1),
                 "p50_ms": 0.0,
                 "p99_ms": 0.0,
                 "cpu_ms": 0.0,
             }
+        else:
+            floor_key = "500-user page" if row.startswith("500") else "roster"
+            floor_figures = means[floor_key, "floor"]
+            floor_shown = {
+                "name": floor_key,
+                "rate": round(floor_figures.rate, 1),
+                "p50_ms": round(floor_figures.p50_ms, 2),
+                "p99_ms": round(floor_figures.p99_ms, 2),
+                "cpu_ms": round(floor_figures.cpu_ms, 3),
+            }
+        shown: dict[str, Any] = {"floor": floor_shown}
         for name in servers:
             mine = means[row, name]
             shown[name] = {
@@ -819,12 +818,20 @@ async def main(full: bool, baseline: Path | None = None, schools: int | None = N
                 else ratios(mine, floor_figures)
             )
         table_rows[row] = shown
-    direct = means[ROSTER_ROW, "rollcall"]
-    roster_floor = means["roster", "floor"]
-    for row in (POOLED_ROW, SMALL_POOL_ROW, UNNAMED_ROW, TWO_SERVERS_ROW):
+    for row in PAST_ONE_MACHINE:
+        if not wanted(row):
+            continue
+        direct = means[ROSTER_ROW, "rollcall"]
+        roster_floor = means["roster", "floor"]
         mine = means[row, "rollcall"]
         table_rows[row] = {
-            "floor": table_rows[ROSTER_ROW]["floor"],
+            "floor": {
+                "name": "roster",
+                "rate": round(roster_floor.rate, 1),
+                "p50_ms": round(roster_floor.p50_ms, 2),
+                "p99_ms": round(roster_floor.p99_ms, 2),
+                "cpu_ms": round(roster_floor.cpu_ms, 3),
+            },
             "rollcall": {
                 "rate": round(mine.rate, 1),
                 "p50_ms": round(mine.p50_ms, 2),
@@ -839,6 +846,8 @@ async def main(full: bool, baseline: Path | None = None, schools: int | None = N
         }
     results["rows"] = table_rows
     for name in servers:
+        if "{ __typename }, session token" not in table_rows or "{ __typename }, no token" not in table_rows:
+            break
         session, none = (
             table_rows["{ __typename }, session token"][name],
             table_rows["{ __typename }, no token"][name],
@@ -849,6 +858,40 @@ async def main(full: bool, baseline: Path | None = None, schools: int | None = N
     return {"http_bench": results}
 
 
+def _past_one_machine(
+    stack: ExitStack, bench: Bench, data_dir: str
+) -> tuple[PgBouncer, Server, Server, Server, Server]:
+    """This checkout through PgBouncer (20 server connections, and 4), with ROLLCALL_DB_POOLER=pgbouncer
+    straight to PostgreSQL, and a second server."""
+    bouncer = stack.enter_context(pgbouncer(bench.server, pool_size=PGBOUNCER_POOL))
+    pooled = stack.enter_context(
+        served(
+            "web.app:app_from_env",
+            bench,
+            data_dir,
+            helpers=(bouncer.pid,),
+            APP_DATABASE_URL=bouncer.app_url(),
+            ROLLCALL_DB_POOLER="pgbouncer",
+        )
+    )
+    small = stack.enter_context(pgbouncer(bench.server, pool_size=SMALL_POOL))
+    pooled_small = stack.enter_context(
+        served(
+            "web.app:app_from_env",
+            bench,
+            data_dir,
+            helpers=(small.pid,),
+            APP_DATABASE_URL=small.app_url(),
+            ROLLCALL_DB_POOLER="pgbouncer",
+        )
+    )
+    unnamed = stack.enter_context(
+        served("web.app:app_from_env", bench, data_dir, ROLLCALL_DB_POOLER="pgbouncer")
+    )
+    second = stack.enter_context(served("web.app:app_from_env", bench, data_dir))
+    return bouncer, pooled, pooled_small, unnamed, second
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--full", action="store_true")
@@ -856,5 +899,12 @@ if __name__ == "__main__":
         "--baseline", type=Path, help="another checkout of Rollcall, measured beside this one"
     )
     parser.add_argument("--schools", type=int, help="how many schools to load (200 quick, 1,000 full)")
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        metavar="ROW",
+        help="measure only these rows, each named as the table names it (e.g. login); all when not given",
+    )
     arguments = parser.parse_args()
-    save(asyncio.run(main(arguments.full, arguments.baseline, arguments.schools)))
+    only = None if arguments.rows is None else frozenset(arguments.rows)
+    save(asyncio.run(main(arguments.full, arguments.baseline, arguments.schools, only)))
