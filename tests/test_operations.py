@@ -130,17 +130,13 @@ async def test_the_server_survives_a_database_restart(own_database: EmbeddedServ
             roster = "username,type\r\n" + "".join(f"p{i:03},PUPIL\r\n" for i in range(300))
             job = await upload(http, token, roster.encode())
 
-            # given an import applying (hashing 300 passwords), when the database stops under it...
-            confirm = asyncio.create_task(
-                graphql(http, CONFIRM, {"id": job, "p": ADMIN_PASSWORD}, token=token)
-            )
+            # given an import applying in the background (hashing 300 passwords), when the database stops
+            # under it, the apply ends (its job cannot even be marked FAILED: the next read or start-up does)
+            confirm = await graphql(http, CONFIRM, {"id": job, "p": ADMIN_PASSWORD}, token=token)
+            assert confirm["data"]["confirmImport"]["job"]["status"] == "RUNNING"
             while (await graphql(http, JOB, {"id": job}, token=token))["data"]["importJob"]["processed"] == 0:
                 await asyncio.sleep(0.05)
             own_database.stop()
-            # ...the request in flight fails cleanly, with a masked error.
-            answer = await confirm
-            assert answer["data"]["confirmImport"]["errors"][0]["code"] == "IMPORT_FAILED"
-            assert "Traceback" not in json.dumps(answer) and "asyncpg" not in json.dumps(answer)
 
             # While it is away: not ready, and requests get a clear 503 (never a 500).
             ready = await http.get("/readyz")
