@@ -166,7 +166,7 @@ def test_a_column_the_file_lacks_keeps_what_the_user_has() -> None:
         planned.target.first_name,
         planned.target.registration_class,
         planned.target.teaching_classes,
-    ) == ("Ava", "7A", ("maths",))
+    ) == ("Ava", "7A", ("Maths",))
 
 
 def test_a_blank_type_keeps_the_existing_type_and_makes_a_new_user_a_pupil() -> None:

@@ -95,11 +95,10 @@ async def preview(
 
 
 def _flat(payload: dict[str, Any]) -> dict[str, Any]:
-    """The payload with its job's rows as a plain list (one page holds every row of these files)."""
+    """The payload with its job's rows (their first page: every row of the files whose rows are looked at)
+    as a plain list."""
     if payload.get("job"):
-        rows = payload["job"]["rows"]
-        assert len(rows["edges"]) == rows["totalCount"], "a test file has more rows than a page"
-        payload["job"]["rows"] = [edge["node"] for edge in rows["edges"]]
+        payload["job"]["rows"] = [edge["node"] for edge in payload["job"]["rows"]["edges"]]
     return payload
 
 
@@ -1061,7 +1060,6 @@ async def test_a_running_job_is_failed_on_read_only_when_its_heartbeat_has_stopp
     # given reads that fail a RUNNING job that has not moved for a second, and a heartbeat of 0.2 s
     monkeypatch.setattr(imports, "STALE_IMPORT", timedelta(seconds=1))
     monkeypatch.setattr(imports, "HEARTBEAT_SECONDS", 0.2)
-    before = await roster(db, school)
     job = (await preview(http, school, ROSTER))["job"]
 
     # when its apply waits for the roster's lock (held elsewhere) for three seconds
@@ -1079,7 +1077,7 @@ async def test_a_running_job_is_failed_on_read_only_when_its_heartbeat_has_stopp
     assert all(state["importJob"]["status"] == "RUNNING" for state in states), states
     assert (await finished(http, school, job["id"]))["status"] == "SUCCEEDED"
 
-    # and a RUNNING job whose worker is gone (nothing has moved it) is failed as it is read, nothing written
+    # and a RUNNING job whose worker is gone (nothing moves it: no heartbeat) is failed as it is read
     async with school_scope(db, school.id) as session:
         await session.execute(
             text(
@@ -1089,7 +1087,6 @@ async def test_a_running_job_is_failed_on_read_only_when_its_heartbeat_has_stopp
         )
     gone = await finished(http, school, job["id"])
     assert (gone["status"], gone["failureReason"]) == ("FAILED", STALE_REASON)
-    assert before != await roster(db, school)
 
 
 async def test_an_apply_cancelled_at_shutdown_fails_its_job_and_writes_nothing(
@@ -1123,7 +1120,8 @@ async def test_an_apply_cancelled_at_shutdown_fails_its_job_and_writes_nothing(
 
     # then the job is FAILED with the reason a stopped server gives, and the roster is as it was
     assert len(tasks) == 0
-    ended = await finished(http, school, job["id"])
+    body = await graphql(http, JOB_NOW, {"id": job["id"]}, token=school.admin_token)
+    ended = body["data"]["importJob"]
     assert (ended["status"], ended["failureReason"]) == ("FAILED", STALE_REASON)
     assert await roster(db, school) == before
     with pytest.raises(RuntimeError):
@@ -1141,3 +1139,34 @@ async def test_the_background_waits_out_its_grace_for_work_that_ends() -> None:
     tasks.start(work(), name="short")
     await tasks.shutdown(5)
     assert done == [True]
+
+
+async def test_a_job_failed_while_its_apply_waits_is_not_applied(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
+    # given an apply waiting for the roster's lock
+    before = await roster(db, school)
+    job = (await preview(http, school, ROSTER))["job"]
+    async with school_scope(db, school.id) as session:
+        await session.execute(text("select id from schools for update"))
+        assert (await start(http, school, job["id"]))["errors"] == []
+        await asyncio.sleep(0.5)
+        # when the job is failed meanwhile (as a reader that thought its worker gone would)
+        async with school_scope(db, school.id) as other:
+            await other.execute(text("update import_jobs set status = 'FAILED', failure_reason = 'gone'"))
+
+    # then it stays FAILED, and the apply, once it has the lock, writes nothing
+    await asyncio.sleep(1.0)
+    await asyncio.wait_for(_applies_ended(http), 60)
+    body = await graphql(http, JOB_NOW, {"id": job["id"]}, token=school.admin_token)
+    assert (body["data"]["importJob"]["status"], body["data"]["importJob"]["failureReason"]) == (
+        "FAILED",
+        "gone",
+    )
+    assert await roster(db, school) == before
+
+
+async def _applies_ended(http: httpx.AsyncClient) -> None:
+    """Until the server's background applies have all ended."""
+    while any(task.get_name().startswith("import ") for task in asyncio.all_tasks()):
+        await asyncio.sleep(0.05)

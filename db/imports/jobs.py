@@ -8,12 +8,14 @@ that still fit and hashes only what the roster's changes in between call for. So
 lock for the writes alone.
 
 Progress (`processed` of `total`, in rows of the plan: a row is done once it is ready to be written, its
-password hashed if it needs one) is written by a `ProgressWriter` on a connection of its own, taken before
-the apply's transaction opens: its short transactions never wait for a second connection while the apply
-holds one (behind a pooler with few server connections that wait could be forever), and they touch only the
-job's row, which the apply's transaction writes once, last, after the writer has stopped. The writer writes
-at most every PROGRESS_SECONDS, and at least every HEARTBEAT_SECONDS while the job runs: a RUNNING job whose
-`updated_at` stands still for STALE_IMPORT has lost its worker, and is failed when it is read.
+password hashed if it needs one) is written by a `ProgressWriter`, a task of its own on a connection of its
+own taken before the apply's transaction opens, in short transactions that touch only the job's row and
+only while it is RUNNING. The apply never waits for the writer while its transaction is open (it only tells
+it to stop, then writes the job's row itself, last): so it never waits for a second connection while it
+holds one (behind a pooler with few server connections that wait could be forever), and a write the writer
+has under way at the end finds the job ended and changes nothing. The writer writes at most every
+PROGRESS_SECONDS, and at least every HEARTBEAT_SECONDS while the job runs: a RUNNING job whose `updated_at`
+stands still for STALE_IMPORT has lost its worker, and is failed when it is read.
 
 The passwords the apply generates are sealed into the job in the apply's transaction; the admin who
 confirmed it takes them once (`take_generated_passwords`), within GENERATED_PASSWORDS_KEPT of the end.
@@ -445,8 +447,9 @@ class ProgressWriter:
     """Writes a RUNNING job's `processed` (and `updated_at`) on a connection of its own, taken when it starts:
     at most every `every` seconds, when it has moved, and at least every `heartbeat` seconds.
 
-    `done` is set by the apply as it goes (no waiting); `flush()` writes it now; `stop()` ends the writing
-    (after the write under way, if any) before the apply writes the job's row itself."""
+    `done` is set by the apply as it goes (no waiting); `flush()` writes it now; `stop_soon()` (no waiting:
+    the apply's transaction may be open) writes no more; leaving the `async with` waits for the write under
+    way, if any. A write that fails (the database went away) is tried again on a fresh connection."""
 
     def __init__(
         self,
@@ -476,9 +479,17 @@ class ProgressWriter:
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        await self.stop()
+        self.stop_soon()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        await self._drop_connection()
+
+    async def _drop_connection(self) -> None:
         if self._connection is not None:
-            await self._connection.close()
+            connection, self._connection = self._connection, None
+            with contextlib.suppress(SQLAlchemyError, OSError):
+                await connection.close()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -489,44 +500,45 @@ class ProgressWriter:
             if self._stopping.is_set():
                 return
             if self.done != self._written or loop.time() - last >= self.heartbeat:
-                try:
-                    await self._write()
-                except (SQLAlchemyError, OSError):
-                    # A missed write only delays the bar; the apply's own transaction decides the job.
-                    log.warning("could not write the progress of import %s", self.job_id, exc_info=True)
+                await self._write()
                 last = loop.time()
 
     async def _write(self) -> None:
-        assert self._connection is not None
         async with self._lock:
             done = self.done
-            async with self._connection.begin():
-                await self._connection.execute(
-                    text("select set_config('app.school_id', :school_id, true)"),
-                    {"school_id": str(self.school_id)},
-                )
-                await self._connection.execute(
-                    update(ImportJob)
-                    .where(
-                        ImportJob.school_id == self.school_id,
-                        ImportJob.id == self.job_id,
-                        ImportJob.status == ImportStatus.RUNNING,
+            try:
+                if self._connection is None:
+                    self._connection = await self.db.engine.connect()
+                async with self._connection.begin():
+                    await self._connection.execute(
+                        text("select set_config('app.school_id', :school_id, true)"),
+                        {"school_id": str(self.school_id)},
                     )
-                    .values(processed=done, updated_at=func.now())
-                )
+                    await self._connection.execute(
+                        update(ImportJob)
+                        .where(
+                            ImportJob.school_id == self.school_id,
+                            ImportJob.id == self.job_id,
+                            ImportJob.status == ImportStatus.RUNNING,
+                        )
+                        .values(processed=done, updated_at=func.now())
+                    )
+            except (SQLAlchemyError, OSError, TimeoutError):
+                # A missed write only delays the bar; the apply's own transaction decides the job.
+                log.warning("could not write the progress of import %s", self.job_id, exc_info=True)
+                await self._drop_connection()
+                return
             self._written = done
             self.writes += 1
 
     async def flush(self) -> None:
         """Write `done` now, if it has moved since the last write (the end of a phase)."""
-        if self._connection is not None and not self._stopping.is_set() and self.done != self._written:
+        if not self._stopping.is_set() and self.done != self._written:
             await self._write()
 
-    async def stop(self) -> None:
+    def stop_soon(self) -> None:
+        """No more writes after the one under way, if any (which finds the job ended, once it has)."""
         self._stopping.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
 
 
 async def apply_import(db: Database, work: Work, *, actor: Actor, server_secret: bytes) -> ImportStatus:
@@ -567,7 +579,7 @@ async def apply_import(db: Database, work: Work, *, actor: Actor, server_secret:
                 # What the roster's changes since the draft call for, if anything, is hashed here.
                 hashed = await _hash_all(_passwords_wanted(plan), _not_counted, hashed)
                 generated = await _apply(session, school_id, actor, plan, roster, hashed)
-                await writer.stop()
+                writer.stop_soon()
                 ended = (
                     await session.execute(
                         update(ImportJob)
