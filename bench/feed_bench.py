@@ -5,7 +5,7 @@ TRIGGER USER`, as the owner), so both sides see the same machine at the same mom
 
 - `updateUserField`: the domain operation (its transaction: lock, version check, update, audit event),
   one edit after another. Over HTTP the same added work is a smaller share still.
-- an import of 1,000 rows (`confirm_import`: new users, their classes and memberships, hashed passwords).
+- an import of 1,000 rows (`confirm_import`, waiting for the apply: new users, their classes and memberships, hashed passwords).
 - reading 10,000 changes, a page of 1,000 at a time (`db.changes.read_changes`, collapsed as the API does).
 """
 

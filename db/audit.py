@@ -50,6 +50,7 @@ class AuditAction(enum.StrEnum):
     API_TOKEN_CREATED = "api_token.created"
     API_TOKEN_REVOKED = "api_token.revoked"
     IMPORT_PREVIEWED = "import.previewed"
+    IMPORT_PASSWORDS_TAKEN = "import.generated_passwords_taken"
     ROLLOVER_PLANNED = "rollover.planned"
     ROLLOVER_APPLIED = "rollover.applied"
     ROLLOVER_REVERTED = "rollover.reverted"

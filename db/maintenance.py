@@ -25,9 +25,13 @@ from db.scope import bind_school
 T = TypeVar("T")
 
 MAINTENANCE = Actor(id=None, label="rollcall maintenance")
-# An import that has not moved for this long has lost its worker (a running one reports every few seconds).
+# A running import writes its progress, or at least this heartbeat, this often (db.imports.jobs.ProgressWriter).
+IMPORT_HEARTBEAT = timedelta(seconds=15)
+# An import whose heartbeat has stopped for this long has lost its worker: failed when it is read.
 STALE_IMPORT = timedelta(minutes=5)
 STALE_REASON = "The server stopped while this import was running; nothing was changed. Upload the file again."
+# How long after an import ends the admin who confirmed it may take the passwords it generated (once).
+GENERATED_PASSWORDS_KEPT = timedelta(hours=1)
 # Keys of audit summaries that can hold a person's name or username.
 PERSONAL_KEYS = ("username", "first_name", "surname", "name", "from", "to")
 
@@ -36,7 +40,9 @@ PERSONAL_KEYS = ("username", "first_name", "surname", "name", "from", "to")
 class Purged:
     school_slug: str
     users: int
-    import_passwords: int  # expired previews whose typed passwords were removed
+    import_passwords: (
+        int  # expired previews whose typed passwords, and ended imports whose generated ones, went
+    )
     changes: int = 0  # change feed records older than the school's feed retention
 
 
@@ -83,7 +89,8 @@ async def forget_expired_import_passwords(owner_url: str) -> int:
 
 
 async def forget_expired_import_passwords_of(session: AsyncSession, school_id: uuid.UUID) -> int:
-    """An expired preview can no longer be confirmed, so the passwords typed into its file go."""
+    """An expired preview can no longer be confirmed, so the passwords typed into its file go; so do the
+    generated passwords of an import that ended more than GENERATED_PASSWORDS_KEPT ago, no longer takeable."""
     result = await session.execute(
         update(ImportJob)
         .where(
@@ -93,7 +100,16 @@ async def forget_expired_import_passwords_of(session: AsyncSession, school_id: u
         )
         .values(sealed_passwords=None, updated_at=func.now())
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    generated = await session.execute(
+        update(ImportJob)
+        .where(
+            ImportJob.school_id == school_id,
+            ImportJob.sealed_generated_passwords.is_not(None),
+            ImportJob.finished_at <= func.now() - GENERATED_PASSWORDS_KEPT,
+        )
+        .values(sealed_generated_passwords=None, updated_at=func.now())
+    )
+    return int(result.rowcount) + int(generated.rowcount)  # type: ignore[attr-defined]
 
 
 async def fail_stale_imports_of(session: AsyncSession, school_id: uuid.UUID, *, older_than: timedelta) -> int:
@@ -108,6 +124,7 @@ async def fail_stale_imports_of(session: AsyncSession, school_id: uuid.UUID, *, 
             status=ImportStatus.FAILED,
             failure_reason=STALE_REASON,
             sealed_passwords=None,
+            finished_at=func.now(),
             updated_at=func.now(),
         )
     )

@@ -422,13 +422,26 @@ class ImportJob(Base):
     sealed_passwords: Mapped[bytes | None] = mapped_column(LargeBinary)
     failure_reason: Mapped[str | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Refreshed by every progress write, and by the apply's heartbeat while it runs: a RUNNING job whose
+    # updated_at stands still has lost its worker (db.maintenance.STALE_IMPORT).
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
     expires_at: Mapped[datetime] = mapped_column(server_default=text("now() + interval '24 hours'"))
+    # The admin who confirmed the job: the only one who may take its generated passwords.
+    confirmed_by: Mapped[uuid.UUID | None]
+    finished_at: Mapped[datetime | None]
+    # The passwords the apply generated, sealed as the typed ones are, until taken (once) or their hour is over.
+    sealed_generated_passwords: Mapped[bytes | None] = mapped_column(LargeBinary)
+    generated_passwords: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    generated_passwords_taken_at: Mapped[datetime | None]
 
     __table_args__ = (
         ForeignKeyConstraint(["school_id"], ["schools.id"], ondelete="CASCADE"),
         CheckConstraint(
             "sealed_passwords IS NULL OR status = 'PREVIEW'", name="sealed_passwords_only_in_preview"
+        ),
+        CheckConstraint(
+            "sealed_generated_passwords IS NULL OR status = 'SUCCEEDED'",
+            name="generated_passwords_only_when_succeeded",
         ),
         Index("ix_import_jobs_status", "status", postgresql_where=text("status = 'RUNNING'")),
     )

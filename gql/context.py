@@ -20,6 +20,7 @@ from db.sessions import SessionPolicy
 from gql.loaders import Loaders
 from tenants.callers import Caller, Person, caller_for_secret
 from tenants.policies import actor_of
+from web.background import BackgroundTasks
 from web.http_auth import CSRF_HEADER, DEVICE_COOKIE, SESSION_COOKIE
 from web.settings import Settings
 
@@ -41,6 +42,8 @@ class Context:
     # while a subscription runs (`recheck_caller`), and the `connection_init` payload (Strawberry sets it).
     secret: str | None = None
     connection_params: dict[str, object] | None = None
+    # This worker's background work (an import's apply), which the app's lifespan ends at shutdown.
+    background: BackgroundTasks | None = None
 
     @property
     def session_policy(self) -> SessionPolicy:

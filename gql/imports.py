@@ -1,22 +1,27 @@
-"""Bulk upload over GraphQL: `bulkImport` (the preview), `confirmImport` (the apply), `importJob` (progress)."""
+"""Bulk upload over GraphQL: `bulkImport` (the preview), `confirmImport` (starts the apply, in the background),
+`importJob` and `importJobProgress` (to follow it), `takeGeneratedPasswords` (once, after it ends)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.file_uploads import Upload
 
 from db import models
+from db.audit import Actor
+from db.engine import Database
 from db.errors import DomainError, ErrorCode, Problem
 from db.imports import jobs as imports
 from db.imports.plan import ImportAction as DomainImportAction
+from db.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from db.users import CONTROL_CHARACTERS
+from gql.connections import Connection, Edge, PageInfo, bad_page_request
 from gql.context import Info
-from gql.enums import ClassKind
+from gql.enums import ClassKind, UserType
 from gql.errors import client_error
 from gql.ids import Node, parse_id
 from gql.payloads import Payload, UserError, user_errors
@@ -46,6 +51,29 @@ class ImportRowError:
     message: str
 
 
+@strawberry.type
+class ImportRowValues:
+    first_name: str
+    surname: str
+    type: UserType
+    is_admin: bool
+    registration_class: str | None
+    teaching_classes: list[str]
+    email: str | None
+
+    @classmethod
+    def from_entry(cls, values: dict[str, Any]) -> ImportRowValues:
+        return cls(
+            first_name=values["first_name"],
+            surname=values["surname"],
+            type=models.UserType(values["type"]),
+            is_admin=values["is_admin"],
+            registration_class=values["registration_class"],
+            teaching_classes=values["teaching_classes"],
+            email=values["email"],
+        )
+
+
 @strawberry.type(description="One row of the file (or, for REMOVE, a pupil the file leaves out).")
 class ImportRow:
     row: int | None = strawberry.field(description="The row number as the spreadsheet shows it (header = 1).")
@@ -54,9 +82,11 @@ class ImportRow:
     user_id: strawberry.ID | None
     changes: list[ImportChange]
     errors: list[ImportRowError]
+    values: ImportRowValues | None
 
     @classmethod
     def from_entry(cls, entry: dict[str, Any]) -> ImportRow:
+        values = entry.get("values")
         return cls(
             row=entry["row"],
             username=entry["username"],
@@ -64,7 +94,38 @@ class ImportRow:
             user_id=strawberry.ID(entry["user_id"]) if entry["user_id"] else None,
             changes=[ImportChange(field=f, before=a, after=b) for f, a, b in entry["changes"]],
             errors=[ImportRowError(column=c, message=m) for c, m in entry["errors"]],
+            values=ImportRowValues.from_entry(values) if values else None,
         )
+
+
+@strawberry.type
+class ImportRowConnection(Connection[ImportRow]):
+    total_count: int = strawberry.field(description="How many rows (of the action asked for) the job has.")
+
+
+RowsFirst = Annotated[
+    int | None,
+    strawberry.argument(
+        description=f"How many rows to return from the start (a page): {DEFAULT_PAGE_SIZE} when neither "
+        f"`first` nor `last` is given, at most {MAX_PAGE_SIZE}; 0 returns none, for `totalCount` alone."
+    ),
+]
+RowsAfter = Annotated[
+    str | None,
+    strawberry.argument(description="The `endCursor` of the page before, to read the next page."),
+]
+RowsLast = Annotated[
+    int | None,
+    strawberry.argument(
+        description=f"How many rows to return from the end instead (at most {MAX_PAGE_SIZE}); not with `first`."
+    ),
+]
+RowsBefore = Annotated[
+    str | None,
+    strawberry.argument(
+        description="The `startCursor` of the page after, to read the page before it (with `last`)."
+    ),
+]
 
 
 @strawberry.type
@@ -74,6 +135,7 @@ class ImportTotals:
     unchanged: int
     error: int
     remove: int
+    restore: int
 
 
 @strawberry.type
@@ -89,7 +151,10 @@ class ImportJob(Node):
     id: strawberry.ID
     status: ImportStatus
     file_name: str
-    processed: int = strawberry.field(description="Rows done so far while RUNNING; for a progress bar.")
+    processed: int = strawberry.field(
+        description="Rows done so far while RUNNING (a row is done once it is ready to be written, its password "
+        "hashed if it needs one), written at most four times a second; for a progress bar."
+    )
     total: int
     totals: ImportTotals
     new_classes: list[NewClass] = strawberry.field(
@@ -103,17 +168,40 @@ class ImportJob(Node):
     failure_reason: str | None
     created_at: datetime
     expires_at: datetime
-    entries: strawberry.Private[list[dict[str, Any]]]
+    confirmed_by: strawberry.ID | None
+    finished_at: datetime | None
+    generated_passwords_available: bool
+    generated_passwords_available_until: datetime | None
+    stored: strawberry.Private[models.ImportJob]
 
-    @strawberry.field(description="The rows, optionally only those with one action.")
-    def rows(self, action: ImportAction | None = None, first: int = 1000, offset: int = 0) -> list[ImportRow]:
-        chosen = [
-            e for e in self.entries if "action" in e and (action is None or e["action"] == action.value)
-        ]
-        return [
-            ImportRow.from_entry(entry)
-            for entry in chosen[max(offset, 0) : max(offset, 0) + min(first, 5000)]
-        ]
+    @strawberry.field
+    def rows(
+        self,
+        action: ImportAction | None = None,
+        first: RowsFirst = None,
+        after: RowsAfter = None,
+        last: RowsLast = None,
+        before: RowsBefore = None,
+    ) -> ImportRowConnection:
+        try:
+            page = imports.rows_page(
+                self.stored, action=action, first=first, after=after, last=last, before=before
+            )
+        except DomainError as error:
+            raise bad_page_request(error) from None
+        return ImportRowConnection(
+            edges=[
+                Edge(cursor=cursor, node=ImportRow.from_entry(entry))
+                for entry, cursor in zip(page.rows, page.cursors, strict=True)
+            ],
+            page_info=PageInfo(
+                has_next_page=page.has_next_page,
+                end_cursor=page.cursors[-1] if page.cursors else None,
+                has_previous_page=page.has_previous_page,
+                start_cursor=page.cursors[0] if page.cursors else None,
+            ),
+            total_count=page.total_count,
+        )
 
     @classmethod
     def from_row(cls, job: models.ImportJob) -> ImportJob:
@@ -131,7 +219,11 @@ class ImportJob(Node):
             failure_reason=job.failure_reason,
             created_at=job.created_at,
             expires_at=job.expires_at,
-            entries=job.rows,
+            confirmed_by=strawberry.ID(str(job.confirmed_by)) if job.confirmed_by else None,
+            finished_at=job.finished_at,
+            generated_passwords_available=imports.generated_passwords_available(job, datetime.now(UTC)),
+            generated_passwords_available_until=imports.generated_passwords_until(job),
+            stored=job,
         )
 
 
@@ -144,9 +236,13 @@ class GeneratedPassword:
 @strawberry.type
 class ImportJobPayload(Payload):
     job: ImportJob | None = None
-    generated_passwords: list[GeneratedPassword] = strawberry.field(
-        default_factory=list, description="New users' generated passwords: shown this once, never stored."
-    )
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class GeneratedPasswordsPayload(Payload):
+    job: ImportJob | None = None
+    generated_passwords: list[GeneratedPassword] = strawberry.field(default_factory=list)
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
@@ -249,17 +345,20 @@ class ImportMutations:
 
     @strawberry.mutation(
         permission_classes=[IsAdmin],
-        description="Apply a previewed import, after you type your own password again. "
-        "All of the file applies, or none of it.",
+        description="Apply a previewed import, after you type your own password again: it returns at once "
+        "with the job RUNNING, and applies in the background; follow it with `importJobProgress` (or "
+        "`importJob`). All of the file applies, or none of it. Once it has SUCCEEDED, take the passwords "
+        "it generated with `takeGeneratedPasswords`.",
     )
     async def confirm_import(
         self, info: Info, job_id: strawberry.ID, current_password: str
     ) -> ImportJobPayload:
         context = info.context
+        assert context.background is not None, "the app gives every request its worker's background tasks"
         try:
             target = parse_id(job_id, field="jobId")
             await reauthenticate(await context.database(), context.signed_in(), current_password)
-            applied = await imports.confirm_import(
+            started = await imports.start_import(
                 await context.database(),
                 school_id=context.signed_in().school_id,
                 actor=context.actor(),
@@ -267,14 +366,43 @@ class ImportMutations:
                 server_secret=context.login_code_secret,
             )
         except DomainError as error:
-            failed = {p.code for p in error.problems} & {"IMPORT_FAILED", "IMPORT_NOT_CONFIRMABLE"}
-            IMPORT_JOBS.labels("failed" if failed else "refused").inc()
+            IMPORT_JOBS.labels("refused").inc()
             return ImportJobPayload(errors=user_errors(error))
-        IMPORT_JOBS.labels("succeeded").inc()
-        return ImportJobPayload(
-            job=ImportJob.from_row(applied.job),
+        IMPORT_JOBS.labels("started").inc()
+        context.background.start(
+            _apply(context.db, started.work, context.actor(), context.login_code_secret),
+            name=f"import {started.work.job_id}",
+        )
+        return ImportJobPayload(job=ImportJob.from_row(started.job))
+
+    @strawberry.mutation(
+        permission_classes=[IsAdmin],
+        description="The passwords a SUCCEEDED import generated (for the rows of the file with none), for the "
+        "admin who confirmed it: once, within an hour of its end. Taking them erases the server's copy.",
+    )
+    async def take_generated_passwords(self, info: Info, job_id: strawberry.ID) -> GeneratedPasswordsPayload:
+        context = info.context
+        try:
+            target = parse_id(job_id, field="jobId")
+            async with context.scope() as session:
+                job, generated = await imports.take_generated_passwords(
+                    session,
+                    school_id=context.signed_in().school_id,
+                    actor=context.actor(),
+                    job_id=target,
+                    server_secret=context.login_code_secret,
+                )
+        except DomainError as error:
+            return GeneratedPasswordsPayload(errors=user_errors(error))
+        return GeneratedPasswordsPayload(
+            job=ImportJob.from_row(job),
             generated_passwords=[
-                GeneratedPassword(username=g.username, password=g.password)
-                for g in applied.generated_passwords
+                GeneratedPassword(username=g.username, password=g.password) for g in generated
             ],
         )
+
+
+async def _apply(db: Database, work: imports.Work, actor: Actor, server_secret: bytes) -> None:
+    """The background apply of a confirmed import, counted by how it ended."""
+    status = await imports.apply_import(db, work, actor=actor, server_secret=server_secret)
+    IMPORT_JOBS.labels("succeeded" if status == models.ImportStatus.SUCCEEDED else "failed").inc()

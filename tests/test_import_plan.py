@@ -40,6 +40,7 @@ AVA = ExistingUser(
     is_admin=False,
     registration_class="7A",
     teaching_classes=frozenset({"maths"}),
+    teaching_class_names=("Maths",),
 )
 BEN = ExistingUser(
     id=uuid.UUID(int=3),
@@ -106,7 +107,7 @@ def test_an_unchanged_export_plans_nothing_but_unchanged_rows() -> None:
     assert actions(plan) == [("head", ImportAction.UNCHANGED), ("ava.k", ImportAction.UNCHANGED)]
     assert [row.user_id for row in plan.rows] == [ADMIN.id, AVA.id]
     assert plan.new_classes == [] and not plan.has_errors
-    assert plan.totals() == {"CREATE": 0, "UPDATE": 0, "UNCHANGED": 2, "ERROR": 0, "REMOVE": 0}
+    assert plan.totals() == {"CREATE": 0, "UPDATE": 0, "UNCHANGED": 2, "ERROR": 0, "REMOVE": 0, "RESTORE": 0}
 
 
 def test_a_new_username_is_created_with_the_classes_it_names() -> None:
@@ -134,10 +135,11 @@ def test_a_changed_row_is_an_update_showing_each_change_from_and_to() -> None:
 
     (planned,) = plan.rows
     assert (planned.action, planned.user_id) == (ImportAction.UPDATE, AVA.id)
+    # named as GraphQL's User names them; spelt as the roster and the file spell them
     assert planned.changes == {
-        "first_name": ("Ava", "Eva"),
-        "registration_class": ("7A", "7B"),
-        "teaching_classes": ("maths", "art;maths"),
+        "firstName": ("Ava", "Eva"),
+        "registrationClass": ("7A", "7B"),
+        "teachingClasses": ("Maths", "Maths;Art"),
         "password": ("", "(new password)"),
     }
     assert plan.new_classes == [(ClassKind.TEACHING, "Art"), (ClassKind.REGISTRATION, "7B")]
@@ -164,7 +166,7 @@ def test_a_column_the_file_lacks_keeps_what_the_user_has() -> None:
         planned.target.first_name,
         planned.target.registration_class,
         planned.target.teaching_classes,
-    ) == ("Ava", "7A", ("maths",))
+    ) == ("Ava", "7A", ("Maths",))
 
 
 def test_a_blank_type_keeps_the_existing_type_and_makes_a_new_user_a_pupil() -> None:
@@ -287,3 +289,33 @@ def test_a_school_with_no_admin_to_keep_is_not_held_to_one() -> None:
         [row_for(teacher, is_admin=False)], ALL_COLUMNS, roster(teacher), remove_missing_pupils=False
     )
     assert not plan.has_errors
+
+
+def test_a_deleted_users_username_restores_them() -> None:
+    # given Ben, deleted, and a file that names him with a new surname
+    deleted = Roster(
+        users={"head": ADMIN},
+        classes={(ClassKind.REGISTRATION, "7a"): "7A"},
+        pupil_min_password_length=4,
+        deleted={"ben.o": BEN},
+    )
+    row = row_for(BEN, surname="Owen-Jones", username="Ben.O")
+
+    plan = plan_import([row], ALL_COLUMNS, deleted, remove_missing_pupils=False)
+
+    # then he is restored (the same user, not a second one) and updated
+    (planned,) = plan.rows
+    assert (planned.action, planned.user_id) == (ImportAction.RESTORE, BEN.id)
+    assert planned.changes == {"username": ("ben.o", "Ben.O"), "surname": ("Owen", "Owen-Jones")}
+    assert plan.totals()["RESTORE"] == 1 and plan.new_classes == []
+
+
+def test_an_active_user_of_the_username_is_updated_not_a_deleted_one() -> None:
+    both = Roster(
+        users={"head": ADMIN, "ben.o": BEN},
+        classes={(ClassKind.REGISTRATION, "7a"): "7A"},
+        pupil_min_password_length=4,
+        deleted={"ben.o": dataclasses.replace(BEN, id=uuid.UUID(int=9))},
+    )
+    plan = plan_import([row_for(BEN, surname="New")], ALL_COLUMNS, both, remove_missing_pupils=False)
+    assert (plan.rows[0].action, plan.rows[0].user_id) == (ImportAction.UPDATE, BEN.id)

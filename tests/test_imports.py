@@ -1,10 +1,12 @@
-"""Bulk upload: export, preview, confirm with re-authentication, atomic apply with progress — on real files."""
+"""Bulk upload: export, preview, confirm with re-authentication, the atomic apply in the background with its
+progress, the generated passwords taken once — on real files."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +16,30 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from db import passwords
+from db.audit import Actor
 from db.embedded import EmbeddedServer
 from db.engine import Database
 from db.imports import jobs as imports
+from db.maintenance import STALE_REASON, forget_expired_import_passwords
 from db.models import Provider, UserType
 from db.passwords import verify_password
 from db.scope import bind_school, school_scope
+from gql.ids import parse_id
 from tests.conftest import ADMIN_PASSWORD, SchoolFixture, graphql, make_school, make_user, sign_in_as
 from tests.test_cli import rollcall, serving
+from web.background import BackgroundTasks
+from web.settings import Settings
 
 DATA = Path(__file__).parent / "data"
 JOB = """
   id status fileName processed total failureReason warnings
-  totals { create update unchanged error remove }
-  newClasses { name kind } removeMissingPupils
-  rows { row username action userId changes { field from to } errors { column message } }
+  totals { create update unchanged error remove restore }
+  newClasses { name kind } removeMissingPupils confirmedBy finishedAt
+  generatedPasswordsAvailable generatedPasswordsAvailableUntil
+  rows(first: 500) { totalCount edges { node {
+    row username action userId changes { field from to } errors { column message }
+    values { firstName surname type isAdmin registrationClass teachingClasses email }
+  } } }
 """
 UPLOAD = f"""
 mutation ($file: Upload!, $remove: Boolean) {{
@@ -37,12 +48,19 @@ mutation ($file: Upload!, $remove: Boolean) {{
 """
 CONFIRM = f"""
 mutation ($id: ID!, $password: String!) {{
-  confirmImport(jobId: $id, currentPassword: $password) {{
+  confirmImport(jobId: $id, currentPassword: $password) {{ job {{ {JOB} }} errors {{ code field message }} }}
+}}
+"""
+TAKE = f"""
+mutation ($id: ID!) {{
+  takeGeneratedPasswords(jobId: $id) {{
     job {{ {JOB} }} generatedPasswords {{ username password }} errors {{ code field message }}
   }}
 }}
 """
+JOB_NOW = f"query ($id: ID!) {{ importJob(id: $id) {{ {JOB} }} }}"
 PROGRESS = "query ($id: ID!) { importJob(id: $id) { status processed total } }"
+ENDED = ("SUCCEEDED", "FAILED")
 LOGIN = (
     "mutation ($s: String!, $u: String!, $p: String!) { login(school: $s, username: $u, password: $p) "
     "{ errors { code } } }"
@@ -73,15 +91,61 @@ async def preview(
     response = await upload(http, school.admin_token, data, **kwargs)
     assert response.status_code == 200, response.text
     payload: dict[str, Any] = response.json()["data"]["bulkImport"]
+    return _flat(payload)
+
+
+def _flat(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload with its job's rows (their first page: every row of the files whose rows are looked at)
+    as a plain list."""
+    if payload.get("job"):
+        payload["job"]["rows"] = [edge["node"] for edge in payload["job"]["rows"]["edges"]]
     return payload
+
+
+async def start(
+    http: httpx.AsyncClient, school: SchoolFixture, job_id: str, password: str = ADMIN_PASSWORD
+) -> dict[str, Any]:
+    """confirmImport as it answers: at once, the job RUNNING."""
+    body = await graphql(http, CONFIRM, {"id": job_id, "password": password}, token=school.admin_token)
+    return _flat(body["data"]["confirmImport"])
+
+
+async def finished(
+    http: httpx.AsyncClient, school: SchoolFixture, job_id: str, *, token: str | None = None
+) -> dict[str, Any]:
+    """The job once it has ended, followed as a client would (polling importJob)."""
+    for _ in range(6000):
+        body = await graphql(http, JOB_NOW, {"id": job_id}, token=token or school.admin_token)
+        job: dict[str, Any] = _flat({"job": body["data"]["importJob"]})["job"]
+        if job["status"] in ENDED:
+            return job
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"import {job_id} did not end")
+
+
+async def take(
+    http: httpx.AsyncClient, school: SchoolFixture, job_id: str, *, token: str | None = None
+) -> dict[str, Any]:
+    body = await graphql(http, TAKE, {"id": job_id}, token=token or school.admin_token)
+    return _flat(body["data"]["takeGeneratedPasswords"])
 
 
 async def confirm(
     http: httpx.AsyncClient, school: SchoolFixture, job_id: str, password: str = ADMIN_PASSWORD
 ) -> dict[str, Any]:
-    body = await graphql(http, CONFIRM, {"id": job_id, "password": password}, token=school.admin_token)
-    payload: dict[str, Any] = body["data"]["confirmImport"]
-    return payload
+    """Confirm, follow the job to its end, and take the passwords it generated (if it did): `job` as it ended,
+    `errors` the confirmation's, `generatedPasswords` those taken."""
+    started = await start(http, school, job_id, password)
+    if started["errors"]:
+        return {**started, "generatedPasswords": []}
+    assert started["job"]["status"] == "RUNNING", started
+    job = await finished(http, school, job_id)
+    generated: list[dict[str, str]] = []
+    if job["generatedPasswordsAvailable"]:
+        taken = await take(http, school, job_id)
+        assert taken["errors"] == [], taken
+        generated = taken["generatedPasswords"]
+    return {"job": job, "errors": [], "generatedPasswords": generated}
 
 
 async def export(http: httpx.AsyncClient, token: str) -> httpx.Response:
@@ -153,7 +217,7 @@ async def test_the_export_reimports_as_no_changes(
     await make_user(db, school, username="quoted", first_name="-Dash", surname='O\'Brien, "Jr"')
     exported = (await export(http, school.admin_token)).content
     job = (await preview(http, school, exported))["job"]
-    assert job["totals"] == {"create": 0, "update": 0, "unchanged": 6, "error": 0, "remove": 0}
+    assert job["totals"] == {"create": 0, "update": 0, "unchanged": 6, "error": 0, "remove": 0, "restore": 0}
     assert job["newClasses"] == []
 
 
@@ -181,13 +245,24 @@ async def test_the_preview_shows_every_action_and_changes_nothing(
     ).encode("cp1252")
     job = (await preview(http, school, edited, remove=True))["job"]
     assert job["status"] == "PREVIEW"
-    assert job["totals"] == {"create": 1, "update": 1, "unchanged": 1, "error": 1, "remove": 2}
+    assert job["totals"] == {"create": 1, "update": 1, "unchanged": 1, "error": 1, "remove": 2, "restore": 0}
     rows = {row["username"]: row for row in job["rows"]}
+    # named as the User type names the fields, spelt as the roster and the file spell them
     assert rows["jones.m"]["changes"] == [
         {"field": "surname", "from": "Jones", "to": "Jones-Hughes"},
-        {"field": "teaching_classes", "from": "choir;maths a", "to": "maths a"},
+        {"field": "teachingClasses", "from": "Choir;Maths A", "to": "Maths A"},
     ]
     assert rows["new.kid"]["action"] == "CREATE" and rows["new.kid"]["row"] == 4
+    assert rows["new.kid"]["values"] == {
+        "firstName": "Nia",
+        "surname": "Khan",
+        "type": "PUPIL",
+        "isAdmin": False,
+        "registrationClass": "P5",
+        "teachingClasses": ["Art Club"],
+        "email": None,
+    }
+    assert rows["bad kid"]["values"] is None
     assert {e["column"] for e in rows["bad kid"]["errors"]} == {"username", "type"}
     assert {r["username"] for r in job["rows"] if r["action"] == "REMOVE"} == {"ben.c", "cara.d"}
     assert sorted(job["newClasses"], key=lambda c: c["name"]) == [
@@ -254,7 +329,7 @@ async def test_an_update_moves_a_pupil_and_keeps_an_untouched_password(
     )
     job = (await preview(http, school, moved))["job"]
     # jones.m's row still carries a password, so it counts as an update too
-    assert job["totals"] == {"create": 0, "update": 2, "unchanged": 2, "error": 0, "remove": 0}
+    assert job["totals"] == {"create": 0, "update": 2, "unchanged": 2, "error": 0, "remove": 0, "restore": 0}
     assert (await confirm(http, school, job["id"]))["errors"] == []
     body = await graphql(
         http,
@@ -279,7 +354,7 @@ async def test_remove_missing_pupils_deletes_them_on_apply(
     assert kept["removeMissingPupils"] is False and kept["totals"]["remove"] == 0
     job = (await preview(http, school, only_amy, remove=True))["job"]
     assert job["removeMissingPupils"] is True
-    assert job["totals"] == {"create": 0, "update": 0, "unchanged": 2, "error": 0, "remove": 2}
+    assert job["totals"] == {"create": 0, "update": 0, "unchanged": 2, "error": 0, "remove": 2, "restore": 0}
     assert (await confirm(http, school, job["id"]))["errors"] == []
     body = await graphql(
         http, "{ users(filter: {status: DELETED}) { edges { node { username } } } }", token=school.admin_token
@@ -313,10 +388,13 @@ async def test_a_failure_mid_apply_leaves_the_roster_untouched(
     finally:
         async with owner_engine.begin() as connection:
             await connection.execute(text("alter table users drop constraint test_refuses_zz"))
-    assert failed["job"] is None and [e["code"] for e in failed["errors"]] == ["IMPORT_FAILED"]
-    body = await graphql(http, PROGRESS, {"id": job["id"]}, token=school.admin_token)
-    assert body["data"]["importJob"]["status"] == "FAILED"
+    # the confirmation was accepted; the apply, in the background, failed with a reason and wrote nothing
+    assert failed["errors"] == [] and failed["job"]["status"] == "FAILED"
+    assert failed["job"]["failureReason"] == imports.FAILED_REASON
+    assert failed["job"]["finishedAt"] is not None and failed["job"]["generatedPasswordsAvailable"] is False
     assert await roster(db, school) == before
+    taken = await take(http, school, job["id"])
+    assert [e["code"] for e in taken["errors"]] == ["NO_GENERATED_PASSWORDS"]
 
 
 async def test_the_roster_changing_after_the_preview_fails_the_job_cleanly(
@@ -330,19 +408,25 @@ async def test_the_roster_changing_after_the_preview_fails_the_job_cleanly(
         await session.execute(text("update users set is_admin = false where id = :id"), {"id": second_admin})
     before = await roster(db, school)
     failed = await confirm(http, school, job["id"])
-    assert [e["code"] for e in failed["errors"]] == ["IMPORT_NOT_CONFIRMABLE"]
+    assert failed["errors"] == [] and failed["job"]["status"] == "FAILED"
+    assert failed["job"]["failureReason"].startswith("The roster changed since the preview")
     assert await roster(db, school) == before
-    status = await graphql(http, PROGRESS, {"id": job["id"]}, token=school.admin_token)
-    assert status["data"]["importJob"]["status"] == "FAILED"
 
 
-async def test_progress_is_visible_from_a_second_connection(
-    http: httpx.AsyncClient, server_url: str, school: SchoolFixture, monkeypatch: pytest.MonkeyPatch
+async def test_progress_counts_rows_and_is_visible_from_a_second_connection(
+    http: httpx.AsyncClient,
+    server_url: str,
+    school: SchoolFixture,
+    loaded: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    big = "username,first_name,surname,type,registration_class\r\n" + "".join(
-        f"pupil{i:04},First{i},Last{i},PUPIL,P{i % 7}\r\n" for i in range(3 * imports.PROGRESS_EVERY)
+    # given a file of the four users there are (no password to hash: ready at once) and 150 new pupils
+    new = 150
+    big = ROSTER.decode().replace(",Teach-me-2026", ",").replace(",cat1", ",") + "".join(
+        f"pupil{i:04},First{i},Last{i},PUPIL,P{i % 7},,false,\r\n" for i in range(new)
     )
     job = (await preview(http, school, big.encode()))["job"]
+    assert job["totals"]["unchanged"] == 4 and job["totals"]["create"] == new
     seen: list[tuple[str, int]] = []
     # Half the passwords wait until the watcher has seen the import part way, on a machine fast or slow.
     seen_part_way, started = asyncio.Event(), 0
@@ -351,39 +435,64 @@ async def test_progress_is_visible_from_a_second_connection(
     async def hash_half_then_wait(password: str) -> str:
         nonlocal started
         started += 1
-        if started > 3 * imports.PROGRESS_EVERY // 2:
+        if started > new // 2:
             await asyncio.wait_for(seen_part_way.wait(), timeout=60)
         return await real_hash(password)
 
     monkeypatch.setattr(passwords, "hash_password_in_bulk", hash_half_then_wait)
 
-    async def watch() -> None:
-        async with httpx.AsyncClient(base_url=server_url, timeout=120) as second:
-            while True:
-                body = await graphql(second, PROGRESS, {"id": job["id"]}, token=school.admin_token)
-                state = body["data"]["importJob"]
-                seen.append((state["status"], state["processed"]))
-                if state["status"] == "RUNNING" and 0 < state["processed"] < job["total"]:
-                    seen_part_way.set()
-                if state["status"] in ("SUCCEEDED", "FAILED"):
-                    return
-                await asyncio.sleep(0.05)
+    # when it is confirmed, it answers at once, RUNNING
+    confirmed = await start(http, school, job["id"])
+    assert confirmed["errors"] == [] and confirmed["job"]["status"] == "RUNNING"
+    assert confirmed["job"]["finishedAt"] is None and confirmed["job"]["confirmedBy"] is not None
 
-    # A loaded machine hashes slowly: the apply gets longer than the shared client's timeout.
-    async with httpx.AsyncClient(base_url=server_url, timeout=120) as patient:
-        applied, _ = await asyncio.gather(confirm(patient, school, job["id"]), watch())
-    assert applied["errors"] == [] and len(applied["generatedPasswords"]) == job["total"]
+    async with httpx.AsyncClient(base_url=server_url, timeout=120) as second:
+        while True:
+            body = await graphql(second, PROGRESS, {"id": job["id"]}, token=school.admin_token)
+            state = body["data"]["importJob"]
+            seen.append((state["status"], state["processed"]))
+            if state["status"] == "RUNNING" and state["processed"] == 4 + new // 2:
+                seen_part_way.set()
+            if state["status"] in ENDED:
+                break
+            await asyncio.sleep(0.05)
+
+    # then the watcher saw rows done: the four ready ones and every hashed one (not steps of 64 hashes)
     running = [processed for status, processed in seen if status == "RUNNING"]
-    assert any(0 < processed < job["total"] for processed in running), seen
+    assert 4 + new // 2 in running, seen
     assert running == sorted(running)
     assert seen[-1] == ("SUCCEEDED", job["total"])
+    taken = await take(http, school, job["id"])
+    assert taken["errors"] == [] and len(taken["generatedPasswords"]) == new
+
+
+async def test_progress_is_written_at_most_four_times_a_second(
+    db: Database, school: SchoolFixture, loaded: dict[str, Any]
+) -> None:
+    # given a running job and its writer, told of a row done every few milliseconds for a second
+    async with school_scope(db, school.id) as session:
+        job_id = (await session.execute(text("select id from import_jobs"))).scalar_one()
+        await session.execute(text("update import_jobs set status = 'RUNNING', confirmed_by = null"))
+    loop = asyncio.get_running_loop()
+    async with imports.ProgressWriter(db, school.id, job_id) as writer:
+        began = loop.time()
+        while loop.time() - began < 1.0:
+            writer.done += 1
+            await asyncio.sleep(0.005)
+        await writer.flush()
+        elapsed = loop.time() - began
+    # then it wrote a few times (throttled), the last write the last count
+    assert 2 <= writer.writes <= elapsed / imports.PROGRESS_SECONDS + 2, writer.writes
+    async with school_scope(db, school.id) as session:
+        processed = (await session.execute(text("select processed from import_jobs"))).scalar_one()
+    assert processed == writer.done > 100
 
 
 async def test_sign_in_elsewhere_does_not_wait_behind_a_large_import(
     http: httpx.AsyncClient, server_url: str, owner_engine: AsyncEngine, db: Database, school: SchoolFixture
 ) -> None:
     # given an import generating passwords for enough pupils that hashing them takes seconds
-    rows = 6 * imports.PROGRESS_EVERY
+    rows = 384
     big = "username,first_name,surname,type,registration_class\r\n" + "".join(
         f"pupil{i:04},First{i},Last{i},PUPIL,P{i % 7}\r\n" for i in range(rows)
     )
@@ -396,7 +505,7 @@ async def test_sign_in_elsewhere_does_not_wait_behind_a_large_import(
         while True:
             state = (await graphql(http, PROGRESS, {"id": job["id"]}, token=school.admin_token))["data"]
             assert not importing.done()
-            if state["importJob"]["processed"] >= imports.PROGRESS_EVERY:
+            if state["importJob"]["processed"] >= 64:
                 break
             await asyncio.sleep(0.02)
         login = await graphql(
@@ -728,12 +837,12 @@ async def test_hashes_made_before_the_apply_are_used_only_where_the_row_still_wa
     the plan is made again, and the roster may have changed in between."""
     # given a draft that hashed Amy's typed password and generated one for Ben, a new pupil then
     draft = [imports._Password(2, "amy", "amy-typed-pass"), imports._Password(3, "ben", None)]
-    done = await imports._hash_all(draft, imports._no_progress)
+    done = await imports._hash_all(draft, imports._not_counted)
     assert set(done.hashes) == {2, 3} and [g.username for g in done.generated.values()] == ["ben"]
 
     # when, under the lock, Ben exists already (no password wanted) and Cat has become new
     locked = [imports._Password(2, "amy", "amy-typed-pass"), imports._Password(4, "cat", None)]
-    applied = await imports._hash_all(locked, imports._no_progress, done)
+    applied = await imports._hash_all(locked, imports._not_counted, done)
 
     # then Amy's hash is the draft's, Ben's generated password is dropped, and Cat gets one of her own
     assert applied.hashes[2] == done.hashes[2]
@@ -743,6 +852,321 @@ async def test_hashes_made_before_the_apply_are_used_only_where_the_row_still_wa
 
     # and a row that wants another kind of password than the draft hashed is hashed afresh
     retyped = await imports._hash_all(
-        [imports._Password(3, "ben", "ben-typed-pass")], imports._no_progress, done
+        [imports._Password(3, "ben", "ben-typed-pass")], imports._not_counted, done
     )
     assert verify_password(retyped.hashes[3], "ben-typed-pass") and retyped.generated == {}
+
+
+USERS = "query ($s: String!) { users(filter: {search: $s, status: ALL}) { edges { node { id username } } } }"
+DELETE = "mutation ($ids: [ID!]!) { deleteUsers(userIds: $ids) { errors { code } } }"
+
+
+async def test_a_deleted_users_username_restores_them_rather_than_making_a_second(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture, loaded: dict[str, Any]
+) -> None:
+    # given Amy, deleted
+    body = await graphql(http, USERS, {"s": "amy.b"}, token=school.admin_token)
+    (amy,) = [edge["node"]["id"] for edge in body["data"]["users"]["edges"]]
+    deleted = await graphql(http, DELETE, {"ids": [amy]}, token=school.admin_token)
+    assert deleted["data"]["deleteUsers"]["errors"] == []
+
+    # when a file names her again, with a new surname and class
+    file = b"username,first_name,surname,type,registration_class\r\nAMY.B,Amy,Brown-Smith,PUPIL,P4\r\n"
+    job = (await preview(http, school, file))["job"]
+
+    # then the preview restores her, showing what changes
+    assert job["totals"] == {"create": 0, "update": 0, "unchanged": 0, "error": 0, "remove": 0, "restore": 1}
+    (row,) = job["rows"]
+    assert (row["action"], row["userId"]) == ("RESTORE", amy)
+    assert row["changes"] == [
+        {"field": "username", "from": "amy.b", "to": "AMY.B"},
+        {"field": "surname", "from": "Brown", "to": "Brown-Smith"},
+        {"field": "registrationClass", "from": "P3", "to": "P4"},
+    ]
+    assert row["values"]["surname"] == "Brown-Smith" and row["values"]["teachingClasses"] == ["Maths A"]
+
+    # and applying it brings the same user back, changed, with her password and teaching class
+    assert (await confirm(http, school, job["id"]))["job"]["status"] == "SUCCEEDED"
+    async with school_scope(db, school.id) as session:
+        users = (
+            await session.execute(
+                text(
+                    "select id::text, surname, deleted_at is null from users where lower(username) = 'amy.b'"
+                )
+            )
+        ).all()
+        actions = (await session.execute(text("select action from audit_events"))).scalars().all()
+    assert [tuple(user) for user in users] == [(str(parse_id(amy, field="id")), "Brown-Smith", True)]
+    assert "user.restored" in actions
+    login = await graphql(http, LOGIN, {"s": school.slug, "u": "AMY.B", "p": "cat1"})
+    assert login["data"]["login"]["errors"] == []
+    classes = await graphql(
+        http,
+        '{ users(filter: {search: "amy"}) { edges { node { registrationClass { name } teachingClasses { name } } } } }',
+        token=school.admin_token,
+    )
+    assert classes["data"]["users"]["edges"][0]["node"] == {
+        "registrationClass": {"name": "P4"},
+        "teachingClasses": [{"name": "Maths A"}],
+    }
+
+
+ROWS = """
+query ($id: ID!, $first: Int, $after: String, $last: Int, $before: String, $action: ImportAction) {
+  importJob(id: $id) {
+    rows(first: $first, after: $after, last: $last, before: $before, action: $action) {
+      totalCount edges { cursor node { row username } }
+      pageInfo { hasNextPage endCursor hasPreviousPage startCursor }
+    }
+  }
+}
+"""
+
+
+async def test_the_rows_are_paged_like_every_list(http: httpx.AsyncClient, school: SchoolFixture) -> None:
+    # given a preview of 60 rows, every fifth an error
+    file = "username,type\r\n" + "".join(
+        f"p{i:02},{'PARENT' if i % 5 == 0 else 'PUPIL'}\r\n" for i in range(60)
+    )
+    job = (await preview(http, school, file.encode()))["job"]
+
+    async def rows(**arguments: Any) -> dict[str, Any]:
+        body = await graphql(http, ROWS, {"id": job["id"], **arguments}, token=school.admin_token)
+        assert "errors" not in body, body
+        page: dict[str, Any] = body["data"]["importJob"]["rows"]
+        return page
+
+    def names(page: dict[str, Any]) -> list[str]:
+        return [edge["node"]["username"] for edge in page["edges"]]
+
+    # then 50 a page unless asked, on through the cursor
+    first = await rows()
+    assert first["totalCount"] == 60 and names(first) == [f"p{i:02}" for i in range(50)]
+    assert first["pageInfo"]["hasNextPage"] and not first["pageInfo"]["hasPreviousPage"]
+    rest = await rows(after=first["pageInfo"]["endCursor"])
+    assert names(rest) == [f"p{i:02}" for i in range(50, 60)] and not rest["pageInfo"]["hasNextPage"]
+    # backwards
+    back = await rows(last=3, before=rest["pageInfo"]["startCursor"])
+    assert names(back) == ["p47", "p48", "p49"] and back["pageInfo"]["hasPreviousPage"]
+    assert back["pageInfo"]["hasNextPage"]
+    # one action's rows, the cursor good across actions
+    errors = await rows(action="ERROR", first=5)
+    assert errors["totalCount"] == 12 and names(errors) == ["p00", "p05", "p10", "p15", "p20"]
+    more = await rows(action="ERROR", first=100, after=errors["pageInfo"]["endCursor"])
+    assert names(more) == [f"p{i:02}" for i in range(25, 60, 5)]
+    assert (await rows(first=0))["edges"] == []
+
+    # and what no list takes is refused as the caller's mistake
+    for arguments in ({"first": 501}, {"first": -1}, {"first": 2, "last": 2}, {"after": "bm90LWEtY3Vyc29y"}):
+        body = await graphql(http, ROWS, {"id": job["id"], **arguments}, token=school.admin_token)
+        assert [e["extensions"]["code"] for e in body["errors"]] == ["BAD_REQUEST"], arguments
+    users = await graphql(http, "{ users(first: 1) { pageInfo { endCursor } } }", token=school.admin_token)
+    cursor = users["data"]["users"]["pageInfo"]["endCursor"]
+    body = await graphql(http, ROWS, {"id": job["id"], "after": cursor}, token=school.admin_token)
+    assert [e["extensions"]["code"] for e in body["errors"]] == ["BAD_REQUEST"]
+
+
+async def test_generated_passwords_are_sealed_and_taken_once_by_the_admin_who_confirmed(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
+    # given an applied file that generated two passwords
+    job = (await preview(http, school, ROSTER))["job"]
+    assert (await start(http, school, job["id"]))["errors"] == []
+    ended = await finished(http, school, job["id"])
+    assert ended["status"] == "SUCCEEDED" and ended["generatedPasswordsAvailable"] is True
+    assert ended["confirmedBy"] is not None and ended["finishedAt"] is not None
+    assert ended["generatedPasswordsAvailableUntil"] > ended["finishedAt"]
+    async with school_scope(db, school.id) as session:
+        sealed = (
+            await session.execute(text("select sealed_generated_passwords from import_jobs"))
+        ).scalar_one()
+    assert sealed is not None
+
+    # when another admin asks for them, they are not theirs
+    deputy = await make_user(db, school, username="deputy", type=UserType.TEACHER, is_admin=True)
+    other = await take(http, school, job["id"], token=await sign_in_as(db, school, deputy))
+    assert [(e["code"], e["field"]) for e in other["errors"]] == [("NOT_YOUR_IMPORT", "jobId")]
+    assert other["generatedPasswords"] == []
+
+    # when the admin who confirmed takes them twice at once (both waiting on the job's row meanwhile)
+    async with school_scope(db, school.id) as session:
+        await session.execute(text("select id from import_jobs for update"))
+        takes = [asyncio.create_task(take(http, school, job["id"])) for _ in range(2)]
+        await asyncio.sleep(0.5)
+    results = await asyncio.gather(*takes)
+
+    # then exactly one gets them, and the other is told they are taken
+    won = [r for r in results if r["errors"] == []]
+    lost = [r for r in results if r["errors"]]
+    assert len(won) == 1 and len(lost) == 1, results
+    assert [e["code"] for e in lost[0]["errors"]] == ["GENERATED_PASSWORDS_TAKEN"]
+    generated = {g["username"]: g["password"] for g in won[0]["generatedPasswords"]}
+    assert list(generated) == ["ben.c", "cara.d"]
+    assert won[0]["job"]["generatedPasswordsAvailable"] is False
+    # the sealed box never held them in plain, and is gone
+    assert not any(password.encode() in sealed for password in generated.values())
+    async with school_scope(db, school.id) as session:
+        now = (
+            await session.execute(
+                text("select sealed_generated_passwords, generated_passwords_taken_at from import_jobs")
+            )
+        ).one()
+    assert now[0] is None and now[1] is not None
+    login = await graphql(http, LOGIN, {"s": school.slug, "u": "ben.c", "p": generated["ben.c"]})
+    assert login["data"]["login"]["errors"] == []
+    unknown = await take(http, school, "00000000-0000-4000-8000-000000000000")
+    assert [e["code"] for e in unknown["errors"]] == ["NOT_FOUND"]
+
+
+async def test_generated_passwords_expire_an_hour_after_the_end(
+    http: httpx.AsyncClient,
+    db: Database,
+    owner_engine: AsyncEngine,
+    migrated: EmbeddedServer,
+    school: SchoolFixture,
+) -> None:
+    job = (await preview(http, school, ROSTER))["job"]
+    assert (await start(http, school, job["id"]))["errors"] == []
+    assert (await finished(http, school, job["id"]))["generatedPasswordsAvailable"] is True
+    async with school_scope(db, school.id) as session:
+        await session.execute(text("update import_jobs set finished_at = now() - interval '61 minutes'"))
+    late = await take(http, school, job["id"])
+    assert [e["code"] for e in late["errors"]] == ["GENERATED_PASSWORDS_EXPIRED"]
+    assert (await finished(http, school, job["id"]))["generatedPasswordsAvailable"] is False
+    # and the purge erases what is no longer takeable
+    assert await forget_expired_import_passwords(migrated.urls().owner) >= 1
+    async with school_scope(db, school.id) as session:
+        sealed = (
+            await session.execute(text("select sealed_generated_passwords from import_jobs"))
+        ).scalar_one()
+    assert sealed is None
+
+
+async def test_a_file_with_every_password_typed_has_none_to_take(
+    http: httpx.AsyncClient, school: SchoolFixture
+) -> None:
+    file = b"username,type,password\r\namy,PUPIL,cat-1\r\nben,PUPIL,dog-2\r\n"
+    applied = await confirm(http, school, (await preview(http, school, file))["job"]["id"])
+    assert applied["job"]["status"] == "SUCCEEDED"
+    assert applied["job"]["generatedPasswordsAvailable"] is False
+    assert applied["job"]["generatedPasswordsAvailableUntil"] is None
+    none = await take(http, school, applied["job"]["id"])
+    assert [e["code"] for e in none["errors"]] == ["NO_GENERATED_PASSWORDS"]
+
+
+async def test_a_running_job_is_failed_on_read_only_when_its_heartbeat_has_stopped(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given reads that fail a RUNNING job that has not moved for a second, and a heartbeat of 0.2 s
+    monkeypatch.setattr(imports, "STALE_IMPORT", timedelta(seconds=1))
+    monkeypatch.setattr(imports, "HEARTBEAT_SECONDS", 0.2)
+    job = (await preview(http, school, ROSTER))["job"]
+
+    # when its apply waits for the roster's lock (held elsewhere) for three seconds
+    async with school_scope(db, school.id) as session:
+        await session.execute(text("select id from schools for update"))
+        assert (await start(http, school, job["id"]))["errors"] == []
+        states = []
+        for _ in range(15):
+            await asyncio.sleep(0.2)
+            states.append(
+                (await graphql(http, PROGRESS, {"id": job["id"]}, token=school.admin_token))["data"]
+            )
+
+    # then every read found it RUNNING, and it ended as it should once the lock was free
+    assert all(state["importJob"]["status"] == "RUNNING" for state in states), states
+    assert (await finished(http, school, job["id"]))["status"] == "SUCCEEDED"
+
+    # and a RUNNING job whose worker is gone (nothing moves it: no heartbeat) is failed as it is read
+    async with school_scope(db, school.id) as session:
+        await session.execute(
+            text(
+                "update import_jobs set status = 'RUNNING', sealed_generated_passwords = null, "
+                "updated_at = now() - interval '2 seconds'"
+            )
+        )
+    gone = await finished(http, school, job["id"])
+    assert (gone["status"], gone["failureReason"]) == ("FAILED", STALE_REASON)
+
+
+async def test_an_apply_cancelled_at_shutdown_fails_its_job_and_writes_nothing(
+    http: httpx.AsyncClient,
+    db: Database,
+    settings: Settings,
+    school: SchoolFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given an apply under way whose hashing never ends
+    job = (await preview(http, school, ROSTER))["job"]
+    before = await roster(db, school)
+    forever = asyncio.Event()
+
+    async def never(password: str) -> str:
+        await forever.wait()
+        return ""
+
+    monkeypatch.setattr(passwords, "hash_password_in_bulk", never)
+    admin = Actor(id=school.admin_id, label="admin")
+    secret = settings.login_code_secret
+    started = await imports.start_import(
+        db, school_id=school.id, actor=admin, job_id=parse_id(job["id"], field="id"), server_secret=secret
+    )
+    tasks = BackgroundTasks()
+    tasks.start(imports.apply_import(db, started.work, actor=admin, server_secret=secret), name="import")
+
+    # when the worker shuts down with a short grace
+    await asyncio.sleep(0.3)
+    await tasks.shutdown(0.3)
+
+    # then the job is FAILED with the reason a stopped server gives, and the roster is as it was
+    assert len(tasks) == 0
+    body = await graphql(http, JOB_NOW, {"id": job["id"]}, token=school.admin_token)
+    ended = body["data"]["importJob"]
+    assert (ended["status"], ended["failureReason"]) == ("FAILED", STALE_REASON)
+    assert await roster(db, school) == before
+    with pytest.raises(RuntimeError):
+        tasks.start(asyncio.sleep(0), name="late")
+
+
+async def test_the_background_waits_out_its_grace_for_work_that_ends() -> None:
+    tasks = BackgroundTasks()
+    done = []
+
+    async def work() -> None:
+        await asyncio.sleep(0.2)
+        done.append(True)
+
+    tasks.start(work(), name="short")
+    await tasks.shutdown(5)
+    assert done == [True]
+
+
+async def test_a_job_failed_while_its_apply_waits_is_not_applied(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture
+) -> None:
+    # given an apply waiting for the roster's lock
+    before = await roster(db, school)
+    job = (await preview(http, school, ROSTER))["job"]
+    async with school_scope(db, school.id) as session:
+        await session.execute(text("select id from schools for update"))
+        assert (await start(http, school, job["id"]))["errors"] == []
+        await asyncio.sleep(0.5)
+        # when the job is failed meanwhile (as a reader that thought its worker gone would)
+        async with school_scope(db, school.id) as other:
+            await other.execute(text("update import_jobs set status = 'FAILED', failure_reason = 'gone'"))
+
+    # then it stays FAILED, and the apply, once it has the lock, writes nothing
+    await asyncio.sleep(1.0)
+    await asyncio.wait_for(_applies_ended(http), 60)
+    body = await graphql(http, JOB_NOW, {"id": job["id"]}, token=school.admin_token)
+    assert (body["data"]["importJob"]["status"], body["data"]["importJob"]["failureReason"]) == (
+        "FAILED",
+        "gone",
+    )
+    assert await roster(db, school) == before
+
+
+async def _applies_ended(http: httpx.AsyncClient) -> None:
+    """Until the server's background applies have all ended."""
+    while any(task.get_name().startswith("import ") for task in asyncio.all_tasks()):
+        await asyncio.sleep(0.05)

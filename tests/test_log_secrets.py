@@ -6,11 +6,13 @@ a real `rollcall serve`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -236,3 +238,72 @@ async def test_what_a_client_sends_cannot_forge_a_log_line_or_reach_the_terminal
     assert "GET /nothing\\x1b[2J\\x00\\x7f\\x85\\u2028x 404" in logged, logged
     for character in ("\x1b", "\x00", "\x7f", "\x85", "\u2028", "\r"):
         assert character not in logged, repr(character)
+
+
+async def test_imports_in_the_background_log_no_password(
+    http: httpx.AsyncClient, owner_engine: AsyncEngine, db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    # given every logger at DEBUG
+    caplog.set_level(logging.DEBUG)
+    school = await make_school(owner_engine, db)
+    file = ROSTER + "".join(f"made{i},PUPIL,\r\n" for i in range(5))
+
+    # when one import applies in the background and its generated passwords are taken
+    job = (await upload_file(http, school.admin_token, file)).json()["data"]["bulkImport"]["job"]
+    applied = await confirm_and_wait(http, school, job["id"])
+    assert applied["status"] == "SUCCEEDED"
+    taken = await graphql(http, TAKE, {"id": job["id"]}, token=school.admin_token)
+    generated = [g["password"] for g in taken["data"]["takeGeneratedPasswords"]["generatedPasswords"]]
+    assert len(generated) == 5
+
+    # and another fails in the middle of its apply (the database refuses a row)
+    again = file.replace("made", "more").replace("leak", "drip")
+    job = (await upload_file(http, school.admin_token, again)).json()["data"]["bulkImport"]["job"]
+    async with owner_engine.begin() as connection:
+        await connection.execute(
+            text("alter table users add constraint test_refuses_more4 check (username <> 'more4') not valid")
+        )
+    try:
+        failed = await confirm_and_wait(http, school, job["id"])
+    finally:
+        async with owner_engine.begin() as connection:
+            await connection.execute(text("alter table users drop constraint test_refuses_more4"))
+    assert failed["status"] == "FAILED"
+
+    # then the logs hold neither the typed passwords nor the generated ones, nor a hash
+    logged = caplog.text + "\n".join(record.getMessage() for record in caplog.records)
+    assert "import" in logged and "failed" in logged
+    assert_no_secrets(logged)
+    for password in generated:
+        assert password not in logged
+
+
+TAKE = (
+    "mutation ($id: ID!) { takeGeneratedPasswords(jobId: $id) { generatedPasswords { username password } "
+    "errors { code } } }"
+)
+STATUS = "query ($id: ID!) { importJob(id: $id) { status } }"
+
+
+async def upload_file(http: httpx.AsyncClient, token: str, content: str) -> httpx.Response:
+    return await http.post(
+        "/graphql",
+        headers={"Authorization": f"Bearer {token}"},
+        data={
+            "operations": json.dumps({"query": UPLOAD, "variables": {"file": None}}),
+            "map": json.dumps({"0": ["variables.file"]}),
+        },
+        files={"0": ("roster.csv", content.encode(), "text/csv")},
+    )
+
+
+async def confirm_and_wait(http: httpx.AsyncClient, school: SchoolFixture, job_id: str) -> dict[str, Any]:
+    started = await graphql(http, CONFIRM, {"id": job_id, "p": ADMIN_PASSWORD}, token=school.admin_token)
+    assert started["data"]["confirmImport"]["errors"] == []
+    while True:
+        job: dict[str, Any] = (await graphql(http, STATUS, {"id": job_id}, token=school.admin_token))["data"][
+            "importJob"
+        ]
+        if job["status"] in ("SUCCEEDED", "FAILED"):
+            return job
+        await asyncio.sleep(0.05)

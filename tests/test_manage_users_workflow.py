@@ -2,7 +2,8 @@
 counting the GraphQL requests it takes: sign in, the table paged, sorted and searched, an inline edit that
 meets a concurrent one, add a pupil, delete three, show deleted, restore two, reset two passwords, open a
 registration class and add pupils to it, print cards, download the CSV, change it, upload it, preview,
-confirm, follow progress, sign out.
+confirm (it answers at once), follow the progress live (one subscription on the page's WebSocket), take
+the generated passwords, sign out.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from db.engine import Database
 from db.models import ClassKind, UserType
 from db.scope import school_scope
 from tests.conftest import ADMIN_PASSWORD, graphql, make_school, make_user
+from tests.test_live_progress import collect, signed_in, socket
 
 # The most GraphQL requests the whole workflow may take (it took 45 before payloads returned the query root).
 MOST_REQUESTS = 31
@@ -86,19 +88,29 @@ mutation ($id: ID!, $ids: [ID!]!) {
 UPLOAD = """
 mutation ($file: Upload!) {
   bulkImport(file: $file) {
-    job { id status totals { create update unchanged error remove } rows(action: CREATE) { username action } }
+    job {
+      id status totals { create update unchanged error remove restore }
+      rows(action: CREATE) { totalCount edges { node { username action values { firstName surname } } } }
+    }
     errors { code message }
   }
 }
 """
-CONFIRM = f"""
-mutation ($id: ID!, $password: String!) {{
-  confirmImport(jobId: $id, currentPassword: $password) {{
-    job {{ id status }} generatedPasswords {{ username }} errors {{ code message }} {REFRESH}
+CONFIRM = """
+mutation ($id: ID!, $password: String!) {
+  confirmImport(jobId: $id, currentPassword: $password) { job { id status } errors { code message } }
+}
+"""
+FOLLOW = (
+    "subscription ($id: ID!) { importJobProgress(id: $id) { status processed total finished failureReason } }"
+)
+TAKE = f"""
+mutation ($id: ID!) {{
+  takeGeneratedPasswords(jobId: $id) {{
+    generatedPasswords {{ username password }} errors {{ code message }} {REFRESH}
   }}
 }}
 """
-PROGRESS = "query ($id: ID!) { importJob(id: $id) { status processed total failureReason } }"
 LOGOUT = "mutation { logout { errors { code } } }"
 
 
@@ -135,6 +147,16 @@ class Browser:
         assert response.status_code == 200, response.text
         data: dict[str, Any] = response.json()["data"]
         return data
+
+    async def follow(self, server_url: str, query: str, **variables: Any) -> list[dict[str, Any]]:
+        """A subscription on the page's WebSocket (signed in by the session cookie): what it sent, to the end."""
+        self.graphql_requests += 1
+        cookie = {"Cookie": f"rollcall_session={self.http.cookies['rollcall_session']}"}
+        async with socket(server_url, additional_headers=cookie, origin=server_url) as ws:
+            await signed_in(ws)
+            sent = await collect(ws, query, variables)
+        assert sent[-1]["type"] == "complete", sent
+        return [message["payload"]["data"] for message in sent[:-1]]
 
     async def get(self, path: str, **params: str) -> httpx.Response:
         self.other_requests += 1
@@ -245,17 +267,24 @@ async def test_the_manage_users_workflow_in_at_most_31_requests(
         sheet = await tab.get("/login-cards", classId=str(form.id))
         assert sheet.text.count("<svg") == 3
 
-        # download the CSV, change it, upload it, preview, confirm, follow progress
+        # download the CSV, change it, upload it, preview, confirm, follow progress, take the passwords
         exported = (await tab.get("/users.csv")).content
-        changed_file = exported + b"csv.pupil,Cee,Ess,PUPIL,3B,,false,,kite-and-string\r\n"
+        changed_file = (
+            exported
+            + b"csv.pupil,Cee,Ess,PUPIL,3B,,false,,kite-and-string\r\n"
+            + b"csv.other,Dee,Eff,PUPIL,3B,,false,,\r\n"
+        )
         preview = (await tab.upload(UPLOAD, changed_file))["bulkImport"]
-        assert preview["errors"] == [] and preview["job"]["totals"]["create"] == 1
-        confirmed = (await tab.ask(CONFIRM, id=preview["job"]["id"], password=ADMIN_PASSWORD))[
-            "confirmImport"
-        ]
-        assert confirmed["errors"] == [] and confirmed["query"]["active"]["totalCount"] == 63
-        progress = (await tab.ask(PROGRESS, id=preview["job"]["id"]))["importJob"]
-        assert progress["status"] == "SUCCEEDED"
+        assert preview["errors"] == [] and preview["job"]["totals"]["create"] == 2
+        assert preview["job"]["rows"]["edges"][0]["node"]["values"] == {"firstName": "Cee", "surname": "Ess"}
+        job_id = preview["job"]["id"]
+        confirmed = (await tab.ask(CONFIRM, id=job_id, password=ADMIN_PASSWORD))["confirmImport"]
+        assert confirmed["errors"] == [] and confirmed["job"]["status"] == "RUNNING"
+        progress = [sent["importJobProgress"] for sent in await tab.follow(server_url, FOLLOW, id=job_id)]
+        assert progress[-1]["status"] == "SUCCEEDED" and progress[-1]["finished"]
+        taken = (await tab.ask(TAKE, id=job_id))["takeGeneratedPasswords"]
+        assert taken["errors"] == [] and [g["username"] for g in taken["generatedPasswords"]] == ["csv.other"]
+        assert taken["query"]["active"]["totalCount"] == 64
 
         # sign out
         assert (await tab.ask(LOGOUT))["logout"]["errors"] == []

@@ -127,20 +127,16 @@ async def test_the_server_survives_a_database_restart(own_database: EmbeddedServ
             token = (await graphql(http, LOGIN, {"s": slug, "u": "admin", "p": ADMIN_PASSWORD}))["data"][
                 "login"
             ]["token"]
-            roster = "username,type\r\n" + "".join(f"p{i:03},PUPIL\r\n" for i in range(300))
+            roster = "username,type\r\n" + "".join(f"p{i:04},PUPIL\r\n" for i in range(2000))
             job = await upload(http, token, roster.encode())
 
-            # given an import applying (hashing 300 passwords), when the database stops under it...
-            confirm = asyncio.create_task(
-                graphql(http, CONFIRM, {"id": job, "p": ADMIN_PASSWORD}, token=token)
-            )
+            # given an import applying in the background (hashing 2,000 passwords: a minute or so), when the
+            # database stops under it...
+            confirm = await graphql(http, CONFIRM, {"id": job, "p": ADMIN_PASSWORD}, token=token)
+            assert confirm["data"]["confirmImport"]["job"]["status"] == "RUNNING"
             while (await graphql(http, JOB, {"id": job}, token=token))["data"]["importJob"]["processed"] == 0:
                 await asyncio.sleep(0.05)
             own_database.stop()
-            # ...the request in flight fails cleanly, with a masked error.
-            answer = await confirm
-            assert answer["data"]["confirmImport"]["errors"][0]["code"] == "IMPORT_FAILED"
-            assert "Traceback" not in json.dumps(answer) and "asyncpg" not in json.dumps(answer)
 
             # While it is away: not ready, and requests get a clear 503 (never a 500).
             ready = await http.get("/readyz")
@@ -156,8 +152,13 @@ async def test_the_server_survives_a_database_restart(own_database: EmbeddedServ
             await wait_for(served.url, "/readyz", 200)
             me = await graphql(http, "{ me { username } }", token=token)
             assert me["data"]["me"] == {"username": "admin"}
+            # ...and the import, still hashing, carries on (its progress writes found a fresh connection)
+            state = (await graphql(http, JOB, {"id": job}, token=token))["data"]["importJob"]
+            assert state["status"] == "RUNNING", "the import ended before the server could be killed"
     finally:
-        await asyncio.to_thread(stop, served)
+        # The server dies (no shutdown): nothing can mark its import FAILED.
+        served.process.kill()
+        await asyncio.to_thread(served.process.wait, 30)
 
     # A restarted server fails the import its predecessor was running when the database went away.
     served = await asyncio.to_thread(serve, env, tmp_path / "server.log")

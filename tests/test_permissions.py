@@ -143,6 +143,11 @@ OPERATIONS: dict[str, Operation] = {
         'mutation ($id: ID!) { confirmImport(jobId: $id, currentPassword: "wrong") { errors { code } } }',
         lambda world: {"id": world.ids["nobody"]},
     ),
+    "takeGeneratedPasswords": op(
+        ADMINS,
+        "mutation ($id: ID!) { takeGeneratedPasswords(jobId: $id) { errors { code } } }",
+        lambda world: {"id": world.ids["nobody"]},
+    ),
     "planRollover": op(
         ADMINS, "mutation { planRollover(input: {registrationClasses: []}) { errors { code } } }"
     ),

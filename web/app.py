@@ -45,6 +45,7 @@ from oneroster.routes import oneroster_routes
 from scim.routes import scim_routes
 from tenants import policies
 from tenants.callers import Person
+from web.background import BackgroundTasks
 from web.bodies import BadBody, place_files, read_json
 from web.exports import users_csv
 from web.graphiql import STATIC_PATH, ServedGraphiQL, graphiql_static
@@ -162,7 +163,7 @@ class LiveConnection(BaseGraphQLTransportWSHandler[Context, None]):
 class RollcallGraphQL(GraphQLOverHTTP, ServedGraphiQL, GraphQL[Context, None]):
     graphql_transport_ws_handler_class = LiveConnection
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, background: BackgroundTasks) -> None:
         super().__init__(
             build_schema(introspection=settings.introspection),
             graphql_ide="graphiql" if settings.graphiql else None,
@@ -177,6 +178,7 @@ class RollcallGraphQL(GraphQLOverHTTP, ServedGraphiQL, GraphQL[Context, None]):
         )
         self.db = db
         self.settings = settings
+        self.background = background
         self.session_policy = settings.session_policy
         self.persisted = PersistedQueries()
 
@@ -264,6 +266,7 @@ class RollcallGraphQL(GraphQLOverHTTP, ServedGraphiQL, GraphQL[Context, None]):
                 client=request.client.host if request.client else "",
                 caller=None,
                 loaders=Loaders(self.db, None),
+                background=self.background,
             )
         if (
             request.headers.get("content-type", "").startswith("multipart/")
@@ -301,6 +304,7 @@ class RollcallGraphQL(GraphQLOverHTTP, ServedGraphiQL, GraphQL[Context, None]):
                 viewer_id=caller.user_id if isinstance(caller, Person) else None,
             ),
             transactions=transactions,
+            background=self.background,
         )
         request.state.graphql_context = context
         return context
@@ -336,6 +340,8 @@ class RollcallGraphQL(GraphQLOverHTTP, ServedGraphiQL, GraphQL[Context, None]):
 
 def create_app(settings: Settings, urls: DatabaseUrls) -> Starlette:
     db = Database(urls.app, pool_size=settings.pool_size, pooler=settings.db_pooler)
+    # The work requests start and do not wait for (an import's apply): this worker's, ended by the lifespan.
+    background = BackgroundTasks()
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -357,10 +363,11 @@ def create_app(settings: Settings, urls: DatabaseUrls) -> Starlette:
         gc.collect()
         gc.freeze()
         yield
+        await background.shutdown(settings.shutdown_grace_seconds)
         await db.dispose()
         gc.unfreeze()
 
-    graphql = RollcallGraphQL(db, settings)
+    graphql = RollcallGraphQL(db, settings, background)
     # Roster reads it can compile into one SQL statement, and plain sign-ins, are answered in front of Strawberry.
     endpoint = (
         CompiledReads(graphql, db, graphql.session_policy, settings) if settings.compiled_reads else graphql
@@ -386,6 +393,7 @@ def create_app(settings: Settings, urls: DatabaseUrls) -> Starlette:
     app.add_middleware(BodyLimit, limit=settings.import_max_bytes + 64 * 1024)
     app.add_middleware(RequestId)
     app.state.db = db
+    app.state.background = background
     return app
 
 

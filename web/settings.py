@@ -10,6 +10,7 @@ from pathlib import Path
 from db.engine import POOLERS
 from db.login_cards.codes import load_or_create_secret, secret_from_env
 from db.sessions import SessionPolicy
+from web.background import DEFAULT_GRACE_SECONDS
 
 
 def _flag(name: str, default: bool) -> bool:
@@ -22,6 +23,11 @@ def _flag(name: str, default: bool) -> bool:
 def _int(name: str, default: int) -> int:
     value = os.environ.get(name)
     return int(value) if value else default
+
+
+def _seconds(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
 
 
 def parse_public_url(value: str | None) -> str | None:
@@ -90,6 +96,8 @@ class Settings:
     public_url: str | None = None
     # A transaction-mode pooler (PgBouncer) between the application role's connections and PostgreSQL.
     db_pooler: str | None = None
+    # At shutdown, how long background work under way (an import's apply) may run on before it is cancelled.
+    shutdown_grace_seconds: float = DEFAULT_GRACE_SECONDS
 
     @property
     def session_policy(self) -> SessionPolicy:
@@ -126,4 +134,5 @@ class Settings:
             metrics_token=os.environ.get("ROLLCALL_METRICS_TOKEN") or None,
             public_url=parse_public_url(os.environ.get("ROLLCALL_PUBLIC_URL")),
             db_pooler=parse_pooler(os.environ.get("ROLLCALL_DB_POOLER")),
+            shutdown_grace_seconds=_seconds("ROLLCALL_SHUTDOWN_GRACE_SECONDS", DEFAULT_GRACE_SECONDS),
         )

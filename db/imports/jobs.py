@@ -1,47 +1,71 @@
-"""Bulk upload: preview a roster file as an import job, then apply it, whole, once it is confirmed.
+"""Bulk upload: preview a roster file as an import job, then, once it is confirmed, apply it whole.
 
-The apply runs in ONE transaction. The passwords are hashed before it opens (the slow part: seconds for
-a big file), against a draft plan of the roster as it is then; the transaction plans again under the roster's
-lock, uses the hashes that still fit and hashes only what the roster's changes in between call for. So the
-transaction holds its connection and the lock for the writes alone, and never waits for a second connection
-while it holds one (behind a pooler with few server connections, that wait could be forever). Progress
-(`processed` of `total`) is written from separate short transactions while hashing, so another connection
-can draw a progress bar.
+Confirming (`start_import`) moves the job to RUNNING and returns; the apply (`apply_import`) then runs in
+the background of the same worker, and ends the job SUCCEEDED or FAILED (with its reason). It runs in ONE
+transaction. The passwords are hashed before it opens (the slow part: seconds for a big file), against a
+draft plan of the roster as it is then; the transaction plans again under the roster's lock, uses the hashes
+that still fit and hashes only what the roster's changes in between call for. So the transaction holds the
+lock for the writes alone.
+
+Progress (`processed` of `total`, in rows of the plan: a row is done once it is ready to be written, its
+password hashed if it needs one) is written by a `ProgressWriter`, a task of its own on a connection of its
+own taken before the apply's transaction opens, in short transactions that touch only the job's row and
+only while it is RUNNING. The apply never waits for the writer while its transaction is open (it only tells
+it to stop, then writes the job's row itself, last): so it never waits for a second connection while it
+holds one (behind a pooler with few server connections that wait could be forever), and a write the writer
+has under way at the end finds the job ended and changes nothing. The writer writes at most every
+PROGRESS_SECONDS, and at least every HEARTBEAT_SECONDS while the job runs: a RUNNING job whose `updated_at`
+stands still for STALE_IMPORT has lost its worker, and is failed when it is read.
+
+The passwords the apply generates are sealed into the job in the apply's transaction; the admin who
+confirmed it takes them once (`take_generated_passwords`), within GENERATED_PASSWORDS_KEPT of the end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from db import audit
 from db.audit import Actor, AuditAction
 from db.engine import Database
 from db.errors import DomainError, ErrorCode, Problem
-from db.imports.plan import ExistingUser, ImportAction, Plan, PlannedRow, Roster, plan_import
+from db.imports.plan import WRITES, ExistingUser, ImportAction, Plan, PlannedRow, Roster, plan_import
 from db.imports.roster_csv import CsvError, ExportRow, RosterRow, RowProblem, decode_upload, parse_roster
-from db.imports.sealed_passwords import SealBroken, seal, unseal
-from db.maintenance import STALE_IMPORT, fail_stale_imports_of
-from db.manage_users import lock_roster, soft_delete
+from db.imports.sealed_passwords import GENERATED, SealBroken, seal, unseal
+from db.maintenance import (
+    GENERATED_PASSWORDS_KEPT,
+    IMPORT_HEARTBEAT,
+    STALE_IMPORT,
+    STALE_REASON,
+    fail_stale_imports_of,
+)
+from db.manage_users import lock_roster, restore_users, soft_delete
 from db.models import ClassKind, ClassMembership, ImportJob, ImportStatus, School, SchoolClass, User, UserType
 from db.names import class_name_key
+from db.pagination import decode_cursor, encode_cursor, page_size
 from db.passwords import hash_in_bulk, memorable_password
 from db.schools import require_manual_school
 from db.scope import school_scope
 from db.users import edited
 
 log = logging.getLogger("rollcall.imports")
-PROGRESS_EVERY = 64
-Progress = Callable[[int], Awaitable[None]]
+PROGRESS_SECONDS = 0.25  # the most often progress is written
+HEARTBEAT_SECONDS = IMPORT_HEARTBEAT.total_seconds()  # the least often, while the job runs
+Landed = Callable[[int], None]  # told how many passwords have been hashed so far
+FAILED_REASON = "The import failed and nothing was changed; try again, or ask for help if it keeps failing."
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +77,26 @@ class RemovedPupil:
 @dataclass(frozen=True, slots=True)
 class GeneratedPassword:
     username: str
-    password: str
+    password: str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
-class Applied:
+class Work:
+    """What the apply of a confirmed job needs, taken from the job as it moved to RUNNING (the typed
+    passwords among the rows: in memory only, from there on)."""
+
+    school_id: uuid.UUID
+    job_id: uuid.UUID
+    rows: list[RosterRow] = field(repr=False)
+    columns: frozenset[str]
+    remove_missing_pupils: bool
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
     job: ImportJob
-    generated_passwords: list[GeneratedPassword]
+    work: Work
 
 
 async def _classes_by_user(
@@ -103,12 +140,29 @@ async def _active_users(session: AsyncSession, school_id: uuid.UUID) -> Sequence
     )
 
 
+async def _deleted_users(session: AsyncSession, school_id: uuid.UUID) -> Sequence[User]:
+    """The deleted users, the latest deleted last (so it is the one a username finds)."""
+    return (
+        (
+            await session.execute(
+                select(User)
+                .where(User.school_id == school_id, User.deleted_at.is_not(None))
+                .order_by(User.deleted_at, User.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+
+
 async def load_roster(session: AsyncSession, school_id: uuid.UUID) -> Roster:
-    """The school's active users with their classes, and every class."""
+    """The school's active users with their classes, every class, and the deleted users a file may restore."""
     school = await session.get_one(School, school_id)
     registration, teaching = await _classes_by_user(session, school_id)
-    users = {
-        user.username.lower(): ExistingUser(
+
+    def existing(user: User) -> ExistingUser:
+        names = sorted(teaching.get(user.id, ()), key=class_name_key)
+        return ExistingUser(
             id=user.id,
             username=user.username,
             first_name=user.first_name,
@@ -116,11 +170,12 @@ async def load_roster(session: AsyncSession, school_id: uuid.UUID) -> Roster:
             type=user.type,
             is_admin=user.is_admin,
             registration_class=registration.get(user.id),
-            teaching_classes=frozenset(class_name_key(name) for name in teaching.get(user.id, ())),
+            teaching_classes=frozenset(class_name_key(name) for name in names),
             email=user.email,
+            teaching_class_names=tuple(names),
         )
-        for user in await _active_users(session, school_id)
-    }
+
+    users = {user.username.lower(): existing(user) for user in await _active_users(session, school_id)}
     classes = await session.execute(
         select(SchoolClass.kind, SchoolClass.name).where(SchoolClass.school_id == school_id)
     )
@@ -128,6 +183,7 @@ async def load_roster(session: AsyncSession, school_id: uuid.UUID) -> Roster:
         users=users,
         classes={(kind, class_name_key(name)): name for kind, name in classes},
         pupil_min_password_length=school.pupil_min_password_length,
+        deleted={user.username.lower(): existing(user) for user in await _deleted_users(session, school_id)},
     )
 
 
@@ -181,6 +237,7 @@ def _row_from_source(source: dict[str, Any], password: str | None) -> RosterRow:
 
 
 def _shown(row: PlannedRow) -> dict[str, Any]:
+    target = row.target
     return {
         "row": row.row_number,
         "username": row.username,
@@ -188,6 +245,18 @@ def _shown(row: PlannedRow) -> dict[str, Any]:
         "user_id": str(row.user_id) if row.user_id else None,
         "changes": [[name, old, new] for name, (old, new) in row.changes.items()],
         "errors": [[p.column, p.message] for p in row.errors],
+        # What the user will be, as the file spells it (a column the file lacks: as the user is now).
+        "values": {
+            "first_name": target.first_name,
+            "surname": target.surname,
+            "type": target.type.value,
+            "is_admin": target.is_admin,
+            "registration_class": target.registration_class,
+            "teaching_classes": list(target.teaching_classes),
+            "email": target.email,
+        }
+        if target is not None and row.action in (*WRITES, ImportAction.UNCHANGED)
+        else None,
     }
 
 
@@ -250,7 +319,8 @@ async def preview_import(
 
 
 async def get_job(session: AsyncSession, *, school_id: uuid.UUID, job_id: uuid.UUID) -> ImportJob | None:
-    """The job; one left RUNNING by a worker that died is failed as it is read."""
+    """The job; one left RUNNING by a worker that died (no progress nor heartbeat for STALE_IMPORT) is failed
+    as it is read."""
     await fail_stale_imports_of(session, school_id, older_than=STALE_IMPORT)
     return (
         await session.execute(
@@ -259,14 +329,79 @@ async def get_job(session: AsyncSession, *, school_id: uuid.UUID, job_id: uuid.U
     ).scalar_one_or_none()
 
 
+ROW_CURSOR = "import-row"  # a row cursor's tag: a cursor of another list is refused
+
+
+@dataclass(frozen=True, slots=True)
+class RowsPage:
+    rows: list[dict[str, Any]]  # as the job stores them
+    cursors: list[str]
+    has_next_page: bool
+    has_previous_page: bool
+    total_count: int
+
+
+def _row_position(cursor: str, argument: str) -> int:
+    _, position = decode_cursor(cursor, parse=[_row_tag, int], argument=argument)
+    if position < 0:
+        raise DomainError(
+            Problem(ErrorCode.INVALID_INPUT, "That cursor is not one this list gave out.", argument)
+        )
+    return int(position)
+
+
+def _row_tag(value: str) -> str:
+    if value != ROW_CURSOR:
+        raise ValueError(value)
+    return value
+
+
+def rows_page(
+    job: ImportJob,
+    *,
+    action: ImportAction | None,
+    first: int | None,
+    after: str | None,
+    last: int | None = None,
+    before: str | None = None,
+) -> RowsPage:
+    """A page of the job's rows (optionally one action's), in the file's order (then the REMOVE rows), paged as
+    every list is: the first `first` after `after`, or the last `last` before `before`. A cursor names the
+    row's place in the job, so it is good with any `action`."""
+    if first is not None and last is not None:
+        raise DomainError(
+            Problem(ErrorCode.INVALID_INPUT, "Give first or last, not both: a page is read one way.", "last")
+        )
+    backward = last is not None
+    size = page_size(last if backward else first, least=0, argument="last" if backward else "first")
+    start = _row_position(after, "after") if after is not None else -1
+    end = _row_position(before, "before") if before is not None else len(job.rows)
+    chosen = [
+        (position, entry)
+        for position, entry in enumerate(job.rows)
+        if "action" in entry and (action is None or entry["action"] == action.value)
+    ]
+    within = [(position, entry) for position, entry in chosen if start < position < end]
+    page = within[-size:] if backward and size else within[:size]
+    more = len(within) > size
+    return RowsPage(
+        rows=[entry for _, entry in page],
+        cursors=[encode_cursor([ROW_CURSOR, str(position)]) for position, _ in page],
+        has_next_page=before is not None if backward else more,
+        has_previous_page=more if backward else after is not None,
+        total_count=len(chosen),
+    )
+
+
 def _refuse(message: str) -> DomainError:
     return DomainError(Problem(ErrorCode.IMPORT_NOT_CONFIRMABLE, message, "jobId"))
 
 
-async def _start(
-    db: Database, school_id: uuid.UUID, job_id: uuid.UUID, server_secret: bytes
-) -> tuple[list[RosterRow], frozenset[str], bool, int]:
-    """Move the job from PREVIEW to RUNNING (once only) and take what the apply needs."""
+async def start_import(
+    db: Database, *, school_id: uuid.UUID, actor: Actor, job_id: uuid.UUID, server_secret: bytes
+) -> Started:
+    """Confirm a previewed job (the caller has re-authenticated): move it from PREVIEW to RUNNING, once only,
+    as confirmed by `actor`, and take what the apply needs. `apply_import(started.work)` then applies it."""
     async with school_scope(db, school_id) as session:
         job = (
             await session.execute(
@@ -301,71 +436,209 @@ async def _start(
         ]
         # The typed passwords leave the database here; the apply holds them in memory only.
         job.status, job.sealed_passwords, job.updated_at = ImportStatus.RUNNING, None, func.now()
-        return rows, frozenset(job.columns), job.remove_missing_pupils, job.total
+        job.confirmed_by = actor.id
+        await session.flush()
+        await session.refresh(job)
+        work = Work(school_id, job_id, rows, frozenset(job.columns), job.remove_missing_pupils, job.total)
+        return Started(job=job, work=work)
+
+
+class ProgressWriter:
+    """Writes a RUNNING job's `processed` (and `updated_at`) on a connection of its own, taken when it starts:
+    at most every `every` seconds, when it has moved, and at least every `heartbeat` seconds.
+
+    `done` is set by the apply as it goes (no waiting); `flush()` writes it now; `stop_soon()` (no waiting:
+    the apply's transaction may be open) writes no more; leaving the `async with` waits for the write under
+    way, if any. A write that fails (the database went away) is tried again on a fresh connection."""
+
+    def __init__(
+        self,
+        db: Database,
+        school_id: uuid.UUID,
+        job_id: uuid.UUID,
+        *,
+        every: float = PROGRESS_SECONDS,
+        heartbeat: float | None = None,
+    ) -> None:
+        self.db, self.school_id, self.job_id = db, school_id, job_id
+        self.every = every
+        self.heartbeat = HEARTBEAT_SECONDS if heartbeat is None else heartbeat
+        self.done = 0
+        self.writes = 0
+        self._written: int | None = None
+        self._connection: AsyncConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> Self:
+        self._connection = await self.db.engine.connect()
+        self._task = asyncio.create_task(self._run(), name=f"import {self.job_id} progress")
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop_soon()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        await self._drop_connection()
+
+    async def _drop_connection(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            with contextlib.suppress(SQLAlchemyError, OSError):
+                await connection.close()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.every)
+            if self._stopping.is_set():
+                return
+            if self.done != self._written or loop.time() - last >= self.heartbeat:
+                await self._write()
+                last = loop.time()
+
+    async def _write(self) -> None:
+        async with self._lock:
+            done = self.done
+            try:
+                if self._connection is None:
+                    self._connection = await self.db.engine.connect()
+                async with self._connection.begin():
+                    await self._connection.execute(
+                        text("select set_config('app.school_id', :school_id, true)"),
+                        {"school_id": str(self.school_id)},
+                    )
+                    await self._connection.execute(
+                        update(ImportJob)
+                        .where(
+                            ImportJob.school_id == self.school_id,
+                            ImportJob.id == self.job_id,
+                            ImportJob.status == ImportStatus.RUNNING,
+                        )
+                        .values(processed=done, updated_at=func.now())
+                    )
+            except (SQLAlchemyError, OSError, TimeoutError):
+                # A missed write only delays the bar; the apply's own transaction decides the job.
+                log.warning("could not write the progress of import %s", self.job_id, exc_info=True)
+                await self._drop_connection()
+                return
+            self._written = done
+            self.writes += 1
+
+    async def flush(self) -> None:
+        """Write `done` now, if it has moved since the last write (the end of a phase)."""
+        if not self._stopping.is_set() and self.done != self._written:
+            await self._write()
+
+    def stop_soon(self) -> None:
+        """No more writes after the one under way, if any (which finds the job ended, once it has)."""
+        self._stopping.set()
+
+
+async def apply_import(db: Database, work: Work, *, actor: Actor, server_secret: bytes) -> ImportStatus:
+    """Apply a started job, all of it in one transaction or none of it, and end it SUCCEEDED or FAILED (with
+    its reason), which it returns. Cancelled (the server is stopping), it fails the job and is cancelled."""
+    school_id, job_id = work.school_id, work.job_id
+    rows, columns, remove_missing = work.rows, work.columns, work.remove_missing_pupils
+    try:
+        async with ProgressWriter(db, school_id, job_id) as writer:
+            async with school_scope(db, school_id) as session:
+                await require_manual_school(session, school_id)
+                draft = plan_import(
+                    rows, columns, await load_roster(session, school_id), remove_missing_pupils=remove_missing
+                )
+            wanted = _passwords_wanted(draft) if not draft.has_errors else []
+            ready = max(len(draft.rows) - len(wanted), 0)
+
+            def landed(count: int) -> None:
+                writer.done = min(ready + count, work.total)
+
+            landed(0)
+            hashed = await _hash_all(wanted, landed)
+            await writer.flush()
+            async with school_scope(db, school_id, actor) as session:
+                await require_manual_school(session, school_id)
+                await lock_roster(session, school_id)
+                roster = await load_roster(session, school_id)
+                plan = plan_import(rows, columns, roster, remove_missing_pupils=remove_missing)
+                if plan.has_errors:
+                    raise DomainError(
+                        Problem(
+                            ErrorCode.IMPORT_NOT_CONFIRMABLE,
+                            "The roster changed since the preview and the file no longer applies; "
+                            "download the roster again and upload a fresh file.",
+                            "jobId",
+                        )
+                    )
+                # What the roster's changes since the draft call for, if anything, is hashed here.
+                hashed = await _hash_all(_passwords_wanted(plan), _not_counted, hashed)
+                generated = await _apply(session, school_id, actor, plan, roster, hashed)
+                writer.stop_soon()
+                ended = (
+                    await session.execute(
+                        update(ImportJob)
+                        .where(
+                            ImportJob.school_id == school_id,
+                            ImportJob.id == job_id,
+                            ImportJob.status == ImportStatus.RUNNING,
+                        )
+                        .values(
+                            status=ImportStatus.SUCCEEDED,
+                            processed=work.total,
+                            totals=plan.totals(),
+                            finished_at=func.now(),
+                            updated_at=func.now(),
+                            generated_passwords=len(generated),
+                            sealed_generated_passwords=seal(
+                                {g.username: g.password for g in generated},
+                                server_secret=server_secret,
+                                school_id=school_id,
+                                job_id=job_id,
+                                kind=GENERATED,
+                            )
+                            if generated
+                            else None,
+                        )
+                        .returning(ImportJob.id)
+                    )
+                ).scalar_one_or_none()
+                if ended is None:
+                    # Failed meanwhile as stale (its worker seemed gone): the roster stays as it was.
+                    raise _Abandoned
+    except _Abandoned:
+        log.warning("import %s was failed while it ran; its changes were rolled back", job_id)
+        return ImportStatus.FAILED
+    except DomainError as error:
+        await _fail(db, school_id, job_id, error.problems[0].message)
+        return ImportStatus.FAILED
+    except asyncio.CancelledError:
+        await _fail(db, school_id, job_id, STALE_REASON)
+        raise
+    except Exception:
+        log.exception("import %s failed", job_id)
+        await _fail(db, school_id, job_id, FAILED_REASON)
+        return ImportStatus.FAILED
+    return ImportStatus.SUCCEEDED
 
 
 async def confirm_import(
     db: Database, *, school_id: uuid.UUID, actor: Actor, job_id: uuid.UUID, server_secret: bytes
-) -> Applied:
-    """Apply a previewed job (the caller has re-authenticated): all of it in one transaction, or none of it."""
-    rows, columns, remove_missing, total = await _start(db, school_id, job_id, server_secret)
+) -> ImportStatus:
+    """Start the job and apply it here, waiting for its end (what GraphQL runs in the background)."""
+    started = await start_import(
+        db, school_id=school_id, actor=actor, job_id=job_id, server_secret=server_secret
+    )
+    return await apply_import(db, started.work, actor=actor, server_secret=server_secret)
 
-    async def progress(done: int) -> None:
-        async with school_scope(db, school_id) as session:
-            await session.execute(
-                update(ImportJob)
-                .where(ImportJob.school_id == school_id, ImportJob.id == job_id)
-                .values(processed=done, updated_at=func.now())
-            )
 
-    try:
-        async with school_scope(db, school_id) as session:
-            await require_manual_school(session, school_id)
-            draft = plan_import(
-                rows, columns, await load_roster(session, school_id), remove_missing_pupils=remove_missing
-            )
-        hashed = await _hash_all(_passwords_wanted(draft), progress) if not draft.has_errors else _Hashed()
-        async with school_scope(db, school_id, actor) as session:
-            await require_manual_school(session, school_id)
-            await lock_roster(session, school_id)
-            roster = await load_roster(session, school_id)
-            plan = plan_import(rows, columns, roster, remove_missing_pupils=remove_missing)
-            if plan.has_errors:
-                raise DomainError(
-                    Problem(
-                        ErrorCode.IMPORT_NOT_CONFIRMABLE,
-                        "The roster changed since the preview and the file no longer applies; "
-                        "download the roster again and upload a fresh file.",
-                        "jobId",
-                    )
-                )
-            # What the roster's changes since the draft call for, if anything, is hashed here, without progress:
-            # a progress write would wait for a second connection while this transaction holds one.
-            hashed = await _hash_all(_passwords_wanted(plan), _no_progress, hashed)
-            generated = await _apply(session, school_id, actor, plan, roster, hashed)
-            job = (
-                await session.execute(
-                    update(ImportJob)
-                    .where(ImportJob.school_id == school_id, ImportJob.id == job_id)
-                    .values(
-                        status=ImportStatus.SUCCEEDED,
-                        processed=total,
-                        sealed_passwords=None,
-                        totals=plan.totals(),
-                        updated_at=func.now(),
-                    )
-                    .returning(ImportJob)
-                )
-            ).scalar_one()
-    except DomainError as error:
-        await _fail(db, school_id, job_id, error.problems[0].message)
-        raise
-    except Exception:
-        log.exception("import %s failed", job_id)
-        reason = "The import failed and nothing was changed; try again, or ask for help if it keeps failing."
-        await _fail(db, school_id, job_id, reason)
-        raise DomainError(Problem(ErrorCode.IMPORT_FAILED, reason, "jobId")) from None
-    return Applied(job=job, generated_passwords=generated)
+class _Abandoned(Exception):
+    """The job was no longer RUNNING when the apply came to end it."""
 
 
 async def _fail(db: Database, school_id: uuid.UUID, job_id: uuid.UUID, reason: str) -> None:
@@ -374,16 +647,106 @@ async def _fail(db: Database, school_id: uuid.UUID, job_id: uuid.UUID, reason: s
         async with school_scope(db, school_id) as session:
             await session.execute(
                 update(ImportJob)
-                .where(ImportJob.school_id == school_id, ImportJob.id == job_id)
+                .where(
+                    ImportJob.school_id == school_id,
+                    ImportJob.id == job_id,
+                    ImportJob.status == ImportStatus.RUNNING,
+                )
                 .values(
                     status=ImportStatus.FAILED,
                     failure_reason=reason,
                     sealed_passwords=None,
+                    finished_at=func.now(),
                     updated_at=func.now(),
                 )
             )
     except (SQLAlchemyError, OSError):
         log.warning("could not mark import %s FAILED", job_id, exc_info=True)
+
+
+def generated_passwords_until(job: ImportJob) -> datetime | None:
+    """Until when the job's generated passwords may be taken; None if it has none (or has not finished)."""
+    if job.generated_passwords == 0 or job.finished_at is None:
+        return None
+    return job.finished_at + GENERATED_PASSWORDS_KEPT
+
+
+def generated_passwords_available(job: ImportJob, now: datetime) -> bool:
+    until = generated_passwords_until(job)
+    return (
+        job.sealed_generated_passwords is not None
+        and job.generated_passwords_taken_at is None
+        and until is not None
+        and now < until
+    )
+
+
+async def take_generated_passwords(
+    session: AsyncSession, *, school_id: uuid.UUID, actor: Actor, job_id: uuid.UUID, server_secret: bytes
+) -> tuple[ImportJob, list[GeneratedPassword]]:
+    """The passwords the job's apply generated, in the file's order, for the admin who confirmed it: once,
+    within GENERATED_PASSWORDS_KEPT of its end. The sealed copy is erased in the same transaction (the row is
+    locked: of two takes at once, one gets them and the other GENERATED_PASSWORDS_TAKEN)."""
+
+    def refuse(code: ErrorCode, message: str) -> DomainError:
+        return DomainError(Problem(code, message, "jobId"))
+
+    job = (
+        await session.execute(
+            select(ImportJob)
+            .where(ImportJob.school_id == school_id, ImportJob.id == job_id)
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+    if job is None:
+        raise refuse(ErrorCode.NOT_FOUND, f"No import job has the id {job_id}.")
+    if job.confirmed_by is None:
+        raise refuse(ErrorCode.NO_GENERATED_PASSWORDS, "This import has not been confirmed.")
+    if job.confirmed_by != actor.id:
+        raise refuse(
+            ErrorCode.NOT_YOUR_IMPORT, "Only the admin who confirmed this import may take its passwords."
+        )
+    if job.generated_passwords_taken_at is not None:
+        raise refuse(
+            ErrorCode.GENERATED_PASSWORDS_TAKEN,
+            "These passwords have been taken already; reset the passwords of anyone who did not get theirs.",
+        )
+    if job.status == ImportStatus.RUNNING:
+        raise refuse(
+            ErrorCode.NO_GENERATED_PASSWORDS, "This import is still running; take them once it ends."
+        )
+    if job.status != ImportStatus.SUCCEEDED or job.generated_passwords == 0:
+        raise refuse(ErrorCode.NO_GENERATED_PASSWORDS, "This import generated no passwords.")
+    now = (await session.execute(select(func.now()))).scalar_one()
+    expired = refuse(
+        ErrorCode.GENERATED_PASSWORDS_EXPIRED,
+        "These passwords were kept for an hour after the import ended and are gone; reset the passwords "
+        "of the users who need one.",
+    )
+    if not generated_passwords_available(job, now) or job.sealed_generated_passwords is None:
+        raise expired
+    try:
+        passwords = unseal(
+            job.sealed_generated_passwords,
+            server_secret=server_secret,
+            school_id=school_id,
+            job_id=job_id,
+            kind=GENERATED,
+        )
+    except SealBroken:
+        raise expired from None
+    job.sealed_generated_passwords, job.generated_passwords_taken_at = None, func.now()
+    job.updated_at = func.now()
+    await session.flush()
+    await audit.record_by(
+        session,
+        actor,
+        school_id=school_id,
+        action=AuditAction.IMPORT_PASSWORDS_TAKEN,
+        summary={"job_id": str(job_id), "count": len(passwords)},
+    )
+    await session.refresh(job)
+    return job, [GeneratedPassword(username, password) for username, password in passwords.items()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,11 +769,7 @@ class _Hashed:
 def _passwords_wanted(plan: Plan) -> list[_Password]:
     wanted: list[_Password] = []
     for row in plan.rows:
-        if (
-            row.target is None
-            or row.row_number is None
-            or row.action not in (ImportAction.CREATE, ImportAction.UPDATE)
-        ):
+        if row.target is None or row.row_number is None or row.action not in WRITES:
             continue
         if row.target.password is not None:
             wanted.append(_Password(row.row_number, row.username, row.target.password))
@@ -419,13 +778,13 @@ def _passwords_wanted(plan: Plan) -> list[_Password]:
     return wanted
 
 
-async def _no_progress(done: int) -> None:
+def _not_counted(count: int) -> None:
     return None
 
 
-async def _hash_all(wanted: list[_Password], progress: Progress, done: _Hashed | None = None) -> _Hashed:
-    """Every wanted password hashed in parallel threads, reporting progress as they land; those `done` has
-    hashed already for the same row, and the same kind (typed, or generated), are kept as they are."""
+async def _hash_all(wanted: list[_Password], landed: Landed, done: _Hashed | None = None) -> _Hashed:
+    """Every wanted password hashed in parallel threads, telling `landed` how many as they land; those `done`
+    has hashed already for the same row, and the same kind (typed, or generated), are kept as they are."""
     done = done or _Hashed()
     hashes: dict[int, str] = {}
     generated: dict[int, GeneratedPassword] = {}
@@ -449,8 +808,7 @@ async def _hash_all(wanted: list[_Password], progress: Progress, done: _Hashed |
         async for index, password_hash in landing:
             hashes[queued[index][0]] = password_hash
             count += 1
-            if count % PROGRESS_EVERY == 0:
-                await progress(count)
+            landed(count)
     order = [password.row_number for password in wanted]
     return _Hashed(hashes, {row: generated[row] for row in order if row in generated})
 
@@ -462,12 +820,13 @@ async def _apply(
     class_ids = {key: class_id for key, class_id in await _class_ids(session, school_id, plan)}
     created: list[uuid.UUID] = []
     updated: list[uuid.UUID] = []
+    restored: list[uuid.UUID] = []
     memberships_out: list[tuple[uuid.UUID, uuid.UUID]] = []
     memberships_in: list[dict[str, Any]] = []
     new_users: list[dict[str, Any]] = []
     for row in plan.rows:
         target = row.target
-        if target is None or row.action not in (ImportAction.CREATE, ImportAction.UPDATE):
+        if target is None or row.action not in WRITES:
             continue
         assert row.row_number is not None
         wanted = {
@@ -503,8 +862,12 @@ async def _apply(
                 .where(User.school_id == school_id, User.id == user_id)
                 .values(**values, **edited())
             )
-            updated.append(user_id)
-            existing = roster.users[row.username.lower()]
+            if row.action == ImportAction.RESTORE:
+                restored.append(user_id)
+                existing = roster.deleted[row.username.lower()]
+            else:
+                updated.append(user_id)
+                existing = roster.users[row.username.lower()]
             have = {
                 class_ids[(ClassKind.TEACHING, name)]: ClassKind.TEACHING
                 for name in existing.teaching_classes
@@ -531,6 +894,9 @@ async def _apply(
         )
     if memberships_in:
         await session.execute(insert(ClassMembership), memberships_in)
+    if restored:
+        # Updated above while still deleted, so the restore checks the username and email they come back with.
+        await restore_users(session, school_id=school_id, actor=actor, user_ids=restored)
     removed = [row.user_id for row in plan.rows if row.action == ImportAction.REMOVE and row.user_id]
     if removed:
         # Only pupils are removed by a roster file.
@@ -542,7 +908,7 @@ async def _apply(
         )
     for action, targets in (
         (AuditAction.USER_CREATED, created),
-        (AuditAction.USER_UPDATED, updated),
+        (AuditAction.USER_UPDATED, updated + restored),
         (AuditAction.USER_DELETED, removed),
     ):
         if targets:

@@ -24,6 +24,13 @@ class ImportAction(enum.StrEnum):
     UNCHANGED = "UNCHANGED"
     ERROR = "ERROR"
     REMOVE = "REMOVE"
+    RESTORE = (
+        "RESTORE"  # the username is a deleted user's: restored (db.manage_users.restore_users) and updated
+    )
+
+
+# What a row writes: a user created, or an existing (RESTORE: a deleted) one changed.
+WRITES = frozenset({ImportAction.CREATE, ImportAction.UPDATE, ImportAction.RESTORE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,15 +44,18 @@ class ExistingUser:
     registration_class: str | None
     teaching_classes: frozenset[str]  # name keys (db.names.class_name_key)
     email: str | None = None
+    teaching_class_names: tuple[str, ...] = ()  # as the classes are spelt, sorted: what a preview shows
 
 
 @dataclass(frozen=True, slots=True)
 class Roster:
-    """The school's active users (by lowercased username) and classes (by kind and name key)."""
+    """The school's active users (by lowercased username) and classes (by kind and name key); `deleted`, the
+    deleted users (the latest deleted by username) a row of the file restores."""
 
     users: dict[str, ExistingUser]
     classes: dict[tuple[ClassKind, str], str]
     pupil_min_password_length: int
+    deleted: dict[str, ExistingUser] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +79,8 @@ class PlannedRow:
     username: str
     action: ImportAction
     user_id: uuid.UUID | None = None
-    changes: dict[str, tuple[str, str]] = field(default_factory=dict)  # field -> (from, to), as shown
+    # GraphQL field name (User's) -> (from, to): as the roster spells it, and as the file does.
+    changes: dict[str, tuple[str, str]] = field(default_factory=dict)
     errors: list[RowProblem] = field(default_factory=list)
     target: Target | None = None
 
@@ -115,7 +126,7 @@ def _target(row: RosterRow, columns: frozenset[str], existing: ExistingUser | No
         else existing.registration_class,
         teaching_classes=row.teaching_classes
         if has("teaching_classes")
-        else tuple(sorted(existing.teaching_classes)),
+        else existing.teaching_class_names or tuple(sorted(existing.teaching_classes)),
         password=row.password,
         email=row.email if has("email") else existing.email,
     )
@@ -129,18 +140,19 @@ def _changes(existing: ExistingUser, target: Target) -> dict[str, tuple[str, str
             changes[name] = (old, new)
 
     compare("username", existing.username, target.username)
-    compare("first_name", existing.first_name, target.first_name)
+    compare("firstName", existing.first_name, target.first_name)
     compare("surname", existing.surname, target.surname)
     compare("type", existing.type.value, target.type.value)
-    compare("is_admin", str(existing.is_admin).lower(), str(target.is_admin).lower())
+    compare("isAdmin", str(existing.is_admin).lower(), str(target.is_admin).lower())
     compare(
-        "registration_class", existing.registration_class or "", target.registration_class or "", fold=True
+        "registrationClass", existing.registration_class or "", target.registration_class or "", fold=True
     )
-    compare(
-        "teaching_classes",
-        ";".join(sorted(existing.teaching_classes)),
-        ";".join(sorted(class_name_key(name) for name in target.teaching_classes)),
-    )
+    # Compared as sets of name keys; shown as the roster and the file spell them.
+    if existing.teaching_classes != frozenset(class_name_key(name) for name in target.teaching_classes):
+        changes["teachingClasses"] = (
+            ";".join(existing.teaching_class_names),
+            ";".join(target.teaching_classes),
+        )
     compare("email", existing.email or "", target.email or "")
     if target.password is not None:
         changes["password"] = ("", "(new password)")
@@ -171,14 +183,27 @@ def plan_import(
         key = row.username.lower()
         in_file.add(key)
         existing = roster.users.get(key)
+        deleted = roster.deleted.get(key) if existing is None else None
         if row.problems:
             planned.append(
                 PlannedRow(row.row_number, row.username, ImportAction.ERROR, errors=list(row.problems))
             )
             continue
-        target = _target(row, columns, existing)
+        target = _target(row, columns, existing or deleted)
         if problems := _problems(row.row_number, target, roster):
             planned.append(PlannedRow(row.row_number, row.username, ImportAction.ERROR, errors=problems))
+        elif deleted is not None:
+            # Not a second user under the same name: the deleted one comes back, as the file describes them.
+            planned.append(
+                PlannedRow(
+                    row.row_number,
+                    row.username,
+                    ImportAction.RESTORE,
+                    deleted.id,
+                    _changes(deleted, target),
+                    target=target,
+                )
+            )
         elif existing is None:
             planned.append(PlannedRow(row.row_number, row.username, ImportAction.CREATE, target=target))
         else:
@@ -248,7 +273,7 @@ def _emails_unique(planned: list[PlannedRow], roster: Roster) -> None:
 def _new_classes(planned: Iterable[PlannedRow], roster: Roster) -> list[tuple[ClassKind, str]]:
     wanted: dict[tuple[ClassKind, str], str] = {}
     for row in planned:
-        if row.action not in (ImportAction.CREATE, ImportAction.UPDATE) or row.target is None:
+        if row.action not in WRITES or row.target is None:
             continue
         names = [(ClassKind.TEACHING, name) for name in row.target.teaching_classes]
         if row.target.registration_class:

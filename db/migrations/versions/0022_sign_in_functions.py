@@ -20,7 +20,7 @@ statement of the application role; each binds the school it works in for its own
 `set_config(..., true)` does.
 
 Revision ID: 0022
-Revises: 0020
+Revises: 0021
 Create Date: 2026-12-10
 """
 
@@ -29,7 +29,7 @@ from alembic import op
 from db.migrations.rls import app_role, execute_script
 
 revision = "0022"
-down_revision = "0020"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 
