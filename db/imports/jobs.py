@@ -637,6 +637,11 @@ async def confirm_import(
     return await apply_import(db, started.work, actor=actor, server_secret=server_secret)
 
 
+async def abandon(db: Database, work: Work, reason: str) -> None:
+    """A started job whose apply will not run (the worker is stopping): FAILED, with its reason."""
+    await _fail(db, work.school_id, work.job_id, reason)
+
+
 class _Abandoned(Exception):
     """The job was no longer RUNNING when the apply came to end it."""
 
