@@ -284,7 +284,7 @@ class ImportSubscriptions:
         school_id = info.context.signed_in().school_id
 
         async def read(session: AsyncSession) -> ImportJobProgress:
-            job = await imports.get_job(session, school_id=school_id, job_id=job_id)
+            job = await imports.get_job(session, school_id=school_id, job_id=job_id, with_rows=False)
             if job is None:
                 raise client_error(f"No import job has the id {job_id}.", ErrorCode.NOT_FOUND.value)
             return ImportJobProgress(
