@@ -284,7 +284,7 @@ class ImportSubscriptions:
         school_id = info.context.signed_in().school_id
 
         async def read(session: AsyncSession) -> ImportJobProgress:
-            job = await imports.get_job(session, school_id=school_id, job_id=job_id)
+            job = await imports.get_job(session, school_id=school_id, job_id=job_id, with_rows=False)
             if job is None:
                 raise client_error(f"No import job has the id {job_id}.", ErrorCode.NOT_FOUND.value)
             return ImportJobProgress(
@@ -354,9 +354,12 @@ class ImportMutations:
         self, info: Info, job_id: strawberry.ID, current_password: str
     ) -> ImportJobPayload:
         context = info.context
-        assert context.background is not None, "the app gives every request its worker's background tasks"
+        background = context.background
+        assert background is not None, "the app gives every request its worker's background tasks"
         try:
             target = parse_id(job_id, field="jobId")
+            if not background.accepting:
+                raise DomainError(Problem(ErrorCode.IMPORT_NOT_CONFIRMABLE, _STOPPING, "jobId"))
             await reauthenticate(await context.database(), context.signed_in(), current_password)
             started = await imports.start_import(
                 await context.database(),
@@ -368,11 +371,19 @@ class ImportMutations:
         except DomainError as error:
             IMPORT_JOBS.labels("refused").inc()
             return ImportJobPayload(errors=user_errors(error))
+        try:
+            background.start(
+                _apply(context.db, started.work, context.actor(), context.login_code_secret),
+                name=f"import {started.work.job_id}",
+            )
+        except RuntimeError:
+            # The worker began to stop between the check and now.
+            await imports.abandon(context.db, started.work, _STOPPED)
+            IMPORT_JOBS.labels("refused").inc()
+            return ImportJobPayload(
+                errors=user_errors(DomainError(Problem(ErrorCode.IMPORT_NOT_CONFIRMABLE, _STOPPED, "jobId")))
+            )
         IMPORT_JOBS.labels("started").inc()
-        context.background.start(
-            _apply(context.db, started.work, context.actor(), context.login_code_secret),
-            name=f"import {started.work.job_id}",
-        )
         return ImportJobPayload(job=ImportJob.from_row(started.job))
 
     @strawberry.mutation(
@@ -400,6 +411,10 @@ class ImportMutations:
                 GeneratedPassword(username=g.username, password=g.password) for g in generated
             ],
         )
+
+
+_STOPPING = "This server is stopping; confirm again in a moment."
+_STOPPED = "This server stopped before the import could start; nothing was changed. Upload the file again."
 
 
 async def _apply(db: Database, work: imports.Work, actor: Actor, server_secret: bytes) -> None:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from starlette.applications import Starlette
 
 from db import passwords
 from db.audit import Actor
@@ -1170,3 +1171,16 @@ async def _applies_ended(http: httpx.AsyncClient) -> None:
     """Until the server's background applies have all ended."""
     while any(task.get_name().startswith("import ") for task in asyncio.all_tasks()):
         await asyncio.sleep(0.05)
+
+
+async def test_a_stopping_server_takes_no_confirmation(
+    http: httpx.AsyncClient, app: Starlette, school: SchoolFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = (await preview(http, school, ROSTER))["job"]
+    monkeypatch.setattr(app.state.background, "_closing", True)
+    refused = await start(http, school, job["id"])
+    assert [(e["code"], e["field"]) for e in refused["errors"]] == [("IMPORT_NOT_CONFIRMABLE", "jobId")]
+    monkeypatch.undo()
+    body = await graphql(http, PROGRESS, {"id": job["id"]}, token=school.admin_token)
+    assert body["data"]["importJob"]["status"] == "PREVIEW"
+    assert (await confirm(http, school, job["id"]))["job"]["status"] == "SUCCEEDED"

@@ -28,6 +28,11 @@ class BackgroundTasks:
     def __len__(self) -> int:
         return len(self._tasks)
 
+    @property
+    def accepting(self) -> bool:
+        """Whether new work is taken (not once the worker is shutting down)."""
+        return not self._closing
+
     def start(self, work: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Run `work` in the background; refused (RuntimeError) once the worker is shutting down."""
         if self._closing:

@@ -37,6 +37,7 @@ from typing import Any, Self
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import defer
 
 from db import audit
 from db.audit import Actor, AuditAction
@@ -318,15 +319,17 @@ async def preview_import(
     return job
 
 
-async def get_job(session: AsyncSession, *, school_id: uuid.UUID, job_id: uuid.UUID) -> ImportJob | None:
+async def get_job(
+    session: AsyncSession, *, school_id: uuid.UUID, job_id: uuid.UUID, with_rows: bool = True
+) -> ImportJob | None:
     """The job; one left RUNNING by a worker that died (no progress nor heartbeat for STALE_IMPORT) is failed
-    as it is read."""
+    as it is read. Without `with_rows` its rows (the biggest part, for a big file) are not read: a progress
+    read, several times a second, needs none of them."""
     await fail_stale_imports_of(session, school_id, older_than=STALE_IMPORT)
-    return (
-        await session.execute(
-            select(ImportJob).where(ImportJob.school_id == school_id, ImportJob.id == job_id)
-        )
-    ).scalar_one_or_none()
+    query = select(ImportJob).where(ImportJob.school_id == school_id, ImportJob.id == job_id)
+    if not with_rows:
+        query = query.options(defer(ImportJob.rows, raiseload=True))
+    return (await session.execute(query)).scalar_one_or_none()
 
 
 ROW_CURSOR = "import-row"  # a row cursor's tag: a cursor of another list is refused
@@ -635,6 +638,11 @@ async def confirm_import(
         db, school_id=school_id, actor=actor, job_id=job_id, server_secret=server_secret
     )
     return await apply_import(db, started.work, actor=actor, server_secret=server_secret)
+
+
+async def abandon(db: Database, work: Work, reason: str) -> None:
+    """A started job whose apply will not run (the worker is stopping): FAILED, with its reason."""
+    await _fail(db, work.school_id, work.job_id, reason)
 
 
 class _Abandoned(Exception):
