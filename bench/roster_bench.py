@@ -661,6 +661,7 @@ def markdown(results: dict[str, Any], servers: list[str]) -> str:
 
 
 PAST_ONE_MACHINE = (POOLED_ROW, SMALL_POOL_ROW, UNNAMED_ROW, TWO_SERVERS_ROW)
+EDITS_ROW = "updateUserField (surname)"
 
 
 async def main(
@@ -692,6 +693,8 @@ async def main(
             results["district_load_seconds"] = round(await dataset.load(bench.owner, range(schools)), 1)
             bench.server.psql("checkpoint", database="rollcall")  # not in the middle of a measurement
             tokens = await prepare(bench)
+            if only is not None and (unknown := only - {*rows(tokens), EDITS_ROW, *PAST_ONE_MACHINE}):
+                raise SystemExit(f"no such row: {', '.join(sorted(unknown))}")
             with ExitStack() as stack:
                 floor = stack.enter_context(served("bench.floor_app:app_from_env", bench, data_dir))
                 servers = {"rollcall": stack.enter_context(served("web.app:app_from_env", bench, data_dir))}
@@ -722,7 +725,7 @@ async def main(
                 }
                 turns: list[tuple[str, str, list[Server]]] = [
                     (row, name, [server])
-                    for row in [*rows(tokens), "updateUserField (surname)"]
+                    for row in [*rows(tokens), EDITS_ROW]
                     if row != "login" and wanted(row)
                     for name, server in servers.items()
                 ]
@@ -780,7 +783,7 @@ async def main(
     means = {key: Figures.mean(found) for key, found in measured.items()}
     table_rows: dict[str, dict[str, Any]] = {}
     argon2 = statistics.fmean(hashing) if hashing else 0.0
-    for row in [*rows(tokens), "updateUserField (surname)"]:
+    for row in [*rows(tokens), EDITS_ROW]:
         if not wanted(row):
             continue
         if row == "login":

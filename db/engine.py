@@ -9,6 +9,7 @@ from typing import Any, TypeVar, cast
 import asyncpg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.util import greenlet_spawn
 
 T = TypeVar("T")
 
@@ -92,22 +93,31 @@ class Database:
         # The same pool, for single statements that need no transaction around them (no BEGIN, no COMMIT).
         self.autocommit: AsyncEngine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        self._pool = self.engine.sync_engine.pool
 
     async def statement(self, sql: str, *args: Any) -> list[Any]:
-        """The rows of ONE statement run over asyncpg itself on a pooled connection, autocommitted (it is its
-        own transaction): for the hot paths whose whole work is one SQL function (sign-in), with none of the
-        ORM's or the driver adapter's work around it. Its parameters are asyncpg's ($1, $2, ...)."""
+        """The rows of ONE statement run over asyncpg itself on a connection of the pool, autocommitted (it is
+        its own transaction): for the hot paths whose whole work is one SQL function (sign-in), with none of the
+        engine's, the ORM's or the driver adapter's work around it. Its parameters are asyncpg's ($1, $2, ...).
+
+        The connection is checked out of the pool and back in directly (with the pool's own events: a new
+        connection is set up as the engine sets any up): no adapter transaction is ever begun on it, so asyncpg
+        runs the statement as its own. A connection found gone is dropped, and the statement tried once more.
+        """
 
         async def run(again: bool) -> list[Any]:
-            async with self.autocommit.connect() as connection:
-                raw = await connection.get_raw_connection()
-                try:
-                    return cast(list[Any], await raw.driver_connection.fetch(sql, *args))  # type: ignore[union-attr]
-                except (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError) as error:
-                    raw.invalidate(error)
-                    if again:
-                        raise _Disconnected from error
-                    raise
+            pooled = await greenlet_spawn(self._pool.connect)
+            try:
+                connection = pooled.driver_connection
+                assert connection is not None, "a pooled connection has its driver's connection"
+                return cast(list[Any], await connection.fetch(sql, *args))
+            except (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError) as error:
+                pooled.invalidate(error)
+                if again:
+                    raise _Disconnected from error
+                raise
+            finally:
+                await greenlet_spawn(pooled.close)
 
         try:
             return await run(again=True)

@@ -61,7 +61,9 @@ def verify_password(password_hash: str, password: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=4096)
 def needs_rehash(password_hash: str) -> bool:
+    # The parameters are fixed for the process, so each hash's answer is too (every sign-in asks).
     return _hasher.check_needs_rehash(password_hash)
 
 

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit
@@ -60,18 +60,6 @@ async def school_id_for_slug(session: AsyncSession, slug: str) -> uuid.UUID | No
         return None  # no school has it, and it may hold what PostgreSQL cannot store (NUL)
     await bind_school_slug(session, slug)
     return (await session.execute(select(School.id).where(School.slug == slug))).scalar_one_or_none()
-
-
-_BIND_FOUND = text("select id, set_config('app.school_id', id::text, true) from schools where slug = :slug")
-
-
-async def bind_school_for_slug(session: AsyncSession, slug: str) -> uuid.UUID | None:
-    """Like `school_id_for_slug`, and the school found is bound to the transaction in the same statement."""
-    if not SLUG.fullmatch(slug):
-        return None
-    await bind_school_slug(session, slug)
-    found: uuid.UUID | None = (await session.execute(_BIND_FOUND, {"slug": slug})).scalar_one_or_none()
-    return found
 
 
 async def get_school(session: AsyncSession, school_id: uuid.UUID) -> School | None:

@@ -138,12 +138,14 @@ async def sign_in(
 
 
 def _user(row: Mapping[str, Any]) -> User:
-    """A user's row as a statement returned it, as the model (in no ORM session)."""
-    user = User(**{key: row[key] for key in _USER_COLUMNS if key != "type"})
-    user.type = UserType(row["type"])
+    """A user's row as a statement returned it, as the model: set as the ORM sets a row it loads (no event for
+    each attribute), in no ORM session."""
+    user: User = _USERS.new_instance()
+    user.__dict__.update({key: row[key] for key in _USER_COLUMNS}, type=UserType(row["type"]))
     return user
 
 
+_USERS = sa_inspect(User).class_manager
 _USER_COLUMNS = tuple(attribute.key for attribute in sa_inspect(User).column_attrs)
 
 

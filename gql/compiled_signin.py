@@ -33,9 +33,13 @@ from graphql import (
     GraphQLObjectType,
     GraphQLOutputType,
     GraphQLSchema,
+    NamedTypeNode,
+    NonNullTypeNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
+    StringValueNode,
+    VariableNode,
     get_operation_ast,
     located_error,
     parse,
@@ -91,6 +95,10 @@ class SignInPlan:
     field: FieldNode
     key: str
     selection: tuple[Leaf | Branch, ...]
+    # When every argument is a string written in the document or a `String!` variable with no default: each
+    # argument's string, or the variable it is read from (coerced as graphql-core coerces a String!: a string,
+    # nothing else); otherwise None, and graphql-core coerces them.
+    strings: dict[str, str | Variable] | None
 
 
 class Unsupported(Exception):
@@ -159,6 +167,7 @@ class CompiledSignIn:
             field=field,
             key=field.alias.value if field.alias else "login",
             selection=self._selection(payload, field.selection_set),
+            strings=_strings(operation, field),
         )
 
     def _selection(
@@ -214,11 +223,9 @@ class CompiledSignIn:
             or SESSION_COOKIE in request.cookies
         ):
             return None  # the view finds the caller, refuses a token in the URL, asks for the CSRF header
-        coerced = get_variable_values(self.schema, plan.operation.variable_definitions or (), variables or {})
-        if isinstance(coerced, list):
-            return None  # the view says what is wrong with them
-        assert self.login is not None
-        arguments = get_argument_values(self.login, plan.field, coerced)
+        arguments = self._arguments(plan, variables or {})
+        if arguments is None:
+            return None  # the view says what is wrong with the variables
         sub_response = await self.view.get_sub_response(request)
         started = time.perf_counter()
         try:
@@ -244,6 +251,22 @@ class CompiledSignIn:
             response_data = {"data": None, "errors": [masked.formatted]}
         observe_operation(plan.name, "mutation", time.perf_counter() - started)
         return self.view.create_response(response_data=cast(Any, response_data), sub_response=sub_response)
+
+    def _arguments(self, plan: SignInPlan, variables: dict[str, Any]) -> dict[str, Any] | None:
+        """The field's arguments, or None when the variables do not fit their types."""
+        if plan.strings is not None:
+            found: dict[str, Any] = {}
+            for name, given in plan.strings.items():
+                value = variables.get(given.name) if isinstance(given, Variable) else given
+                if not isinstance(value, str):
+                    return None
+                found[name] = value
+            return found
+        coerced = get_variable_values(self.schema, plan.operation.variable_definitions or (), variables)
+        if isinstance(coerced, list):
+            return None
+        assert self.login is not None
+        return get_argument_values(self.login, plan.field, coerced)
 
     async def _sign_in(self, request: Request, response: Response, arguments: dict[str, Any]) -> _Payload:
         """What gql.signin.AuthMutations.login does, for a request with no caller."""
@@ -276,6 +299,32 @@ class _Payload:
     token: str | None
     user: User | None
     errors: list[Any]
+
+
+def _strings(operation: OperationDefinitionNode, field: FieldNode) -> dict[str, str | Variable] | None:
+    plain = {
+        definition.variable.name.value
+        for definition in operation.variable_definitions or ()
+        if definition.default_value is None
+        and isinstance(definition.type, NonNullTypeNode)
+        and isinstance(definition.type.type, NamedTypeNode)
+        and definition.type.type.name.value == "String"
+    }
+    found: dict[str, str | Variable] = {}
+    for argument in field.arguments or ():
+        value = argument.value
+        if isinstance(value, StringValueNode):
+            found[argument.name.value] = value.value
+        elif isinstance(value, VariableNode) and value.name.value in plain:
+            found[argument.name.value] = Variable(value.name.value)
+        else:
+            return None
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    name: str
 
 
 def _fields(selection_set: SelectionSetNode) -> list[FieldNode]:

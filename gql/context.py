@@ -155,7 +155,7 @@ def set_session_cookie(response: Response, request: HTTPConnection, settings: Se
         max_age=settings.session_lifetime_hours * 3600,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=request.scope.get("scheme") == "https",
         path="/",
     )
 
@@ -168,6 +168,6 @@ def set_device_cookie(response: Response, request: HTTPConnection, value: str) -
         max_age=int(DEVICE_COOKIE_LIFETIME.total_seconds()),
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=request.scope.get("scheme") == "https",
         path="/graphql",
     )

@@ -258,3 +258,18 @@ async def test_bad_variables_a_token_or_a_session_cookie_are_left_to_strawberry(
         headers={"Cookie": f"{SESSION_COOKIE}={school.admin_token}", CSRF_HEADER: "1"},
     )
     assert body["data"]["login"]["errors"][0]["code"] == "INVALID_CREDENTIALS"
+
+
+async def test_variables_with_defaults_are_coerced_as_graphql_coerces_them(
+    both: Both, school: SchoolFixture
+) -> None:
+    query = """mutation ($school: String!, $username: String! = "admin", $password: String! = "wrong") {
+      login(school: $school, username: $username, password: $password) { token errors { code } } }"""
+    body, _ = await both.ask(query, {"school": school.slug}, headers={"X-Forwarded-For": new_client()})
+    assert body["data"]["login"]["errors"] == [{"code": "INVALID_CREDENTIALS"}]
+    body, _ = await both.ask(
+        query,
+        {"school": school.slug, "password": ADMIN_PASSWORD},
+        headers={"X-Forwarded-For": new_client()},
+    )
+    assert body["data"]["login"]["errors"] == [] and body["data"]["login"]["token"]

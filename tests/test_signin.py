@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from argon2 import PasswordHasher
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db import throttle
 from db.device_cookies import LIFETIME, issue_device_cookie, trusted_device
@@ -695,3 +696,41 @@ def test_a_device_cookie_names_one_user_and_cannot_be_forged_or_kept_forever() -
 
 async def test_a_pupil_password_hash_is_argon2id(db: Database) -> None:
     assert (await hash_password_async("cat1")).startswith("$argon2id$")
+
+
+async def test_a_sign_in_clears_its_own_bucket_forgives_the_shared_ones_and_is_recorded(
+    http: httpx.AsyncClient, owner_engine: AsyncEngine, db: Database, school: SchoolFixture
+) -> None:
+    client = new_client()
+    buckets = throttle.keys(f"{school.slug}:admin", client)
+    headers = {"X-Forwarded-For": client}
+    wrong = await graphql(
+        http, LOGIN, {"school": school.slug, "username": "admin", "password": "not-it"}, headers=headers
+    )
+    assert wrong["data"]["login"]["errors"][0]["code"] == "INVALID_CREDENTIALS"
+    right = await graphql(
+        http, LOGIN, {"school": school.slug, "username": "Admin", "password": ADMIN_PASSWORD}, headers=headers
+    )
+    assert right["data"]["login"]["errors"] == []
+    async with owner_engine.begin() as connection:
+        counts = dict(
+            (
+                await connection.execute(
+                    text("select key, attempts from sign_in_throttle where key = any(:keys)"),
+                    {"keys": [buckets.own, buckets.wide, buckets.client]},
+                )
+            ).all()
+        )
+    # Two attempts counted, the right one forgiven; the address counted the account's first attempt only.
+    assert counts == {buckets.wide: 1, buckets.client: 0}
+    async with school_scope(db, school.id) as session:
+        signed_in, recorded = (
+            await session.execute(
+                text(
+                    "select u.last_sign_in_at is not null, (select count(*) from audit_events a "
+                    "where a.action = 'user.signed_in' and a.actor_label = 'admin') from users u where u.id = :admin"
+                ),
+                {"admin": school.admin_id},
+            )
+        ).one()
+    assert signed_in and recorded == 1

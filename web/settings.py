@@ -86,7 +86,8 @@ class Settings:
     json_logs: bool = False
     # Proxies whose X-Forwarded-For is believed: the client address that sign-in throttling counts.
     trusted_proxies: tuple[str, ...] = ()
-    # Roster reads answered by one SQL statement (gql/compiled.py); off, every query goes through Strawberry.
+    # Roster reads answered by one SQL statement (gql/compiled.py), and plain sign-ins in front of Strawberry
+    # (gql/compiled_signin.py); off, every query and mutation goes through Strawberry.
     compiled_reads: bool = True
     # /metrics: off altogether, or only for `Authorization: Bearer <metrics_token>`.
     metrics: bool = True

@@ -133,7 +133,6 @@ LANGUAGE plpgsql VOLATILE SECURITY INVOKER {SEARCH_PATH}
 AS $$
 DECLARE
     opened_user uuid;
-    label text;
 BEGIN
     PERFORM set_config('app.school_id', in_school::text, true);
     IF new_hash IS NOT NULL THEN
@@ -153,16 +152,16 @@ BEGIN
     IF opened_user IS NULL THEN
         RETURN;
     END IF;
-    UPDATE users u SET last_sign_in_at = now()
-     WHERE u.school_id = in_school AND u.id = in_user
-    RETURNING u.username INTO label;
     INSERT INTO audit_events (school_id, actor_id, actor_label, action, target_user_ids, summary)
-    VALUES (in_school, in_user, label, action, ARRAY[in_user], summary);
+    SELECT in_school, in_user, u.username, action, ARRAY[in_user], summary
+      FROM users u WHERE u.school_id = in_school AND u.id = in_user;
     -- A correct password: its own bucket starts afresh and the shared ones forget one attempt.
     DELETE FROM sign_in_throttle t WHERE t.key = own_key;
     UPDATE sign_in_throttle t SET attempts = greatest(t.attempts - 1, 0)
      WHERE t.key = wide_key OR t.key = client_key;
-    RETURN QUERY SELECT * FROM users u WHERE u.school_id = in_school AND u.id = in_user;
+    RETURN QUERY UPDATE users u SET last_sign_in_at = now()
+     WHERE u.school_id = in_school AND u.id = in_user
+    RETURNING u.*;
 END
 $$
 """
