@@ -23,6 +23,7 @@ from db.engine import Database
 from db.imports import jobs as imports
 from db.maintenance import STALE_REASON, forget_expired_import_passwords
 from db.models import Provider, UserType
+from db.pagination import encode_cursor
 from db.passwords import verify_password
 from db.scope import bind_school, school_scope
 from gql.ids import parse_id
@@ -956,9 +957,28 @@ async def test_the_rows_are_paged_like_every_list(http: httpx.AsyncClient, schoo
     more = await rows(action="ERROR", first=100, after=errors["pageInfo"]["endCursor"])
     assert names(more) == [f"p{i:02}" for i in range(25, 60, 5)]
     assert (await rows(first=0))["edges"] == []
+    # with an action, a page says whether that action's rows lie beyond its cursor, not merely that it has one
+    after_p00, before_p59 = first["edges"][0]["cursor"], rest["edges"][-1]["cursor"]
+    created = await rows(action="CREATE", first=2, after=after_p00)
+    assert names(created) == ["p01", "p02"] and not created["pageInfo"]["hasPreviousPage"]
+    assert (await rows(action="ERROR", first=2, after=after_p00))["pageInfo"]["hasPreviousPage"]
+    last_error = await rows(action="ERROR", last=1, before=before_p59)
+    assert names(last_error) == ["p55"] and not last_error["pageInfo"]["hasNextPage"]
+    assert (await rows(action="CREATE", last=1, before=rest["edges"][-2]["cursor"]))["pageInfo"][
+        "hasNextPage"
+    ]
 
-    # and what no list takes is refused as the caller's mistake
-    for arguments in ({"first": 501}, {"first": -1}, {"first": 2, "last": 2}, {"after": "bm90LWEtY3Vyc29y"}):
+    # and what no list takes is refused as the caller's mistake, hand-made cursors among it
+    hand_made = [
+        {"after": encode_cursor([imports.ROW_CURSOR, place])} for place in ("-1", "+1", " 2", "1_0", "\u0663")
+    ]
+    for arguments in (
+        {"first": 501},
+        {"first": -1},
+        {"first": 2, "last": 2},
+        {"after": "bm90LWEtY3Vyc29y"},
+        *hand_made,
+    ):
         body = await graphql(http, ROWS, {"id": job["id"], **arguments}, token=school.admin_token)
         assert [e["extensions"]["code"] for e in body["errors"]] == ["BAD_REQUEST"], arguments
     users = await graphql(http, "{ users(first: 1) { pageInfo { endCursor } } }", token=school.admin_token)
@@ -1184,3 +1204,82 @@ async def test_a_stopping_server_takes_no_confirmation(
     body = await graphql(http, PROGRESS, {"id": job["id"]}, token=school.admin_token)
     assert body["data"]["importJob"]["status"] == "PREVIEW"
     assert (await confirm(http, school, job["id"]))["job"]["status"] == "SUCCEEDED"
+
+
+@pytest.mark.parametrize("since", ["a new user took the username", "a pupil joined whom the file leaves out"])
+async def test_an_apply_touches_no_one_the_preview_did_not_show(
+    http: httpx.AsyncClient, db: Database, school: SchoolFixture, loaded: dict[str, Any], since: str
+) -> None:
+    # given a preview that restores Amy, deleted (and, for the second case, removes the pupils the file leaves out)
+    body = await graphql(http, USERS, {"s": "amy.b"}, token=school.admin_token)
+    (amy,) = [edge["node"]["id"] for edge in body["data"]["users"]["edges"]]
+    assert (await graphql(http, DELETE, {"ids": [amy]}, token=school.admin_token))["data"]["deleteUsers"][
+        "errors"
+    ] == []
+    file = b"username,first_name,surname,type\r\namy.b,Amy,Restored,PUPIL\r\n"
+    job = (await preview(http, school, file, remove=since.startswith("a pupil")))["job"]
+    assert job["rows"][0]["action"] == "RESTORE"
+
+    # when, before it is confirmed, the roster changes under it
+    if since.startswith("a new user"):
+        stranger = await make_user(db, school, username="amy.b", first_name="Someone", surname="Else")
+    else:
+        stranger = await make_user(db, school, username="newcomer", first_name="New", surname="Comer")
+    ended = (await confirm(http, school, job["id"]))["job"]
+
+    # then the apply refuses, and the newcomer, and everyone else, are as they were
+    assert ended["status"] == "FAILED" and "roster changed" in ended["failureReason"], ended
+    async with school_scope(db, school.id) as session:
+        surname, deleted = (
+            await session.execute(
+                text("select surname, deleted_at is not null from users where id = :id"), {"id": stranger}
+            )
+        ).one()
+        amy_deleted = (
+            await session.execute(
+                text("select deleted_at is not null from users where id = :id"),
+                {"id": parse_id(amy, field="id")},
+            )
+        ).scalar_one()
+    assert (surname, deleted, amy_deleted) == ("Else" if since.startswith("a new") else "Comer", False, True)
+
+
+async def test_applies_at_once_hold_one_connection_each(
+    http: httpx.AsyncClient,
+    owner_engine: AsyncEngine,
+    db: Database,
+    migrated: EmbeddedServer,
+    settings: Settings,
+) -> None:
+    # given a worker that keeps two connections, and two schools' imports started
+    small = Database(migrated.urls().app, pool_size=1)
+    small.engine.pool._timeout = 5  # type: ignore[attr-defined]  # a wait for a connection fails soon
+    try:
+        works = []
+        for school in [await make_school(owner_engine, db) for _ in range(2)]:
+            job = (await preview(http, school, b"username,type,password\r\nsolo.a,PUPIL,Cat-12345\r\n"))[
+                "job"
+            ]
+            admin = Actor(id=school.admin_id, label="admin")
+            started = await imports.start_import(
+                db,
+                school_id=school.id,
+                actor=admin,
+                job_id=parse_id(job["id"], field="id"),
+                server_secret=settings.login_code_secret,
+            )
+            works.append((admin, started.work))
+
+        # when both apply at once on it (a progress writer never holds a connection while its apply waits)
+        ended = await asyncio.gather(
+            *(
+                imports.apply_import(small, work, actor=admin, server_secret=settings.login_code_secret)
+                for admin, work in works
+            )
+        )
+
+        # then both succeed, and no connection is left out of the pool
+        assert ended == [imports.ImportStatus.SUCCEEDED] * 2
+        assert small.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        await small.dispose()

@@ -8,9 +8,10 @@ that still fit and hashes only what the roster's changes in between call for. So
 lock for the writes alone.
 
 Progress (`processed` of `total`, in rows of the plan: a row is done once it is ready to be written, its
-password hashed if it needs one) is written by a `ProgressWriter`, a task of its own on a connection of its
-own taken before the apply's transaction opens, in short transactions that touch only the job's row and
-only while it is RUNNING. The apply never waits for the writer while its transaction is open (it only tells
+password hashed if it needs one) is written by a `ProgressWriter`, a task of its own, in short transactions
+that touch only the job's row and only while it is RUNNING, each on a connection it takes from the pool for
+that write alone (so an apply holds one connection at a time, and many at once cannot each hold one and wait
+for another). The apply never waits for the writer while its transaction is open (it only tells
 it to stop, then writes the job's row itself, last): so it never waits for a second connection while it
 holds one (behind a pooler with few server connections that wait could be forever), and a write the writer
 has under way at the end finds the job ended and changes nothing. The writer writes at most every
@@ -36,7 +37,7 @@ from typing import Any, Self
 
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
 from db import audit
@@ -92,6 +93,17 @@ class Work:
     columns: frozenset[str]
     remove_missing_pupils: bool
     total: int
+    # Whom the preview showed each row applying to: the apply refuses a plan that would touch anyone else.
+    previewed: frozenset[Whom]
+
+
+# A row of a plan by whom it applies to: its row number (None: a pupil the file leaves out), its username and
+# the user it changes (None: a user it creates).
+Whom = tuple[int | None, str, str | None]
+
+
+def _whom(row: PlannedRow) -> Whom:
+    return (row.row_number, row.username, str(row.user_id) if row.user_id else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,11 +251,12 @@ def _row_from_source(source: dict[str, Any], password: str | None) -> RosterRow:
 
 def _shown(row: PlannedRow) -> dict[str, Any]:
     target = row.target
+    row_number, username, user_id = _whom(row)
     return {
-        "row": row.row_number,
-        "username": row.username,
+        "row": row_number,
+        "username": username,
         "action": row.action.value,
-        "user_id": str(row.user_id) if row.user_id else None,
+        "user_id": user_id,
         "changes": [[name, old, new] for name, (old, new) in row.changes.items()],
         "errors": [[p.column, p.message] for p in row.errors],
         # What the user will be, as the file spells it (a column the file lacks: as the user is now).
@@ -345,12 +358,15 @@ class RowsPage:
 
 
 def _row_position(cursor: str, argument: str) -> int:
-    _, position = decode_cursor(cursor, parse=[_row_tag, int], argument=argument)
-    if position < 0:
-        raise DomainError(
-            Problem(ErrorCode.INVALID_INPUT, "That cursor is not one this list gave out.", argument)
-        )
+    _, position = decode_cursor(cursor, parse=[_row_tag, _place], argument=argument)
     return int(position)
+
+
+def _place(value: object) -> int:
+    """A row's place as the list writes it in a cursor: digits, nothing else (no sign, space or `_`)."""
+    if not (isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9):
+        raise ValueError(value)
+    return int(value)
 
 
 def _row_tag(value: str) -> str:
@@ -390,8 +406,9 @@ def rows_page(
     return RowsPage(
         rows=[entry for _, entry in page],
         cursors=[encode_cursor([ROW_CURSOR, str(position)]) for position, _ in page],
-        has_next_page=before is not None if backward else more,
-        has_previous_page=more if backward else after is not None,
+        # Past the window, in the other direction: are there rows (of this action) beyond the cursor?
+        has_next_page=any(position >= end for position, _ in chosen) if backward else more,
+        has_previous_page=more if backward else any(position <= start for position, _ in chosen),
         total_count=len(chosen),
     )
 
@@ -442,17 +459,26 @@ async def start_import(
         job.confirmed_by = actor.id
         await session.flush()
         await session.refresh(job)
-        work = Work(school_id, job_id, rows, frozenset(job.columns), job.remove_missing_pupils, job.total)
+        previewed = frozenset(
+            (entry["row"], entry["username"], entry["user_id"]) for entry in job.rows if "action" in entry
+        )
+        work = Work(
+            school_id, job_id, rows, frozenset(job.columns), job.remove_missing_pupils, job.total, previewed
+        )
         return Started(job=job, work=work)
 
 
 class ProgressWriter:
-    """Writes a RUNNING job's `processed` (and `updated_at`) on a connection of its own, taken when it starts:
-    at most every `every` seconds, when it has moved, and at least every `heartbeat` seconds.
+    """Writes a RUNNING job's `processed` (and `updated_at`) in a short transaction of its own, on a connection
+    it takes from the pool for that write and gives back at once: at most every `every` seconds, when it has
+    moved, and at least every `heartbeat` seconds. It holds no connection between writes, so an apply holds
+    one connection at a time (its own transaction's) and many applies at once cannot each hold one and wait
+    for a second.
 
     `done` is set by the apply as it goes (no waiting); `flush()` writes it now; `stop_soon()` (no waiting:
     the apply's transaction may be open) writes no more; leaving the `async with` waits for the write under
-    way, if any. A write that fails (the database went away) is tried again on a fresh connection."""
+    way, if any. A write that fails (the database went away) is skipped: the next one takes a fresh
+    connection."""
 
     def __init__(
         self,
@@ -469,13 +495,11 @@ class ProgressWriter:
         self.done = 0
         self.writes = 0
         self._written: int | None = None
-        self._connection: AsyncConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> Self:
-        self._connection = await self.db.engine.connect()
         self._task = asyncio.create_task(self._run(), name=f"import {self.job_id} progress")
         return self
 
@@ -486,13 +510,6 @@ class ProgressWriter:
         if self._task is not None:
             await self._task
             self._task = None
-        await self._drop_connection()
-
-    async def _drop_connection(self) -> None:
-        if self._connection is not None:
-            connection, self._connection = self._connection, None
-            with contextlib.suppress(SQLAlchemyError, OSError):
-                await connection.close()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -510,14 +527,12 @@ class ProgressWriter:
         async with self._lock:
             done = self.done
             try:
-                if self._connection is None:
-                    self._connection = await self.db.engine.connect()
-                async with self._connection.begin():
-                    await self._connection.execute(
+                async with self.db.engine.begin() as connection:
+                    await connection.execute(
                         text("select set_config('app.school_id', :school_id, true)"),
                         {"school_id": str(self.school_id)},
                     )
-                    await self._connection.execute(
+                    await connection.execute(
                         update(ImportJob)
                         .where(
                             ImportJob.school_id == self.school_id,
@@ -529,7 +544,6 @@ class ProgressWriter:
             except (SQLAlchemyError, OSError, TimeoutError):
                 # A missed write only delays the bar; the apply's own transaction decides the job.
                 log.warning("could not write the progress of import %s", self.job_id, exc_info=True)
-                await self._drop_connection()
                 return
             self._written = done
             self.writes += 1
@@ -570,7 +584,7 @@ async def apply_import(db: Database, work: Work, *, actor: Actor, server_secret:
                 await lock_roster(session, school_id)
                 roster = await load_roster(session, school_id)
                 plan = plan_import(rows, columns, roster, remove_missing_pupils=remove_missing)
-                if plan.has_errors:
+                if plan.has_errors or frozenset(_whom(row) for row in plan.rows) != work.previewed:
                     raise DomainError(
                         Problem(
                             ErrorCode.IMPORT_NOT_CONFIRMABLE,
