@@ -229,8 +229,9 @@ DESCRIPTIONS: dict[str, str] = {
     "ImportJob.confirmedBy": "The id of the admin who confirmed the upload (who alone may take its generated "
     "passwords); null for a preview.",
     "ImportJob.finishedAt": "When the apply ended, SUCCEEDED or FAILED; null before.",
-    "ImportJob.generatedPasswordsAvailable": "Whether takeGeneratedPasswords would give the passwords the "
-    "apply generated now: the upload SUCCEEDED with some, they have not been taken, and their hour is not over.",
+    "ImportJob.generatedPasswordsAvailable": "Whether takeGeneratedPasswords would give you the passwords the "
+    "apply generated now: you confirmed the upload, it SUCCEEDED with some, they have not been taken, and their "
+    "hour is not over.",
     "ImportJob.generatedPasswordsAvailableUntil": "Until when the generated passwords may be taken (an hour "
     "after the end); null when the upload generated none or has not ended.",
     "ImportRowConnection": "A page of an upload's rows.",

@@ -28,6 +28,7 @@ from gql.payloads import Payload, UserError, user_errors
 from gql.permissions import IsAdmin
 from gql.progress import Progress, follow, followed_job_id
 from tenants import policies
+from tenants.callers import Person
 from tenants.reauth import reauthenticate
 from web.telemetry import IMPORT_JOBS
 
@@ -170,9 +171,17 @@ class ImportJob(Node):
     expires_at: datetime
     confirmed_by: strawberry.ID | None
     finished_at: datetime | None
-    generated_passwords_available: bool
     generated_passwords_available_until: datetime | None
     stored: strawberry.Private[models.ImportJob]
+
+    @strawberry.field
+    def generated_passwords_available(self, info: Info) -> bool:
+        caller = info.context.caller
+        return (
+            isinstance(caller, Person)
+            and caller.user_id == self.stored.confirmed_by
+            and imports.generated_passwords_available(self.stored, datetime.now(UTC))
+        )
 
     @strawberry.field
     def rows(
@@ -221,7 +230,6 @@ class ImportJob(Node):
             expires_at=job.expires_at,
             confirmed_by=strawberry.ID(str(job.confirmed_by)) if job.confirmed_by else None,
             finished_at=job.finished_at,
-            generated_passwords_available=imports.generated_passwords_available(job, datetime.now(UTC)),
             generated_passwords_available_until=imports.generated_passwords_until(job),
             stored=job,
         )

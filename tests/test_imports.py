@@ -1005,7 +1005,11 @@ async def test_generated_passwords_are_sealed_and_taken_once_by_the_admin_who_co
 
     # when another admin asks for them, they are not theirs
     deputy = await make_user(db, school, username="deputy", type=UserType.TEACHER, is_admin=True)
-    other = await take(http, school, job["id"], token=await sign_in_as(db, school, deputy))
+    deputy_token = await sign_in_as(db, school, deputy)
+    assert (await finished(http, school, job["id"], token=deputy_token))[
+        "generatedPasswordsAvailable"
+    ] is False
+    other = await take(http, school, job["id"], token=deputy_token)
     assert [(e["code"], e["field"]) for e in other["errors"]] == [("NOT_YOUR_IMPORT", "jobId")]
     assert other["generatedPasswords"] == []
 
