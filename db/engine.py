@@ -102,34 +102,29 @@ class Database:
 
         The connection is checked out of the pool and back in directly (with the pool's own events: a new
         connection is set up as the engine sets any up): no adapter transaction is ever begun on it, so asyncpg
-        runs the statement as its own. A connection found gone is dropped, and the statement tried once more.
+        runs the statement as its own. A connection already known to be gone (its server ended it: a restart)
+        is dropped before anything is sent, and another taken. One lost while the statement is under way is
+        dropped and the failure raised, never retried: the statement may have committed before its answer was
+        lost, and a sign-in's statements must not run twice (an attempt counted twice, a session opened twice).
         """
-
-        async def run(again: bool) -> list[Any]:
+        for _ in range(self._pool.size() + 1):  # type: ignore[attr-defined]
             pooled = await greenlet_spawn(self._pool.connect)
             try:
                 connection = pooled.driver_connection
                 assert connection is not None, "a pooled connection has its driver's connection"
+                if connection.is_closed():
+                    pooled.invalidate()
+                    continue
                 return cast(list[Any], await connection.fetch(sql, *args))
             except (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError) as error:
                 pooled.invalidate(error)
-                if again:
-                    raise _Disconnected from error
                 raise
             finally:
                 await greenlet_spawn(pooled.close)
-
-        try:
-            return await run(again=True)
-        except _Disconnected:
-            return await run(again=False)
+        raise asyncpg.ConnectionDoesNotExistError("every connection of the pool had gone")
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-
-
-class _Disconnected(Exception):
-    """A pooled connection had gone under `Database.statement`: it is dropped and the statement tried again."""
 
 
 async def retry_if_disconnected(work: Callable[[], Awaitable[T]]) -> T:

@@ -83,7 +83,7 @@ async def sign_in(
     ((school_id, user_id, checked, device, attempts, everywhere, from_client),) = await db.statement(
         _ATTEMPT,
         slug if findable else None,
-        name.lower() if findable else None,
+        name if findable else None,  # lowered in SQL, by the `lower` that made `username_key`
         buckets.own,
         buckets.wide,
         buckets.client,

@@ -266,7 +266,10 @@ class CompiledSignIn:
         if isinstance(coerced, list):
             return None
         assert self.login is not None
-        return get_argument_values(self.login, plan.field, coerced)
+        try:
+            return get_argument_values(self.login, plan.field, coerced)
+        except GraphQLError:
+            return None  # e.g. a nullable variable, given null, for a String! argument: the view says so
 
     async def _sign_in(self, request: Request, response: Response, arguments: dict[str, Any]) -> _Payload:
         """What gql.signin.AuthMutations.login does, for a request with no caller."""

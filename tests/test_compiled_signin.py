@@ -273,3 +273,16 @@ async def test_variables_with_defaults_are_coerced_as_graphql_coerces_them(
         headers={"X-Forwarded-For": new_client()},
     )
     assert body["data"]["login"]["errors"] == [] and body["data"]["login"]["token"]
+
+
+async def test_a_nullable_variable_given_null_for_a_required_argument_is_left_to_strawberry(
+    both: Both, school: SchoolFixture
+) -> None:
+    # given a nullable variable with a default where a String! is wanted (valid GraphQL), sent as null
+    query = """mutation ($school: String = "x", $username: String!, $password: String!) {
+      login(school: $school, username: $username, password: $password) { token errors { code } } }"""
+    variables = {"school": None, "username": "admin", "password": ADMIN_PASSWORD}
+
+    # then both apps answer the same GraphQL error (not a 500), from Strawberry
+    body, _ = await both.ask(query, variables, compiled=False, headers={"X-Forwarded-For": new_client()})
+    assert body["data"] is None and "not to be None" in body["errors"][0]["message"], body

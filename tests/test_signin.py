@@ -10,7 +10,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
+import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,8 +23,9 @@ from db.engine import Database
 from db.models import UserType
 from db.passwords import hash_password_async
 from db.scope import school_scope
+from db.signin import sign_in
 from db.users import create_user
-from tests.conftest import ADMIN_PASSWORD, SchoolFixture, graphql, make_user, sign_in_as
+from tests.conftest import ADMIN_PASSWORD, POLICY, SchoolFixture, graphql, make_user, sign_in_as
 from web.http_auth import DEVICE_COOKIE
 from web.settings import Settings
 
@@ -184,6 +187,11 @@ async def test_usernames_match_case_insensitively(
 ) -> None:
     await make_user(db, school, username="Amy.Brown", password="pupil-pass")
     assert (await login(http, school.slug.upper(), "amy.brown", "pupil-pass"))["errors"] == []
+    # lowered as the database lowers the stored name, whatever Python's lower makes of it ('İ': i and a dot)
+    for name in ["İpek", "Ärzte"]:
+        await make_user(db, school, username=name, password="pupil-pass")
+        for typed in (name, name.upper()):
+            assert (await login(http, school.slug, typed, "pupil-pass"))["errors"] == [], typed
 
 
 async def test_passwords_are_case_sensitive_and_never_truncated(
@@ -734,3 +742,42 @@ async def test_a_sign_in_clears_its_own_bucket_forgives_the_shared_ones_and_is_r
             )
         ).one()
     assert signed_in and recorded == 1
+
+
+async def test_a_statement_whose_answer_is_lost_is_not_run_again(
+    monkeypatch: pytest.MonkeyPatch, db: Database, owner_engine: AsyncEngine, school: SchoolFixture
+) -> None:
+    # given a connection that drops once, after the attempt's statement has run (and, autocommitted, committed)
+    real = asyncpg.connection.Connection.fetch
+    dropped: list[str] = []
+
+    async def fetch(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        rows = await real(self, query, *args, **kwargs)
+        if "rollcall_sign_in_attempt" in query and not dropped:
+            dropped.append(query)
+            raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+        return rows
+
+    monkeypatch.setattr(asyncpg.connection.Connection, "fetch", fetch)
+
+    # when a wrong password is tried
+    client = "198.51.100.77"
+    with pytest.raises(asyncpg.ConnectionDoesNotExistError):
+        await sign_in(
+            db,
+            school=school.slug,
+            username="admin",
+            password="wrong",
+            client=client,
+            policy=POLICY,
+            secret=b"s" * 32,
+        )
+
+    # then the attempt counted once, not once for each try of the statement
+    assert dropped
+    own = throttle.keys(f"{school.slug}:admin", client).own
+    async with owner_engine.connect() as connection:
+        attempts = (
+            await connection.execute(text("select attempts from sign_in_throttle where key = :k"), {"k": own})
+        ).scalar_one()
+    assert attempts == 1

@@ -6,8 +6,8 @@
   policy's; a plain equality on a column is, so the lookup is one index probe.
 - `rollcall_count_attempt(own, everywhere, address, known, device, window, account_limit)`: an attempt
   counted in its throttle buckets (db/throttle.py says which and why), one statement.
-- `rollcall_sign_in_attempt(slug, username_key, ...)`: the school found by its exact slug and bound, the
-  active user found by name, and the attempt counted (in a trusted browser's own bucket when the device
+- `rollcall_sign_in_attempt(slug, typed_name, ...)`: the school found by its exact slug and bound, the
+  active user found by name (lowered by PostgreSQL's own `lower`, as the key is: Python's differs, 'İ'), and the attempt counted (in a trusted browser's own bucket when the device
   cookie names the user found), all in one statement; returns the hash to check.
 - `rollcall_open_session(...)`: after a correct password, the session opened (only for an account still
   active with the very hash that was checked, upgraded to a new hash when given), the last sign-in time set,
@@ -88,7 +88,7 @@ $$
 
 SIGN_IN_ATTEMPT = f"""
 CREATE FUNCTION rollcall_sign_in_attempt(
-    slug text, username_key text, own_key bytea, wide_key bytea, client_key bytea, device_school uuid,
+    slug text, typed_name text, own_key bytea, wide_key bytea, client_key bytea, device_school uuid,
     device_user uuid, device_key bytea, time_window interval, account_limit integer)
 RETURNS TABLE (school_id uuid, user_id uuid, password_hash text, device boolean, attempts integer,
                everywhere integer, from_client integer)
@@ -100,7 +100,7 @@ DECLARE
     found_hash text;
     trusted boolean;
 BEGIN
-    IF rollcall_sign_in_attempt.slug IS NOT NULL AND rollcall_sign_in_attempt.username_key IS NOT NULL THEN
+    IF rollcall_sign_in_attempt.slug IS NOT NULL AND typed_name IS NOT NULL THEN
         -- Only the school with exactly this slug is visible (its policy), and only for this lookup.
         PERFORM set_config('app.school_slug', rollcall_sign_in_attempt.slug, true);
         SELECT s.id INTO found_school FROM schools s WHERE s.slug = rollcall_sign_in_attempt.slug;
@@ -109,7 +109,7 @@ BEGIN
             PERFORM set_config('app.school_id', found_school::text, true);
             SELECT u.id, u.password_hash INTO found_user, found_hash
               FROM users u
-             WHERE u.school_id = found_school AND u.username_key = rollcall_sign_in_attempt.username_key
+             WHERE u.school_id = found_school AND u.username_key = lower(typed_name)
                AND u.deleted_at IS NULL;
         END IF;
     END IF;
