@@ -39,6 +39,7 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
+from sqlalchemy.sql.dml import Update
 
 from db import audit
 from db.audit import Actor, AuditAction
@@ -468,6 +469,14 @@ async def start_import(
         return Started(job=job, work=work)
 
 
+def _while_running(school_id: uuid.UUID, job_id: uuid.UUID) -> Update:
+    """An update of the job that changes it only while it is RUNNING: every write of a running apply (its
+    progress, its end, its failure), so none changes a job another has ended meanwhile."""
+    return update(ImportJob).where(
+        ImportJob.school_id == school_id, ImportJob.id == job_id, ImportJob.status == ImportStatus.RUNNING
+    )
+
+
 class ProgressWriter:
     """Writes a RUNNING job's `processed` (and `updated_at`) in a short transaction of its own, on a connection
     it takes from the pool for that write and gives back at once: at most every `every` seconds, when it has
@@ -533,13 +542,9 @@ class ProgressWriter:
                         {"school_id": str(self.school_id)},
                     )
                     await connection.execute(
-                        update(ImportJob)
-                        .where(
-                            ImportJob.school_id == self.school_id,
-                            ImportJob.id == self.job_id,
-                            ImportJob.status == ImportStatus.RUNNING,
+                        _while_running(self.school_id, self.job_id).values(
+                            processed=done, updated_at=func.now()
                         )
-                        .values(processed=done, updated_at=func.now())
                     )
             except (SQLAlchemyError, OSError, TimeoutError):
                 # A missed write only delays the bar; the apply's own transaction decides the job.
@@ -599,12 +604,7 @@ async def apply_import(db: Database, work: Work, *, actor: Actor, server_secret:
                 writer.stop_soon()
                 ended = (
                     await session.execute(
-                        update(ImportJob)
-                        .where(
-                            ImportJob.school_id == school_id,
-                            ImportJob.id == job_id,
-                            ImportJob.status == ImportStatus.RUNNING,
-                        )
+                        _while_running(school_id, job_id)
                         .values(
                             status=ImportStatus.SUCCEEDED,
                             processed=work.total,
@@ -668,13 +668,7 @@ async def _fail(db: Database, school_id: uuid.UUID, job_id: uuid.UUID, reason: s
     try:
         async with school_scope(db, school_id) as session:
             await session.execute(
-                update(ImportJob)
-                .where(
-                    ImportJob.school_id == school_id,
-                    ImportJob.id == job_id,
-                    ImportJob.status == ImportStatus.RUNNING,
-                )
-                .values(
+                _while_running(school_id, job_id).values(
                     status=ImportStatus.FAILED,
                     failure_reason=reason,
                     sealed_passwords=None,
