@@ -414,6 +414,20 @@ def rows_page(
     )
 
 
+async def _locked_job(session: AsyncSession, school_id: uuid.UUID, job_id: uuid.UUID) -> ImportJob:
+    """The school's job, its row locked for the rest of the transaction; NOT_FOUND when it has none by that id."""
+    job = (
+        await session.execute(
+            select(ImportJob)
+            .where(ImportJob.school_id == school_id, ImportJob.id == job_id)
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+    if job is None:
+        raise DomainError(Problem(ErrorCode.NOT_FOUND, f"No import job has the id {job_id}.", "jobId"))
+    return job
+
+
 def _refuse(message: str) -> DomainError:
     return DomainError(Problem(ErrorCode.IMPORT_NOT_CONFIRMABLE, message, "jobId"))
 
@@ -424,15 +438,7 @@ async def start_import(
     """Confirm a previewed job (the caller has re-authenticated): move it from PREVIEW to RUNNING, once only,
     as confirmed by `actor`, and take what the apply needs. `apply_import(started.work)` then applies it."""
     async with school_scope(db, school_id) as session:
-        job = (
-            await session.execute(
-                select(ImportJob)
-                .where(ImportJob.school_id == school_id, ImportJob.id == job_id)
-                .with_for_update()
-            )
-        ).scalar_one_or_none()
-        if job is None:
-            raise DomainError(Problem(ErrorCode.NOT_FOUND, f"No import job has the id {job_id}.", "jobId"))
+        job = await _locked_job(session, school_id, job_id)
         if job.status != ImportStatus.PREVIEW:
             raise _refuse(f"This import is {job.status.value.lower()}; an import is applied at most once.")
         if job.totals.get(ImportAction.ERROR.value):
@@ -707,15 +713,7 @@ async def take_generated_passwords(
     def refuse(code: ErrorCode, message: str) -> DomainError:
         return DomainError(Problem(code, message, "jobId"))
 
-    job = (
-        await session.execute(
-            select(ImportJob)
-            .where(ImportJob.school_id == school_id, ImportJob.id == job_id)
-            .with_for_update()
-        )
-    ).scalar_one_or_none()
-    if job is None:
-        raise refuse(ErrorCode.NOT_FOUND, f"No import job has the id {job_id}.")
+    job = await _locked_job(session, school_id, job_id)
     if job.confirmed_by is None:
         raise refuse(ErrorCode.NO_GENERATED_PASSWORDS, "This import has not been confirmed.")
     if job.confirmed_by != actor.id:
